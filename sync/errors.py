@@ -1,0 +1,125 @@
+"""One error tree for the whole server, rendered CouchDB-style at the edge.
+
+Every error carries CouchDB's HTTP status, its ``error`` token and a
+human ``reason``; the middleware in :mod:`sync.app` renders
+``{"error": ..., "reason": ...}``.  Library exceptions (sqlite3, aiohttp,
+cryptography) are turned into these at the boundary with ``raise ... from``.
+
+    FieldsyncError                 500 unknown_error
+    ├── BadRequest                 400 bad_request
+    │   └── InvalidJSON            400 bad_request   (body is not UTF-8 JSON)
+    ├── Unauthorized               401 unauthorized
+    ├── Forbidden                  403 forbidden
+    ├── NotFound                   404 not_found
+    ├── MethodNotAllowed           405 method_not_allowed
+    ├── NotAcceptable              406 not_acceptable
+    ├── Conflict                   409 conflict
+    ├── PreconditionFailed         412 file_exists / precondition_failed
+    ├── TooLarge                   413 too_large
+    ├── UnsupportedMediaType       415 bad_content_type
+    ├── TooManyRequests            429 too_many_requests
+    ├── StoreError                 500 internal_server_error
+    └── ServiceUnavailable         503 service_unavailable
+
+See https://docs.couchdb.org/en/stable/api/basics.html#http-status-codes
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class FieldsyncError(Exception):
+    status: ClassVar[int] = 500
+    error: ClassVar[str] = "unknown_error"
+    default_reason: ClassVar[str] = "Unknown error."
+
+    def __init__(self, reason: str | None = None, *, error: str | None = None) -> None:
+        self.reason = reason or self.default_reason
+        self.error_token = error or self.error
+        super().__init__(self.reason)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.error_token, "reason": self.reason}
+
+
+class BadRequest(FieldsyncError):
+    status = 400
+    error = "bad_request"
+    default_reason = "Bad request."
+
+
+class InvalidJSON(BadRequest):
+    default_reason = "Request body is not valid UTF-8 JSON."
+
+
+class Unauthorized(FieldsyncError):
+    status = 401
+    error = "unauthorized"
+    default_reason = "Name or password is incorrect."
+
+
+class Forbidden(FieldsyncError):
+    status = 403
+    error = "forbidden"
+    default_reason = "You are not allowed to do this."
+
+
+class NotFound(FieldsyncError):
+    status = 404
+    error = "not_found"
+    default_reason = "missing"
+
+
+class MethodNotAllowed(FieldsyncError):
+    status = 405
+    error = "method_not_allowed"
+    default_reason = "Method not allowed here."
+
+
+class NotAcceptable(FieldsyncError):
+    status = 406
+    error = "not_acceptable"
+    default_reason = "Not acceptable."
+
+
+class Conflict(FieldsyncError):
+    status = 409
+    error = "conflict"
+    default_reason = "Document update conflict."
+
+
+class PreconditionFailed(FieldsyncError):
+    status = 412
+    error = "precondition_failed"
+    default_reason = "Precondition failed."
+
+
+class TooLarge(FieldsyncError):
+    status = 413
+    error = "too_large"
+    default_reason = "Request body is too large."
+
+
+class UnsupportedMediaType(FieldsyncError):
+    status = 415
+    error = "bad_content_type"
+    default_reason = "Content-Type is not supported here."
+
+
+class TooManyRequests(FieldsyncError):
+    status = 429
+    error = "too_many_requests"
+    default_reason = "Too many requests; slow down."
+
+
+class StoreError(FieldsyncError):
+    status = 500
+    error = "internal_server_error"
+    default_reason = "The store failed."
+
+
+class ServiceUnavailable(FieldsyncError):
+    status = 503
+    error = "service_unavailable"
+    default_reason = "Service unavailable."
