@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from sync.errors import BadRequest
 
-_REV_RE = re.compile(r"^([1-9][0-9]{0,9})-([0-9a-zA-Z]+)$")
+_REV_RE = re.compile(r"([1-9][0-9]{0,9})-([0-9a-zA-Z]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ def parse_rev(rev: object) -> tuple[int, str]:
     """Split ``"N-hash"`` into ``(N, hash)``; anything else is a bad request."""
     if not isinstance(rev, str):
         raise BadRequest("Invalid rev format")
-    match = _REV_RE.match(rev)
+    match = _REV_RE.fullmatch(rev)
     if match is None:
         raise BadRequest("Invalid rev format")
     return int(match.group(1)), match.group(2)
@@ -55,6 +55,13 @@ def rev_pos(rev: str) -> int:
 
 def path_from_revisions(start: int, ids: Sequence[str]) -> list[str]:
     """Turn a ``_revisions`` object (newest first) into a list of revs."""
+    if (
+        not isinstance(start, int)
+        or isinstance(start, bool)
+        or isinstance(ids, str)
+        or not all(isinstance(h, str) for h in ids)
+    ):
+        raise BadRequest("Invalid _revisions: start must be an integer, ids strings")
     if start < len(ids) or not ids:
         raise BadRequest("Invalid _revisions: start is smaller than the history")
     path = [f"{start - i}-{h}" for i, h in enumerate(ids)]
@@ -66,27 +73,37 @@ def path_from_revisions(start: int, ids: Sequence[str]) -> list[str]:
 def merge_path(tree: RevTree, path: Sequence[str], deleted: bool) -> dict[str, RevNode]:
     """Add a linear history (newest first) to a tree; the newest is ``deleted`` or not.
 
-    Known revisions keep their deleted flag; a known revision whose parent
-    was unknown (a stemmed or partial history) learns its parent.
+    Known revisions keep their deleted flag, except that a revision first
+    seen only as an ancestor (which carries no flag of its own) learns it is
+    deleted when it arrives as a deleted newest revision; a known revision
+    whose parent was unknown (a stemmed or partial history) learns its parent.
     """
     merged = dict(tree)
     for i, rev in enumerate(path):
         parent = path[i + 1] if i + 1 < len(path) else None
-        known = merged.get(rev)
-        if known is None:
-            merged[rev] = RevNode(parent, deleted if i == 0 else False)
-        elif known.parent is None and parent is not None:
-            merged[rev] = RevNode(parent, known.deleted)
+        merged[rev] = _join(merged.get(rev), RevNode(parent, deleted and i == 0))
     return merged
+
+
+def _join(known: RevNode | None, node: RevNode) -> RevNode:
+    """One revision seen twice: a known parent beats an unknown one, deleted sticks.
+
+    Commutative, so merging is order-independent (CouchDB's key tree likewise
+    prefers a revision's own value over an ancestor's placeholder).
+    """
+    if known is None:
+        return node
+    return RevNode(
+        known.parent if known.parent is not None else node.parent,
+        known.deleted or node.deleted,
+    )
 
 
 def merge_trees(left: RevTree, right: RevTree) -> dict[str, RevNode]:
     """Union of two trees; a known parent beats an unknown one."""
     merged = dict(left)
     for rev, node in right.items():
-        known = merged.get(rev)
-        if known is None or (known.parent is None and node.parent is not None):
-            merged[rev] = RevNode(node.parent, known.deleted if known else node.deleted)
+        merged[rev] = _join(merged.get(rev), node)
     return merged
 
 
@@ -144,7 +161,12 @@ def revisions_field(tree: RevTree, rev: str, limit: int | None = None) -> dict[s
 
 
 def leaves_under(tree: RevTree, rev: str) -> list[str]:
-    """The leaves that descend from ``rev`` (``rev`` itself if it is a leaf): ``latest``."""
+    """The leaves that descend from ``rev`` (``rev`` itself if it is a leaf): ``latest``.
+
+    A rev the tree does not hold has none (CouchDB reports it as missing).
+    """
+    if rev not in tree:
+        return []
     children: dict[str, list[str]] = {}
     for child, node in tree.items():
         if node.parent is not None:

@@ -1,0 +1,194 @@
+"""Users and places in the system tables, as plain functions over a connection.
+
+The CLI calls these directly (while the server may be running: WAL), the
+server calls them on the store's threads.  Passwords are stored as scrypt
+hashes (``scrypt$n$r$p$salt$hash``, RFC 7914).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+from collections.abc import Sequence
+
+from sync.errors import BadRequest, Conflict, NotFound
+from sync.scopes import Place, PlaceTree, Role, User, validate_place_id
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+USER_NAME_MAX = 64
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+    parts = (str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest))
+    return "scrypt$" + "$".join(parts)
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        actual = hashlib.scrypt(
+            password.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p)
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, _unb64(digest))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+# -- places --------------------------------------------------------------------
+def add_place(conn: sqlite3.Connection, place_id: str, parent: str | None, name: str | None) -> Place:
+    validate_place_id(place_id)
+    if parent is not None and _place_row(conn, parent) is None:
+        raise NotFound(f"parent place {parent!r} does not exist")
+    if _place_row(conn, place_id) is not None:
+        raise Conflict(f"place {place_id!r} already exists")
+    conn.execute(
+        "INSERT INTO places(id, parent, name, created) VALUES(?,?,?,?)",
+        (place_id, parent, name or place_id, _now()),
+    )
+    _bump(conn, "places_version")
+    return Place(place_id, parent, name or place_id)
+
+
+def _place_row(conn: sqlite3.Connection, place_id: str) -> tuple[str, str | None, str] | None:
+    row = conn.execute("SELECT id, parent, name FROM places WHERE id=?", (place_id,)).fetchone()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def list_places(conn: sqlite3.Connection) -> list[Place]:
+    rows = conn.execute("SELECT id, parent, name FROM places ORDER BY id").fetchall()
+    return [Place(r[0], r[1], r[2]) for r in rows]
+
+
+def place_tree(conn: sqlite3.Connection) -> PlaceTree:
+    return PlaceTree(list_places(conn))
+
+
+def version(conn: sqlite3.Connection, key: str) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _bump(conn: sqlite3.Connection, key: str) -> None:
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES(?, '1') "
+        "ON CONFLICT(key) DO UPDATE SET value=CAST(value AS INTEGER)+1",
+        (key,),
+    )
+
+
+# -- users ---------------------------------------------------------------------
+def validate_user_name(name: str) -> str:
+    if not name or len(name) > USER_NAME_MAX or name.startswith("_") or ":" in name:
+        raise BadRequest(
+            f"invalid user name {name!r}: 1-{USER_NAME_MAX} characters, no ':' and not starting with '_'"
+        )
+    return name
+
+
+def parse_role(role: str) -> Role:
+    try:
+        return Role(role)
+    except ValueError as exc:
+        choices = ", ".join(r.value for r in Role)
+        raise BadRequest(f"unknown role {role!r}: use one of {choices}") from exc
+
+
+def _check_places(conn: sqlite3.Connection, places: Sequence[str]) -> None:
+    for place in places:
+        if _place_row(conn, place) is None:
+            raise NotFound(f"place {place!r} does not exist")
+
+
+def add_user(
+    conn: sqlite3.Connection,
+    name: str,
+    role: Role,
+    password: str,
+    places: Sequence[str] = (),
+    read_places: Sequence[str] = (),
+) -> User:
+    validate_user_name(name)
+    if len(password) < 8:
+        raise BadRequest("password must be at least 8 characters")
+    _check_places(conn, [*places, *read_places])
+    if role in (Role.CHW, Role.SUPERVISOR) and not places and not read_places:
+        raise BadRequest(f"a {role.value} needs at least one --place or --read-place")
+    if get_user(conn, name) is not None:
+        raise Conflict(f"user {name!r} already exists")
+    password_hash = hash_password(password)
+    conn.execute(
+        "INSERT INTO users(name, role, password_hash, places, read_places, created, updated) "
+        "VALUES(?,?,?,?,?,?,?)",
+        (name, role.value, password_hash, json.dumps(list(places)), json.dumps(list(read_places)),
+         _now(), _now()),
+    )
+    return User(name, role, tuple(places), tuple(read_places), password_hash)
+
+
+def set_places(
+    conn: sqlite3.Connection, name: str, places: Sequence[str], read_places: Sequence[str]
+) -> User:
+    user = get_user(conn, name)
+    if user is None:
+        raise NotFound(f"user {name!r} does not exist")
+    _check_places(conn, [*places, *read_places])
+    conn.execute(
+        "UPDATE users SET places=?, read_places=?, updated=? WHERE name=?",
+        (json.dumps(list(places)), json.dumps(list(read_places)), _now(), name),
+    )
+    return User(name, user.role, tuple(places), tuple(read_places), user.password_hash)
+
+
+def set_password(conn: sqlite3.Connection, name: str, password: str) -> None:
+    if len(password) < 8:
+        raise BadRequest("password must be at least 8 characters")
+    cur = conn.execute(
+        "UPDATE users SET password_hash=?, updated=? WHERE name=?",
+        (hash_password(password), _now(), name),
+    )
+    if cur.rowcount == 0:
+        raise NotFound(f"user {name!r} does not exist")
+
+
+def get_user(conn: sqlite3.Connection, name: str) -> User | None:
+    row = conn.execute(
+        "SELECT name, role, places, read_places, password_hash FROM users WHERE name=?", (name,)
+    ).fetchone()
+    if row is None:
+        return None
+    return User(row[0], Role(row[1]), tuple(json.loads(row[2])), tuple(json.loads(row[3])), row[4])
+
+
+def list_users(conn: sqlite3.Connection) -> list[User]:
+    names = [r[0] for r in conn.execute("SELECT name FROM users ORDER BY name").fetchall()]
+    return [u for u in (get_user(conn, n) for n in names) if u is not None]
+
+
+def server_secret(conn: sqlite3.Connection, key: str) -> bytes:
+    """A random secret kept in ``meta`` (created on first use): cookie signing, server uuid."""
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    if row is None:
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES(?,?)", (key, secrets.token_hex(32)))
+        row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    return bytes.fromhex(row[0])

@@ -1,0 +1,117 @@
+"""The app factory: ``create_app(config) -> web.Application``.
+
+Resources with a lifetime (the store, the key ring) are opened in a
+``cleanup_ctx``; each package contributes a routes table; one middleware
+renders every error CouchDB-style.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import closing, contextmanager
+from collections.abc import Iterator
+
+import structlog
+from aiohttp import web
+
+from sync import accounts
+from sync.auth import Authenticator
+from sync.config import Config
+from sync.errors import FieldsyncError, MethodNotAllowed, NotFound, PreconditionFailed, TooLarge
+from sync.http import json_response
+from sync.keys import KeyRing, load_master_key
+from sync.replication.changes import ChangesFeed, SnapshotRegistry
+from sync.replication.context import Notifier, Parts
+from sync.replication.reads import Reader
+from sync.replication.routes import REPLICATION, Replication, setup_routes
+from sync.replication.writes import Writer
+from sync.store.schema import connect, db_path
+from sync.store.sqlite import SqliteStore
+from sync.vault import Vault
+
+log = structlog.get_logger("fieldsync")
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", SqliteStore)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except FieldsyncError as exc:
+        if exc.status >= 500:
+            log.error("request_failed", path=request.path, error=exc.error_token, reason=exc.reason)
+        return json_response(exc.to_json(), status=exc.status)
+    except web.HTTPRequestEntityTooLarge as exc:
+        error = TooLarge(f"Request body is larger than the limit of {exc.max_size} bytes.")
+        return json_response(error.to_json(), status=413)
+    except web.HTTPNotFound:
+        return json_response(NotFound("Database does not exist.").to_json(), status=404)
+    except web.HTTPMethodNotAllowed as exc:
+        return json_response(MethodNotAllowed(f"Only {', '.join(sorted(exc.allowed_methods))} allowed").to_json(), status=405)
+
+
+def _conn_factory(path: object) -> object:
+    @contextmanager
+    def factory() -> Iterator[sqlite3.Connection]:
+        with closing(connect(path)) as conn:  # type: ignore[arg-type]
+            yield conn
+
+    return factory
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    path = db_path(config.data_dir)
+    store = SqliteStore(path)
+    master = load_master_key(config.key_file, create=True)
+    keys = KeyRing(master, _conn_factory(path))  # type: ignore[arg-type]
+    secret, server_uuid = await store.write_tx(_server_identity)
+    await _ensure_db(store, config.db_name)
+    parts = Parts(store, Vault(keys), Notifier())
+    reader = Reader(parts)
+    snapshots = SnapshotRegistry(
+        lambda h, p: store.write_tx(lambda c: _save_snapshot(c, h, p)),
+        lambda h: store.read(lambda c: _load_snapshot(c, h)),
+    )
+    app[STORE] = store
+    app[REPLICATION] = Replication(
+        parts, reader, Writer(parts), ChangesFeed(parts, reader, snapshots),
+        Authenticator(store, secret, config.session_seconds), config, server_uuid,
+    )
+    yield
+    await store.close()
+
+
+def _server_identity(conn: sqlite3.Connection) -> tuple[bytes, str]:
+    return accounts.server_secret(conn, "cookie_secret"), accounts.server_secret(conn, "server_uuid").hex()[:32]
+
+
+async def _ensure_db(store: SqliteStore, name: str) -> None:
+    try:
+        await store.create_db(name)
+    except PreconditionFailed:
+        pass
+
+
+def _save_snapshot(conn: sqlite3.Connection, digest: str, places: frozenset[str]) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO scope_snapshots(hash, places) VALUES(?,?)",
+        (digest, json.dumps(sorted(places))),
+    )
+
+
+def _load_snapshot(conn: sqlite3.Connection, digest: str) -> frozenset[str] | None:
+    row = conn.execute("SELECT places FROM scope_snapshots WHERE hash=?", (digest,)).fetchone()
+    return None if row is None else frozenset(json.loads(row[0]))
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_request_bytes)
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_resources)
+    setup_routes(app)
+    return app

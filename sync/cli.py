@@ -1,0 +1,213 @@
+"""The ``fieldsync`` command: serve, and manage places and users.
+
+Management commands open the same SQLite file as a running server (WAL), so
+they work while it runs; a changed scope takes effect on the user's next request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import ssl
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from sync import accounts
+from sync.config import Config, from_env
+from sync.errors import FieldsyncError
+from sync.store.schema import connect, db_path, initialise
+
+PASSWORD_ENV = "FIELDSYNC_PASSWORD"
+log = structlog.get_logger("fieldsync")
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = from_env()
+    if getattr(args, "data_dir", None):
+        config = replace(config, data_dir=Path(args.data_dir))
+    return config
+
+
+def _with_conn(args: argparse.Namespace, fn: Callable[[Any], object]) -> object:
+    path = db_path(_config(args).data_dir)
+    initialise(path)
+    with closing(connect(path)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+
+# -- serve --------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sync.app import create_app
+
+    config = _config(args)
+    config = replace(config, host=args.host or config.host, port=args.port or config.port)
+    ssl_context = None
+    if config.tls_cert is not None:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
+    app = create_app(config)
+    scheme = "https" if ssl_context else "http"
+
+    async def announce(_: web.Application) -> None:
+        log.info("listening", url=f"{scheme}://{config.host}:{config.port}/",
+                 db=config.db_name, data_dir=str(config.data_dir))
+
+    app.on_startup.append(announce)
+    web.run_app(app, host=config.host, port=config.port, ssl_context=ssl_context,
+                print=None, access_log=None, handle_signals=True)
+    return 0
+
+
+# -- places and users ------------------------------------------------------------------
+def cmd_place_add(args: argparse.Namespace) -> int:
+    place = _with_conn(args, lambda c: accounts.add_place(c, args.id, args.parent, args.name))
+    print(f"place {place.id} added")  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_place_list(args: argparse.Namespace) -> int:
+    for place in _with_conn(args, accounts.list_places):  # type: ignore[attr-defined]
+        print(f"{place.id}\t{place.parent or '-'}\t{place.name}")
+    return 0
+
+
+def _password() -> str:
+    if PASSWORD_ENV in os.environ:
+        return os.environ[PASSWORD_ENV]
+    if sys.stdin.isatty():
+        return getpass.getpass("Password: ")
+    return sys.stdin.readline().rstrip("\n")
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    role = accounts.parse_role(args.role)
+    password = _password()
+    _with_conn(args, lambda c: accounts.add_user(c, args.name, role, password, args.place, args.read_place))
+    print(f"user {args.name} added ({role.value})")
+    return 0
+
+
+def cmd_user_set_places(args: argparse.Namespace) -> int:
+    _with_conn(args, lambda c: accounts.set_places(c, args.name, args.place, args.read_place))
+    print(f"user {args.name}: places {args.place or '-'}, read-only {args.read_place or '-'}")
+    return 0
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    password = _password()
+    _with_conn(args, lambda c: accounts.set_password(c, args.name, password))
+    print(f"user {args.name}: password changed")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    for user in _with_conn(args, accounts.list_users):  # type: ignore[attr-defined]
+        print(f"{user.name}\t{user.role.value}\t{','.join(user.places) or '-'}\t{','.join(user.read_places) or '-'}")
+    return 0
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="data directory (default ./data or FIELDSYNC_DATA_DIR)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fieldsync", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the server")
+    _data_dir(serve)
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 5984)")
+    serve.set_defaults(func=cmd_serve)
+    _place_commands(sub)
+    _user_commands(sub)
+    _domain_commands(sub)
+    return parser
+
+
+def _place_commands(sub: Any) -> None:
+    place = sub.add_parser("place", help="manage places").add_subparsers(dest="action", required=True)
+    add = place.add_parser("add", help="add a place")
+    add.add_argument("id")
+    add.add_argument("--parent")
+    add.add_argument("--name")
+    _data_dir(add)
+    add.set_defaults(func=cmd_place_add)
+    listing = place.add_parser("list", help="list places")
+    _data_dir(listing)
+    listing.set_defaults(func=cmd_place_list)
+
+
+def _user_commands(sub: Any) -> None:
+    user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
+    add = user.add_parser("add", help=f"add a user (password from {PASSWORD_ENV} or stdin)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True)
+    _scope_args(add)
+    add.set_defaults(func=cmd_user_add)
+    setp = user.add_parser("set-places", help="replace a user's scope")
+    setp.add_argument("name")
+    _scope_args(setp)
+    setp.set_defaults(func=cmd_user_set_places)
+    passwd = user.add_parser("passwd", help=f"set a password (from {PASSWORD_ENV} or stdin)")
+    passwd.add_argument("name")
+    _data_dir(passwd)
+    passwd.set_defaults(func=cmd_user_passwd)
+    listing = user.add_parser("list", help="list users")
+    _data_dir(listing)
+    listing.set_defaults(func=cmd_user_list)
+
+
+def _scope_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--place", action="append", default=[], help="capture scope (write + read)")
+    parser.add_argument("--read-place", action="append", default=[], help="read-only scope")
+    _data_dir(parser)
+
+
+def _domain_commands(sub: Any) -> None:
+    from barcode.cli import register as register_patient_ids
+
+    register_patient_ids(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except FieldsyncError as exc:
+        print(f"fieldsync: {exc.reason}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Server configuration: defaults, then environment (``FIELDSYNC_*``), then CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = 5984
+    db_name: str = "health"
+    max_request_bytes: int = 64 * MiB
+    max_document_bytes: int = 8 * MiB
+    session_seconds: int = 14 * 24 * 3600
+    longpoll_max_seconds: float = 60.0
+    master_key_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key_file(self) -> Path:
+        return self.master_key_file or self.data_dir / "master.key"
+
+    @property
+    def https(self) -> bool:
+        return self.tls_cert is not None
+
+
+_ENV = {
+    "FIELDSYNC_DATA_DIR": ("data_dir", Path),
+    "FIELDSYNC_HOST": ("host", str),
+    "FIELDSYNC_PORT": ("port", int),
+    "FIELDSYNC_DB": ("db_name", str),
+    "FIELDSYNC_MAX_REQUEST_BYTES": ("max_request_bytes", int),
+    "FIELDSYNC_MAX_DOCUMENT_BYTES": ("max_document_bytes", int),
+    "FIELDSYNC_MASTER_KEY_FILE": ("master_key_file", Path),
+    "FIELDSYNC_TLS_CERT": ("tls_cert", Path),
+    "FIELDSYNC_TLS_KEY": ("tls_key", Path),
+}
+
+
+def from_env(base: Config | None = None, env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ) if env is None else env
+    changes: dict[str, Any] = {}
+    for name, (attr, kind) in _ENV.items():
+        if name in env and env[name] != "":
+            changes[attr] = kind(env[name])
+    return replace(base or Config(), **changes)

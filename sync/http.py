@@ -1,0 +1,73 @@
+"""HTTP helpers shared by every package's routes: JSON in and out, query parameters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from sync.errors import BadRequest, InvalidJSON, TooLarge
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON, or a specific CouchDB-shaped error."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise TooLarge(f"Request body is larger than the limit of {exc.max_size} bytes.") from exc
+    if not raw:
+        raise InvalidJSON("Request body is empty; a JSON body is required.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON() from exc
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object.")
+    return body
+
+
+def flag(request: web.Request, name: str, default: bool = False) -> bool:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise BadRequest(f"Query parameter {name} must be true or false.")
+
+
+def integer(request: web.Request, name: str, default: int | None = None, minimum: int = 0) -> int | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise BadRequest(f"Query parameter {name} must be an integer.") from exc
+    if number < minimum:
+        raise BadRequest(f"Query parameter {name} must be at least {minimum}.")
+    return number
+
+
+def json_param(request: web.Request, name: str) -> Any:
+    """A query parameter holding JSON (``startkey="a"``, ``keys=[...]``, ``open_revs=[...]``)."""
+    value = request.query.get(name)
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise BadRequest(f"Query parameter {name} must be JSON.") from exc

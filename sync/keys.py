@@ -1,0 +1,170 @@
+"""Encryption at rest: per-place data keys wrapped by a master key.
+
+    master key (32 bytes, outside the store: env FIELDSYNC_MASTER_KEY or a key file)
+      └── wraps data key (place, version)      AES-256-GCM, AAD = "dk:" place ":" version
+            └── seals bodies and attachments   AES-256-GCM, AAD binds db, doc id and rev
+
+A sealed blob is ``nonce (12 bytes) || ciphertext+tag``.  ``key_ref`` is
+``"place:version"`` and is stored beside the blob in the clear.  Deleting a
+place's rows in ``data_keys`` makes its data unrecoverable (crypto-shredding).
+The master key never touches the store; :class:`MasterKey` is the KMS-shaped
+seam (wrap/unwrap) that a cloud KMS can implement.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import os
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from sync.errors import FieldsyncError, StoreError
+
+NONCE_BYTES = 12
+MASTER_KEY_ENV = "FIELDSYNC_MASTER_KEY"
+
+
+class KeyError_(FieldsyncError):
+    status = 500
+    error = "key_error"
+    default_reason = "A data key is missing or the master key is wrong."
+
+
+class MasterKey(Protocol):
+    def wrap(self, label: bytes, key: bytes) -> bytes: ...
+
+    def unwrap(self, label: bytes, wrapped: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class LocalMasterKey:
+    """A master key held in process memory, from the environment or a key file."""
+
+    key: bytes
+
+    def wrap(self, label: bytes, key: bytes) -> bytes:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return nonce + AESGCM(self.key).encrypt(nonce, key, label)
+
+    def unwrap(self, label: bytes, wrapped: bytes) -> bytes:
+        try:
+            return AESGCM(self.key).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], label)
+        except InvalidTag as exc:
+            raise KeyError_("cannot unwrap a data key: wrong master key?") from exc
+
+
+def load_master_key(key_file: Path, *, create: bool) -> LocalMasterKey:
+    """The master key from ``FIELDSYNC_MASTER_KEY`` (base64) or ``key_file``.
+
+    With ``create`` a missing key file is made (mode 0600) on first start.
+    """
+    raw = os.environ.get(MASTER_KEY_ENV)
+    if raw:
+        return LocalMasterKey(_decode_key(raw, MASTER_KEY_ENV))
+    if key_file.exists():
+        return LocalMasterKey(_decode_key(key_file.read_text().strip(), str(key_file.name)))
+    if not create:
+        raise KeyError_(f"no master key: set {MASTER_KEY_ENV} or create {key_file.name}")
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(base64.b64encode(key).decode() + "\n")
+    return LocalMasterKey(key)
+
+
+def _decode_key(text: str, where: str) -> bytes:
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise KeyError_(f"master key in {where} is not base64") from exc
+    if len(key) != 32:
+        raise KeyError_(f"master key in {where} must be 32 bytes (AES-256)")
+    return key
+
+
+def seal(key: AESGCM, aad: bytes, plaintext: bytes) -> bytes:
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return nonce + key.encrypt(nonce, plaintext, aad)
+
+
+def unseal(key: AESGCM, aad: bytes, blob: bytes) -> bytes:
+    try:
+        return key.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+    except InvalidTag as exc:
+        raise StoreError("stored data failed its integrity check") from exc
+
+
+class KeyRing:
+    """Per-place data keys: created on first use, unwrapped once, cached."""
+
+    def __init__(self, master: MasterKey, conn_factory: ConnFactory) -> None:
+        self._master = master
+        self._connect = conn_factory
+        self._cache: dict[str, AESGCM] = {}
+        self._current: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def current(self, place: str) -> tuple[str, AESGCM]:
+        """The key to seal new data of ``place`` with, as ``(key_ref, key)``."""
+        ref = self._current.get(place)
+        if ref is None:
+            with self._lock:
+                ref = self._load_or_create(place)
+                self._current[place] = ref
+        return ref, self.by_ref(ref)
+
+    def by_ref(self, key_ref: str) -> AESGCM:
+        key = self._cache.get(key_ref)
+        if key is None:
+            place, _, version = key_ref.rpartition(":")
+            wrapped = self._fetch(place, int(version))
+            key = AESGCM(self._master.unwrap(_label(place, int(version)), wrapped))
+            self._cache[key_ref] = key
+        return key
+
+    def _fetch(self, place: str, version: int) -> bytes:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT wrapped FROM data_keys WHERE place=? AND version=?", (place, version)
+            ).fetchone()
+        if row is None:
+            raise KeyError_(f"data key {place}:{version} is gone (shredded?)")
+        return bytes(row[0])
+
+    def _load_or_create(self, place: str) -> str:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT max(version) FROM data_keys WHERE place=?", (place,)
+            ).fetchone()
+            if row[0] is not None:
+                return f"{place}:{row[0]}"
+            wrapped = self._master.wrap(_label(place, 1), secrets.token_bytes(32))
+            conn.execute(
+                "INSERT OR IGNORE INTO data_keys(place, version, wrapped, created) VALUES(?,?,?,?)",
+                (place, 1, wrapped, dt.datetime.now(dt.UTC).isoformat()),
+            )
+        return f"{place}:1"
+
+
+class ConnFactory(Protocol):
+    def __call__(self) -> _ConnContext: ...
+
+
+class _ConnContext(Protocol):
+    def __enter__(self) -> sqlite3.Connection: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def _label(place: str, version: int) -> bytes:
+    return f"dk:{place}:{version}".encode()

@@ -1,0 +1,190 @@
+"""The changes feed for a caller's set: ``GET|POST /db/_changes``.
+
+Reads as the protocol does: plan the phases the since-token asks for
+(back-fill new places, then carry on after ``since``), walk them page by page
+from the (place, seq) index, filter, render.  Only the caller's places are
+ever read, so the cost follows the size of their set.
+https://docs.couchdb.org/en/stable/api/database/changes.html
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sync.errors import BadRequest
+from sync.replication import since as tokens
+from sync.replication.context import Caller, Parts
+from sync.replication.reads import ReadOptions, Reader
+from sync.replication.selector import Selector
+from sync.replication.since import Backfill, SinceToken
+from sync.store.base import Change
+
+Snapshots = Callable[[frozenset[str]], Awaitable[str]]
+SnapshotPlaces = Callable[[str], Awaitable[frozenset[str] | None]]
+
+
+@dataclass(frozen=True)
+class ChangesQuery:
+    since: SinceToken | None  # None: "now"
+    limit: int
+    style_all_docs: bool = False
+    include_docs: bool = False
+    descending: bool = False
+    doc_ids: frozenset[str] | None = None
+    selector: Selector | None = None
+    design_only: bool = False
+    read: ReadOptions = ReadOptions()
+
+
+@dataclass(frozen=True)
+class ChangesPage:
+    results: list[dict[str, Any]]
+    last_seq: str | int
+    pending: int
+
+
+class SnapshotRegistry:
+    """Place sets named by hash, so tokens stay short (``scope_snapshots``)."""
+
+    def __init__(self, save: Callable[[str, frozenset[str]], Awaitable[None]],
+                 load: Callable[[str], Awaitable[frozenset[str] | None]]) -> None:
+        self._save, self._load = save, load
+        self._known: dict[str, frozenset[str]] = {}
+
+    async def name(self, places: frozenset[str]) -> str:
+        digest = tokens.snapshot_hash(places)
+        if digest not in self._known:
+            await self._save(digest, places)
+            self._known[digest] = places
+        return digest
+
+    async def places(self, digest: str) -> frozenset[str] | None:
+        if digest not in self._known:
+            found = await self._load(digest)
+            if found is None:
+                return None
+            self._known[digest] = found
+        return self._known[digest]
+
+
+class ChangesFeed:
+    def __init__(self, parts: Parts, reader: Reader, snapshots: SnapshotRegistry) -> None:
+        self.parts, self.reader, self.snapshots = parts, reader, snapshots
+
+    async def page(self, db: str, caller: Caller, query: ChangesQuery) -> ChangesPage:
+        info = await self.parts.store.db_info(db, frozenset())
+        upto = info.update_seq
+        read = caller.scope.read
+        current = None if read is None else await self.snapshots.name(read)
+        start = query.since or SinceToken(upto, current)
+        results: list[dict[str, Any]] = []
+        last: SinceToken | None = None
+        walk = self._walk(db, read, current, start, upto, _page_size(query))
+        async for change, token in walk:
+            last = token
+            if await self._matches(db, caller, change, query):
+                results.append(await self._render(db, caller, change, token, query))
+                if len(results) >= query.limit:
+                    break
+        else:
+            last = SinceToken(upto, current)
+        await walk.aclose()
+        assert last is not None
+        pending = 0 if last.backfill else await self.parts.store.count_changes(db, read, last.seq)
+        return ChangesPage(results, last.render(), pending)
+
+    async def wait(self, db: str, timeout: float) -> bool:
+        """Wait for a write to ``db``; False on timeout."""
+        try:
+            await asyncio.wait_for(self.parts.notifier.event(db).wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _walk(
+        self, db: str, read: frozenset[str] | None, current: str | None,
+        start: SinceToken, upto: int, page: int,
+    ) -> AsyncIterator[tuple[Change, SinceToken]]:
+        """Every change after ``start`` up to ``upto``, with the token that follows it."""
+        if read is not None and current is not None and start.seq > 0:
+            async for item in self._backfill(db, read, current, start, page):
+                yield item
+        since = start.seq
+        while since < upto:
+            rows = await self.parts.store.changes(db, read, since, page, upto=upto)
+            for row in rows:
+                yield row, SinceToken(row.seq, current)
+            if len(rows) < page:
+                return
+            since = rows[-1].seq
+
+    async def _backfill(
+        self, db: str, read: frozenset[str], current: str, start: SinceToken, page: int
+    ) -> AsyncIterator[tuple[Change, SinceToken]]:
+        """Older documents of places the token does not cover yet (scope growth)."""
+        if start.snapshot is None:
+            return
+        old = await self.snapshots.places(start.snapshot)
+        new = read - (old or frozenset())
+        if not new:
+            return
+        done = start.backfill.done_upto if start.backfill and start.backfill.target == current else 0
+        while True:
+            rows = await self.parts.store.changes(
+                db, new, done, page, upto=start.seq, include_deleted=False
+            )
+            for row in rows:
+                yield row, SinceToken(start.seq, start.snapshot, Backfill(current, row.seq))
+            if len(rows) < page:
+                return
+            done = rows[-1].seq
+
+    async def _matches(self, db: str, caller: Caller, change: Change, query: ChangesQuery) -> bool:
+        if query.doc_ids is not None and change.id not in query.doc_ids:
+            return False
+        if query.design_only and not change.id.startswith("_design/"):
+            return False
+        if query.selector is None:
+            return True
+        if change.deleted:
+            return False
+        doc = await self._doc(db, caller, change, ReadOptions())
+        return doc is not None and query.selector.matches(doc)
+
+    async def _render(
+        self, db: str, caller: Caller, change: Change, token: SinceToken, query: ChangesQuery
+    ) -> dict[str, Any]:
+        revs = [rev for rev, _ in change.leaves] if query.style_all_docs else [change.winner]
+        row: dict[str, Any] = {"seq": token.render(), "id": change.id,
+                               "changes": [{"rev": r} for r in revs]}
+        if change.deleted:
+            row["deleted"] = True
+        if query.include_docs:
+            row["doc"] = await self._doc(db, caller, change, query.read)
+        return row
+
+    async def _doc(
+        self, db: str, caller: Caller, change: Change, opts: ReadOptions
+    ) -> dict[str, Any] | None:
+        found = await self.reader.open_revs(db, caller, change.id, [change.winner], opts)
+        return found[0].get("ok") if found else None
+
+
+def _page_size(query: ChangesQuery) -> int:
+    filtered = query.doc_ids is not None or query.selector is not None or query.design_only
+    return 500 if filtered else max(1, min(query.limit, 1000))
+
+
+def parse_doc_ids(raw: Any) -> frozenset[str]:
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise BadRequest("doc_ids must be a JSON array of strings") from exc
+    if not isinstance(raw, list) or not all(isinstance(i, str) for i in raw):
+        raise BadRequest("doc_ids must be a JSON array of strings")
+    return frozenset(raw)

@@ -1,0 +1,81 @@
+"""Who is asking, what they may see, and the parts every protocol step shares."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.errors import Forbidden
+from sync.scopes import PlaceTree, Scope, User
+from sync.store.base import SHARED, DocMeta, DocStore, StoredRevision
+from sync.vault import Vault
+
+# A validator sees (db, document as the client sent it) and returns a reason to refuse it, or None.
+Validator = Callable[[str, dict[str, Any]], str | None]
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: User
+    scope: Scope
+    tree: PlaceTree
+    device: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.user.name
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.is_admin
+
+    def place_exists(self, place: str) -> bool:
+        return place == SHARED or place in self.tree.places
+
+
+class Notifier:
+    """Wakes long-polling ``_changes`` requests when a database changes."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def event(self, db: str) -> asyncio.Event:
+        return self._events.setdefault(db, asyncio.Event())
+
+    def notify(self, db: str) -> None:
+        event = self._events.pop(db, None)
+        if event is not None:
+            event.set()
+
+
+@dataclass
+class Parts:
+    store: DocStore
+    vault: Vault
+    notifier: Notifier
+    validators: list[Validator] = field(default_factory=list)
+
+    async def visible_metas(
+        self, db: str, caller: Caller, ids: Iterable[str]
+    ) -> dict[str, DocMeta]:
+        """Metadata of the documents in the caller's set; the rest do not exist for them."""
+        metas = await self.store.get_metas(db, list(dict.fromkeys(ids)))
+        return {i: m for i, m in metas.items() if caller.scope.can_read(m.place)}
+
+    async def open_revisions(
+        self, db: str, caller: Caller, wanted: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[StoredRevision, dict[str, Any]]]:
+        """Bodies of the wanted revisions the caller may read, opened."""
+        stored = await self.store.get_revisions(db, wanted)
+        readable = {k: s for k, s in stored.items() if caller.scope.can_read(s.place)}
+        await self.vault.warm_refs({s.key_ref for s in readable.values()})
+        return {k: (s, self.vault.open_body(db, s)) for k, s in readable.items()}
+
+
+def require_write(caller: Caller, place: str) -> None:
+    if not caller.place_exists(place):
+        raise Forbidden(f"unknown place {place!r}")
+    if not caller.scope.can_write(place):
+        raise Forbidden(f"place {place!r} is outside your capture scope")

@@ -1,0 +1,408 @@
+"""Handlers for paths under ``/{db}``: each parses, calls one step, renders.
+
+Signature: ``(request, replication, caller, target) -> response``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from sync.auth import user_ctx
+from sync.errors import BadRequest, Conflict, FieldsyncError, Forbidden, NotFound, TooLarge
+from sync.http import flag, integer, json_param, json_response, read_json, read_object
+from sync.replication import revtree
+from sync.replication.changes import ChangesQuery, parse_doc_ids
+from sync.replication.context import Caller
+from sync.replication.reads import ReadOptions
+from sync.replication.selector import Selector
+from sync.replication.since import parse as parse_since
+from sync.store.base import AllDocsQuery, WriteResult
+
+if TYPE_CHECKING:
+    from sync.replication.routes import Replication, Target
+
+__all__ = ["user_ctx"]
+
+
+def _admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise Forbidden("You are not a server admin.")
+
+
+def read_options(request: web.Request) -> ReadOptions:
+    return ReadOptions(
+        revs=flag(request, "revs"),
+        revs_info=flag(request, "revs_info"),
+        conflicts=flag(request, "conflicts"),
+        deleted_conflicts=flag(request, "deleted_conflicts"),
+        attachments=flag(request, "attachments"),
+        latest=flag(request, "latest"),
+        local_seq=flag(request, "local_seq"),
+    )
+
+
+# -- databases -------------------------------------------------------------------
+async def db_info(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    info = await rep.parts.store.db_info(t.db, caller.scope.read)
+    update_seq: str | int = info.update_seq
+    if caller.scope.read is not None:
+        update_seq = f"{info.update_seq}-{await rep.feed.snapshots.name(caller.scope.read)}"
+    return json_response({
+        "db_name": info.name, "doc_count": info.doc_count, "doc_del_count": info.doc_del_count,
+        "update_seq": update_seq, "purge_seq": 0, "compact_running": False,
+        "instance_start_time": info.instance_start_time, "disk_format_version": 8,
+        "sizes": {"file": 0, "external": 0, "active": 0}, "props": {},
+    })
+
+
+async def create_db(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    _admin(caller)
+    await rep.parts.store.create_db(t.db)
+    return json_response({"ok": True}, status=201)
+
+
+async def delete_db(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    _admin(caller)
+    if t.db == rep.config.db_name:
+        raise Forbidden(f"The deployment database {t.db!r} cannot be deleted over HTTP.")
+    await rep.parts.store.delete_db(t.db)
+    rep.parts.notifier.notify(t.db)
+    return json_response({"ok": True})
+
+
+async def ensure_full_commit(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    await rep.parts.store.db_info(t.db, frozenset())
+    return json_response({"ok": True, "instance_start_time": "0"}, status=201)
+
+
+async def get_revs_limit(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    info = await rep.parts.store.db_info(t.db, frozenset())
+    return json_response(info.revs_limit)
+
+
+async def put_revs_limit(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    _admin(caller)
+    limit = await read_json(request)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise BadRequest("revs_limit must be a positive integer")
+    await rep.parts.store.set_revs_limit(t.db, limit)
+    return json_response({"ok": True})
+
+
+async def compact(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    _admin(caller)
+    await rep.parts.store.db_info(t.db, frozenset())
+    return json_response({"ok": True}, status=202)
+
+
+async def get_security(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    await rep.parts.store.db_info(t.db, frozenset())
+    return json_response({})
+
+
+# -- changes ---------------------------------------------------------------------
+async def changes(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.StreamResponse:
+    body = await read_object(request) if request.method == "POST" and request.can_read_body else {}
+    query = _changes_query(request, body)
+    feed = request.query.get("feed", "normal")
+    if feed not in ("normal", "longpoll"):
+        raise BadRequest(f"feed={feed} is not supported; use normal or longpoll")
+    if feed == "normal":
+        page = await rep.feed.page(t.db, caller, query)
+        return json_response({"results": page.results, "last_seq": page.last_seq, "pending": page.pending})
+    return await _longpoll(request, rep, caller, t, query)
+
+
+async def _longpoll(
+    request: web.Request, rep: Replication, caller: Caller, t: Target, query: ChangesQuery
+) -> web.StreamResponse:
+    timeout_ms = integer(request, "timeout", int(rep.config.longpoll_max_seconds * 1000)) or 0
+    heartbeat_ms = integer(request, "heartbeat", 0) or 0
+    deadline = asyncio.get_running_loop().time() + min(timeout_ms / 1000, rep.config.longpoll_max_seconds)
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    while True:
+        event = rep.parts.notifier.event(t.db)
+        page = await rep.feed.page(t.db, caller, query)
+        remaining = deadline - asyncio.get_running_loop().time()
+        if page.results or remaining <= 0:
+            break
+        query = _advance(query, page.last_seq)
+        wait = remaining if not heartbeat_ms else min(remaining, heartbeat_ms / 1000)
+        try:
+            await asyncio.wait_for(event.wait(), wait)
+        except TimeoutError:
+            if heartbeat_ms:
+                await response.write(b"\n")
+    await response.write(orjson.dumps({"results": page.results, "last_seq": page.last_seq, "pending": page.pending}))
+    await response.write_eof()
+    return response
+
+
+def _advance(query: ChangesQuery, last_seq: str | int) -> ChangesQuery:
+    from dataclasses import replace
+
+    return replace(query, since=parse_since(last_seq))
+
+
+def _changes_query(request: web.Request, body: dict[str, Any]) -> ChangesQuery:
+    raw_since = request.query.get("since", "0")
+    since = None if raw_since == "now" else parse_since(raw_since)
+    filter_name = request.query.get("filter")
+    doc_ids = None
+    selector = None
+    if filter_name == "_doc_ids" or "doc_ids" in request.query or "doc_ids" in body:
+        doc_ids = parse_doc_ids(body.get("doc_ids", request.query.get("doc_ids", "[]")))
+    if filter_name == "_selector":
+        if "selector" not in body:
+            raise BadRequest("filter=_selector needs a selector in the request body")
+        selector = Selector.parse(body["selector"])
+    elif filter_name not in (None, "_doc_ids", "_design"):
+        raise BadRequest(
+            f"filter {filter_name!r} is not supported: the server decides each worker's "
+            "documents; use _doc_ids or _selector to narrow them"
+        )
+    if request.query.get("descending") in ("true", "1"):
+        raise BadRequest("descending changes feeds are not supported")
+    return ChangesQuery(
+        since=since,
+        limit=integer(request, "limit", 10_000_000, minimum=1) or 1,
+        style_all_docs=request.query.get("style") == "all_docs",
+        include_docs=flag(request, "include_docs"),
+        doc_ids=doc_ids,
+        selector=selector,
+        design_only=filter_name == "_design",
+        read=ReadOptions(conflicts=flag(request, "conflicts"), attachments=flag(request, "attachments")),
+    )
+
+
+# -- bulk endpoints ------------------------------------------------------------
+async def revs_diff(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    body = await read_object(request)
+    return json_response(await rep.reader.revs_diff(t.db, caller, body))
+
+
+async def bulk_get(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    body = await read_object(request)
+    docs = body.get("docs")
+    if not isinstance(docs, list):
+        raise BadRequest("_bulk_get needs a \"docs\" array")
+    opts = read_options(request)
+    return json_response(await rep.reader.bulk_get(t.db, caller, docs, opts))
+
+
+async def bulk_docs(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    body = await read_object(request)
+    docs = body.get("docs")
+    if not isinstance(docs, list):
+        raise BadRequest("_bulk_docs needs a \"docs\" array")
+    new_edits = body.get("new_edits", True)
+    if not isinstance(new_edits, bool):
+        raise BadRequest("new_edits must be true or false")
+    await rep.parts.store.db_info(t.db, frozenset())
+    sized = [_size_checked(rep, d) for d in docs]
+    results = await _write_with_locals(rep, caller, t.db, sized, new_edits)
+    rendered = [_result(r) for r in results if not (new_edits is False and r.error is None)]
+    return json_response(rendered, status=201)
+
+
+def _size_checked(rep: Replication, doc: Any) -> Any:
+    if len(orjson.dumps(doc)) > rep.config.max_document_bytes:
+        return TooLarge(f"Document exceeds the limit of {rep.config.max_document_bytes} bytes.")
+    return doc
+
+
+async def _write_with_locals(
+    rep: Replication, caller: Caller, db: str, docs: list[Any], new_edits: bool
+) -> list[WriteResult]:
+    errors = {i: d for i, d in enumerate(docs) if isinstance(d, FieldsyncError)}
+    ok = [d for d in docs if not isinstance(d, FieldsyncError)]
+    written = iter(await rep.writer.bulk_docs(db, caller, ok, new_edits) if ok else [])
+    return [WriteResult("", "", errors[i]) if i in errors else next(written) for i in range(len(docs))]
+
+
+def _result(result: WriteResult) -> dict[str, Any]:
+    if result.error is None:
+        return {"ok": True, "id": result.doc_id, "rev": result.rev}
+    return {"id": result.doc_id, "error": result.error.error_token, "reason": result.error.reason}
+
+
+async def all_docs(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    body = await read_object(request) if request.method == "POST" else {}
+    keys = body.get("keys", json_param(request, "keys"))
+    if keys is not None and not isinstance(keys, list):
+        raise BadRequest("keys must be an array")
+    query = AllDocsQuery(
+        start=_key(request, body, "startkey", "start_key"),
+        end=_key(request, body, "endkey", "end_key"),
+        inclusive_end=flag(request, "inclusive_end", True),
+        descending=flag(request, "descending"),
+        limit=integer(request, "limit"),
+        skip=integer(request, "skip", 0) or 0,
+    )
+    include_docs = flag(request, "include_docs") or body.get("include_docs") is True
+    opts = ReadOptions(conflicts=flag(request, "conflicts"), attachments=flag(request, "attachments"))
+    answer = await rep.reader.all_docs(t.db, caller, query, keys, include_docs, opts)
+    if flag(request, "update_seq"):
+        answer["update_seq"] = (await rep.parts.store.db_info(t.db, frozenset())).update_seq
+    return json_response(answer)
+
+
+def _key(request: web.Request, body: dict[str, Any], *names: str) -> str | None:
+    for name in names:
+        value = body.get(name, json_param(request, name))
+        if value is not None:
+            if not isinstance(value, str):
+                raise BadRequest(f"{name} must be a string (document ids are strings)")
+            return value
+    return None
+
+
+# -- local documents ------------------------------------------------------------
+async def get_local(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    assert t.doc_id is not None
+    found = await rep.parts.store.get_local(t.db, caller.name, t.doc_id)
+    if found is None:
+        raise NotFound("missing")
+    doc = orjson.loads(found.body)
+    doc.update({"_id": t.doc_id, "_rev": found.rev})
+    return json_response(doc)
+
+
+async def put_local(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    assert t.doc_id is not None
+    body = await read_object(request)
+    expected = body.pop("_rev", None) or request.query.get("rev")
+    body.pop("_id", None)
+    rev = await rep.parts.store.put_local(t.db, caller.name, t.doc_id, expected, orjson.dumps(body))
+    return json_response({"ok": True, "id": t.doc_id, "rev": rev}, status=201)
+
+
+async def delete_local(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    assert t.doc_id is not None
+    await rep.parts.store.delete_local(t.db, caller.name, t.doc_id, request.query.get("rev"))
+    return json_response({"ok": True, "id": t.doc_id, "rev": "0-0"})
+
+
+# -- single documents and attachments ----------------------------------------------
+async def get_doc(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.StreamResponse:
+    assert t.doc_id is not None
+    if t.attachment is not None:
+        return await _get_attachment(request, rep, caller, t)
+    opts = read_options(request)
+    open_revs = request.query.get("open_revs")
+    if open_revs is not None:
+        revs = None if open_revs == "all" else json_param(request, "open_revs")
+        if revs is not None and (not isinstance(revs, list) or not all(isinstance(r, str) for r in revs)):
+            raise BadRequest("open_revs must be \"all\" or a JSON array of revisions")
+        return json_response(await rep.reader.open_revs(t.db, caller, t.doc_id, revs, opts))
+    doc = await rep.reader.get_doc(t.db, caller, t.doc_id, request.query.get("rev"), opts)
+    return json_response(doc, headers={"ETag": f'"{doc["_rev"]}"'})
+
+
+async def _get_attachment(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    assert t.doc_id is not None and t.attachment is not None
+    doc = await rep.reader.get_doc(t.db, caller, t.doc_id, request.query.get("rev"), ReadOptions())
+    stub = (doc.get("_attachments") or {}).get(t.attachment)
+    if stub is None:
+        raise NotFound("Document is missing attachment")
+    data = await rep.reader.attachment_bytes(t.db, caller, stub["digest"])
+    return web.Response(
+        body=data, content_type=stub.get("content_type", "application/octet-stream").split(";")[0],
+        headers={"ETag": f'"{stub["digest"]}"', "Content-MD5": stub["digest"].removeprefix("md5-")},
+    )
+
+
+async def post_doc(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    body = await read_object(request)
+    return await _write_one(rep, caller, t.db, body, status=201)
+
+
+async def put_doc(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    assert t.doc_id is not None
+    if t.attachment is not None:
+        return await _put_attachment(request, rep, caller, t)
+    body = await read_object(request)
+    if "_id" in body and body["_id"] != t.doc_id:
+        raise BadRequest("Document id in the body does not match the URL.")
+    body["_id"] = t.doc_id
+    rev = request.query.get("rev") or request.headers.get("If-Match", "").strip('"') or None
+    if rev and "_rev" not in body:
+        body["_rev"] = rev
+    new_edits = request.query.get("new_edits", "true") != "false"
+    return await _write_one(rep, caller, t.db, body, status=201, new_edits=new_edits)
+
+
+async def delete_doc(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    assert t.doc_id is not None
+    rev = request.query.get("rev") or request.headers.get("If-Match", "").strip('"')
+    if not rev:
+        raise Conflict("Document update conflict.")
+    if t.attachment is not None:
+        return await _delete_attachment(rep, caller, t, rev)
+    meta = (await rep.parts.visible_metas(t.db, caller, [t.doc_id])).get(t.doc_id)
+    if meta is None:
+        raise NotFound("missing")
+    return await _write_one(rep, caller, t.db, {"_id": t.doc_id, "_rev": rev, "_deleted": True}, status=200)
+
+
+async def _write_one(
+    rep: Replication, caller: Caller, db: str, doc: dict[str, Any], status: int, new_edits: bool = True
+) -> web.Response:
+    if len(orjson.dumps(doc)) > rep.config.max_document_bytes:
+        raise TooLarge(f"Document exceeds the limit of {rep.config.max_document_bytes} bytes.")
+    await rep.parts.store.db_info(db, frozenset())
+    [result] = await rep.writer.bulk_docs(db, caller, [doc], new_edits)
+    if result.error is not None:
+        raise result.error
+    return json_response({"ok": True, "id": result.doc_id, "rev": result.rev}, status=status)
+
+
+async def _current_body(rep: Replication, caller: Caller, t: Target, rev: str | None) -> dict[str, Any]:
+    assert t.doc_id is not None
+    try:
+        doc = await rep.reader.get_doc(t.db, caller, t.doc_id, None, ReadOptions())
+    except NotFound:
+        if rev:
+            raise Conflict() from None
+        return {"_id": t.doc_id}
+    if doc["_rev"] != rev:
+        raise Conflict()
+    return doc
+
+
+async def _put_attachment(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+    assert t.attachment is not None
+    rev = request.query.get("rev") or request.headers.get("If-Match", "").strip('"') or None
+    doc = await _current_body(rep, caller, t, rev)
+    try:
+        data = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise TooLarge("Attachment is larger than the request limit.") from exc
+    atts = dict(doc.get("_attachments") or {})
+    atts[t.attachment] = {
+        "content_type": request.content_type or "application/octet-stream",
+        "data": base64.b64encode(data).decode(),
+    }
+    doc["_attachments"] = atts
+    return await _write_one(rep, caller, t.db, doc, status=201)
+
+
+async def _delete_attachment(rep: Replication, caller: Caller, t: Target, rev: str) -> web.Response:
+    doc = await _current_body(rep, caller, t, rev)
+    atts = dict(doc.get("_attachments") or {})
+    if t.attachment not in atts:
+        raise NotFound("Document is missing attachment")
+    del atts[t.attachment]
+    doc["_attachments"] = atts
+    return await _write_one(rep, caller, t.db, doc, status=200)
+
+
+def check_rev(rev: str) -> str:
+    revtree.parse_rev(rev)
+    return rev

@@ -1,0 +1,210 @@
+"""The CouchDB replication surface over HTTP (DESIGN.md, "The replication surface").
+
+Handlers parse, call one protocol step, render.  Paths under ``/{db}`` are
+dispatched by hand from the raw path, because document ids and attachment
+names may hold encoded slashes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from sync.auth import Authenticator
+from sync.config import Config
+from sync.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
+from sync.http import json_response, read_json, read_object
+from sync.replication import handlers as h
+from sync.replication.changes import ChangesFeed
+from sync.replication.context import Caller, Parts
+from sync.replication.reads import Reader
+from sync.replication.writes import Writer
+
+DB_NAME_RE = re.compile(r"^[a-z][a-z0-9_$()+/-]*$")
+
+
+@dataclass
+class Replication:
+    parts: Parts
+    reader: Reader
+    writer: Writer
+    feed: ChangesFeed
+    auth: Authenticator
+    config: Config
+    server_uuid: str
+
+
+REPLICATION = web.AppKey("replication", Replication)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a path under ``/{db}`` names."""
+
+    db: str
+    section: str  # "" (the db), "_changes" etc., "_local", or "doc"
+    doc_id: str | None = None
+    attachment: str | None = None
+
+
+def parse_target(raw_path: str) -> Target:
+    parts = raw_path.split("?", 1)[0].split("/")[1:]
+    db = unquote(parts[0])
+    rest = [p for p in parts[1:]]
+    if rest and rest[-1] == "" and len(rest) == 1:
+        rest = []
+    if not rest:
+        return Target(db, "")
+    head = unquote(rest[0])
+    if head in ("_local", "_design") and len(rest) >= 2:
+        doc_id = f"{head}/{unquote(rest[1])}"
+        if head == "_local":
+            return Target(db, "_local", doc_id)
+        return _doc_target(db, doc_id, rest[2:])
+    if head.startswith("_"):
+        return Target(db, head)
+    return _doc_target(db, head, rest[1:])
+
+
+def _doc_target(db: str, doc_id: str, tail: list[str]) -> Target:
+    attachment = "/".join(unquote(p) for p in tail) if tail and tail != [""] else None
+    return Target(db, "doc", doc_id, attachment)
+
+
+Handler = Callable[[web.Request, Replication, Caller, Target], Awaitable[web.StreamResponse]]
+
+DB_ROUTES: dict[tuple[str, str], Handler] = {
+    ("GET", ""): h.db_info,
+    ("HEAD", ""): h.db_info,
+    ("PUT", ""): h.create_db,
+    ("DELETE", ""): h.delete_db,
+    ("POST", ""): h.post_doc,
+    ("GET", "_changes"): h.changes,
+    ("POST", "_changes"): h.changes,
+    ("POST", "_revs_diff"): h.revs_diff,
+    ("POST", "_bulk_get"): h.bulk_get,
+    ("POST", "_bulk_docs"): h.bulk_docs,
+    ("GET", "_all_docs"): h.all_docs,
+    ("POST", "_all_docs"): h.all_docs,
+    ("POST", "_ensure_full_commit"): h.ensure_full_commit,
+    ("GET", "_revs_limit"): h.get_revs_limit,
+    ("PUT", "_revs_limit"): h.put_revs_limit,
+    ("POST", "_compact"): h.compact,
+    ("GET", "_security"): h.get_security,
+    ("GET", "_local"): h.get_local,
+    ("PUT", "_local"): h.put_local,
+    ("DELETE", "_local"): h.delete_local,
+    ("GET", "doc"): h.get_doc,
+    ("HEAD", "doc"): h.get_doc,
+    ("PUT", "doc"): h.put_doc,
+    ("DELETE", "doc"): h.delete_doc,
+}
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    rep = request.app[REPLICATION]
+    target = parse_target(request.raw_path)
+    if not DB_NAME_RE.match(target.db):
+        raise BadRequest(
+            "Name: '{}'. Only lowercase characters (a-z), digits (0-9), and any of the "
+            "characters _, $, (, ), +, -, and / are allowed. Must begin with a letter.".format(target.db),
+            error="illegal_database_name",
+        )
+    caller = await rep.auth.require(request)
+    handler = DB_ROUTES.get((request.method, target.section))
+    if handler is None:
+        if target.section.startswith("_") and not any(k[1] == target.section for k in DB_ROUTES):
+            raise NotFound(f"{target.section} is not supported here")
+        raise MethodNotAllowed(f"Only {', '.join(sorted(k[0] for k in DB_ROUTES if k[1] == target.section))} allowed")
+    return await handler(request, rep, caller, target)
+
+
+# -- server level -----------------------------------------------------------------
+async def welcome(request: web.Request) -> web.Response:
+    rep = request.app[REPLICATION]
+    return json_response({
+        "couchdb": "Welcome",
+        "version": "3.3.3",
+        "uuid": rep.server_uuid,
+        "vendor": {"name": "fieldsync"},
+        "features": ["access-ready"],
+    })
+
+
+async def up(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def all_dbs(request: web.Request) -> web.Response:
+    rep = request.app[REPLICATION]
+    caller = await rep.auth.require(request)
+    if not caller.is_admin:
+        raise Forbidden("Only admins list databases.")
+    return json_response(await rep.parts.store.list_dbs())
+
+
+async def uuids(request: web.Request) -> web.Response:
+    import uuid as _uuid
+
+    count = int(request.query.get("count", "1"))
+    if not 0 < count <= 1000:
+        raise BadRequest("count must be between 1 and 1000")
+    return json_response({"uuids": [_uuid.uuid4().hex for _ in range(count)]})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    rep = request.app[REPLICATION]
+    caller = await rep.auth.caller(request)
+    info: dict[str, Any] = {"authentication_handlers": ["cookie", "default"]}
+    if caller is not None:
+        info["authenticated"] = "default" if "Authorization" in request.headers else "cookie"
+    return json_response({"ok": True, "userCtx": h.user_ctx(caller), "info": info})
+
+
+async def post_session(request: web.Request) -> web.Response:
+    rep = request.app[REPLICATION]
+    if request.content_type == "application/x-www-form-urlencoded":
+        form = await request.post()
+        name, password = form.get("name"), form.get("password")
+    else:
+        body = await read_json(request)
+        name = body.get("name") if isinstance(body, dict) else None
+        password = body.get("password") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not isinstance(password, str):
+        raise BadRequest("name and password are required")
+    from sync.auth import Credentials
+
+    caller = await rep.auth.login(Credentials(name, password))
+    response = json_response({"ok": True, **h.user_ctx(caller)})
+    response.set_cookie(
+        "AuthSession", rep.auth.issue_cookie(caller.user), httponly=True, samesite="Lax",
+        secure=rep.config.https, path="/", max_age=rep.config.session_seconds,
+    )
+    return response
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    response = json_response({"ok": True})
+    response.del_cookie("AuthSession", path="/")
+    return response
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/", welcome)
+    app.router.add_get("/_up", up)
+    app.router.add_get("/_all_dbs", all_dbs)
+    app.router.add_get("/_uuids", uuids)
+    app.router.add_get("/_session", get_session)
+    app.router.add_post("/_session", post_session)
+    app.router.add_delete("/_session", delete_session)
+    app.router.add_route("*", "/{db:[^_/][^/]*}", dispatch)
+    app.router.add_route("*", "/{db:[^_/][^/]*}/{tail:.*}", dispatch)
+
+
+async def read_docs_body(request: web.Request) -> dict[str, Any]:
+    return await read_object(request)

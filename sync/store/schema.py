@@ -1,0 +1,75 @@
+"""The SQLite schema: documents (by database) and the system tables.
+
+One file holds everything (``fieldsync.sqlite3`` under the data dir), in WAL
+mode so the CLI can change users and places while the server runs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dbs(
+    id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL,
+    update_seq INTEGER NOT NULL DEFAULT 0, revs_limit INTEGER NOT NULL DEFAULT 1000,
+    created TEXT NOT NULL, uuid TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS docs(
+    db INTEGER NOT NULL, id TEXT NOT NULL, place TEXT NOT NULL, seq INTEGER NOT NULL,
+    winner TEXT NOT NULL, deleted INTEGER NOT NULL, leaves TEXT NOT NULL, tree TEXT NOT NULL,
+    UNIQUE(db, id));
+CREATE INDEX IF NOT EXISTS docs_by_seq ON docs(db, seq);
+CREATE INDEX IF NOT EXISTS docs_by_place_seq ON docs(db, place, seq);
+CREATE INDEX IF NOT EXISTS docs_by_place_id ON docs(db, place, id);
+CREATE TABLE IF NOT EXISTS revs(
+    db INTEGER NOT NULL, doc_id TEXT NOT NULL, rev TEXT NOT NULL, place TEXT NOT NULL,
+    deleted INTEGER NOT NULL, key_ref TEXT NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY(db, doc_id, rev));
+CREATE TABLE IF NOT EXISTS attachments(
+    db INTEGER NOT NULL, digest TEXT NOT NULL, place TEXT NOT NULL, key_ref TEXT NOT NULL,
+    length INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(db, digest, place));
+CREATE TABLE IF NOT EXISTS local_docs(
+    db INTEGER NOT NULL, owner TEXT NOT NULL, id TEXT NOT NULL, rev TEXT NOT NULL,
+    body BLOB NOT NULL, PRIMARY KEY(db, owner, id));
+CREATE TABLE IF NOT EXISTS places(
+    id TEXT PRIMARY KEY, parent TEXT REFERENCES places(id), name TEXT NOT NULL,
+    created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users(
+    name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,
+    places TEXT NOT NULL, read_places TEXT NOT NULL, created TEXT NOT NULL,
+    updated TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS data_keys(
+    place TEXT NOT NULL, version INTEGER NOT NULL, wrapped BLOB NOT NULL,
+    created TEXT NOT NULL, PRIMARY KEY(place, version));
+CREATE TABLE IF NOT EXISTS scope_snapshots(hash TEXT PRIMARY KEY, places TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit(
+    id INTEGER PRIMARY KEY, ts TEXT NOT NULL, actor TEXT NOT NULL, device TEXT,
+    action TEXT NOT NULL, db TEXT, doc_ids TEXT NOT NULL, prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL);
+"""
+
+DB_FILE = "fieldsync.sqlite3"
+
+
+def db_path(data_dir: Path) -> Path:
+    return data_dir / DB_FILE
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection with the pragmas every user of the file needs."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def initialise(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path)
+    try:
+        conn.executescript(SCHEMA)
+    finally:
+        conn.close()
