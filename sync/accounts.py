@@ -39,9 +39,7 @@ def verify_password(password: str, stored: str) -> bool:
         scheme, n, r, p, salt, digest = stored.split("$")
         if scheme != "scrypt":
             return False
-        actual = hashlib.scrypt(
-            password.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p)
-        )
+        actual = hashlib.scrypt(password.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p))
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, _unb64(digest))
@@ -56,7 +54,9 @@ def _unb64(text: str) -> bytes:
 
 
 # -- places --------------------------------------------------------------------
-def add_place(conn: sqlite3.Connection, place_id: str, parent: str | None, name: str | None) -> Place:
+def add_place(
+    conn: sqlite3.Connection, place_id: str, parent: str | None, name: str | None
+) -> Place:
     validate_place_id(place_id)
     if parent is not None and _place_row(conn, parent) is None:
         raise NotFound(f"parent place {parent!r} does not exist")
@@ -140,8 +140,15 @@ def add_user(
     conn.execute(
         "INSERT INTO users(name, role, password_hash, places, read_places, created, updated) "
         "VALUES(?,?,?,?,?,?,?)",
-        (name, role.value, password_hash, json.dumps(list(places)), json.dumps(list(read_places)),
-         _now(), _now()),
+        (
+            name,
+            role.value,
+            password_hash,
+            json.dumps(list(places)),
+            json.dumps(list(read_places)),
+            _now(),
+            _now(),
+        ),
     )
     return User(name, role, tuple(places), tuple(read_places), password_hash)
 
@@ -189,6 +196,8 @@ def server_secret(conn: sqlite3.Connection, key: str) -> bytes:
     """A random secret kept in ``meta`` (created on first use): cookie signing, server uuid."""
     row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
     if row is None:
-        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES(?,?)", (key, secrets.token_hex(32)))
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES(?,?)", (key, secrets.token_hex(32))
+        )
         row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
     return bytes.fromhex(row[0])

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import closing, contextmanager
-from collections.abc import Iterator
 
 import structlog
 from aiohttp import web
 
 from sync import accounts
+from sync import api as admin_api
+from sync.appkeys import CONFIG, STORE
 from sync.auth import Authenticator
 from sync.config import Config
 from sync.errors import FieldsyncError, MethodNotAllowed, NotFound, PreconditionFailed, TooLarge
@@ -32,25 +33,50 @@ from sync.store.sqlite import SqliteStore
 from sync.vault import Vault
 
 log = structlog.get_logger("fieldsync")
-CONFIG = web.AppKey("config", Config)
-STORE = web.AppKey("store", SqliteStore)
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
     except FieldsyncError as exc:
         if exc.status >= 500:
             log.error("request_failed", path=request.path, error=exc.error_token, reason=exc.reason)
         return json_response(exc.to_json(), status=exc.status)
-    except web.HTTPRequestEntityTooLarge as exc:
-        error = TooLarge(f"Request body is larger than the limit of {exc.max_size} bytes.")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[CONFIG].max_request_bytes
+        error = TooLarge(f"Request body is larger than the limit of {limit} bytes.")
         return json_response(error.to_json(), status=413)
     except web.HTTPNotFound:
         return json_response(NotFound("Database does not exist.").to_json(), status=404)
     except web.HTTPMethodNotAllowed as exc:
-        return json_response(MethodNotAllowed(f"Only {', '.join(sorted(exc.allowed_methods))} allowed").to_json(), status=405)
+        return json_response(
+            MethodNotAllowed(f"Only {', '.join(sorted(exc.allowed_methods))} allowed").to_json(),
+            status=405,
+        )
+
+
+COMPRESS_ABOVE = 1024
+
+
+@web.middleware
+async def compression_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """gzip JSON answers worth compressing: sync runs over slow, metered links."""
+    response = await handler(request)
+    if (
+        isinstance(response, web.Response)
+        and response.body is not None
+        and len(response.body) > COMPRESS_ABOVE  # type: ignore[arg-type]
+        and response.content_type == "application/json"
+        and "gzip" in request.headers.get("Accept-Encoding", "")
+    ):
+        response.enable_compression(web.ContentCoding.gzip)
+    return response
 
 
 def _conn_factory(path: object) -> object:
@@ -79,15 +105,22 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     )
     app[STORE] = store
     app[REPLICATION] = Replication(
-        parts, reader, Writer(parts), ChangesFeed(parts, reader, snapshots),
-        Authenticator(store, secret, config.session_seconds), config, server_uuid,
+        parts,
+        reader,
+        Writer(parts),
+        ChangesFeed(parts, reader, snapshots),
+        Authenticator(store, secret, config.session_seconds),
+        config,
+        server_uuid,
     )
     yield
     await store.close()
 
 
 def _server_identity(conn: sqlite3.Connection) -> tuple[bytes, str]:
-    return accounts.server_secret(conn, "cookie_secret"), accounts.server_secret(conn, "server_uuid").hex()[:32]
+    return accounts.server_secret(conn, "cookie_secret"), accounts.server_secret(
+        conn, "server_uuid"
+    ).hex()[:32]
 
 
 async def _ensure_db(store: SqliteStore, name: str) -> None:
@@ -110,8 +143,9 @@ def _load_snapshot(conn: sqlite3.Connection, digest: str) -> frozenset[str] | No
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_request_bytes)
+    app = web.Application(middlewares=[error_middleware, compression_middleware], client_max_size=config.max_request_bytes)
     app[CONFIG] = config
     app.cleanup_ctx.append(_resources)
-    setup_routes(app)
+    admin_api.setup_routes(app)
+    setup_routes(app)  # last: its /{db} routes catch everything else
     return app

@@ -129,7 +129,11 @@ class Authenticator:
         except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
             raise Unauthorized("Your session is not valid; log in again.") from exc
         user, tree = await self._load(name)
-        if user is None or age > self._session_seconds or not hmac.compare_digest(mac, self._mac(user, issued)):
+        if (
+            user is None
+            or age > self._session_seconds
+            or not hmac.compare_digest(mac, self._mac(user, issued))
+        ):
             raise Unauthorized("Your session has expired; log in again.")
         return Caller(user, tree.scope_of(user), tree)
 

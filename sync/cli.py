@@ -78,12 +78,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     scheme = "https" if ssl_context else "http"
 
     async def announce(_: web.Application) -> None:
-        log.info("listening", url=f"{scheme}://{config.host}:{config.port}/",
-                 db=config.db_name, data_dir=str(config.data_dir))
+        log.info(
+            "listening",
+            url=f"{scheme}://{config.host}:{config.port}/",
+            db=config.db_name,
+            data_dir=str(config.data_dir),
+        )
 
     app.on_startup.append(announce)
-    web.run_app(app, host=config.host, port=config.port, ssl_context=ssl_context,
-                print=None, access_log=None, handle_signals=True)
+    web.run_app(
+        app,
+        host=config.host,
+        port=config.port,
+        ssl_context=ssl_context,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+    )
     return 0
 
 
@@ -111,7 +122,9 @@ def _password() -> str:
 def cmd_user_add(args: argparse.Namespace) -> int:
     role = accounts.parse_role(args.role)
     password = _password()
-    _with_conn(args, lambda c: accounts.add_user(c, args.name, role, password, args.place, args.read_place))
+    _with_conn(
+        args, lambda c: accounts.add_user(c, args.name, role, password, args.place, args.read_place)
+    )
     print(f"user {args.name} added ({role.value})")
     return 0
 
@@ -131,7 +144,9 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
 
 def cmd_user_list(args: argparse.Namespace) -> int:
     for user in _with_conn(args, accounts.list_users):  # type: ignore[attr-defined]
-        print(f"{user.name}\t{user.role.value}\t{','.join(user.places) or '-'}\t{','.join(user.read_places) or '-'}")
+        print(
+            f"{user.name}\t{user.role.value}\t{','.join(user.places) or '-'}\t{','.join(user.read_places) or '-'}"
+        )
     return 0
 
 
@@ -154,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _place_commands(sub: Any) -> None:
-    place = sub.add_parser("place", help="manage places").add_subparsers(dest="action", required=True)
+    place = sub.add_parser("place", help="manage places").add_subparsers(
+        dest="action", required=True
+    )
     add = place.add_parser("add", help="add a place")
     add.add_argument("id")
     add.add_argument("--parent")

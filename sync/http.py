@@ -8,10 +8,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sync.errors import BadRequest, InvalidJSON, TooLarge
+from sync.errors import BadRequest, InvalidJSON
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
     )
@@ -19,10 +21,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON, or a specific CouchDB-shaped error."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise TooLarge(f"Request body is larger than the limit of {exc.max_size} bytes.") from exc
+    raw = await request.read()  # too large: aiohttp raises, the error middleware renders 413
     if not raw:
         raise InvalidJSON("Request body is empty; a JSON body is required.")
     try:
@@ -49,7 +48,9 @@ def flag(request: web.Request, name: str, default: bool = False) -> bool:
     raise BadRequest(f"Query parameter {name} must be true or false.")
 
 
-def integer(request: web.Request, name: str, default: int | None = None, minimum: int = 0) -> int | None:
+def integer(
+    request: web.Request, name: str, default: int | None = None, minimum: int = 0
+) -> int | None:
     value = request.query.get(name)
     if value is None or value == "":
         return default

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sync.errors import BadRequest
 from sync.replication import since as tokens
 from sync.replication.context import Caller, Parts
-from sync.replication.reads import ReadOptions, Reader
+from sync.replication.reads import Reader, ReadOptions
 from sync.replication.selector import Selector
 from sync.replication.since import Backfill, SinceToken
 from sync.store.base import Change
@@ -50,8 +50,11 @@ class ChangesPage:
 class SnapshotRegistry:
     """Place sets named by hash, so tokens stay short (``scope_snapshots``)."""
 
-    def __init__(self, save: Callable[[str, frozenset[str]], Awaitable[None]],
-                 load: Callable[[str], Awaitable[frozenset[str] | None]]) -> None:
+    def __init__(
+        self,
+        save: Callable[[str, frozenset[str]], Awaitable[None]],
+        load: Callable[[str], Awaitable[frozenset[str] | None]],
+    ) -> None:
         self._save, self._load = save, load
         self._known: dict[str, frozenset[str]] = {}
 
@@ -106,9 +109,14 @@ class ChangesFeed:
         return True
 
     async def _walk(
-        self, db: str, read: frozenset[str] | None, current: str | None,
-        start: SinceToken, upto: int, page: int,
-    ) -> AsyncIterator[tuple[Change, SinceToken]]:
+        self,
+        db: str,
+        read: frozenset[str] | None,
+        current: str | None,
+        start: SinceToken,
+        upto: int,
+        page: int,
+    ) -> AsyncGenerator[tuple[Change, SinceToken], None]:
         """Every change after ``start`` up to ``upto``, with the token that follows it."""
         if read is not None and current is not None and start.seq > 0:
             async for item in self._backfill(db, read, current, start, page):
@@ -132,7 +140,9 @@ class ChangesFeed:
         new = read - (old or frozenset())
         if not new:
             return
-        done = start.backfill.done_upto if start.backfill and start.backfill.target == current else 0
+        done = (
+            start.backfill.done_upto if start.backfill and start.backfill.target == current else 0
+        )
         while True:
             rows = await self.parts.store.changes(
                 db, new, done, page, upto=start.seq, include_deleted=False
@@ -159,8 +169,11 @@ class ChangesFeed:
         self, db: str, caller: Caller, change: Change, token: SinceToken, query: ChangesQuery
     ) -> dict[str, Any]:
         revs = [rev for rev, _ in change.leaves] if query.style_all_docs else [change.winner]
-        row: dict[str, Any] = {"seq": token.render(), "id": change.id,
-                               "changes": [{"rev": r} for r in revs]}
+        row: dict[str, Any] = {
+            "seq": token.render(),
+            "id": change.id,
+            "changes": [{"rev": r} for r in revs],
+        }
         if change.deleted:
             row["deleted"] = True
         if query.include_docs:

@@ -20,8 +20,17 @@ from sync.replication import revtree
 
 # Special members a client may send; anything else starting with "_" is refused.
 ALLOWED_SPECIAL = frozenset(
-    {"_id", "_rev", "_revisions", "_deleted", "_attachments", "_conflicts",
-     "_deleted_conflicts", "_local_seq", "_revs_info"}
+    {
+        "_id",
+        "_rev",
+        "_revisions",
+        "_deleted",
+        "_attachments",
+        "_conflicts",
+        "_deleted_conflicts",
+        "_local_seq",
+        "_revs_info",
+    }
 )
 DROPPED_ON_WRITE = ALLOWED_SPECIAL - {"_attachments"}
 
@@ -92,7 +101,11 @@ def _history(raw: dict[str, Any], rev: str | None, new_edits: bool) -> list[str]
         raise BadRequest("When new_edits is false every document needs a _rev.")
     if isinstance(revisions, dict):
         start, ids = revisions.get("start"), revisions.get("ids")
-        if not isinstance(start, int) or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        if (
+            not isinstance(start, int)
+            or not isinstance(ids, list)
+            or not all(isinstance(i, str) for i in ids)
+        ):
             raise BadRequest("Invalid _revisions")
         path = revtree.path_from_revisions(start, ids)
         if path[0] != rev:

@@ -47,26 +47,40 @@ def read_options(request: web.Request) -> ReadOptions:
 
 
 # -- databases -------------------------------------------------------------------
-async def db_info(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def db_info(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     info = await rep.parts.store.db_info(t.db, caller.scope.read)
     update_seq: str | int = info.update_seq
     if caller.scope.read is not None:
         update_seq = f"{info.update_seq}-{await rep.feed.snapshots.name(caller.scope.read)}"
-    return json_response({
-        "db_name": info.name, "doc_count": info.doc_count, "doc_del_count": info.doc_del_count,
-        "update_seq": update_seq, "purge_seq": 0, "compact_running": False,
-        "instance_start_time": info.instance_start_time, "disk_format_version": 8,
-        "sizes": {"file": 0, "external": 0, "active": 0}, "props": {},
-    })
+    return json_response(
+        {
+            "db_name": info.name,
+            "doc_count": info.doc_count,
+            "doc_del_count": info.doc_del_count,
+            "update_seq": update_seq,
+            "purge_seq": 0,
+            "compact_running": False,
+            "instance_start_time": info.instance_start_time,
+            "disk_format_version": 8,
+            "sizes": {"file": 0, "external": 0, "active": 0},
+            "props": {},
+        }
+    )
 
 
-async def create_db(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def create_db(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     _admin(caller)
     await rep.parts.store.create_db(t.db)
     return json_response({"ok": True}, status=201)
 
 
-async def delete_db(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def delete_db(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     _admin(caller)
     if t.db == rep.config.db_name:
         raise Forbidden(f"The deployment database {t.db!r} cannot be deleted over HTTP.")
@@ -75,17 +89,23 @@ async def delete_db(request: web.Request, rep: Replication, caller: Caller, t: T
     return json_response({"ok": True})
 
 
-async def ensure_full_commit(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def ensure_full_commit(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     await rep.parts.store.db_info(t.db, frozenset())
     return json_response({"ok": True, "instance_start_time": "0"}, status=201)
 
 
-async def get_revs_limit(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def get_revs_limit(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     info = await rep.parts.store.db_info(t.db, frozenset())
     return json_response(info.revs_limit)
 
 
-async def put_revs_limit(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def put_revs_limit(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     _admin(caller)
     limit = await read_json(request)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
@@ -94,19 +114,25 @@ async def put_revs_limit(request: web.Request, rep: Replication, caller: Caller,
     return json_response({"ok": True})
 
 
-async def compact(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def compact(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     _admin(caller)
     await rep.parts.store.db_info(t.db, frozenset())
     return json_response({"ok": True}, status=202)
 
 
-async def get_security(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def get_security(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     await rep.parts.store.db_info(t.db, frozenset())
     return json_response({})
 
 
 # -- changes ---------------------------------------------------------------------
-async def changes(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.StreamResponse:
+async def changes(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.StreamResponse:
     body = await read_object(request) if request.method == "POST" and request.can_read_body else {}
     query = _changes_query(request, body)
     feed = request.query.get("feed", "normal")
@@ -114,7 +140,9 @@ async def changes(request: web.Request, rep: Replication, caller: Caller, t: Tar
         raise BadRequest(f"feed={feed} is not supported; use normal or longpoll")
     if feed == "normal":
         page = await rep.feed.page(t.db, caller, query)
-        return json_response({"results": page.results, "last_seq": page.last_seq, "pending": page.pending})
+        return json_response(
+            {"results": page.results, "last_seq": page.last_seq, "pending": page.pending}
+        )
     return await _longpoll(request, rep, caller, t, query)
 
 
@@ -123,7 +151,9 @@ async def _longpoll(
 ) -> web.StreamResponse:
     timeout_ms = integer(request, "timeout", int(rep.config.longpoll_max_seconds * 1000)) or 0
     heartbeat_ms = integer(request, "heartbeat", 0) or 0
-    deadline = asyncio.get_running_loop().time() + min(timeout_ms / 1000, rep.config.longpoll_max_seconds)
+    deadline = asyncio.get_running_loop().time() + min(
+        timeout_ms / 1000, rep.config.longpoll_max_seconds
+    )
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
     while True:
@@ -139,7 +169,9 @@ async def _longpoll(
         except TimeoutError:
             if heartbeat_ms:
                 await response.write(b"\n")
-    await response.write(orjson.dumps({"results": page.results, "last_seq": page.last_seq, "pending": page.pending}))
+    await response.write(
+        orjson.dumps({"results": page.results, "last_seq": page.last_seq, "pending": page.pending})
+    )
     await response.write_eof()
     return response
 
@@ -177,30 +209,38 @@ def _changes_query(request: web.Request, body: dict[str, Any]) -> ChangesQuery:
         doc_ids=doc_ids,
         selector=selector,
         design_only=filter_name == "_design",
-        read=ReadOptions(conflicts=flag(request, "conflicts"), attachments=flag(request, "attachments")),
+        read=ReadOptions(
+            conflicts=flag(request, "conflicts"), attachments=flag(request, "attachments")
+        ),
     )
 
 
 # -- bulk endpoints ------------------------------------------------------------
-async def revs_diff(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def revs_diff(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     body = await read_object(request)
     return json_response(await rep.reader.revs_diff(t.db, caller, body))
 
 
-async def bulk_get(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def bulk_get(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     body = await read_object(request)
     docs = body.get("docs")
     if not isinstance(docs, list):
-        raise BadRequest("_bulk_get needs a \"docs\" array")
+        raise BadRequest('_bulk_get needs a "docs" array')
     opts = read_options(request)
     return json_response(await rep.reader.bulk_get(t.db, caller, docs, opts))
 
 
-async def bulk_docs(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def bulk_docs(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     body = await read_object(request)
     docs = body.get("docs")
     if not isinstance(docs, list):
-        raise BadRequest("_bulk_docs needs a \"docs\" array")
+        raise BadRequest('_bulk_docs needs a "docs" array')
     new_edits = body.get("new_edits", True)
     if not isinstance(new_edits, bool):
         raise BadRequest("new_edits must be true or false")
@@ -223,7 +263,9 @@ async def _write_with_locals(
     errors = {i: d for i, d in enumerate(docs) if isinstance(d, FieldsyncError)}
     ok = [d for d in docs if not isinstance(d, FieldsyncError)]
     written = iter(await rep.writer.bulk_docs(db, caller, ok, new_edits) if ok else [])
-    return [WriteResult("", "", errors[i]) if i in errors else next(written) for i in range(len(docs))]
+    return [
+        WriteResult("", "", errors[i]) if i in errors else next(written) for i in range(len(docs))
+    ]
 
 
 def _result(result: WriteResult) -> dict[str, Any]:
@@ -232,7 +274,9 @@ def _result(result: WriteResult) -> dict[str, Any]:
     return {"id": result.doc_id, "error": result.error.error_token, "reason": result.error.reason}
 
 
-async def all_docs(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def all_docs(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     body = await read_object(request) if request.method == "POST" else {}
     keys = body.get("keys", json_param(request, "keys"))
     if keys is not None and not isinstance(keys, list):
@@ -246,7 +290,9 @@ async def all_docs(request: web.Request, rep: Replication, caller: Caller, t: Ta
         skip=integer(request, "skip", 0) or 0,
     )
     include_docs = flag(request, "include_docs") or body.get("include_docs") is True
-    opts = ReadOptions(conflicts=flag(request, "conflicts"), attachments=flag(request, "attachments"))
+    opts = ReadOptions(
+        conflicts=flag(request, "conflicts"), attachments=flag(request, "attachments")
+    )
     answer = await rep.reader.all_docs(t.db, caller, query, keys, include_docs, opts)
     if flag(request, "update_seq"):
         answer["update_seq"] = (await rep.parts.store.db_info(t.db, frozenset())).update_seq
@@ -264,7 +310,9 @@ def _key(request: web.Request, body: dict[str, Any], *names: str) -> str | None:
 
 
 # -- local documents ------------------------------------------------------------
-async def get_local(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def get_local(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     assert t.doc_id is not None
     found = await rep.parts.store.get_local(t.db, caller.name, t.doc_id)
     if found is None:
@@ -274,7 +322,9 @@ async def get_local(request: web.Request, rep: Replication, caller: Caller, t: T
     return json_response(doc)
 
 
-async def put_local(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def put_local(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     assert t.doc_id is not None
     body = await read_object(request)
     expected = body.pop("_rev", None) or request.query.get("rev")
@@ -283,14 +333,18 @@ async def put_local(request: web.Request, rep: Replication, caller: Caller, t: T
     return json_response({"ok": True, "id": t.doc_id, "rev": rev}, status=201)
 
 
-async def delete_local(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def delete_local(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     assert t.doc_id is not None
     await rep.parts.store.delete_local(t.db, caller.name, t.doc_id, request.query.get("rev"))
     return json_response({"ok": True, "id": t.doc_id, "rev": "0-0"})
 
 
 # -- single documents and attachments ----------------------------------------------
-async def get_doc(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.StreamResponse:
+async def get_doc(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.StreamResponse:
     assert t.doc_id is not None
     if t.attachment is not None:
         return await _get_attachment(request, rep, caller, t)
@@ -298,14 +352,18 @@ async def get_doc(request: web.Request, rep: Replication, caller: Caller, t: Tar
     open_revs = request.query.get("open_revs")
     if open_revs is not None:
         revs = None if open_revs == "all" else json_param(request, "open_revs")
-        if revs is not None and (not isinstance(revs, list) or not all(isinstance(r, str) for r in revs)):
-            raise BadRequest("open_revs must be \"all\" or a JSON array of revisions")
+        if revs is not None and (
+            not isinstance(revs, list) or not all(isinstance(r, str) for r in revs)
+        ):
+            raise BadRequest('open_revs must be "all" or a JSON array of revisions')
         return json_response(await rep.reader.open_revs(t.db, caller, t.doc_id, revs, opts))
     doc = await rep.reader.get_doc(t.db, caller, t.doc_id, request.query.get("rev"), opts)
     return json_response(doc, headers={"ETag": f'"{doc["_rev"]}"'})
 
 
-async def _get_attachment(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def _get_attachment(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     assert t.doc_id is not None and t.attachment is not None
     doc = await rep.reader.get_doc(t.db, caller, t.doc_id, request.query.get("rev"), ReadOptions())
     stub = (doc.get("_attachments") or {}).get(t.attachment)
@@ -313,17 +371,22 @@ async def _get_attachment(request: web.Request, rep: Replication, caller: Caller
         raise NotFound("Document is missing attachment")
     data = await rep.reader.attachment_bytes(t.db, caller, stub["digest"])
     return web.Response(
-        body=data, content_type=stub.get("content_type", "application/octet-stream").split(";")[0],
+        body=data,
+        content_type=stub.get("content_type", "application/octet-stream").split(";")[0],
         headers={"ETag": f'"{stub["digest"]}"', "Content-MD5": stub["digest"].removeprefix("md5-")},
     )
 
 
-async def post_doc(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def post_doc(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     body = await read_object(request)
     return await _write_one(rep, caller, t.db, body, status=201)
 
 
-async def put_doc(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def put_doc(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     assert t.doc_id is not None
     if t.attachment is not None:
         return await _put_attachment(request, rep, caller, t)
@@ -338,7 +401,9 @@ async def put_doc(request: web.Request, rep: Replication, caller: Caller, t: Tar
     return await _write_one(rep, caller, t.db, body, status=201, new_edits=new_edits)
 
 
-async def delete_doc(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def delete_doc(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     assert t.doc_id is not None
     rev = request.query.get("rev") or request.headers.get("If-Match", "").strip('"')
     if not rev:
@@ -348,11 +413,18 @@ async def delete_doc(request: web.Request, rep: Replication, caller: Caller, t: 
     meta = (await rep.parts.visible_metas(t.db, caller, [t.doc_id])).get(t.doc_id)
     if meta is None:
         raise NotFound("missing")
-    return await _write_one(rep, caller, t.db, {"_id": t.doc_id, "_rev": rev, "_deleted": True}, status=200)
+    return await _write_one(
+        rep, caller, t.db, {"_id": t.doc_id, "_rev": rev, "_deleted": True}, status=200
+    )
 
 
 async def _write_one(
-    rep: Replication, caller: Caller, db: str, doc: dict[str, Any], status: int, new_edits: bool = True
+    rep: Replication,
+    caller: Caller,
+    db: str,
+    doc: dict[str, Any],
+    status: int,
+    new_edits: bool = True,
 ) -> web.Response:
     if len(orjson.dumps(doc)) > rep.config.max_document_bytes:
         raise TooLarge(f"Document exceeds the limit of {rep.config.max_document_bytes} bytes.")
@@ -363,7 +435,9 @@ async def _write_one(
     return json_response({"ok": True, "id": result.doc_id, "rev": result.rev}, status=status)
 
 
-async def _current_body(rep: Replication, caller: Caller, t: Target, rev: str | None) -> dict[str, Any]:
+async def _current_body(
+    rep: Replication, caller: Caller, t: Target, rev: str | None
+) -> dict[str, Any]:
     assert t.doc_id is not None
     try:
         doc = await rep.reader.get_doc(t.db, caller, t.doc_id, None, ReadOptions())
@@ -376,14 +450,13 @@ async def _current_body(rep: Replication, caller: Caller, t: Target, rev: str | 
     return doc
 
 
-async def _put_attachment(request: web.Request, rep: Replication, caller: Caller, t: Target) -> web.Response:
+async def _put_attachment(
+    request: web.Request, rep: Replication, caller: Caller, t: Target
+) -> web.Response:
     assert t.attachment is not None
     rev = request.query.get("rev") or request.headers.get("If-Match", "").strip('"') or None
     doc = await _current_body(rep, caller, t, rev)
-    try:
-        data = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise TooLarge("Attachment is larger than the request limit.") from exc
+    data = await request.read()
     atts = dict(doc.get("_attachments") or {})
     atts[t.attachment] = {
         "content_type": request.content_type or "application/octet-stream",

@@ -78,15 +78,26 @@ class Reader:
                 docs = [_bulk_error(doc_id, rev or "undefined")]
             else:
                 docs = await self._entries(
-                    db, caller, meta, revs, opts, lambda r, d=doc_id: _bulk_error(d, r),
+                    db,
+                    caller,
+                    meta,
+                    revs,
+                    opts,
+                    lambda r, d=doc_id: _bulk_error(d, r),
                     winner_only=rev is None,
                 )
             results.append({"id": doc_id, "docs": docs})
         return {"results": results}
 
     async def _entries(
-        self, db: str, caller: Caller, meta: DocMeta, revs: Sequence[str] | None,
-        opts: ReadOptions, missing: Any, winner_only: bool = False,
+        self,
+        db: str,
+        caller: Caller,
+        meta: DocMeta,
+        revs: Sequence[str] | None,
+        opts: ReadOptions,
+        missing: Any,
+        winner_only: bool = False,
     ) -> list[dict[str, Any]]:
         if winner_only:
             wanted = [meta.winner]
@@ -112,7 +123,12 @@ class Reader:
         return docs
 
     async def _decorate(
-        self, db: str, caller: Caller, meta: DocMeta, rev: str, doc: dict[str, Any],
+        self,
+        db: str,
+        caller: Caller,
+        meta: DocMeta,
+        rev: str,
+        doc: dict[str, Any],
         opts: ReadOptions,
     ) -> None:
         if opts.revs:
@@ -177,11 +193,18 @@ class Reader:
 
     # -- all_docs ----------------------------------------------------------
     async def all_docs(
-        self, db: str, caller: Caller, query: AllDocsQuery, keys: list[Any] | None,
-        include_docs: bool, opts: ReadOptions,
+        self,
+        db: str,
+        caller: Caller,
+        query: AllDocsQuery,
+        keys: list[Any] | None,
+        include_docs: bool,
+        opts: ReadOptions,
     ) -> dict[str, Any]:
         places = caller.scope.read
-        total, page = await self.parts.store.all_docs(db, places, query if keys is None else AllDocsQuery(limit=0))
+        total, page = await self.parts.store.all_docs(
+            db, places, query if keys is None else AllDocsQuery(limit=0)
+        )
         if keys is not None:
             rows = await self._rows_for_keys(db, caller, keys, query)
         else:
@@ -197,7 +220,12 @@ class Reader:
         ids = [k for k in keys if isinstance(k, str)]
         metas = await self.parts.visible_metas(db, caller, ids)
         ordered = list(reversed(keys)) if query.descending else list(keys)
-        rows = [_row(metas[k]) if isinstance(k, str) and k in metas else {"key": k, "error": "not_found"} for k in ordered]
+        rows = [
+            _row(metas[k])
+            if isinstance(k, str) and k in metas
+            else {"key": k, "error": "not_found"}
+            for k in ordered
+        ]
         end = None if query.limit is None else query.skip + query.limit
         return rows[query.skip : end]
 
@@ -241,7 +269,7 @@ def _ancestors(tree: revtree.RevTree, rev: str) -> list[str]:
 
 def _bulk_get_request(item: Any) -> tuple[str, str | None]:
     if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-        raise BadRequest("_bulk_get: every entry needs an \"id\"")
+        raise BadRequest('_bulk_get: every entry needs an "id"')
     rev = item.get("rev")
     if rev is not None and not isinstance(rev, str):
         raise BadRequest("_bulk_get: rev must be a string")

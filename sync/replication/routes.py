@@ -15,11 +15,11 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+import sync.replication.handlers as h
 from sync.auth import Authenticator
 from sync.config import Config
 from sync.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from sync.http import json_response, read_json, read_object
-from sync.replication import handlers as h
 from sync.replication.changes import ChangesFeed
 from sync.replication.context import Caller, Parts
 from sync.replication.reads import Reader
@@ -111,8 +111,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     target = parse_target(request.raw_path)
     if not DB_NAME_RE.match(target.db):
         raise BadRequest(
-            "Name: '{}'. Only lowercase characters (a-z), digits (0-9), and any of the "
-            "characters _, $, (, ), +, -, and / are allowed. Must begin with a letter.".format(target.db),
+            f"Name: '{target.db}'. Only lowercase characters (a-z), digits (0-9), and any of the "
+            "characters _, $, (, ), +, -, and / are allowed. Must begin with a letter.",
             error="illegal_database_name",
         )
     caller = await rep.auth.require(request)
@@ -120,20 +120,24 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if handler is None:
         if target.section.startswith("_") and not any(k[1] == target.section for k in DB_ROUTES):
             raise NotFound(f"{target.section} is not supported here")
-        raise MethodNotAllowed(f"Only {', '.join(sorted(k[0] for k in DB_ROUTES if k[1] == target.section))} allowed")
+        raise MethodNotAllowed(
+            f"Only {', '.join(sorted(k[0] for k in DB_ROUTES if k[1] == target.section))} allowed"
+        )
     return await handler(request, rep, caller, target)
 
 
 # -- server level -----------------------------------------------------------------
 async def welcome(request: web.Request) -> web.Response:
     rep = request.app[REPLICATION]
-    return json_response({
-        "couchdb": "Welcome",
-        "version": "3.3.3",
-        "uuid": rep.server_uuid,
-        "vendor": {"name": "fieldsync"},
-        "features": ["access-ready"],
-    })
+    return json_response(
+        {
+            "couchdb": "Welcome",
+            "version": "3.3.3",
+            "uuid": rep.server_uuid,
+            "vendor": {"name": "fieldsync"},
+            "features": ["access-ready"],
+        }
+    )
 
 
 async def up(request: web.Request) -> web.Response:
@@ -182,8 +186,13 @@ async def post_session(request: web.Request) -> web.Response:
     caller = await rep.auth.login(Credentials(name, password))
     response = json_response({"ok": True, **h.user_ctx(caller)})
     response.set_cookie(
-        "AuthSession", rep.auth.issue_cookie(caller.user), httponly=True, samesite="Lax",
-        secure=rep.config.https, path="/", max_age=rep.config.session_seconds,
+        "AuthSession",
+        rep.auth.issue_cookie(caller.user),
+        httponly=True,
+        samesite="Lax",
+        secure=rep.config.https,
+        path="/",
+        max_age=rep.config.session_seconds,
     )
     return response
 

@@ -86,7 +86,7 @@ class Writer:
             return meta.place
         if caller.is_admin:
             return SHARED
-        raise Forbidden("Documents need a \"place\"; only admins write shared documents.")
+        raise Forbidden('Documents need a "place"; only admins write shared documents.')
 
     async def _attachments(
         self, db: str, caller: Caller, doc: IncomingDoc, place: str, meta: DocMeta | None
@@ -129,7 +129,12 @@ class Writer:
         return stub, self.parts.vault.seal_attachment(db, place, digest, data)
 
     async def _stub(
-        self, db: str, caller: Caller, name: str, att: dict[str, Any], place: str,
+        self,
+        db: str,
+        caller: Caller,
+        name: str,
+        att: dict[str, Any],
+        place: str,
         blobs: list[AttachmentBlob],
     ) -> dict[str, Any]:
         digest = att.get("digest")
@@ -152,8 +157,12 @@ class Writer:
         }
 
     async def _store(
-        self, db: str, caller: Caller, plans: list[_Plan | WriteResult],
-        metas: dict[str, DocMeta], new_edits: bool,
+        self,
+        db: str,
+        caller: Caller,
+        plans: list[_Plan | WriteResult],
+        metas: dict[str, DocMeta],
+        new_edits: bool,
     ) -> list[WriteResult]:
         ready = [p for p in plans if isinstance(p, _Plan)]
         await self.parts.vault.warm({p.place for p in ready})
@@ -171,6 +180,7 @@ class Writer:
         self, db: str, caller: Caller, plan: _Plan, meta: DocMeta | None, new_edits: bool
     ) -> RevisionWrite:
         doc = plan.doc
+        path: tuple[str, ...]
         if new_edits:
             parent = doc.rev or (meta.winner if meta is not None and meta.deleted else None)
             rev = new_rev(parent, doc.deleted, doc.body)
@@ -180,7 +190,9 @@ class Writer:
             rev = path[0]
         key_ref, sealed = self.parts.vault.seal_body(db, doc.id, rev, plan.place, doc.body)
         allowed = None if caller.is_admin else caller.scope.capture
-        return RevisionWrite(doc.id, path, doc.deleted, plan.place, key_ref, sealed, new_edits, allowed)
+        return RevisionWrite(
+            doc.id, path, doc.deleted, plan.place, key_ref, sealed, new_edits, allowed
+        )
 
 
 def _new_pos(doc: IncomingDoc, meta: DocMeta | None) -> int:

@@ -107,7 +107,10 @@ class SqliteStore(DocStore):
     async def create_db(self, name: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
             if conn.execute("SELECT 1 FROM dbs WHERE name=?", (name,)).fetchone():
-                raise PreconditionFailed("The database could not be created, the file already exists.", error="file_exists")
+                raise PreconditionFailed(
+                    "The database could not be created, the file already exists.",
+                    error="file_exists",
+                )
             conn.execute(
                 "INSERT INTO dbs(name, created, uuid) VALUES(?,?,?)",
                 (name, dt.datetime.now(dt.UTC).isoformat(), uuid.uuid4().hex),
@@ -178,14 +181,18 @@ class SqliteStore(DocStore):
                     (db_id, doc_id, rev),
                 ).fetchone()
                 if row is not None:
-                    found[(doc_id, rev)] = StoredRevision(doc_id, rev, row[0], bool(row[1]), row[2], row[3])
+                    found[(doc_id, rev)] = StoredRevision(
+                        doc_id, rev, row[0], bool(row[1]), row[2], row[3]
+                    )
             return found
 
         return await self.read(run)
 
     async def write(self, db: str, writes: Sequence[RevisionWrite]) -> list[WriteResult]:
         def run(conn: sqlite3.Connection) -> list[WriteResult]:
-            row = conn.execute("SELECT id, update_seq, revs_limit FROM dbs WHERE name=?", (db,)).fetchone()
+            row = conn.execute(
+                "SELECT id, update_seq, revs_limit FROM dbs WHERE name=?", (db,)
+            ).fetchone()
             if row is None:
                 raise NotFound("Database does not exist.")
             db_id, seq, revs_limit = row
@@ -400,8 +407,16 @@ def _apply_write(
         "INSERT INTO docs(db, id, place, seq, winner, deleted, leaves, tree) VALUES(?,?,?,?,?,?,?,?) "
         "ON CONFLICT(db, id) DO UPDATE SET place=excluded.place, seq=excluded.seq, "
         "winner=excluded.winner, deleted=excluded.deleted, leaves=excluded.leaves, tree=excluded.tree",
-        (db_id, w.doc_id, place, seq, win, int(merged[win].deleted), json.dumps(leaves),
-         json.dumps(revtree.to_json(merged))),
+        (
+            db_id,
+            w.doc_id,
+            place,
+            seq,
+            win,
+            int(merged[win].deleted),
+            json.dumps(leaves),
+            json.dumps(revtree.to_json(merged)),
+        ),
     )
     return WriteResult(w.doc_id, rev), True
 

@@ -1,0 +1,11 @@
+"""Typed keys for the application's shared state (``web.AppKey``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from sync.config import Config
+from sync.store.sqlite import SqliteStore
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", SqliteStore)
