@@ -52,16 +52,27 @@ class SqliteStore(DocStore):
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._db_ids: dict[str, int] = {}
+        # Tests set this before the first query to see every statement (query-plan checks).
+        self.trace: Callable[[str], None] | None = None
 
     # -- plumbing ---------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = connect(self.path)
+            if self.trace is not None:
+                conn.set_trace_callback(self.trace)
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)
         return conn
+
+    def set_trace(self, trace: Callable[[str], None] | None) -> None:
+        """See every SQL statement (tests use it to check query plans)."""
+        self.trace = trace
+        with self._lock:
+            for conn in self._conns:
+                conn.set_trace_callback(trace)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on a reader thread."""
