@@ -17,7 +17,7 @@ from aiohttp import web
 
 from sync import accounts
 from sync import api as admin_api
-from sync.appkeys import CONFIG, STORE
+from sync.appkeys import AUTH, CONFIG, STORE
 from sync.auth import Authenticator
 from sync.config import Config
 from sync.errors import FieldsyncError, MethodNotAllowed, NotFound, PreconditionFailed, TooLarge
@@ -103,16 +103,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         lambda h, p: store.write_tx(lambda c: _save_snapshot(c, h, p)),
         lambda h: store.read(lambda c: _load_snapshot(c, h)),
     )
+    auth = Authenticator(store, secret, config.session_seconds)
     app[STORE] = store
-    app[REPLICATION] = Replication(
-        parts,
-        reader,
-        Writer(parts),
-        ChangesFeed(parts, reader, snapshots),
-        Authenticator(store, secret, config.session_seconds),
-        config,
-        server_uuid,
-    )
+    app[AUTH] = auth
+    feed = ChangesFeed(parts, reader, snapshots)
+    app[REPLICATION] = Replication(parts, reader, Writer(parts), feed, auth, config, server_uuid)
     yield
     await store.close()
 
@@ -143,7 +138,10 @@ def _load_snapshot(conn: sqlite3.Connection, digest: str) -> frozenset[str] | No
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, compression_middleware], client_max_size=config.max_request_bytes)
+    app = web.Application(
+        middlewares=[error_middleware, compression_middleware],
+        client_max_size=config.max_request_bytes,
+    )
     app[CONFIG] = config
     app.cleanup_ctx.append(_resources)
     admin_api.setup_routes(app)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from sync.auth import Authenticator
 from sync.config import Config
 from sync.store.sqlite import SqliteStore
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", SqliteStore)
+AUTH = web.AppKey("auth", Authenticator)

@@ -17,7 +17,8 @@ import hmac
 import sqlite3
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
@@ -28,6 +29,10 @@ from sync.scopes import PlaceTree, User
 from sync.store.sqlite import SqliteStore
 
 COOKIE = "AuthSession"
+# A device check sees the request and its authenticated user, and returns the id of
+# the device the request comes from (or None when no device is involved); it raises
+# Unauthorized to refuse the request.  The device registry installs one.
+DeviceCheck = Callable[[web.Request, User], Awaitable[str | None]]
 _CACHE_SIZE = 10_000
 
 
@@ -58,8 +63,20 @@ class Authenticator:
         self._session_seconds = session_seconds
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._tree: tuple[int, PlaceTree] | None = None
+        self.device_checks: list[DeviceCheck] = []
 
     async def caller(self, request: web.Request) -> Caller | None:
+        """The authenticated caller of ``request`` (None without credentials)."""
+        found = await self._credentials(request)
+        if found is None:
+            return None
+        for check in self.device_checks:
+            device = await check(request, found.user)
+            if device is not None:
+                found = replace(found, device=device)
+        return found
+
+    async def _credentials(self, request: web.Request) -> Caller | None:
         header = request.headers.get("Authorization")
         if header:
             creds = parse_basic(header)
