@@ -23,6 +23,8 @@ class Config:
     master_key_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Workers' apps must enrol their device and send X-Device-Token (device registry).
+    require_enrolment: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -44,6 +46,10 @@ _ENV = {
     "FIELDSYNC_MASTER_KEY_FILE": ("master_key_file", Path),
     "FIELDSYNC_TLS_CERT": ("tls_cert", Path),
     "FIELDSYNC_TLS_KEY": ("tls_key", Path),
+    "FIELDSYNC_REQUIRE_ENROLMENT": (
+        "require_enrolment",
+        lambda v: v.lower() in ("1", "true", "yes"),
+    ),
 }
 
 
