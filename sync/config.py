@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,11 @@ class Config:
         return self.tls_cert is not None
 
 
-_ENV = {
+def _yes(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_DATA_DIR": ("data_dir", Path),
     "FIELDSYNC_HOST": ("host", str),
     "FIELDSYNC_PORT": ("port", int),
