@@ -211,8 +211,10 @@ def _scope_args(parser: argparse.ArgumentParser) -> None:
 
 def _domain_commands(sub: Any) -> None:
     from barcode.cli import register as register_patient_ids
+    from device_registry.cli import register as register_devices
 
     register_patient_ids(sub)
+    register_devices(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
