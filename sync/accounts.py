@@ -101,7 +101,8 @@ def _bump(conn: sqlite3.Connection, key: str) -> None:
 def validate_user_name(name: str) -> str:
     if not name or len(name) > USER_NAME_MAX or name.startswith("_") or ":" in name:
         raise BadRequest(
-            f"invalid user name {name!r}: 1-{USER_NAME_MAX} characters, no ':' and not starting with '_'"
+            f"invalid user name {name!r}: 1-{USER_NAME_MAX} characters, "
+            "no ':' and not starting with '_'"
         )
     return name
 

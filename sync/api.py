@@ -16,9 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from sync import accounts
+from sync.appkeys import STORE
 from sync.errors import BadRequest, Forbidden, NotFound
 from sync.http import json_response, read_object
-from sync.appkeys import STORE
 from sync.replication.routes import REPLICATION
 from sync.scopes import Place, User
 

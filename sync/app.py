@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 
 import structlog
 from aiohttp import web
@@ -120,10 +120,8 @@ def _server_identity(conn: sqlite3.Connection) -> tuple[bytes, str]:
 
 
 async def _ensure_db(store: SqliteStore, name: str) -> None:
-    try:
+    with suppress(PreconditionFailed):
         await store.create_db(name)
-    except PreconditionFailed:
-        pass
 
 
 def _save_snapshot(conn: sqlite3.Connection, digest: str, places: frozenset[str]) -> None:

@@ -144,9 +144,8 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
 
 def cmd_user_list(args: argparse.Namespace) -> int:
     for user in _with_conn(args, accounts.list_users):  # type: ignore[attr-defined]
-        print(
-            f"{user.name}\t{user.role.value}\t{','.join(user.places) or '-'}\t{','.join(user.read_places) or '-'}"
-        )
+        places, read = ",".join(user.places) or "-", ",".join(user.read_places) or "-"
+        print(f"{user.name}\t{user.role.value}\t{places}\t{read}")
     return 0
 
 
