@@ -99,6 +99,16 @@ class Authenticator:
             raise Unauthorized()
         return Caller(user, tree.scope_of(user), tree)
 
+    async def caller_for(self, name: str, device: str | None = None) -> Caller:
+        """Act on behalf of ``name`` without a password (server-side work such as SMS).
+
+        Raises Unauthorized when the user does not exist.
+        """
+        user, tree = await self._load(name)
+        if user is None:
+            raise Unauthorized(f"user {name!r} does not exist")
+        return Caller(user, tree.scope_of(user), tree, device)
+
     async def _check(self, creds: Credentials, user: User) -> bool:
         key = hashlib.sha256(
             "\x00".join((creds.name, creds.password, user.password_hash)).encode()
