@@ -9,7 +9,33 @@ HOST ?= 127.0.0.1
 PORT ?= 5984
 DATA_DIR ?= ./data
 
-.PHONY: setup run test check lint types bench clean
+.PHONY: setup run test check lint types bench clean system-run system-test
+
+# System libraries: zbar decodes barcodes (server and tests); Debian's chromium
+# drives the browser tests.  Installed with apt-get when we are root, else we
+# stop and print the exact command.
+RUN_SYSTEM_PKGS  := libzbar0
+TEST_SYSTEM_PKGS := libzbar0 chromium
+
+define ensure_system
+	@missing=""; \
+	for pkg in $(1); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq -o DPkg::Lock::Timeout=300 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing"; \
+	    echo "run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+endef
+
+system-run:
+	$(call ensure_system,$(RUN_SYSTEM_PKGS))
+
+system-test:
+	$(call ensure_system,$(TEST_SYSTEM_PKGS))
 
 setup: $(PY_STAMP) $(NODE_STAMP)
 
@@ -25,10 +51,10 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-run: $(PY_STAMP)
+run: system-run $(PY_STAMP)
 	$(BIN)/fieldsync serve --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
-test: setup
+test: system-test setup
 	$(BIN)/pytest -q
 
 lint: $(PY_STAMP)
@@ -40,7 +66,7 @@ types: $(PY_STAMP)
 
 check: lint types test
 
-bench: setup
+bench: system-test setup
 	$(BIN)/python -m bench
 
 clean:
