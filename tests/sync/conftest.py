@@ -73,7 +73,9 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config(data_dir: Path) -> Config:
-    return Config(data_dir=data_dir, max_request_bytes=2 * 1024 * 1024)
+    # Device enrolment is the device registry's subject (tests/device_registry);
+    # these tests are about the protocol, so workers sync without a device token.
+    return Config(data_dir=data_dir, max_request_bytes=2 * 1024 * 1024, require_enrolment=False)
 
 
 Client = TestClient[Any, Any]

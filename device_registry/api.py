@@ -1,0 +1,220 @@
+"""The JSON (and CSV) API under ``/api/v1/devices``.
+
+    GET   /api/v1/devices                       list: filters of ``listing``; format=csv
+    POST  /api/v1/devices                       add {serial, imei, imei2?, model?, phone?,
+                                                     os_version?, place?, notes?, worker?}
+    GET   /api/v1/devices/{serial}              one device and its history
+    PATCH /api/v1/devices/{serial}              edit {model?, os_version?, phone?, imei2?,
+                                                      place?, notes?}
+    POST  /api/v1/devices/{serial}/assign       {worker, reason?}
+    POST  /api/v1/devices/{serial}/status       {status, reason?}
+    POST  /api/v1/devices/{serial}/enrolment-code   -> {code, expires, qr_svg, ...}
+    POST  /api/v1/devices/enroll                the app, as the worker: {code, serial}
+                                                -> {device_token} (shown once)
+    GET   /api/v1/devices/_refusals             refused attempts, newest first
+
+Everything but ``enroll`` is for supervisors (their scope) and admins.  Bodies must
+be ``application/json``: a cross-site HTML form cannot send that without a CORS
+preflight this server never grants, so cookie-authenticated calls are safe too.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from typing import Any
+
+from aiohttp import web
+
+from device_registry import enrolment, inventory, qr, status
+from device_registry.codes import qr_payload
+from device_registry.context import device_list, parts, server_url, staff
+from device_registry.guard import APP_VERSION_HEADER, OS_VERSION_HEADER, header_value
+from device_registry.model import CSV_COLUMNS, Device
+from device_registry.verdict import TOKEN_HEADER, Kind, Refusal
+from sync.errors import BadRequest, UnsupportedMediaType
+from sync.http import integer, json_response, read_object
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("Send a JSON body with Content-Type: application/json.")
+    return await read_object(request)
+
+
+def _text(body: dict[str, Any], key: str, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"{key} is required")
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string")
+    return value
+
+
+async def list_devices(request: web.Request) -> web.StreamResponse:
+    caller = await staff(request)
+    statuses = request.query.getall("status", [])
+    _, devices, counts = await device_list(request, caller, request.query, statuses)
+    wants_csv = request.query.get("format") == "csv" or request.headers.get("Accept") == "text/csv"
+    if wants_csv:
+        return csv_response(devices)
+    return json_response(
+        {"total": len(devices), "counts": counts, "devices": [d.to_json() for d in devices]}
+    )
+
+
+def csv_response(devices: list[Device]) -> web.Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(d.csv_row() for d in devices)
+    return web.Response(
+        text=out.getvalue(),
+        content_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="devices.csv"', **NO_STORE},
+    )
+
+
+async def add_device(request: web.Request) -> web.Response:
+    caller = await staff(request)
+    body = await _body(request)
+    new = inventory.validate_new(
+        serial=_text(body, "serial", required=True) or "",
+        imei=_text(body, "imei", required=True) or "",
+        imei2=_text(body, "imei2"),
+        model=_text(body, "model") or "",
+        os_version=_text(body, "os_version") or "",
+        phone=_text(body, "phone"),
+        place=_text(body, "place"),
+        notes=_text(body, "notes") or "",
+    )
+    worker = _text(body, "worker")
+
+    def run(conn: sqlite3.Connection) -> Device:
+        device = inventory.add(conn, new, caller.name, caller.scope)
+        if worker is not None:
+            device = inventory.assign(conn, new.serial, worker, caller.name, caller.scope)
+        return device
+
+    device = await parts(request).store.write_tx(run)
+    return json_response(device.to_json(), status=201)
+
+
+async def get_device(request: web.Request) -> web.Response:
+    caller = await staff(request)
+    serial = request.match_info["serial"]
+
+    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+        device = inventory.visible(conn, serial, caller.scope)
+        entries = inventory.history(conn, device)
+        return {**device.to_json(), "history": [e.to_json() for e in entries]}
+
+    return json_response(await parts(request).store.read(run))
+
+
+async def edit_device(request: web.Request) -> web.Response:
+    caller = await staff(request)
+    body = await _body(request)
+    changes = {key: _text(body, key) for key in body}
+    serial = request.match_info["serial"]
+    device = await parts(request).store.write_tx(
+        lambda conn: inventory.edit(conn, serial, changes, caller.name, caller.scope)
+    )
+    return json_response(device.to_json())
+
+
+async def assign_device(request: web.Request) -> web.Response:
+    caller = await staff(request)
+    body = await _body(request)
+    worker, reason = _text(body, "worker", required=True) or "", _text(body, "reason") or ""
+    serial = request.match_info["serial"]
+    device = await parts(request).store.write_tx(
+        lambda conn: inventory.assign(conn, serial, worker, caller.name, caller.scope, reason)
+    )
+    return json_response(device.to_json())
+
+
+async def set_status(request: web.Request) -> web.Response:
+    caller = await staff(request)
+    body = await _body(request)
+    target = status.parse(_text(body, "status", required=True) or "")
+    reason = _text(body, "reason") or ""
+    serial = request.match_info["serial"]
+    device = await parts(request).store.write_tx(
+        lambda conn: inventory.mark(conn, serial, target, caller.name, caller.scope, reason)
+    )
+    return json_response(device.to_json())
+
+
+async def issue_code(request: web.Request) -> web.Response:
+    caller = await staff(request)
+    serial = request.match_info["serial"]
+    issued = await parts(request).store.write_tx(
+        lambda conn: enrolment.issue_code(conn, serial, caller.name, caller.scope)
+    )
+    payload = qr_payload(issued.code, issued.serial, server_url(request))
+    body = {
+        "code": issued.code,
+        "serial": issued.serial,
+        "worker": issued.worker,
+        "expires": issued.expires,
+        "qr_payload": payload,
+        "qr_svg": qr.svg(payload),
+    }
+    return json_response(body, status=201, headers=NO_STORE)
+
+
+async def enroll(request: web.Request) -> web.Response:
+    """The app exchanges an enrolment code for its device token (as the worker)."""
+    p = parts(request)
+    caller = await p.auth.require(request)
+    body = await _body(request)
+    code, serial = _text(body, "code", required=True) or "", _text(body, "serial", required=True)
+    guard, user_key = p.registry.guard, f"user:{caller.name}"
+    versions = (header_value(request, APP_VERSION_HEADER), header_value(request, OS_VERSION_HEADER))
+    serial = (serial or "")[:64]
+    if guard.limiter.retry_after(user_key) is not None:
+        refusal = Refusal(Kind.ENROLMENT, "too many failed enrolment attempts", serial)
+        guard.refuse(request, caller.user, refusal, user_key)
+    try:
+        done = await p.store.write_tx(
+            lambda conn: enrolment.enrol(conn, code, serial, caller.name, versions=versions)
+        )
+    except enrolment.EnrolmentRefused as exc:
+        refusal = Refusal(Kind.ENROLMENT, exc.reason, serial)
+        guard.refuse(request, caller.user, refusal, user_key, error=exc)
+    body = {"device_token": done.token, "serial": done.serial, "worker": done.worker}
+    return json_response({**body, "header": TOKEN_HEADER}, status=201, headers=NO_STORE)
+
+
+async def list_refusals(request: web.Request) -> web.Response:
+    caller = await staff(request)
+    p = parts(request)
+    limit = integer(request, "limit", 100, minimum=1) or 100
+    await p.registry.guard.writes.drain()
+
+    def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        serials = None
+        if not caller.is_admin:
+            devices = inventory.list_all(conn)
+            serials = frozenset(d.serial for d in devices if d.visible_to(caller.scope))
+        return enrolment.refusals(conn, serials, min(limit, 1000))
+
+    return json_response({"refusals": await p.store.read(run)})
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/devices", list_devices)
+    app.router.add_post("/api/v1/devices", add_device)
+    app.router.add_post("/api/v1/devices/enroll", enroll)
+    app.router.add_get("/api/v1/devices/_refusals", list_refusals)
+    app.router.add_get("/api/v1/devices/{serial}", get_device)
+    app.router.add_patch("/api/v1/devices/{serial}", edit_device)
+    app.router.add_post("/api/v1/devices/{serial}/assign", assign_device)
+    app.router.add_post("/api/v1/devices/{serial}/status", set_status)
+    app.router.add_post("/api/v1/devices/{serial}/enrolment-code", issue_code)

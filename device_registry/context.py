@@ -1,0 +1,72 @@
+"""What the registry's handlers share: the app state, who is calling, the device view."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from device_registry import inventory, listing
+from device_registry.guard import DeviceGuard
+from device_registry.model import Device
+from sync.appkeys import AUTH, CONFIG, STORE
+from sync.auth import Authenticator
+from sync.config import Config
+from sync.errors import Forbidden
+from sync.replication.context import Caller
+from sync.scopes import Role
+from sync.store.sqlite import SqliteStore
+
+STAFF = frozenset({Role.SUPERVISOR, Role.ADMIN})
+
+
+@dataclass
+class Registry:
+    guard: DeviceGuard
+    secret: bytes  # signs CSRF tokens
+
+
+REGISTRY = web.AppKey("device_registry", Registry)
+
+
+@dataclass(frozen=True)
+class Parts:
+    store: SqliteStore
+    auth: Authenticator
+    config: Config
+    registry: Registry
+
+
+def parts(request: web.Request) -> Parts:
+    app = request.app
+    return Parts(app[STORE], app[AUTH], app[CONFIG], app[REGISTRY])
+
+
+def is_staff(caller: Caller | None) -> bool:
+    return caller is not None and caller.user.role in STAFF
+
+
+async def staff(request: web.Request) -> Caller:
+    """The calling supervisor or admin (401 without credentials, 403 for others)."""
+    caller = await request.app[AUTH].require(request)
+    if not is_staff(caller):
+        raise Forbidden("The device registry is for supervisors and admins.")
+    return caller
+
+
+async def device_list(
+    request: web.Request, caller: Caller, params: Mapping[str, str], statuses: Sequence[str]
+) -> tuple[listing.DeviceQuery, list[Device], dict[str, int]]:
+    """The caller's devices the query asks for, and the count per status."""
+    query = listing.parse_query(params, statuses)
+    devices = await request.app[STORE].read(inventory.list_all)
+    mine = [d for d in devices if d.visible_to(caller.scope)]
+    subtree = caller.tree.descendants([query.place]) if query.place else None
+    chosen, counts = listing.select(mine, query, subtree, dt.datetime.now(dt.UTC))
+    return query, chosen, counts
+
+
+def server_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"

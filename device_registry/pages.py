@@ -1,0 +1,330 @@
+"""The supervisor pages under ``/supervisor`` (server-rendered HTML, no JavaScript).
+
+    GET  /supervisor/login, POST /supervisor/login, POST /supervisor/logout
+    GET  /supervisor/devices                      the list (filters: see ``listing``)
+    GET  /supervisor/devices/{serial}             one device, its actions and history
+    POST /supervisor/devices/{serial}/assign      worker, reason
+    POST /supervisor/devices/{serial}/status      status, reason
+    POST /supervisor/devices/{serial}/edit        model, phone, notes
+    POST /supervisor/devices/{serial}/enrolment-code   shows the code and its QR once
+
+The session is the core's ``AuthSession`` cookie (``HttpOnly``, ``SameSite=Lax``,
+``Secure`` under HTTPS), issued here by a login form.  Every form carries a CSRF
+token (see ``csrf``).  After a change the browser is redirected (303) back to the
+device, so reloading does not repeat it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from device_registry import csrf, enrolment, inventory, qr, status, templates
+from device_registry.codes import qr_payload
+from device_registry.context import device_list, is_staff, parts, server_url
+from device_registry.model import Device, HistoryEntry
+from device_registry.templates import STATUS_NAMES, device_url
+from sync import accounts
+from sync.auth import COOKIE as SESSION_COOKIE
+from sync.auth import Credentials
+from sync.errors import FieldsyncError, NotFound, Unauthorized
+from sync.replication.context import Caller
+from sync.scopes import Role
+
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' "
+    "data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+HOME = "/supervisor/devices"
+DONE = {
+    **{
+        s.value: f"Status changed to {STATUS_NAMES[s].lower()}. Its token no longer works."
+        for s in status.DeviceStatus
+    },
+    "in_stock": "Back in stock. Its token no longer works; assign and enrol it again to use it.",
+    "assigned": "Assigned. Issue an enrolment code so the app on this phone can sync.",
+    "edited": "Details saved.",
+}
+Form = MultiDictProxy[Any]
+
+
+class _Page:
+    """The CSRF nonce of one request, and how to answer it."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        found = request.cookies.get(csrf.COOKIE)
+        self.nonce = found or csrf.new_nonce()
+        self._new_nonce = found is None
+        secret = parts(request).registry.secret
+        self.token = csrf.token(secret, self.nonce, request.cookies.get(SESSION_COOKIE, ""))
+
+    def respond(self, html: str, status: int = 200) -> web.Response:
+        response = web.Response(text=html, status=status, content_type="text/html", headers=HEADERS)
+        if self._new_nonce:
+            response.set_cookie(
+                csrf.COOKIE,
+                self.nonce,
+                httponly=True,
+                samesite="Strict",
+                secure=parts(self.request).config.https,
+                path="/supervisor",
+            )
+        return response
+
+    async def form(self) -> Form:
+        """The posted form, once its CSRF token is checked."""
+        form = await self.request.post()
+        given = form.get(csrf.FIELD)
+        session = self.request.cookies.get(SESSION_COOKIE, "")
+        secret = parts(self.request).registry.secret
+        ok = not self._new_nonce and csrf.valid(
+            secret, self.nonce, session, given if isinstance(given, str) else None
+        )
+        if not ok:
+            raise _Expired()
+        return form
+
+
+class _Expired(Exception):
+    """A form without a valid CSRF token (stale page, or a cross-site post)."""
+
+
+async def _caller(request: web.Request) -> Caller | None:
+    try:
+        caller = await parts(request).auth.caller(request)
+    except Unauthorized:
+        return None
+    return caller if is_staff(caller) else None
+
+
+def _redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, **HEADERS})
+
+
+def _to_login(request: web.Request) -> web.Response:
+    return _redirect(f"/supervisor/login?next={quote(request.path_qs, safe='')}")
+
+
+StaffHandler = Callable[[web.Request, _Page, Caller], Awaitable[web.StreamResponse]]
+
+
+def _staff_page(handler: StaffHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Log in first; render a stale form or a refused action as a page, not JSON."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        page = _Page(request)
+        caller = await _caller(request)
+        if caller is None:
+            return _to_login(request)
+        try:
+            return await handler(request, page, caller)
+        except _Expired:
+            text = "This form has expired. Go back, reload the page and try again."
+            return page.respond(templates.error_page("Form expired", text), 403)
+        except NotFound as exc:
+            html = templates.error_page("Not found", exc.reason, caller.name, page.token)
+            return page.respond(html, 404)
+
+    return wrapped
+
+
+# -- log in and out ----------------------------------------------------------------------
+def _next(value: object) -> str:
+    text = value if isinstance(value, str) else ""
+    return text if text.startswith("/supervisor/") and "//" not in text else HOME
+
+
+async def login_form(request: web.Request) -> web.Response:
+    page = _Page(request)
+    if await _caller(request) is not None:
+        return _redirect(_next(request.query.get("next")))
+    return page.respond(templates.login_page(page.token, _next(request.query.get("next"))))
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    page = _Page(request)
+    try:
+        form = await page.form()
+    except _Expired:
+        html = templates.login_page(page.token, HOME, error="The form expired; try again.")
+        return page.respond(html, 403)
+    name, password = str(form.get("name", "")), str(form.get("password", ""))
+    target = _next(form.get("next"))
+    p = parts(request)
+    try:
+        caller = await p.auth.login(Credentials(name, password))
+    except Unauthorized:
+        html = templates.login_page(page.token, target, name, "Wrong user name or password.")
+        return page.respond(html, 401)
+    if not is_staff(caller):
+        text = "These pages are for supervisors and admins; CHWs use the app."
+        return page.respond(templates.login_page(page.token, target, name, text), 403)
+    response = _redirect(target)
+    response.set_cookie(
+        SESSION_COOKIE,
+        p.auth.issue_cookie(caller.user),
+        httponly=True,
+        samesite="Lax",
+        secure=p.config.https,
+        path="/",
+        max_age=p.config.session_seconds,
+    )
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    # No CSRF check: logging out is harmless, and a stale page must still be able to.
+    response = _redirect("/supervisor/login")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    return _redirect(HOME)
+
+
+# -- the list and one device ------------------------------------------------------------
+@_staff_page
+async def devices(request: web.Request, page: _Page, caller: Caller) -> web.StreamResponse:
+    statuses = request.query.getall("status", [])
+    try:
+        query, chosen, counts = await device_list(request, caller, request.query, statuses)
+    except FieldsyncError as exc:
+        html = templates.error_page("Bad filter", exc.reason, caller.name, page.token)
+        return page.respond(html, exc.status)
+    workers = await _workers(request, caller, writable=False)
+    places = [(p.id, p.name) for p in caller.tree.places.values() if caller.scope.can_read(p.id)]
+    days = 7 if query.quiet_days is None else query.quiet_days
+    quiet_before = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days)).isoformat()
+    view = templates.ListView(
+        caller.name, page.token, query, chosen, counts, sorted(places), workers, quiet_before
+    )
+    return page.respond(templates.list_page(view))
+
+
+async def _workers(request: web.Request, caller: Caller, writable: bool) -> list[str]:
+    """The CHWs in the caller's read (or capture) scope."""
+    users = await parts(request).store.read(accounts.list_users)
+    allowed = caller.scope.can_write if writable else caller.scope.can_read
+    return [
+        u.name
+        for u in users
+        if u.role is Role.CHW and (caller.is_admin or any(allowed(p) for p in u.places))
+    ]
+
+
+async def _device_page(
+    request: web.Request,
+    page: _Page,
+    caller: Caller,
+    notice: str | None = None,
+    error: FieldsyncError | None = None,
+) -> web.Response:
+    serial = request.match_info["serial"]
+
+    def run(conn: sqlite3.Connection) -> tuple[Device, list[HistoryEntry], list[Any]]:
+        device = inventory.visible(conn, serial, caller.scope)
+        refused = enrolment.refusals(conn, frozenset({device.serial}), 10)
+        return device, inventory.history(conn, device), refused
+
+    await parts(request).registry.guard.writes.drain()
+    device, history, refusals = await parts(request).store.read(run)
+    view = templates.DeviceView(
+        user=caller.name,
+        csrf=page.token,
+        device=device,
+        history=history,
+        workers=await _workers(request, caller, writable=True),
+        can_manage=device.managed_by(caller.scope),
+        refusals=refusals,
+        notice=notice,
+        error=None if error is None else error.reason,
+    )
+    return page.respond(templates.device_page(view), 200 if error is None else error.status)
+
+
+@_staff_page
+async def device(request: web.Request, page: _Page, caller: Caller) -> web.StreamResponse:
+    return await _device_page(request, page, caller, notice=DONE.get(request.query.get("done", "")))
+
+
+Change = Callable[[sqlite3.Connection, str, Caller, Form], str]
+
+
+def _action(change: Change) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A form post that changes the device, then shows it again (303, or the error)."""
+
+    @_staff_page
+    async def handler(request: web.Request, page: _Page, caller: Caller) -> web.StreamResponse:
+        form = await page.form()
+        serial = request.match_info["serial"]
+        try:
+            done = await parts(request).store.write_tx(
+                lambda conn: change(conn, serial, caller, form)
+            )
+        except NotFound:
+            raise
+        except FieldsyncError as exc:
+            return await _device_page(request, page, caller, error=exc)
+        return _redirect(f"{device_url(serial.upper())}?done={done}")
+
+    return handler
+
+
+def _assign(conn: sqlite3.Connection, serial: str, caller: Caller, form: Form) -> str:
+    worker, reason = str(form.get("worker", "")), str(form.get("reason", ""))
+    inventory.assign(conn, serial, worker, caller.name, caller.scope, reason)
+    return "assigned"
+
+
+def _status(conn: sqlite3.Connection, serial: str, caller: Caller, form: Form) -> str:
+    target = status.parse(str(form.get("status", "")))
+    inventory.mark(conn, serial, target, caller.name, caller.scope, str(form.get("reason", "")))
+    return target.value
+
+
+def _edit(conn: sqlite3.Connection, serial: str, caller: Caller, form: Form) -> str:
+    changes = {key: str(form.get(key, "")) for key in ("model", "phone", "notes") if key in form}
+    inventory.edit(conn, serial, changes, caller.name, caller.scope)
+    return "edited"
+
+
+@_staff_page
+async def enrolment_code(request: web.Request, page: _Page, caller: Caller) -> web.StreamResponse:
+    await page.form()
+    serial = request.match_info["serial"]
+    try:
+        issued = await parts(request).store.write_tx(
+            lambda conn: enrolment.issue_code(conn, serial, caller.name, caller.scope)
+        )
+    except NotFound:
+        raise
+    except FieldsyncError as exc:
+        return await _device_page(request, page, caller, error=exc)
+    svg = qr.svg(qr_payload(issued.code, issued.serial, server_url(request)))
+    return page.respond(templates.code_page(caller.name, page.token, issued, svg))
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/supervisor", home)
+    app.router.add_get("/supervisor/", home)
+    app.router.add_get("/supervisor/login", login_form)
+    app.router.add_post("/supervisor/login", login)
+    app.router.add_post("/supervisor/logout", logout)
+    app.router.add_get("/supervisor/devices", devices)
+    app.router.add_get("/supervisor/devices/{serial}", device)
+    app.router.add_post("/supervisor/devices/{serial}/assign", _action(_assign))
+    app.router.add_post("/supervisor/devices/{serial}/status", _action(_status))
+    app.router.add_post("/supervisor/devices/{serial}/edit", _action(_edit))
+    app.router.add_post("/supervisor/devices/{serial}/enrolment-code", enrolment_code)

@@ -1,0 +1,142 @@
+"""What the device registry's tests share: the seeded organisation and JSON helpers.
+
+A module of its own rather than ``conftest``: every test directory has a conftest,
+and ``from conftest import ...`` gets whichever was imported first.
+
+The place tree and users (as in tests/sync, plus a district sam does not see)::
+
+    country
+    ├── district-a
+    │   └── facility-a
+    │       ├── area-a1     alice (chw)
+    │       └── area-a2
+    ├── district-b
+    │   └── area-b1         bob (chw)
+    └── district-c
+        └── area-c1         carol (chw)
+
+    sam (supervisor): captures district-a, reads district-b too; never sees district-c
+    admin (admin)
+"""
+
+from __future__ import annotations
+
+import base64
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from device_registry.context import REGISTRY
+from sync import accounts
+from sync.scopes import Role
+from sync.store.schema import connect, db_path, initialise
+
+PASSWORD = "correct horse"
+PLACES = [
+    ("country", None),
+    ("district-a", "country"),
+    ("facility-a", "district-a"),
+    ("area-a1", "facility-a"),
+    ("area-a2", "facility-a"),
+    ("district-b", "country"),
+    ("area-b1", "district-b"),
+    ("district-c", "country"),
+    ("area-c1", "district-c"),
+]
+USERS: list[tuple[str, Role, list[str], list[str]]] = [
+    ("admin", Role.ADMIN, [], []),
+    ("alice", Role.CHW, ["area-a1"], []),
+    ("bob", Role.CHW, ["area-b1"], []),
+    ("carol", Role.CHW, ["area-c1"], []),
+    ("sam", Role.SUPERVISOR, ["district-a"], ["district-b"]),
+]
+# Valid IMEIs (Luhn check digit right), one per test device.
+IMEIS = [
+    "490154203237518",
+    "356938035643809",
+    "353918056745215",
+    "861536030196001",
+    "357805023984942",
+    "012345678901237",
+]
+
+
+def seed(data_dir: Path) -> None:
+    path = db_path(data_dir)
+    initialise(path)
+    with closing(connect(path)) as conn:
+        for place, parent in PLACES:
+            accounts.add_place(conn, place, parent, None)
+        for name, role, places, read in USERS:
+            accounts.add_user(conn, name, role, PASSWORD, places, read)
+
+
+def as_user(name: str, token: str | None = None, **headers: str) -> dict[str, str]:
+    """HTTP Basic credentials (and a device token) as headers."""
+    basic = base64.b64encode(f"{name}:{PASSWORD}".encode()).decode()
+    found = {"Authorization": f"Basic {basic}", **headers}
+    if token is not None:
+        found["X-Device-Token"] = token
+    return found
+
+
+Client = TestClient[Any, Any]
+
+
+class Devices:
+    """JSON calls to the registry and the replication surface, one user per call."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        user: str = "admin",
+        body: Any = None,
+        token: str | None = None,
+        **headers: str,
+    ) -> tuple[int, Any]:
+        response = await self.client.request(
+            method, path, headers=as_user(user, token, **headers), json=body
+        )
+        text = await response.text()
+        if response.content_type == "application/json" and text.strip():
+            return response.status, await response.json()
+        return response.status, text
+
+    async def add(self, serial: str, imei: str, **fields: Any) -> dict[str, Any]:
+        status, body = await self.call(
+            "POST", "/api/v1/devices", body={"serial": serial, "imei": imei, **fields}
+        )
+        assert status == 201, body
+        return dict(body)
+
+    async def code(self, serial: str, user: str = "admin") -> str:
+        status, body = await self.call("POST", f"/api/v1/devices/{serial}/enrolment-code", user)
+        assert status == 201, body
+        return str(body["code"])
+
+    async def enrol(self, serial: str, worker: str) -> str:
+        """Issue a code as admin and exchange it as ``worker``: the device token."""
+        code = await self.code(serial)
+        status, body = await self.call(
+            "POST", "/api/v1/devices/enroll", worker, {"code": code, "serial": serial}
+        )
+        assert status == 201, body
+        return str(body["device_token"])
+
+    async def issued(self, serial: str, imei: str, worker: str, **fields: Any) -> str:
+        """A device added, assigned to ``worker`` and enrolled: its token."""
+        await self.add(serial, imei, worker=worker, **fields)
+        return await self.enrol(serial, worker)
+
+    async def mark(self, serial: str, status: str, user: str = "admin") -> tuple[int, Any]:
+        return await self.call("POST", f"/api/v1/devices/{serial}/status", user, {"status": status})
+
+    async def drain(self) -> None:
+        """Wait for the background writes (refusals, last-sync updates)."""
+        await self.client.app[REGISTRY].guard.writes.drain()
