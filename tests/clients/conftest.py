@@ -16,7 +16,10 @@ The ``org`` fixture gives every test the same small place tree and users::
 
 from __future__ import annotations
 
+import base64
+import shutil
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -50,9 +53,9 @@ async def pouch() -> AsyncIterator[PouchDriver]:
         await driver.aclose()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "data", free_port(), tmp_path / "server.log")
+@contextmanager
+def running(data_dir: Path, log_path: Path, env: dict[str, str]) -> Iterator[ServerProcess]:
+    process = ServerProcess(data_dir, free_port(), log_path, env)
     process.start()
     try:
         yield process
@@ -61,17 +64,40 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def org(server: ServerProcess) -> ServerProcess:
-    """The server, with the place tree and users of this module's docstring."""
+def server_env() -> dict[str, str]:
+    """Environment settings for ``fieldsync serve``; a test module may override this."""
+    return {}
+
+
+@pytest.fixture
+def server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[ServerProcess]:
+    """A real ``fieldsync serve`` on an empty data dir."""
+    with running(tmp_path / "data", tmp_path / "server.log", server_env) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def org_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir holding PLACES and USERS, made once with the CLI (~0.5 s a call)."""
+    data_dir = tmp_path_factory.mktemp("org") / "data"
+    template = ServerProcess(data_dir, 0, data_dir.parent / "unused.log")
     for place, parent in PLACES:
-        server.cli("place", "add", place, *(["--parent", parent] if parent else []))
+        template.cli("place", "add", place, *(["--parent", parent] if parent else []))
     for name, role, scope in USERS:
-        server.cli("user", "add", name, "--role", role, *scope, password=PASSWORD)
-    return server
+        template.cli("user", "add", name, "--role", role, *scope, password=PASSWORD)
+    return data_dir
+
+
+@pytest.fixture
+def org(tmp_path: Path, org_data: Path, server_env: dict[str, str]) -> Iterator[ServerProcess]:
+    """A real server on a fresh copy of ``org_data``: the places and users above."""
+    shutil.copytree(org_data, tmp_path / "data")
+    with running(tmp_path / "data", tmp_path / "server.log", server_env) as process:
+        yield process
 
 
 @pytest.fixture
 async def admin(org: ServerProcess) -> AsyncIterator[Admin]:
-    auth = aiohttp.BasicAuth("admin", PASSWORD)
-    async with aiohttp.ClientSession(auth=auth) as session:
+    token = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"}) as session:
         yield Admin(session, org)

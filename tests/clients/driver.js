@@ -155,6 +155,7 @@ function syncState(handle) {
   return state;
 }
 
+// until: {local_has: id, rev?} | {pulled: n} | {pushed: n} | {event: name, count?}
 async function holds(state, until) {
   if (until.local_has !== undefined) {
     try {
@@ -230,6 +231,21 @@ function reply(message) {
   process.stdout.write(JSON.stringify(message) + '\n');
 }
 
+// PouchDB's getAttachment over HTTP rejects with the raw fetch Response.
+async function describe(err) {
+  if (err && typeof err.text === 'function' && typeof err.status === 'number') {
+    const text = await err.text();
+    let body = {};
+    try {
+      body = JSON.parse(text);
+    } catch (parseError) {
+      body = { reason: text };
+    }
+    return { ...body, name: body.error, status: err.status, message: body.reason };
+  }
+  return plain({ err }).err || { name: 'unknown', message: String(err) };
+}
+
 async function handle(line) {
   let request;
   try {
@@ -245,7 +261,7 @@ async function handle(line) {
     }
     reply({ id, ok: true, result: plain(await ops[op](args)) });
   } catch (err) {
-    reply({ id, ok: false, error: plain({ err }).err || { name: 'unknown', message: String(err) } });
+    reply({ id, ok: false, error: await describe(err) });
   }
 }
 

@@ -43,6 +43,7 @@ class ServerProcess:
     data_dir: Path
     port: int
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)  # FIELDSYNC_* settings for serve
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -57,8 +58,9 @@ class ServerProcess:
     def start(self) -> None:
         command = [FIELDSYNC, "serve", "--data-dir", str(self.data_dir)]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        env = {**os.environ, **self.env}
         with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
     def _wait_ready(self) -> None:

@@ -45,7 +45,7 @@ async def _send_then_kill(
         f"POST /{DB}/_bulk_docs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(head + body)
     await writer.drain()
     await asyncio.sleep(delay)

@@ -26,6 +26,12 @@ from realserver import (
 WAIT_MS = 20_000
 
 
+@pytest.fixture
+def server_env() -> dict[str, str]:
+    """The sync core on its own: device enrolment is tested in test_pouchdb_devices.py."""
+    return {"FIELDSYNC_REQUIRE_ENROLMENT": "0"}
+
+
 async def test_pull_brings_exactly_the_workers_set(
     pouch: PouchDriver, admin: Admin, org: ServerProcess
 ) -> None:
