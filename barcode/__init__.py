@@ -1,1 +1,16 @@
-"""barcode"""
+"""Patient IDs: check digits, allocation, ID cards, and reading photos of cards.
+
+Pure logic (no aiohttp, no store)::
+
+    checkdigit, luhn, verhoeff   check digits (the one front door: checkdigit)
+    ids                          spelling sequence numbers as IDs
+    code128, cards, sheet        Code 128 encoder; card layout -> PNG, SVG; PDF sheets
+    images, variants, decode     upload checks; OpenCV variants; zbar + check digit
+    corpus                       synthetic phone photos of cards (tests, bench)
+
+Over the store and the server::
+
+    allocation                   SQL: unique IDs, retirement, device blocks
+    service                      allocation, scanning off the loop, patient lookup
+    routes, cli, bench           HTTP API, ``fieldsync patient-id``, ``make bench``
+"""

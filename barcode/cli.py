@@ -2,29 +2,53 @@
 
     fieldsync patient-id check ID [--scheme luhn30|luhn10|verhoeff]
         prints ``valid`` (exit 0) or the reason it is not (exit 1)
+    fieldsync patient-id new [--count N] [--sheet FILE.pdf] [--data-dir DIR]
+        allocates N new IDs (default 1), prints one a line; --sheet also
+        writes a PDF of their cards, with a line for the name
+    fieldsync patient-id retire ID [--reason TEXT] [--data-dir DIR]
+        retires an ID for good: it is never allocated again
+    fieldsync patient-id card ID [--name NAME] --out FILE.png|FILE.svg|FILE.pdf
+        draws one card (no store needed)
 
-Each leaf parser sets ``func``: it takes the parsed arguments and returns the
-exit code, so the top-level CLI ends with ``return args.func(args)``.
+Allocation opens the server's SQLite file (WAL, ``BEGIN IMMEDIATE``), as the
+other management commands do, so it is safe while the server runs.  Each leaf
+parser sets ``func``: it takes the parsed arguments and returns the exit
+code, so the top-level CLI ends with ``return args.func(args)``.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
+from barcode import allocation, cards, sheet
 from barcode.checkdigit import Scheme, validate
+from barcode.settings import BarcodeSettings
+from sync.config import Config, from_env
+from sync.store.schema import connect, db_path, initialise
+
+T = TypeVar("T")
+if TYPE_CHECKING:  # the class is generic only to type checkers
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Commands) -> None:
     """Add the ``patient-id`` command group to the top-level CLI."""
     group = subparsers.add_parser("patient-id", help="check and allocate check-digit patient IDs")
     commands = group.add_subparsers(dest="patient_id_command", metavar="COMMAND", required=True)
     _add_check(commands)
-    # `patient-id new` goes here: allocating a unique ID needs the store, so its
-    # _add_new(commands) belongs with the barcode service layer, not with the
-    # pure check digits this command uses.
+    _add_new(commands)
+    _add_retire(commands)
+    _add_card(commands)
 
 
-def _add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_check(commands: Commands) -> None:
     check = commands.add_parser(
         "check",
         help="say whether a patient ID's check digit is right",
@@ -40,8 +64,118 @@ def _add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.set_defaults(func=run_check)
 
 
+def _add_new(commands: Commands) -> None:
+    new = commands.add_parser("new", help="allocate new patient IDs")
+    new.add_argument("--count", type=int, default=1, help="how many (default: %(default)s)")
+    new.add_argument("--sheet", type=Path, metavar="FILE.pdf", help="also print their cards")
+    _data_dir(new)
+    new.set_defaults(func=run_new)
+
+
+def _add_retire(commands: Commands) -> None:
+    retire = commands.add_parser("retire", help="retire a patient ID so it is never reused")
+    retire.add_argument("id", metavar="ID")
+    retire.add_argument("--reason", default="", help="why, for the record")
+    _data_dir(retire)
+    retire.set_defaults(func=run_retire)
+
+
+def _add_card(commands: Commands) -> None:
+    card = commands.add_parser("card", help="draw a patient's ID card")
+    card.add_argument("id", metavar="ID")
+    card.add_argument("--name", help="the patient's name (default: a line to write it on)")
+    card.add_argument("--out", type=Path, required=True, metavar="FILE.png|.svg|.pdf")
+    card.set_defaults(func=run_card)
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="data directory (default ./data or FIELDSYNC_DATA_DIR)")
+
+
 def run_check(args: argparse.Namespace) -> int:
     """Print ``valid`` or the reason; 0 when valid, 1 when not."""
     result = validate(args.id, Scheme(args.scheme))
     print("valid" if result.valid else result.reason)
     return 0 if result.valid else 1
+
+
+def run_new(args: argparse.Namespace) -> int:
+    config = _config(args)
+    settings = _settings(config)
+    if not 1 <= args.count <= settings.max_batch:
+        print(f"--count must be between 1 and {settings.max_batch}")
+        return 1
+    fmt, by = settings.id_format, f"cli:{_who()}"
+    ids = _in_transaction(config, lambda conn: allocation.allocate(conn, fmt, args.count, by))
+    for patient_id in ids:
+        print(patient_id)
+    if args.sheet is not None:
+        args.sheet.write_bytes(sheet.render_pdf([cards.layout(i) for i in ids]))
+    return 0
+
+
+def run_retire(args: argparse.Namespace) -> int:
+    config = _config(args)
+    fmt, by = _settings(config).id_format, f"cli:{_who()}"
+    try:
+        retired = _in_transaction(
+            config, lambda conn: allocation.retire(conn, fmt, args.id, by, args.reason)
+        )
+    except ValueError as exc:
+        print(exc)
+        return 1
+    print(f"{retired} retired")
+    return 0
+
+
+def run_card(args: argparse.Namespace) -> int:
+    result = validate(args.id)
+    if not result.valid:
+        print(result.reason)
+        return 1
+    layout = cards.layout(result.id, args.name)
+    suffix = args.out.suffix.lower()
+    if suffix == ".png":
+        args.out.write_bytes(cards.render_png(layout))
+    elif suffix == ".svg":
+        args.out.write_text(cards.render_svg(layout), encoding="utf-8")
+    elif suffix == ".pdf":
+        args.out.write_bytes(sheet.render_pdf([layout]))
+    else:
+        print("--out must end in .png, .svg or .pdf")
+        return 1
+    return 0
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = from_env()
+    if getattr(args, "data_dir", None):
+        config = replace(config, data_dir=Path(args.data_dir))
+    return config
+
+
+def _settings(config: Config) -> BarcodeSettings:
+    return BarcodeSettings.from_mapping(config.extra.get("barcode", {}))
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _in_transaction(config: Config, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn`` in one immediate transaction on the server's SQLite file."""
+    path = db_path(config.data_dir)
+    initialise(path)
+    with closing(connect(path)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            allocation.create_tables(conn)
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result

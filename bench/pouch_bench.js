@@ -50,7 +50,10 @@ function socketBytes() {
   return { bytesIn, bytesOut };
 }
 
-async function countingFetch(url, options) {
+async function countingFetch(url, options, headers) {
+  for (const [key, value] of Object.entries(headers || {})) {
+    options.headers.set(key, value);
+  }
   const started = performance.now();
   const response = await nodeFetch(url, { ...options, agent, compress: true });
   wire.requests += 1;
@@ -87,12 +90,13 @@ function local(name) {
   return locals.get(name);
 }
 
-function remote({ url, username, password }) {
+// headers: sent on every request (the enrolled device's X-Device-Token).
+function remote({ url, username, password, headers }) {
   return new PouchDB(url, {
     adapter: 'http',
     auth: { username, password },
     skip_setup: true,
-    fetch: countingFetch,
+    fetch: (target, options) => countingFetch(target, options, headers),
   });
 }
 
@@ -182,8 +186,8 @@ const ops = {
     const info = await local(name).info();
     return { doc_count: info.doc_count, update_seq: info.update_seq };
   },
-  async get({ local: name, id }) {
-    return local(name).get(id, { revs: true });
+  async get({ local: name, doc_id: docId }) {
+    return local(name).get(docId, { revs: true });
   },
   async destroy({ local: name }) {
     if (locals.has(name)) {

@@ -109,7 +109,8 @@ class Seeder:
         self.conn = connect(self.path)
         self.conn.execute("PRAGMA synchronous=NORMAL")  # durable at the end: one checkpoint
         self.conn.execute("PRAGMA cache_size=-524288")  # 512 MiB: the indexes stay in memory
-        self.keys = KeyRing(load_master_key(self.config.key_file, create=True), self._conn_ctx)
+        master = load_master_key(self.config.key_file, create=True)
+        self.keys = KeyRing(master, self._conn_ctx)  # type: ignore[arg-type]
         self.vault = Vault(self.keys)
 
     @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -51,7 +52,9 @@ class Server:
             if self._listening():
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"fieldsync serve not ready in {READY_TIMEOUT:.0f} s:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"fieldsync serve not ready in {READY_TIMEOUT:.0f} s:\n{self.log_tail()}"
+        )
 
     def _listening(self) -> bool:
         """True once the server has logged its URL and answers ``GET /``."""
@@ -89,7 +92,7 @@ class Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     # -- the CLI, on the same data dir while the server runs ---------------------------
-    def cli(self, *args: str, password: str | None = None) -> None:
+    def cli(self, *args: str, password: str | None = None) -> str:
         env = dict(os.environ)
         if password is not None:
             env["FIELDSYNC_PASSWORD"] = password
@@ -97,22 +100,70 @@ class Server:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed: {done.stdout}{done.stderr}")
+        return done.stdout
 
-    # -- admin HTTP ----------------------------------------------------------------
-    def remote(self, user: str, password: str) -> dict[str, str]:
+    # -- devices: a CHW's app must be enrolled and send X-Device-Token --------------------
+    def enrol_device(self, worker: str, password: str, serial: str) -> dict[str, str]:
+        """Headers the worker's app sends: none if the server asks for no enrolment.
+
+        Otherwise as an implementer would: add a phone, assign it to the worker, issue
+        a one-time code (CLI), and the app exchanges it for its device token (HTTP).
+        """
+        status, _ = self.request("GET", f"/{DB}/", (worker, password))
+        if status == 200:
+            return {}
+        self.cli("device", "add", serial, "--imei", imei(serial), "--model", "bench phone")
+        self.cli("device", "assign", serial, worker)
+        code = self.cli("device", "enrol-code", serial).split()[0]
+        body = {"code": code, "serial": serial}
+        status, answer = self.request("POST", "/api/v1/devices/enroll", (worker, password), body)
+        if status != 201:
+            raise RuntimeError(f"enrolling {serial} for {worker}: {status} {answer}")
+        headers = {answer.get("header", "X-Device-Token"): answer["device_token"]}
+        status, answer = self.request("GET", f"/{DB}/", (worker, password), headers=headers)
+        if status != 200:
+            raise RuntimeError(f"{worker} with an enrolled device: {status} {answer}")
+        return headers
+
+    # -- HTTP --------------------------------------------------------------------------
+    def remote(self, user: str, password: str, headers: dict[str, str]) -> dict[str, Any]:
         """A driver reference to the ``health`` database as ``user``."""
-        return {"url": f"{self.url}/{DB}", "username": user, "password": password}
+        return {
+            "url": f"{self.url}/{DB}",
+            "username": user,
+            "password": password,
+            "headers": headers,
+        }
 
     def request(
-        self, method: str, path: str, auth: tuple[str, str], body: Any = None
+        self,
+        method: str,
+        path: str,
+        auth: tuple[str, str],
+        body: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Authorization", f"Basic {token}")
         request.add_header("Content-Type", "application/json")
+        for key, value in (headers or {}).items():
+            request.add_header(key, value)
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
+
+
+def imei(serial: str) -> str:
+    """A 15-digit IMEI with a valid Luhn check digit, derived from ``serial``."""
+    digits = "35" + f"{int(hashlib.sha256(serial.encode()).hexdigest(), 16) % 10**12:012d}"
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        d = int(char)
+        if i % 2 == 0:  # doubled: every second digit from the right, check digit excluded
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return digits + str((10 - total % 10) % 10)

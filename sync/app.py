@@ -15,6 +15,7 @@ from contextlib import closing, contextmanager, suppress
 import structlog
 from aiohttp import web
 
+from barcode import routes as barcode_routes
 from device_registry import routes as device_routes
 from sync import accounts
 from sync import api as admin_api
@@ -145,5 +146,6 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_resources)
     admin_api.setup_routes(app)
     device_routes.setup(app)
+    barcode_routes.setup(app)
     setup_routes(app)  # last: its /{db} routes catch everything else
     return app

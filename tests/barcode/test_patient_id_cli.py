@@ -1,0 +1,95 @@
+"""`fieldsync patient-id new | retire | card`, run in-process through argparse."""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from pyzbar.pyzbar import decode
+
+from barcode import allocation
+from barcode.checkdigit import validate
+from barcode.cli import register
+from sync.store.schema import connect, db_path
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="fieldsync")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+def printed(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return capsys.readouterr().out.split()
+
+
+def test_new_allocates_and_prints_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "data")
+    assert run(["patient-id", "new", "--data-dir", data]) == 0
+    assert printed(capsys) == ["10000X"]
+    assert run(["patient-id", "new", "--count", "3", "--data-dir", data]) == 0
+    ids = printed(capsys)
+    assert ids == ["10001V", "10002T", "10003P"]
+    assert all(validate(i).valid for i in ids)
+    with closing(connect(db_path(tmp_path / "data"))) as conn:
+        assert allocation.status_of(conn, "10002T") is allocation.Status.ISSUED
+
+
+def test_new_honours_the_data_dir_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FIELDSYNC_DATA_DIR", str(tmp_path / "env"))
+    assert run(["patient-id", "new"]) == 0
+    assert (tmp_path / "env" / "fieldsync.sqlite3").exists()
+
+
+def test_new_with_a_sheet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sheet = tmp_path / "cards.pdf"
+    data = str(tmp_path / "data")
+    assert (
+        run(["patient-id", "new", "--count", "12", "--sheet", str(sheet), "--data-dir", data]) == 0
+    )
+    assert len(printed(capsys)) == 12
+    assert sheet.read_bytes().startswith(b"%PDF-")
+
+
+@pytest.mark.parametrize("count", ["0", "1001"])
+def test_new_refuses_silly_counts(
+    tmp_path: Path, count: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path / "data")
+    assert run(["patient-id", "new", "--count", count, "--data-dir", data]) == 1
+    assert "between 1 and 1000" in capsys.readouterr().out
+
+
+def test_retire_then_new_skips_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "data")
+    assert run(["patient-id", "retire", "10000X", "--reason", "misprint", "--data-dir", data]) == 0
+    assert capsys.readouterr().out == "10000X retired\n"
+    assert run(["patient-id", "new", "--data-dir", data]) == 0
+    assert printed(capsys) == ["10001V"]
+    assert run(["patient-id", "retire", "10000Y", "--data-dir", data]) == 1
+    assert "check digit is wrong" in capsys.readouterr().out
+    with closing(sqlite3.connect(db_path(tmp_path / "data"))) as conn:
+        row = conn.execute("SELECT retired_reason FROM patient_ids WHERE id='10000X'").fetchone()
+    assert row == ("misprint",)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf"])
+def test_card(tmp_path: Path, suffix: str) -> None:
+    out = tmp_path / f"card{suffix}"
+    assert run(["patient-id", "card", "10000x", "--name", "Jane Doe", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0
+    if suffix == ".png":
+        assert {s.data for s in decode(Image.open(out))} == {b"10000X"}
+
+
+def test_card_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["patient-id", "card", "10000Y", "--out", str(tmp_path / "c.png")]) == 1
+    assert run(["patient-id", "card", "10000X", "--out", str(tmp_path / "c.gif")]) == 1
