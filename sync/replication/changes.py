@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sync.errors import BadRequest
@@ -37,7 +37,7 @@ class ChangesQuery:
     doc_ids: frozenset[str] | None = None
     selector: Selector | None = None
     design_only: bool = False
-    read: ReadOptions = ReadOptions()
+    read: ReadOptions = field(default_factory=ReadOptions)
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ class ChangesFeed:
     async def _render(
         self, db: str, caller: Caller, change: Change, token: SinceToken, query: ChangesQuery
     ) -> dict[str, Any]:
-        revs = [rev for rev, _ in change.leaves] if query.style_all_docs else [change.winner]
+        revs = await self._leaves(db, caller, change) if query.style_all_docs else [change.winner]
         row: dict[str, Any] = {
             "seq": token.render(),
             "id": change.id,
@@ -179,6 +179,22 @@ class ChangesFeed:
         if query.include_docs:
             row["doc"] = await self._doc(db, caller, change, query.read)
         return row
+
+    async def _leaves(self, db: str, caller: Caller, change: Change) -> list[str]:
+        """The leaves (``style=all_docs``) the caller may fetch.
+
+        A branch may lie in a place outside the caller's set; advertising it would
+        make ``_bulk_get`` answer an error, and PouchDB fails the whole batch on one.
+        """
+        revs = [rev for rev, _ in change.leaves]
+        if caller.scope.read is None or len(revs) == 1:
+            return revs
+        stored = await self.parts.store.get_revisions(db, [(change.id, r) for r in revs])
+        return [
+            r
+            for r in revs
+            if (found := stored.get((change.id, r))) and caller.scope.can_read(found.place)
+        ]
 
     async def _doc(
         self, db: str, caller: Caller, change: Change, opts: ReadOptions

@@ -7,10 +7,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from sync.errors import Forbidden
 from sync.scopes import PlaceTree, Scope, User
 from sync.store.base import SHARED, DocMeta, DocStore, StoredRevision
 from sync.vault import Vault
+
+# Sealed local documents are ``LOCAL_SEALED key_ref NUL ciphertext``; older ones are plain JSON.
+LOCAL_SEALED = b"fs-local-1\x00"
 
 # A validator sees (db, document as the client sent it) and returns a reason to refuse it, or None.
 Validator = Callable[[str, dict[str, Any]], str | None]
@@ -72,6 +77,31 @@ class Parts:
         readable = {k: s for k, s in stored.items() if caller.scope.can_read(s.place)}
         await self.vault.warm_refs({s.key_ref for s in readable.values()})
         return {k: (s, self.vault.open_body(db, s)) for k, s in readable.items()}
+
+    async def seal_local(self, db: str, owner: str, doc_id: str, body: dict[str, Any]) -> bytes:
+        """A ``_local`` body sealed like any other (clients may keep PHI in them).
+
+        Local documents belong to a user, not a place: the shared place's key
+        seals them and the associated data binds them to their owner and id.
+        """
+        await self.vault.warm({SHARED})
+        key_ref, sealed = self.vault.seal_body(db, _local_name(owner, doc_id), "", SHARED, body)
+        return LOCAL_SEALED + key_ref.encode() + b"\x00" + sealed
+
+    async def open_local(self, db: str, owner: str, doc_id: str, raw: bytes) -> dict[str, Any]:
+        if not raw.startswith(LOCAL_SEALED):
+            body: dict[str, Any] = orjson.loads(raw)
+            return body
+        key_ref, _, sealed = raw[len(LOCAL_SEALED) :].partition(b"\x00")
+        stored = StoredRevision(
+            _local_name(owner, doc_id), "", SHARED, False, key_ref.decode(), sealed
+        )
+        await self.vault.warm_refs({stored.key_ref})
+        return self.vault.open_body(db, stored)
+
+
+def _local_name(owner: str, doc_id: str) -> str:
+    return f"{doc_id}\x1f{owner}"
 
 
 def require_write(caller: Caller, place: str) -> None:

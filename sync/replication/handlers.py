@@ -150,7 +150,7 @@ async def _longpoll(
     request: web.Request, rep: Replication, caller: Caller, t: Target, query: ChangesQuery
 ) -> web.StreamResponse:
     timeout_ms = integer(request, "timeout", int(rep.config.longpoll_max_seconds * 1000)) or 0
-    heartbeat_ms = integer(request, "heartbeat", 0) or 0
+    heartbeat_ms = _heartbeat_ms(request)
     deadline = asyncio.get_running_loop().time() + min(
         timeout_ms / 1000, rep.config.longpoll_max_seconds
     )
@@ -174,6 +174,13 @@ async def _longpoll(
     )
     await response.write_eof()
     return response
+
+
+def _heartbeat_ms(request: web.Request) -> int:
+    """``heartbeat=N`` milliseconds; ``heartbeat=true`` means CouchDB's default of 60 s."""
+    if request.query.get("heartbeat") == "true":
+        return 60_000
+    return integer(request, "heartbeat", 0) or 0
 
 
 def _advance(query: ChangesQuery, last_seq: str | int) -> ChangesQuery:
@@ -203,7 +210,7 @@ def _changes_query(request: web.Request, body: dict[str, Any]) -> ChangesQuery:
         raise BadRequest("descending changes feeds are not supported")
     return ChangesQuery(
         since=since,
-        limit=integer(request, "limit", 10_000_000, minimum=1) or 1,
+        limit=integer(request, "limit", 10_000_000) or 1,  # CouchDB: 0 acts like 1
         style_all_docs=request.query.get("style") == "all_docs",
         include_docs=flag(request, "include_docs"),
         doc_ids=doc_ids,
@@ -253,19 +260,47 @@ async def bulk_docs(
 
 def _size_checked(rep: Replication, doc: Any) -> Any:
     if len(orjson.dumps(doc)) > rep.config.max_document_bytes:
-        return TooLarge(f"Document exceeds the limit of {rep.config.max_document_bytes} bytes.")
+        doc_id = doc.get("_id") if isinstance(doc, dict) else None
+        error = TooLarge(f"Document exceeds the limit of {rep.config.max_document_bytes} bytes.")
+        return WriteResult(doc_id if isinstance(doc_id, str) else "", "", error)
     return doc
+
+
+def _is_local(doc: Any) -> bool:
+    return isinstance(doc, dict) and str(doc.get("_id", "")).startswith("_local/")
 
 
 async def _write_with_locals(
     rep: Replication, caller: Caller, db: str, docs: list[Any], new_edits: bool
 ) -> list[WriteResult]:
-    errors = {i: d for i, d in enumerate(docs) if isinstance(d, FieldsyncError)}
-    ok = [d for d in docs if not isinstance(d, FieldsyncError)]
-    written = iter(await rep.writer.bulk_docs(db, caller, ok, new_edits) if ok else [])
-    return [
-        WriteResult("", "", errors[i]) if i in errors else next(written) for i in range(len(docs))
-    ]
+    """Replicated documents go to the writer; ``_local`` ones to the caller's local docs."""
+    early: dict[int, WriteResult] = {}
+    for i, doc in enumerate(docs):
+        if isinstance(doc, WriteResult):
+            early[i] = doc
+        elif _is_local(doc):
+            early[i] = await _write_local(rep, caller, db, doc)
+    rest = [d for i, d in enumerate(docs) if i not in early]
+    written = iter(await rep.writer.bulk_docs(db, caller, rest, new_edits) if rest else [])
+    return [early[i] if i in early else next(written) for i in range(len(docs))]
+
+
+async def _write_local(
+    rep: Replication, caller: Caller, db: str, doc: dict[str, Any]
+) -> WriteResult:
+    """A ``_local`` document in a write batch: CouchDB keeps it out of the replicated set."""
+    doc_id, rev = doc["_id"], doc.get("_rev")
+    try:
+        if doc.get("_deleted") is True:
+            await rep.parts.store.delete_local(db, caller.name, doc_id, rev)
+            return WriteResult(doc_id, "0-0")
+        body = {k: v for k, v in doc.items() if k not in ("_id", "_rev")}
+        sealed = await rep.parts.seal_local(db, caller.name, doc_id, body)
+        return WriteResult(
+            doc_id, await rep.parts.store.put_local(db, caller.name, doc_id, rev, sealed)
+        )
+    except FieldsyncError as exc:
+        return WriteResult(doc_id, "", exc)
 
 
 def _result(result: WriteResult) -> dict[str, Any]:
@@ -281,9 +316,10 @@ async def all_docs(
     keys = body.get("keys", json_param(request, "keys"))
     if keys is not None and not isinstance(keys, list):
         raise BadRequest("keys must be an array")
+    key = _key(request, body, "key")
     query = AllDocsQuery(
-        start=_key(request, body, "startkey", "start_key"),
-        end=_key(request, body, "endkey", "end_key"),
+        start=key if key is not None else _key(request, body, "startkey", "start_key"),
+        end=key if key is not None else _key(request, body, "endkey", "end_key"),
         inclusive_end=flag(request, "inclusive_end", True),
         descending=flag(request, "descending"),
         limit=integer(request, "limit"),
@@ -317,9 +353,8 @@ async def get_local(
     found = await rep.parts.store.get_local(t.db, caller.name, t.doc_id)
     if found is None:
         raise NotFound("missing")
-    doc = orjson.loads(found.body)
-    doc.update({"_id": t.doc_id, "_rev": found.rev})
-    return json_response(doc)
+    doc = await rep.parts.open_local(t.db, caller.name, t.doc_id, found.body)
+    return json_response({"_id": t.doc_id, "_rev": found.rev, **doc})
 
 
 async def put_local(
@@ -329,7 +364,8 @@ async def put_local(
     body = await read_object(request)
     expected = body.pop("_rev", None) or request.query.get("rev")
     body.pop("_id", None)
-    rev = await rep.parts.store.put_local(t.db, caller.name, t.doc_id, expected, orjson.dumps(body))
+    sealed = await rep.parts.seal_local(t.db, caller.name, t.doc_id, body)
+    rev = await rep.parts.store.put_local(t.db, caller.name, t.doc_id, expected, sealed)
     return json_response({"ok": True, "id": t.doc_id, "rev": rev}, status=201)
 
 
@@ -357,7 +393,7 @@ async def get_doc(
         ):
             raise BadRequest('open_revs must be "all" or a JSON array of revisions')
         return json_response(await rep.reader.open_revs(t.db, caller, t.doc_id, revs, opts))
-    doc = await rep.reader.get_doc(t.db, caller, t.doc_id, request.query.get("rev"), opts)
+    doc = await rep.reader.get_doc(t.db, caller, t.doc_id, _query_rev(request), opts)
     return json_response(doc, headers={"ETag": f'"{doc["_rev"]}"'})
 
 
@@ -365,7 +401,7 @@ async def _get_attachment(
     request: web.Request, rep: Replication, caller: Caller, t: Target
 ) -> web.Response:
     assert t.doc_id is not None and t.attachment is not None
-    doc = await rep.reader.get_doc(t.db, caller, t.doc_id, request.query.get("rev"), ReadOptions())
+    doc = await rep.reader.get_doc(t.db, caller, t.doc_id, _query_rev(request), ReadOptions())
     stub = (doc.get("_attachments") or {}).get(t.attachment)
     if stub is None:
         raise NotFound("Document is missing attachment")
@@ -395,8 +431,8 @@ async def put_doc(
         raise BadRequest("Document id in the body does not match the URL.")
     body["_id"] = t.doc_id
     rev = request.query.get("rev") or request.headers.get("If-Match", "").strip('"') or None
-    if rev and "_rev" not in body:
-        body["_rev"] = rev
+    if rev and body.setdefault("_rev", rev) != rev:
+        raise BadRequest("Document rev from request body and query string have different values")
     new_edits = request.query.get("new_edits", "true") != "false"
     return await _write_one(rep, caller, t.db, body, status=201, new_edits=new_edits)
 
@@ -429,7 +465,7 @@ async def _write_one(
     if len(orjson.dumps(doc)) > rep.config.max_document_bytes:
         raise TooLarge(f"Document exceeds the limit of {rep.config.max_document_bytes} bytes.")
     await rep.parts.store.db_info(db, frozenset())
-    [result] = await rep.writer.bulk_docs(db, caller, [doc], new_edits)
+    [result] = await _write_with_locals(rep, caller, db, [doc], new_edits)
     if result.error is not None:
         raise result.error
     return json_response({"ok": True, "id": result.doc_id, "rev": result.rev}, status=status)
@@ -476,6 +512,9 @@ async def _delete_attachment(rep: Replication, caller: Caller, t: Target, rev: s
     return await _write_one(rep, caller, t.db, doc, status=200)
 
 
-def check_rev(rev: str) -> str:
-    revtree.parse_rev(rev)
+def _query_rev(request: web.Request) -> str | None:
+    """``?rev=`` of a read: absent, or a well-formed rev (CouchDB answers 400 otherwise)."""
+    rev = request.query.get("rev")
+    if rev is not None:
+        revtree.parse_rev(rev)
     return rev

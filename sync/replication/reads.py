@@ -109,7 +109,11 @@ class Reader:
             wanted = list(revs)
         present = [r for r in wanted if r in meta.tree]
         docs = await self._render(db, caller, meta, present, opts)
-        return [{"ok": docs[r]} if r in docs else missing(r) for r in wanted]
+        # Leaves found by "all" or "latest" that lie outside the caller's set do not
+        # exist for them (PouchDB fails a whole batch on one error entry).
+        asked = set(wanted if winner_only else revs or ())
+        shown = [r for r in wanted if r in docs or r in asked or r not in meta.tree]
+        return [{"ok": docs[r]} if r in docs else missing(r) for r in shown]
 
     async def _render(
         self, db: str, caller: Caller, meta: DocMeta, revs: Sequence[str], opts: ReadOptions

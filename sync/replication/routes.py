@@ -61,19 +61,28 @@ def parse_target(raw_path: str) -> Target:
     if not rest:
         return Target(db, "")
     head = unquote(rest[0])
-    if head in ("_local", "_design") and len(rest) >= 2:
+    if head in ("_local", "_design") and len(rest) >= 2 and rest[1]:
         doc_id = f"{head}/{unquote(rest[1])}"
         if head == "_local":
-            return Target(db, "_local", doc_id)
+            return _doc_target(db, doc_id, rest[2:], section="_local")
         return _doc_target(db, doc_id, rest[2:])
     if head.startswith("_"):
         return Target(db, head)
     return _doc_target(db, head, rest[1:])
 
 
-def _doc_target(db: str, doc_id: str, tail: list[str]) -> Target:
+def _doc_target(db: str, doc_id: str, tail: list[str], section: str = "doc") -> Target:
     attachment = "/".join(unquote(p) for p in tail) if tail and tail != [""] else None
-    return Target(db, "doc", doc_id, attachment)
+    return Target(db, section, doc_id, attachment)
+
+
+def _check_local(target: Target) -> None:
+    if target.section != "_local":
+        return
+    if target.doc_id is None:
+        raise NotFound("missing")
+    if target.attachment is not None:
+        raise BadRequest("_local documents have no attachments")
 
 
 Handler = Callable[[web.Request, Replication, Caller, Target], Awaitable[web.StreamResponse]]
@@ -116,6 +125,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             error="illegal_database_name",
         )
     caller = await rep.auth.require(request)
+    _check_local(target)
     handler = DB_ROUTES.get((request.method, target.section))
     if handler is None:
         if target.section.startswith("_") and not any(k[1] == target.section for k in DB_ROUTES):

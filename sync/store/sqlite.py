@@ -188,7 +188,8 @@ class SqliteStore(DocStore):
             found: dict[tuple[str, str], StoredRevision] = {}
             for doc_id, rev in wanted:
                 row = conn.execute(
-                    "SELECT place, deleted, key_ref, body FROM revs WHERE db=? AND doc_id=? AND rev=?",
+                    "SELECT place, deleted, key_ref, body FROM revs "
+                    "WHERE db=? AND doc_id=? AND rev=?",
                     (db_id, doc_id, rev),
                 ).fetchone()
                 if row is not None:
@@ -408,16 +409,19 @@ def _apply_write(
         return WriteResult(w.doc_id, rev, exc), False
     merged = revtree.stem(revtree.merge_path(tree, w.path, w.deleted), revs_limit)
     conn.execute(
-        "INSERT OR REPLACE INTO revs(db, doc_id, rev, place, deleted, key_ref, body) VALUES(?,?,?,?,?,?,?)",
+        "INSERT OR REPLACE INTO revs(db, doc_id, rev, place, deleted, key_ref, body) "
+        "VALUES(?,?,?,?,?,?,?)",
         (db_id, w.doc_id, rev, w.place, int(w.deleted), w.key_ref, w.body),
     )
     win = revtree.winner(merged)
     place = w.place if win == rev else _rev_place(conn, db_id, w.doc_id, win, row)
     leaves = [[leaf, merged[leaf].deleted] for leaf in revtree.sorted_leaves(merged)]
     conn.execute(
-        "INSERT INTO docs(db, id, place, seq, winner, deleted, leaves, tree) VALUES(?,?,?,?,?,?,?,?) "
+        "INSERT INTO docs(db, id, place, seq, winner, deleted, leaves, tree) "
+        "VALUES(?,?,?,?,?,?,?,?) "
         "ON CONFLICT(db, id) DO UPDATE SET place=excluded.place, seq=excluded.seq, "
-        "winner=excluded.winner, deleted=excluded.deleted, leaves=excluded.leaves, tree=excluded.tree",
+        "winner=excluded.winner, deleted=excluded.deleted, leaves=excluded.leaves, "
+        "tree=excluded.tree",
         (
             db_id,
             w.doc_id,

@@ -103,7 +103,11 @@ async def test_include_docs(api: Api) -> None:
     await three_docs(api)
     body = await changes(api, include_docs="true", limit="1")
     doc = body["results"][0]["doc"]
-    assert doc["_id"] == "a" and doc["n"] == 0 and doc["_rev"] == body["results"][0]["changes"][0]["rev"]
+    assert (
+        doc["_id"] == "a"
+        and doc["n"] == 0
+        and doc["_rev"] == body["results"][0]["changes"][0]["rev"]
+    )
 
 
 async def test_seq_interval_is_accepted(api: Api) -> None:
@@ -190,3 +194,8 @@ async def test_longpoll_sends_heartbeats(client: Client) -> None:
     text = await response.text()
     assert response.status == 200
     assert text.startswith("\n\n") and json.loads(text)["results"] == []
+
+
+async def test_heartbeat_true_means_the_default_interval(api: Api) -> None:
+    body = await changes(api, feed="longpoll", since="now", timeout="100", heartbeat="true")
+    assert body["results"] == []

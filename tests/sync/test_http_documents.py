@@ -276,3 +276,27 @@ async def test_attachment_name_with_a_slash(api: Api, client: Client) -> None:
     assert (await client.put(url, data=b"deep", headers=headers)).status == 201
     got = await client.get(f"{DOC}/dir%2Fa.txt", headers=as_user("admin"))
     assert await got.read() == b"deep"
+
+
+async def test_rev_in_query_and_body_must_agree(api: Api) -> None:
+    rev = await put(api)
+    body = {"place": "area-a1", "_rev": "1-0123456789abcdef"}
+    status, answer = await api.call("PUT", DOC, body=body, rev=rev)
+    assert status == 400 and answer["error"] == "bad_request"
+
+
+async def test_deleting_the_winner_promotes_the_conflict(api: Api) -> None:
+    loser, winner, _ = await conflicted(api)
+    assert (await api.call("DELETE", DOC, rev=winner))[0] == 200
+    doc = (await api.call("GET", DOC, conflicts="true"))[1]
+    assert doc["_rev"] == loser and "_conflicts" not in doc
+
+
+async def test_attachment_of_an_older_revision(api: Api, client: Client) -> None:
+    att = {"content_type": "text/plain", "data": base64.b64encode(b"v1").decode()}
+    first = await put(api, _attachments={"a.txt": att})
+    att2 = {"content_type": "text/plain", "data": base64.b64encode(b"v2").decode()}
+    await put(api, _rev=first, _attachments={"a.txt": att2})
+    old = await client.get(f"{DOC}/a.txt?rev={first}", headers=as_user("admin"))
+    new = await client.get(f"{DOC}/a.txt", headers=as_user("admin"))
+    assert (await old.read(), await new.read()) == (b"v1", b"v2")

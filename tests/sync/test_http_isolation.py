@@ -13,6 +13,7 @@ import json
 from contextlib import closing
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from conftest import Api, Client, as_user
@@ -21,12 +22,13 @@ from sync import accounts
 from sync.store.schema import connect, db_path
 
 NOT_FOUND = {"error": "not_found", "reason": "missing"}
+ANY_DOC = mock.ANY
 ATT = {"content_type": "text/plain", "data": base64.b64encode(b"b1 secret").decode()}
 
 
 async def seed(api: Api) -> dict[str, str]:
     """One document in each place of interest, plus a shared one; returns id -> rev."""
-    docs = [
+    docs: list[dict[str, Any]] = [
         {"_id": "doc-a1", "place": "area-a1"},
         {"_id": "doc-a2", "place": "area-a2"},
         {"_id": "doc-b1", "place": "area-b1", "_attachments": {"s.txt": ATT}},
@@ -154,7 +156,9 @@ async def test_alice_cannot_create_outside_her_scope(api: Api, doc: dict[str, An
 
 
 async def test_forbidden_documents_do_not_fail_the_batch(api: Api) -> None:
-    answer = await api.bulk([{"_id": "x", "place": "area-b1"}, {"_id": "y", "place": "area-a1"}], "alice")
+    answer = await api.bulk(
+        [{"_id": "x", "place": "area-b1"}, {"_id": "y", "place": "area-a1"}], "alice"
+    )
     assert answer[0]["error"] == "forbidden" and answer[1]["ok"] is True
 
 
@@ -287,7 +291,9 @@ async def test_scope_growth_backfills_old_documents(api: Api, data_dir: Path) ->
     seen, token = await pull_all(api, "alice", 0)
     assert seen == ["a1-first"]
     give_alice_area_b1(data_dir)
-    await api.bulk([{"_id": "a1-after", "place": "area-a1"}, {"_id": "b1-after", "place": "area-b1"}])
+    await api.bulk(
+        [{"_id": "a1-after", "place": "area-a1"}, {"_id": "b1-after", "place": "area-b1"}]
+    )
     seen, token = await pull_all(api, "alice", token)
     assert sorted(seen[:5]) == [f"old-b1-{i}" for i in range(5)]
     assert seen[5:] == ["a1-after", "b1-after"]
@@ -311,3 +317,48 @@ async def test_scope_growth_updates_db_info_token(api: Api, data_dir: Path) -> N
     give_alice_area_b1(data_dir)
     after = (await api.call("GET", "/health/", "alice"))[1]["update_seq"]
     assert before != after
+
+
+# -- conflicts across places ----------------------------------------------------------
+async def cross_place_conflict(api: Api) -> None:
+    """doc-x in area-a1 (winner 2-zzz) with a losing branch 2-aaa that sam put in area-a2."""
+
+    def branch(h: str, place: str) -> dict[str, Any]:
+        return {"_id": "doc-x", "_rev": f"2-{h}", "place": place,
+                "_revisions": {"start": 2, "ids": [h, "root"]}}  # fmt: skip
+
+    assert await api.bulk([branch("zzz", "area-a1")], "alice", new_edits=False) == []
+    assert await api.bulk([branch("aaa", "area-a2")], "sam", new_edits=False) == []
+
+
+async def test_changes_advertise_only_leaves_the_worker_can_fetch(api: Api) -> None:
+    """PouchDB fails a whole batch when _bulk_get answers an error for any advertised leaf."""
+    await cross_place_conflict(api)
+    body = (await api.call("GET", "/health/_changes", "alice", style="all_docs"))[1]
+    [row] = body["results"]
+    assert row["changes"] == [{"rev": "2-zzz"}]
+    wanted = {"docs": [{"id": "doc-x", "rev": c["rev"]} for c in row["changes"]]}
+    got = (
+        await api.call("POST", "/health/_bulk_get", "alice", wanted, revs="true", latest="true")
+    )[1]
+    assert all("ok" in d for r in got["results"] for d in r["docs"])
+    sam = (await api.call("GET", "/health/_changes", "sam", style="all_docs"))[1]
+    assert sam["results"][0]["changes"] == [{"rev": "2-zzz"}, {"rev": "2-aaa"}]
+
+
+async def test_open_revs_all_returns_only_readable_leaves(api: Api) -> None:
+    await cross_place_conflict(api)
+    entries = (await api.call("GET", "/health/doc-x", "alice", open_revs="all"))[1]
+    assert [e["ok"]["_rev"] for e in entries] == ["2-zzz"]
+
+
+async def test_latest_omits_descendants_outside_the_set(api: Api) -> None:
+    await cross_place_conflict(api)
+    wanted = {"docs": [{"id": "doc-x", "rev": "1-root"}]}
+    got = (await api.call("POST", "/health/_bulk_get", "alice", wanted, latest="true"))[1]
+    assert got["results"][0]["docs"] == [{"ok": ANY_DOC}]
+    assert got["results"][0]["docs"][0]["ok"]["_rev"] == "2-zzz"
+    opened = (
+        await api.call("GET", "/health/doc-x", "alice", open_revs='["1-root"]', latest="true")
+    )[1]
+    assert [e["ok"]["_rev"] for e in opened] == ["2-zzz"]

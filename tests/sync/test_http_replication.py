@@ -245,7 +245,9 @@ async def test_stub_may_refer_to_an_attachment_of_an_earlier_revision(api: Api) 
     att = {"content_type": "text/plain", "data": b64(b"first")}
     await api.bulk([replicated("a", "a1", _attachments={"f": att})], new_edits=False)
     stub = {**(await get(api, "a"))["_attachments"]["f"], "stub": True}
-    answer = await api.bulk([replicated("a", "a2", "a1", _attachments={"f": stub})], new_edits=False)
+    answer = await api.bulk(
+        [replicated("a", "a2", "a1", _attachments={"f": stub})], new_edits=False
+    )
     assert answer == []
 
 
@@ -351,3 +353,59 @@ async def test_local_doc_delete(api: Api) -> None:
     assert (await api.call("DELETE", "/health/_local/x", "alice", rev="0-2"))[0] == 409
     assert (await api.call("DELETE", "/health/_local/x", "alice", rev="0-1"))[0] == 200
     assert (await api.call("GET", "/health/_local/x", "alice"))[0] == 404
+
+
+async def test_local_ids_in_bulk_docs_stay_local(api: Api) -> None:
+    answer = await api.bulk([{"_id": "_local/x", "n": 1}, {"_id": "a", "place": A1}], "alice")
+    assert answer[0] == {"ok": True, "id": "_local/x", "rev": "0-1"}
+    assert (await api.call("GET", "/health/_local/x", "alice"))[1]["n"] == 1
+    assert (await api.call("GET", "/health/_local/x", "bob"))[0] == 404
+    for user in ("alice", "admin"):
+        assert [
+            r["id"] for r in (await api.call("GET", "/health/_changes", user))[1]["results"]
+        ] == ["a"]
+        assert [r["id"] for r in (await api.call("GET", "/health/_all_docs", user))[1]["rows"]] == [
+            "a"
+        ]
+
+
+async def test_local_id_posted_to_the_database_stays_local(api: Api) -> None:
+    status, body = await api.call("POST", "/health", "alice", {"_id": "_local/y", "n": 1})
+    assert status == 201 and body["rev"] == "0-1"
+    assert (await api.call("GET", "/health/_changes", "admin"))[1]["results"] == []
+    [deleted] = await api.bulk([{"_id": "_local/y", "_rev": "0-1", "_deleted": True}], "alice")
+    assert deleted["ok"] and (await api.call("GET", "/health/_local/y", "alice"))[0] == 404
+
+
+@pytest.mark.parametrize(("path", "status"), [("/health/_local", 404), ("/health/_local/x/a", 400)])
+async def test_local_paths_without_a_document(api: Api, path: str, status: int) -> None:
+    assert (await api.call("GET", path, "alice"))[0] == status
+
+
+@pytest.mark.parametrize("new_edits", [True, False])
+async def test_a_bare_tombstone_of_an_unknown_document_is_accepted(
+    api: Api, new_edits: bool
+) -> None:
+    """PouchDB's remove() keeps no fields: a doc made and removed offline arrives as {_deleted}."""
+    doc: dict[str, Any] = {"_id": "gone", "_deleted": True}
+    if not new_edits:
+        doc.update(_rev="2-b", _revisions={"start": 2, "ids": ["b", "a"]})
+    answer = await api.bulk([doc], "alice", new_edits=new_edits)
+    assert all("error" not in r for r in answer)
+    [row] = (await api.call("GET", "/health/_changes", "alice"))[1]["results"]
+    assert row["id"] == "gone" and row["deleted"] is True
+    assert (await api.call("GET", "/health/_changes", "bob"))[1]["results"] == []
+
+
+async def test_all_docs_single_key(api: Api) -> None:
+    await seed_all_docs(api)
+    assert ids((await api.call("GET", "/health/_all_docs", key='"d"'))[1]) == ["d"]
+    assert ids((await api.call("GET", "/health/_all_docs", key='"zz"'))[1]) == []
+
+
+async def test_stub_length_comes_from_the_stored_attachment(api: Api) -> None:
+    att = {"content_type": "text/plain", "data": b64(b"12345")}
+    await api.bulk([replicated("a", "a1", _attachments={"f": att})], new_edits=False)
+    stub = {**(await get(api, "a"))["_attachments"]["f"], "length": 999}
+    await api.bulk([replicated("a", "a2", "a1", _attachments={"f": stub})], new_edits=False)
+    assert (await get(api, "a"))["_attachments"]["f"]["length"] == 5

@@ -1,0 +1,232 @@
+"""Bad requests get a specific CouchDB-shaped error and change nothing (issue 2, point 6).
+
+https://docs.couchdb.org/en/stable/api/basics.html#http-status-codes
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from conftest import Api, Client, as_user
+
+from sync.app import create_app
+from sync.config import Config
+
+A1 = "area-a1"
+LIMIT = 2 * 1024 * 1024  # the fixture's max_request_bytes
+
+
+async def update_seq(api: Api) -> int:
+    return int((await api.call("GET", "/health/"))[1]["update_seq"])
+
+
+async def raw(client: Client, method: str, path: str, data: bytes) -> tuple[int, Any]:
+    headers = {**as_user("admin"), "Content-Type": "application/json"}
+    response = await client.request(method, path, data=io.BytesIO(data), headers=headers)
+    return response.status, await response.json()
+
+
+@pytest.fixture
+async def existing(api: Api) -> str:
+    """A document ``p1`` in area-a1; its rev."""
+    [result] = await api.bulk([{"_id": "p1", "place": A1, "v": 1}])
+    return str(result["rev"])
+
+
+# -- request bodies -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/health/_bulk_docs"),
+        ("PUT", "/health/p2"),
+        ("POST", "/health"),
+        ("POST", "/health/_bulk_get"),
+        ("POST", "/health/_revs_diff"),
+        ("POST", "/health/_all_docs"),
+        ("PUT", "/health/_local/c"),
+        ("POST", "/_session"),
+    ],
+)
+@pytest.mark.parametrize("data", [b"{not json", b"", b"\xff\xfe", b'{"docs": [}'])
+async def test_malformed_json_is_400(
+    api: Api, client: Client, existing: str, method: str, path: str, data: bytes
+) -> None:
+    before = await update_seq(api)
+    status, body = await raw(client, method, path, data)
+    assert status == 400 and body["error"] == "bad_request" and body["reason"]
+    assert await update_seq(api) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/health/_bulk_docs"), ("PUT", "/health/p2"), ("POST", "/health/_revs_diff")],
+)
+@pytest.mark.parametrize("data", [b"[]", b'"doc"', b"42", b"null"])
+async def test_body_must_be_an_object(
+    api: Api, client: Client, method: str, path: str, data: bytes
+) -> None:
+    status, body = await raw(client, method, path, data)
+    assert status == 400 and body["error"] == "bad_request"
+    assert await update_seq(api) == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"docs": {"a": 1}}, {"docs": [{"_id": "a"}], "new_edits": "no"}, {}],
+)
+async def test_bulk_docs_shape_errors(api: Api, body: dict[str, Any]) -> None:
+    status, answer = await api.call("POST", "/health/_bulk_docs", body=body)
+    assert status == 400 and answer["error"] == "bad_request"
+    assert await update_seq(api) == 0
+
+
+async def test_a_non_object_document_is_a_per_doc_error(api: Api) -> None:
+    status, answer = await api.call(
+        "POST", "/health/_bulk_docs", body={"docs": ["nope", {"_id": "ok", "place": A1}]}
+    )
+    assert status == 201
+    assert answer[0]["error"] == "bad_request" and answer[1]["ok"] is True
+
+
+# -- oversized bodies ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/health/_bulk_docs"), ("PUT", "/health/big"), ("PUT", "/health/p1/big.bin")],
+)
+async def test_oversized_body_is_413(
+    api: Api, client: Client, existing: str, method: str, path: str
+) -> None:
+    before = await update_seq(api)
+    padding = "x" * (LIMIT + 1024)
+    data = f'{{"docs": [{{"_id": "big", "place": "{A1}", "pad": "{padding}"}}]}}'.encode()
+    status, body = await raw(client, method, f"{path}?rev={existing}", data)
+    assert status == 413
+    assert body["error"] == "too_large" and str(LIMIT) in body["reason"]
+    assert await update_seq(api) == before
+    assert (await api.call("GET", "/health/big"))[0] == 404
+
+
+async def test_oversized_document_in_a_batch_is_a_per_doc_error(
+    aiohttp_client: Callable[..., Awaitable[Client]], config: Config
+) -> None:
+    small = Api(await aiohttp_client(create_app(replace(config, max_document_bytes=1024))))
+    docs = [{"_id": "big", "place": A1, "pad": "x" * 2048}, {"_id": "small", "place": A1}]
+    big, ok = await small.bulk(docs)
+    assert big["id"] == "big" and big["error"] == "too_large" and ok["ok"] is True
+    status, body = await small.call("PUT", "/health/big", body=docs[0])
+    assert status == 413 and body["error"] == "too_large"
+
+
+async def test_body_just_under_the_limit_is_accepted(client: Client) -> None:
+    data = f'{{"place": "{A1}", "pad": "{"x" * (LIMIT - 1024)}"}}'.encode()
+    status, _ = await raw(client, "PUT", "/health/big", data)
+    assert status == 201
+
+
+# -- revisions --------------------------------------------------------------------
+@pytest.mark.parametrize("rev", ["abc", "1-", "-abc", "0-abc", "x-abc", "1-ab-cd", "1-a b"])
+async def test_bad_rev_on_put_is_400(api: Api, existing: str, rev: str) -> None:
+    status, body = await api.call("PUT", "/health/p1", body={"_rev": rev, "place": A1})
+    assert status == 400 and body == {"error": "bad_request", "reason": "Invalid rev format"}
+    assert (await api.call("GET", "/health/p1"))[1]["_rev"] == existing
+
+
+@pytest.mark.parametrize("rev", ["abc", "1-", "0-abc"])
+async def test_bad_rev_in_the_query_is_400(api: Api, existing: str, rev: str) -> None:
+    before = await update_seq(api)
+    for method, params in [("PUT", {"rev": rev}), ("DELETE", {"rev": rev}), ("GET", {"rev": rev})]:
+        status, body = await api.call(method, "/health/p1", body={"place": A1}, **params)
+        assert (status, body["error"]) == (400, "bad_request"), (method, body)
+    assert await update_seq(api) == before
+
+
+@pytest.mark.parametrize("rev", ["abc", 12, "1-x y"])
+async def test_bad_rev_in_bulk_docs_is_a_per_doc_error(api: Api, rev: Any) -> None:
+    answer = await api.bulk([{"_id": "a", "_rev": rev, "place": A1}, {"_id": "b", "place": A1}])
+    assert answer[0] == {"id": "a", "error": "bad_request", "reason": "Invalid rev format"}
+    assert answer[1]["ok"] is True
+    assert (await api.call("GET", "/health/a"))[0] == 404
+
+
+@pytest.mark.parametrize(
+    "revisions",
+    [
+        {"start": 2, "ids": ["a"]},  # start does not match _rev
+        {"start": 1, "ids": ["b", "a"]},  # start smaller than the history
+        {"start": 2, "ids": "ab"},
+        {"start": True, "ids": ["b"]},
+    ],
+)
+async def test_inconsistent_revisions_are_rejected(api: Api, revisions: dict[str, Any]) -> None:
+    doc = {"_id": "a", "_rev": "1-b", "_revisions": revisions, "place": A1}
+    [result] = await api.bulk([doc], new_edits=False)
+    assert result["error"] == "bad_request"
+    assert await update_seq(api) == 0
+
+
+# -- document members and ids ----------------------------------------------------------
+@pytest.mark.parametrize("member", ["_foo", "_access", "_id_"])
+async def test_unknown_special_member_is_doc_validation(api: Api, member: str) -> None:
+    status, body = await api.call("PUT", "/health/p2", body={"place": A1, member: 1})
+    assert status == 400 and body["error"] == "doc_validation"
+    [result] = await api.bulk([{"_id": "p3", "place": A1, member: 1}])
+    assert result["error"] == "doc_validation"
+    assert await update_seq(api) == 0
+
+
+@pytest.mark.parametrize("doc_id", ["_foo", "_users", "_bar/baz"])
+async def test_ids_starting_with_underscore_are_illegal(api: Api, doc_id: str) -> None:
+    [result] = await api.bulk([{"_id": doc_id, "place": A1}])
+    assert result["id"] == doc_id and result["error"] == "illegal_docid"
+    assert await update_seq(api) == 0
+
+
+@pytest.mark.parametrize("doc_id", ["", 42, ["a"]])
+async def test_non_string_ids_are_illegal(api: Api, doc_id: Any) -> None:
+    [result] = await api.bulk([{"_id": doc_id, "place": A1}])
+    assert result["error"] == "illegal_docid"
+    assert await update_seq(api) == 0
+
+
+async def test_put_to_a_reserved_id_is_rejected(api: Api) -> None:
+    status, body = await api.call("PUT", "/health/_foo", body={"place": A1})
+    assert status in (400, 404) and body["error"] in ("illegal_docid", "not_found")
+    assert await update_seq(api) == 0
+
+
+@pytest.mark.parametrize("place", [12, ["area-a1"], {"id": "area-a1"}])
+async def test_place_must_be_a_string(api: Api, place: Any) -> None:
+    [result] = await api.bulk([{"_id": "a", "place": place}])
+    assert result["error"] == "bad_request"
+
+
+# -- routing -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [
+        ("GET", "/nodb/", 404, "not_found"),
+        ("GET", "/nodb/doc", 404, "not_found"),
+        ("POST", "/nodb/_bulk_docs", 404, "not_found"),
+        ("GET", "/health/_bulk_docs", 405, "method_not_allowed"),
+        ("GET", "/health/_nonsense", 404, "not_found"),
+        ("PATCH", "/health/p1", 405, "method_not_allowed"),
+    ],
+)
+async def test_routing_errors(api: Api, method: str, path: str, status: int, error: str) -> None:
+    body: dict[str, Any] | None = {"docs": []} if method == "POST" else None
+    got_status, got = await api.call(method, path, body=body)
+    assert (got_status, got["error"]) == (status, error)
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [({"revs": "maybe"}, "revs"), ({"limit": "ten"}, "limit"), ({"startkey": "a"}, "startkey")],
+)
+async def test_bad_query_parameters_are_400(api: Api, params: dict[str, str], name: str) -> None:
+    path = "/health/_all_docs" if name != "revs" else "/health/p1"
+    status, body = await api.call("GET", path, **params)
+    assert status == 400 and name in body["reason"]
