@@ -114,6 +114,13 @@ class KeyRing:
         self._current: dict[str, str] = {}
         self._lock = threading.Lock()
 
+    def cached(self, key_ref: str) -> bool:
+        return key_ref in self._cache
+
+    def has_current(self, place: str) -> bool:
+        ref = self._current.get(place)
+        return ref is not None and ref in self._cache
+
     def current(self, place: str) -> tuple[str, AESGCM]:
         """The key to seal new data of ``place`` with, as ``(key_ref, key)``."""
         ref = self._current.get(place)

@@ -29,8 +29,10 @@ class Vault:
         self._keys = keys
 
     async def warm(self, places: set[str]) -> None:
-        """Load (or create) the current keys of ``places`` off the event loop."""
-        await asyncio.to_thread(lambda: [self._keys.current(p) for p in places])
+        """Load (or create) the current keys of ``places`` off the event loop (once each)."""
+        missing = [p for p in places if not self._keys.has_current(p)]
+        if missing:
+            await asyncio.to_thread(lambda: [self._keys.current(p) for p in missing])
 
     def seal_body(
         self, db: str, doc_id: str, rev: str, place: str, body: dict[str, Any]
@@ -55,5 +57,7 @@ class Vault:
         return unseal(key, _att_aad(db, blob.place, blob.digest), blob.data)
 
     async def warm_refs(self, key_refs: set[str]) -> None:
-        """Unwrap the data keys named by ``key_refs`` off the event loop."""
-        await asyncio.to_thread(lambda: [self._keys.by_ref(r) for r in key_refs])
+        """Unwrap the data keys named by ``key_refs`` off the event loop (once each)."""
+        missing = [r for r in key_refs if not self._keys.cached(r)]
+        if missing:
+            await asyncio.to_thread(lambda: [self._keys.by_ref(r) for r in missing])

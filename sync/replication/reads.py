@@ -17,7 +17,9 @@ from sync.errors import BadRequest, NotFound
 from sync.replication import revtree
 from sync.replication.context import Caller, Parts
 from sync.replication.documents import render
-from sync.store.base import AllDocsQuery, DocMeta
+from sync.store.base import AllDocsQuery, DocMeta, StoredRevision
+
+Opened = dict[tuple[str, str], tuple[StoredRevision, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,24 @@ class Reader:
     async def bulk_get(
         self, db: str, caller: Caller, requests: Sequence[Any], opts: ReadOptions
     ) -> dict[str, Any]:
-        """``POST /db/_bulk_get``."""
+        """``POST /db/_bulk_get``: every body of the batch is fetched in one store call."""
         wanted = [_bulk_get_request(item) for item in requests]
         metas = await self.parts.visible_metas(db, caller, [doc_id for doc_id, _ in wanted])
+        plans = {
+            (doc_id, rev): _wanted(metas[doc_id], None if rev is None else [rev], opts, rev is None)
+            for doc_id, rev in wanted
+            if doc_id in metas
+        }
+        pairs = [
+            (doc_id, r)
+            for (doc_id, _), revs in plans.items()
+            for r in revs
+            if r in metas[doc_id].tree
+        ]
+        opened = await self.parts.open_revisions(db, caller, pairs)
         results = []
         for doc_id, rev in wanted:
             meta = metas.get(doc_id)
-            revs = None if rev is None else [rev]
             if meta is None:
                 docs = [_bulk_error(doc_id, rev or "undefined")]
             else:
@@ -81,10 +94,11 @@ class Reader:
                     db,
                     caller,
                     meta,
-                    revs,
+                    None if rev is None else [rev],
                     opts,
                     lambda r, d=doc_id: _bulk_error(d, r),
                     winner_only=rev is None,
+                    opened=opened,
                 )
             results.append({"id": doc_id, "docs": docs})
         return {"results": results}
@@ -98,17 +112,11 @@ class Reader:
         opts: ReadOptions,
         missing: Any,
         winner_only: bool = False,
+        opened: Opened | None = None,
     ) -> list[dict[str, Any]]:
-        if winner_only:
-            wanted = [meta.winner]
-        elif revs is None:
-            wanted = revtree.sorted_leaves(meta.tree)
-        elif opts.latest:
-            wanted = _latest(meta, revs)
-        else:
-            wanted = list(revs)
+        wanted = _wanted(meta, revs, opts, winner_only)
         present = [r for r in wanted if r in meta.tree]
-        docs = await self._render(db, caller, meta, present, opts)
+        docs = await self._render(db, caller, meta, present, opts, opened)
         # Leaves found by "all" or "latest" that lie outside the caller's set do not
         # exist for them (PouchDB fails a whole batch on one error entry).
         asked = set(wanted if winner_only else revs or ())
@@ -116,11 +124,24 @@ class Reader:
         return [{"ok": docs[r]} if r in docs else missing(r) for r in shown]
 
     async def _render(
-        self, db: str, caller: Caller, meta: DocMeta, revs: Sequence[str], opts: ReadOptions
+        self,
+        db: str,
+        caller: Caller,
+        meta: DocMeta,
+        revs: Sequence[str],
+        opts: ReadOptions,
+        opened: Opened | None = None,
     ) -> dict[str, dict[str, Any]]:
-        opened = await self.parts.open_revisions(db, caller, [(meta.id, r) for r in revs])
+        """Render revisions of one document; ``opened`` holds bodies fetched for a batch."""
+        pairs = [(meta.id, r) for r in revs]
+        if opened is None:
+            opened = await self.parts.open_revisions(db, caller, pairs)
         docs = {}
-        for (_, rev), (stored, body) in opened.items():
+        for key in pairs:
+            if key not in opened:
+                continue
+            rev = key[1]
+            stored, body = opened[key]
             doc = render(meta.id, rev, stored.deleted, dict(body))
             await self._decorate(db, caller, meta, rev, doc, opts)
             docs[rev] = doc
@@ -238,6 +259,8 @@ class Reader:
     ) -> None:
         live = [r for r in rows if "value" in r and not r["value"].get("deleted")]
         metas = await self.parts.visible_metas(db, caller, [r["id"] for r in live])
+        pairs = [(m.id, m.winner) for m in metas.values()]
+        opened = await self.parts.open_revisions(db, caller, pairs)
         for row in rows:
             if "value" not in row:
                 continue
@@ -245,7 +268,7 @@ class Reader:
             if meta is None:
                 row["doc"] = None
                 continue
-            docs = await self._render(db, caller, meta, [meta.winner], opts)
+            docs = await self._render(db, caller, meta, [meta.winner], opts, opened)
             row["doc"] = docs.get(meta.winner)
 
 
@@ -254,6 +277,19 @@ def _row(meta: DocMeta) -> dict[str, Any]:
     if meta.deleted:
         value["deleted"] = True
     return {"id": meta.id, "key": meta.id, "value": value}
+
+
+def _wanted(
+    meta: DocMeta, revs: Sequence[str] | None, opts: ReadOptions, winner_only: bool
+) -> list[str]:
+    """The revisions a read names: the winner, every leaf, the ``latest`` leaves, or as given."""
+    if winner_only:
+        return [meta.winner]
+    if revs is None:
+        return revtree.sorted_leaves(meta.tree)
+    if opts.latest:
+        return _latest(meta, revs)
+    return list(revs)
 
 
 def _latest(meta: DocMeta, revs: Sequence[str]) -> list[str]:

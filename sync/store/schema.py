@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS docs(
 CREATE INDEX IF NOT EXISTS docs_by_seq ON docs(db, seq);
 CREATE INDEX IF NOT EXISTS docs_by_place_seq ON docs(db, place, seq);
 CREATE INDEX IF NOT EXISTS docs_by_place_id ON docs(db, place, id);
+CREATE INDEX IF NOT EXISTS docs_by_place_deleted ON docs(db, place, deleted);
 CREATE TABLE IF NOT EXISTS revs(
     db INTEGER NOT NULL, doc_id TEXT NOT NULL, rev TEXT NOT NULL, place TEXT NOT NULL,
     deleted INTEGER NOT NULL, key_ref TEXT NOT NULL, body BLOB NOT NULL,
@@ -63,6 +64,8 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA cache_size=-32768")  # 32 MiB of pages per connection
+    conn.execute("PRAGMA mmap_size=268435456")
     return conn
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import heapq
+import itertools
 import json
 import sqlite3
 import threading
@@ -52,6 +54,7 @@ class SqliteStore(DocStore):
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._db_ids: dict[str, int] = {}
+        self._count_cache: dict[tuple[int, int, frozenset[str] | None], tuple[int, int]] = {}
         # Tests set this before the first query to see every statement (query-plan checks).
         self.trace: Callable[[str], None] | None = None
 
@@ -137,6 +140,8 @@ class SqliteStore(DocStore):
             conn.execute("DELETE FROM dbs WHERE id=?", (db,))
 
         await self.write_tx(run)
+        with self._lock:
+            self._count_cache.clear()  # a new database may reuse the id
 
     async def list_dbs(self) -> list[str]:
         rows = await self.read(lambda c: c.execute("SELECT name FROM dbs ORDER BY name").fetchall())
@@ -149,16 +154,39 @@ class SqliteStore(DocStore):
             ).fetchone()
             if row is None:
                 raise NotFound("Database does not exist.")
-            where, args = _place_clause(places)
-            counts = conn.execute(
-                f"SELECT deleted, count(*) FROM docs WHERE db=? {where} GROUP BY deleted",
-                (row[0], *args),
-            ).fetchall()
-            by_flag = {int(d): int(n) for d, n in counts}
+            live, deleted = self._counts(conn, row[0], row[1], places)
             start = str(int(_START.timestamp() * 1_000_000))
-            return DbInfo(name, row[1], by_flag.get(0, 0), by_flag.get(1, 0), row[2], start, row[3])
+            return DbInfo(name, row[1], live, deleted, row[2], start, row[3])
 
         return await self.read(run)
+
+    def _counts(
+        self, conn: sqlite3.Connection, db_id: int, seq: int, places: frozenset[str] | None
+    ) -> tuple[int, int]:
+        """(live, deleted) documents in ``places``, remembered per update_seq.
+
+        PouchDB asks for the database info after every batch it replicates.
+        """
+        key = (db_id, seq, places)
+        cached = self._count_cache.get(key)
+        if cached is not None:
+            return cached
+        sql = "SELECT deleted, count(*) FROM docs WHERE db=? {} GROUP BY deleted"
+        if places is None:
+            rows = conn.execute(sql.format(""), (db_id,)).fetchall()
+        else:
+            one = sql.format("AND place=?").replace(
+                "FROM docs", "FROM docs INDEXED BY docs_by_place_deleted"
+            )
+            rows = [r for p in places for r in conn.execute(one, (db_id, p)).fetchall()]
+        counts = [0, 0]
+        for flag, number in rows:
+            counts[int(flag)] += int(number)
+        with self._lock:
+            if len(self._count_cache) > 1024:
+                self._count_cache.clear()
+            self._count_cache[key] = (counts[0], counts[1])
+        return counts[0], counts[1]
 
     async def set_revs_limit(self, name: str, limit: int) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -229,32 +257,41 @@ class SqliteStore(DocStore):
         include_deleted: bool = True,
         descending: bool = False,
     ) -> list[Change]:
+        """One index range per place, merged by sequence: cost follows the caller's set."""
+
         def run(conn: sqlite3.Connection) -> list[Change]:
             db_id = self._db_id(conn, db)
-            where, args = _place_clause(places)
+            where, args = "", []
             if upto is not None:
-                where += " AND seq<=?"
-                args.append(upto)
+                where, args = " AND seq<=?", [upto]
             if not include_deleted:
                 where += " AND deleted=0"
             order = "DESC" if descending else "ASC"
-            rows = conn.execute(
-                f"SELECT seq, id, place, winner, deleted, leaves FROM docs "
-                f"WHERE db=? AND seq>? {where} ORDER BY seq {order} LIMIT ?",
-                (db_id, since, *args, limit),
-            ).fetchall()
-            return [_change(r) for r in rows]
+            columns = "SELECT seq, id, place, winner, deleted, leaves FROM docs"
+            if places is None:
+                sql = f"{columns} WHERE db=? AND seq>?{where} ORDER BY seq {order} LIMIT ?"
+                return [_change(r) for r in conn.execute(sql, (db_id, since, *args, limit))]
+            sql = (
+                f"{columns} INDEXED BY docs_by_place_seq WHERE db=? AND place=? AND seq>?{where} "
+                f"ORDER BY seq {order} LIMIT ?"
+            )
+            runs = [conn.execute(sql, (db_id, p, since, *args, limit)).fetchall() for p in places]
+            merged = heapq.merge(*runs, key=lambda r: int(r[0]), reverse=descending)
+            return [_change(r) for r in itertools.islice(merged, limit)]
 
         return await self.read(run)
 
     async def count_changes(self, db: str, places: frozenset[str] | None, since: int) -> int:
         def run(conn: sqlite3.Connection) -> int:
             db_id = self._db_id(conn, db)
-            where, args = _place_clause(places)
-            row = conn.execute(
-                f"SELECT count(*) FROM docs WHERE db=? AND seq>? {where}", (db_id, since, *args)
-            ).fetchone()
-            return int(row[0])
+            if places is None:
+                sql = "SELECT count(*) FROM docs WHERE db=? AND seq>?"
+                return int(conn.execute(sql, (db_id, since)).fetchone()[0])
+            sql = (
+                "SELECT count(*) FROM docs INDEXED BY docs_by_place_seq "
+                "WHERE db=? AND place=? AND seq>?"
+            )
+            return sum(int(conn.execute(sql, (db_id, p, since)).fetchone()[0]) for p in places)
 
         return await self.read(run)
 
@@ -263,27 +300,26 @@ class SqliteStore(DocStore):
     ) -> tuple[int, list[Change]]:
         def run(conn: sqlite3.Connection) -> tuple[int, list[Change]]:
             db_id = self._db_id(conn, db)
-            where, args = _place_clause(places)
-            total = conn.execute(
-                f"SELECT count(*) FROM docs WHERE db=? AND deleted=0 {where}", (db_id, *args)
-            ).fetchone()[0]
-            low, high = (query.end, query.start) if query.descending else (query.start, query.end)
-            low_inclusive = True if not query.descending else query.inclusive_end
-            high_inclusive = query.inclusive_end if not query.descending else True
-            if low is not None:
-                where += " AND id>=?" if low_inclusive else " AND id>?"
-                args.append(low)
-            if high is not None:
-                where += " AND id<=?" if high_inclusive else " AND id<?"
-                args.append(high)
+            seq = conn.execute("SELECT update_seq FROM dbs WHERE id=?", (db_id,)).fetchone()[0]
+            total = self._counts(conn, db_id, seq, places)[0]
+            where, args = _id_range(query)
             order = "DESC" if query.descending else "ASC"
-            limit = -1 if query.limit is None else query.limit
-            rows = conn.execute(
-                f"SELECT seq, id, place, winner, deleted, leaves FROM docs "
-                f"WHERE db=? AND deleted=0 {where} ORDER BY id {order} LIMIT ? OFFSET ?",
-                (db_id, *args, limit, query.skip),
-            ).fetchall()
-            return int(total), [_change(r) for r in rows]
+            columns = "SELECT seq, id, place, winner, deleted, leaves FROM docs"
+            if places is None:
+                limit = -1 if query.limit is None else query.limit
+                sql = f"{columns} WHERE db=? AND deleted=0{where} ORDER BY id {order}"
+                sql += " LIMIT ? OFFSET ?"
+                rows = conn.execute(sql, (db_id, *args, limit, query.skip)).fetchall()
+                return total, [_change(r) for r in rows]
+            wanted = -1 if query.limit is None else query.skip + query.limit
+            sql = (
+                f"{columns} INDEXED BY docs_by_place_id WHERE db=? AND place=? AND deleted=0"
+                f"{where} ORDER BY id {order} LIMIT ?"
+            )
+            runs = [conn.execute(sql, (db_id, p, *args, wanted)).fetchall() for p in places]
+            merged = heapq.merge(*runs, key=lambda r: str(r[1]), reverse=query.descending)
+            stop = None if query.limit is None else query.skip + query.limit
+            return total, [_change(r) for r in itertools.islice(merged, query.skip, stop)]
 
         return await self.read(run)
 
@@ -364,6 +400,21 @@ class SqliteStore(DocStore):
         await self.write_tx(run)
 
 
+def _id_range(query: AllDocsQuery) -> tuple[str, list[Any]]:
+    """``AND id ...`` bounds for an ``_all_docs`` page, in either direction."""
+    low, high = (query.end, query.start) if query.descending else (query.start, query.end)
+    low_inclusive = True if not query.descending else query.inclusive_end
+    high_inclusive = query.inclusive_end if not query.descending else True
+    where, args = "", []
+    if low is not None:
+        where += " AND id>=?" if low_inclusive else " AND id>?"
+        args.append(low)
+    if high is not None:
+        where += " AND id<=?" if high_inclusive else " AND id<?"
+        args.append(high)
+    return where, args
+
+
 def _place_clause(places: frozenset[str] | None) -> tuple[str, list[Any]]:
     if places is None:
         return "", []
@@ -413,6 +464,9 @@ def _apply_write(
         "VALUES(?,?,?,?,?,?,?)",
         (db_id, w.doc_id, rev, w.place, int(w.deleted), w.key_ref, w.body),
     )
+    stemmed = [(db_id, w.doc_id, old) for old in tree if old not in merged]
+    if stemmed:  # revs_limit dropped them from the tree: free their bodies too
+        conn.executemany("DELETE FROM revs WHERE db=? AND doc_id=? AND rev=?", stemmed)
     win = revtree.winner(merged)
     place = w.place if win == rev else _rev_place(conn, db_id, w.doc_id, win, row)
     leaves = [[leaf, merged[leaf].deleted] for leaf in revtree.sorted_leaves(merged)]
