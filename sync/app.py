@@ -20,6 +20,8 @@ from device_registry import routes as device_routes
 from sync import accounts
 from sync import api as admin_api
 from sync.appkeys import AUTH, CONFIG, STORE
+from sync.audit import AuditLog
+from sync.audit import install_triggers as install_audit_triggers
 from sync.auth import Authenticator
 from sync.config import Config
 from sync.errors import FieldsyncError, MethodNotAllowed, NotFound, PreconditionFailed, TooLarge
@@ -99,7 +101,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     keys = KeyRing(master, _conn_factory(path))  # type: ignore[arg-type]
     secret, server_uuid = await store.write_tx(_server_identity)
     await _ensure_db(store, config.db_name)
-    parts = Parts(store, Vault(keys), Notifier())
+    audit = AuditLog(store.write_tx)
+    await store.write_tx(install_audit_triggers)
+    parts = Parts(store, Vault(keys), Notifier(), audit=audit)
     reader = Reader(parts)
     snapshots = SnapshotRegistry(
         lambda h, p: store.write_tx(lambda c: _save_snapshot(c, h, p)),
@@ -111,6 +115,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     feed = ChangesFeed(parts, reader, snapshots)
     app[REPLICATION] = Replication(parts, reader, Writer(parts), feed, auth, config, server_uuid)
     yield
+    await audit.close()
     await store.close()
 
 

@@ -22,12 +22,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 GENESIS = "0" * 64
-TRIGGERS = """
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-"""
+TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit "
+    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit "
+    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,9 @@ def verify(conn: sqlite3.Connection) -> int | None:
 
 
 def install_triggers(conn: sqlite3.Connection) -> None:
-    conn.executescript(TRIGGERS)
+    """Refuse UPDATE and DELETE on the trail (plain statements: safe inside a transaction)."""
+    for statement in TRIGGERS:
+        conn.execute(statement)
 
 
 Writer = Callable[[Callable[[sqlite3.Connection], None]], Awaitable[None]]

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from sync.audit import AuditLog
 from sync.errors import Forbidden
 from sync.scopes import PlaceTree, Scope, User
 from sync.store.base import SHARED, DocMeta, DocStore, StoredRevision
@@ -61,6 +62,13 @@ class Parts:
     vault: Vault
     notifier: Notifier
     validators: list[Validator] = field(default_factory=list)
+    audit: AuditLog | None = None
+
+    def record(self, caller: Caller, action: str, db: str, doc_ids: Iterable[str]) -> None:
+        """Add an entry to the audit trail (who, device, what, which documents)."""
+        ids = sorted(set(doc_ids))
+        if self.audit is not None and ids:
+            self.audit.record(caller.name, action, db, ids, device=caller.device)
 
     async def visible_metas(
         self, db: str, caller: Caller, ids: Iterable[str]
@@ -76,6 +84,7 @@ class Parts:
         stored = await self.store.get_revisions(db, wanted)
         readable = {k: s for k, s in stored.items() if caller.scope.can_read(s.place)}
         await self.vault.warm_refs({s.key_ref for s in readable.values()})
+        self.record(caller, "read", db, (doc_id for doc_id, _ in readable))
         return {k: (s, self.vault.open_body(db, s)) for k, s in readable.items()}
 
     async def seal_local(self, db: str, owner: str, doc_id: str, body: dict[str, Any]) -> bytes:

@@ -177,6 +177,7 @@ class Writer:
         results = [next(stored) if isinstance(p, _Plan) else p for p in plans]
         if any(r.error is None for r in results):
             self.parts.notifier.notify(db)
+        self.parts.record(caller, "write", db, (r.doc_id for r in results if r.error is None))
         return results
 
     def _revision(

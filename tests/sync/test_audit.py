@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sync import audit
+from sync.appkeys import STORE
+from sync.replication.routes import REPLICATION
 from sync.store.schema import connect, initialise
 
 
@@ -61,3 +64,23 @@ async def test_audit_log_batches_and_flushes(conn: sqlite3.Connection) -> None:
     rows = conn.execute("SELECT actor, action, doc_ids FROM audit ORDER BY id").fetchall()
     assert rows == [("alice", "write", '["a", "b"]'), ("bob", "read", '["c"]')]
     assert audit.verify(conn) is None
+
+
+async def test_reads_and_writes_over_http_are_audited(client: Any, api: Any) -> None:
+    await api.bulk([{"_id": "p1", "place": "area-a1", "name": "Jane"}], user="alice")
+    await api.call("GET", "/health/p1", "bob")  # outside bob's set: nothing read
+    await api.call("POST", "/health/_bulk_get", "alice", {"docs": [{"id": "p1"}]})
+    replication = client.app[REPLICATION]
+    assert replication.parts.audit is not None
+    await replication.parts.audit.flush()
+
+    def rows(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+        found = conn.execute("SELECT actor, action, doc_ids FROM audit ORDER BY id").fetchall()
+        return [(a, b, c) for a, b, c in found]
+
+    store = client.app[STORE]
+    assert await store.read(rows) == [
+        ("alice", "write", '["p1"]'),
+        ("alice", "read", '["p1"]'),
+    ]
+    assert await store.read(audit.verify) is None
