@@ -67,6 +67,7 @@ def _with_conn(args: argparse.Namespace, fn: Callable[[Any], object]) -> object:
 def cmd_serve(args: argparse.Namespace) -> int:
     from sync.app import create_app
 
+    configure_logging()
     config = _config(args)
     config = replace(config, host=args.host or config.host, port=args.port or config.port)
     ssl_context = None
@@ -217,7 +218,6 @@ def _domain_commands(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    configure_logging()
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

@@ -15,7 +15,7 @@ import uuid
 from contextlib import closing
 from pathlib import Path
 
-from conftest import Api, Client, as_user
+from sync_fixtures import Api, Client, as_user
 
 from sync.store.schema import connect, db_path
 

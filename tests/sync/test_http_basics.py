@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Api, Client, as_user
+from sync_fixtures import Api, Client, as_user
 
 
 async def test_welcome_has_a_stable_uuid(client: Client) -> None:

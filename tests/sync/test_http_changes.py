@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import Api, Client, as_user
+from sync_fixtures import Api, Client, as_user
 
 A1 = "area-a1"
 

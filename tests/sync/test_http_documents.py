@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import Api, Client, as_user
+from sync_fixtures import Api, Client, as_user
 
 DOC = "/health/p1"
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from conftest import Api, Client, as_user
+from sync_fixtures import Api, Client, as_user
 
 from sync.app import create_app
 from sync.config import Config

@@ -16,7 +16,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from conftest import Api, Client, as_user
+from sync_fixtures import Api, Client, as_user
 
 from sync import accounts
 from sync.store.schema import connect, db_path

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import Api
+from sync_fixtures import Api
 
 A1 = "area-a1"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from conftest import Api, Client
+from sync_fixtures import Api, Client
 
 from sync.appkeys import STORE
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Api
+from sync_fixtures import Api
 
 from sync import accounts
 from sync.errors import BadRequest

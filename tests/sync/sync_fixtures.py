@@ -1,0 +1,112 @@
+"""In-process fixtures: the real app on a real SQLite file, driven by aiohttp's test client.
+
+The place tree and users every test here shares::
+
+    country
+    ├── district-a
+    │   └── facility-a
+    │       ├── area-a1     alice (chw)
+    │       └── area-a2
+    └── district-b
+        └── area-b1         bob (chw)
+
+    sam (supervisor): captures district-a, reads district-b too
+    admin (admin)
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from sync import accounts
+from sync.app import create_app
+from sync.config import Config
+from sync.scopes import Role
+from sync.store.schema import connect, db_path, initialise
+
+PASSWORD = "correct horse"
+PLACES = [
+    ("country", None),
+    ("district-a", "country"),
+    ("facility-a", "district-a"),
+    ("area-a1", "facility-a"),
+    ("area-a2", "facility-a"),
+    ("district-b", "country"),
+    ("area-b1", "district-b"),
+]
+USERS: list[tuple[str, Role, list[str], list[str]]] = [
+    ("admin", Role.ADMIN, [], []),
+    ("alice", Role.CHW, ["area-a1"], []),
+    ("bob", Role.CHW, ["area-b1"], []),
+    ("sam", Role.SUPERVISOR, ["district-a"], ["district-b"]),
+]
+
+
+def seed(data_dir: Path) -> None:
+    path = db_path(data_dir)
+    initialise(path)
+    with closing(connect(path)) as conn:
+        for place, parent in PLACES:
+            accounts.add_place(conn, place, parent, None)
+        for name, role, places, read in USERS:
+            accounts.add_user(conn, name, role, PASSWORD, places, read)
+
+
+def as_user(name: str, password: str = PASSWORD) -> dict[str, str]:
+    """HTTP Basic credentials as a header."""
+    token = base64.b64encode(f"{name}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    seed(tmp_path / "data")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def config(data_dir: Path) -> Config:
+    # Device enrolment is the device registry's subject (tests/device_registry);
+    # these tests are about the protocol, so workers sync without a device token.
+    return Config(data_dir=data_dir, max_request_bytes=2 * 1024 * 1024, require_enrolment=False)
+
+
+Client = TestClient[Any, Any]
+
+
+@pytest.fixture
+async def client(aiohttp_client: Callable[..., Awaitable[Client]], config: Config) -> Client:
+    return await aiohttp_client(create_app(config))
+
+
+class Api:
+    """Small JSON helpers over the test client, one user per call."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def call(
+        self, method: str, path: str, user: str = "admin", body: Any = None, **params: Any
+    ) -> tuple[int, Any]:
+        response = await self.client.request(
+            method, path, headers=as_user(user), json=body, params=params or None
+        )
+        text = await response.text()
+        return response.status, (await response.json()) if text.strip() else None
+
+    async def bulk(self, docs: list[dict[str, Any]], user: str = "admin", **extra: Any) -> Any:
+        status, body = await self.call("POST", "/health/_bulk_docs", user, {"docs": docs, **extra})
+        assert status == 201, body
+        return body
+
+
+@pytest.fixture
+def api(client: Client) -> Api:
+    return Api(client)
