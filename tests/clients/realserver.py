@@ -44,6 +44,8 @@ class ServerProcess:
     port: int
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)  # FIELDSYNC_* settings for serve
+    # user -> X-Device-Token that remote() sends for them (an enrolled phone)
+    device_tokens: dict[str, str] = field(default_factory=dict)
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -118,11 +120,13 @@ class ServerProcess:
 
     def remote(self, user: str, password: str = PASSWORD, **headers: str) -> dict[str, Any]:
         """A driver reference to the ``health`` database as ``user``."""
+        token = self.device_tokens.get(user)
+        sent = {"X-Device-Token": token, **headers} if token else dict(headers)
         return {
             "url": f"{self.url}/{DB}",
             "username": user,
             "password": password,
-            "headers": headers,
+            "headers": sent,
         }
 
 

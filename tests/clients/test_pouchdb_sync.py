@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import os
 
+import aiohttp
 import pytest
 from pouch import PouchDriver, PouchError
 from realserver import (
+    PASSWORD,
     Admin,
     ServerProcess,
     ids,
@@ -26,10 +28,36 @@ from realserver import (
 WAIT_MS = 20_000
 
 
-@pytest.fixture
-def server_env() -> dict[str, str]:
-    """The sync core on its own: device enrolment is tested in test_pouchdb_devices.py."""
-    return {"FIELDSYNC_REQUIRE_ENROLMENT": "0"}
+WORKERS = ("alice", "bob")
+
+
+def imei(number: int) -> str:
+    """A valid 15-digit IMEI (Luhn check digit) for the n-th test phone."""
+    body = f"35{number:012d}"
+    total = 0
+    for i, char in enumerate(reversed(body)):
+        digit = int(char) * (2 if i % 2 == 0 else 1)
+        total += digit - 9 if digit > 9 else digit
+    return body + str((10 - total % 10) % 10)
+
+
+@pytest.fixture(autouse=True)
+async def enrolled_phones(org: ServerProcess, admin: Admin) -> None:
+    """Every worker syncs from an enrolled phone, as the server requires by default."""
+    for number, worker in enumerate(WORKERS):
+        serial = f"PHONE-{worker}"
+        device = {"serial": serial, "imei": imei(number), "worker": worker}
+        async with admin.session.post(f"{org.url}/api/v1/devices", json=device) as resp:
+            assert resp.status == 201, await resp.text()
+        url = f"{org.url}/api/v1/devices/{serial}/enrolment-code"
+        async with admin.session.post(url) as resp:
+            code = (await resp.json())["code"]
+        basic = base64.b64encode(f"{worker}:{PASSWORD}".encode()).decode()
+        async with aiohttp.ClientSession(headers={"Authorization": f"Basic {basic}"}) as app:
+            enroll = {"code": code, "serial": serial}
+            async with app.post(f"{org.url}/api/v1/devices/enroll", json=enroll) as resp:
+                assert resp.status == 201, await resp.text()
+                org.device_tokens[worker] = (await resp.json())["device_token"]
 
 
 async def test_pull_brings_exactly_the_workers_set(
