@@ -17,6 +17,8 @@ from aiohttp import web
 
 from barcode import routes as barcode_routes
 from device_registry import routes as device_routes
+from forms import routes as forms_routes
+from sms_gateway import routes as sms_routes
 from sync import accounts
 from sync import api as admin_api
 from sync.appkeys import AUTH, CONFIG, STORE
@@ -151,6 +153,8 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_resources)
     admin_api.setup_routes(app)
     device_routes.setup(app)
+    forms_routes.setup(app)
+    sms_routes.setup(app)
     barcode_routes.setup(app)
     setup_routes(app)  # last: its /{db} routes catch everything else
     return app

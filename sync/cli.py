@@ -212,9 +212,11 @@ def _scope_args(parser: argparse.ArgumentParser) -> None:
 def _domain_commands(sub: Any) -> None:
     from barcode.cli import register as register_patient_ids
     from device_registry.cli import register as register_devices
+    from sms_gateway.cli import register as register_sms
 
     register_patient_ids(sub)
     register_devices(sub)
+    register_sms(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,69 @@
+"""The ``fieldsync sms`` commands.
+
+    fieldsync sms language WORKER LANG    set the language of a worker's replies (en, sw)
+    fieldsync sms status                  messages by state and outcome, at a glance
+
+Both work while the server runs (the same SQLite file, WAL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from typing import Any
+
+from sms_gateway import store
+from sms_gateway.replies import LANGUAGES
+from sync import accounts
+from sync.cli import _data_dir, _with_conn
+from sync.errors import BadRequest, NotFound
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``sms`` command group to the top-level CLI."""
+    group = subparsers.add_parser("sms", help="coded SMS: reply languages, message counts")
+    commands = group.add_subparsers(dest="sms_command", metavar="COMMAND", required=True)
+    language = commands.add_parser("language", help="set the language of a worker's replies")
+    language.add_argument("worker", metavar="WORKER")
+    language.add_argument("language", metavar="LANG", help=", ".join(LANGUAGES))
+    _data_dir(language)
+    language.set_defaults(func=run_language)
+    status = commands.add_parser("status", help="incoming by outcome, outgoing by state")
+    _data_dir(status)
+    status.set_defaults(func=run_status)
+
+
+def run_language(args: argparse.Namespace) -> int:
+    if args.language not in LANGUAGES:
+        raise BadRequest(f"language must be one of {', '.join(LANGUAGES)}")
+
+    def run(conn: sqlite3.Connection) -> None:
+        store.create_tables(conn)
+        if accounts.get_user(conn, args.worker) is None:
+            raise NotFound(f"user {args.worker!r} does not exist")
+        store.set_language(conn, args.worker, args.language)
+
+    _with_conn(args, run)
+    print(f"{args.worker}: replies in {args.language}")
+    return 0
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, list[Any]]:
+    store.create_tables(conn)
+    incoming = conn.execute(
+        "SELECT state, coalesce(outcome, '-'), count(*) FROM sms_incoming GROUP BY 1, 2 "
+        "ORDER BY 1, 2"
+    ).fetchall()
+    outgoing = conn.execute(
+        "SELECT kind, state, count(*) FROM sms_outgoing GROUP BY 1, 2 ORDER BY 1, 2"
+    ).fetchall()
+    return {"incoming": incoming, "outgoing": outgoing}
+
+
+def run_status(args: argparse.Namespace) -> int:
+    found: Any = _with_conn(args, counts)
+    for state, outcome, number in found["incoming"]:
+        print(f"incoming\t{state}\t{outcome}\t{number}")
+    for kind, state, number in found["outgoing"]:
+        print(f"outgoing\t{kind}\t{state}\t{number}")
+    return 0

@@ -1,0 +1,254 @@
+"""What the app factory mounts for SMS: the gateway endpoints, the supervisor views, the workers.
+
+    GET  /api/sms                              {"medic-gateway": true}
+    POST /api/sms                              medic-gateway poll (HTTP Basic, role gateway)
+    POST /api/v1/sms/webhook/africastalking    provider callbacks (shared secret)
+    GET  /api/v1/sms/messages                  supervisors: incoming + outgoing, filtered
+    GET  /supervisor/sms                       the same as a page
+    PUT  /api/v1/sms/workers/{name}/language   supervisors: {"language": "sw"}
+
+``setup(app)`` also appends a ``cleanup_ctx`` (after the core's and the
+forms'): it creates the SMS tables, takes up every message stored but not
+processed before the last stop, and runs the processor and the scheduler
+(silent gateways, provider sending) until shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from barcode.settings import BarcodeSettings
+from forms.load import load_forms
+from forms.model import FormSet
+from forms.routes import FORMS, forms_dir
+from sms_gateway import listing, medic, page, provider, store
+from sms_gateway.outbox import Outbox
+from sms_gateway.replies import LANGUAGES
+from sms_gateway.senders import SenderLookup, registry_lookup
+from sms_gateway.service import Clock, SmsService, utcnow
+from sms_gateway.settings import SmsSettings, from_config
+from sync import accounts
+from sync.appkeys import AUTH, CONFIG, STORE
+from sync.errors import BadRequest, FieldsyncError, Forbidden, NotFound, Unauthorized
+from sync.http import json_response, read_object
+from sync.replication.context import Caller
+from sync.replication.routes import REPLICATION
+from sync.scopes import Role
+
+log = structlog.get_logger("fieldsync.sms")
+STAFF = frozenset({Role.SUPERVISOR, Role.ADMIN})
+GATEWAYS = frozenset({Role.GATEWAY})
+
+
+@dataclass
+class Sms:
+    service: SmsService
+    outbox: Outbox
+    settings: SmsSettings
+    provider: provider.AfricasTalking | None = None
+
+
+SMS = web.AppKey("sms", Sms)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Set under :data:`OVERRIDES` before start-up to replace the registry lookup or the clock."""
+
+    lookup: SenderLookup | None = None
+    clock: Clock | None = None
+
+
+OVERRIDES = web.AppKey("sms_overrides", Overrides)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/sms", gateway_hello)
+    app.router.add_post("/api/sms", gateway_poll)
+    app.router.add_post("/api/v1/sms/webhook/{provider}", webhook)
+    app.router.add_get("/api/v1/sms/messages", list_messages)
+    app.router.add_put("/api/v1/sms/workers/{name}/language", set_language)
+    app.router.add_get("/supervisor/sms", supervisor_page)
+    app.cleanup_ctx.append(_sms)
+
+
+async def _sms(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    settings = from_config(config)
+    forms: FormSet = app[FORMS] if FORMS in app else load_forms(forms_dir(config))
+    sqlite = app[STORE]
+    overrides = app.get(OVERRIDES, Overrides())
+    lookup = overrides.lookup or registry_lookup(sqlite)
+    clock = overrides.clock or utcnow
+    id_format = BarcodeSettings.from_mapping(config.extra.get("barcode", {})).id_format
+    service = SmsService(
+        sqlite, app[REPLICATION], app[AUTH], forms, settings, lookup, id_format, clock
+    )
+    await service.open()
+    sms = Sms(service, Outbox(sqlite, service.sealer, settings, clock), settings)
+    session = aiohttp.ClientSession() if settings.provider else None
+    if settings.provider and session is not None:
+        sms.provider = provider.AfricasTalking(settings.provider, session)
+    app[SMS] = sms
+    service.wake.set()  # recovery: whatever was stored but not processed before the last stop
+    tasks = [
+        asyncio.create_task(service.run_processor(), name="sms-processor"),
+        asyncio.create_task(_scheduler(sms), name="sms-scheduler"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if session is not None:
+        await session.close()
+
+
+async def _scheduler(sms: Sms) -> None:
+    """Every tick: offer silent messages again, and send through the provider if there is one."""
+    while True:
+        await asyncio.sleep(sms.settings.tick_seconds)
+        try:
+            await sms.outbox.expire_silent()
+            if sms.provider is not None:
+                await send_through_provider(sms, sms.provider)
+        except Exception:
+            with contextlib.suppress(Exception):  # a broken log must not stop the scheduler
+                log.exception("sms_scheduler_round_failed")
+
+
+async def send_through_provider(sms: Sms, sender: provider.AfricasTalking) -> int:
+    messages = await sms.outbox.take(sender.name, sms.settings.poll_batch)
+    for message in messages:
+        message_id, attempt = message.id.rsplit("-", 1)
+        try:
+            provider_id = await sender.send(message.to, message.content)
+        except provider.ProviderError as exc:
+            await sms.outbox.failed(message_id, int(attempt), str(exc))
+            continue
+        await sms.service.sqlite.write_tx(
+            partial(store.set_provider_id, message_id=message_id, provider_id=provider_id)
+        )
+    return len(messages)
+
+
+# -- medic-gateway ---------------------------------------------------------------------------------
+async def gateway_hello(request: web.Request) -> web.Response:
+    return json_response({"medic-gateway": True})
+
+
+async def gateway_poll(request: web.Request) -> web.Response:
+    """Messages and status updates in (stored first), due outgoing messages out."""
+    try:
+        await _role(request, GATEWAYS, "Only a gateway account may use the SMS gateway API.")
+        poll = medic.read_poll(await read_object(request))
+        sms = request.app[SMS]
+        await sms.service.receive(poll.messages)
+        await sms.outbox.gateway_updates(poll.updates)
+        if poll.skipped:
+            log.warning("sms_poll_entries_skipped", count=poll.skipped)
+        outgoing = await sms.outbox.take(medic.CHANNEL, sms.settings.poll_batch)
+    except FieldsyncError as exc:
+        return json_response(medic.error(exc.reason), status=exc.status)
+    return json_response(medic.answer(outgoing))
+
+
+# -- provider webhook --------------------------------------------------------------------------
+async def webhook(request: web.Request) -> web.Response:
+    sms = request.app[SMS]
+    if request.match_info["provider"] != provider.NAME or not sms.settings.webhook_secret:
+        raise NotFound("No such SMS provider webhook here.")
+    given = request.query.get("secret") or request.headers.get(provider.SECRET_HEADER)
+    if not provider.secret_matches(sms.settings.webhook_secret, given):
+        raise Forbidden("Wrong or missing webhook secret.")
+    form = {k: str(v) for k, v in (await request.post()).items()}
+    received = provider.incoming(form, sms.service.clock())
+    if received is not None:
+        await sms.service.receive([received])
+        return json_response({"ok": True})
+    report = provider.delivery_report(form)
+    if report is None:
+        raise BadRequest("Neither an incoming message nor a delivery report.")
+    await sms.outbox.provider_report(report.provider_id, report.event, report.reason)
+    return json_response({"ok": True})
+
+
+# -- supervisors ---------------------------------------------------------------------------
+async def _role(request: web.Request, roles: frozenset[Role], refusal: str) -> Caller:
+    caller = await request.app[AUTH].require(request)
+    if caller.user.role not in roles:
+        raise Forbidden(refusal)
+    return caller
+
+
+async def messages_for(request: web.Request, caller: Caller) -> dict[str, Any]:
+    sms = request.app[SMS]
+    filters = listing.Filters.from_query(request.query)
+    places = caller.scope.read
+    if filters.place is not None:
+        below = caller.tree.descendants([filters.place])
+        places = below if places is None else below & places
+    sealer = sms.service.sealer
+
+    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+        incoming = listing.incoming_rows(conn, filters, places)
+        outgoing = listing.outgoing_rows(conn, filters, places)
+        return {"incoming": incoming, "outgoing": outgoing}
+
+    rows = await sms.service.sqlite.read(run)
+    return {
+        "incoming": [listing.open_incoming(r, sealer) for r in rows["incoming"]],
+        "outgoing": [listing.open_outgoing(r, sealer) for r in rows["outgoing"]],
+    }
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    caller = await _role(request, STAFF, "SMS messages are for supervisors and admins.")
+    return json_response(await messages_for(request, caller))
+
+
+async def supervisor_page(request: web.Request) -> web.Response:
+    try:
+        caller = await request.app[AUTH].caller(request)
+    except Unauthorized:
+        caller = None
+    if caller is None or caller.user.role not in STAFF:
+        return page.to_login(request.path_qs)
+    try:
+        data = await messages_for(request, caller)
+    except BadRequest as exc:
+        return page.respond(page.error(exc.reason, caller.name), status=400)
+    return page.respond(page.messages_page(data, dict(request.query), caller.name))
+
+
+async def set_language(request: web.Request) -> web.Response:
+    caller = await _role(request, STAFF, "Only supervisors and admins set a worker's language.")
+    name = request.match_info["name"]
+    body = await read_object(request)
+    language = body.get("language")
+    if language not in LANGUAGES:
+        raise BadRequest(f"language must be one of {', '.join(LANGUAGES)}")
+    sms = request.app[SMS]
+
+    def run(conn: sqlite3.Connection) -> None:
+        user = accounts.get_user(conn, name)
+        if user is None:
+            raise NotFound(f"user {name!r} does not exist")
+        reach = caller.tree.descendants(user.places)
+        if caller.scope.capture is not None and not reach <= caller.scope.capture:
+            raise Forbidden(f"{name} works outside your area.")
+        store.set_language(conn, name, language)
+
+    await sms.service.sqlite.write_tx(run)
+    return json_response({"ok": True, "worker": name, "language": language})

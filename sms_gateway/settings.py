@@ -1,0 +1,137 @@
+"""SMS settings: ``config.extra["sms"]`` (a dict: tests, embedding), then ``FIELDSYNC_SMS_*``.
+
+FIELDSYNC_SMS_LANGUAGE        default reply language (en | sw)            en
+FIELDSYNC_SMS_TIMEZONE        zone of report days and sending hours       UTC
+FIELDSYNC_SMS_SEND_HOURS      daytime window for reminders, "HH-HH"       08-18
+FIELDSYNC_SMS_ANC_WEEKS       weeks of the ANC contact reminders          12,20,26,30,34,36,38,40
+FIELDSYNC_SMS_MAX_ATTEMPTS    sends (new ids) of a message that fails     3
+FIELDSYNC_SMS_MAX_OFFERS      offers of one send to a silent gateway      5
+FIELDSYNC_SMS_OFFER_TIMEOUT   seconds before a silent send is offered again  600
+FIELDSYNC_SMS_TICK            seconds between scheduler rounds           5
+FIELDSYNC_SMS_WEBHOOK_SECRET  shared secret of the provider webhook (unset: webhook off)
+FIELDSYNC_SMS_PROVIDER_URL    Africa's Talking-style send API            (unset: no sending)
+FIELDSYNC_SMS_PROVIDER_USERNAME, FIELDSYNC_SMS_PROVIDER_API_KEY, FIELDSYNC_SMS_PROVIDER_SENDER
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sms_gateway.outgoing import RetryPolicy
+from sms_gateway.reminders import ANC_CONTACT_WEEKS, SendWindow
+from sms_gateway.replies import DEFAULT_LANGUAGE, LANGUAGES
+from sync.config import Config
+
+PREFIX = "FIELDSYNC_SMS_"
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    url: str
+    username: str
+    api_key: str
+    sender: str | None = None
+
+
+@dataclass(frozen=True)
+class SmsSettings:
+    language: str = DEFAULT_LANGUAGE
+    timezone: str = "UTC"
+    send_hours: tuple[int, int] = (8, 18)
+    anc_weeks: tuple[int, ...] = ANC_CONTACT_WEEKS
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    tick_seconds: float = 5.0
+    webhook_secret: str | None = None
+    provider: ProviderSettings | None = None
+    poll_batch: int = 50  # outgoing messages handed to a gateway per poll
+    process_batch: int = 100  # incoming messages processed per round
+    max_processing_attempts: int = 5
+
+    @property
+    def zone(self) -> dt.tzinfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def window(self) -> SendWindow:
+        start, end = self.send_hours
+        return SendWindow(dt.time(start % 24), dt.time(end % 24), self.zone)
+
+
+def _hours(text: str) -> tuple[int, int]:
+    start, _, end = text.partition("-")
+    return int(start), int(end)
+
+
+def _weeks(text: str) -> tuple[int, ...]:
+    return tuple(sorted({int(w) for w in text.split(",") if w.strip()}))
+
+
+def from_config(config: Config, env: Mapping[str, str] | None = None) -> SmsSettings:
+    """Settings from the environment, overridden by ``config.extra["sms"]``."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    for key in (
+        "LANGUAGE",
+        "TIMEZONE",
+        "SEND_HOURS",
+        "ANC_WEEKS",
+        "MAX_ATTEMPTS",
+        "MAX_OFFERS",
+        "OFFER_TIMEOUT",
+        "TICK",
+        "WEBHOOK_SECRET",
+        "PROVIDER_URL",
+        "PROVIDER_USERNAME",
+        "PROVIDER_API_KEY",
+        "PROVIDER_SENDER",
+    ):
+        if env.get(PREFIX + key):
+            raw[key.lower()] = env[PREFIX + key]
+    raw.update(config.extra.get("sms", {}))
+    return build(raw)
+
+
+def build(raw: Mapping[str, Any]) -> SmsSettings:
+    """Settings from a flat mapping of the names above (lower case, without the prefix)."""
+    base = SmsSettings()
+    language = str(raw.get("language", base.language))
+    if language not in LANGUAGES:
+        raise ValueError(f"SMS language {language!r}: use one of {', '.join(LANGUAGES)}")
+    hours = raw.get("send_hours", base.send_hours)
+    weeks = raw.get("anc_weeks", base.anc_weeks)
+    retry = RetryPolicy(
+        max_attempts=int(raw.get("max_attempts", base.retry.max_attempts)),
+        max_offers=int(raw.get("max_offers", base.retry.max_offers)),
+        offer_timeout=dt.timedelta(
+            seconds=float(raw.get("offer_timeout", base.retry.offer_timeout.total_seconds()))
+        ),
+    )
+    settings = SmsSettings(
+        language=language,
+        timezone=str(raw.get("timezone", base.timezone)),
+        send_hours=_hours(hours) if isinstance(hours, str) else (int(hours[0]), int(hours[1])),
+        anc_weeks=_weeks(weeks) if isinstance(weeks, str) else tuple(weeks),
+        retry=retry,
+        tick_seconds=float(raw.get("tick", base.tick_seconds)),
+        webhook_secret=raw.get("webhook_secret") or None,
+        provider=_provider(raw),
+    )
+    settings.window  # noqa: B018 - fails early on an unknown time zone
+    return settings
+
+
+def _provider(raw: Mapping[str, Any]) -> ProviderSettings | None:
+    url = raw.get("provider_url")
+    if not url:
+        return None
+    return ProviderSettings(
+        url=str(url),
+        username=str(raw.get("provider_username", "")),
+        api_key=str(raw.get("provider_api_key", "")),
+        sender=raw.get("provider_sender") or None,
+    )

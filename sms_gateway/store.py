@@ -1,0 +1,373 @@
+"""The SMS tables, as plain functions over a connection (run on the store's threads).
+
+    sms_incoming   every message received, stored before it is parsed; ``state`` is
+                   ``stored`` until processed, then ``processed`` with its ``outcome``.
+                   (channel, external_id) is unique: a gateway's repeats are ignored.
+                   ``key`` names the documents the message creates, so processing it
+                   again after a crash finds them instead of writing twice.
+    sms_outgoing   replies and reminders; ``state`` follows sms_gateway.outgoing
+    sms_workers    a worker's reply language
+
+Patient IDs come from barcode.allocation (its tables), inside the same
+transaction that records the ID on the message.
+
+Message texts (which name patients) are sealed with the vault (``key_ref`` +
+``content``/``details``); phone numbers, ids, places and outcomes stay in the
+clear to route and filter.  Timestamps are UTC ISO strings (:func:`iso`), so
+they compare as text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sms_gateway.outgoing import OutEvent, OutState, RetryPolicy, step
+
+TABLES = (
+    """CREATE TABLE IF NOT EXISTS sms_incoming(
+        id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, channel TEXT NOT NULL,
+        external_id TEXT NOT NULL, phone TEXT NOT NULL, key_ref TEXT NOT NULL,
+        content BLOB NOT NULL, sent_at TEXT, received_at TEXT NOT NULL, stored_at TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'stored', attempts INTEGER NOT NULL DEFAULT 0,
+        retry_at TEXT, patient_id TEXT, outcome TEXT, form TEXT, worker TEXT, device TEXT,
+        place TEXT, problems TEXT, details_ref TEXT, details BLOB, docs TEXT, processed_at TEXT,
+        UNIQUE(channel, external_id))""",
+    "CREATE INDEX IF NOT EXISTS sms_incoming_todo ON sms_incoming(state, id)",
+    "CREATE INDEX IF NOT EXISTS sms_incoming_place ON sms_incoming(place, id)",
+    "CREATE INDEX IF NOT EXISTS sms_incoming_worker ON sms_incoming(worker, id)",
+    """CREATE TABLE IF NOT EXISTS sms_outgoing(
+        id TEXT PRIMARY KEY, channel TEXT NOT NULL, phone TEXT NOT NULL, kind TEXT NOT NULL,
+        key_ref TEXT NOT NULL, content BLOB NOT NULL, state TEXT NOT NULL, due_at TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 1, offers INTEGER NOT NULL DEFAULT 0,
+        offered_at TEXT, provider_id TEXT, reason TEXT, incoming_id INTEGER, worker TEXT,
+        place TEXT, patient_id TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS sms_outgoing_due ON sms_outgoing(channel, state, due_at)",
+    "CREATE INDEX IF NOT EXISTS sms_outgoing_patient ON sms_outgoing(patient_id, state)",
+    "CREATE INDEX IF NOT EXISTS sms_outgoing_place ON sms_outgoing(place, created_at)",
+    "CREATE INDEX IF NOT EXISTS sms_outgoing_provider ON sms_outgoing(provider_id)",
+    "CREATE INDEX IF NOT EXISTS sms_outgoing_phone ON sms_outgoing(phone, kind, created_at)",
+    "CREATE TABLE IF NOT EXISTS sms_workers(worker TEXT PRIMARY KEY, language TEXT NOT NULL)",
+)
+
+
+def create_tables(conn: sqlite3.Connection) -> None:
+    for statement in TABLES:
+        conn.execute(statement)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_iso(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+
+
+# -- incoming ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NewIncoming:
+    key: str
+    channel: str
+    external_id: str
+    phone: str
+    key_ref: str
+    content: bytes
+    sent_at: dt.datetime | None
+    received_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class StoredIncoming:
+    id: int
+    key: str
+    channel: str
+    phone: str
+    key_ref: str
+    content: bytes
+    received_at: dt.datetime
+    attempts: int
+    patient_id: str | None
+
+
+def insert_incoming(
+    conn: sqlite3.Connection, messages: Sequence[NewIncoming], now: dt.datetime
+) -> int:
+    """Store messages not seen before (by channel and id); how many were new."""
+    before = conn.total_changes
+    conn.executemany(
+        "INSERT OR IGNORE INTO sms_incoming(key, channel, external_id, phone, key_ref, content, "
+        "sent_at, received_at, stored_at) VALUES(?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                m.key,
+                m.channel,
+                m.external_id,
+                m.phone,
+                m.key_ref,
+                m.content,
+                None if m.sent_at is None else iso(m.sent_at),
+                iso(m.received_at),
+                iso(now),
+            )
+            for m in messages
+        ],
+    )
+    return conn.total_changes - before
+
+
+def unprocessed(conn: sqlite3.Connection, now: dt.datetime, limit: int) -> list[StoredIncoming]:
+    rows = conn.execute(
+        "SELECT id, key, channel, phone, key_ref, content, received_at, attempts, patient_id "
+        "FROM sms_incoming WHERE state='stored' AND (retry_at IS NULL OR retry_at<=?) "
+        "ORDER BY id LIMIT ?",
+        (iso(now), limit),
+    ).fetchall()
+    return [
+        StoredIncoming(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), from_iso(r[6]), r[7], r[8])
+        for r in rows
+    ]
+
+
+def count_unprocessed(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM sms_incoming WHERE state='stored'").fetchone()[0])
+
+
+def assign_patient_ids(conn: sqlite3.Connection, assigned: dict[int, str]) -> None:
+    conn.executemany(
+        "UPDATE sms_incoming SET patient_id=? WHERE id=? AND patient_id IS NULL",
+        [(pid, incoming_id) for incoming_id, pid in assigned.items()],
+    )
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What processing one message came to (written with its outgoing messages, at once)."""
+
+    incoming_id: int
+    outcome: str
+    form: str | None
+    worker: str | None
+    device: str | None
+    place: str | None
+    patient_id: str | None
+    problems: tuple[str, ...]
+    details_ref: str
+    details: bytes
+    docs: tuple[str, ...]
+
+
+def finish(
+    conn: sqlite3.Connection,
+    done: Sequence[Finished],
+    outgoing: Sequence[NewOutgoing],
+    clear_reminders_of: Iterable[str],
+    now: dt.datetime,
+) -> None:
+    conn.executemany(
+        "UPDATE sms_incoming SET state='processed', outcome=?, form=?, worker=?, device=?, "
+        "place=?, patient_id=coalesce(?, patient_id), problems=?, details_ref=?, details=?, "
+        "docs=?, processed_at=?, retry_at=NULL WHERE id=? AND state='stored'",
+        [
+            (
+                d.outcome,
+                d.form,
+                d.worker,
+                d.device,
+                d.place,
+                d.patient_id,
+                json.dumps(list(d.problems)),
+                d.details_ref,
+                d.details,
+                json.dumps(list(d.docs)),
+                iso(now),
+                d.incoming_id,
+            )
+            for d in done
+        ],
+    )
+    insert_outgoing(conn, outgoing, now)
+    for patient_id in clear_reminders_of:
+        clear_reminders(conn, patient_id, now)
+
+
+def postpone(conn: sqlite3.Connection, incoming_id: int, retry_at: dt.datetime) -> int:
+    """Count a failed processing attempt; the message is tried again at ``retry_at``."""
+    conn.execute(
+        "UPDATE sms_incoming SET attempts=attempts+1, retry_at=? WHERE id=?",
+        (iso(retry_at), incoming_id),
+    )
+    row = conn.execute("SELECT attempts FROM sms_incoming WHERE id=?", (incoming_id,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+# -- outgoing ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NewOutgoing:
+    id: str
+    channel: str
+    phone: str
+    kind: str  # reply | reminder | notice (to an unknown number)
+    key_ref: str
+    content: bytes
+    due_at: dt.datetime
+    incoming_id: int | None
+    worker: str | None
+    place: str | None
+    patient_id: str | None
+
+
+@dataclass(frozen=True)
+class Offered:
+    id: str
+    attempt: int
+    phone: str
+    key_ref: str
+    content: bytes
+
+
+def insert_outgoing(
+    conn: sqlite3.Connection, messages: Sequence[NewOutgoing], now: dt.datetime
+) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO sms_outgoing(id, channel, phone, kind, key_ref, content, state, "
+        "due_at, incoming_id, worker, place, patient_id, created_at, updated_at) "
+        "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                m.id,
+                m.channel,
+                m.phone,
+                m.kind,
+                m.key_ref,
+                m.content,
+                OutState.PENDING.value,
+                iso(m.due_at),
+                m.incoming_id,
+                m.worker,
+                m.place,
+                m.patient_id,
+                iso(now),
+                iso(now),
+            )
+            for m in messages
+        ],
+    )
+
+
+def take_due(
+    conn: sqlite3.Connection, channel: str, now: dt.datetime, limit: int, reminders: bool
+) -> list[Offered]:
+    """Pending messages due by ``now`` (reminders only when ``reminders``), now forwarded."""
+    rows = conn.execute(
+        "SELECT id, attempt, phone, key_ref, content FROM sms_outgoing "
+        "WHERE channel=? AND state='pending' AND due_at<=? "
+        + ("" if reminders else "AND kind!='reminder' ")
+        + "ORDER BY due_at, id LIMIT ?",
+        (channel, iso(now), limit),
+    ).fetchall()
+    conn.executemany(
+        "UPDATE sms_outgoing SET state='forwarded', offers=offers+1, offered_at=?, updated_at=? "
+        "WHERE id=?",
+        [(iso(now), iso(now), r[0]) for r in rows],
+    )
+    return [Offered(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+
+
+def apply_event(
+    conn: sqlite3.Connection,
+    message_id: str,
+    attempt: int | None,
+    event: OutEvent,
+    policy: RetryPolicy,
+    now: dt.datetime,
+    reason: str | None = None,
+) -> OutState | None:
+    """Move one message on ``event``; None when it is unknown, stale or unchanged."""
+    row = conn.execute(
+        "SELECT state, attempt, offers FROM sms_outgoing WHERE id=?", (message_id,)
+    ).fetchone()
+    if row is None or (attempt is not None and attempt != row[1]):
+        return None  # another message, or an update about an attempt already retried
+    moved = step(OutState(row[0]), event, row[1], row[2], policy)
+    if moved is None:
+        return None
+    conn.execute(
+        "UPDATE sms_outgoing SET state=?, attempt=attempt+?, offers=CASE WHEN ? THEN 0 "
+        "ELSE offers END, reason=coalesce(?, reason), updated_at=? WHERE id=?",
+        (
+            moved.state.value,
+            1 if moved.new_attempt else 0,
+            moved.new_attempt,
+            f"{moved.reason} (last: {reason})"
+            if moved.reason and reason
+            else moved.reason or reason,
+            iso(now),
+            message_id,
+        ),
+    )
+    return moved.state
+
+
+def silent_since(conn: sqlite3.Connection, cutoff: dt.datetime) -> list[str]:
+    """Forwarded messages with no status since ``cutoff`` (due to be offered again)."""
+    rows = conn.execute(
+        "SELECT id FROM sms_outgoing WHERE state='forwarded' AND offered_at<=?", (iso(cutoff),)
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def set_provider_id(conn: sqlite3.Connection, message_id: str, provider_id: str) -> None:
+    conn.execute("UPDATE sms_outgoing SET provider_id=? WHERE id=?", (provider_id, message_id))
+
+
+def by_provider_id(conn: sqlite3.Connection, provider_id: str) -> tuple[str, int] | None:
+    row = conn.execute(
+        "SELECT id, attempt FROM sms_outgoing WHERE provider_id=?", (provider_id,)
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def noticed(conn: sqlite3.Connection, phones: Iterable[str], since: dt.datetime) -> set[str]:
+    """Which of ``phones`` were sent a notice (kind ``notice``) since ``since``."""
+    found = set()
+    for phone in set(phones):
+        row = conn.execute(
+            "SELECT 1 FROM sms_outgoing WHERE phone=? AND kind='notice' AND created_at>=? LIMIT 1",
+            (phone, iso(since)),
+        ).fetchone()
+        if row is not None:
+            found.add(phone)
+    return found
+
+
+def clear_reminders(conn: sqlite3.Connection, patient_id: str, now: dt.datetime) -> int:
+    cursor = conn.execute(
+        "UPDATE sms_outgoing SET state='cleared', updated_at=? "
+        "WHERE patient_id=? AND kind='reminder' AND state='pending'",
+        (iso(now), patient_id),
+    )
+    return cursor.rowcount
+
+
+# -- workers ----------------------------------------------------------------------------------
+def set_language(conn: sqlite3.Connection, worker: str, language: str) -> None:
+    conn.execute(
+        "INSERT INTO sms_workers(worker, language) VALUES(?,?) "
+        "ON CONFLICT(worker) DO UPDATE SET language=excluded.language",
+        (worker, language),
+    )
+
+
+def languages(conn: sqlite3.Connection, workers: Iterable[str]) -> dict[str, str]:
+    names = sorted(set(workers))
+    if not names:
+        return {}
+    marks = ",".join("?" * len(names))
+    rows = conn.execute(
+        f"SELECT worker, language FROM sms_workers WHERE worker IN ({marks})", names
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
