@@ -384,7 +384,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _raise_exit)
     began = time.perf_counter()
     log(f"fieldsync bench{' (BENCH_QUICK: sizes ÷ 10)' if sizes.quick else ''}")
-    phases = set(os.environ.get("BENCH_PHASES", "worker,scale").split(","))
+    phases = set(os.environ.get("BENCH_PHASES", "worker,scale,barcode,sms").split(","))
     load = os.getloadavg()[0]
     if load > 0.5:
         log(f"  note: load average {load:.1f} before starting; other work skews the timings")
@@ -431,6 +431,7 @@ def main() -> int:
         )
     measurements = worker + small
     log("\n" + table(measurements, ratios, seeding))
+    domains = domain_benches(phases, sizes.quick)
     elapsed = time.perf_counter() - began
     log(f"\nwhole run {elapsed:.0f} s")
     RESULTS.mkdir(exist_ok=True)
@@ -442,6 +443,7 @@ def main() -> int:
                 "measurements": {m.key: m.to_json() for m in measurements},
                 "ratios": ratios,
                 "seeding": seeding,
+                **domains,
                 "elapsed_s": round(elapsed, 1),
             },
             indent=2,
@@ -450,6 +452,22 @@ def main() -> int:
     )
     log(f"results: {out}")
     return 0
+
+
+def domain_benches(phases: set[str], quick: bool) -> dict[str, Any]:
+    """The barcode decoding corpus and the SMS gateway throughput (issues 5 and 4)."""
+    results: dict[str, Any] = {}
+    if "barcode" in phases:
+        from barcode import bench as barcode_bench
+
+        log("\n[C] barcode photos: decode rate and time")
+        results["barcode"] = barcode_bench.run(quick)
+    if "sms" in phases:
+        from sms_gateway import bench as sms_bench
+
+        log("\n[D] coded SMS through the real gateway endpoint")
+        results["sms"] = sms_bench.run(quick)
+    return results
 
 
 def _stop_all(servers: list[Server]) -> None:
