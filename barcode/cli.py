@@ -22,7 +22,6 @@ import argparse
 import getpass
 import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -31,7 +30,7 @@ from barcode import allocation, cards, sheet
 from barcode.checkdigit import Scheme, validate
 from barcode.settings import BarcodeSettings
 from sync.config import Config, from_env
-from sync.store.schema import connect, db_path, initialise
+from sync.store.schema import with_file
 
 T = TypeVar("T")
 if TYPE_CHECKING:  # the class is generic only to type checkers
@@ -167,15 +166,9 @@ def _who() -> str:
 
 def _in_transaction(config: Config, fn: Callable[[sqlite3.Connection], T]) -> T:
     """Run ``fn`` in one immediate transaction on the server's SQLite file."""
-    path = db_path(config.data_dir)
-    initialise(path)
-    with closing(connect(path)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            allocation.create_tables(conn)
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+
+    def run(conn: sqlite3.Connection) -> T:
+        allocation.create_tables(conn)
+        return fn(conn)
+
+    return with_file(config.data_dir, run)

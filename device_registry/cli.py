@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace, fn: Callable[[sqlite3.Connection], T]) -> T:
         schema.ensure(conn)
         return fn(conn)
 
-    return _with_conn(args, with_tables)  # type: ignore[return-value]
+    return _with_conn(args, with_tables)
 
 
 def run_add(args: argparse.Namespace) -> int:

@@ -10,13 +10,13 @@ import argparse
 import getpass
 import logging
 import os
+import sqlite3
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -24,8 +24,9 @@ from aiohttp import web
 from sync import accounts
 from sync.config import Config, from_env
 from sync.errors import FieldsyncError
-from sync.store.schema import connect, db_path, initialise
+from sync.store.schema import with_file
 
+T = TypeVar("T")
 PASSWORD_ENV = "FIELDSYNC_PASSWORD"
 log = structlog.get_logger("fieldsync")
 
@@ -49,18 +50,8 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _with_conn(args: argparse.Namespace, fn: Callable[[Any], object]) -> object:
-    path = db_path(_config(args).data_dir)
-    initialise(path)
-    with closing(connect(path)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+def _with_conn(args: argparse.Namespace, fn: Callable[[sqlite3.Connection], T]) -> T:
+    return with_file(_config(args).data_dir, fn)
 
 
 # -- serve --------------------------------------------------------------------------
@@ -102,12 +93,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- places and users ------------------------------------------------------------------
 def cmd_place_add(args: argparse.Namespace) -> int:
     place = _with_conn(args, lambda c: accounts.add_place(c, args.id, args.parent, args.name))
-    print(f"place {place.id} added")  # type: ignore[attr-defined]
+    print(f"place {place.id} added")
     return 0
 
 
 def cmd_place_list(args: argparse.Namespace) -> int:
-    for place in _with_conn(args, accounts.list_places):  # type: ignore[attr-defined]
+    for place in _with_conn(args, accounts.list_places):
         print(f"{place.id}\t{place.parent or '-'}\t{place.name}")
     return 0
 
@@ -144,7 +135,7 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
-    for user in _with_conn(args, accounts.list_users):  # type: ignore[attr-defined]
+    for user in _with_conn(args, accounts.list_users):
         places, read = ",".join(user.places) or "-", ",".join(user.read_places) or "-"
         print(f"{user.name}\t{user.role.value}\t{places}\t{read}")
     return 0

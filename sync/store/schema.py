@@ -7,7 +7,12 @@ mode so the CLI can change users and places while the server runs.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -76,3 +81,23 @@ def initialise(path: Path) -> None:
         conn.executescript(SCHEMA)
     finally:
         conn.close()
+
+
+def in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn(conn)`` inside ``BEGIN IMMEDIATE``: committed whole, or rolled back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def with_file(data_dir: Path, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """One transaction on the data dir's SQLite file (the CLI's way in, server running or not)."""
+    path = db_path(data_dir)
+    initialise(path)
+    with closing(connect(path)) as conn:
+        return in_transaction(conn, fn)

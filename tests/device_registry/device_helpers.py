@@ -21,37 +21,18 @@ The place tree and users (as in tests/sync, plus a district sam does not see)::
 
 from __future__ import annotations
 
-import base64
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import shared_org
 from aiohttp.test_utils import TestClient
 
 from device_registry.context import REGISTRY
-from sync import accounts
 from sync.scopes import Role
-from sync.store.schema import connect, db_path, initialise
 
-PASSWORD = "correct horse"
-PLACES = [
-    ("country", None),
-    ("district-a", "country"),
-    ("facility-a", "district-a"),
-    ("area-a1", "facility-a"),
-    ("area-a2", "facility-a"),
-    ("district-b", "country"),
-    ("area-b1", "district-b"),
-    ("district-c", "country"),
-    ("area-c1", "district-c"),
-]
-USERS: list[tuple[str, Role, list[str], list[str]]] = [
-    ("admin", Role.ADMIN, [], []),
-    ("alice", Role.CHW, ["area-a1"], []),
-    ("bob", Role.CHW, ["area-b1"], []),
-    ("carol", Role.CHW, ["area-c1"], []),
-    ("sam", Role.SUPERVISOR, ["district-a"], ["district-b"]),
-]
+PASSWORD = shared_org.PASSWORD
+PLACES = [*shared_org.PLACES, ("district-c", "country"), ("area-c1", "district-c")]
+USERS: list[shared_org.User] = [*shared_org.USERS, ("carol", Role.CHW, ["area-c1"], [])]
 # Valid IMEIs (Luhn check digit right), one per test device.
 IMEIS = [
     "490154203237518",
@@ -64,19 +45,12 @@ IMEIS = [
 
 
 def seed(data_dir: Path) -> None:
-    path = db_path(data_dir)
-    initialise(path)
-    with closing(connect(path)) as conn:
-        for place, parent in PLACES:
-            accounts.add_place(conn, place, parent, None)
-        for name, role, places, read in USERS:
-            accounts.add_user(conn, name, role, PASSWORD, places, read)
+    shared_org.seed(data_dir, PLACES, USERS)
 
 
 def as_user(name: str, token: str | None = None, **headers: str) -> dict[str, str]:
     """HTTP Basic credentials (and a device token) as headers."""
-    basic = base64.b64encode(f"{name}:{PASSWORD}".encode()).decode()
-    found = {"Authorization": f"Basic {basic}", **headers}
+    found = {**shared_org.basic_auth(name), **headers}
     if token is not None:
         found["X-Device-Token"] = token
     return found

@@ -20,45 +20,30 @@ default 08-18 sending window, time zone UTC).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import shared_org
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from device_registry import inventory
 from device_registry import schema as device_schema
 from sms_gateway.routes import SMS, Sms
-from sync import accounts
 from sync.app import create_app
 from sync.config import Config
 from sync.scopes import UNLIMITED, Role
-from sync.store.schema import connect, db_path, initialise
+from sync.store.schema import connect, db_path
 
-PASSWORD = "correct horse"
+PASSWORD = shared_org.PASSWORD
 ALICE_PHONE = "+254700000001"
 BOB_PHONE = "+254700000002"
 STRANGER_PHONE = "+254799999999"
 START = dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.UTC)
-PLACES = [
-    ("country", None),
-    ("district-a", "country"),
-    ("facility-a", "district-a"),
-    ("area-a1", "facility-a"),
-    ("area-a2", "facility-a"),
-    ("district-b", "country"),
-    ("area-b1", "district-b"),
-]
-USERS: list[tuple[str, Role, list[str], list[str]]] = [
-    ("admin", Role.ADMIN, [], []),
-    ("alice", Role.CHW, ["area-a1"], []),
-    ("bob", Role.CHW, ["area-b1"], []),
-    ("sam", Role.SUPERVISOR, ["district-a"], ["district-b"]),
-    ("gw", Role.GATEWAY, [], []),
-]
+PLACES = shared_org.PLACES
+USERS: list[shared_org.User] = [*shared_org.USERS, ("gw", Role.GATEWAY, [], [])]
 DEVICES = [  # serial, IMEI (check digit right), phone, worker
     ("SN-A1", "490154203237518", ALICE_PHONE, "alice"),
     ("SN-B1", "356938035643809", BOB_PHONE, "bob"),
@@ -66,13 +51,8 @@ DEVICES = [  # serial, IMEI (check digit right), phone, worker
 
 
 def seed(data_dir: Path) -> None:
-    path = db_path(data_dir)
-    initialise(path)
-    with closing(connect(path)) as conn:
-        for place, parent in PLACES:
-            accounts.add_place(conn, place, parent, None)
-        for name, role, places, read in USERS:
-            accounts.add_user(conn, name, role, PASSWORD, places, read)
+    shared_org.seed(data_dir, PLACES, USERS)
+    with closing(connect(db_path(data_dir))) as conn:
         device_schema.ensure(conn)
         for serial, imei, phone, worker in DEVICES:
             new = inventory.validate_new(serial, imei, phone=phone)
@@ -81,8 +61,7 @@ def seed(data_dir: Path) -> None:
 
 
 def as_user(name: str, password: str = PASSWORD) -> dict[str, str]:
-    token = base64.b64encode(f"{name}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+    return shared_org.basic_auth(name, password)
 
 
 class FakeClock:

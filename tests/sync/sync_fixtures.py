@@ -16,53 +16,19 @@ The place tree and users every test here shares::
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Awaitable, Callable
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from shared_org import PASSWORD, PLACES, USERS, seed
+from shared_org import basic_auth as as_user
 
-from sync import accounts
 from sync.app import create_app
 from sync.config import Config
-from sync.scopes import Role
-from sync.store.schema import connect, db_path, initialise
 
-PASSWORD = "correct horse"
-PLACES = [
-    ("country", None),
-    ("district-a", "country"),
-    ("facility-a", "district-a"),
-    ("area-a1", "facility-a"),
-    ("area-a2", "facility-a"),
-    ("district-b", "country"),
-    ("area-b1", "district-b"),
-]
-USERS: list[tuple[str, Role, list[str], list[str]]] = [
-    ("admin", Role.ADMIN, [], []),
-    ("alice", Role.CHW, ["area-a1"], []),
-    ("bob", Role.CHW, ["area-b1"], []),
-    ("sam", Role.SUPERVISOR, ["district-a"], ["district-b"]),
-]
-
-
-def seed(data_dir: Path) -> None:
-    path = db_path(data_dir)
-    initialise(path)
-    with closing(connect(path)) as conn:
-        for place, parent in PLACES:
-            accounts.add_place(conn, place, parent, None)
-        for name, role, places, read in USERS:
-            accounts.add_user(conn, name, role, PASSWORD, places, read)
-
-
-def as_user(name: str, password: str = PASSWORD) -> dict[str, str]:
-    """HTTP Basic credentials as a header."""
-    token = base64.b64encode(f"{name}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+__all__ = ["PASSWORD", "PLACES", "USERS", "as_user", "seed"]
 
 
 @pytest.fixture
