@@ -32,7 +32,7 @@ from sync.keys import KeyRing, load_master_key
 from sync.replication.changes import ChangesFeed, SnapshotRegistry
 from sync.replication.context import Notifier, Parts
 from sync.replication.reads import Reader
-from sync.replication.routes import REPLICATION, Replication, setup_routes
+from sync.replication.routes import REPLICATION, Replication, close_longpolls, setup_routes
 from sync.replication.writes import Writer
 from sync.store.schema import connect, db_path
 from sync.store.sqlite import SqliteStore
@@ -151,6 +151,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app.cleanup_ctx.append(_resources)
+    app.on_shutdown.append(close_longpolls)
     admin_api.setup_routes(app)
     device_routes.setup(app)
     forms_routes.setup(app)

@@ -42,18 +42,33 @@ class Caller:
 
 
 class Notifier:
-    """Wakes long-polling ``_changes`` requests when a database changes."""
+    """Wakes long-polling ``_changes`` requests when a database changes.
+
+    :meth:`close` (server shutdown) wakes every waiter for good, so open
+    long-polls answer at once instead of holding the shutdown up.
+    """
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self.closed = False
 
     def event(self, db: str) -> asyncio.Event:
+        if self.closed:
+            woken = asyncio.Event()
+            woken.set()
+            return woken
         return self._events.setdefault(db, asyncio.Event())
 
     def notify(self, db: str) -> None:
         event = self._events.pop(db, None)
         if event is not None:
             event.set()
+
+    def close(self) -> None:
+        self.closed = True
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
 
 
 @dataclass

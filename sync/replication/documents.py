@@ -19,29 +19,53 @@ from sync.errors import BadRequest, FieldsyncError
 from sync.replication import revtree
 
 # Special members a client may send; anything else starting with "_" is refused.
-ALLOWED_SPECIAL = frozenset(
+# The replicator's own members stay in the body (couch_doc:transfer_fields keeps them).
+REPLICATION_MEMBERS = frozenset(
     {
-        "_id",
-        "_rev",
-        "_revisions",
-        "_deleted",
-        "_attachments",
-        "_conflicts",
-        "_deleted_conflicts",
-        "_local_seq",
-        "_revs_info",
+        "_replication_id",
+        "_replication_state",
+        "_replication_state_time",
+        "_replication_state_reason",
+        "_replication_stats",
     }
 )
-DROPPED_ON_WRITE = ALLOWED_SPECIAL - {"_attachments"}
+ALLOWED_SPECIAL = (
+    frozenset(
+        {
+            "_id",
+            "_rev",
+            "_revisions",
+            "_deleted",
+            "_attachments",
+            "_conflicts",
+            "_deleted_conflicts",
+            "_local_seq",
+            "_revs_info",
+        }
+    )
+    | REPLICATION_MEMBERS
+)
+DROPPED_ON_WRITE = ALLOWED_SPECIAL - {"_attachments"} - REPLICATION_MEMBERS
 
 
-class DocValidationError(FieldsyncError):
+class RefusedDocument(FieldsyncError):
+    """A document CouchDB refuses while reading the request, before any write.
+
+    chttpd_db's ``_bulk_docs`` parses every document first
+    (``doc_from_json_obj_validate``, ``validate_revs``, ``validate_attachment_names``)
+    and answers the first such error for the whole request; only what happens
+    while writing (forbidden, conflict, missing_stub...) is a per-document entry.
+    """
+
     status = 400
+    error = "bad_request"
+
+
+class DocValidationError(RefusedDocument):
     error = "doc_validation"
 
 
-class IllegalDocId(FieldsyncError):
-    status = 400
+class IllegalDocId(RefusedDocument):
     error = "illegal_docid"
 
 
@@ -60,57 +84,104 @@ class IncomingDoc:
 
 
 def check_doc_id(doc_id: object) -> str:
-    if not isinstance(doc_id, str) or not doc_id:
-        raise IllegalDocId("Document id must be a non-empty string.")
+    """CouchDB's ``couch_doc:validate_docid`` (its reasons, word for word)."""
+    if not isinstance(doc_id, str):
+        raise IllegalDocId("Document id must be a string")
+    if not doc_id:
+        raise IllegalDocId("Document id must not be empty")
+    if doc_id in ("_design/", "_local/"):
+        raise IllegalDocId(f"Illegal document id `{doc_id}`")
     if doc_id.startswith("_") and not doc_id.startswith(("_design/", "_local/")):
         raise IllegalDocId("Only reserved document ids may start with underscore.")
     return doc_id
 
 
+def check_shape(raw: object, *, new_edits: bool) -> dict[str, Any]:
+    """The checks CouchDB makes of each document before writing any (:class:`RefusedDocument`).
+
+    ``couch_doc:transfer_fields`` and chttpd_db's ``validate_revs`` and
+    ``validate_attachment_names``, with their reasons; see
+    https://docs.couchdb.org/en/stable/api/database/bulk-api.html#db-bulk-docs
+    """
+    if not isinstance(raw, dict):
+        raise RefusedDocument("Document must be a JSON object")
+    for key, value in raw.items():
+        if key.startswith("_") and (key not in ALLOWED_SPECIAL or not _special_fits(key, value)):
+            raise DocValidationError(f"Bad special document member: {key}")
+    if "_id" in raw:
+        check_doc_id(raw["_id"])
+    if "_revisions" in raw:
+        _check_revisions(raw["_revisions"])
+    if not new_edits and raw.get("_rev") is None and "_revisions" not in raw:
+        raise RefusedDocument(
+            "When `new_edits: false`, the document needs `_rev` or `_revisions` specified"
+        )
+    for name in raw.get("_attachments") or {}:
+        if name.startswith("_"):
+            raise RefusedDocument(f"Attachment name '{name}' starts with prohibited character '_'")
+    return raw
+
+
+def _special_fits(key: str, value: Any) -> bool:
+    """CouchDB reads these members only with the right type; otherwise they are "bad"."""
+    if key in ("_revisions", "_attachments"):
+        return isinstance(value, dict)
+    if key == "_deleted":
+        return isinstance(value, bool)
+    return True
+
+
+def _check_revisions(revisions: dict[str, Any]) -> None:
+    start, ids = revisions.get("start"), revisions.get("ids")
+    if not isinstance(start, int) or isinstance(start, bool):
+        raise DocValidationError("_revisions.start isn't an integer.")
+    if not isinstance(ids, list):
+        raise DocValidationError("_revisions.ids isn't a array.")
+    if not all(isinstance(i, str) for i in ids):
+        raise DocValidationError("RevId isn't a string")
+
+
 def parse_incoming(raw: object, *, new_edits: bool, doc_id: str | None = None) -> IncomingDoc:
     """Validate one document of a ``_bulk_docs`` or ``PUT`` body."""
-    if not isinstance(raw, dict):
-        raise BadRequest("Document must be a JSON object")
-    for key in raw:
-        if key.startswith("_") and key not in ALLOWED_SPECIAL:
-            raise DocValidationError(f"Bad special document member: {key}")
+    raw = check_shape(raw, new_edits=new_edits)
     ident = doc_id or raw.get("_id")
     if ident is None and new_edits:
         ident = uuid.uuid4().hex
     ident = check_doc_id(ident)
-    rev = raw.get("_rev")
+    if ident.startswith("_design/") and "validate_doc_update" in raw and not raw.get("_deleted"):
+        raise BadRequest(
+            "validate_doc_update is not supported: this server does not run JavaScript "
+            "validation functions, so the design document would not protect anything. "
+            "Who may write what is decided by each worker's places."
+        )
+    path = _history(raw, new_edits)
+    rev = raw.get("_rev") if new_edits else path[0]
     if rev is not None:
         revtree.parse_rev(rev)
     deleted = raw.get("_deleted", False) is True
     place = raw.get("place")
     if place is not None and not isinstance(place, str):
         raise BadRequest("place must be a string (a place id)")
-    path = _history(raw, rev, new_edits)
     attachments = raw.get("_attachments") or {}
-    if not isinstance(attachments, dict):
-        raise BadRequest("_attachments must be an object")
     body = {k: v for k, v in raw.items() if k not in DROPPED_ON_WRITE and k != "_attachments"}
     return IncomingDoc(ident, rev, path, deleted, place, body, attachments, new_edits)
 
 
-def _history(raw: dict[str, Any], rev: str | None, new_edits: bool) -> list[str]:
-    revisions = raw.get("_revisions")
+def _history(raw: dict[str, Any], new_edits: bool) -> list[str]:
+    """The revision path of a replicated write, newest first; ``[_rev]`` or ``[]`` for an edit.
+
+    ``_revisions`` wins over ``_rev`` when both are sent, whatever their order
+    (``couch_doc:transfer_fields`` ignores a ``_rev`` once the history is known).
+    """
+    rev = raw.get("_rev")
     if new_edits:
-        return [rev] if rev else []
-    if rev is None:
-        raise BadRequest("When new_edits is false every document needs a _rev.")
-    if isinstance(revisions, dict):
-        start, ids = revisions.get("start"), revisions.get("ids")
-        if (
-            not isinstance(start, int)
-            or not isinstance(ids, list)
-            or not all(isinstance(i, str) for i in ids)
-        ):
-            raise BadRequest("Invalid _revisions")
-        path = revtree.path_from_revisions(start, ids)
-        if path[0] != rev:
-            raise BadRequest("_rev does not match the head of _revisions")
-        return path
+        return [rev] if isinstance(rev, str) else []
+    revisions = raw.get("_revisions")
+    if revisions is not None:
+        return revtree.path_from_revisions(revisions["start"], revisions["ids"])
+    if not isinstance(rev, str):
+        raise BadRequest("Invalid rev format")
+    revtree.parse_rev(rev)
     return [rev]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -15,9 +16,10 @@ from aiohttp import web
 from sync.auth import user_ctx
 from sync.errors import BadRequest, Conflict, FieldsyncError, Forbidden, NotFound, TooLarge
 from sync.http import flag, integer, json_param, json_response, read_json, read_object
-from sync.replication import revtree
+from sync.replication import design, revtree
 from sync.replication.changes import ChangesQuery, parse_doc_ids
 from sync.replication.context import Caller
+from sync.replication.documents import check_shape
 from sync.replication.reads import ReadOptions
 from sync.replication.selector import Selector
 from sync.replication.since import parse as parse_since
@@ -134,6 +136,7 @@ async def changes(
     request: web.Request, rep: Replication, caller: Caller, t: Target
 ) -> web.StreamResponse:
     body = await read_object(request) if request.method == "POST" and request.can_read_body else {}
+    await design.check_filter(rep.reader, t.db, caller, request.query)
     query = _changes_query(request, body)
     feed = request.query.get("feed", "normal")
     if feed not in ("normal", "longpoll"):
@@ -149,30 +152,33 @@ async def changes(
 async def _longpoll(
     request: web.Request, rep: Replication, caller: Caller, t: Target, query: ChangesQuery
 ) -> web.StreamResponse:
+    """Answer when the caller's set changes, at the timeout, or at once on shutdown."""
     timeout_ms = integer(request, "timeout", int(rep.config.longpoll_max_seconds * 1000)) or 0
     heartbeat_ms = _heartbeat_ms(request)
     deadline = asyncio.get_running_loop().time() + min(
         timeout_ms / 1000, rep.config.longpoll_max_seconds
     )
+    notifier = rep.parts.notifier
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await response.prepare(request)
-    while True:
-        event = rep.parts.notifier.event(t.db)
-        page = await rep.feed.page(t.db, caller, query)
-        remaining = deadline - asyncio.get_running_loop().time()
-        if page.results or remaining <= 0:
-            break
-        query = _advance(query, page.last_seq)
-        wait = remaining if not heartbeat_ms else min(remaining, heartbeat_ms / 1000)
-        try:
-            await asyncio.wait_for(event.wait(), wait)
-        except TimeoutError:
-            if heartbeat_ms:
-                await response.write(b"\n")
-    await response.write(
-        orjson.dumps({"results": page.results, "last_seq": page.last_seq, "pending": page.pending})
-    )
-    await response.write_eof()
+    # A client gone away is no error: the write that finds the connection closed ends it.
+    with suppress(ConnectionResetError):
+        await response.prepare(request)
+        while True:
+            event = notifier.event(t.db)
+            page = await rep.feed.page(t.db, caller, query)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if page.results or remaining <= 0 or notifier.closed:
+                break
+            query = _advance(query, page.last_seq)
+            wait = remaining if not heartbeat_ms else min(remaining, heartbeat_ms / 1000)
+            try:
+                await asyncio.wait_for(event.wait(), wait)
+            except TimeoutError:
+                if heartbeat_ms:
+                    await response.write(b"\n")
+        answer = {"results": page.results, "last_seq": page.last_seq, "pending": page.pending}
+        await response.write(orjson.dumps(answer))
+        await response.write_eof()
     return response
 
 
@@ -190,6 +196,7 @@ def _advance(query: ChangesQuery, last_seq: str | int) -> ChangesQuery:
 
 
 def _changes_query(request: web.Request, body: dict[str, Any]) -> ChangesQuery:
+    """The feed's parameters; any filter but the built-in ones was refused by ``check_filter``."""
     raw_since = request.query.get("since", "0")
     since = None if raw_since == "now" else parse_since(raw_since)
     filter_name = request.query.get("filter")
@@ -201,11 +208,6 @@ def _changes_query(request: web.Request, body: dict[str, Any]) -> ChangesQuery:
         if "selector" not in body:
             raise BadRequest("filter=_selector needs a selector in the request body")
         selector = Selector.parse(body["selector"])
-    elif filter_name not in (None, "_doc_ids", "_design"):
-        raise BadRequest(
-            f"filter {filter_name!r} is not supported: the server decides each worker's "
-            "documents; use _doc_ids or _selector to narrow them"
-        )
     if request.query.get("descending") in ("true", "1"):
         raise BadRequest("descending changes feeds are not supported")
     return ChangesQuery(
@@ -252,6 +254,8 @@ async def bulk_docs(
     if not isinstance(new_edits, bool):
         raise BadRequest("new_edits must be true or false")
     await rep.parts.store.db_info(t.db, frozenset())
+    for doc in docs:  # CouchDB refuses the whole request for these, before any write
+        check_shape(doc, new_edits=new_edits)
     sized = [_size_checked(rep, d) for d in docs]
     results = await _write_with_locals(rep, caller, t.db, sized, new_edits)
     rendered = [_result(r) for r in results if not (new_edits is False and r.error is None)]
@@ -294,13 +298,18 @@ async def _write_local(
         if doc.get("_deleted") is True:
             await rep.parts.store.delete_local(db, caller.name, doc_id, rev)
             return WriteResult(doc_id, "0-0")
-        body = {k: v for k, v in doc.items() if k not in ("_id", "_rev")}
+        body = _local_body(doc)
         sealed = await rep.parts.seal_local(db, caller.name, doc_id, body)
         return WriteResult(
             doc_id, await rep.parts.store.put_local(db, caller.name, doc_id, rev, sealed)
         )
     except FieldsyncError as exc:
         return WriteResult(doc_id, "", exc)
+
+
+def _local_body(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a ``_local`` document keeps: CouchDB drops ``_attachments`` (and ``_id``, ``_rev``)."""
+    return {k: v for k, v in doc.items() if k not in ("_id", "_rev", "_attachments")}
 
 
 def _result(result: WriteResult) -> dict[str, Any]:
@@ -317,9 +326,16 @@ async def all_docs(
     if keys is not None and not isinstance(keys, list):
         raise BadRequest("keys must be an array")
     key = _key(request, body, "key")
+    start = _key(request, body, "startkey", "start_key")
+    end = _key(request, body, "endkey", "end_key")
+    if keys and (key, start, end) != (None, None, None):
+        raise BadRequest(
+            "`keys` is incompatible with `key`, `start_key` and `end_key`",
+            error="query_parse_error",
+        )
     query = AllDocsQuery(
-        start=key if key is not None else _key(request, body, "startkey", "start_key"),
-        end=key if key is not None else _key(request, body, "endkey", "end_key"),
+        start=key if key is not None else start,
+        end=key if key is not None else end,
         inclusive_end=flag(request, "inclusive_end", True),
         descending=flag(request, "descending"),
         limit=integer(request, "limit"),
@@ -362,9 +378,8 @@ async def put_local(
 ) -> web.Response:
     assert t.doc_id is not None
     body = await read_object(request)
-    expected = body.pop("_rev", None) or request.query.get("rev")
-    body.pop("_id", None)
-    sealed = await rep.parts.seal_local(t.db, caller.name, t.doc_id, body)
+    expected = body.get("_rev") or request.query.get("rev")
+    sealed = await rep.parts.seal_local(t.db, caller.name, t.doc_id, _local_body(body))
     rev = await rep.parts.store.put_local(t.db, caller.name, t.doc_id, expected, sealed)
     return json_response({"ok": True, "id": t.doc_id, "rev": rev}, status=201)
 
@@ -392,6 +407,8 @@ async def get_doc(
             not isinstance(revs, list) or not all(isinstance(r, str) for r in revs)
         ):
             raise BadRequest('open_revs must be "all" or a JSON array of revisions')
+        for rev in revs or ():
+            revtree.parse_rev(rev)  # CouchDB: 400 "Invalid rev format"
         return json_response(await rep.reader.open_revs(t.db, caller, t.doc_id, revs, opts))
     doc = await rep.reader.get_doc(t.db, caller, t.doc_id, _query_rev(request), opts)
     return json_response(doc, headers={"ETag": f'"{doc["_rev"]}"'})

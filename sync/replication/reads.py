@@ -50,6 +50,8 @@ class Reader:
             rev = meta.winner
         elif rev not in meta.tree:
             raise NotFound("missing")
+        elif opts.latest:
+            rev = revtree.leaves_under(meta.tree, rev)[0]
         docs = await self._render(db, caller, meta, [rev], opts)
         if rev not in docs:
             raise NotFound("missing")
@@ -175,13 +177,19 @@ class Reader:
     async def _attachments(
         self, db: str, caller: Caller, stubs: dict[str, Any], opts: ReadOptions
     ) -> dict[str, Any]:
+        """Stubs, or the data inline: CouchDB's ``couch_att:to_json``.
+
+        A stub carries ``length`` and ``stub``; inline data carries neither
+        (``{content_type, revpos, digest, data}``), and PouchDB checks that.
+        """
         out = {}
         for name, stub in stubs.items():
-            att = dict(stub)
+            att = {k: stub[k] for k in ("content_type", "revpos", "digest") if k in stub}
             if opts.attachments:
-                data = await self.attachment_bytes(db, caller, att["digest"])
+                data = await self.attachment_bytes(db, caller, stub["digest"])
                 att["data"] = base64.b64encode(data).decode()
             else:
+                att["length"] = stub.get("length", 0)
                 att["stub"] = True
             out[name] = att
         return out

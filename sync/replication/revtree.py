@@ -3,7 +3,8 @@
 Grammar (https://docs.couchdb.org/en/stable/replication/conflicts.html and
 https://docs.couchdb.org/en/stable/api/database/misc.html#db-revs-diff)::
 
-    rev      := POS "-" HASH            POS >= 1, HASH non-empty [0-9a-zA-Z]
+    rev      := POS "-" HASH            POS >= 1 (canonical decimal), HASH any non-empty
+                                        string without control characters
     tree     := { rev: node }           every revision the store knows of
     node     := (parent, deleted)       parent is the rev at POS-1, or None for a
                                         root or when the ancestor was stemmed away
@@ -13,6 +14,10 @@ leaf with the highest POS, ties broken by the highest HASH (string order);
 when every leaf is deleted, the same rule over deleted leaves.  The other
 non-deleted leaves are the document's ``_conflicts``; deleted ones are
 ``_deleted_conflicts``.
+
+CouchDB takes everything after the first "-" as the revision id (couch_doc:parse_rev),
+so "3-totally_fake_rev" is a rev: a write naming it as a parent that is not a leaf is a
+409 conflict, not a malformed request.
 
 Trees are plain dicts treated as values: every function returns a new dict
 and never mutates its argument, so merging is a pure union and the order in
@@ -27,7 +32,8 @@ from dataclasses import dataclass
 
 from sync.errors import BadRequest
 
-_REV_RE = re.compile(r"([1-9][0-9]{0,9})-([0-9a-zA-Z]+)")
+# C0 and C1 control characters are refused: they have no business in a revision id.
+_REV_RE = re.compile(r"([1-9][0-9]{0,9})-([^\x00-\x1f\x7f-\x9f]+)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from sync.auth import Authenticator
 from sync.config import Config
 from sync.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from sync.http import json_response, read_json, read_object
+from sync.replication import design
 from sync.replication.changes import ChangesFeed
 from sync.replication.context import Caller, Parts
 from sync.replication.reads import Reader
@@ -42,12 +43,19 @@ class Replication:
 REPLICATION = web.AppKey("replication", Replication)
 
 
+async def close_longpolls(app: web.Application) -> None:
+    """``on_shutdown``: open long-poll ``_changes`` answer now rather than at their timeout."""
+    replication = app.get(REPLICATION)
+    if replication is not None:
+        replication.parts.notifier.close()
+
+
 @dataclass(frozen=True)
 class Target:
     """What a path under ``/{db}`` names."""
 
     db: str
-    section: str  # "" (the db), "_changes" etc., "_local", or "doc"
+    section: str  # "" (the db), "_changes" etc., "_local", "doc" or "design_function"
     doc_id: str | None = None
     attachment: str | None = None
 
@@ -65,6 +73,9 @@ def parse_target(raw_path: str) -> Target:
         doc_id = f"{head}/{unquote(rest[1])}"
         if head == "_local":
             return _doc_target(db, doc_id, rest[2:], section="_local")
+        if len(rest) >= 3 and unquote(rest[2]).startswith("_"):
+            # _view, _show, _list, _update...: attachment names cannot start with "_"
+            return _doc_target(db, doc_id, rest[2:], section="design_function")
         return _doc_target(db, doc_id, rest[2:])
     if head.startswith("_"):
         return Target(db, head)
@@ -82,7 +93,7 @@ def _check_local(target: Target) -> None:
     if target.doc_id is None:
         raise NotFound("missing")
     if target.attachment is not None:
-        raise BadRequest("_local documents have no attachments")
+        raise BadRequest("_local documents do not accept attachments.")  # CouchDB's words
 
 
 Handler = Callable[[web.Request, Replication, Caller, Target], Awaitable[web.StreamResponse]]
@@ -112,6 +123,8 @@ DB_ROUTES: dict[tuple[str, str], Handler] = {
     ("HEAD", "doc"): h.get_doc,
     ("PUT", "doc"): h.put_doc,
     ("DELETE", "doc"): h.delete_doc,
+    ("GET", "design_function"): design.design_function,
+    ("POST", "design_function"): design.design_function,
 }
 
 

@@ -2,7 +2,9 @@
 
 Each document goes through named steps: parse → place and access → attachments
 → revision → seal → store.  A failure in any step is that document's entry in
-the answer (``{"id", "error", "reason"}``); it never fails the batch.
+the answer (``{"id", "error", "reason"}``); it never fails the batch.  (What
+CouchDB refuses while reading the request, :class:`~sync.replication.documents.
+RefusedDocument`, is checked by the HTTP handler before anything is written.)
 https://docs.couchdb.org/en/stable/api/database/bulk-api.html#db-bulk-docs
 """
 
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sync.errors import BadRequest, FieldsyncError, Forbidden, PreconditionFailed
+from sync.errors import BadRequest, Conflict, FieldsyncError, Forbidden, PreconditionFailed
 from sync.replication import revtree
 from sync.replication.context import Caller, Parts, require_write
 from sync.replication.documents import IncomingDoc, new_rev, parse_incoming
@@ -24,6 +26,14 @@ from sync.store.base import SHARED, AttachmentBlob, DocMeta, RevisionWrite, Writ
 
 class MissingStub(PreconditionFailed):
     error = "missing_stub"
+
+
+@dataclass(frozen=True)
+class _Parent:
+    """The revision an edit extends: its place and its attachment stubs."""
+
+    place: str
+    attachments: dict[str, Any]
 
 
 @dataclass
@@ -98,38 +108,89 @@ class Writer:
         if not doc.attachments:
             return []
         pos = _new_pos(doc, meta)
-        blobs: list[AttachmentBlob] = []
         stubs: dict[str, Any] = {}
+        inline: list[AttachmentBlob] = []
+        stubbed: dict[str, dict[str, Any]] = {}
         for name, att in doc.attachments.items():
             if not isinstance(att, dict):
                 raise BadRequest(f"attachment {name!r} must be an object")
             if "data" in att:
-                stubs[name], blob = self._inline(db, name, att, place, pos)
-                blobs.append(blob)
+                stubs[name], blob = self._inline(db, name, att, place, pos, doc.new_edits)
+                inline.append(blob)
             elif att.get("stub"):
-                stubs[name] = await self._stub(db, caller, name, att, place, blobs)
+                stubs[name] = stubbed[name] = att
             elif att.get("follows"):
                 raise BadRequest("multipart attachments are not supported; send them inline")
             else:
                 raise BadRequest(f"attachment {name!r} needs data or stub")
+        if stubbed:
+            resolved, copies = await self._stubs(db, caller, doc, meta, place, stubbed)
+            stubs.update(resolved)
+            inline.extend(copies)
         doc.body["_attachments"] = stubs
-        return blobs
+        return inline
 
     def _inline(
-        self, db: str, name: str, att: dict[str, Any], place: str, pos: int
+        self, db: str, name: str, att: dict[str, Any], place: str, pos: int, new_edits: bool
     ) -> tuple[dict[str, Any], AttachmentBlob]:
+        """An attachment sent as base64 data.
+
+        An edit gives it the new revision's position (couch_db's
+        ``set_new_att_revpos``); a replicated revision keeps the ``revpos`` it carries.
+        """
         try:
             data = base64.b64decode(att["data"], validate=True)
         except (binascii.Error, ValueError, TypeError) as exc:
             raise BadRequest(f"attachment {name!r}: data is not valid base64") from exc
         digest = md5_digest(data)
+        sent = att.get("revpos")
         stub = {
             "content_type": att.get("content_type") or "application/octet-stream",
             "digest": digest,
             "length": len(data),
-            "revpos": att.get("revpos") if isinstance(att.get("revpos"), int) else pos,
+            "revpos": sent if not new_edits and isinstance(sent, int) else pos,
         }
         return stub, self.parts.vault.seal_attachment(db, place, digest, data)
+
+    async def _stubs(
+        self,
+        db: str,
+        caller: Caller,
+        doc: IncomingDoc,
+        meta: DocMeta | None,
+        place: str,
+        stubbed: dict[str, dict[str, Any]],
+    ) -> tuple[dict[str, dict[str, Any]], list[AttachmentBlob]]:
+        """Resolve attachment stubs to stored attachments (and copies sealed for ``place``).
+
+        An edit's stubs name attachments of the revision it edits (CouchDB's
+        ``merge_stubs``: by name, or here also by digest); a replicated revision's
+        stubs name any attachment the caller may read.
+        """
+        parent: _Parent | None = None
+        if doc.new_edits:
+            parent = await self._parent(db, doc, meta)
+        resolved: dict[str, dict[str, Any]] = {}
+        copies: list[AttachmentBlob] = []
+        for name, att in stubbed.items():
+            if parent is not None:
+                att = _stub_in_parent(doc.id, name, att, parent.attachments)
+            resolved[name] = await self._stub(db, caller, name, att, place, parent, copies)
+        return resolved, copies
+
+    async def _parent(self, db: str, doc: IncomingDoc, meta: DocMeta | None) -> _Parent:
+        """The revision an edit with stubs extends; an edit of no leaf is a conflict first."""
+        parent = doc.rev or (meta.winner if meta is not None and meta.deleted else None)
+        if parent is None and meta is None:
+            raise MissingStub(f"Previous revision missing for document {doc.id}")
+        if parent is None or meta is None or parent not in revtree.leaves(meta.tree):
+            raise Conflict()
+        found = (await self.parts.store.get_revisions(db, [(doc.id, parent)])).get((doc.id, parent))
+        if found is None:
+            raise MissingStub(f"Previous revision missing for document {doc.id}")
+        await self.parts.vault.warm_refs({found.key_ref})
+        atts = self.parts.vault.open_body(db, found).get("_attachments")
+        return _Parent(found.place, atts if isinstance(atts, dict) else {})
 
     async def _stub(
         self,
@@ -138,26 +199,43 @@ class Writer:
         name: str,
         att: dict[str, Any],
         place: str,
-        blobs: list[AttachmentBlob],
+        parent: _Parent | None,
+        copies: list[AttachmentBlob],
     ) -> dict[str, Any]:
         digest = att.get("digest")
         if not isinstance(digest, str):
             raise MissingStub(f"attachment {name!r} is a stub without a digest")
         blob = await self.parts.store.get_attachment(db, digest, frozenset({place}))
         if blob is None:
-            other = await self.parts.store.get_attachment(db, digest, caller.scope.read)
-            if other is None:
-                raise MissingStub(f"Invalid attachment stub in {name!r} for digest {digest}")
-            await self.parts.vault.warm_refs({other.key_ref})
-            data = self.parts.vault.open_attachment(db, other)
-            blobs.append(self.parts.vault.seal_attachment(db, place, digest, data))
-            blob = other
+            blob = await self._copy(db, caller, digest, place, parent, copies)
         return {
             "content_type": att.get("content_type") or "application/octet-stream",
             "digest": digest,
             "length": blob.length,
             "revpos": att.get("revpos", 1),
         }
+
+    async def _copy(
+        self,
+        db: str,
+        caller: Caller,
+        digest: str,
+        place: str,
+        parent: _Parent | None,
+        copies: list[AttachmentBlob],
+    ) -> AttachmentBlob:
+        """An attachment kept in another place, sealed again for ``place``."""
+        other = None
+        if parent is not None:
+            other = await self.parts.store.get_attachment(db, digest, frozenset({parent.place}))
+        if other is None:
+            other = await self.parts.store.get_attachment(db, digest, caller.scope.read)
+        if other is None:
+            raise MissingStub(f"Invalid attachment stub for digest {digest}")
+        await self.parts.vault.warm_refs({other.key_ref})
+        data = self.parts.vault.open_attachment(db, other)
+        copies.append(self.parts.vault.seal_attachment(db, place, digest, data))
+        return other
 
     async def _store(
         self,
@@ -197,6 +275,21 @@ class Writer:
         return RevisionWrite(
             doc.id, path, doc.deleted, plan.place, key_ref, sealed, new_edits, allowed
         )
+
+
+def _stub_in_parent(
+    doc_id: str, name: str, att: dict[str, Any], parent: dict[str, Any]
+) -> dict[str, Any]:
+    """The parent's attachment a stub stands for: same name (and digest, if the stub
+    gives one), else one with the stub's digest; neither is a 412 ``missing_stub``."""
+    digest = att.get("digest")
+    same = parent.get(name)
+    if isinstance(same, dict) and digest in (None, same.get("digest")):
+        return same
+    for other in parent.values():
+        if isinstance(other, dict) and digest is not None and other.get("digest") == digest:
+            return {**other, "content_type": att.get("content_type") or other.get("content_type")}
+    raise MissingStub(f"Invalid attachment stub in {doc_id} for {name}")
 
 
 def _new_pos(doc: IncomingDoc, meta: DocMeta | None) -> int:

@@ -24,8 +24,9 @@ skipped by ``skip`` or ``include_deleted=False`` count):
 so answering for a set of places never walks the whole database.  Nothing
 awaits inside a method, so every call is atomic on the event loop; a batch of
 writes is staged and committed at the end, all-or-nothing like SQLite's
-transaction.  Like SQLite's ``revs`` table, ``bodies`` keeps every revision
-ever written, stemmed ones included; readers go through the tree first.
+transaction.  Like SQLite's ``revs`` table, ``bodies`` keeps the body of every
+revision written until ``revs_limit`` stems it out of the tree (a stemmed
+revision replicated again comes back with its new body only).
 """
 
 from __future__ import annotations
@@ -343,7 +344,9 @@ def _apply_write(
         return WriteResult(w.doc_id, rev), None
     merged = revtree.stem(revtree.merge_path(tree, w.path, w.deleted), revs_limit)
     sealed = StoredRevision(w.doc_id, rev, w.place, w.deleted, w.key_ref, w.body)
-    bodies = {**({} if current is None else current.bodies), rev: sealed}
+    # Bodies of revisions this write stems out of the tree are freed, as SQLite does.
+    old = {} if current is None else current.bodies
+    bodies = {**{r: b for r, b in old.items() if r in merged or r not in tree}, rev: sealed}
     return WriteResult(w.doc_id, rev), _document(w.doc_id, seq, merged, bodies, current)
 
 

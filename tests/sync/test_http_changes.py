@@ -139,7 +139,8 @@ async def test_selector_filter(api: Api) -> None:
     ("params", "body"),
     [
         ({"filter": "_selector"}, {}),
-        ({"filter": "app/by_place"}, {}),
+        # (a well-formed filter naming a missing design document is 404: test_http_couch_compat)
+        ({"filter": "app/by/place"}, {}),
         ({"filter": "_doc_ids"}, {"doc_ids": "a"}),
         ({"feed": "eventsource"}, {}),
         ({"since": "yesterday"}, {}),

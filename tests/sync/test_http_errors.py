@@ -84,12 +84,14 @@ async def test_bulk_docs_shape_errors(api: Api, body: dict[str, Any]) -> None:
     assert await update_seq(api) == 0
 
 
-async def test_a_non_object_document_is_a_per_doc_error(api: Api) -> None:
+async def test_a_non_object_document_fails_the_request(api: Api) -> None:
+    """CouchDB parses every document before writing any (test_http_couch_compat)."""
     status, answer = await api.call(
-        "POST", "/health/_bulk_docs", body={"docs": ["nope", {"_id": "ok", "place": A1}]}
+        "POST", "/health/_bulk_docs", body={"docs": [{"_id": "ok", "place": A1}, "nope"]}
     )
-    assert status == 201
-    assert answer[0]["error"] == "bad_request" and answer[1]["ok"] is True
+    assert status == 400
+    assert answer == {"error": "bad_request", "reason": "Document must be a JSON object"}
+    assert await update_seq(api) == 0
 
 
 # -- oversized bodies ----------------------------------------------------------------
@@ -128,7 +130,7 @@ async def test_body_just_under_the_limit_is_accepted(client: Client) -> None:
 
 
 # -- revisions --------------------------------------------------------------------
-@pytest.mark.parametrize("rev", ["abc", "1-", "-abc", "0-abc", "x-abc", "1-ab-cd", "1-a b"])
+@pytest.mark.parametrize("rev", ["abc", "1-", "-abc", "0-abc", "x-abc", "1-ab\tcd", "1-a\nb"])
 async def test_bad_rev_on_put_is_400(api: Api, existing: str, rev: str) -> None:
     status, body = await api.call("PUT", "/health/p1", body={"_rev": rev, "place": A1})
     assert status == 400 and body == {"error": "bad_request", "reason": "Invalid rev format"}
@@ -144,7 +146,7 @@ async def test_bad_rev_in_the_query_is_400(api: Api, existing: str, rev: str) ->
     assert await update_seq(api) == before
 
 
-@pytest.mark.parametrize("rev", ["abc", 12, "1-x y"])
+@pytest.mark.parametrize("rev", ["abc", 12, "1-x\ty"])
 async def test_bad_rev_in_bulk_docs_is_a_per_doc_error(api: Api, rev: Any) -> None:
     answer = await api.bulk([{"_id": "a", "_rev": rev, "place": A1}, {"_id": "b", "place": A1}])
     assert answer[0] == {"id": "a", "error": "bad_request", "reason": "Invalid rev format"}
@@ -155,10 +157,8 @@ async def test_bad_rev_in_bulk_docs_is_a_per_doc_error(api: Api, rev: Any) -> No
 @pytest.mark.parametrize(
     "revisions",
     [
-        {"start": 2, "ids": ["a"]},  # start does not match _rev
         {"start": 1, "ids": ["b", "a"]},  # start smaller than the history
-        {"start": 2, "ids": "ab"},
-        {"start": True, "ids": ["b"]},
+        {"start": 2, "ids": ["b", ""]},  # an empty revision id
     ],
 )
 async def test_inconsistent_revisions_are_rejected(api: Api, revisions: dict[str, Any]) -> None:
@@ -168,27 +168,56 @@ async def test_inconsistent_revisions_are_rejected(api: Api, revisions: dict[str
     assert await update_seq(api) == 0
 
 
+@pytest.mark.parametrize(
+    ("revisions", "reason"),
+    [
+        ({"start": 2, "ids": "ab"}, "_revisions.ids isn't a array."),
+        ({"start": True, "ids": ["b"]}, "_revisions.start isn't an integer."),
+        ({"start": 1, "ids": [5]}, "RevId isn't a string"),
+        ("1-b", "Bad special document member: _revisions"),
+    ],
+)
+async def test_malformed_revisions_fail_the_request(api: Api, revisions: Any, reason: str) -> None:
+    doc = {"_id": "a", "_rev": "1-b", "_revisions": revisions, "place": A1}
+    status, body = await api.call("POST", "/health/_bulk_docs", body={"docs": [doc]})
+    assert (status, body) == (400, {"error": "doc_validation", "reason": reason})
+    assert await update_seq(api) == 0
+
+
 # -- document members and ids ----------------------------------------------------------
 @pytest.mark.parametrize("member", ["_foo", "_access", "_id_"])
 async def test_unknown_special_member_is_doc_validation(api: Api, member: str) -> None:
     status, body = await api.call("PUT", "/health/p2", body={"place": A1, member: 1})
     assert status == 400 and body["error"] == "doc_validation"
-    [result] = await api.bulk([{"_id": "p3", "place": A1, member: 1}])
-    assert result["error"] == "doc_validation"
+    docs = [{"_id": "p4", "place": A1}, {"_id": "p3", "place": A1, member: 1}]
+    status, body = await api.call("POST", "/health/_bulk_docs", body={"docs": docs})
+    assert status == 400
+    assert body == {"error": "doc_validation", "reason": f"Bad special document member: {member}"}
     assert await update_seq(api) == 0
 
 
 @pytest.mark.parametrize("doc_id", ["_foo", "_users", "_bar/baz"])
 async def test_ids_starting_with_underscore_are_illegal(api: Api, doc_id: str) -> None:
-    [result] = await api.bulk([{"_id": doc_id, "place": A1}])
-    assert result["id"] == doc_id and result["error"] == "illegal_docid"
+    docs = [{"_id": "fine", "place": A1}, {"_id": doc_id, "place": A1}]
+    status, body = await api.call("POST", "/health/_bulk_docs", body={"docs": docs})
+    assert status == 400 and body["error"] == "illegal_docid"
     assert await update_seq(api) == 0
 
 
-@pytest.mark.parametrize("doc_id", ["", 42, ["a"]])
-async def test_non_string_ids_are_illegal(api: Api, doc_id: Any) -> None:
-    [result] = await api.bulk([{"_id": doc_id, "place": A1}])
-    assert result["error"] == "illegal_docid"
+@pytest.mark.parametrize(
+    ("doc_id", "reason"),
+    [
+        ("", "Document id must not be empty"),
+        (42, "Document id must be a string"),
+        (["a"], "Document id must be a string"),
+        ("_design/", "Illegal document id `_design/`"),
+    ],
+)
+async def test_non_string_ids_are_illegal(api: Api, doc_id: Any, reason: str) -> None:
+    status, body = await api.call(
+        "POST", "/health/_bulk_docs", body={"docs": [{"_id": doc_id, "place": A1}]}
+    )
+    assert (status, body) == (400, {"error": "illegal_docid", "reason": reason})
     assert await update_seq(api) == 0
 
 

@@ -112,9 +112,11 @@ async def test_new_edits_false_is_idempotent(api: Api) -> None:
     assert (await get(api, "a", conflicts="true"))["_conflicts"] == ["2-b2"]
 
 
-async def test_new_edits_false_without_rev_is_a_per_doc_error(api: Api) -> None:
-    answer = await api.bulk([{"_id": "a", "place": A1}], new_edits=False)
-    assert answer[0]["error"] == "bad_request"
+async def test_new_edits_false_without_rev_fails_the_request(api: Api) -> None:
+    body = {"docs": [replicated("b", "b1"), {"_id": "a", "place": A1}], "new_edits": False}
+    status, answer = await api.call("POST", "/health/_bulk_docs", body=body)
+    assert status == 400 and answer["error"] == "bad_request"
+    assert (await api.call("GET", "/health/b"))[0] == 404
 
 
 async def test_new_edits_false_history_joins_a_stemmed_tree(api: Api) -> None:
