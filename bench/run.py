@@ -55,7 +55,7 @@ class Sizes:
         self.small_set = 200 // div
         self.totals = [10_000 // div, 100_000 // div, 1_000_000 // div]
         self.runs = 5  # full pulls, copies, incremental pulls, pushes
-        self.short_runs = 5  # no-op and small pulls
+        self.short_runs = 15  # no-op and small pulls: ~50 ms each, so more samples against noise
 
 
 def log(message: str) -> None:
