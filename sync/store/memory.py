@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
-from sync.errors import Conflict, FieldsyncError, Forbidden, NotFound, PreconditionFailed
+from sync.errors import Conflict, NotFound, PreconditionFailed
 from sync.replication import revtree
+from sync.store import rules
 from sync.store.base import (
-    SHARED,
     AllDocsQuery,
     AttachmentBlob,
     Change,
@@ -337,51 +337,34 @@ def _apply_write(
     """Merge one revision into its document: (result, the new state or None if unchanged)."""
     rev = w.path[0]
     tree: Mapping[str, revtree.RevNode] = {} if current is None else current.meta.tree
-    refusal = _refusal(current, tree, w)
-    if refusal is not None:
-        return WriteResult(w.doc_id, rev, refusal), None
-    if not w.new_edits and rev in tree:
+    refused = rules.refusal(None if current is None else current.meta.place, tree, w)
+    if refused is not None:
+        return WriteResult(w.doc_id, rev, refused), None
+    merged = rules.merge(tree, w, revs_limit)
+    if merged is None:
         return WriteResult(w.doc_id, rev), None
-    merged = revtree.stem(revtree.merge_path(tree, w.path, w.deleted), revs_limit)
     sealed = StoredRevision(w.doc_id, rev, w.place, w.deleted, w.key_ref, w.body)
-    # Bodies of revisions this write stems out of the tree are freed, as SQLite does.
     old = {} if current is None else current.bodies
-    bodies = {**{r: b for r, b in old.items() if r in merged or r not in tree}, rev: sealed}
-    return WriteResult(w.doc_id, rev), _document(w.doc_id, seq, merged, bodies, current)
+    bodies = {**{r: b for r, b in old.items() if r not in merged.stemmed}, rev: sealed}
+    previous = None if current is None else current.meta.place
+    place = rules.winner_place(merged, w, lambda r: _body_place(bodies, r), previous)
+    return WriteResult(w.doc_id, rev), _document(w.doc_id, seq, merged, place, bodies)
 
 
-def _refusal(
-    current: _Doc | None, tree: Mapping[str, revtree.RevNode], w: RevisionWrite
-) -> FieldsyncError | None:
-    allowed = w.allowed_places
-    if current is not None and allowed is not None and current.meta.place not in allowed:
-        return Forbidden("You may not write this document.")
-    if w.new_edits and not _extends_a_leaf(tree, w.path):
-        return Conflict()
-    return None
-
-
-def _extends_a_leaf(tree: Mapping[str, revtree.RevNode], path: Sequence[str]) -> bool:
-    """CouchDB's update rule: a new document, or a new child of a current leaf."""
-    if len(path) == 1:
-        return not tree
-    return path[1] in revtree.leaves(tree) and path[0] not in tree
+def _body_place(bodies: Mapping[str, StoredRevision], rev: str) -> str | None:
+    found = bodies.get(rev)
+    return None if found is None else found.place
 
 
 def _document(
     doc_id: str,
     seq: int,
-    tree: dict[str, revtree.RevNode],
+    merged: rules.Merged,
+    place: str,
     bodies: Mapping[str, StoredRevision],
-    previous: _Doc | None,
 ) -> _Doc:
-    """The document's new state; its place is the winning revision's place."""
-    win = revtree.winner(tree)
-    if win in bodies:
-        place = bodies[win].place
-    else:
-        place = SHARED if previous is None else previous.meta.place
-    deleted = tree[win].deleted
-    meta = DocMeta(doc_id, place, seq, win, deleted, MappingProxyType(tree))
-    leaves = tuple((leaf, tree[leaf].deleted) for leaf in revtree.sorted_leaves(tree))
-    return _Doc(meta, Change(seq, doc_id, place, win, deleted, leaves), bodies)
+    """The document's new state."""
+    tree = merged.tree
+    meta = DocMeta(doc_id, place, seq, merged.winner, merged.deleted, MappingProxyType(tree))
+    change = Change(seq, doc_id, place, merged.winner, merged.deleted, merged.leaves)
+    return _Doc(meta, change, bodies)

@@ -20,8 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sync.errors import Conflict, Forbidden, NotFound, PreconditionFailed, StoreError
+from sync.errors import Conflict, NotFound, PreconditionFailed, StoreError
 from sync.replication import revtree
+from sync.store import rules
 from sync.store.base import (
     AllDocsQuery,
     AttachmentBlob,
@@ -431,15 +432,6 @@ def _change(row: Sequence[Any]) -> Change:
     return Change(row[0], row[1], row[2], row[3], bool(row[4]), leaves)
 
 
-def _check_new_edit(tree: revtree.RevTree, w: RevisionWrite) -> None:
-    parent = w.path[1] if len(w.path) > 1 else None
-    if parent is None:
-        if tree:
-            raise Conflict()
-    elif parent not in revtree.leaves(tree) or w.path[0] in tree:
-        raise Conflict()
-
-
 def _apply_write(
     conn: sqlite3.Connection, db_id: int, seq: int, revs_limit: int, w: RevisionWrite
 ) -> tuple[WriteResult, bool]:
@@ -448,28 +440,25 @@ def _apply_write(
         "SELECT place, tree FROM docs WHERE db=? AND id=?", (db_id, w.doc_id)
     ).fetchone()
     tree = revtree.from_json(json.loads(row[1])) if row else {}
+    previous = None if row is None else str(row[0])
     rev = w.path[0]
-    try:
-        if w.allowed_places is not None and row is not None and row[0] not in w.allowed_places:
-            raise Forbidden("You may not write this document.")
-        if w.new_edits:
-            _check_new_edit(tree, w)
-        elif rev in tree:
-            return WriteResult(w.doc_id, rev), False
-    except (Conflict, Forbidden) as exc:
-        return WriteResult(w.doc_id, rev, exc), False
-    merged = revtree.stem(revtree.merge_path(tree, w.path, w.deleted), revs_limit)
+    refused = rules.refusal(previous, tree, w)
+    if refused is not None:
+        return WriteResult(w.doc_id, rev, refused), False
+    merged = rules.merge(tree, w, revs_limit)
+    if merged is None:
+        return WriteResult(w.doc_id, rev), False
     conn.execute(
         "INSERT OR REPLACE INTO revs(db, doc_id, rev, place, deleted, key_ref, body) "
         "VALUES(?,?,?,?,?,?,?)",
         (db_id, w.doc_id, rev, w.place, int(w.deleted), w.key_ref, w.body),
     )
-    stemmed = [(db_id, w.doc_id, old) for old in tree if old not in merged]
-    if stemmed:  # revs_limit dropped them from the tree: free their bodies too
-        conn.executemany("DELETE FROM revs WHERE db=? AND doc_id=? AND rev=?", stemmed)
-    win = revtree.winner(merged)
-    place = w.place if win == rev else _rev_place(conn, db_id, w.doc_id, win, row)
-    leaves = [[leaf, merged[leaf].deleted] for leaf in revtree.sorted_leaves(merged)]
+    if merged.stemmed:  # revs_limit dropped them from the tree: free their bodies too
+        conn.executemany(
+            "DELETE FROM revs WHERE db=? AND doc_id=? AND rev=?",
+            [(db_id, w.doc_id, old) for old in merged.stemmed],
+        )
+    place = rules.winner_place(merged, w, lambda r: _rev_place(conn, db_id, w.doc_id, r), previous)
     conn.execute(
         "INSERT INTO docs(db, id, place, seq, winner, deleted, leaves, tree) "
         "VALUES(?,?,?,?,?,?,?,?) "
@@ -481,21 +470,17 @@ def _apply_write(
             w.doc_id,
             place,
             seq,
-            win,
-            int(merged[win].deleted),
-            json.dumps(leaves),
-            json.dumps(revtree.to_json(merged)),
+            merged.winner,
+            int(merged.deleted),
+            json.dumps([list(leaf) for leaf in merged.leaves]),
+            json.dumps(revtree.to_json(merged.tree)),
         ),
     )
     return WriteResult(w.doc_id, rev), True
 
 
-def _rev_place(
-    conn: sqlite3.Connection, db_id: int, doc_id: str, rev: str, row: Sequence[Any] | None
-) -> str:
+def _rev_place(conn: sqlite3.Connection, db_id: int, doc_id: str, rev: str) -> str | None:
     found = conn.execute(
         "SELECT place FROM revs WHERE db=? AND doc_id=? AND rev=?", (db_id, doc_id, rev)
     ).fetchone()
-    if found is not None:
-        return str(found[0])
-    return str(row[0]) if row is not None else ""
+    return None if found is None else str(found[0])
