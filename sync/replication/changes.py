@@ -2,7 +2,8 @@
 
 Reads as the protocol does: plan the phases the since-token asks for
 (back-fill new places, then carry on after ``since``), walk them page by page
-from the (place, seq) index, filter, render.  Only the caller's places are
+from the (place, seq) index, filter, render.  ``descending=true`` walks the
+same index from the end down, as CouchDB does (``since`` ignored).  Only the caller's places are
 ever read, so the cost follows the size of their set.
 https://docs.couchdb.org/en/stable/api/database/changes.html
 """
@@ -83,22 +84,66 @@ class ChangesFeed:
         upto = info.update_seq
         read = caller.scope.read
         current = None if read is None else await self.snapshots.name(read)
+        if query.descending:
+            return await self._descending_page(db, caller, query, current, upto)
         start = query.since or SinceToken(upto, current)
-        results: list[dict[str, Any]] = []
-        last: SinceToken | None = None
         walk = self._walk(db, read, current, start, upto, _page_size(query))
-        async for change, token in walk:
-            last = token
-            if await self._matches(db, caller, change, query):
-                results.append(await self._render(db, caller, change, token, query))
-                if len(results) >= query.limit:
-                    break
-        else:
+        results, last, exhausted = await self._collect(db, caller, query, walk)
+        if exhausted or last is None:
             last = SinceToken(upto, current)
-        await walk.aclose()
-        assert last is not None
         pending = 0 if last.backfill else await self.parts.store.count_changes(db, read, last.seq)
         return ChangesPage(results, last.render(), pending)
+
+    async def _descending_page(
+        self, db: str, caller: Caller, query: ChangesQuery, current: str | None, upto: int
+    ) -> ChangesPage:
+        """``descending=true``: the caller's set newest first, from the database's end.
+
+        As CouchDB does (fabric ``get_start_seq``), ``since`` is ignored: the walk
+        starts at the current update sequence.  ``last_seq`` is the token of the
+        last (oldest) change the walk looked at, filtered out or not, or the end
+        of the database when it looked at none.  The back-fill phase of
+        since-tokens does not apply: the walk reads every place of the caller's
+        current set (their read scope, never more) down to the first sequence.
+        ``pending`` counts the caller's changes older than ``last_seq``.
+        """
+        read = caller.scope.read
+        walk = self._walk_descending(db, read, current, upto, _page_size(query))
+        results, last, exhausted = await self._collect(db, caller, query, walk)
+        if last is None:
+            return ChangesPage(results, SinceToken(upto, current).render(), 0)
+        pending = 0 if exhausted else await self._older(db, read, last.seq)
+        return ChangesPage(results, last.render(), pending)
+
+    async def _collect(
+        self,
+        db: str,
+        caller: Caller,
+        query: ChangesQuery,
+        walk: AsyncGenerator[tuple[Change, SinceToken], None],
+    ) -> tuple[list[dict[str, Any]], SinceToken | None, bool]:
+        """The rows of ``walk`` that pass the filters, up to ``limit``.
+
+        Also the token of the last change looked at (None if none) and whether
+        the walk ran out rather than stopping at the limit.
+        """
+        results: list[dict[str, Any]] = []
+        last: SinceToken | None = None
+        try:
+            async for change, token in walk:
+                last = token
+                if await self._matches(db, caller, change, query):
+                    results.append(await self._render(db, caller, change, token, query))
+                    if len(results) >= query.limit:
+                        return results, last, False
+        finally:
+            await walk.aclose()
+        return results, last, True
+
+    async def _older(self, db: str, read: frozenset[str] | None, seq: int) -> int:
+        """How many of the set's changes lie below ``seq``."""
+        store = self.parts.store
+        return await store.count_changes(db, read, 0) - await store.count_changes(db, read, seq - 1)
 
     async def wait(self, db: str, timeout: float) -> bool:
         """Wait for a write to ``db``; False on timeout."""
@@ -129,6 +174,18 @@ class ChangesFeed:
             if len(rows) < page:
                 return
             since = rows[-1].seq
+
+    async def _walk_descending(
+        self, db: str, read: frozenset[str] | None, current: str | None, upto: int, page: int
+    ) -> AsyncGenerator[tuple[Change, SinceToken], None]:
+        """Every change of the set at or below ``upto``, newest first, with its own token."""
+        while upto > 0:
+            rows = await self.parts.store.changes(db, read, 0, page, upto=upto, descending=True)
+            for row in rows:
+                yield row, SinceToken(row.seq, current)
+            if len(rows) < page:
+                return
+            upto = rows[-1].seq - 1
 
     async def _backfill(
         self, db: str, read: frozenset[str], current: str, start: SinceToken, page: int

@@ -22,6 +22,7 @@ from sync.replication.context import Caller
 from sync.replication.documents import check_shape
 from sync.replication.reads import ReadOptions
 from sync.replication.selector import Selector
+from sync.replication.since import SinceToken
 from sync.replication.since import parse as parse_since
 from sync.store.base import AllDocsQuery, WriteResult
 
@@ -141,6 +142,8 @@ async def changes(
     feed = request.query.get("feed", "normal")
     if feed not in ("normal", "longpoll"):
         raise BadRequest(f"feed={feed} is not supported; use normal or longpoll")
+    if feed == "longpoll" and query.descending:
+        raise BadRequest("descending=true is only supported with feed=normal, not longpoll")
     if feed == "normal":
         page = await rep.feed.page(t.db, caller, query)
         return json_response(
@@ -197,8 +200,8 @@ def _advance(query: ChangesQuery, last_seq: str | int) -> ChangesQuery:
 
 def _changes_query(request: web.Request, body: dict[str, Any]) -> ChangesQuery:
     """The feed's parameters; any filter but the built-in ones was refused by ``check_filter``."""
-    raw_since = request.query.get("since", "0")
-    since = None if raw_since == "now" else parse_since(raw_since)
+    descending = flag(request, "descending")
+    since = None if descending else _since(request)  # CouchDB ignores since when descending
     filter_name = request.query.get("filter")
     doc_ids = None
     selector = None
@@ -208,13 +211,12 @@ def _changes_query(request: web.Request, body: dict[str, Any]) -> ChangesQuery:
         if "selector" not in body:
             raise BadRequest("filter=_selector needs a selector in the request body")
         selector = Selector.parse(body["selector"])
-    if request.query.get("descending") in ("true", "1"):
-        raise BadRequest("descending changes feeds are not supported")
     return ChangesQuery(
         since=since,
         limit=integer(request, "limit", 10_000_000) or 1,  # CouchDB: 0 acts like 1
         style_all_docs=request.query.get("style") == "all_docs",
         include_docs=flag(request, "include_docs"),
+        descending=descending,
         doc_ids=doc_ids,
         selector=selector,
         design_only=filter_name == "_design",
@@ -222,6 +224,11 @@ def _changes_query(request: web.Request, body: dict[str, Any]) -> ChangesQuery:
             conflicts=flag(request, "conflicts"), attachments=flag(request, "attachments")
         ),
     )
+
+
+def _since(request: web.Request) -> SinceToken | None:
+    raw_since = request.query.get("since", "0")
+    return None if raw_since == "now" else parse_since(raw_since)
 
 
 # -- bulk endpoints ------------------------------------------------------------
