@@ -33,10 +33,10 @@ from aiohttp import web
 from device_registry import codes, enrolment
 from device_registry.enrolment import RefusedAttempt
 from device_registry.inventory import now
-from device_registry.ratelimit import FailureWindow, Limit
 from device_registry.verdict import TOKEN_HEADER, Refusal, judge, no_token
 from sync.config import Config
 from sync.errors import FieldsyncError, TooManyRequests, Unauthorized
+from sync.ratelimit import FailureWindow, Limit
 from sync.scopes import Role, User
 from sync.store.sqlite import SqliteStore
 

@@ -33,7 +33,7 @@ from device_registry.templates import STATUS_NAMES, device_url
 from sync import accounts
 from sync.auth import COOKIE as SESSION_COOKIE
 from sync.auth import Credentials
-from sync.errors import FieldsyncError, NotFound, Unauthorized
+from sync.errors import FieldsyncError, NotFound, TooManyRequests, Unauthorized
 from sync.replication.context import Caller
 from sync.scopes import Role
 
@@ -163,10 +163,12 @@ async def login(request: web.Request) -> web.StreamResponse:
     target = _next(form.get("next"))
     p = parts(request)
     try:
-        caller = await p.auth.login(Credentials(name, password))
+        caller = await p.auth.login(Credentials(name, password), request.remote)
     except Unauthorized:
         html = templates.login_page(page.token, target, name, "Wrong user name or password.")
         return page.respond(html, 401)
+    except TooManyRequests as exc:
+        return page.respond(templates.login_page(page.token, target, name, exc.reason), 429)
     if not is_staff(caller):
         text = "These pages are for supervisors and admins; CHWs use the app."
         return page.respond(templates.login_page(page.token, target, name, text), 403)

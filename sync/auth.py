@@ -23,12 +23,16 @@ from dataclasses import dataclass, replace
 from aiohttp import web
 
 from sync import accounts
-from sync.errors import Unauthorized
+from sync.errors import TooManyRequests, Unauthorized
+from sync.ratelimit import FailureWindow, Limit
 from sync.replication.context import Caller
 from sync.scopes import PlaceTree, User
 from sync.store.sqlite import SqliteStore
 
 COOKIE = "AuthSession"
+# Failed logins before further attempts get 429: per user name, and per address
+# (higher: many phones may share a carrier's address).
+LOGIN_LIMITS = {"user": Limit(10, 300.0), "ip": Limit(50, 300.0)}
 # A device check sees the request and its authenticated user, and returns the id of
 # the device the request comes from (or None when no device is involved); it raises
 # Unauthorized to refuse the request.  The device registry installs one.
@@ -64,6 +68,7 @@ class Authenticator:
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._tree: tuple[int, PlaceTree] | None = None
         self.device_checks: list[DeviceCheck] = []
+        self.failures = FailureWindow(LOGIN_LIMITS)
 
     async def caller(self, request: web.Request) -> Caller | None:
         """The authenticated caller of ``request`` (None without credentials)."""
@@ -81,7 +86,7 @@ class Authenticator:
         if header:
             creds = parse_basic(header)
             if creds is not None:
-                return await self.login(creds)
+                return await self.login(creds, request.remote)
         cookie = request.cookies.get(COOKIE)
         if cookie:
             return await self._from_cookie(cookie)
@@ -93,11 +98,26 @@ class Authenticator:
             raise Unauthorized("You are not authorized to access this db.")
         return found
 
-    async def login(self, creds: Credentials) -> Caller:
+    async def login(self, creds: Credentials, remote: str | None = None) -> Caller:
+        """Check a name and password; guessing is slowed down per user and per address.
+
+        Credentials already verified (the cache) pass even while a name is under
+        attack, so a phone that has synced before keeps syncing.
+        """
         user, tree = await self._load(creds.name)
+        if user is not None and self._known_good(creds, user):
+            return Caller(user, tree.scope_of(user), tree)
+        keys = [f"user:{creds.name}", *([f"ip:{remote}"] if remote else [])]
+        wait = self.failures.retry_after(*keys)
+        if wait is not None:
+            raise TooManyRequests(f"Too many failed logins; try again in {wait} s.")
         if user is None or not await self._check(creds, user):
+            self.failures.fail(*keys)
             raise Unauthorized()
         return Caller(user, tree.scope_of(user), tree)
+
+    def _known_good(self, creds: Credentials, user: User) -> bool:
+        return self._cache_key(creds, user) in self._verified
 
     async def caller_for(self, name: str, device: str | None = None) -> Caller:
         """Act on behalf of ``name`` without a password (server-side work such as SMS).
@@ -109,10 +129,13 @@ class Authenticator:
             raise Unauthorized(f"user {name!r} does not exist")
         return Caller(user, tree.scope_of(user), tree, device)
 
+    @staticmethod
+    def _cache_key(creds: Credentials, user: User) -> bytes:
+        joined = "\x00".join((creds.name, creds.password, user.password_hash))
+        return hashlib.sha256(joined.encode()).digest()
+
     async def _check(self, creds: Credentials, user: User) -> bool:
-        key = hashlib.sha256(
-            "\x00".join((creds.name, creds.password, user.password_hash)).encode()
-        ).digest()
+        key = self._cache_key(creds, user)
         if key in self._verified:
             self._verified.move_to_end(key)
             return True

@@ -206,7 +206,7 @@ async def post_session(request: web.Request) -> web.Response:
         raise BadRequest("name and password are required")
     from sync.auth import Credentials
 
-    caller = await rep.auth.login(Credentials(name, password))
+    caller = await rep.auth.login(Credentials(name, password), request.remote)
     response = json_response({"ok": True, **h.user_ctx(caller)})
     response.set_cookie(
         "AuthSession",

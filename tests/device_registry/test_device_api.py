@@ -15,10 +15,10 @@ from device_helpers import IMEIS, Client, Devices, as_user
 from device_registry import enrolment
 from device_registry.context import REGISTRY
 from device_registry.lookup import DeviceOwner, device_for_phone, owner_of_phone
-from device_registry.ratelimit import Limit
 from sync.app import create_app
 from sync.appkeys import STORE
 from sync.config import Config
+from sync.ratelimit import Limit
 
 CHANGES = "/health/_changes"
 

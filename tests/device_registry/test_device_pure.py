@@ -10,10 +10,10 @@ import pytest
 
 from device_registry import codes, listing
 from device_registry.model import Device
-from device_registry.ratelimit import FailureWindow, Limit
 from device_registry.status import DeviceStatus
 from device_registry.verdict import Kind, Refusal, TokenBinding, judge
 from sync.errors import BadRequest
+from sync.ratelimit import FailureWindow, Limit
 
 S = DeviceStatus
 

@@ -53,3 +53,20 @@ async def test_only_admins_create_databases(api: Api) -> None:
 async def test_illegal_database_name(api: Api) -> None:
     status, body = await api.call("PUT", "/Bad%20Name")
     assert status == 400 and body["error"] == "illegal_database_name"
+
+
+async def test_password_guessing_is_slowed_down_but_a_known_phone_keeps_working(
+    client: Client,
+) -> None:
+    good = await client.get("/health/", headers=as_user("alice"))  # verified once
+    assert good.status == 200
+    statuses = [
+        (await client.get("/health/", headers=as_user("alice", f"guess-{n}"))).status
+        for n in range(12)
+    ]
+    assert statuses[:10] == [401] * 10
+    assert statuses[10:] == [429, 429]
+    body = await (await client.get("/health/", headers=as_user("alice", "again"))).json()
+    assert body["error"] == "too_many_requests" and "try again in" in body["reason"]
+    assert (await client.get("/health/", headers=as_user("alice"))).status == 200
+    assert (await client.get("/health/", headers=as_user("bob"))).status == 200
