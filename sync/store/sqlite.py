@@ -35,7 +35,7 @@ from sync.store.base import (
     StoredRevision,
     WriteResult,
 )
-from sync.store.schema import connect, initialise
+from sync.store.schema import connect, in_transaction, initialise
 
 T = TypeVar("T")
 _START = dt.datetime.now(dt.UTC)
@@ -91,16 +91,7 @@ class SqliteStore(DocStore):
     def _guarded(self, fn: Callable[[sqlite3.Connection], T], transaction: bool) -> T:
         conn = self._conn()
         try:
-            if not transaction:
-                return fn(conn)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            return in_transaction(conn, fn) if transaction else fn(conn)
         except sqlite3.Error as exc:
             raise StoreError(f"storage error: {exc}") from exc
 
