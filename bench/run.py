@@ -281,6 +281,9 @@ def phase_scale(
         docs = (record(rng, areas[i % len(areas)], i) for i in range(total))
         count, worker_docs = seeder.seed(docs, keep=frozenset({areas[0]}))
     seed_s = time.perf_counter() - started
+    # Let the kernel write back the seed's dirty pages first: otherwise the pulls'
+    # checkpoint commits (fsync) queue behind gigabytes of the bench's own writes.
+    os.sync()
     size = data_dir / "fieldsync.sqlite3"
     log(
         f"  seeded {count} docs in {len(areas)} places in {seed_s:.1f} s "
