@@ -70,7 +70,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA cache_size=-32768")  # 32 MiB of pages per connection
-    conn.execute("PRAGMA mmap_size=268435456")
+    conn.execute("PRAGMA mmap_size=2147418112")  # SQLite's default ceiling (~2 GiB)
     return conn
 
 
