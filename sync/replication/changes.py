@@ -24,9 +24,6 @@ from sync.replication.selector import Selector
 from sync.replication.since import Backfill, SinceToken
 from sync.store.base import Change
 
-Snapshots = Callable[[frozenset[str]], Awaitable[str]]
-SnapshotPlaces = Callable[[str], Awaitable[frozenset[str] | None]]
-
 
 @dataclass(frozen=True)
 class ChangesQuery:

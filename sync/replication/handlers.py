@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from contextlib import suppress
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -193,8 +194,6 @@ def _heartbeat_ms(request: web.Request) -> int:
 
 
 def _advance(query: ChangesQuery, last_seq: str | int) -> ChangesQuery:
-    from dataclasses import replace
-
     return replace(query, since=parse_since(last_seq))
 
 
@@ -486,10 +485,8 @@ async def _write_one(
     status: int,
     new_edits: bool = True,
 ) -> web.Response:
-    if len(orjson.dumps(doc)) > rep.config.max_document_bytes:
-        raise TooLarge(f"Document exceeds the limit of {rep.config.max_document_bytes} bytes.")
     await rep.parts.store.db_info(db, frozenset())
-    [result] = await _write_with_locals(rep, caller, db, [doc], new_edits)
+    [result] = await _write_with_locals(rep, caller, db, [_size_checked(rep, doc)], new_edits)
     if result.error is not None:
         raise result.error
     return json_response({"ok": True, "id": result.doc_id, "rev": result.rev}, status=status)

@@ -8,6 +8,7 @@ names may hold encoded slashes.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +17,10 @@ from urllib.parse import unquote
 from aiohttp import web
 
 import sync.replication.handlers as h
-from sync.auth import Authenticator
+from sync.auth import Authenticator, Credentials
 from sync.config import Config
 from sync.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
-from sync.http import json_response, read_json, read_object
+from sync.http import json_response, read_json
 from sync.replication import design
 from sync.replication.changes import ChangesFeed
 from sync.replication.context import Caller, Parts
@@ -176,12 +177,10 @@ async def all_dbs(request: web.Request) -> web.Response:
 
 
 async def uuids(request: web.Request) -> web.Response:
-    import uuid as _uuid
-
     count = int(request.query.get("count", "1"))
     if not 0 < count <= 1000:
         raise BadRequest("count must be between 1 and 1000")
-    return json_response({"uuids": [_uuid.uuid4().hex for _ in range(count)]})
+    return json_response({"uuids": [uuid.uuid4().hex for _ in range(count)]})
 
 
 async def get_session(request: web.Request) -> web.Response:
@@ -204,8 +203,6 @@ async def post_session(request: web.Request) -> web.Response:
         password = body.get("password") if isinstance(body, dict) else None
     if not isinstance(name, str) or not isinstance(password, str):
         raise BadRequest("name and password are required")
-    from sync.auth import Credentials
-
     caller = await rep.auth.login(Credentials(name, password), request.remote)
     response = json_response({"ok": True, **h.user_ctx(caller)})
     response.set_cookie(
@@ -236,7 +233,3 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_delete("/_session", delete_session)
     app.router.add_route("*", "/{db:[^_/][^/]*}", dispatch)
     app.router.add_route("*", "/{db:[^_/][^/]*}/{tail:.*}", dispatch)
-
-
-async def read_docs_body(request: web.Request) -> dict[str, Any]:
-    return await read_object(request)

@@ -54,7 +54,6 @@ class SqliteStore(DocStore):
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._db_ids: dict[str, int] = {}
         self._count_cache: dict[tuple[int, int, frozenset[str] | None], tuple[int, int]] = {}
         # Tests set this before the first query to see every statement (query-plan checks).
         self.trace: Callable[[str], None] | None = None
