@@ -8,7 +8,8 @@ A. A CHW whose set is 10,000 documents (the database holds as many more of other
    1,000 new documents.
 B. A CHW whose set is 200 documents, in databases of 10k, 100k and 1M documents
    (the rest belong to other places, 200 per place, interleaved over the whole
-   sequence), seeded straight into the store: pull of the 200.
+   sequence), seeded straight into the store: pull of the 200. The three servers
+   run side by side and the timed pulls alternate between them, round by round.
 
 ``BENCH_QUICK=1`` divides every size by 10. ``BENCH_KEEP=1`` keeps the temp dir.
 ``BENCH_PHASES=worker`` or ``=scale`` runs one phase only (default both).
@@ -260,64 +261,99 @@ def edit_server_side(
 
 
 # -- phase B: a 200-document worker in ever larger databases ------------------------------
-def phase_scale(
-    sizes: Sizes, total: int, root: Path, client: PouchClient, servers: list[Server]
-) -> tuple[Measurement, dict[str, Any]]:
-    label = fmt_count(total)
-    data_dir = root / f"scale-{label}"
-    server = Server(data_dir, root / f"server-scale-{label}.log")
-    servers.append(server)
-    server.start()
-    log(f"  server pid {server.pid} at {server.url} (data dir {data_dir})")
-    server.cli("place", "add", "ke")
-    areas = [f"a{n:05d}" for n in range(total // sizes.small_set)]
-    districts = [f"d{n:03d}" for n in range((len(areas) + 49) // 50)]
-    started = time.perf_counter()
-    with Seeder(data_dir) as seeder:
-        seeder.add_places(
-            [(d, "ke") for d in districts] + [(a, districts[i // 50]) for i, a in enumerate(areas)]
+class ScaleDb:
+    """One database of phase B: its own data dir and server, seeded, with an enrolled phone."""
+
+    def __init__(self, sizes: Sizes, total: int, root: Path, servers: list[Server]) -> None:
+        self.label = fmt_count(total)
+        self.data_dir = root / f"scale-{self.label}"
+        self.server = Server(self.data_dir, root / f"server-scale-{self.label}.log")
+        servers.append(self.server)
+        self.server.start()
+        log(f"  server pid {self.server.pid} at {self.server.url} (data dir {self.data_dir})")
+        self.server.cli("place", "add", "ke")
+        areas = [f"a{n:05d}" for n in range(total // sizes.small_set)]
+        districts = [f"d{n:03d}" for n in range((len(areas) + 49) // 50)]
+        started = time.perf_counter()
+        with Seeder(self.data_dir) as seeder:
+            seeder.add_places(
+                [(d, "ke") for d in districts]
+                + [(a, districts[i // 50]) for i, a in enumerate(areas)]
+            )
+            places_s = time.perf_counter() - started
+            rng = random.Random(total)
+            docs = (record(rng, areas[i % len(areas)], i) for i in range(total))
+            count, self.worker_docs = seeder.seed(docs, keep=frozenset({areas[0]}))
+        seed_s = time.perf_counter() - started
+        # Let the kernel write back the seed's dirty pages first: otherwise the pulls'
+        # checkpoint commits (fsync) queue behind gigabytes of the bench's own writes.
+        os.sync()
+        size = self.data_dir / "fieldsync.sqlite3"
+        log(
+            f"  seeded {count} docs in {len(areas)} places in {seed_s:.1f} s "
+            f"({count / seed_s:,.0f} docs/s; places and keys {places_s:.1f} s; "
+            f"file {size.stat().st_size / 2**20:,.0f} MiB)"
         )
-        places_s = time.perf_counter() - started
-        rng = random.Random(total)
-        docs = (record(rng, areas[i % len(areas)], i) for i in range(total))
-        count, worker_docs = seeder.seed(docs, keep=frozenset({areas[0]}))
-    seed_s = time.perf_counter() - started
-    # Let the kernel write back the seed's dirty pages first: otherwise the pulls'
-    # checkpoint commits (fsync) queue behind gigabytes of the bench's own writes.
-    os.sync()
-    size = data_dir / "fieldsync.sqlite3"
-    log(
-        f"  seeded {count} docs in {len(areas)} places in {seed_s:.1f} s "
-        f"({count / seed_s:,.0f} docs/s; places and keys {places_s:.1f} s; "
-        f"file {size.stat().st_size / 2**20:,.0f} MiB)"
-    )
-    server.cli("user", "add", "chw_small", "--role", "chw", "--place", areas[0], password=PASSWORD)
-    remote = server.remote("chw_small", PASSWORD, enrol(server, "chw_small", f"BENCH-{label}"))
-    pull = Measurement(
-        f"small_pull_{label}", f"pull of {sizes.small_set}-doc set, db of {label}", sizes.small_set
-    )
-    # A deployed server is long-running: warm it (and SQLite's page caches) with a few
-    # untimed pulls, the same for every database size, before the timed ones.
-    for i in range(WARMUP_PULLS):
-        client.call("pull", remote=remote, local=f"warm-{label}-{i}")
-        client.call("destroy", local=f"warm-{label}-{i}")
-    with profiled(server, pull.key):
+        self.server.cli(
+            "user", "add", "chw_small", "--role", "chw", "--place", areas[0], password=PASSWORD
+        )
+        headers = enrol(self.server, "chw_small", f"BENCH-{self.label}")
+        self.remote = self.server.remote("chw_small", PASSWORD, headers)
+        self.pull = Measurement(
+            f"small_pull_{self.label}",
+            f"pull of {sizes.small_set}-doc set, db of {self.label}",
+            sizes.small_set,
+        )
+        self.seeding = {
+            "docs": count,
+            "places": len(areas),
+            "seconds": round(seed_s, 3),
+            "docs_per_s": round(count / seed_s),
+            "file_mib": round(size.stat().st_size / 2**20),
+        }
+
+    def warm(self, client: PouchClient) -> None:
+        """A deployed server is long-running: a few untimed pulls, the same for every size."""
+        for i in range(WARMUP_PULLS):
+            client.call("pull", remote=self.remote, local=f"warm-{self.label}-{i}")
+            client.call("destroy", local=f"warm-{self.label}-{i}")
+
+    def pull_once(self, client: PouchClient, i: int) -> None:
+        name = f"small-{self.label}-{i}"
+        run = client.call("pull", remote=self.remote, local=name)
+        self.pull.add(expect(run, len(self.worker_docs), self.pull.label))
+        if i == 0:
+            sample = self.worker_docs[-1]
+            same_doc(client.call("get", local=name, doc_id=sample.id), sample)
+        client.call("destroy", local=name)
+
+
+def phase_scale(
+    sizes: Sizes, root: Path, client: PouchClient, servers: list[Server]
+) -> list[ScaleDb]:
+    """Seed every size first, then time the pulls in rounds, one pull per size each round.
+
+    Interleaving puts every size under the same conditions (the client's heap, the
+    machine's other work, page-cache state), so the ratio compares the databases and
+    not the moments they were measured at. Each round starts at a different size.
+    """
+    dbs = []
+    for total in sizes.totals:
+        log(f"\n[B] {sizes.small_set}-doc worker in a db of {fmt_count(total)}")
+        dbs.append(ScaleDb(sizes, total, root, servers))
+    log(f"\n[B] pulls of the {sizes.small_set}-doc set, one per database each round")
+    for db in dbs:
+        db.warm(client)
+    with ExitStack() as profiles:
+        for db in dbs:
+            profiles.enter_context(profiled(db.server, db.pull.key))
         for i in range(sizes.short_runs):
-            name = f"small-{label}-{i}"
-            run = client.call("pull", remote=remote, local=name)
-            pull.add(expect(run, sizes.small_set, pull.label))
-            if i == 0:
-                sample = worker_docs[-1]
-                same_doc(client.call("get", local=name, doc_id=sample.id), sample)
-            client.call("destroy", local=name)
-    server.stop()
-    return pull, {
-        "docs": count,
-        "places": len(areas),
-        "seconds": round(seed_s, 3),
-        "docs_per_s": round(count / seed_s),
-        "file_mib": round(size.stat().st_size / 2**20),
-    }
+            shift = i % len(dbs)
+            for db in dbs[shift:] + dbs[:shift]:
+                db.pull_once(client, i)
+    for db in dbs:
+        db.server.stop()
+    return dbs
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -416,11 +452,10 @@ def main() -> int:
             worker, worker_seed = phase_worker(sizes, root, client, servers)
             seeding[f"worker db {fmt_count(2 * sizes.worker_set)}"] = worker_seed
         small: list[Measurement] = []
-        for total in sizes.totals if "scale" in phases else []:
-            log(f"\n[B] {sizes.small_set}-doc worker in a db of {fmt_count(total)}")
-            pull, seed = phase_scale(sizes, total, root, client, servers)
-            small.append(pull)
-            seeding[f"scale db {fmt_count(total)}"] = seed
+        if "scale" in phases:
+            for db in phase_scale(sizes, root, client, servers):
+                small.append(db.pull)
+                seeding[f"scale db {db.label}"] = db.seeding
         if keep:
             log(f"\n  kept {root}")
 

@@ -7,7 +7,7 @@ database::
     docs         id -> _Doc              latest meta, change row, rev -> sealed body
     by_seq       seq -> id               the one live sequence of each document
     everywhere   _Scope                  every document (SQLite's docs_by_seq)
-    scopes       place -> _Scope         (SQLite's docs_by_place_seq / docs_by_place_id)
+    scopes       place -> _Scope         (SQLite's docs_changes_by_place / docs_by_place_id)
     attachments  digest -> place -> AttachmentBlob
     local        (owner, id) -> LocalDoc
 

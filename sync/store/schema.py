@@ -25,7 +25,9 @@ CREATE TABLE IF NOT EXISTS docs(
     winner TEXT NOT NULL, deleted INTEGER NOT NULL, leaves TEXT NOT NULL, tree TEXT NOT NULL,
     UNIQUE(db, id));
 CREATE INDEX IF NOT EXISTS docs_by_seq ON docs(db, seq);
-CREATE INDEX IF NOT EXISTS docs_by_place_seq ON docs(db, place, seq);
+DROP INDEX IF EXISTS docs_by_place_seq;
+CREATE INDEX IF NOT EXISTS docs_changes_by_place
+    ON docs(db, place, seq, id, winner, deleted, leaves);
 CREATE INDEX IF NOT EXISTS docs_by_place_id ON docs(db, place, id);
 CREATE INDEX IF NOT EXISTS docs_by_place_deleted ON docs(db, place, deleted);
 CREATE TABLE IF NOT EXISTS revs(
@@ -70,7 +72,10 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA cache_size=-32768")  # 32 MiB of pages per connection
-    conn.execute("PRAGMA mmap_size=2147418112")  # SQLite's default ceiling (~2 GiB)
+    # No memory map: in WAL mode every commit by another connection makes each
+    # reader drop its whole mapping at its next read, and faulting a large file's
+    # pages back in costs more than reading them (measured: bench, 1M documents).
+    conn.execute("PRAGMA mmap_size=0")
     return conn
 
 

@@ -263,8 +263,8 @@ class SqliteStore(DocStore):
                 sql = f"{columns} WHERE db=? AND seq>?{where} ORDER BY seq {order} LIMIT ?"
                 return [_change(r) for r in conn.execute(sql, (db_id, since, *args, limit))]
             sql = (
-                f"{columns} INDEXED BY docs_by_place_seq WHERE db=? AND place=? AND seq>?{where} "
-                f"ORDER BY seq {order} LIMIT ?"
+                f"{columns} INDEXED BY docs_changes_by_place "
+                f"WHERE db=? AND place=? AND seq>?{where} ORDER BY seq {order} LIMIT ?"
             )
             runs = [conn.execute(sql, (db_id, p, since, *args, limit)).fetchall() for p in places]
             merged = heapq.merge(*runs, key=lambda r: int(r[0]), reverse=descending)
@@ -279,7 +279,7 @@ class SqliteStore(DocStore):
                 sql = "SELECT count(*) FROM docs WHERE db=? AND seq>?"
                 return int(conn.execute(sql, (db_id, since)).fetchone()[0])
             sql = (
-                "SELECT count(*) FROM docs INDEXED BY docs_by_place_seq "
+                "SELECT count(*) FROM docs INDEXED BY docs_changes_by_place "
                 "WHERE db=? AND place=? AND seq>?"
             )
             return sum(int(conn.execute(sql, (db_id, p, since)).fetchone()[0]) for p in places)

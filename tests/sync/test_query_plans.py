@@ -54,3 +54,24 @@ async def test_the_check_catches_a_full_scan(client: Client) -> None:
     store = client.app[STORE]
     scans = _full_scans(str(store.path), ["SELECT id FROM docs WHERE winner LIKE '1-%'"])
     assert scans and scans[0][1].startswith("SCAN docs")
+
+
+async def test_a_workers_changes_are_read_from_the_index_alone(client: Client, api: Api) -> None:
+    """The (place, seq) index carries every column of a change: no lookup per row.
+
+    With the document set spread over a large table, each row fetched from the
+    table would be one more random page read; the feed reads index pages only.
+    """
+    await api.bulk([{"_id": f"c{i}", "place": "area-a1"} for i in range(3)])
+    store = client.app[STORE]
+    statements: list[str] = []
+    store.set_trace(statements.append)
+    status, changes = await api.call("GET", "/health/_changes", "alice", style="all_docs")
+    store.set_trace(None)
+    assert status == 200 and len(changes["results"]) == 3
+    feed = [s for s in statements if "FROM docs" in s and "place=" in s and "seq>" in s]
+    assert feed, "the trace saw no read of the changes index"
+    with sqlite3.connect(str(store.path)) as conn:
+        for sql in feed:
+            plan = [str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+            assert any("USING COVERING INDEX docs_changes_by_place" in p for p in plan), plan
