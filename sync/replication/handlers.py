@@ -15,10 +15,19 @@ import orjson
 from aiohttp import web
 
 from sync.auth import user_ctx
-from sync.errors import BadRequest, Conflict, FieldsyncError, Forbidden, NotFound, TooLarge
+from sync.errors import (
+    BadRequest,
+    Conflict,
+    FieldsyncError,
+    Forbidden,
+    NotFound,
+    TooLarge,
+    TooManyRequests,
+    Unauthorized,
+)
 from sync.http import flag, integer, json_param, json_response, read_json, read_object
 from sync.replication import design, revtree
-from sync.replication.changes import ChangesQuery, parse_doc_ids
+from sync.replication.changes import ChangesPage, ChangesQuery, parse_doc_ids
 from sync.replication.context import Caller
 from sync.replication.documents import check_shape
 from sync.replication.reads import ReadOptions
@@ -180,10 +189,29 @@ async def _longpoll(
             except TimeoutError:
                 if heartbeat_ms:
                     await response.write(b"\n")
+            refreshed = await _still_allowed(request, rep)
+            if refreshed is None:  # revoked while waiting: nothing more, not even ids
+                page = ChangesPage([], page.last_seq, 0)
+                break
+            caller = refreshed
         answer = {"results": page.results, "last_seq": page.last_seq, "pending": page.pending}
         await response.write(orjson.dumps(answer))
         await response.write_eof()
     return response
+
+
+async def _still_allowed(request: web.Request, rep: Replication) -> Caller | None:
+    """The caller as of now (scope and device checked again), None if refused.
+
+    A long poll lasts up to a minute; a phone marked lost, a password changed or a
+    scope narrowed in that time must take effect before anything more is sent.
+    The status line has gone out already, so a refusal ends the answer empty and
+    the client's next request gets the error itself.
+    """
+    try:
+        return await rep.auth.require(request)
+    except (Unauthorized, Forbidden, TooManyRequests):
+        return None
 
 
 def _heartbeat_ms(request: web.Request) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -419,3 +420,24 @@ async def test_phone_number_to_worker_and_place(client: Client, devices: Devices
 def test_lookup_before_the_registry_has_tables_knows_nobody() -> None:
     with closing(sqlite3.connect(":memory:")) as conn:
         assert owner_of_phone(conn, "+254712345678") is None
+
+
+async def test_a_long_poll_of_a_phone_marked_lost_meanwhile_sends_nothing(
+    devices: Devices,
+) -> None:
+    """The phone waits on the feed, is marked lost, then a record of its place is written:
+    the poll ends at once with no ids or revs, and the phone's next request is refused."""
+    token = await devices.issued("A1", IMEIS[0], "alice")
+    status, start = await devices.call("GET", CHANGES, "alice", token=token)
+    assert status == 200
+    url = f"{CHANGES}?feed=longpoll&timeout=10000&since={start['last_seq']}"
+    poll = asyncio.create_task(devices.call("GET", url, "alice", token=token))
+    await asyncio.sleep(0.2)
+    assert (await devices.mark("A1", "lost"))[0] == 200
+    written = {"docs": [{"_id": "visit-after-loss", "place": "area-a1"}]}
+    assert (await devices.call("POST", "/health/_bulk_docs", "admin", written))[0] == 201
+    status, answer = await asyncio.wait_for(poll, 5)
+    assert (status, answer["results"]) == (200, [])
+    assert "visit-after-loss" not in str(answer)
+    status, refused = await devices.call("GET", CHANGES, "alice", token=token)
+    assert (status, "lost" in refused["reason"]) == (401, True)

@@ -200,3 +200,21 @@ async def test_longpoll_sends_heartbeats(client: Client) -> None:
 async def test_heartbeat_true_means_the_default_interval(api: Api) -> None:
     body = await changes(api, feed="longpoll", since="now", timeout="100", heartbeat="true")
     assert body["results"] == []
+
+
+async def test_a_scope_narrowed_during_a_longpoll_takes_effect_before_it_answers(
+    api: Api,
+) -> None:
+    """alice loses area-a1 while her long poll waits: a write there reaches her not at all."""
+    token = (await changes(api, "alice"))["last_seq"]
+    poll = asyncio.create_task(changes(api, "alice", feed="longpoll", since=token, timeout="10000"))
+    await asyncio.sleep(0.2)
+    status, answer = await api.call(
+        "PUT", "/api/v1/users/alice/places", "admin", {"places": ["area-a2"], "read_places": []}
+    )
+    assert status == 200, answer
+    await api.bulk([{"_id": "after-move", "place": A1}])
+    await asyncio.sleep(0.2)
+    assert not poll.done()  # the write is outside her set now: she keeps waiting
+    await api.bulk([{"_id": "in-a2", "place": "area-a2"}])
+    assert ids(await asyncio.wait_for(poll, 5)) == ["in-a2"]
