@@ -57,7 +57,8 @@ class Sizes:
         self.small_set = 200 // div
         self.totals = [10_000 // div, 100_000 // div, 1_000_000 // div]
         self.runs = 5  # full pulls, copies, incremental pulls, pushes
-        self.short_runs = 15  # no-op and small pulls: ~50 ms each, so more samples against noise
+        self.short_runs = 15  # no-op pulls: ~5 ms each, so more samples against noise
+        self.scale_rounds = 30  # small pulls, one per database each round: ~50 ms each
 
 
 def log(message: str) -> None:
@@ -347,7 +348,7 @@ def phase_scale(
     with ExitStack() as profiles:
         for db in dbs:
             profiles.enter_context(profiled(db.server, db.pull.key))
-        for i in range(sizes.short_runs):
+        for i in range(sizes.scale_rounds):
             shift = i % len(dbs)
             for db in dbs[shift:] + dbs[:shift]:
                 db.pull_once(client, i)

@@ -241,14 +241,9 @@ class ChangesFeed:
         make ``_bulk_get`` answer an error, and PouchDB fails the whole batch on one.
         """
         revs = [rev for rev, _ in change.leaves]
-        if caller.scope.read is None or len(revs) == 1:
+        if len(revs) == 1:  # the winner: the change itself is in the caller's set
             return revs
-        stored = await self.parts.store.get_revisions(db, [(change.id, r) for r in revs])
-        return [
-            r
-            for r in revs
-            if (found := stored.get((change.id, r))) and caller.scope.can_read(found.place)
-        ]
+        return await self.parts.readable_revs(db, caller, change.id, revs)
 
     async def _doc(
         self, db: str, caller: Caller, change: Change, opts: ReadOptions

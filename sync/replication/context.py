@@ -92,6 +92,24 @@ class Parts:
         metas = await self.store.get_metas(db, list(dict.fromkeys(ids)))
         return {i: m for i, m in metas.items() if caller.scope.can_read(m.place)}
 
+    async def readable_revs(
+        self, db: str, caller: Caller, doc_id: str, revs: list[str]
+    ) -> list[str]:
+        """The revisions of ``doc_id`` whose place the caller may read, in order.
+
+        One document's branches may lie in different places (a record moved, or
+        edited on two devices of different areas); a branch outside the caller's
+        set does not exist for them, not even as a rev id.
+        """
+        if caller.scope.read is None or not revs:
+            return revs
+        stored = await self.store.get_revisions(db, [(doc_id, r) for r in revs])
+        return [
+            r
+            for r in revs
+            if (found := stored.get((doc_id, r))) and caller.scope.can_read(found.place)
+        ]
+
     async def open_revisions(
         self, db: str, caller: Caller, wanted: list[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[StoredRevision, dict[str, Any]]]:

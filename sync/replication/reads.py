@@ -165,14 +165,22 @@ class Reader:
                 {"rev": r, "status": "deleted" if meta.tree[r].deleted else "available"}
                 for r in revtree.history(meta.tree, rev)
             ]
-        if opts.conflicts and (found := revtree.conflicts(meta.tree)):
-            doc["_conflicts"] = found
-        if opts.deleted_conflicts and (found := revtree.deleted_conflicts(meta.tree)):
-            doc["_deleted_conflicts"] = found
+        # Only branches the caller may read are named (a moved record's old branches).
+        if opts.conflicts and (
+            shown := await self._readable(db, caller, meta.id, revtree.conflicts(meta.tree))
+        ):
+            doc["_conflicts"] = shown
+        if opts.deleted_conflicts and (
+            shown := await self._readable(db, caller, meta.id, revtree.deleted_conflicts(meta.tree))
+        ):
+            doc["_deleted_conflicts"] = shown
         if opts.local_seq:
             doc["_local_seq"] = meta.seq
         if "_attachments" in doc:
             doc["_attachments"] = await self._attachments(db, caller, doc["_attachments"], opts)
+
+    async def _readable(self, db: str, caller: Caller, doc_id: str, revs: list[str]) -> list[str]:
+        return await self.parts.readable_revs(db, caller, doc_id, revs) if revs else []
 
     async def _attachments(
         self, db: str, caller: Caller, stubs: dict[str, Any], opts: ReadOptions

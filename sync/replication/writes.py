@@ -94,6 +94,12 @@ class Writer:
             return doc.place
         if doc.deleted and meta is not None:
             return meta.place
+        if meta is not None and not meta.deleted and meta.place != SHARED:
+            # Dropping the field would share a worker's record with every worker.
+            raise Forbidden(
+                f'This document belongs to place {meta.place!r}: keep its "place" '
+                "(or name another); only new documents without one are shared."
+            )
         if caller.is_admin:
             return SHARED
         if doc.deleted and caller.user.places:

@@ -239,6 +239,20 @@ async def test_shared_documents_reach_everyone_but_only_admins_edit_them(api: Ap
     assert result["error"] == "forbidden"
 
 
+async def test_an_edit_without_place_never_shares_a_workers_record(api: Api) -> None:
+    """An admin's correction that forgets "place" is refused: it would reach every worker."""
+    revs = await seed(api)
+    [result] = await api.bulk([{"_id": "doc-a1", "_rev": revs["doc-a1"], "v": 2}])
+    assert result["error"] == "forbidden" and "area-a1" in result["reason"]
+    status, kept = await api.call("GET", "/health/doc-a1", "admin")
+    assert (status, kept["_rev"], kept["place"]) == (200, revs["doc-a1"], "area-a1")
+    assert (await api.call("GET", "/health/doc-a1", "bob"))[0] == 404
+    put = await api.call("PUT", "/health/doc-a1", "admin", {"_rev": revs["doc-a1"], "v": 2})
+    assert put[0] == 403 and put[1]["error"] == "forbidden"
+    [fixed] = await api.bulk([{"_id": "doc-a1", "_rev": revs["doc-a1"], "place": "area-a1"}])
+    assert "error" not in fixed
+
+
 # -- documents that leave a set -----------------------------------------------------
 async def test_a_moved_document_stops_reaching_alice(api: Api) -> None:
     revs = await seed(api)
@@ -362,3 +376,34 @@ async def test_latest_omits_descendants_outside_the_set(api: Api) -> None:
         await api.call("GET", "/health/doc-x", "alice", open_revs='["1-root"]', latest="true")
     )[1]
     assert [e["ok"]["_rev"] for e in opened] == ["2-zzz"]
+
+
+async def test_conflicts_name_only_branches_the_caller_can_read(api: Api) -> None:
+    """``conflicts=true`` never names a rev whose branch lies outside the caller's set."""
+    await cross_place_conflict(api)
+    status, alice = await api.call("GET", "/health/doc-x", "alice", conflicts="true")
+    assert status == 200 and alice["_rev"] == "2-zzz" and "_conflicts" not in alice
+    listed = (
+        await api.call("GET", "/health/_all_docs", "alice", include_docs="true", conflicts="true")
+    )[1]
+    assert [r["doc"].get("_conflicts") for r in listed["rows"]] == [None]
+    sam = (await api.call("GET", "/health/doc-x", "sam", conflicts="true"))[1]
+    assert sam["_conflicts"] == ["2-aaa"]
+
+
+async def test_deleted_conflicts_name_only_branches_the_caller_can_read(api: Api) -> None:
+    """A record with a deleted branch in area-a2 moves to area-a1: alice never sees that branch."""
+
+    def branch(h: str) -> dict[str, Any]:
+        return {"_id": "doc-y", "_rev": f"2-{h}", "place": "area-a2",
+                "_revisions": {"start": 2, "ids": [h, "root"]}}  # fmt: skip
+
+    assert await api.bulk([branch("aaa"), branch("bbb")], "sam", new_edits=False) == []
+    status, gone = await api.call("DELETE", "/health/doc-y", "sam", rev="2-aaa")
+    assert status == 200
+    moved = {"_id": "doc-y", "_rev": "2-bbb", "place": "area-a1"}
+    [row] = await api.bulk([moved], "sam")
+    alice = (await api.call("GET", "/health/doc-y", "alice", deleted_conflicts="true"))[1]
+    assert alice["_rev"] == row["rev"] and "_deleted_conflicts" not in alice
+    sam = (await api.call("GET", "/health/doc-y", "sam", deleted_conflicts="true"))[1]
+    assert sam["_deleted_conflicts"] == [gone["rev"]]
