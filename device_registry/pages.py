@@ -77,7 +77,7 @@ class _Page:
                 self.nonce,
                 httponly=True,
                 samesite="Strict",
-                secure=parts(self.request).config.https,
+                secure=parts(self.request).config.https or self.request.secure,
                 path="/supervisor",
             )
         return response
@@ -178,7 +178,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         p.auth.issue_cookie(caller.user),
         httponly=True,
         samesite="Lax",
-        secure=p.config.https,
+        secure=p.config.https or request.secure,
         path="/",
         max_age=p.config.session_seconds,
     )

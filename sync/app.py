@@ -19,7 +19,7 @@ from barcode import routes as barcode_routes
 from device_registry import routes as device_routes
 from forms import routes as forms_routes
 from sms_gateway import routes as sms_routes
-from sync import accounts
+from sync import accounts, forwarded
 from sync import api as admin_api
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.audit import AuditLog
@@ -146,7 +146,11 @@ def _load_snapshot(conn: sqlite3.Connection, digest: str) -> frozenset[str] | No
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, compression_middleware],
+        middlewares=[
+            forwarded.middleware(config.trusted_proxies),  # first: the others see the client
+            error_middleware,
+            compression_middleware,
+        ],
         client_max_size=config.max_request_bytes,
     )
     app[CONFIG] = config

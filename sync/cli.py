@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 
 from sync import accounts
-from sync.config import Config, from_env
+from sync.config import Config, ConfigError, from_env
 from sync.errors import FieldsyncError
 from sync.store.schema import with_file
 
@@ -217,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FieldsyncError as exc:
         print(f"fieldsync: {exc.reason}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"fieldsync: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

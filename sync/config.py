@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sync.forwarded import Network, parse_networks
+
 MiB = 1024 * 1024
 
 
@@ -26,6 +28,8 @@ class Config:
     tls_key: Path | None = None
     # Workers' apps must enrol their device and send X-Device-Token (device registry).
     require_enrolment: bool = True
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed.
+    trusted_proxies: tuple[Network, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -38,7 +42,13 @@ class Config:
 
 
 def _yes(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    """A switch; anything but a clear yes or no is refused (a typo must not turn a guard off)."""
+    word = value.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be one of 1/true/yes/on or 0/false/no/off")
 
 
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -51,11 +61,13 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_MASTER_KEY_FILE": ("master_key_file", Path),
     "FIELDSYNC_TLS_CERT": ("tls_cert", Path),
     "FIELDSYNC_TLS_KEY": ("tls_key", Path),
-    "FIELDSYNC_REQUIRE_ENROLMENT": (
-        "require_enrolment",
-        lambda v: v.lower() in ("1", "true", "yes"),
-    ),
+    "FIELDSYNC_REQUIRE_ENROLMENT": ("require_enrolment", _yes),
+    "FIELDSYNC_TRUSTED_PROXIES": ("trusted_proxies", parse_networks),
 }
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it and what it should be."""
 
 
 def from_env(base: Config | None = None, env: dict[str, str] | None = None) -> Config:
@@ -63,5 +75,12 @@ def from_env(base: Config | None = None, env: dict[str, str] | None = None) -> C
     changes: dict[str, Any] = {}
     for name, (attr, kind) in _ENV.items():
         if name in env and env[name] != "":
-            changes[attr] = kind(env[name])
+            try:
+                changes[attr] = kind(env[name])
+            except ValueError as exc:
+                raise ConfigError(f"{name}={env[name]!r}: {_why(kind, exc)}") from exc
     return replace(base or Config(), **changes)
+
+
+def _why(kind: Callable[[str], Any], exc: ValueError) -> str:
+    return "must be a whole number" if kind is int else str(exc)

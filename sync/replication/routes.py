@@ -210,7 +210,7 @@ async def post_session(request: web.Request) -> web.Response:
         rep.auth.issue_cookie(caller.user),
         httponly=True,
         samesite="Lax",
-        secure=rep.config.https,
+        secure=rep.config.https or request.secure,
         path="/",
         max_age=rep.config.session_seconds,
     )
