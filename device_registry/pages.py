@@ -173,15 +173,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         text = "These pages are for supervisors and admins; CHWs use the app."
         return page.respond(templates.login_page(page.token, target, name, text), 403)
     response = _redirect(target)
-    response.set_cookie(
-        SESSION_COOKIE,
-        p.auth.issue_cookie(caller.user),
-        httponly=True,
-        samesite="Lax",
-        secure=p.config.https or request.secure,
-        path="/",
-        max_age=p.config.session_seconds,
-    )
+    p.auth.start_session(response, caller.user, request, p.config.https)
     return response
 
 

@@ -161,6 +161,21 @@ class Authenticator:
         return user, self._tree[1]
 
     # -- cookies ---------------------------------------------------------------
+    def start_session(
+        self, response: web.StreamResponse, user: User, request: web.Request, https: bool
+    ) -> None:
+        """Set the session cookie: HttpOnly, SameSite=Lax, Secure when served over HTTPS
+        (by this server, ``https``, or by a trusted proxy in front of it)."""
+        response.set_cookie(
+            COOKIE,
+            self.issue_cookie(user),
+            httponly=True,
+            samesite="Lax",
+            secure=https or request.secure,
+            path="/",
+            max_age=self._session_seconds,
+        )
+
     def issue_cookie(self, user: User) -> str:
         issued = format(int(time.time()), "x")
         mac = self._mac(user, issued)

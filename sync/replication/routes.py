@@ -205,15 +205,7 @@ async def post_session(request: web.Request) -> web.Response:
         raise BadRequest("name and password are required")
     caller = await rep.auth.login(Credentials(name, password), request.remote)
     response = json_response({"ok": True, **h.user_ctx(caller)})
-    response.set_cookie(
-        "AuthSession",
-        rep.auth.issue_cookie(caller.user),
-        httponly=True,
-        samesite="Lax",
-        secure=rep.config.https or request.secure,
-        path="/",
-        max_age=rep.config.session_seconds,
-    )
+    rep.auth.start_session(response, caller.user, request, rep.config.https)
     return response
 
 
