@@ -122,15 +122,26 @@ class ChangesFeed:
         """The rows of ``walk`` that pass the filters, up to ``limit``.
 
         Also the token of the last change looked at (None if none) and whether
-        the walk ran out rather than stopping at the limit.
+        the walk ran out rather than stopping at the limit.  Bodies (for a
+        selector or ``include_docs``) are opened a chunk of changes at a time,
+        in one store call per chunk.
         """
         results: list[dict[str, Any]] = []
         last: SinceToken | None = None
         try:
-            async for change, token in walk:
-                last = token
-                if await self._matches(db, caller, change, query):
-                    results.append(await self._render(db, caller, change, token, query))
+            async for chunk in _chunks(walk, min(_CHUNK, _page_size(query))):
+                wanted = [c for c, _ in chunk if self._cheap_match(c, query)]
+                docs = await self._docs(db, caller, wanted, query)
+                for change, token in chunk:
+                    last = token
+                    if not self._cheap_match(change, query):
+                        continue
+                    doc = docs.get(change.id)
+                    if query.selector is not None and (
+                        change.deleted or doc is None or not query.selector.matches(doc)
+                    ):
+                        continue
+                    results.append(await self._render(db, caller, change, token, query, doc))
                     if len(results) >= query.limit:
                         return results, last, False
         finally:
@@ -207,20 +218,41 @@ class ChangesFeed:
                 return
             done = rows[-1].seq
 
-    async def _matches(self, db: str, caller: Caller, change: Change, query: ChangesQuery) -> bool:
+    @staticmethod
+    def _cheap_match(change: Change, query: ChangesQuery) -> bool:
+        """The filters that need no body."""
         if query.doc_ids is not None and change.id not in query.doc_ids:
             return False
-        if query.design_only and not change.id.startswith("_design/"):
-            return False
-        if query.selector is None:
-            return True
-        if change.deleted:
-            return False
-        doc = await self._doc(db, caller, change, ReadOptions())
-        return doc is not None and query.selector.matches(doc)
+        return not (query.design_only and not change.id.startswith("_design/"))
+
+    async def _docs(
+        self, db: str, caller: Caller, changes: list[Change], query: ChangesQuery
+    ) -> dict[str, dict[str, Any]]:
+        """The winning revisions of ``changes``, if the query needs bodies at all."""
+        if query.selector is None and not query.include_docs:
+            return {}
+        if query.selector is not None and not query.include_docs:
+            changes = [c for c in changes if not c.deleted]  # a selector never matches those
+        if not changes:
+            return {}
+        opts = query.read if query.include_docs else ReadOptions()
+        wanted = [{"id": c.id, "rev": c.winner} for c in changes]
+        answer = await self.reader.bulk_get(db, caller, wanted, opts)
+        return {
+            row["id"]: entry["ok"]
+            for row in answer["results"]
+            for entry in row["docs"]
+            if "ok" in entry
+        }
 
     async def _render(
-        self, db: str, caller: Caller, change: Change, token: SinceToken, query: ChangesQuery
+        self,
+        db: str,
+        caller: Caller,
+        change: Change,
+        token: SinceToken,
+        query: ChangesQuery,
+        doc: dict[str, Any] | None,
     ) -> dict[str, Any]:
         revs = await self._leaves(db, caller, change) if query.style_all_docs else [change.winner]
         row: dict[str, Any] = {
@@ -231,7 +263,7 @@ class ChangesFeed:
         if change.deleted:
             row["deleted"] = True
         if query.include_docs:
-            row["doc"] = await self._doc(db, caller, change, query.read)
+            row["doc"] = doc
         return row
 
     async def _leaves(self, db: str, caller: Caller, change: Change) -> list[str]:
@@ -245,11 +277,21 @@ class ChangesFeed:
             return revs
         return await self.parts.readable_revs(db, caller, change.id, revs)
 
-    async def _doc(
-        self, db: str, caller: Caller, change: Change, opts: ReadOptions
-    ) -> dict[str, Any] | None:
-        found = await self.reader.open_revs(db, caller, change.id, [change.winner], opts)
-        return found[0].get("ok") if found else None
+
+_CHUNK = 100  # changes whose bodies are opened together
+
+
+async def _chunks(
+    walk: AsyncIterator[tuple[Change, SinceToken]], size: int
+) -> AsyncIterator[list[tuple[Change, SinceToken]]]:
+    chunk: list[tuple[Change, SinceToken]] = []
+    async for item in walk:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _page_size(query: ChangesQuery) -> int:

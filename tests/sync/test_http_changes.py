@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from sync_fixtures import Api, Client, as_user
 
+from sync.appkeys import STORE
+
 A1 = "area-a1"
 
 
@@ -218,3 +220,29 @@ async def test_a_scope_narrowed_during_a_longpoll_takes_effect_before_it_answers
     assert not poll.done()  # the write is outside her set now: she keeps waiting
     await api.bulk([{"_id": "in-a2", "place": "area-a2"}])
     assert ids(await asyncio.wait_for(poll, 5)) == ["in-a2"]
+
+
+@pytest.mark.parametrize(
+    ("params", "body"),
+    [({"include_docs": "true"}, None), ({"filter": "_selector"}, {"selector": {"n": {"$gte": 0}}})],
+)
+async def test_bodies_are_opened_a_chunk_at_a_time(
+    api: Api, client: Client, monkeypatch: pytest.MonkeyPatch, params: dict[str, str], body: Any
+) -> None:
+    """250 changes with bodies cost a few store calls, not one (or two) per document."""
+    await api.bulk([{"_id": f"d{i:03d}", "place": A1, "n": i} for i in range(250)])
+    store = client.app[STORE]
+    calls: list[int] = []
+    opened = store.get_revisions
+
+    async def counting(db: str, wanted: Any) -> Any:
+        calls.append(len(wanted))
+        return await opened(db, wanted)
+
+    monkeypatch.setattr(store, "get_revisions", counting)
+    status, answer = await api.call("POST", "/health/_changes", "alice", body or {}, **params)
+    assert status == 200 and len(answer["results"]) == 250
+    assert [row["doc"]["n"] for row in answer["results"] if "doc" in row] == (
+        list(range(250)) if "include_docs" in params else []
+    )
+    assert len(calls) == 3 and sum(calls) == 250  # chunks of 100
