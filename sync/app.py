@@ -19,7 +19,7 @@ from barcode import routes as barcode_routes
 from device_registry import routes as device_routes
 from forms import routes as forms_routes
 from sms_gateway import routes as sms_routes
-from sync import accounts, forwarded
+from sync import accounts, datadir, forwarded, keyadmin
 from sync import api as admin_api
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.audit import AuditLog
@@ -96,10 +96,20 @@ def _conn_factory(path: object) -> object:
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    with datadir.exclusive(config.data_dir, "serve"):
+        async for _ in _serving(app, config):
+            yield
+
+
+async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     path = db_path(config.data_dir)
     store = SqliteStore(path)
-    master = load_master_key(config.key_file, create=True)
+    try:
+        master = load_master_key(config.key_file, create=True)
+        await store.read(lambda conn: keyadmin.check_master(conn, master))
+    except BaseException:
+        await store.close()
+        raise
     keys = KeyRing(master, _conn_factory(path))  # type: ignore[arg-type]
     secret, server_uuid = await store.write_tx(_server_identity)
     await _ensure_db(store, config.db_name)

@@ -1,29 +1,32 @@
-"""The ``fieldsync`` command: serve, and manage places and users.
+"""The ``fieldsync`` command: serve, and manage places, users and keys.
 
 Management commands open the same SQLite file as a running server (WAL), so
 they work while it runs; a changed scope takes effect on the user's next request.
+``keys rewrap`` is the exception: it needs the server stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
+import json
 import logging
 import os
 import sqlite3
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
 
-from sync import accounts
+from sync import accounts, datadir, keyadmin
 from sync.config import Config, ConfigError, from_env
 from sync.errors import FieldsyncError
+from sync.keys import KeyError_, key_from_file, load_master_key
 from sync.store.schema import with_file
 
 T = TypeVar("T")
@@ -46,7 +49,7 @@ def configure_logging() -> None:
 def _config(args: argparse.Namespace) -> Config:
     config = from_env()
     if getattr(args, "data_dir", None):
-        config = replace(config, data_dir=Path(args.data_dir))
+        config = dataclasses.replace(config, data_dir=Path(args.data_dir))
     return config
 
 
@@ -60,7 +63,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     configure_logging()
     config = _config(args)
-    config = replace(config, host=args.host or config.host, port=args.port or config.port)
+    config = dataclasses.replace(
+        config, host=args.host or config.host, port=args.port or config.port
+    )
     ssl_context = None
     if config.tls_cert is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -141,6 +146,44 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- keys -----------------------------------------------------------------------------
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    master = load_master_key(config.key_file, create=False)
+    found = _with_conn(args, lambda c: keyadmin.list_keys(c, master))
+    if args.format == "json":
+        rows = [{**dataclasses.asdict(k), "ref": k.ref} for k in found]
+        print(json.dumps(rows, indent=2))
+        return 0
+    for key in found:
+        opens = "opens" if key.opens else "DOES NOT OPEN with the configured master key"
+        place = key.place or "(shared documents, local docs, SMS)"
+        print(f"{place}\tversion {key.version}\t{key.created}\t{opens}")
+    shut = sum(not k.opens for k in found)
+    print(f"{len(found)} data keys; {shut} not opened by the configured master key")
+    return 1 if shut else 0
+
+
+def cmd_keys_rewrap(args: argparse.Namespace) -> int:
+    """Master-key rotation: the server must be stopped (it holds the old key in memory)."""
+    config = _config(args)
+    new_file = Path(args.new_key_file)
+    with datadir.exclusive(config.data_dir, "re-wrap the data keys"):
+        old = load_master_key(config.key_file, create=False)
+        created = not new_file.exists()
+        new = key_from_file(new_file, create=True)
+        if new.key == old.key:
+            raise KeyError_("the new master key is the current one; give a new key file")
+        done = _with_conn(args, lambda c: keyadmin.rewrap(c, old, new))
+    made = f"new master key written to {new_file} (mode 0600); " if created else ""
+    print(
+        f"{made}{done.rewrapped} data keys re-wrapped, {done.already} already under the new "
+        f"key. Start the server with FIELDSYNC_MASTER_KEY_FILE={new_file} (or put that file "
+        "in place of the old one); keep the old key until the server has started with the new."
+    )
+    return 0
+
+
 def _data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data directory (default ./data or FIELDSYNC_DATA_DIR)")
 
@@ -155,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     _place_commands(sub)
     _user_commands(sub)
+    _key_commands(sub)
     _domain_commands(sub)
     return parser
 
@@ -192,6 +236,26 @@ def _user_commands(sub: Any) -> None:
     listing = user.add_parser("list", help="list users")
     _data_dir(listing)
     listing.set_defaults(func=cmd_user_list)
+
+
+def _key_commands(sub: Any) -> None:
+    keys = sub.add_parser("keys", help="the master key and the data keys").add_subparsers(
+        dest="action", required=True
+    )
+    listing = keys.add_parser(
+        "list", help="data keys, and whether the configured master key opens each"
+    )
+    listing.add_argument("--format", choices=("table", "json"), default="table")
+    _data_dir(listing)
+    listing.set_defaults(func=cmd_keys_list)
+    rewrap = keys.add_parser(
+        "rewrap", help="rotate the master key: wrap every data key under a new one (server stopped)"
+    )
+    rewrap.add_argument(
+        "--new-key-file", required=True, help="the new master key (created, mode 0600, if missing)"
+    )
+    _data_dir(rewrap)
+    rewrap.set_defaults(func=cmd_keys_rewrap)
 
 
 def _scope_args(parser: argparse.ArgumentParser) -> None:

@@ -70,6 +70,11 @@ def load_master_key(key_file: Path, *, create: bool) -> LocalMasterKey:
     raw = os.environ.get(MASTER_KEY_ENV)
     if raw:
         return LocalMasterKey(_decode_key(raw, MASTER_KEY_ENV))
+    return key_from_file(key_file, create=create)
+
+
+def key_from_file(key_file: Path, *, create: bool) -> LocalMasterKey:
+    """A master key kept in ``key_file`` (base64 of 32 bytes); made (0600) if asked and missing."""
     if key_file.exists():
         return LocalMasterKey(_decode_key(key_file.read_text().strip(), str(key_file.name)))
     if not create:
@@ -79,6 +84,8 @@ def load_master_key(key_file: Path, *, create: bool) -> LocalMasterKey:
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(base64.b64encode(key).decode() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
     return LocalMasterKey(key)
 
 
@@ -135,7 +142,7 @@ class KeyRing:
         if key is None:
             place, _, version = key_ref.rpartition(":")
             wrapped = self._fetch(place, int(version))
-            key = AESGCM(self._master.unwrap(_label(place, int(version)), wrapped))
+            key = AESGCM(self._master.unwrap(label(place, int(version)), wrapped))
             self._cache[key_ref] = key
         return key
 
@@ -155,7 +162,7 @@ class KeyRing:
             ).fetchone()
             if row[0] is not None:
                 return f"{place}:{row[0]}"
-            wrapped = self._master.wrap(_label(place, 1), secrets.token_bytes(32))
+            wrapped = self._master.wrap(label(place, 1), secrets.token_bytes(32))
             conn.execute(
                 "INSERT OR IGNORE INTO data_keys(place, version, wrapped, created) VALUES(?,?,?,?)",
                 (place, 1, wrapped, dt.datetime.now(dt.UTC).isoformat()),
@@ -173,5 +180,5 @@ class _ConnContext(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def _label(place: str, version: int) -> bytes:
+def label(place: str, version: int) -> bytes:
     return f"dk:{place}:{version}".encode()

@@ -1,0 +1,99 @@
+"""Looking after the master key: checking it opens the data dir, listing keys, re-wrapping.
+
+Re-wrapping is master-key rotation: every data key is unwrapped with the old
+master key and wrapped with the new one, in one transaction, so the data itself
+(bodies, attachments, SMS texts) is untouched and a failure changes nothing.
+It is resumable: a data key that the new master key already opens is left as it
+is, so running the command again after an interruption finishes the work.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from sync.keys import KeyError_, MasterKey, label
+
+CHECKED_AT_START = 200  # data keys unwrapped when the server starts (a wrong key fails fast)
+
+
+@dataclass(frozen=True)
+class DataKey:
+    place: str
+    version: int
+    created: str
+    opens: bool  # the given master key unwraps it
+
+    @property
+    def ref(self) -> str:
+        return f"{self.place}:{self.version}"
+
+
+def describe(place: str, version: int) -> str:
+    """A data key as people read it: ``area-7 v2``; the shared place is ``(shared) v1``."""
+    return f"{place or '(shared)'} v{version}"
+
+
+def _opens(master: MasterKey, place: str, version: int, wrapped: bytes) -> bool:
+    try:
+        master.unwrap(label(place, version), wrapped)
+    except KeyError_:
+        return False
+    return True
+
+
+def list_keys(conn: sqlite3.Connection, master: MasterKey) -> list[DataKey]:
+    rows = conn.execute(
+        "SELECT place, version, created, wrapped FROM data_keys ORDER BY place, version"
+    ).fetchall()
+    return [DataKey(p, v, c, _opens(master, p, v, bytes(w))) for p, v, c, w in rows]
+
+
+def check_master(conn: sqlite3.Connection, master: MasterKey) -> None:
+    """Refuse a master key that does not open this data dir's data keys (a few of them)."""
+    rows = conn.execute(
+        "SELECT place, version, wrapped FROM data_keys ORDER BY rowid LIMIT ?",
+        (CHECKED_AT_START,),
+    ).fetchall()
+    refused = [describe(p, v) for p, v, w in rows if not _opens(master, p, v, bytes(w))]
+    if refused:
+        raise KeyError_(
+            f"the master key does not open {len(refused)} of the {len(rows)} data keys "
+            f"checked (first: {refused[0]}): this data dir was written with another master "
+            "key. Set FIELDSYNC_MASTER_KEY or FIELDSYNC_MASTER_KEY_FILE to that key (after "
+            "`fieldsync keys rewrap`, to the new one)."
+        )
+
+
+@dataclass(frozen=True)
+class Rewrapped:
+    rewrapped: int
+    already: int
+
+
+def rewrap(conn: sqlite3.Connection, old: MasterKey, new: MasterKey) -> Rewrapped:
+    """Wrap every data key under ``new`` (inside the caller's transaction).
+
+    A key that neither master key opens stops the whole run (nothing is changed):
+    it would otherwise be lost for good.
+    """
+    rows = conn.execute("SELECT place, version, wrapped FROM data_keys").fetchall()
+    done = already = 0
+    for place, version, wrapped in rows:
+        name = label(place, version)
+        if _opens(new, place, version, bytes(wrapped)):
+            already += 1
+            continue
+        try:
+            key = old.unwrap(name, bytes(wrapped))
+        except KeyError_ as exc:
+            raise KeyError_(
+                f"data key {describe(place, version)} opens with neither the current master key "
+                "nor the new one; nothing was changed"
+            ) from exc
+        conn.execute(
+            "UPDATE data_keys SET wrapped=? WHERE place=? AND version=?",
+            (new.wrap(name, key), place, version),
+        )
+        done += 1
+    return Rewrapped(done, already)
