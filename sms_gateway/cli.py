@@ -12,15 +12,17 @@ import argparse
 import sqlite3
 from typing import Any
 
-from sms_gateway import store
+from sms_gateway import sealing, store
 from sms_gateway.replies import LANGUAGES
-from sync import accounts
+from sync import accounts, rotation
 from sync.cli import _data_dir, _with_conn
 from sync.errors import BadRequest, NotFound
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``sms`` command group to the top-level CLI."""
+    """Add the ``sms`` command group to the top-level CLI (and the SMS columns to key rotation)."""
+    for column in sealing.COLUMNS:
+        rotation.register(column)
     group = subparsers.add_parser("sms", help="coded SMS: reply languages, message counts")
     commands = group.add_subparsers(dest="sms_command", metavar="COMMAND", required=True)
     language = commands.add_parser("language", help="set the language of a worker's replies")

@@ -8,10 +8,12 @@ cannot be swapped between rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from sync.rotation import Column
 from sync.store.base import SHARED, StoredRevision
-from sync.vault import Vault
+from sync.vault import Vault, body_aad
 
 NAMESPACE = "_sms"  # not a database name (those start with a letter): no clash with documents
 REV = "0"
@@ -30,3 +32,15 @@ class Sealer:
     def open(self, name: str, key_ref: str, blob: bytes) -> dict[str, Any]:
         stored = StoredRevision(name, REV, SHARED, False, key_ref, blob)
         return self._vault.open_body(NAMESPACE, stored)
+
+
+def _aad(prefix: str) -> Callable[[Sequence[Any]], bytes]:
+    return lambda fields: body_aad(NAMESPACE, f"{prefix}:{fields[0]}", REV)
+
+
+# The sealed columns, for ``fieldsync keys rotate`` (the same names as ``Sealer.seal``).
+COLUMNS = (
+    Column("SMS texts received", "sms_incoming", "key_ref", "content", "t.key", _aad("in")),
+    Column("SMS outcomes", "sms_incoming", "details_ref", "details", "t.key", _aad("details")),
+    Column("SMS texts sent", "sms_outgoing", "key_ref", "content", "t.id", _aad("out")),
+)

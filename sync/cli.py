@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
-from sync import accounts, datadir, keyadmin
+from sync import accounts, datadir, keyadmin, rotation
 from sync.config import Config, ConfigError, from_env
 from sync.errors import FieldsyncError
 from sync.keys import KeyError_, key_from_file, load_master_key
@@ -184,6 +184,25 @@ def cmd_keys_rewrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """New data-key versions, every blob re-sealed under them, the old versions deleted."""
+    config = _config(args)
+    if bool(args.place) == args.all:
+        raise KeyError_("name the places to rotate (--place, repeatable) or give --all")
+    with datadir.exclusive(config.data_dir, "rotate the data keys"):
+        master = load_master_key(config.key_file, create=False)
+        _with_conn(args, lambda c: keyadmin.check_master(c, master))
+        places = None if args.all else args.place
+        done = rotation.rotate(
+            config.data_dir, master, places, lambda line: print(line, flush=True)
+        )
+    print(f"old data keys deleted: {', '.join(done.deleted) or 'none'}")
+    if done.kept:
+        print(f"old data keys still in use, kept: {', '.join(done.kept)} (run the command again)")
+        return 1
+    return 0
+
+
 def _data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data directory (default ./data or FIELDSYNC_DATA_DIR)")
 
@@ -256,6 +275,13 @@ def _key_commands(sub: Any) -> None:
     )
     _data_dir(rewrap)
     rewrap.set_defaults(func=cmd_keys_rewrap)
+    rotate = keys.add_parser(
+        "rotate", help="new data keys for places; every blob re-sealed (server stopped)"
+    )
+    rotate.add_argument("--place", action="append", default=[], help="a place (repeatable)")
+    rotate.add_argument("--all", action="store_true", help="every place, the shared one too")
+    _data_dir(rotate)
+    rotate.set_defaults(func=cmd_keys_rotate)
 
 
 def _scope_args(parser: argparse.ArgumentParser) -> None:

@@ -16,11 +16,11 @@ from sync.keys import KeyRing, seal, unseal
 from sync.store.base import AttachmentBlob, StoredRevision
 
 
-def _body_aad(db: str, doc_id: str, rev: str) -> bytes:
+def body_aad(db: str, doc_id: str, rev: str) -> bytes:
     return b"\x1f".join((b"doc", db.encode(), doc_id.encode(), rev.encode()))
 
 
-def _att_aad(db: str, place: str, digest: str) -> bytes:
+def attachment_aad(db: str, place: str, digest: str) -> bytes:
     return b"\x1f".join((b"att", db.encode(), place.encode(), digest.encode()))
 
 
@@ -38,23 +38,23 @@ class Vault:
         self, db: str, doc_id: str, rev: str, place: str, body: dict[str, Any]
     ) -> tuple[str, bytes]:
         key_ref, key = self._keys.current(place)
-        return key_ref, seal(key, _body_aad(db, doc_id, rev), orjson.dumps(body))
+        return key_ref, seal(key, body_aad(db, doc_id, rev), orjson.dumps(body))
 
     def open_body(self, db: str, stored: StoredRevision) -> dict[str, Any]:
         key = self._keys.by_ref(stored.key_ref)
         body: dict[str, Any] = orjson.loads(
-            unseal(key, _body_aad(db, stored.doc_id, stored.rev), stored.body)
+            unseal(key, body_aad(db, stored.doc_id, stored.rev), stored.body)
         )
         return body
 
     def seal_attachment(self, db: str, place: str, digest: str, data: bytes) -> AttachmentBlob:
         key_ref, key = self._keys.current(place)
-        sealed = seal(key, _att_aad(db, place, digest), data)
+        sealed = seal(key, attachment_aad(db, place, digest), data)
         return AttachmentBlob(digest, place, key_ref, len(data), sealed)
 
     def open_attachment(self, db: str, blob: AttachmentBlob) -> bytes:
         key = self._keys.by_ref(blob.key_ref)
-        return unseal(key, _att_aad(db, blob.place, blob.digest), blob.data)
+        return unseal(key, attachment_aad(db, blob.place, blob.digest), blob.data)
 
     async def warm_refs(self, key_refs: set[str]) -> None:
         """Unwrap the data keys named by ``key_refs`` off the event loop (once each)."""

@@ -127,7 +127,7 @@ class Parts:
         seals them and the associated data binds them to their owner and id.
         """
         await self.vault.warm({SHARED})
-        key_ref, sealed = self.vault.seal_body(db, _local_name(owner, doc_id), "", SHARED, body)
+        key_ref, sealed = self.vault.seal_body(db, local_name(owner, doc_id), "", SHARED, body)
         return LOCAL_SEALED + key_ref.encode() + b"\x00" + sealed
 
     async def open_local(self, db: str, owner: str, doc_id: str, raw: bytes) -> dict[str, Any]:
@@ -136,13 +136,13 @@ class Parts:
             return body
         key_ref, _, sealed = raw[len(LOCAL_SEALED) :].partition(b"\x00")
         stored = StoredRevision(
-            _local_name(owner, doc_id), "", SHARED, False, key_ref.decode(), sealed
+            local_name(owner, doc_id), "", SHARED, False, key_ref.decode(), sealed
         )
         await self.vault.warm_refs({stored.key_ref})
         return self.vault.open_body(db, stored)
 
 
-def _local_name(owner: str, doc_id: str) -> str:
+def local_name(owner: str, doc_id: str) -> str:
     return f"{doc_id}\x1f{owner}"
 
 
