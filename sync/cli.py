@@ -17,17 +17,18 @@ import sqlite3
 import ssl
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
 
-from sync import accounts, datadir, keyadmin, rotation
+from sync import accounts, datadir, keyadmin, rotation, shredding
 from sync.config import Config, ConfigError, from_env
 from sync.errors import FieldsyncError
 from sync.keys import KeyError_, key_from_file, load_master_key
-from sync.store.schema import with_file
+from sync.store.schema import connect, db_path, with_file
 
 T = TypeVar("T")
 PASSWORD_ENV = "FIELDSYNC_PASSWORD"
@@ -203,6 +204,28 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_shred(args: argparse.Namespace) -> int:
+    """Crypto-shredding: a place's data keys and documents deleted for good."""
+    config = _config(args)
+    if args.confirm != args.place:
+        raise KeyError_(
+            f"shredding cannot be undone: repeat the place's id, --confirm {args.place}"
+        )
+    with datadir.exclusive(config.data_dir, "shred a place"):
+        master = load_master_key(config.key_file, create=False)
+        _with_conn(args, lambda c: keyadmin.check_master(c, master))
+        done = _with_conn(args, lambda c: shredding.shred(c, args.place))
+        with closing(connect(db_path(config.data_dir))) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page left in the log
+    print(
+        f"place {done.place} shredded: {done.keys} data keys, {done.documents} documents, "
+        f"{done.revisions} revisions and {done.attachments} attachments deleted. Copies on "
+        "devices stay there; old backups of the data dir hold the old keys: rotate the master "
+        "key (keys rewrap) and destroy the old one to make them unreadable."
+    )
+    return 0
+
+
 def _data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data directory (default ./data or FIELDSYNC_DATA_DIR)")
 
@@ -282,6 +305,13 @@ def _key_commands(sub: Any) -> None:
     rotate.add_argument("--all", action="store_true", help="every place, the shared one too")
     _data_dir(rotate)
     rotate.set_defaults(func=cmd_keys_rotate)
+    shred = keys.add_parser(
+        "shred", help="delete a place's data keys and documents for good (server stopped)"
+    )
+    shred.add_argument("place")
+    shred.add_argument("--confirm", required=True, help="the place's id again")
+    _data_dir(shred)
+    shred.set_defaults(func=cmd_keys_shred)
 
 
 def _scope_args(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,69 @@
+"""Crypto-shredding a place: its data keys and its documents, gone for good.
+
+``fieldsync keys shred PLACE --confirm PLACE`` (server stopped) deletes, in one
+transaction, every data-key version of the place and every document of it (the
+documents' rows, all their revisions, and the attachments sealed under its key),
+with SQLite's ``secure_delete`` so the freed pages are overwritten with zeros,
+then truncates the write-ahead log. The place's ciphertext is then unreadable
+wherever a copy of it survives without its data key.
+
+Not erased here: copies already synced to devices (the server never learns of
+them again), SMS texts (sealed under the shared key), and backups of the data
+dir, which hold the wrapped data keys too: rotate the master key afterwards
+(``keys rewrap``) and destroy the old one to make those backups unreadable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import sqlite3
+from dataclasses import dataclass
+
+from sync import audit
+from sync.keys import KeyError_
+from sync.store.base import SHARED
+
+
+@dataclass(frozen=True)
+class Shredded:
+    place: str
+    keys: int
+    documents: int
+    revisions: int
+    attachments: int
+
+
+def shred(conn: sqlite3.Connection, place: str) -> Shredded:
+    """Delete the place's keys and documents (inside the caller's transaction)."""
+    if place == SHARED:
+        raise KeyError_("the shared key seals forms, settings, checkpoints and SMS: not shredded")
+    keys = conn.execute("SELECT count(*) FROM data_keys WHERE place=?", (place,)).fetchone()[0]
+    if not keys:
+        raise KeyError_(f"place {place} has no data key: nothing to shred")
+    conn.execute("PRAGMA secure_delete=ON")
+    # Every revision of its documents (branches left in other places included), then
+    # what else its key sealed: branches of documents that moved away, attachments.
+    revisions = conn.execute(
+        "DELETE FROM revs WHERE (db, doc_id) IN (SELECT db, id FROM docs WHERE place=?)",
+        (place,),
+    ).rowcount
+    revisions += conn.execute("DELETE FROM revs WHERE place=?", (place,)).rowcount
+    attachments = conn.execute("DELETE FROM attachments WHERE place=?", (place,)).rowcount
+    documents = conn.execute("DELETE FROM docs WHERE place=?", (place,)).rowcount
+    conn.execute("DELETE FROM data_keys WHERE place=?", (place,))
+    done = Shredded(place, keys, documents, revisions, attachments)
+    action = (
+        f"shred place {place}: {keys} data keys, {documents} documents, "
+        f"{revisions} revisions, {attachments} attachments"
+    )
+    now = dt.datetime.now(dt.UTC).isoformat()
+    audit.append(conn, [audit.Entry(now, f"cli:{_who()}", None, action, None, ())])
+    return done
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
