@@ -5,8 +5,9 @@
             └── seals bodies and attachments   AES-256-GCM, AAD binds db, doc id and rev
 
 A sealed blob is ``nonce (12 bytes) || ciphertext+tag``.  ``key_ref`` is
-``"place:version"`` and is stored beside the blob in the clear.  Deleting a
-place's rows in ``data_keys`` makes its data unrecoverable (crypto-shredding).
+``"place:version"`` and is stored beside the blob in the clear.  Rewrapping under
+a new master key (:mod:`sync.keyadmin`), rotating data keys (:mod:`sync.rotation`)
+and crypto-shredding a place (:mod:`sync.shredding`) are ``fieldsync keys`` commands.
 The master key never touches the store; :class:`MasterKey` is the KMS-shaped
 seam (wrap/unwrap) that a cloud KMS can implement.
 """

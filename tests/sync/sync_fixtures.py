@@ -16,12 +16,13 @@ The place tree and users every test here shares::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from shared_org import PASSWORD, PLACES, USERS, seed
 from shared_org import basic_auth as as_user
 
@@ -76,3 +77,14 @@ class Api:
 @pytest.fixture
 def api(client: Client) -> Api:
     return Api(client)
+
+
+@asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Client]:
+    """The app on ``config``, started and stopped by hand (for commands run in between)."""
+    client: Client = TestClient(TestServer(create_app(config)))
+    try:
+        await client.start_server()
+        yield client
+    finally:
+        await client.close()

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from sync_fixtures import as_user
+from aiohttp.test_utils import TestClient
+from sync_fixtures import as_user, running
 
 from sync import cli
-from sync.app import create_app
 from sync.config import Config
 from sync.datadir import DataDirBusy
 from sync.keys import KeyError_
@@ -30,16 +28,6 @@ DOCS = [
     {"_id": "visit-b1", "place": "area-b1", "note": "secret-b1"},
     {"_id": "form-p", "title": "shared"},
 ]
-
-
-@asynccontextmanager
-async def running(config: Config) -> AsyncIterator[TestClient[Any, Any]]:
-    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
-    try:
-        await client.start_server()
-        yield client
-    finally:
-        await client.close()
 
 
 async def _docs(client: TestClient[Any, Any]) -> dict[str, Any]:

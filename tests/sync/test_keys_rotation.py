@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import base64
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from sync_fixtures import as_user
+from aiohttp.test_utils import TestClient
+from sync_fixtures import as_user, running
 
 from sms_gateway.sealing import Sealer
 from sync import cli, rotation
-from sync.app import create_app
 from sync.appkeys import STORE
 from sync.config import Config
 from sync.replication.routes import REPLICATION
@@ -39,16 +37,6 @@ DOCS = [
     {"_id": "form-p", "title": "shared"},
 ]
 CHECKPOINT = {"last_seq": "42-abc", "session_id": "s1"}
-
-
-@asynccontextmanager
-async def running(config: Config) -> AsyncIterator[TestClient[Any, Any]]:
-    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
-    try:
-        await client.start_server()
-        yield client
-    finally:
-        await client.close()
 
 
 async def _everything(client: TestClient[Any, Any]) -> dict[str, Any]:

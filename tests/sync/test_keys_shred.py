@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import base64
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from sync_fixtures import as_user
+from sync_fixtures import as_user, running
 
 from sync import audit, cli
-from sync.app import create_app
 from sync.config import Config
 from sync.store import schema
 from sync.store.schema import db_path
@@ -31,16 +28,6 @@ DOCS = [
     {"_id": "visit-a1", "place": "area-a1", "note": "a1 visit"},
     {"_id": "form-p", "title": "shared"},
 ]
-
-
-@asynccontextmanager
-async def running(config: Config) -> AsyncIterator[TestClient[Any, Any]]:
-    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
-    try:
-        await client.start_server()
-        yield client
-    finally:
-        await client.close()
 
 
 def _rows(data_dir: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
