@@ -254,9 +254,6 @@ class Writer:
         ready = [p for p in plans if isinstance(p, _Plan)]
         await self.parts.vault.warm({p.place for p in ready})
         writes = [self._revision(db, caller, p, metas.get(p.doc.id), new_edits) for p in ready]
-        blobs = [b for p in ready for b in p.blobs]
-        if blobs:
-            await self.parts.store.put_attachments(db, blobs)
         stored = iter(await self.parts.store.write(db, writes) if writes else [])
         results = [next(stored) if isinstance(p, _Plan) else p for p in plans]
         if any(r.error is None for r in results):
@@ -279,7 +276,15 @@ class Writer:
         key_ref, sealed = self.parts.vault.seal_body(db, doc.id, rev, plan.place, doc.body)
         allowed = None if caller.is_admin else caller.scope.capture
         return RevisionWrite(
-            doc.id, path, doc.deleted, plan.place, key_ref, sealed, new_edits, allowed
+            doc.id,
+            path,
+            doc.deleted,
+            plan.place,
+            key_ref,
+            sealed,
+            new_edits,
+            allowed,
+            tuple(plan.blobs),
         )
 
 

@@ -75,6 +75,15 @@ class StoredRevision:
 
 
 @dataclass(frozen=True, slots=True)
+class AttachmentBlob:
+    digest: str
+    place: str
+    key_ref: str
+    length: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class RevisionWrite:
     """One revision to add to a document's tree.
 
@@ -94,6 +103,9 @@ class RevisionWrite:
     body: bytes
     new_edits: bool
     allowed_places: frozenset[str] | None = None
+    # New attachment blobs of this revision: stored with it, in the same transaction,
+    # and only if it is written (a refused or conflicting write leaves none behind).
+    attachments: tuple[AttachmentBlob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +113,6 @@ class WriteResult:
     doc_id: str
     rev: str
     error: FieldsyncError | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AttachmentBlob:
-    digest: str
-    place: str
-    key_ref: str
-    length: int
-    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +187,6 @@ class DocStore(abc.ABC):
         """(total non-deleted rows visible, the page of non-deleted docs in id order)."""
 
     # -- attachments ---------------------------------------------------
-    @abc.abstractmethod
-    async def put_attachments(self, db: str, blobs: Sequence[AttachmentBlob]) -> None: ...
-
     @abc.abstractmethod
     async def get_attachment(
         self, db: str, digest: str, places: frozenset[str] | None

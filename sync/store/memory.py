@@ -228,15 +228,19 @@ class MemoryStore(DocStore):
         staged: dict[str, _Doc] = {}
         seq = state.update_seq
         results: list[WriteResult] = []
+        blobs: list[AttachmentBlob] = []
         for w in writes:
             current = staged[w.doc_id] if w.doc_id in staged else state.docs.get(w.doc_id)
             result, updated = _apply_write(current, w, seq + 1, state.revs_limit)
             if updated is not None:
                 staged[w.doc_id] = updated
+                blobs.extend(w.attachments)
                 seq += 1
             results.append(result)
         for doc in staged.values():
             state.commit(doc)
+        for blob in blobs:  # the first blob of a digest in a place stays
+            state.attachments.setdefault(blob.digest, {}).setdefault(blob.place, blob)
         state.update_seq = seq
         return results
 
@@ -281,11 +285,6 @@ class MemoryStore(DocStore):
         return total, [state.docs[i].change for i in page]
 
     # -- attachments ------------------------------------------------------------
-    async def put_attachments(self, db: str, blobs: Sequence[AttachmentBlob]) -> None:
-        stored = self._db(db).attachments
-        for blob in blobs:
-            stored.setdefault(blob.digest, {}).setdefault(blob.place, blob)
-
     async def get_attachment(
         self, db: str, digest: str, places: frozenset[str] | None
     ) -> AttachmentBlob | None:

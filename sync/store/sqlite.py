@@ -315,17 +315,6 @@ class SqliteStore(DocStore):
         return await self.read(run)
 
     # -- attachments ------------------------------------------------------------
-    async def put_attachments(self, db: str, blobs: Sequence[AttachmentBlob]) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            db_id = self._db_id(conn, db)
-            conn.executemany(
-                "INSERT OR IGNORE INTO attachments(db, digest, place, key_ref, length, data) "
-                "VALUES(?,?,?,?,?,?)",
-                [(db_id, b.digest, b.place, b.key_ref, b.length, b.data) for b in blobs],
-            )
-
-        await self.write_tx(run)
-
     async def get_attachment(
         self, db: str, digest: str, places: frozenset[str] | None
     ) -> AttachmentBlob | None:
@@ -442,6 +431,11 @@ def _apply_write(
         "INSERT OR REPLACE INTO revs(db, doc_id, rev, place, deleted, key_ref, body) "
         "VALUES(?,?,?,?,?,?,?)",
         (db_id, w.doc_id, rev, w.place, int(w.deleted), w.key_ref, w.body),
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO attachments(db, digest, place, key_ref, length, data) "
+        "VALUES(?,?,?,?,?,?)",
+        [(db_id, b.digest, b.place, b.key_ref, b.length, b.data) for b in w.attachments],
     )
     if merged.stemmed:  # revs_limit dropped them from the tree: free their bodies too
         conn.executemany(

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from sync_fixtures import Api, Client, as_user
 
+from sync.appkeys import STORE
+
 DOC = "/health/p1"
 
 
@@ -300,3 +302,22 @@ async def test_attachment_of_an_older_revision(api: Api, client: Client) -> None
     old = await client.get(f"{DOC}/a.txt?rev={first}", headers=as_user("admin"))
     new = await client.get(f"{DOC}/a.txt", headers=as_user("admin"))
     assert (await old.read(), await new.read()) == (b"v1", b"v2")
+
+
+async def test_a_write_that_conflicts_leaves_no_attachment_behind(api: Api, client: Client) -> None:
+    await api.bulk([{"_id": "a", "place": "area-a1"}])
+    data = b"orphan scan"
+    stale = {
+        "_id": "a",
+        "place": "area-a1",
+        "_attachments": {
+            "scan.txt": {"content_type": "text/plain", "data": base64.b64encode(data).decode()}
+        },
+    }
+    [result] = await api.bulk([stale])  # no _rev: a conflict
+    assert result["error"] == "conflict"
+    digest = "md5-" + base64.b64encode(hashlib.md5(data).digest()).decode()
+    rows = await client.app[STORE].read(
+        lambda c: c.execute("SELECT count(*) FROM attachments WHERE digest=?", (digest,)).fetchone()
+    )
+    assert rows == (0,)

@@ -66,10 +66,12 @@ def rw(
     deleted: bool = False,
     new_edits: bool = False,
     allowed: frozenset[str] | None = None,
+    attachments: tuple[AttachmentBlob, ...] = (),
 ) -> RevisionWrite:
     """A revision whose body names it, so a body read back shows which write it came from."""
     body = f"{doc_id}@{path[0]}".encode()
-    return RevisionWrite(doc_id, path, deleted, place, f"key-{place}", body, new_edits, allowed)
+    key = f"key-{place}"
+    return RevisionWrite(doc_id, path, deleted, place, key, body, new_edits, allowed, attachments)
 
 
 async def ok(store: DocStore, *writes: RevisionWrite, db: str = DB) -> None:
@@ -118,7 +120,7 @@ async def test_a_new_database_is_empty_and_has_its_own_identity(store: DocStore)
 async def test_a_recreated_database_starts_empty(store: DocStore) -> None:
     await ok(store, rw("a", "1-a"), rw("b", "1-b"))
     await store.put_local(DB, "alice", "cp", None, b"{}")
-    await store.put_attachments(DB, [AttachmentBlob("md5-x", "p1", "k", 1, b"x")])
+    await ok(store, rw("c", "1-c", attachments=(AttachmentBlob("md5-x", "p1", "k", 1, b"x"),)))
     await store.delete_db(DB)
     await store.create_db(DB)
     assert await update_seq(store) == 0
@@ -149,7 +151,6 @@ ON_A_MISSING_DB: list[Any] = [
     pytest.param(lambda s: s.changes("nope", None, 0, 10), id="changes"),
     pytest.param(lambda s: s.count_changes("nope", None, 0), id="count_changes"),
     pytest.param(lambda s: s.all_docs("nope", None, AllDocsQuery()), id="all_docs"),
-    pytest.param(lambda s: s.put_attachments("nope", []), id="put_attachments"),
     pytest.param(lambda s: s.get_attachment("nope", "md5-x", None), id="get_attachment"),
     pytest.param(lambda s: s.get_local("nope", "o", "cp"), id="get_local"),
     pytest.param(lambda s: s.put_local("nope", "o", "cp", None, b"{}"), id="put_local"),
@@ -614,16 +615,29 @@ async def test_attachments_are_found_by_digest_within_places(
     places: frozenset[str] | None,
     acceptable: set[AttachmentBlob | None],
 ) -> None:
-    await store.put_attachments(DB, [X1, X2, Y1])
+    await ok(store, rw("a", "1-a", attachments=(X1, Y1)), rw("b", "1-b", attachments=(X2,)))
     assert await store.get_attachment(DB, digest, places) in acceptable
 
 
-async def test_putting_an_attachment_again_keeps_the_first(store: DocStore) -> None:
-    await store.put_attachments(DB, [X1])
-    await store.put_attachments(DB, [AttachmentBlob("md5-x", "p1", "k9", 3, b"new"), X2])
+async def test_storing_an_attachment_again_keeps_the_first(store: DocStore) -> None:
+    await ok(store, rw("a", "1-a", attachments=(X1,)))
+    again = AttachmentBlob("md5-x", "p1", "k9", 3, b"new")
+    await ok(store, rw("a", "2-a", "1-a", attachments=(again, X2)))
     assert await store.get_attachment(DB, "md5-x", P1) == X1
     assert await store.get_attachment(DB, "md5-x", P2) == X2
-    assert await update_seq(store) == 0
+
+
+async def test_attachments_come_only_with_a_revision_that_is_written(store: DocStore) -> None:
+    """A refused or conflicting write leaves no blob behind; a repeated one adds none."""
+    await ok(store, rw("a", "1-a"))
+    conflict = rw("a", "1-b", new_edits=True, attachments=(X1,))
+    refused = rw("a", "2-c", "1-a", allowed=frozenset({"p9"}), attachments=(X2,))
+    results = await store.write(DB, [conflict, refused])
+    assert [type(r.error).__name__ for r in results] == ["Conflict", "Forbidden"]
+    await ok(store, rw("a", "1-a", attachments=(Y1,)))  # already there: nothing changes
+    for digest in ("md5-x", "md5-y"):
+        assert await store.get_attachment(DB, digest, None) is None
+    assert await update_seq(store) == 1
 
 
 # -- local documents ---------------------------------------------------------------
