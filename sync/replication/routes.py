@@ -20,7 +20,7 @@ import sync.replication.handlers as h
 from sync.auth import Authenticator, Credentials
 from sync.config import Config
 from sync.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
-from sync.http import json_response, read_json
+from sync.http import integer, json_response, read_json
 from sync.replication import design
 from sync.replication.changes import ChangesFeed
 from sync.replication.context import Caller, Parts
@@ -177,7 +177,7 @@ async def all_dbs(request: web.Request) -> web.Response:
 
 
 async def uuids(request: web.Request) -> web.Response:
-    count = int(request.query.get("count", "1"))
+    count = integer(request, "count", 1) or 0
     if not 0 < count <= 1000:
         raise BadRequest("count must be between 1 and 1000")
     return json_response({"uuids": [uuid.uuid4().hex for _ in range(count)]})

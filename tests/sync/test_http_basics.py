@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sync_fixtures import Api, Client, as_user
 
 
@@ -70,3 +71,18 @@ async def test_password_guessing_is_slowed_down_but_a_known_phone_keeps_working(
     assert body["error"] == "too_many_requests" and "try again in" in body["reason"]
     assert (await client.get("/health/", headers=as_user("alice"))).status == 200
     assert (await client.get("/health/", headers=as_user("bob"))).status == 200
+
+
+@pytest.mark.parametrize(
+    ("count", "status", "size"),
+    [("", 200, 1), ("3", 200, 3), ("1000", 200, 1000), ("0", 400, 0), ("1001", 400, 0),
+     ("abc", 400, 0), ("-2", 400, 0)],
+)  # fmt: skip
+async def test_uuids(client: Client, count: str, status: int, size: int) -> None:
+    response = await client.get(f"/_uuids?count={count}")
+    body = await response.json()
+    assert response.status == status, body
+    if status == 200:
+        assert len(set(body["uuids"])) == size and all(len(u) == 32 for u in body["uuids"])
+    else:
+        assert body["error"] == "bad_request"
