@@ -131,6 +131,8 @@ class ChangesFeed:
         try:
             async for chunk in _chunks(walk, min(_CHUNK, _page_size(query))):
                 wanted = [c for c, _ in chunk if self._cheap_match(c, query)]
+                if query.selector is None:  # every one is sent: open no more than fit
+                    wanted = wanted[: query.limit - len(results)]
                 docs = await self._docs(db, caller, wanted, query)
                 for change, token in chunk:
                     last = token

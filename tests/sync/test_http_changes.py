@@ -246,3 +246,22 @@ async def test_bodies_are_opened_a_chunk_at_a_time(
         list(range(250)) if "include_docs" in params else []
     )
     assert len(calls) == 3 and sum(calls) == 250  # chunks of 100
+
+
+async def test_include_docs_opens_only_the_documents_it_sends(
+    api: Api, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a limit, bodies past it are neither read nor written in the audit trail."""
+    await api.bulk([{"_id": f"d{i:03d}", "place": A1, "n": i} for i in range(250)])
+    store = client.app[STORE]
+    calls: list[int] = []
+    opened = store.get_revisions
+
+    async def counting(db: str, wanted: Any) -> Any:
+        calls.append(len(wanted))
+        return await opened(db, wanted)
+
+    monkeypatch.setattr(store, "get_revisions", counting)
+    body = await changes(api, "alice", include_docs="true", limit="150")
+    assert [row["doc"]["n"] for row in body["results"]] == list(range(150))
+    assert sum(calls) == 150
