@@ -58,7 +58,7 @@ class Sizes:
         self.totals = [10_000 // div, 100_000 // div, 1_000_000 // div]
         self.runs = 5  # full pulls, copies, incremental pulls, pushes
         self.short_runs = 15  # no-op pulls: ~5 ms each, so more samples against noise
-        self.scale_rounds = 30  # small pulls, one per database each round: ~50 ms each
+        self.scale_rounds = 50  # small pulls, one per database each round: ~50 ms each
 
 
 def log(message: str) -> None:
