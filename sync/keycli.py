@@ -1,0 +1,136 @@
+"""The ``fieldsync keys`` commands: the master key and the data keys.
+
+    fieldsync keys list                      data keys, and whether the master key opens each
+    fieldsync keys rewrap --new-key-file F   master-key rotation (every data key re-wrapped)
+    fieldsync keys rotate --place P | --all  data-key rotation (every blob re-sealed)
+    fieldsync keys shred PLACE --confirm P   crypto-shredding a place
+
+All but ``list`` need the server stopped (they take the data dir's lock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from sync import datadir, keyadmin, rotation, shredding
+from sync.cli import _config, _data_dir, _with_conn
+from sync.keys import KeyError_, key_from_file, load_master_key
+from sync.store.schema import connect, db_path
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    master = load_master_key(config.key_file, create=False)
+    found = _with_conn(args, lambda c: keyadmin.list_keys(c, master))
+    if args.format == "json":
+        rows = [{**dataclasses.asdict(k), "ref": k.ref} for k in found]
+        print(json.dumps(rows, indent=2))
+        return 0
+    for key in found:
+        opens = "opens" if key.opens else "DOES NOT OPEN with the configured master key"
+        place = key.place or "(shared documents, local docs, SMS)"
+        print(f"{place}\tversion {key.version}\t{key.created}\t{opens}")
+    shut = sum(not k.opens for k in found)
+    print(f"{len(found)} data keys; {shut} not opened by the configured master key")
+    return 1 if shut else 0
+
+
+def cmd_keys_rewrap(args: argparse.Namespace) -> int:
+    """Master-key rotation: the server must be stopped (it holds the old key in memory)."""
+    config = _config(args)
+    new_file = Path(args.new_key_file)
+    with datadir.exclusive(config.data_dir, "re-wrap the data keys"):
+        old = load_master_key(config.key_file, create=False)
+        created = not new_file.exists()
+        new = key_from_file(new_file, create=True)
+        if new.key == old.key:
+            raise KeyError_("the new master key is the current one; give a new key file")
+        done = _with_conn(args, lambda c: keyadmin.rewrap(c, old, new))
+    made = f"new master key written to {new_file} (mode 0600); " if created else ""
+    print(
+        f"{made}{done.rewrapped} data keys re-wrapped, {done.already} already under the new "
+        f"key. Start the server with FIELDSYNC_MASTER_KEY_FILE={new_file} (or put that file "
+        "in place of the old one); keep the old key until the server has started with the new."
+    )
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """New data-key versions, every blob re-sealed under them, the old versions deleted."""
+    config = _config(args)
+    if bool(args.place) == args.all:
+        raise KeyError_("name the places to rotate (--place, repeatable) or give --all")
+    with datadir.exclusive(config.data_dir, "rotate the data keys"):
+        master = load_master_key(config.key_file, create=False)
+        _with_conn(args, lambda c: keyadmin.check_master(c, master))
+        places = None if args.all else args.place
+        done = rotation.rotate(
+            config.data_dir, master, places, lambda line: print(line, flush=True)
+        )
+    print(f"old data keys deleted: {', '.join(done.deleted) or 'none'}")
+    if done.kept:
+        print(f"old data keys still in use, kept: {', '.join(done.kept)} (run the command again)")
+        return 1
+    return 0
+
+
+def cmd_keys_shred(args: argparse.Namespace) -> int:
+    """Crypto-shredding: a place's data keys and documents deleted for good."""
+    config = _config(args)
+    if args.confirm != args.place:
+        raise KeyError_(
+            f"shredding cannot be undone: repeat the place's id, --confirm {args.place}"
+        )
+    with datadir.exclusive(config.data_dir, "shred a place"):
+        master = load_master_key(config.key_file, create=False)
+        _with_conn(args, lambda c: keyadmin.check_master(c, master))
+        done = _with_conn(args, lambda c: shredding.shred(c, args.place))
+        with closing(connect(db_path(config.data_dir))) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page left in the log
+    print(
+        f"place {done.place} shredded: {done.keys} data keys, {done.documents} documents, "
+        f"{done.revisions} revisions and {done.attachments} attachments deleted. Copies on "
+        "devices stay there; old backups of the data dir hold the old keys: rotate the master "
+        "key (keys rewrap) and destroy the old one to make them unreadable."
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add the ``keys`` command group to the top-level CLI."""
+    keys = sub.add_parser("keys", help="the master key and the data keys").add_subparsers(
+        dest="action", required=True
+    )
+    listing = keys.add_parser(
+        "list", help="data keys, and whether the configured master key opens each"
+    )
+    listing.add_argument("--format", choices=("table", "json"), default="table")
+    _data_dir(listing)
+    listing.set_defaults(func=cmd_keys_list)
+    rewrap = keys.add_parser(
+        "rewrap", help="rotate the master key: wrap every data key under a new one (server stopped)"
+    )
+    rewrap.add_argument(
+        "--new-key-file", required=True, help="the new master key (created, mode 0600, if missing)"
+    )
+    _data_dir(rewrap)
+    rewrap.set_defaults(func=cmd_keys_rewrap)
+    rotate = keys.add_parser(
+        "rotate", help="new data keys for places; every blob re-sealed (server stopped)"
+    )
+    rotate.add_argument("--place", action="append", default=[], help="a place (repeatable)")
+    rotate.add_argument("--all", action="store_true", help="every place, the shared one too")
+    _data_dir(rotate)
+    rotate.set_defaults(func=cmd_keys_rotate)
+    shred = keys.add_parser(
+        "shred", help="delete a place's data keys and documents for good (server stopped)"
+    )
+    shred.add_argument("place")
+    shred.add_argument("--confirm", required=True, help="the place's id again")
+    _data_dir(shred)
+    shred.set_defaults(func=cmd_keys_shred)
