@@ -222,46 +222,42 @@ async def test_a_scope_narrowed_during_a_longpoll_takes_effect_before_it_answers
     assert ids(await asyncio.wait_for(poll, 5)) == ["in-a2"]
 
 
+@pytest.fixture
+async def body_reads(api: Api, client: Client, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """250 documents of alice's; then the size of every store call that opens bodies."""
+    await api.bulk([{"_id": f"d{i:03d}", "place": A1, "n": i} for i in range(250)])
+    store = client.app[STORE]
+    calls: list[int] = []
+    opened = store.get_revisions
+
+    async def counting(db: str, wanted: Any) -> Any:
+        calls.append(len(wanted))
+        return await opened(db, wanted)
+
+    monkeypatch.setattr(store, "get_revisions", counting)
+    return calls
+
+
 @pytest.mark.parametrize(
     ("params", "body"),
     [({"include_docs": "true"}, None), ({"filter": "_selector"}, {"selector": {"n": {"$gte": 0}}})],
 )
 async def test_bodies_are_opened_a_chunk_at_a_time(
-    api: Api, client: Client, monkeypatch: pytest.MonkeyPatch, params: dict[str, str], body: Any
+    api: Api, body_reads: list[int], params: dict[str, str], body: Any
 ) -> None:
     """250 changes with bodies cost a few store calls, not one (or two) per document."""
-    await api.bulk([{"_id": f"d{i:03d}", "place": A1, "n": i} for i in range(250)])
-    store = client.app[STORE]
-    calls: list[int] = []
-    opened = store.get_revisions
-
-    async def counting(db: str, wanted: Any) -> Any:
-        calls.append(len(wanted))
-        return await opened(db, wanted)
-
-    monkeypatch.setattr(store, "get_revisions", counting)
     status, answer = await api.call("POST", "/health/_changes", "alice", body or {}, **params)
     assert status == 200 and len(answer["results"]) == 250
     assert [row["doc"]["n"] for row in answer["results"] if "doc" in row] == (
         list(range(250)) if "include_docs" in params else []
     )
-    assert len(calls) == 3 and sum(calls) == 250  # chunks of 100
+    assert len(body_reads) == 3 and sum(body_reads) == 250  # chunks of 100
 
 
 async def test_include_docs_opens_only_the_documents_it_sends(
-    api: Api, client: Client, monkeypatch: pytest.MonkeyPatch
+    api: Api, body_reads: list[int]
 ) -> None:
     """With a limit, bodies past it are neither read nor written in the audit trail."""
-    await api.bulk([{"_id": f"d{i:03d}", "place": A1, "n": i} for i in range(250)])
-    store = client.app[STORE]
-    calls: list[int] = []
-    opened = store.get_revisions
-
-    async def counting(db: str, wanted: Any) -> Any:
-        calls.append(len(wanted))
-        return await opened(db, wanted)
-
-    monkeypatch.setattr(store, "get_revisions", counting)
     body = await changes(api, "alice", include_docs="true", limit="150")
     assert [row["doc"]["n"] for row in body["results"]] == list(range(150))
-    assert sum(calls) == 150
+    assert sum(body_reads) == 150

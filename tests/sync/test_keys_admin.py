@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from sync_fixtures import as_user, running
+from sync_fixtures import Api, as_user, running
 
 from sync import cli
 from sync.config import Config
@@ -44,10 +44,7 @@ async def _docs(client: TestClient[Any, Any]) -> dict[str, Any]:
 async def written(config: Config) -> dict[str, Any]:
     """The documents, written and read back under the data dir's first master key."""
     async with running(config) as client:
-        response = await client.post(
-            "/health/_bulk_docs", json={"docs": DOCS}, headers=as_user("admin")
-        )
-        assert response.status == 201
+        await Api(client).bulk(DOCS)
         return await _docs(client)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from sync_fixtures import as_user, running
+from sync_fixtures import Api, as_user, running
 
 from sms_gateway.sealing import Sealer
 from sync import cli, rotation
@@ -72,10 +72,7 @@ async def _everything(client: TestClient[Any, Any]) -> dict[str, Any]:
 @pytest.fixture
 async def written(config: Config) -> dict[str, Any]:
     async with running(config) as client:
-        response = await client.post(
-            "/health/_bulk_docs", json={"docs": DOCS}, headers=as_user("admin")
-        )
-        assert response.status == 201
+        await Api(client).bulk(DOCS)
         put = await client.put(
             "/health/_local/checkpoint", json=CHECKPOINT, headers=as_user("alice")
         )

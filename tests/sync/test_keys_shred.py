@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sync_fixtures import as_user, running
+from sync_fixtures import Api, as_user, running
 
 from sync import audit, cli
 from sync.config import Config
@@ -39,10 +39,7 @@ def _rows(data_dir: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 async def written(config: Config) -> bytes:
     """The documents written; the wrapped data key of area-b1 (what must vanish)."""
     async with running(config) as client:
-        response = await client.post(
-            "/health/_bulk_docs", json={"docs": DOCS}, headers=as_user("admin")
-        )
-        assert response.status == 201
+        await Api(client).bulk(DOCS)
     [(wrapped,)] = _rows(config.data_dir, "SELECT wrapped FROM data_keys WHERE place='area-b1'")
     return bytes(wrapped)
 
