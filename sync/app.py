@@ -96,7 +96,7 @@ def _conn_factory(path: object) -> object:
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    with datadir.exclusive(config.data_dir, "serve"):
+    async with datadir.serving(config.data_dir, config.lock_wait_seconds):
         async for _ in _serving(app, config):
             yield
 

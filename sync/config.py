@@ -23,6 +23,8 @@ class Config:
     max_document_bytes: int = 8 * MiB
     session_seconds: int = 14 * 24 * 3600
     longpoll_max_seconds: float = 60.0
+    # How long a starting server waits for another (shutting down) to free the data dir.
+    lock_wait_seconds: float = 10.0
     master_key_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None

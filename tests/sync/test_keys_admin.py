@@ -6,9 +6,10 @@ The app runs in-process on a real SQLite file; the commands run through the CLI'
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-from contextlib import closing
+from contextlib import AsyncExitStack, closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -134,10 +135,21 @@ async def test_a_data_key_no_master_opens_stops_the_rewrap_whole(
 
 
 async def test_one_server_per_data_dir(config: Config) -> None:
+    hurried = replace(config, lock_wait_seconds=0.3)
     async with running(config) as first:
-        with pytest.raises(DataDirBusy, match="cannot serve: another fieldsync server"):
-            async with running(config):
+        with pytest.raises(DataDirBusy, match=r"cannot serve: .* \(waited 0.3 s\); stop it"):
+            async with running(hurried):
                 pass
         assert (await first.get("/_up")).status == 200  # the first one is unaffected
-    async with running(config) as again:  # once it stopped, the data dir is free
+    async with running(hurried) as again:  # once it stopped, the data dir is free
         assert (await again.get("/_up")).status == 200
+
+
+async def test_a_restart_waits_for_the_old_server_to_let_go(config: Config) -> None:
+    """Stop and start at once: the new server waits while the old one shuts down."""
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(running(config))
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.5, lambda: asyncio.ensure_future(stack.aclose()))
+        async with running(replace(config, lock_wait_seconds=10)) as new:
+            assert (await new.get("/_up")).status == 200
