@@ -26,7 +26,7 @@ from sync.config import Config, from_env
 from sync.keys import KeyRing, load_master_key
 from sync.replication.documents import new_rev, parse_incoming
 from sync.store.base import RevisionWrite, StoredRevision
-from sync.store.schema import connect, db_path, initialise
+from sync.store.schema import connect, connections, db_path, initialise
 from sync.store.sqlite import SqliteStore
 from sync.vault import Vault
 
@@ -110,7 +110,7 @@ class Seeder:
         self.conn.execute("PRAGMA synchronous=NORMAL")  # durable at the end: one checkpoint
         self.conn.execute("PRAGMA cache_size=-524288")  # 512 MiB: the indexes stay in memory
         master = load_master_key(self.config.key_file, create=True)
-        self.keys = KeyRing(master, self._conn_ctx)  # type: ignore[arg-type]
+        self.keys = KeyRing(master, self._conn_ctx)
         self.vault = Vault(self.keys)
 
     @contextmanager
@@ -233,7 +233,7 @@ async def _store_write(data_dir: Path, config: Config, docs: list[dict[str, Any]
     try:
         await store.create_db("slow")
         await store.create_db("fast")
-        keys = KeyRing(load_master_key(config.key_file, create=True), _factory(store.path))
+        keys = KeyRing(load_master_key(config.key_file, create=True), connections(store.path))
         vault = Vault(keys)
         writes = []
         for raw in docs:
@@ -248,18 +248,6 @@ async def _store_write(data_dir: Path, config: Config, docs: list[dict[str, Any]
         assert all(r.error is None for r in results), results
     finally:
         await store.close()
-
-
-def _factory(path: Path) -> Any:
-    @contextmanager
-    def factory() -> Iterator[sqlite3.Connection]:
-        conn = connect(path)
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    return factory
 
 
 def _rows(conn: sqlite3.Connection, db: str) -> list[tuple[Any, ...]]:

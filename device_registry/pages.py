@@ -173,7 +173,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         text = "These pages are for supervisors and admins; CHWs use the app."
         return page.respond(templates.login_page(page.token, target, name, text), 403)
     response = _redirect(target)
-    p.auth.start_session(response, caller.user, request, p.config.https)
+    p.auth.start_session(response, caller.user, request)
     return response
 
 

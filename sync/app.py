@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import closing, contextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 
 import structlog
 from aiohttp import web
@@ -34,7 +34,7 @@ from sync.replication.context import Notifier, Parts
 from sync.replication.reads import Reader
 from sync.replication.routes import REPLICATION, Replication, close_longpolls, setup_routes
 from sync.replication.writes import Writer
-from sync.store.schema import connect, db_path
+from sync.store.schema import connections, db_path
 from sync.store.sqlite import SqliteStore
 from sync.vault import Vault
 
@@ -85,15 +85,6 @@ async def compression_middleware(
     return response
 
 
-def _conn_factory(path: object) -> object:
-    @contextmanager
-    def factory() -> Iterator[sqlite3.Connection]:
-        with closing(connect(path)) as conn:  # type: ignore[arg-type]
-            yield conn
-
-    return factory
-
-
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     async with datadir.serving(config.data_dir, config.lock_wait_seconds):
@@ -110,7 +101,7 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     except BaseException:
         await store.close()
         raise
-    keys = KeyRing(master, _conn_factory(path))  # type: ignore[arg-type]
+    keys = KeyRing(master, connections(path))
     secret, server_uuid = await store.write_tx(_server_identity)
     await _ensure_db(store, config.db_name)
     audit = AuditLog(store.write_tx)
@@ -121,7 +112,7 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
         lambda h, p: store.write_tx(lambda c: _save_snapshot(c, h, p)),
         lambda h: store.read(lambda c: _load_snapshot(c, h)),
     )
-    auth = Authenticator(store, secret, config.session_seconds)
+    auth = Authenticator(store, secret, config.session_seconds, config.https)
     app[STORE] = store
     app[AUTH] = auth
     feed = ChangesFeed(parts, reader, snapshots)

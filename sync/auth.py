@@ -61,10 +61,13 @@ def parse_basic(header: str) -> Credentials | None:
 
 
 class Authenticator:
-    def __init__(self, store: SqliteStore, secret: bytes, session_seconds: int) -> None:
+    def __init__(
+        self, store: SqliteStore, secret: bytes, session_seconds: int, https: bool = False
+    ) -> None:
         self._store = store
         self._secret = secret
         self._session_seconds = session_seconds
+        self._https = https  # this server speaks TLS itself
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._tree: tuple[int, PlaceTree] | None = None
         self.device_checks: list[DeviceCheck] = []
@@ -161,17 +164,15 @@ class Authenticator:
         return user, self._tree[1]
 
     # -- cookies ---------------------------------------------------------------
-    def start_session(
-        self, response: web.StreamResponse, user: User, request: web.Request, https: bool
-    ) -> None:
+    def start_session(self, response: web.StreamResponse, user: User, request: web.Request) -> None:
         """Set the session cookie: HttpOnly, SameSite=Lax, Secure when served over HTTPS
-        (by this server, ``https``, or by a trusted proxy in front of it)."""
+        (by this server, or by a trusted proxy in front of it)."""
         response.set_cookie(
             COOKIE,
             self.issue_cookie(user),
             httponly=True,
             samesite="Lax",
-            secure=https or request.secure,
+            secure=self._https or request.secure,
             path="/",
             max_age=self._session_seconds,
         )

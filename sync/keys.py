@@ -21,6 +21,8 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -141,9 +143,9 @@ class KeyRing:
     def by_ref(self, key_ref: str) -> AESGCM:
         key = self._cache.get(key_ref)
         if key is None:
-            place, _, version = key_ref.rpartition(":")
-            wrapped = self._fetch(place, int(version))
-            key = AESGCM(self._master.unwrap(label(place, int(version)), wrapped))
+            place, version = parse_key_ref(key_ref)
+            wrapped = self._fetch(place, version)
+            key = AESGCM(self._master.unwrap(label(place, version), wrapped))
             self._cache[key_ref] = key
         return key
 
@@ -162,23 +164,26 @@ class KeyRing:
                 "SELECT max(version) FROM data_keys WHERE place=?", (place,)
             ).fetchone()
             if row[0] is not None:
-                return f"{place}:{row[0]}"
+                return key_ref(place, int(row[0]))
             wrapped = self._master.wrap(label(place, 1), secrets.token_bytes(32))
             conn.execute(
                 "INSERT OR IGNORE INTO data_keys(place, version, wrapped, created) VALUES(?,?,?,?)",
                 (place, 1, wrapped, dt.datetime.now(dt.UTC).isoformat()),
             )
-        return f"{place}:1"
+        return key_ref(place, 1)
 
 
-class ConnFactory(Protocol):
-    def __call__(self) -> _ConnContext: ...
+ConnFactory = Callable[[], AbstractContextManager[sqlite3.Connection]]
 
 
-class _ConnContext(Protocol):
-    def __enter__(self) -> sqlite3.Connection: ...
+def key_ref(place: str, version: int) -> str:
+    return f"{place}:{version}"
 
-    def __exit__(self, *exc: object) -> None: ...
+
+def parse_key_ref(ref: str) -> tuple[str, int]:
+    """``"area-7:2"`` -> ``("area-7", 2)`` (place ids may hold ':', versions never)."""
+    place, _, version = ref.rpartition(":")
+    return place, int(version)
 
 
 def label(place: str, version: int) -> bytes:

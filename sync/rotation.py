@@ -29,12 +29,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from sync.keyadmin import describe
-from sync.keys import KeyError_, MasterKey, label, seal, unseal
+from sync.keys import KeyError_, KeyRing, MasterKey, key_ref, label, parse_key_ref, seal, unseal
 from sync.replication.context import LOCAL_SEALED, local_name
-from sync.store.schema import with_file
+from sync.store.schema import connections, db_path, with_file
 from sync.vault import attachment_aad, body_aad
 
 BATCH = 500
@@ -177,15 +175,6 @@ def sealed_blobs() -> tuple[SealedBlobs, ...]:
 
 
 # -- the three steps ------------------------------------------------------------------------
-def _ref(place: str, version: int) -> str:
-    return f"{place}:{version}"
-
-
-def _parse_ref(key_ref: str) -> tuple[str, int]:
-    place, _, version = key_ref.rpartition(":")
-    return place, int(version)
-
-
 def places_with_keys(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT place FROM data_keys ORDER BY place")]
 
@@ -210,29 +199,9 @@ def add_versions(
     return made
 
 
-class Keys:
-    """Data keys unwrapped on demand and kept for the run (the command's own key ring)."""
-
-    def __init__(self, master: MasterKey) -> None:
-        self._master = master
-        self._cache: dict[str, AESGCM] = {}
-
-    def get(self, conn: sqlite3.Connection, key_ref: str) -> AESGCM:
-        if key_ref not in self._cache:
-            place, version = _parse_ref(key_ref)
-            row = conn.execute(
-                "SELECT wrapped FROM data_keys WHERE place=? AND version=?", (place, version)
-            ).fetchone()
-            if row is None:
-                raise KeyError_(f"data key {key_ref} is gone: its blobs cannot be opened")
-            wrapped = bytes(row[0])
-            self._cache[key_ref] = AESGCM(self._master.unwrap(label(place, version), wrapped))
-        return self._cache[key_ref]
-
-
 def reseal_batch(
     conn: sqlite3.Connection,
-    keys: Keys,
+    keys: KeyRing,
     blobs: SealedBlobs,
     newest: dict[str, int],
     after: int,
@@ -241,13 +210,13 @@ def reseal_batch(
     found = blobs.batch(conn, after, BATCH)
     done = 0
     for blob in found:
-        place, version = _parse_ref(blob.key_ref)
+        place, version = parse_key_ref(blob.key_ref)
         target = newest.get(place)
         if target is None or version >= target:
             continue
-        plain = unseal(keys.get(conn, blob.key_ref), blob.aad, blob.data)
-        new_ref = _ref(place, target)
-        blobs.store(conn, blob, new_ref, seal(keys.get(conn, new_ref), blob.aad, plain))
+        plain = unseal(keys.by_ref(blob.key_ref), blob.aad, blob.data)
+        new_ref = key_ref(place, target)
+        blobs.store(conn, blob, new_ref, seal(keys.by_ref(new_ref), blob.aad, plain))
         done += 1
     return (found[-1].rowid if found else after), done, len(found)
 
@@ -267,7 +236,7 @@ def retire(conn: sqlite3.Connection, newest: dict[str, int]) -> tuple[list[str],
             (place, version),
         ).fetchall()
         for (old,) in rows:
-            if used[_ref(place, old)]:
+            if used[key_ref(place, old)]:
                 kept.append(describe(place, old))
                 continue
             conn.execute("DELETE FROM data_keys WHERE place=? AND version=?", (place, old))
@@ -293,7 +262,7 @@ def rotate(
 
     newest = with_file(data_dir, lambda c: add_versions(c, master, chosen(c)))
     report("new data keys: " + ", ".join(describe(p, v) for p, v in newest.items()))
-    keys = Keys(master)
+    keys = KeyRing(master, connections(db_path(data_dir)))  # reads beside each batch's writer
     for blobs in sealed_blobs():
         after, looked, done, batches = 0, 0, 0, 0
         while True:

@@ -130,13 +130,14 @@ class ChangesFeed:
         last: SinceToken | None = None
         try:
             async for chunk in _chunks(walk, min(_CHUNK, _page_size(query))):
-                wanted = [c for c, _ in chunk if self._cheap_match(c, query)]
+                marked = [(c, t, self._cheap_match(c, query)) for c, t in chunk]
+                wanted = [c for c, _, passed in marked if passed]
                 if query.selector is None:  # every one is sent: open no more than fit
                     wanted = wanted[: query.limit - len(results)]
                 docs = await self._docs(db, caller, wanted, query)
-                for change, token in chunk:
+                for change, token, passed in marked:
                     last = token
-                    if not self._cheap_match(change, query):
+                    if not passed:
                         continue
                     doc = docs.get(change.id)
                     if query.selector is not None and (

@@ -205,7 +205,7 @@ async def post_session(request: web.Request) -> web.Response:
         raise BadRequest("name and password are required")
     caller = await rep.auth.login(Credentials(name, password), request.remote)
     response = json_response({"ok": True, **h.user_ctx(caller)})
-    rep.auth.start_session(response, caller.user, request, rep.config.https)
+    rep.auth.start_session(response, caller.user, request)
     return response
 
 

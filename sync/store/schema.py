@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import AbstractContextManager, closing
 from pathlib import Path
 from typing import TypeVar
 
@@ -98,6 +98,11 @@ def in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], 
         raise
     conn.execute("COMMIT")
     return result
+
+
+def connections(path: Path) -> Callable[[], AbstractContextManager[sqlite3.Connection]]:
+    """A factory of short-lived connections to ``path``, each closed after its ``with``."""
+    return lambda: closing(connect(path))
 
 
 def with_file(data_dir: Path, fn: Callable[[sqlite3.Connection], T]) -> T:
