@@ -2,12 +2,13 @@
 
 Behind a proxy every request comes from the proxy's address, so per-address
 limits (login guessing, refused devices) would lump every phone together, and
-the device registry's record of refused attempts would name the proxy. When the peer is one of the configured trusted
-proxies (``FIELDSYNC_TRUSTED_PROXIES``: addresses or networks), the client is the
-right-most address of ``X-Forwarded-For`` that is not itself a trusted proxy, and
-``X-Forwarded-Proto`` tells whether the client spoke HTTPS (cookies get
-``Secure``). From any other peer both headers are ignored: a phone cannot pick
-its own address. A malformed header is ignored too (the peer address stays).
+the device registry's record of refused attempts would name the proxy. When the
+peer is one of the configured trusted proxies (``FIELDSYNC_TRUSTED_PROXIES``:
+addresses or networks), the client is the right-most address of
+``X-Forwarded-For`` that is not itself a trusted proxy, and ``X-Forwarded-Proto``
+tells whether the client spoke HTTPS (cookies get ``Secure``). From any other
+peer both headers are ignored: a phone cannot pick its own address. A malformed
+header is ignored too (the peer address stays).
 """
 
 from __future__ import annotations
