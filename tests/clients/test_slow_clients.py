@@ -28,7 +28,7 @@ import pytest
 from realserver import DB, FIELDSYNC, PASSWORD, ServerProcess, free_port
 
 SLOW_CONNECTIONS = 1000
-SERVER_OPEN_FILES = 1024  # the server's hard limit: 1,000 connections would exhaust it
+SERVER_OPEN_FILES = 1000  # the server's hard limit: fewer files than the slow connections
 PATIENCE = 20.0  # generous overall deadline for anything we wait for; never a threshold
 ANOTHER_ADDRESS = "127.0.0.2"  # another user: any 127/8 address reaches the loopback server
 BASIC = "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
