@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import resource
 import signal
@@ -182,20 +183,31 @@ class GuardedHandler(RequestHandler):
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_seen = 0.0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def admit(self, transport: asyncio.BaseTransport) -> bool:
+        """Count the connection, or close it at once, unread, when over a cap."""
         key = self._gate.key(transport.get_extra_info("peername"))
         if not self._gate.admit(key):
             self._manager = None  # aiohttp's connection_lost then has nothing to undo
             cast(asyncio.Transport, transport).abort()
-            return
+            return False
         self._key, self._admitted = key, True
-        super().connection_made(transport)
-        self._arm_head_timer()
+        return True
 
-    def connection_lost(self, exc: BaseException | None) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._admitted and not self.admit(transport):
+            return
+        super().connection_made(transport)
+        if self._request_count == 0 and self._head_timer is None:
+            self._arm_head_timer()  # (after TLS, a request may have come in already)
+
+    def release(self) -> None:
+        """Give back the connection's place under the caps (once)."""
         if self._admitted:
             self._admitted = False
             self._gate.release(self._key)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.release()
         self._stop_timers()
         super().connection_lost(exc)
 
@@ -220,6 +232,9 @@ class GuardedHandler(RequestHandler):
             self._gate.trouble.note("clients_gone_mid_request")
         else:
             super().log_exception(*args, **kw)
+
+    def note_trouble(self, event: str) -> None:
+        self._gate.trouble.note(event)
 
     def _in_body(self) -> bool:
         return self._body is not None and not self._body.is_eof()
@@ -271,6 +286,52 @@ class GuardedHandler(RequestHandler):
         self._body = None
 
 
+class TlsAdmission(asyncio.Protocol):
+    """Admits a TCP connection before its TLS handshake, then hands it to its handler.
+
+    With ``create_server(ssl=...)`` a handler would see a connection only after the
+    handshake: a client that never says hello would hold a file for the whole
+    handshake timeout without counting toward any cap. Here the caps apply first, and
+    the handshake must finish within the header deadline.
+    """
+
+    _handshakes: set[asyncio.Task[None]] = set()  # strong references while they run
+
+    def __init__(self, handler: GuardedHandler, context: ssl.SSLContext, timeout: float) -> None:
+        self._handler, self._context, self._timeout = handler, context, timeout
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tcp = cast(asyncio.Transport, transport)
+        if not self._handler.admit(tcp):
+            return
+        tcp.pause_reading()  # the ClientHello is for the TLS layer, not for us
+        task = asyncio.ensure_future(self._handshake(tcp))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._handler.release()  # lost before the TLS layer took over
+
+    async def _handshake(self, tcp: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(
+                tcp,
+                self._handler,
+                self._context,
+                server_side=True,
+                ssl_handshake_timeout=self._timeout,
+            )
+        except OSError:  # timed out, reset, or not TLS at all
+            tls = None
+        if tls is None or tls.is_closing():
+            # A failed handshake never reaches the handler's connection_lost.
+            self._handler.note_trouble("tls_handshakes_failed")
+            self._handler.release()
+            return
+        self._handler.connection_made(tls)
+
+
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections are :class:`GuardedHandler` (aiohttp has no such hook)."""
 
@@ -304,15 +365,15 @@ class GuardedSite(web.BaseSite):
         def make_handler() -> GuardedHandler:
             return GuardedHandler(server, self._gate, **options)
 
-        # Under TLS the handler sees the connection only after the handshake: bound that too.
-        handshake = limits.header_timeout if self._ssl_context else None
+        def make_tls(context: ssl.SSLContext) -> TlsAdmission:
+            return TlsAdmission(make_handler(), context, limits.header_timeout)
+
+        tls = self._ssl_context
         self._server = await loop.create_server(
-            make_handler,
+            make_handler if tls is None else functools.partial(make_tls, tls),
             self._host,
             self._port,
-            ssl=self._ssl_context,
             backlog=BACKLOG,
-            ssl_handshake_timeout=handshake,
         )
 
 

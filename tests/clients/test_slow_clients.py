@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import ipaddress
 import json
 import os
 import resource
 import select
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,6 +28,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from realserver import DB, FIELDSYNC, PASSWORD, ServerProcess, free_port
 
 SLOW_CONNECTIONS = 1000
@@ -53,6 +60,16 @@ class LimitedServer(ServerProcess):
                 preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit),
             )
         self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        if "FIELDSYNC_TLS_CERT" not in self.env:
+            super()._wait_ready()
+            return
+        deadline = time.monotonic() + PATIENCE
+        while not _tls_get(self, self.env["FIELDSYNC_TLS_CERT"]):
+            if time.monotonic() > deadline or self._process is None or self._process.poll():
+                raise RuntimeError(f"fieldsync serve (TLS) not ready:\n{self.log_tail()}")
+            time.sleep(0.1)
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()
@@ -308,3 +325,80 @@ def test_a_trusted_proxy_is_not_capped_per_address(
     for _ in range(5):
         _connect(guarded, sockets, source=PROXY)
     assert _request(guarded, sockets, source=PROXY).startswith(b"HTTP/1.1 200")
+
+
+# -- TLS ----------------------------------------------------------------------------------
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def _tls_get(server: ServerProcess, cafile: str) -> bytes:
+    """GET /_up over TLS; b"" when the server closed the connection (before or after hello)."""
+    context = ssl.create_default_context(cafile=cafile)
+    address = ("127.0.0.1", server.port)
+    try:
+        with (
+            socket.create_connection(address, timeout=PATIENCE) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+        ):
+            sock.sendall(b"GET /_up HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return _read_all(sock)
+    except OSError:
+        return b""
+
+
+@pytest.fixture
+def tls(tmp_path: Path, admin_data: Path) -> Iterator[LimitedServer]:
+    cert, key = _self_signed(tmp_path)
+    env = {
+        "FIELDSYNC_TLS_CERT": str(cert),
+        "FIELDSYNC_TLS_KEY": str(key),
+        "FIELDSYNC_HEADER_TIMEOUT_SECONDS": "1",
+        "FIELDSYNC_MAX_CONNECTIONS_PER_ADDRESS": "2",
+    }
+    yield from _running(tmp_path, admin_data, env)
+
+
+def test_under_tls_the_caps_and_the_deadline_apply_before_the_handshake(
+    tls: LimitedServer, sockets: list[socket.socket]
+) -> None:
+    """A client that never says hello holds a file like any other: it counts and is cut."""
+    cafile = tls.env["FIELDSYNC_TLS_CERT"]
+    silent = [_connect(tls, sockets) for _ in range(2)]  # TCP only, no ClientHello
+    assert _tls_get(tls, cafile) == b""  # the third: refused before its handshake
+    assert all(_closed_by_server(sock, wait=PATIENCE) for sock in silent)  # handshake deadline
+    deadline = time.monotonic() + PATIENCE
+    while not (answer := _tls_get(tls, cafile)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert answer.startswith(b"HTTP/1.1 200")
+    tls.stop()
+    lines = tls.log_lines()
+    events = {json.loads(line)["event"] for line in lines if line.startswith("{")}
+    assert {"connections_refused", "tls_handshakes_failed"} <= events
+    assert len(lines) < 10, "\n".join(lines[:20])
