@@ -18,8 +18,12 @@ connection caps, so every connection goes through :class:`GuardedHandler`:
 - **Body idle deadline.** Inside a body, a silence longer than
   ``body_timeout_seconds`` ends the connection; a slow but moving upload (2G) never
   does, and time the server itself holds reading paused does not count.
+- **Keep-alive.** Between requests a connection may idle for
+  ``keepalive_timeout_seconds`` (aiohttp's own timer).
 - Long-poll ``_changes`` have their head complete and no body, so neither deadline
   applies to them; they count toward the caps like any connection.
+- **TLS.** Admission comes before the handshake (:class:`TlsAdmission`), which must
+  finish within the header deadline: a client that never says hello counts too.
 - **Quiet logs.** Refusals, timeouts, malformed requests and vanished clients are
   counted and logged as one line per kind per minute (:class:`Trouble`), never one
   per connection.
