@@ -71,6 +71,10 @@ class LimitedServer(ServerProcess):
                 raise RuntimeError(f"fieldsync serve (TLS) not ready:\n{self.log_tail()}")
             time.sleep(0.1)
 
+    @property
+    def returncode(self) -> int | None:
+        return None if self._process is None else self._process.returncode
+
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()
 
@@ -185,7 +189,12 @@ async def test_a_thousand_slow_connections_do_not_starve_another_user(
     held[0].sendall(b"up HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert _read_all(held[0]).startswith(b"HTTP/1.1 200")  # held connections are live
 
-    crowded.stop()  # the trouble summary is flushed at shutdown
+    poll = asyncio.create_task(_long_poll(crowded, wait_ms=60000, source=ANOTHER_ADDRESS))
+    await asyncio.sleep(0.5)
+    assert not poll.done()
+    await asyncio.to_thread(crowded.stop)  # SIGTERM; flushes the trouble summary
+    assert crowded.returncode == 0  # stopped gracefully, not killed after its 5 s
+    assert (await poll)["results"] == []  # the shutdown answered the long-poll
     lines = crowded.log_lines()
     refused = [json.loads(line) for line in lines if "connections_refused" in line]
     assert [(r["reason"], r["count"]) for r in refused] == [("per_address", 800)]
@@ -284,12 +293,15 @@ def _slow_login(server: LimitedServer, sockets: list[socket.socket]) -> bytes:
     return _read_all(sock)
 
 
-async def _long_poll(server: LimitedServer) -> dict[str, object]:
+async def _long_poll(
+    server: LimitedServer, wait_ms: int = 2500, source: str = "127.0.0.1"
+) -> dict[str, object]:
     url = f"{server.url}/{DB}/_changes"
-    params = {"feed": "longpoll", "since": "now", "timeout": "2500", "heartbeat": "1000"}
+    params = {"feed": "longpoll", "since": "now", "timeout": str(wait_ms), "heartbeat": "1000"}
     timeout = aiohttp.ClientTimeout(total=PATIENCE)
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
     async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
+        aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
         session.get(url, params=params, headers={"Authorization": BASIC}) as resp,
     ):
         assert resp.status == 200
