@@ -58,6 +58,7 @@ def _with_conn(args: argparse.Namespace, fn: Callable[[sqlite3.Connection], T]) 
 # -- serve --------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
     from sync.app import create_app
+    from sync.serving import serve
 
     configure_logging()
     config = _config(args)
@@ -81,15 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
 
     app.on_startup.append(announce)
-    web.run_app(
-        app,
-        host=config.host,
-        port=config.port,
-        ssl_context=ssl_context,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-    )
+    serve(app, config, ssl_context)
     return 0
 
 

@@ -32,6 +32,12 @@ class Config:
     require_enrolment: bool = True
     # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed.
     trusted_proxies: tuple[Network, ...] = ()
+    # Slow clients (sync.serving): read deadlines and connection caps.
+    header_timeout_seconds: float = 20.0
+    body_timeout_seconds: float = 60.0  # longest silence inside a body, not its total time
+    keepalive_timeout_seconds: float = 75.0
+    max_connections_per_address: int = 200
+    max_connections: int = 0  # 0: as many as the open-file limit leaves room for
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -53,6 +59,30 @@ def _yes(value: str) -> bool:
     raise ValueError("must be one of 1/true/yes/on or 0/false/no/off")
 
 
+def _seconds(value: str) -> float:
+    """A duration above zero (a zero timeout would cut every client at once)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError("must be a number of seconds above 0, e.g. 20 or 2.5")
+    return seconds
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = minimum - 1
+        if number < minimum:
+            raise ValueError(f"must be a whole number of at least {minimum}")
+        return number
+
+    return parse
+
+
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_DATA_DIR": ("data_dir", Path),
     "FIELDSYNC_HOST": ("host", str),
@@ -65,6 +95,11 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_TLS_KEY": ("tls_key", Path),
     "FIELDSYNC_REQUIRE_ENROLMENT": ("require_enrolment", _yes),
     "FIELDSYNC_TRUSTED_PROXIES": ("trusted_proxies", parse_networks),
+    "FIELDSYNC_HEADER_TIMEOUT_SECONDS": ("header_timeout_seconds", _seconds),
+    "FIELDSYNC_BODY_TIMEOUT_SECONDS": ("body_timeout_seconds", _seconds),
+    "FIELDSYNC_KEEPALIVE_TIMEOUT_SECONDS": ("keepalive_timeout_seconds", _seconds),
+    "FIELDSYNC_MAX_CONNECTIONS_PER_ADDRESS": ("max_connections_per_address", _count(1)),
+    "FIELDSYNC_MAX_CONNECTIONS": ("max_connections", _count(0)),
 }
 
 
