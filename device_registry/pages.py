@@ -173,14 +173,15 @@ async def login(request: web.Request) -> web.StreamResponse:
         text = "These pages are for supervisors and admins; CHWs use the app."
         return page.respond(templates.login_page(page.token, target, name, text), 403)
     response = _redirect(target)
-    p.auth.start_session(response, caller.user, request)
+    await p.auth.start_session(response, caller.user, request)
     return response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     # No CSRF check: logging out is harmless, and a stale page must still be able to.
+    # The session ends on the server: the old cookie opens nothing afterwards.
     response = _redirect("/supervisor/login")
-    response.del_cookie(SESSION_COOKIE, path="/")
+    await parts(request).auth.end_session(request, response)
     return response
 
 

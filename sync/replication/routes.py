@@ -205,13 +205,14 @@ async def post_session(request: web.Request) -> web.Response:
         raise BadRequest("name and password are required")
     caller = await rep.auth.login(Credentials(name, password), request.remote)
     response = json_response({"ok": True, **h.user_ctx(caller)})
-    rep.auth.start_session(response, caller.user, request)
+    await rep.auth.start_session(response, caller.user, request)
     return response
 
 
 async def delete_session(request: web.Request) -> web.Response:
+    """Log out: the session ends on the server, so a copy of the old cookie opens nothing."""
     response = json_response({"ok": True})
-    response.del_cookie("AuthSession", path="/")
+    await request.app[REPLICATION].auth.end_session(request, response)
     return response
 
 
