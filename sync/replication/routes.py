@@ -150,6 +150,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     return await handler(request, rep, caller, target)
 
 
+def is_replication(request: web.Request) -> bool:
+    """Whether ``request`` is for the replication surface (``/{db}...``), where every
+    phone that holds records must show its device (the device registry's check)."""
+    return request.match_info.route.handler is dispatch
+
+
 # -- server level -----------------------------------------------------------------
 async def welcome(request: web.Request) -> web.Response:
     rep = request.app[REPLICATION]

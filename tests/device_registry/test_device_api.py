@@ -35,7 +35,7 @@ CHANGES = "/health/_changes"
         ({"phone": "0712345678"}, 400, "must be international"),
         ({"phone": "+254 712 345 678"}, 409, "+254712345678 is in use by active device SN1"),
         ({"worker": "nobody"}, 404, "unknown worker 'nobody'"),
-        ({"worker": "sam"}, 400, "sam is a supervisor; devices are assigned to CHWs"),
+        ({"worker": "admin"}, 400, "admin is a admin; devices are assigned to CHWs and"),
         ({"place": "nowhere"}, 404, "place 'nowhere' does not exist"),
         ({"serial": "SN 2"}, 400, "serial number 'SN 2'"),
     ],
@@ -255,8 +255,38 @@ async def test_a_worker_needs_an_enrolled_device(devices: Devices) -> None:
     assert "not enrolled: the app must send X-Device-Token" in body["reason"]
     status, body = await devices.in_session("GET", CHANGES, "alice", token="made-up")
     assert (status, body["reason"][:33]) == (401, "Unknown X-Device-Token: this devi")
-    for user in ("sam", "admin"):  # browsers and servers: no device involved
-        assert (await devices.call("GET", CHANGES, user))[0] == 200
+    assert (await devices.call("GET", CHANGES, "admin"))[0] == 200  # admins are exempt
+
+
+async def test_a_supervisor_phone_is_bound_to_its_device(devices: Devices) -> None:
+    """A supervisor's phone holds a district's records: replication needs an enrolled
+    device, exactly as for a CHW; the console and the JSON APIs do not."""
+    status, body = await devices.in_session("GET", CHANGES, "sam")
+    assert status == 401 and "not enrolled" in body["reason"]
+    assert (await devices.call("GET", "/health/", "sam"))[0] == 401
+    assert (await devices.call("POST", "/health/_bulk_docs", "sam", {"docs": []}))[0] == 401
+    assert (await devices.call("GET", "/api/v1/devices", "sam"))[0] == 200
+    assert (await devices.in_session("GET", "/supervisor/devices", "sam"))[0] == 200
+    token = await devices.issued("S1", IMEIS[0], "sam")
+    assert (await devices.call("GET", CHANGES, "sam", token=token))[0] == 200
+    assert (await devices.call("POST", "/health/_bulk_docs", "sam", {"docs": []}, token))[0] == 201
+    await devices.mark("S1", "lost")
+    status, body = await devices.in_session("GET", CHANGES, "sam", token=token)
+    assert (status, body["reason"]) == (401, "Device S1 is revoked: it was reported lost.")
+
+
+async def test_devices_go_to_roles_that_replicate(devices: Devices) -> None:
+    await devices.add("A1", IMEIS[0])
+    for worker in ("alice", "sam"):
+        status, body = await devices.call(
+            "POST", "/api/v1/devices/A1/assign", body={"worker": worker}
+        )
+        assert (status, body["worker"]) == (200, worker)
+    status, body = await devices.call("POST", "/api/v1/devices/A1/assign", body={"worker": "admin"})
+    assert (status, body["reason"]) == (
+        400,
+        "admin is a admin; devices are assigned to CHWs and supervisors",
+    )
 
 
 async def test_a_token_is_bound_to_its_worker(devices: Devices) -> None:
