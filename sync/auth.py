@@ -141,7 +141,7 @@ class Authenticator:
             try:
                 device = await check(request, found.user)
             except (Unauthorized, TooManyRequests) as exc:
-                self._record(found.name, "device_refused")
+                self.record(found.name, "device_refused")
                 raise DeviceRefused(exc) from exc
             if device is not None:
                 found = replace(found, device=device)
@@ -201,7 +201,7 @@ class Authenticator:
         stored = _DUMMY_HASH if user is None else user.password_hash
         ok = await asyncio.to_thread(accounts.verify_password, creds.password, stored)
         if user is None or not ok:
-            self._record(creds.name, "login_failed")
+            self.record(creds.name, "login_failed")
             raise Unauthorized()
 
     def _accept(self, creds: Credentials, user: User, reservation: Reservation) -> None:
@@ -214,7 +214,8 @@ class Authenticator:
     def _known_good(self, creds: Credentials, user: User) -> bool:
         return self._cache_key(creds, user) in self._verified
 
-    def _record(self, actor: str, action: str, subject: str | None = None) -> None:
+    def record(self, actor: str, action: str, subject: str | None = None) -> None:
+        """An entry in the audit trail for an access decision (no database, no documents)."""
         if self._audit is not None:
             self._audit.record(actor, action, None, [] if subject is None else [subject])
 
@@ -289,13 +290,7 @@ class Authenticator:
             return
         user = await self._store.write_tx(lambda conn: sessions.end(conn, cookie))
         if user is not None:
-            self._record(user, "session_ended")
-
-    async def end_sessions(self, name: str, actor: str) -> int:
-        """End every session of ``name`` (an admin's action); how many there were."""
-        ended = await self._store.write_tx(lambda conn: sessions.end_all(conn, name))
-        self._record(actor, "sessions_ended_by_admin", f"user:{name}")
-        return ended
+            self.record(user, "session_ended")
 
     async def _from_cookie(self, cookie: str) -> Caller:
         now = self._clock()

@@ -23,6 +23,9 @@ import secrets
 import sqlite3
 from dataclasses import dataclass
 
+from sync import accounts
+from sync.errors import NotFound
+
 TOUCH_EVERY = 60.0
 
 
@@ -84,6 +87,13 @@ def end(conn: sqlite3.Connection, session_id: str) -> str | None:
 def end_all(conn: sqlite3.Connection, user: str) -> int:
     """End every session of ``user``; how many there were."""
     return conn.execute("DELETE FROM sessions WHERE user=?", (user,)).rowcount
+
+
+def logout_user(conn: sqlite3.Connection, name: str) -> int:
+    """End every session of the user ``name`` (404 for an unknown user); how many."""
+    if accounts.get_user(conn, name) is None:
+        raise NotFound(f"user {name!r} does not exist")
+    return end_all(conn, name)
 
 
 def purge(conn: sqlite3.Connection, lifetime: Lifetime, now: float) -> int:
