@@ -206,8 +206,9 @@ class Authenticator:
 
     def _accept(self, creds: Credentials, user: User, reservation: Reservation) -> None:
         self.failures.forgive(reservation)
-        self._verified[self._cache_key(creds, user)] = None
-        self._verified.move_to_end(self._cache_key(creds, user))
+        key = self._cache_key(creds, user)
+        self._verified[key] = None
+        self._verified.move_to_end(key)
         if len(self._verified) > _CACHE_SIZE:
             self._verified.popitem(last=False)
 
@@ -216,7 +217,8 @@ class Authenticator:
 
     def record(self, actor: str, action: str, subject: str | None = None) -> None:
         """An entry in the audit trail for an access decision (no database, no documents)."""
-        if self._audit is not None:
+        if self._audit is not None:  # a claimed name is the caller's text: keep it short
+            actor = actor[: accounts.USER_NAME_MAX + 1]
             self._audit.record(actor, action, None, [] if subject is None else [subject])
 
     @staticmethod
