@@ -11,8 +11,9 @@ primary-key read): no cache can let a revoked device through.
 
 A refused request gets a 401 that says why, and is recorded (table
 ``device_refusals``); when it came with Basic credentials ``sync.auth`` answers
-the 401 of a wrong password instead, so a refusal never confirms a password.  Too many refusals from one device or one address within a
-window turn further *refusals* into 429s; a valid device is never slowed down, so
+the 401 of a wrong password instead, so a refusal never confirms a password.
+Too many refusals from one device or one address within a window turn further
+*refusals* into 429s; a valid device is never slowed down, so
 a stolen phone behind a carrier's shared address cannot lock out the honest
 phones behind it.
 
