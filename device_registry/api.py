@@ -35,6 +35,7 @@ from device_registry.model import CSV_COLUMNS, Device
 from device_registry.verdict import TOKEN_HEADER, Kind, Refusal
 from sync.errors import BadRequest, UnsupportedMediaType
 from sync.http import integer, json_response, read_object
+from sync.ratelimit import Limited
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -178,7 +179,9 @@ async def enroll(request: web.Request) -> web.Response:
     guard, user_key = p.registry.guard, f"user:{caller.name}"
     versions = (header_value(request, APP_VERSION_HEADER), header_value(request, OS_VERSION_HEADER))
     serial = (serial or "")[:64]
-    if guard.limiter.retry_after(user_key) is not None:
+    try:  # counted before the code is looked up: parallel guesses cannot pass the limit
+        reservation = guard.limiter.reserve(user_key)
+    except Limited:
         refusal = Refusal(Kind.ENROLMENT, "too many failed enrolment attempts", serial)
         guard.refuse(request, caller.user, refusal, user_key)
     try:
@@ -187,7 +190,8 @@ async def enroll(request: web.Request) -> web.Response:
         )
     except enrolment.EnrolmentRefused as exc:
         refusal = Refusal(Kind.ENROLMENT, exc.reason, serial)
-        guard.refuse(request, caller.user, refusal, user_key, error=exc)
+        guard.refuse(request, caller.user, refusal, error=exc)  # already counted
+    guard.limiter.forgive(reservation)
     body = {"device_token": done.token, "serial": done.serial, "worker": done.worker}
     return json_response({**body, "header": TOKEN_HEADER}, status=201, headers=NO_STORE)
 

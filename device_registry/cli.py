@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add.add_argument("--place", help="where the phone is kept while in stock")
     add.add_argument("--notes", default="")
     _finish(add, run_add)
-    assign = commands.add_parser("assign", help="hand a phone to a CHW")
+    assign = commands.add_parser("assign", help="hand a phone to a CHW or supervisor")
     assign.add_argument("serial", metavar="SERIAL")
     assign.add_argument("worker", metavar="WORKER")
     assign.add_argument("--reason", default="")

@@ -1,14 +1,19 @@
-"""The device check: every authenticated request from a CHW's app passes through it.
+"""The device check: every authenticated request from a phone that holds records passes it.
 
-Installed in ``Authenticator.device_checks`` at start-up (see ``routes``).  For a
-user of role ``chw`` (supervisors, admins and gateways use browsers or servers)
-and unless it is the enrolment call itself, the request must carry the
-``X-Device-Token`` of a device assigned to that worker.  The token is looked up on
-every request (one primary-key read): no cache can let a revoked device through.
+Installed in ``Authenticator.device_checks`` at start-up (see ``routes``).  A
+request must carry the ``X-Device-Token`` of a device assigned to its user when
+it comes from a CHW (any route but the enrolment call itself), or from any other
+non-admin user on the replication surface (``/{db}...``): a supervisor's phone
+holds a whole district's records, so it is bound to its device and revoked like
+a CHW's.  The supervisor console and the JSON APIs stay open to a browser without
+a token; admins are exempt.  The token is looked up on every request (one
+primary-key read): no cache can let a revoked device through.
 
 A refused request gets a 401 that says why, and is recorded (table
-``device_refusals``).  Too many refusals from one device or one address within a
-window turn further *refusals* into 429s; a valid device is never slowed down, so
+``device_refusals``); when it came with Basic credentials ``sync.auth`` answers
+the 401 of a wrong password instead, so a refusal never confirms a password.
+Too many refusals from one device or one address within a window turn further
+*refusals* into 429s; a valid device is never slowed down, so
 a stolen phone behind a carrier's shared address cannot lock out the honest
 phones behind it.
 
@@ -37,6 +42,7 @@ from device_registry.verdict import TOKEN_HEADER, Refusal, judge, no_token
 from sync.config import Config
 from sync.errors import FieldsyncError, TooManyRequests, Unauthorized
 from sync.ratelimit import FailureWindow, Limit
+from sync.replication.routes import is_replication
 from sync.scopes import Role, User
 from sync.store.sqlite import SqliteStore
 
@@ -104,6 +110,15 @@ def _write(
         enrolment.touch(conn, device_id, at, app_version, os_version)
 
 
+def needs_device(request: web.Request, user: User) -> bool:
+    """Whether this request must come from an enrolled device of ``user``."""
+    if user.role is Role.ADMIN:
+        return False
+    if request.method == "POST" and request.path == ENROLL_PATH:
+        return False
+    return user.role is Role.CHW or is_replication(request)
+
+
 class DeviceGuard:
     def __init__(
         self,
@@ -124,9 +139,7 @@ class DeviceGuard:
 
     async def check(self, request: web.Request, user: User) -> str | None:
         """The ``DeviceCheck`` of ``sync.auth``: the device's serial, or a refusal."""
-        if user.role is not Role.CHW:
-            return None
-        if request.method == "POST" and request.path == ENROLL_PATH:
+        if not needs_device(request, user):
             return None
         token = request.headers.get(TOKEN_HEADER, "").strip()
         ip_key = f"ip:{request.remote or '-'}"

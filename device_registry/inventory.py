@@ -38,6 +38,10 @@ _COLUMNS = (
 )
 _SELECT = f"SELECT {_COLUMNS} FROM devices d LEFT JOIN users u ON u.name = d.worker"
 
+# Roles whose phones hold records (they replicate), so are bound to a device; admins
+# are exempt (servers and browsers), gateways do not replicate.
+HOLDERS = frozenset({Role.CHW, Role.SUPERVISOR})
+
 
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -250,9 +254,13 @@ def assign(
     user = accounts.get_user(conn, worker)
     if user is None:
         raise NotFound(f"unknown worker {worker!r}")
-    if user.role is not Role.CHW:
-        raise BadRequest(f"{worker} is a {user.role.value}; devices are assigned to CHWs")
-    if scope.capture is not None and not any(scope.can_write(p) for p in user.places):
+    if user.role not in HOLDERS:
+        raise BadRequest(
+            f"{worker} is a {user.role.value}; devices are assigned to CHWs and supervisors"
+        )
+    if scope.capture is not None and not any(
+        scope.can_write(p) for p in user.places or user.read_places
+    ):
         raise Forbidden(f"worker {worker} is not in your scope")
     if device.status is DeviceStatus.ASSIGNED and device.worker == worker:
         raise Conflict(f"device {device.serial} is already assigned to {worker}")

@@ -5,7 +5,7 @@ A device row (table ``devices``)::
     serial      unique, upper-case                 imei, imei2   15 digits, Luhn-checked
     model, os_version, app_version, notes          free text
     phone       E.164, unique among active devices (in_stock, assigned, in_repair)
-    worker      the CHW holding it (kept while lost/stolen/in repair: they answer for it)
+    worker      the CHW or supervisor holding it (kept while lost/stolen/in repair)
     place       where it is kept while nobody holds it (a place id), optional
     issued      the date it was handed to its current worker
     status      a DeviceStatus                     last_sync  when it last made a request

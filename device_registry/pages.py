@@ -35,7 +35,6 @@ from sync.auth import COOKIE as SESSION_COOKIE
 from sync.auth import Credentials
 from sync.errors import FieldsyncError, NotFound, TooManyRequests, Unauthorized
 from sync.replication.context import Caller
-from sync.scopes import Role
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' "
@@ -173,14 +172,15 @@ async def login(request: web.Request) -> web.StreamResponse:
         text = "These pages are for supervisors and admins; CHWs use the app."
         return page.respond(templates.login_page(page.token, target, name, text), 403)
     response = _redirect(target)
-    p.auth.start_session(response, caller.user, request)
+    await p.auth.start_session(response, caller.user, request)
     return response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     # No CSRF check: logging out is harmless, and a stale page must still be able to.
+    # The session ends on the server: the old cookie opens nothing afterwards.
     response = _redirect("/supervisor/login")
-    response.del_cookie(SESSION_COOKIE, path="/")
+    await parts(request).auth.end_session(request, response)
     return response
 
 
@@ -208,13 +208,14 @@ async def devices(request: web.Request, page: _Page, caller: Caller) -> web.Stre
 
 
 async def _workers(request: web.Request, caller: Caller, writable: bool) -> list[str]:
-    """The CHWs in the caller's read (or capture) scope."""
+    """The CHWs and supervisors in the caller's read (or capture) scope."""
     users = await parts(request).store.read(accounts.list_users)
     allowed = caller.scope.can_write if writable else caller.scope.can_read
     return [
         u.name
         for u in users
-        if u.role is Role.CHW and (caller.is_admin or any(allowed(p) for p in u.places))
+        if u.role in inventory.HOLDERS
+        and (caller.is_admin or any(allowed(p) for p in u.places or u.read_places))
     ]
 
 

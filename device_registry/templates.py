@@ -268,7 +268,7 @@ class DeviceView:
     csrf: str
     device: Device
     history: Sequence[HistoryEntry]
-    workers: Sequence[str]  # CHWs this supervisor may assign it to
+    workers: Sequence[str]  # CHWs and supervisors this supervisor may assign it to
     can_manage: bool
     refusals: Sequence[Mapping[str, Any]] = ()
     notice: str | None = None

@@ -7,7 +7,9 @@ message id, as the send API answered it), ``status``, ``failureReason``,
 ``from`` with an ``apiKey`` header and answers
 ``{"SMSMessageData": {"Recipients": [{"statusCode", "messageId", "status"}]}}``.
 The webhook is authenticated with a shared secret (the provider cannot sign
-its callbacks): ``?secret=`` in the callback URL or an ``X-Webhook-Secret`` header.
+its callbacks) in the ``X-Webhook-Secret`` header; never in the query string,
+which proxies and access logs keep.  Wrong secrets are limited per address,
+each attempt counted before the secret is compared (``sync.ratelimit``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ import aiohttp
 from sms_gateway.outgoing import OutEvent
 from sms_gateway.service import Received
 from sms_gateway.settings import ProviderSettings
+from sync.errors import Forbidden, TooManyRequests
+from sync.ratelimit import FailureWindow, Limit, Limited
 
 NAME = "africastalking"
 SECRET_HEADER = "X-Webhook-Secret"
+# Wrong webhook secrets per address before further callbacks from it get 429.
+WEBHOOK_LIMITS = {"ip": Limit(20, 600.0)}
 ACCEPTED_CODES = frozenset({100, 101, 102})  # processed, sent, queued
 SEND_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
@@ -50,6 +56,25 @@ class DeliveryReport:
     provider_id: str
     event: OutEvent
     reason: str | None
+
+
+def webhook_window() -> FailureWindow:
+    return FailureWindow(dict(WEBHOOK_LIMITS))
+
+
+def check_secret(
+    failures: FailureWindow, expected: str | None, headers: Mapping[str, str], remote: str | None
+) -> None:
+    """Raise unless the header holds the secret: 403, or 429 once an address guessed too often."""
+    try:
+        reservation = failures.reserve(f"ip:{remote or '-'}")
+    except Limited as exc:
+        raise TooManyRequests(
+            f"Too many wrong webhook secrets; try again in {exc.wait} s."
+        ) from exc
+    if not secret_matches(expected, headers.get(SECRET_HEADER)):
+        raise Forbidden(f"Wrong or missing webhook secret (send it in {SECRET_HEADER}).")
+    failures.forgive(reservation)
 
 
 def secret_matches(expected: str | None, given: str | None) -> bool:

@@ -2,7 +2,7 @@
 
     GET  /api/sms                              {"medic-gateway": true}
     POST /api/sms                              medic-gateway poll (HTTP Basic, role gateway)
-    POST /api/v1/sms/webhook/africastalking    provider callbacks (shared secret)
+    POST /api/v1/sms/webhook/africastalking    provider callbacks (shared secret, header)
     GET  /api/v1/sms/messages                  supervisors: incoming + outgoing, filtered
     GET  /supervisor/sms                       the same as a page
     PUT  /api/v1/sms/workers/{name}/language   supervisors: {"language": "sw"}
@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -33,6 +33,7 @@ from forms.model import FormSet
 from forms.routes import FORMS, forms_dir
 from sms_gateway import listing, medic, page, provider, store
 from sms_gateway.outbox import Outbox
+from sms_gateway.provider import webhook_window
 from sms_gateway.replies import LANGUAGES
 from sms_gateway.senders import SenderLookup, registry_lookup
 from sms_gateway.service import Clock, SmsService, utcnow
@@ -41,6 +42,7 @@ from sync import accounts
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.errors import BadRequest, FieldsyncError, Forbidden, NotFound, Unauthorized
 from sync.http import json_response, read_object
+from sync.ratelimit import FailureWindow
 from sync.replication.context import Caller
 from sync.replication.routes import REPLICATION
 from sync.scopes import Role
@@ -56,6 +58,7 @@ class Sms:
     outbox: Outbox
     settings: SmsSettings
     provider: provider.AfricasTalking | None = None
+    webhook_failures: FailureWindow = field(default_factory=webhook_window)
 
 
 SMS = web.AppKey("sms", Sms)
@@ -169,9 +172,14 @@ async def webhook(request: web.Request) -> web.Response:
     sms = request.app[SMS]
     if request.match_info["provider"] != provider.NAME or not sms.settings.webhook_secret:
         raise NotFound("No such SMS provider webhook here.")
-    given = request.query.get("secret") or request.headers.get(provider.SECRET_HEADER)
-    if not provider.secret_matches(sms.settings.webhook_secret, given):
-        raise Forbidden("Wrong or missing webhook secret.")
+    if "secret" in request.query:
+        raise BadRequest(
+            f"Send the webhook secret in the {provider.SECRET_HEADER} header, never in the "
+            "query string (query strings end up in proxy and access logs)."
+        )
+    provider.check_secret(
+        sms.webhook_failures, sms.settings.webhook_secret, request.headers, request.remote
+    )
     form = {k: str(v) for k, v in (await request.post()).items()}
     received = provider.incoming(form, sms.service.clock())
     if received is not None:

@@ -6,6 +6,7 @@ GET  /api/v1/users                  list (never password hashes)
 POST /api/v1/users                  {"name", "role", "password", "places"?, "read_places"?}
 GET  /api/v1/users/{name}
 PUT  /api/v1/users/{name}/places    {"places", "read_places"}
+DELETE /api/v1/users/{name}/sessions  end every session of the user -> {"ok", "ended"}
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
-from sync import accounts
+from sync import accounts, sessions
 from sync.appkeys import STORE
 from sync.errors import BadRequest, Forbidden, NotFound
 from sync.http import json_response, read_object
+from sync.replication.context import Caller
 from sync.replication.routes import REPLICATION
 from sync.scopes import Place, User
 
@@ -36,10 +38,11 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
-async def _require_admin(request: web.Request) -> None:
+async def _require_admin(request: web.Request) -> Caller:
     caller = await request.app[REPLICATION].auth.require(request)
     if not caller.is_admin:
         raise Forbidden("Only admins manage places and users.")
+    return caller
 
 
 def _strings(body: dict[str, Any], key: str) -> list[str]:
@@ -121,6 +124,16 @@ async def set_places(request: web.Request) -> web.Response:
     return json_response(user_json(user))
 
 
+async def end_sessions(request: web.Request) -> web.Response:
+    """Log a user out everywhere (a lost phone, a leaver): their cookies open nothing after."""
+    caller = await _require_admin(request)
+    name = request.match_info["name"]
+    auth = request.app[REPLICATION].auth
+    ended = await request.app[STORE].write_tx(lambda c: sessions.logout_user(c, name))
+    auth.record(caller.name, "sessions_ended_by_admin", f"user:{name}")
+    return json_response({"ok": True, "ended": ended})
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/places", list_places)
     app.router.add_post("/api/v1/places", add_place)
@@ -128,3 +141,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/users", add_user)
     app.router.add_get("/api/v1/users/{name}", get_user)
     app.router.add_put("/api/v1/users/{name}/places", set_places)
+    app.router.add_delete("/api/v1/users/{name}/sessions", end_sessions)

@@ -34,6 +34,7 @@ from sync.replication.context import Notifier, Parts
 from sync.replication.reads import Reader
 from sync.replication.routes import REPLICATION, Replication, close_longpolls, setup_routes
 from sync.replication.writes import Writer
+from sync.sessions import Lifetime
 from sync.store.schema import connections, db_path
 from sync.store.sqlite import SqliteStore
 from sync.vault import Vault
@@ -102,7 +103,7 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
         await store.close()
         raise
     keys = KeyRing(master, connections(path))
-    secret, server_uuid = await store.write_tx(_server_identity)
+    _, server_uuid = await store.write_tx(_server_identity)
     await _ensure_db(store, config.db_name)
     audit = AuditLog(store.write_tx)
     await store.write_tx(install_audit_triggers)
@@ -112,7 +113,8 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
         lambda h, p: store.write_tx(lambda c: _save_snapshot(c, h, p)),
         lambda h: store.read(lambda c: _load_snapshot(c, h)),
     )
-    auth = Authenticator(store, secret, config.session_seconds, config.https)
+    lifetime = Lifetime(config.session_seconds, config.session_idle_seconds)
+    auth = Authenticator(store, lifetime, config.https, audit)
     app[STORE] = store
     app[AUTH] = auth
     feed = ChangesFeed(parts, reader, snapshots)

@@ -1,10 +1,28 @@
 """Who is calling: HTTP Basic, or the ``AuthSession`` cookie from ``POST /_session``.
 
-A wrong name and a wrong password give the same 401.  Verified Basic
-credentials are remembered (keyed by a hash of name, password and stored
-hash) so a PouchDB client, which sends them on every request, does not pay
-for scrypt each time; changing the password invalidates both the cache and
-existing cookies.  https://docs.couchdb.org/en/stable/api/server/authn.html
+A wrong name and a wrong password give the same 401, after the same work: an
+unknown name is checked against a dummy scrypt hash.  Every password check
+reserves its failure in the login window *before* scrypt runs and is forgiven
+once the caller is accepted (``sync.ratelimit``), so parallel guesses cannot
+pass the limit.
+
+Verified Basic credentials are remembered (keyed by a hash of name, password
+and stored hash) so a PouchDB client, which sends them on every request, does
+not pay for scrypt each time.  While a name is limited, remembered credentials
+pass only with a valid device token: otherwise the limit itself would answer
+"429" to a wrong guess and "200" to the right one, at network speed.
+
+Basic requests refused by a device check (no, unknown or revoked
+``X-Device-Token``) get exactly the answer of a wrong password, after the same
+scrypt and within the same limit: the answer must not tell a guesser that the
+password was right.  The app learns what is wrong with its device from
+a session: ``POST /_session`` is the login (it says whether the password is
+right, within the same limits), and requests with the session cookie get the
+device check's own reason ("not enrolled", "reported stolen"), since the cookie
+already proves the password.
+
+Sessions are rows on the server (``sync.sessions``): logging out, an admin, or
+a changed password ends them.  https://docs.couchdb.org/en/stable/api/server/authn.html
 """
 
 from __future__ import annotations
@@ -13,7 +31,6 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import hmac
 import sqlite3
 import time
 from collections import OrderedDict
@@ -22,11 +39,13 @@ from dataclasses import dataclass, replace
 
 from aiohttp import web
 
-from sync import accounts
+from sync import accounts, sessions
+from sync.audit import AuditLog
 from sync.errors import TooManyRequests, Unauthorized
-from sync.ratelimit import FailureWindow, Limit
+from sync.ratelimit import FailureWindow, Limit, Limited, Reservation
 from sync.replication.context import Caller
 from sync.scopes import PlaceTree, User
+from sync.sessions import Lifetime, Session
 from sync.store.sqlite import SqliteStore
 
 COOKIE = "AuthSession"
@@ -38,6 +57,14 @@ LOGIN_LIMITS = {"user": Limit(10, 300.0), "ip": Limit(50, 300.0)}
 # Unauthorized to refuse the request.  The device registry installs one.
 DeviceCheck = Callable[[web.Request, User], Awaitable[str | None]]
 _CACHE_SIZE = 10_000
+# Checked when the name is unknown, so that costs the same scrypt as a wrong password.
+_DUMMY_HASH = "scrypt${}${}${}${}${}".format(
+    accounts.SCRYPT_N,
+    accounts.SCRYPT_R,
+    accounts.SCRYPT_P,
+    base64.b64encode(b"fieldsync-dummy!").decode(),
+    base64.b64encode(bytes(64)).decode(),
+)
 
 
 @dataclass(frozen=True)
@@ -60,14 +87,28 @@ def parse_basic(header: str) -> Credentials | None:
     return Credentials(name, password)
 
 
+class DeviceRefused(Exception):
+    """A device check refused a request whose credentials were otherwise good."""
+
+    def __init__(self, error: Unauthorized | TooManyRequests) -> None:
+        super().__init__(error.reason)
+        self.error = error
+
+
 class Authenticator:
     def __init__(
-        self, store: SqliteStore, secret: bytes, session_seconds: int, https: bool = False
+        self,
+        store: SqliteStore,
+        lifetime: Lifetime,
+        https: bool = False,
+        audit: AuditLog | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._secret = secret
-        self._session_seconds = session_seconds
+        self.lifetime = lifetime
         self._https = https  # this server speaks TLS itself
+        self._audit = audit
+        self._clock = clock
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._tree: tuple[int, PlaceTree] | None = None
         self.device_checks: list[DeviceCheck] = []
@@ -75,24 +116,18 @@ class Authenticator:
 
     async def caller(self, request: web.Request) -> Caller | None:
         """The authenticated caller of ``request`` (None without credentials)."""
-        found = await self._credentials(request)
-        if found is None:
-            return None
-        for check in self.device_checks:
-            device = await check(request, found.user)
-            if device is not None:
-                found = replace(found, device=device)
-        return found
-
-    async def _credentials(self, request: web.Request) -> Caller | None:
         header = request.headers.get("Authorization")
         if header:
             creds = parse_basic(header)
             if creds is not None:
-                return await self.login(creds, request.remote)
+                return await self._basic(creds, request)
         cookie = request.cookies.get(COOKIE)
         if cookie:
-            return await self._from_cookie(cookie)
+            found = await self._from_cookie(cookie)
+            try:
+                return await self._with_device(request, found)
+            except DeviceRefused as refused:
+                raise refused.error from None  # the cookie proved the password: say why
         return None
 
     async def require(self, request: web.Request) -> Caller:
@@ -101,33 +136,101 @@ class Authenticator:
             raise Unauthorized("You are not authorized to access this db.")
         return found
 
-    async def login(self, creds: Credentials, remote: str | None = None) -> Caller:
-        """Check a name and password; guessing is slowed down per user and per address.
+    async def _with_device(self, request: web.Request, found: Caller) -> Caller:
+        for check in self.device_checks:
+            try:
+                device = await check(request, found.user)
+            except (Unauthorized, TooManyRequests) as exc:
+                self.record(found.name, "device_refused")
+                raise DeviceRefused(exc) from exc
+            if device is not None:
+                found = replace(found, device=device)
+        return found
 
-        Credentials already verified (the cache) pass even while a name is under
-        attack, so a phone that has synced before keeps syncing.
-        """
-        user, tree = await self._load(creds.name)
+    async def _basic(self, creds: Credentials, request: web.Request) -> Caller:
+        """Basic credentials, then the device; a refused device looks like a wrong password."""
+        user, tree, _ = await self._load(creds.name)
+        keys = self._keys(creds.name, request.remote)
+        refused: DeviceRefused | None = None
         if user is not None and self._known_good(creds, user):
-            return Caller(user, tree.scope_of(user), tree)
-        keys = [f"user:{creds.name}", *([f"ip:{remote}"] if remote else [])]
-        wait = self.failures.retry_after(*keys)
-        if wait is not None:
-            raise TooManyRequests(f"Too many failed logins; try again in {wait} s.")
-        if user is None or not await self._check(creds, user):
-            self.failures.fail(*keys)
+            try:
+                found = await self._with_device(request, self._caller(user, tree))
+            except DeviceRefused as exc:
+                refused = exc  # go the slow way: same limit, same scrypt, same answer
+            else:
+                if found.device is not None or self.failures.retry_after(*keys) is None:
+                    return found
+        reservation = self._reserve(keys)
+        await self._verify(creds, user)
+        assert user is not None
+        if refused is None:
+            try:
+                found = await self._with_device(request, self._caller(user, tree))
+            except DeviceRefused as exc:
+                refused = exc
+        if refused is not None:
+            # Forgiven (a revoked phone retrying must not lock its worker out of logging in
+            # on the new one) but not remembered: the next try costs scrypt again.
+            self.failures.forgive(reservation)
+            raise Unauthorized() from refused
+        self._accept(creds, user, reservation)
+        return found
+
+    async def login(self, creds: Credentials, remote: str | None = None) -> Caller:
+        """Check a name and password (a login): counted before it is checked, per user and
+        per address, and forgiven when right."""
+        user, tree, _ = await self._load(creds.name)
+        reservation = self._reserve(self._keys(creds.name, remote))
+        await self._verify(creds, user)
+        assert user is not None
+        self._accept(creds, user, reservation)
+        return self._caller(user, tree)
+
+    @staticmethod
+    def _keys(name: str, remote: str | None) -> tuple[str, ...]:
+        return (f"user:{name}", *([f"ip:{remote}"] if remote else []))
+
+    def _reserve(self, keys: tuple[str, ...]) -> Reservation:
+        try:
+            return self.failures.reserve(*keys)
+        except Limited as exc:
+            raise TooManyRequests(f"Too many failed logins; try again in {exc.wait} s.") from exc
+
+    async def _verify(self, creds: Credentials, user: User | None) -> None:
+        """Raise the one 401 of a wrong name or password, after scrypt either way."""
+        stored = _DUMMY_HASH if user is None else user.password_hash
+        ok = await asyncio.to_thread(accounts.verify_password, creds.password, stored)
+        if user is None or not ok:
+            self.record(creds.name, "login_failed")
             raise Unauthorized()
-        return Caller(user, tree.scope_of(user), tree)
+
+    def _accept(self, creds: Credentials, user: User, reservation: Reservation) -> None:
+        self.failures.forgive(reservation)
+        key = self._cache_key(creds, user)
+        self._verified[key] = None
+        self._verified.move_to_end(key)
+        if len(self._verified) > _CACHE_SIZE:
+            self._verified.popitem(last=False)
 
     def _known_good(self, creds: Credentials, user: User) -> bool:
         return self._cache_key(creds, user) in self._verified
+
+    def record(self, actor: str, action: str, subject: str | None = None) -> None:
+        """An entry in the audit trail for an access decision (no database, no documents)."""
+        if self._audit is not None:  # a claimed name is the caller's text: keep it short
+            actor = actor[: accounts.USER_NAME_MAX + 1]
+            self._audit.record(actor, action, None, [] if subject is None else [subject])
+
+    @staticmethod
+    def _caller(user: User, tree: PlaceTree) -> Caller:
+        return Caller(user, tree.scope_of(user), tree)
 
     async def caller_for(self, name: str, device: str | None = None) -> Caller:
         """Act on behalf of ``name`` without a password (server-side work such as SMS).
 
         Raises Unauthorized when the user does not exist.
         """
-        user, tree = await self._load(name)
+        user, tree, _ = await self._load(name)
         if user is None:
             raise Unauthorized(f"user {name!r} does not exist")
         return Caller(user, tree.scope_of(user), tree, device)
@@ -137,71 +240,72 @@ class Authenticator:
         joined = "\x00".join((creds.name, creds.password, user.password_hash))
         return hashlib.sha256(joined.encode()).digest()
 
-    async def _check(self, creds: Credentials, user: User) -> bool:
-        key = self._cache_key(creds, user)
-        if key in self._verified:
-            self._verified.move_to_end(key)
-            return True
-        ok = await asyncio.to_thread(accounts.verify_password, creds.password, user.password_hash)
-        if ok:
-            self._verified[key] = None
-            if len(self._verified) > _CACHE_SIZE:
-                self._verified.popitem(last=False)
-        return ok
-
-    async def _load(self, name: str) -> tuple[User | None, PlaceTree]:
+    async def _load(
+        self, name: str | None, session_id: str | None = None
+    ) -> tuple[User | None, PlaceTree, Session | None]:
+        """The user ``name`` (or the session's user), the place tree, and the session."""
         cached = self._tree
 
-        def run(conn: sqlite3.Connection) -> tuple[User | None, int, PlaceTree | None]:
+        def run(
+            conn: sqlite3.Connection,
+        ) -> tuple[User | None, int, PlaceTree | None, Session | None]:
             version = accounts.version(conn, "places_version")
             tree = None if cached and cached[0] == version else accounts.place_tree(conn)
-            return accounts.get_user(conn, name), version, tree
+            session = None if session_id is None else sessions.find(conn, session_id)
+            who = name if session_id is None else (session.user if session else None)
+            user = None if who is None else accounts.get_user(conn, who)
+            return user, version, tree, session
 
-        user, version, tree = await self._store.read(run)
+        user, version, tree, session = await self._store.read(run)
         if tree is not None:
             self._tree = (version, tree)
         assert self._tree is not None
-        return user, self._tree[1]
+        return user, self._tree[1], session
 
-    # -- cookies ---------------------------------------------------------------
-    def start_session(self, response: web.StreamResponse, user: User, request: web.Request) -> None:
-        """Set the session cookie: HttpOnly, SameSite=Lax, Secure when served over HTTPS
-        (by this server, or by a trusted proxy in front of it)."""
+    # -- sessions ----------------------------------------------------------------
+    async def start_session(
+        self, response: web.StreamResponse, user: User, request: web.Request
+    ) -> None:
+        """Open a server-side session and set its cookie: HttpOnly, SameSite=Lax, Secure
+        when served over HTTPS (by this server, or by a trusted proxy in front of it)."""
+        now = self._clock()
+
+        def run(conn: sqlite3.Connection) -> str:
+            sessions.purge(conn, self.lifetime, now)
+            return sessions.start(conn, user.name, user.password_hash, now)
+
         response.set_cookie(
             COOKIE,
-            self.issue_cookie(user),
+            await self._store.write_tx(run),
             httponly=True,
             samesite="Lax",
             secure=self._https or request.secure,
             path="/",
-            max_age=self._session_seconds,
+            max_age=int(self.lifetime.absolute),
         )
 
-    def issue_cookie(self, user: User) -> str:
-        issued = format(int(time.time()), "x")
-        mac = self._mac(user, issued)
-        raw = f"{user.name}:{issued}:{mac}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    def _mac(self, user: User, issued: str) -> str:
-        message = "\x00".join((user.name, issued, user.password_hash)).encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+    async def end_session(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Log out: the session ends on the server, not only in this browser."""
+        response.del_cookie(COOKIE, path="/")
+        cookie = request.cookies.get(COOKIE)
+        if not cookie:
+            return
+        user = await self._store.write_tx(lambda conn: sessions.end(conn, cookie))
+        if user is not None:
+            self.record(user, "session_ended")
 
     async def _from_cookie(self, cookie: str) -> Caller:
-        try:
-            raw = base64.urlsafe_b64decode(cookie + "=" * (-len(cookie) % 4)).decode()
-            name, issued, mac = raw.rsplit(":", 2)
-            age = time.time() - int(issued, 16)
-        except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-            raise Unauthorized("Your session is not valid; log in again.") from exc
-        user, tree = await self._load(name)
-        if (
-            user is None
-            or age > self._session_seconds
-            or not hmac.compare_digest(mac, self._mac(user, issued))
+        now = self._clock()
+        user, tree, session = await self._load(None, cookie)
+        if session is None or user is None:
+            raise Unauthorized("Your session has ended; log in again.")
+        if not self.lifetime.alive(session, now) or (
+            session.password_tag != sessions.password_tag(user.password_hash)
         ):
             raise Unauthorized("Your session has expired; log in again.")
-        return Caller(user, tree.scope_of(user), tree)
+        if now - session.last_seen >= sessions.TOUCH_EVERY:
+            await self._store.write_tx(lambda conn: sessions.touch(conn, cookie, now))
+        return self._caller(user, tree)
 
 
 def user_ctx(caller: Caller | None) -> dict[str, object]:

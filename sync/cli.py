@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
-from sync import accounts
+from sync import accounts, sessions
 from sync.config import Config, ConfigError, from_env
 from sync.errors import FieldsyncError
 from sync.store.schema import with_file
@@ -130,6 +130,12 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_logout(args: argparse.Namespace) -> int:
+    ended = _with_conn(args, lambda c: sessions.logout_user(c, args.name))
+    print(f"user {args.name}: {ended} session(s) ended")
+    return 0
+
+
 def cmd_user_list(args: argparse.Namespace) -> int:
     for user in _with_conn(args, accounts.list_users):
         places, read = ",".join(user.places) or "-", ",".join(user.read_places) or "-"
@@ -188,6 +194,10 @@ def _user_commands(sub: Any) -> None:
     listing = user.add_parser("list", help="list users")
     _data_dir(listing)
     listing.set_defaults(func=cmd_user_list)
+    logout = user.add_parser("logout", help="end every session of a user (server running or not)")
+    logout.add_argument("name")
+    _data_dir(logout)
+    logout.set_defaults(func=cmd_user_logout)
 
 
 def _scope_args(parser: argparse.ArgumentParser) -> None:

@@ -22,6 +22,8 @@ class Config:
     max_request_bytes: int = 64 * MiB
     max_document_bytes: int = 8 * MiB
     session_seconds: int = 14 * 24 * 3600
+    # A session not used for this long ends (the absolute limit is session_seconds).
+    session_idle_seconds: int = 8 * 3600
     longpoll_max_seconds: float = 60.0
     # How long a starting server waits for another (shutting down) to free the data dir.
     lock_wait_seconds: float = 10.0
@@ -100,6 +102,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_KEEPALIVE_TIMEOUT_SECONDS": ("keepalive_timeout_seconds", _seconds),
     "FIELDSYNC_MAX_CONNECTIONS_PER_ADDRESS": ("max_connections_per_address", _count(1)),
     "FIELDSYNC_MAX_CONNECTIONS": ("max_connections", _count(0)),
+    "FIELDSYNC_SESSION_SECONDS": ("session_seconds", _count(1)),
+    "FIELDSYNC_SESSION_IDLE_SECONDS": ("session_idle_seconds", _count(1)),
 }
 
 

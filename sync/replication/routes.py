@@ -150,6 +150,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     return await handler(request, rep, caller, target)
 
 
+def is_replication(request: web.Request) -> bool:
+    """Whether ``request`` is for the replication surface (``/{db}...``), where every
+    phone that holds records must show its device (the device registry's check)."""
+    return request.match_info.route.handler is dispatch
+
+
 # -- server level -----------------------------------------------------------------
 async def welcome(request: web.Request) -> web.Response:
     rep = request.app[REPLICATION]
@@ -205,13 +211,14 @@ async def post_session(request: web.Request) -> web.Response:
         raise BadRequest("name and password are required")
     caller = await rep.auth.login(Credentials(name, password), request.remote)
     response = json_response({"ok": True, **h.user_ctx(caller)})
-    rep.auth.start_session(response, caller.user, request)
+    await rep.auth.start_session(response, caller.user, request)
     return response
 
 
 async def delete_session(request: web.Request) -> web.Response:
+    """Log out: the session ends on the server, so a copy of the old cookie opens nothing."""
     response = json_response({"ok": True})
-    response.del_cookie("AuthSession", path="/")
+    await request.app[REPLICATION].auth.end_session(request, response)
     return response
 
 

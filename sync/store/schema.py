@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS audit(
     id INTEGER PRIMARY KEY, ts TEXT NOT NULL, actor TEXT NOT NULL, device TEXT,
     action TEXT NOT NULL, db TEXT, doc_ids TEXT NOT NULL, prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions(
+    id_hash TEXT PRIMARY KEY, user TEXT NOT NULL, password_tag TEXT NOT NULL,
+    created REAL NOT NULL, last_seen REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user);
 """
 
 DB_FILE = "fieldsync.sqlite3"

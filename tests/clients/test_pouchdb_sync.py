@@ -28,7 +28,7 @@ from realserver import (
 WAIT_MS = 20_000
 
 
-WORKERS = ("alice", "bob")
+WORKERS = ("alice", "bob", "sam")  # every non-admin phone is enrolled (supervisors too)
 
 
 def imei(number: int) -> str:
@@ -43,7 +43,7 @@ def imei(number: int) -> str:
 
 @pytest.fixture(autouse=True)
 async def enrolled_phones(org: ServerProcess, admin: Admin) -> None:
-    """Every worker syncs from an enrolled phone, as the server requires by default."""
+    """Every worker and supervisor syncs from an enrolled phone, as the server requires."""
     for number, worker in enumerate(WORKERS):
         serial = f"PHONE-{worker}"
         device = {"serial": serial, "imei": imei(number), "worker": worker}

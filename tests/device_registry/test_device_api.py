@@ -35,7 +35,7 @@ CHANGES = "/health/_changes"
         ({"phone": "0712345678"}, 400, "must be international"),
         ({"phone": "+254 712 345 678"}, 409, "+254712345678 is in use by active device SN1"),
         ({"worker": "nobody"}, 404, "unknown worker 'nobody'"),
-        ({"worker": "sam"}, 400, "sam is a supervisor; devices are assigned to CHWs"),
+        ({"worker": "admin"}, 400, "admin is a admin; devices are assigned to CHWs and"),
         ({"place": "nowhere"}, 404, "place 'nowhere' does not exist"),
         ({"serial": "SN 2"}, 400, "serial number 'SN 2'"),
     ],
@@ -215,7 +215,7 @@ async def test_a_new_code_voids_the_old_and_enrolling_again_revokes_the_old_toke
     )
     assert (status, "void" in body["reason"]) == (403, True)
     assert (await devices.call("GET", CHANGES, "alice", token=second))[0] == 200
-    status, body = await devices.call("GET", CHANGES, "alice", token=first)
+    status, body = await devices.in_session("GET", CHANGES, "alice", token=first)
     assert (status, body["reason"]) == (
         401,
         "Device A1 is revoked: it was enrolled again; a newer token replaced this one.",
@@ -250,18 +250,48 @@ async def test_issuing_a_code_answers_with_text_and_qr(devices: Devices) -> None
 
 # -- the device check ---------------------------------------------------------------------------
 async def test_a_worker_needs_an_enrolled_device(devices: Devices) -> None:
-    status, body = await devices.call("GET", CHANGES, "alice")
+    status, body = await devices.in_session("GET", CHANGES, "alice")
     assert (status, body["error"]) == (401, "unauthorized")
     assert "not enrolled: the app must send X-Device-Token" in body["reason"]
-    status, body = await devices.call("GET", CHANGES, "alice", token="made-up")
+    status, body = await devices.in_session("GET", CHANGES, "alice", token="made-up")
     assert (status, body["reason"][:33]) == (401, "Unknown X-Device-Token: this devi")
-    for user in ("sam", "admin"):  # browsers and servers: no device involved
-        assert (await devices.call("GET", CHANGES, user))[0] == 200
+    assert (await devices.call("GET", CHANGES, "admin"))[0] == 200  # admins are exempt
+
+
+async def test_a_supervisor_phone_is_bound_to_its_device(devices: Devices) -> None:
+    """A supervisor's phone holds a district's records: replication needs an enrolled
+    device, exactly as for a CHW; the console and the JSON APIs do not."""
+    status, body = await devices.in_session("GET", CHANGES, "sam")
+    assert status == 401 and "not enrolled" in body["reason"]
+    assert (await devices.call("GET", "/health/", "sam"))[0] == 401
+    assert (await devices.call("POST", "/health/_bulk_docs", "sam", {"docs": []}))[0] == 401
+    assert (await devices.call("GET", "/api/v1/devices", "sam"))[0] == 200
+    assert (await devices.in_session("GET", "/supervisor/devices", "sam"))[0] == 200
+    token = await devices.issued("S1", IMEIS[0], "sam")
+    assert (await devices.call("GET", CHANGES, "sam", token=token))[0] == 200
+    assert (await devices.call("POST", "/health/_bulk_docs", "sam", {"docs": []}, token))[0] == 201
+    await devices.mark("S1", "lost")
+    status, body = await devices.in_session("GET", CHANGES, "sam", token=token)
+    assert (status, body["reason"]) == (401, "Device S1 is revoked: it was reported lost.")
+
+
+async def test_devices_go_to_roles_that_replicate(devices: Devices) -> None:
+    await devices.add("A1", IMEIS[0])
+    for worker in ("alice", "sam"):
+        status, body = await devices.call(
+            "POST", "/api/v1/devices/A1/assign", body={"worker": worker}
+        )
+        assert (status, body["worker"]) == (200, worker)
+    status, body = await devices.call("POST", "/api/v1/devices/A1/assign", body={"worker": "admin"})
+    assert (status, body["reason"]) == (
+        400,
+        "admin is a admin; devices are assigned to CHWs and supervisors",
+    )
 
 
 async def test_a_token_is_bound_to_its_worker(devices: Devices) -> None:
     token = await devices.issued("A1", IMEIS[0], "alice")
-    status, body = await devices.call("GET", CHANGES, "bob", token=token)
+    status, body = await devices.in_session("GET", CHANGES, "bob", token=token)
     assert (status, body["reason"]) == (
         401,
         "The X-Device-Token of device A1 was issued to another worker.",
@@ -287,7 +317,7 @@ async def test_revocation_refuses_the_very_next_request(
     action = "status" if "status" in change else "assign"
     status, _ = await devices.call("POST", f"/api/v1/devices/A1/{action}", "admin", change)
     assert status == 200
-    status, body = await devices.call("GET", CHANGES, "alice", token=token)
+    status, body = await devices.in_session("GET", CHANGES, "alice", token=token)
     assert (status, body) == (401, {"error": "unauthorized", "reason": reason})
     assert (await devices.call("GET", CHANGES, "alice", token=other))[0] == 200
 
@@ -343,12 +373,13 @@ async def test_too_many_refusals_slow_the_device_down_but_not_its_neighbours(
     stolen = await devices.issued("A1", IMEIS[0], "alice")
     honest = await devices.issued("B1", IMEIS[1], "bob")
     await devices.mark("A1", "stolen")
-    statuses = [(await devices.call("GET", CHANGES, "alice", token=stolen))[0] for _ in range(5)]
+    cookie = {"Cookie": f"AuthSession={await devices.login('alice')}", "X-Device-Token": stolen}
+    statuses = [(await client.get(CHANGES, headers=cookie)).status for _ in range(5)]
     assert statuses == [401, 401, 401, 429, 429]
-    _, body = await devices.call("GET", CHANGES, "alice", token=stolen)
+    body = await (await client.get(CHANGES, headers=cookie)).json()
     assert body["error"] == "too_many_requests" and "reported stolen" in body["reason"]
     # Same address (every test request comes from 127.0.0.1), now over its limit too:
-    assert (await devices.call("GET", CHANGES, "bob", token="guess"))[0] == 429
+    assert (await devices.in_session("GET", CHANGES, "bob", token="guess"))[0] == 429
     # ... yet a valid device there syncs, and supervisors are not touched.
     assert (await devices.call("GET", CHANGES, "bob", token=honest))[0] == 200
     assert (await devices.call("GET", "/api/v1/devices", "sam"))[0] == 200
@@ -439,5 +470,5 @@ async def test_a_long_poll_of_a_phone_marked_lost_meanwhile_sends_nothing(
     status, answer = await asyncio.wait_for(poll, 5)
     assert (status, answer["results"]) == (200, [])
     assert "visit-after-loss" not in str(answer)
-    status, refused = await devices.call("GET", CHANGES, "alice", token=token)
+    status, refused = await devices.in_session("GET", CHANGES, "alice", token=token)
     assert (status, "lost" in refused["reason"]) == (401, True)

@@ -104,5 +104,5 @@ async def test_the_cli_works_on_a_running_server(
     token = body["device_token"]
     assert (await devices.call("GET", "/health/_changes", "alice", token=token))[0] == 200
     run(capsys, data_dir, "mark", "SN1", "stolen")
-    status, body = await devices.call("GET", "/health/_changes", "alice", token=token)
+    status, body = await devices.in_session("GET", "/health/_changes", "alice", token=token)
     assert (status, body["reason"]) == (401, "Device SN1 is revoked: it was reported stolen.")

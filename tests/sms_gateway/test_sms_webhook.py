@@ -11,8 +11,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sms_fixtures import ALICE_PHONE, Client, Gateway
 
+from sms_gateway.provider import WEBHOOK_LIMITS
+
 SECRET = "webhook-secret-1"
 HOOK = "/api/v1/sms/webhook/africastalking"
+WITH_SECRET = {"X-Webhook-Secret": SECRET}
 
 
 class FakeProvider:
@@ -69,15 +72,46 @@ async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5.0)
 
 async def test_the_secret_is_required(client: Client) -> None:
     assert (await client.post(HOOK, data=incoming("P 3 Jane"))).status == 403
-    response = await client.post(f"{HOOK}?secret=wrong", data=incoming("P 3 Jane"))
-    assert response.status == 403
-    response = await client.post(
-        HOOK, data=incoming("P 3 Jane"), headers={"X-Webhook-Secret": SECRET}
-    )
+    wrong = {"X-Webhook-Secret": "wrong"}
+    assert (await client.post(HOOK, data=incoming("P 3 Jane"), headers=wrong)).status == 403
+    response = await client.post(HOOK, data=incoming("P 3 Jane"), headers=WITH_SECRET)
     assert response.status == 200
-    assert (await client.post(f"/api/v1/sms/webhook/other?secret={SECRET}", data={})).status == 404
-    response = await client.post(f"{HOOK}?secret={SECRET}", data={"hello": "world"})
+    hook = "/api/v1/sms/webhook/other"
+    assert (await client.post(hook, data={}, headers=WITH_SECRET)).status == 404
+    response = await client.post(HOOK, data={"hello": "world"}, headers=WITH_SECRET)
     assert response.status == 400
+
+
+async def test_a_secret_in_the_query_string_is_refused(client: Client) -> None:
+    """Query strings end up in proxy logs: even the right secret there is a 400 naming
+    the header."""
+    response = await client.post(f"{HOOK}?secret={SECRET}", data=incoming("P 3 Jane"))
+    body = await response.json()
+    assert (response.status, body["error"]) == (400, "bad_request")
+    assert "X-Webhook-Secret" in body["reason"] and "query string" in body["reason"]
+
+
+async def test_parallel_secret_guesses_never_pass_the_limit(client: Client) -> None:
+    """Each guess is counted before the secret is compared: of 200 concurrent guesses from
+    one address, only the limit's worth are compared; then even the right secret waits."""
+    limit = WEBHOOK_LIMITS["ip"].failures
+    guesses = [
+        client.post(HOOK, data=incoming("x"), headers={"X-Webhook-Secret": f"guess-{n}"})
+        for n in range(200)
+    ]
+    statuses = [r.status for r in await asyncio.gather(*guesses)]
+    assert (statuses.count(403), statuses.count(429)) == (limit, 200 - limit)
+    right = await client.post(HOOK, data=incoming("P 3 Jane"), headers=WITH_SECRET)
+    assert right.status == 429
+
+
+async def test_the_right_secret_is_not_counted(client: Client) -> None:
+    limit = WEBHOOK_LIMITS["ip"].failures
+    for n in range(limit + 5):
+        response = await client.post(
+            HOOK, data=incoming("P 3 Jane", f"id-{n}"), headers=WITH_SECRET
+        )
+        assert response.status == 200
 
 
 async def test_incoming_reply_and_delivery_report_through_the_provider(
@@ -86,7 +120,7 @@ async def test_incoming_reply_and_delivery_report_through_the_provider(
     fake = provider[0]
     client = gateway.client
     for _ in range(2):  # the provider retries its callbacks: harmless
-        response = await client.post(f"{HOOK}?secret={SECRET}", data=incoming("P 3 Jane"))
+        response = await client.post(HOOK, data=incoming("P 3 Jane"), headers=WITH_SECRET)
         assert response.status == 200
     await gateway.sms.service.process_pending()
 
@@ -103,7 +137,7 @@ async def test_incoming_reply_and_delivery_report_through_the_provider(
     assert message["message"].startswith("Jane registered, ID 10000X.")
     assert await gateway.poll() == []  # not the medic-gateway's to send
     report = {"id": "ATXid_1", "status": "Success", "phoneNumber": ALICE_PHONE}
-    response = await client.post(f"{HOOK}?secret={SECRET}", data=report)
+    response = await client.post(HOOK, data=report, headers=WITH_SECRET)
     assert response.status == 200
     [reply] = [o for o in (await gateway.listing())["outgoing"] if o["kind"] == "reply"]
     assert (reply["channel"], reply["state"]) == ("africastalking", "delivered")
@@ -116,7 +150,7 @@ async def test_a_refused_send_is_retried_then_failed(
 ) -> None:
     fake = provider[0]
     fake.refuse = True
-    await gateway.client.post(f"{HOOK}?secret={SECRET}", data=incoming("P 3 Jane"))
+    await gateway.client.post(HOOK, data=incoming("P 3 Jane"), headers=WITH_SECRET)
     await gateway.sms.service.process_pending()
 
     async def gave_up() -> bool:

@@ -1,0 +1,151 @@
+"""Passwords and devices together: a refused device tells a guesser nothing about the
+password, a known device keeps syncing through a lock, and enrolment codes are limited
+even when guessed in parallel (``sync.auth``, ``device_registry.guard``)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any
+
+import pytest
+from device_helpers import IMEIS, Client, Devices, as_user
+
+from device_registry import enrolment
+from device_registry.context import REGISTRY
+from device_registry.verdict import TOKEN_HEADER
+from sync import accounts
+from sync.audit import AuditLog
+from sync.ratelimit import Limit
+
+CHANGES = "/health/_changes"
+
+
+@pytest.fixture
+def checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The passwords handed to scrypt, in order."""
+    seen: list[str] = []
+    real = accounts.verify_password
+
+    def counting(password: str, stored: str) -> bool:
+        seen.append(password)
+        return real(password, stored)
+
+    monkeypatch.setattr(accounts, "verify_password", counting)
+    return seen
+
+
+@pytest.fixture
+def audited(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, list[str]]]:
+    """(actor, action, doc_ids) of every audit entry, through AuditLog's interface."""
+    seen: list[tuple[str, str, list[str]]] = []
+    real = AuditLog.record
+
+    def record(self: AuditLog, actor: str, action: str, db: Any, ids: Any, **kw: Any) -> None:
+        seen.append((actor, action, list(ids)))
+        real(self, actor, action, db, ids, **kw)
+
+    monkeypatch.setattr(AuditLog, "record", record)
+    return seen
+
+
+def basic(user: str, password: str, token: str | None = None) -> dict[str, str]:
+    raw = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {raw}", **({} if token is None else {TOKEN_HEADER: token})}
+
+
+async def answer(client: Client, user: str, password: str, token: str | None = None) -> Any:
+    response = await client.get(CHANGES, headers=basic(user, password, token))
+    return response.status, await response.json()
+
+
+async def test_a_refused_device_answers_exactly_like_a_wrong_password(
+    client: Client, devices: Devices, checks: list[str]
+) -> None:
+    token = await devices.issued("A1", IMEIS[0], "alice")
+    await devices.issued("B1", IMEIS[1], "bob")
+    await devices.mark("A1", "stolen")
+    checks.clear()
+    wrong = await answer(client, "alice", "not it")
+    assert wrong == (401, {"error": "unauthorized", "reason": "Name or password is incorrect."})
+    for sent in (None, "made-up", token):  # none, unknown, revoked
+        assert await answer(client, "alice", "correct horse", sent) == wrong
+        assert await answer(client, "alice", "not it", sent) == wrong
+    assert await answer(client, "sam", "correct horse") == wrong  # supervisors too (point 11)
+    assert await answer(client, "nobody", "correct horse") == wrong
+    assert len(checks) == 9  # every one of them paid for scrypt
+
+
+async def test_a_refused_device_is_not_remembered_as_verified(
+    client: Client, devices: Devices, checks: list[str]
+) -> None:
+    token = await devices.issued("A1", IMEIS[0], "alice")
+    assert (await devices.call("GET", CHANGES, "alice", token=token))[0] == 200
+    await devices.mark("A1", "lost")
+    checks.clear()
+    for _ in range(3):
+        assert (await devices.call("GET", CHANGES, "alice", token=token))[0] == 401
+    assert len(checks) == 3  # no fast path that would tell the right password by its speed
+
+
+async def test_a_known_device_syncs_through_a_lock_but_its_password_alone_does_not(
+    client: Client, devices: Devices
+) -> None:
+    token = await devices.issued("A1", IMEIS[0], "alice")
+    assert (await devices.call("GET", CHANGES, "alice", token=token))[0] == 200  # verified
+    guesses = [client.get(CHANGES, headers=basic("alice", "guess", token)) for _ in range(60)]
+    statuses = [r.status for r in await asyncio.gather(*guesses)]
+    assert 429 in statuses
+    assert (await devices.call("GET", CHANGES, "alice", token=token))[0] == 200
+    # The right password without the device gets what any guess gets now: 429.
+    assert (await devices.call("GET", CHANGES, "alice"))[0] == 429
+    login = await client.post("/_session", json={"name": "alice", "password": "correct horse"})
+    assert login.status == 429
+
+
+async def test_parallel_enrolment_code_guesses_never_pass_the_limit(
+    client: Client, devices: Devices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, tried = enrolment.enrol, []
+
+    def busy_writer(*args: Any, **kwargs: Any) -> enrolment.Enrolment:
+        tried.append(args[1])
+        time.sleep(0.02)  # a loaded writer: the guesses queue up behind each other
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(enrolment, "enrol", busy_writer)
+    client.app[REGISTRY].guard.limiter.limits.update(user=Limit(5, 600.0))
+    await devices.add("A1", IMEIS[0], worker="alice")
+    code = await devices.code("A1")
+    wrong = {"code": "ZZZZZ-ZZZZZ", "serial": "A1"}
+    first = await devices.call("POST", "/api/v1/devices/enroll", "alice", wrong)
+    assert first[0] == 403  # alice's password is now verified: the guesses below skip scrypt
+    guesses = [
+        client.post("/api/v1/devices/enroll", headers=as_user("alice"), json=wrong)
+        for _ in range(199)
+    ]
+    statuses = [r.status for r in await asyncio.gather(*guesses)]
+    assert (statuses.count(403), statuses.count(429)) == (4, 195)
+    assert len(tried) == 5  # the first and four of the parallel ones: codes looked up
+    right = {"code": code, "serial": "A1"}
+    assert (await devices.call("POST", "/api/v1/devices/enroll", "alice", right))[0] == 429
+
+
+async def test_a_right_enrolment_code_is_not_counted(client: Client, devices: Devices) -> None:
+    client.app[REGISTRY].guard.limiter.limits.update(user=Limit(2, 600.0))
+    await devices.add("A1", IMEIS[0], worker="alice")
+    for _ in range(3):
+        await devices.enrol("A1", "alice")
+
+
+async def test_failed_logins_and_refused_devices_are_audited(
+    client: Client, devices: Devices, audited: list[tuple[str, str, list[str]]]
+) -> None:
+    await client.post("/_session", json={"name": "alice", "password": "not it"})
+    await client.get(CHANGES, headers=basic("nobody", "x"))
+    await devices.call("GET", CHANGES, "alice")
+    actions = [(actor, action) for actor, action, _ in audited]
+    assert ("alice", "login_failed") in actions
+    assert ("nobody", "login_failed") in actions
+    assert ("alice", "device_refused") in actions
