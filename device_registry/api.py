@@ -157,7 +157,7 @@ async def issue_code(request: web.Request) -> web.Response:
     issued = await parts(request).store.write_tx(
         lambda conn: enrolment.issue_code(conn, serial, caller.name, caller.scope)
     )
-    payload = qr_payload(issued.code, issued.serial, server_url(request))
+    payload = qr_payload(issued.code, issued.serial, server_url(parts(request).config))
     body = {
         "code": issued.code,
         "serial": issued.serial,

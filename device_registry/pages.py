@@ -42,7 +42,7 @@ HEADERS = {
     "data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
+    "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
 HOME = "/supervisor/devices"
@@ -56,6 +56,7 @@ DONE = {
     "edited": "Details saved.",
 }
 Form = MultiDictProxy[Any]
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 class _Page:
@@ -94,6 +95,25 @@ class _Page:
         if not ok:
             raise _Expired()
         return form
+
+
+async def proves_intent(request: web.Request) -> bool:
+    """For ``sync.intent``: a post from one of these pages, with its CSRF token.
+
+    Logging in and out need no token (as ``/_session``): the login handler checks
+    its token itself and answers a stale form with a page, and logging out must
+    work from a stale page.
+    """
+    if request.path in ("/supervisor/login", "/supervisor/logout"):
+        return True
+    if not request.path.startswith("/supervisor/") or request.content_type not in FORM_TYPES:
+        return False
+    form = await request.post()  # cached: the handler reads the same form
+    given = form.get(csrf.FIELD)
+    secret = parts(request).registry.secret
+    session = request.cookies.get(SESSION_COOKIE, "")
+    nonce = request.cookies.get(csrf.COOKIE)
+    return csrf.valid(secret, nonce, session, given if isinstance(given, str) else None)
 
 
 class _Expired(Exception):
@@ -306,7 +326,7 @@ async def enrolment_code(request: web.Request, page: _Page, caller: Caller) -> w
         raise
     except FieldsyncError as exc:
         return await _device_page(request, page, caller, error=exc)
-    svg = qr.svg(qr_payload(issued.code, issued.serial, server_url(request)))
+    svg = qr.svg(qr_payload(issued.code, issued.serial, server_url(parts(request).config)))
     return page.respond(templates.code_page(caller.name, page.token, issued, svg))
 
 

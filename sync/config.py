@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sync.forwarded import Network, parse_networks
 
@@ -32,6 +33,8 @@ class Config:
     require_enrolment: bool = True
     # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed.
     trusted_proxies: tuple[Network, ...] = ()
+    # The URL phones reach this server at (enrolment QR codes; our own origin for CSRF checks).
+    public_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -53,6 +56,17 @@ def _yes(value: str) -> bool:
     raise ValueError("must be one of 1/true/yes/on or 0/false/no/off")
 
 
+def public_url(value: str) -> str:
+    """``https://sync.example.org[:port][/prefix]``, without a trailing slash."""
+    url = urlsplit(value.strip())
+    bad_port = url.port == 0  # reading .port raises ValueError when it is out of range
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        raise ValueError("must be an http:// or https:// URL such as https://sync.example.org")
+    if bad_port:
+        raise ValueError("the port must be between 1 and 65535")
+    return url.geturl().rstrip("/")
+
+
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_DATA_DIR": ("data_dir", Path),
     "FIELDSYNC_HOST": ("host", str),
@@ -65,6 +79,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_TLS_KEY": ("tls_key", Path),
     "FIELDSYNC_REQUIRE_ENROLMENT": ("require_enrolment", _yes),
     "FIELDSYNC_TRUSTED_PROXIES": ("trusted_proxies", parse_networks),
+    "FIELDSYNC_PUBLIC_URL": ("public_url", public_url),
 }
 
 

@@ -2,8 +2,9 @@
 
 Behind a proxy every request comes from the proxy's address, so per-address
 limits (login guessing, refused devices) would lump every phone together, and
-the device registry's record of refused attempts would name the proxy. When the peer is one of the configured trusted
-proxies (``FIELDSYNC_TRUSTED_PROXIES``: addresses or networks), the client is the
+the device registry's record of refused attempts would name the proxy. When the
+peer is one of the configured trusted proxies (``FIELDSYNC_TRUSTED_PROXIES``:
+addresses or networks), the client is the
 right-most address of ``X-Forwarded-For`` that is not itself a trusted proxy, and
 ``X-Forwarded-Proto`` tells whether the client spoke HTTPS (cookies get
 ``Secure``). From any other peer both headers are ignored: a phone cannot pick
@@ -67,6 +68,15 @@ def client_address(
     return None  # every hop is a proxy of ours: the peer address is as good as any
 
 
+def scheme(request: web.Request, networks: Sequence[Network]) -> str:
+    """The scheme the client spoke: a trusted proxy's ``X-Forwarded-Proto``, else our own."""
+    if networks and _trusted(request.remote, networks):
+        proto = request.headers.get("X-Forwarded-Proto", "").strip().lower()
+        if proto in ("http", "https"):
+            return proto
+    return request.scheme
+
+
 def middleware(networks: Sequence[Network]) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def forwarded(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -74,12 +84,11 @@ def middleware(networks: Sequence[Network]) -> Callable[..., Awaitable[web.Strea
             client = client_address(
                 request.remote, request.headers.getall("X-Forwarded-For", []), networks
             )
-            proto = request.headers.get("X-Forwarded-Proto", "").strip().lower()
-            scheme = proto if proto in ("http", "https") else request.scheme
+            spoken = scheme(request, networks)
             if client is not None:
-                request = request.clone(remote=client, scheme=scheme)
-            elif scheme != request.scheme:
-                request = request.clone(scheme=scheme)
+                request = request.clone(remote=client, scheme=spoken)
+            elif spoken != request.scheme:
+                request = request.clone(scheme=spoken)
         return await handler(request)
 
     return forwarded
