@@ -10,7 +10,9 @@ adds, unless the handler chose its own value:
                                           (replication, /api/v1, pages, CSV), and a
                                           per-route list would miss the next route
     X-Frame-Options: DENY                 every response (and ``frame-ancestors 'none'``
-    Referrer-Policy: no-referrer          in each CSP)
+    Referrer-Policy: no-referrer          in each CSP); the HTML pages keep ``same-origin``:
+                                          under ``no-referrer`` Chromium posts their forms
+                                          with ``Origin: null``, which ``sync.intent`` refuses
     Content-Security-Policy               JSON: ``default-src 'none'; frame-ancestors 'none'``
     Strict-Transport-Security             under TLS, served by us or by a trusted proxy
     Server: fieldsync                     always: no version banner
