@@ -13,9 +13,9 @@
                                                 -> {device_token} (shown once)
     GET   /api/v1/devices/_refusals             refused attempts, newest first
 
-Everything but ``enroll`` is for supervisors (their scope) and admins.  Bodies must
-be ``application/json``: a cross-site HTML form cannot send that without a CORS
-preflight this server never grants, so cookie-authenticated calls are safe too.
+Everything but ``enroll`` is for supervisors (their scope) and admins.  Bodies are
+JSON; with the session cookie they must say so (``application/json``, which a
+cross-site HTML form cannot send): ``sync.intent`` refuses anything else.
 """
 
 from __future__ import annotations

@@ -21,12 +21,13 @@ And whenever such a request has an ``Origin`` header, it must be our own origin:
 ``scheme://host[:port]`` of the request (the scheme as a trusted proxy saw it) or
 of ``FIELDSYNC_PUBLIC_URL``.  ``Origin: null`` (sandboxed pages) is foreign.
 
-Not checked: requests with HTTP Basic credentials (the browser never adds them
-for another site's page once the page is gone; PouchDB sends them itself) or with
-``X-Device-Token`` (a custom header: cross-site, only after a preflight), and
-requests without the cookie.  ``/_session`` (log in, log out) needs no proof,
-only a matching ``Origin`` if one is sent.  A browser app served from another
-origin cannot use the cookie anyway: no CORS answer allows credentials.
+Not checked: requests with HTTP Basic credentials (PouchDB sends them itself; a
+browser adds them on its own only after a ``WWW-Authenticate`` prompt, which this
+server never sends) or with ``X-Device-Token`` (a custom header: cross-site, only
+after a preflight), and requests without the cookie.  ``/_session`` (log in, log
+out) needs no proof, only a matching ``Origin`` if one is sent.  A browser app
+served from another origin cannot use the cookie anyway: no CORS answer allows
+credentials.
 
 Refusals are CouchDB-shaped 403 ``forbidden`` with the reason.
 """
