@@ -19,7 +19,8 @@ authenticated by the cookie alone must prove that our own client sent it:
 
 And whenever such a request has an ``Origin`` header, it must be our own origin:
 ``scheme://host[:port]`` of the request (the scheme as a trusted proxy saw it) or
-of ``FIELDSYNC_PUBLIC_URL``.  ``Origin: null`` (sandboxed pages) is foreign.
+of ``FIELDSYNC_PUBLIC_URL``.  ``Origin: null`` is foreign (sandboxed pages send
+it, and so do forms on pages served with ``Referrer-Policy: no-referrer``).
 
 Not checked: requests with HTTP Basic credentials (PouchDB sends them itself; a
 browser adds them on its own only after a ``WWW-Authenticate`` prompt, which this
