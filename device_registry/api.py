@@ -13,9 +13,9 @@
                                                 -> {device_token} (shown once)
     GET   /api/v1/devices/_refusals             refused attempts, newest first
 
-Everything but ``enroll`` is for supervisors (their scope) and admins.  Bodies must
-be ``application/json``: a cross-site HTML form cannot send that without a CORS
-preflight this server never grants, so cookie-authenticated calls are safe too.
+Everything but ``enroll`` is for supervisors (their scope) and admins.  Bodies are
+JSON; with the session cookie they must say so (``application/json``, which a
+cross-site HTML form cannot send): ``sync.intent`` refuses anything else.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ async def issue_code(request: web.Request) -> web.Response:
     issued = await parts(request).store.write_tx(
         lambda conn: enrolment.issue_code(conn, serial, caller.name, caller.scope)
     )
-    payload = qr_payload(issued.code, issued.serial, server_url(request))
+    payload = qr_payload(issued.code, issued.serial, server_url(parts(request).config))
     body = {
         "code": issued.code,
         "serial": issued.serial,

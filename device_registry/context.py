@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -68,5 +69,22 @@ async def device_list(
     return query, chosen, counts
 
 
-def server_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+def server_url(config: Config) -> str | None:
+    """The URL the enrolment QR code gives the app, or None to leave it out.
+
+    Never the request's ``Host``: anyone can send any Host, and a QR code pointing
+    phones at another server would hand it their passwords and records.  It is
+    ``FIELDSYNC_PUBLIC_URL``; else the address the server listens on when a phone
+    could reach it (not a wildcard, not loopback); else none, and the app keeps
+    the server it is configured with.
+    """
+    if config.public_url:
+        return config.public_url
+    try:
+        address = ipaddress.ip_address(config.host)
+    except ValueError:
+        return None  # a name: which one phones use is the implementer's to say
+    if address.is_loopback or address.is_unspecified:
+        return None
+    host = f"[{address}]" if address.version == 6 else str(address)
+    return f"{'https' if config.https else 'http'}://{host}:{config.port}"

@@ -55,6 +55,7 @@ DONE = {
     "edited": "Details saved.",
 }
 Form = MultiDictProxy[Any]
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 class _Page:
@@ -93,6 +94,18 @@ class _Page:
         if not ok:
             raise _Expired()
         return form
+
+
+async def proves_intent(request: web.Request) -> bool:
+    """For ``sync.intent``: a form post to these pages proves its intent here.
+
+    Each handler checks the form's CSRF token itself (``_Page.form``) and answers
+    a stale form with a page saying so, not with JSON; logging in needs no token
+    (as ``/_session``) and logging out must work from a stale page.
+    """
+    if request.path in ("/supervisor/login", "/supervisor/logout"):
+        return True
+    return request.path.startswith("/supervisor/") and request.content_type in FORM_TYPES
 
 
 class _Expired(Exception):
@@ -307,7 +320,7 @@ async def enrolment_code(request: web.Request, page: _Page, caller: Caller) -> w
         raise
     except FieldsyncError as exc:
         return await _device_page(request, page, caller, error=exc)
-    svg = qr.svg(qr_payload(issued.code, issued.serial, server_url(request)))
+    svg = qr.svg(qr_payload(issued.code, issued.serial, server_url(parts(request).config)))
     return page.respond(templates.code_page(caller.name, page.token, issued, svg))
 
 

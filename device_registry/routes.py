@@ -17,12 +17,14 @@ from device_registry.context import REGISTRY, Registry
 from device_registry.guard import BackgroundWrites, DeviceGuard
 from sync import accounts
 from sync.appkeys import AUTH, CONFIG, STORE
+from sync.intent import INTENT_CHECKS
 
 
 def setup(app: web.Application) -> None:
     """Mount the device registry (routes, tables, device check)."""
     api.setup_routes(app)
     pages.setup_routes(app)
+    app[INTENT_CHECKS].append(pages.proves_intent)  # the pages' forms carry CSRF tokens
     app.cleanup_ctx.append(_registry)
 
 

@@ -19,7 +19,7 @@ from barcode import routes as barcode_routes
 from device_registry import routes as device_routes
 from forms import routes as forms_routes
 from sms_gateway import routes as sms_routes
-from sync import accounts, datadir, forwarded, keyadmin
+from sync import accounts, datadir, forwarded, headers, intent, keyadmin
 from sync import api as admin_api
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.audit import AuditLog
@@ -153,10 +153,13 @@ def create_app(config: Config) -> web.Application:
             forwarded.middleware(config.trusted_proxies),  # first: the others see the client
             error_middleware,
             compression_middleware,
+            intent.middleware(config.public_url),  # inside error_middleware: it renders the 403
         ],
         client_max_size=config.max_request_bytes,
     )
     app[CONFIG] = config
+    headers.setup(app)
+    intent.setup(app)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(close_longpolls)
     admin_api.setup_routes(app)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sync.forwarded import Network, parse_networks
 
@@ -40,6 +41,8 @@ class Config:
     keepalive_timeout_seconds: float = 75.0
     max_connections_per_address: int = 200
     max_connections: int = 0  # 0: as many as the open-file limit leaves room for
+    # The URL phones reach this server at (enrolment QR codes; our own origin for CSRF checks).
+    public_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -85,6 +88,17 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def public_url(value: str) -> str:
+    """``https://sync.example.org[:port][/prefix]``, without a trailing slash."""
+    url = urlsplit(value.strip())
+    bad_port = url.port == 0  # reading .port raises ValueError when it is out of range
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        raise ValueError("must be an http:// or https:// URL such as https://sync.example.org")
+    if bad_port:
+        raise ValueError("the port must be between 1 and 65535")
+    return url.geturl().rstrip("/")
+
+
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_DATA_DIR": ("data_dir", Path),
     "FIELDSYNC_HOST": ("host", str),
@@ -104,6 +118,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_MAX_CONNECTIONS": ("max_connections", _count(0)),
     "FIELDSYNC_SESSION_SECONDS": ("session_seconds", _count(1)),
     "FIELDSYNC_SESSION_IDLE_SECONDS": ("session_idle_seconds", _count(1)),
+    "FIELDSYNC_PUBLIC_URL": ("public_url", public_url),
 }
 
 

@@ -68,6 +68,15 @@ def client_address(
     return None  # every hop is a proxy of ours: the peer address is as good as any
 
 
+def scheme(request: web.Request, networks: Sequence[Network]) -> str:
+    """The scheme the client spoke: a trusted proxy's ``X-Forwarded-Proto``, else our own."""
+    if networks and _trusted(request.remote, networks):
+        proto = request.headers.get("X-Forwarded-Proto", "").strip().lower()
+        if proto in ("http", "https"):
+            return proto
+    return request.scheme
+
+
 def middleware(networks: Sequence[Network]) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def forwarded(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -75,12 +84,11 @@ def middleware(networks: Sequence[Network]) -> Callable[..., Awaitable[web.Strea
             client = client_address(
                 request.remote, request.headers.getall("X-Forwarded-For", []), networks
             )
-            proto = request.headers.get("X-Forwarded-Proto", "").strip().lower()
-            scheme = proto if proto in ("http", "https") else request.scheme
+            spoken = scheme(request, networks)
             if client is not None:
-                request = request.clone(remote=client, scheme=scheme)
-            elif scheme != request.scheme:
-                request = request.clone(scheme=scheme)
+                request = request.clone(remote=client, scheme=spoken)
+            elif spoken != request.scheme:
+                request = request.clone(scheme=spoken)
         return await handler(request)
 
     return forwarded

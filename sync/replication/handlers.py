@@ -25,6 +25,7 @@ from sync.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from sync.headers import attachment_headers
 from sync.http import flag, integer, json_param, json_response, read_json, read_object
 from sync.replication import design, revtree
 from sync.replication.changes import ChangesPage, ChangesQuery, parse_doc_ids
@@ -457,10 +458,15 @@ async def _get_attachment(
     if stub is None:
         raise NotFound("Document is missing attachment")
     data = await rep.reader.attachment_bytes(t.db, caller, stub["digest"])
+    content_type = stub.get("content_type", "application/octet-stream").split(";")[0]
     return web.Response(
         body=data,
-        content_type=stub.get("content_type", "application/octet-stream").split(";")[0],
-        headers={"ETag": f'"{stub["digest"]}"', "Content-MD5": stub["digest"].removeprefix("md5-")},
+        content_type=content_type,
+        headers={
+            "ETag": f'"{stub["digest"]}"',
+            "Content-MD5": stub["digest"].removeprefix("md5-"),
+            **attachment_headers(t.attachment, content_type),  # user content: never active
+        },
     )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from browser import Browser
 from pouch import PouchDriver
 from realserver import PASSWORD, Admin, ServerProcess, free_port
 
@@ -101,3 +102,13 @@ async def admin(org: ServerProcess) -> AsyncIterator[Admin]:
     token = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
     async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"}) as session:
         yield Admin(session, org)
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    """Headless Chromium on one page (skips when chromium is not installed)."""
+    started = await Browser.start(tmp_path / "chromium-profile")
+    try:
+        yield started
+    finally:
+        await started.close()

@@ -13,20 +13,16 @@ fill and click with ``Runtime.evaluate``, wait for ``Page.loadEventFired``, and
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
-import os
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from browser import Browser, keep
 from pouch import PouchDriver, PouchError
-from realserver import PASSWORD, Admin, ServerProcess, free_port, local_ids, make_docs
+from realserver import PASSWORD, Admin, ServerProcess, local_ids, make_docs
 
 WAIT_MS = 20_000
 TOKEN = "X-Device-Token"
@@ -140,155 +136,7 @@ async def test_a_lost_device_is_refused_at_once_while_the_workers_other_device_s
     assert refused.value.status == 401
 
 
-# -- a real browser ----------------------------------------------------------------------------
-class Browser:
-    """Headless Chromium on one page, over the DevTools protocol."""
-
-    def __init__(
-        self,
-        process: asyncio.subprocess.Process,
-        session: aiohttp.ClientSession,
-        ws: aiohttp.ClientWebSocketResponse,
-    ) -> None:
-        self._process, self._session, self._ws = process, session, ws
-        self._next_id = 0
-        self._answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._events: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def start(cls, profile: Path) -> Browser:
-        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-        if chromium is None:
-            pytest.skip("chromium is not installed (apt-get install -y chromium)")
-        port = free_port()
-        process = await asyncio.create_subprocess_exec(
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--hide-scrollbars",
-            f"--remote-debugging-port={port}",
-            f"--user-data-dir={profile}",
-            "about:blank",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        session = aiohttp.ClientSession()
-        try:
-            url = await cls._page_socket(session, port)
-            ws = await session.ws_connect(url, max_msg_size=0)
-        except BaseException:
-            await session.close()
-            process.kill()
-            await process.wait()
-            raise
-        browser = cls(process, session, ws)
-        await browser.send("Page.enable")
-        return browser
-
-    @staticmethod
-    async def _page_socket(session: aiohttp.ClientSession, port: int) -> str:
-        for _ in range(200):
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                    pages = [t for t in await resp.json() if t["type"] == "page"]
-                    if pages:
-                        return str(pages[0]["webSocketDebuggerUrl"])
-            await asyncio.sleep(0.05)
-        raise RuntimeError("chromium did not open its DevTools port")
-
-    async def _read(self) -> None:
-        async for message in self._ws:
-            data = json.loads(message.data)
-            if "id" in data and data["id"] in self._answers:
-                self._answers.pop(data["id"]).set_result(data)
-            for waiter in self._events.pop(data.get("method", ""), []):
-                waiter.set_result(data.get("params", {}))
-
-    async def send(self, method: str, **params: Any) -> dict[str, Any]:
-        self._next_id += 1
-        answer = asyncio.get_running_loop().create_future()
-        self._answers[self._next_id] = answer
-        await self._ws.send_json({"id": self._next_id, "method": method, "params": params})
-        data = await asyncio.wait_for(answer, 15)
-        if "error" in data:
-            raise RuntimeError(f"{method}: {data['error']}")
-        return dict(data["result"])
-
-    def _next(self, event: str) -> asyncio.Future[dict[str, Any]]:
-        waiter = asyncio.get_running_loop().create_future()
-        self._events.setdefault(event, []).append(waiter)
-        return waiter
-
-    async def goto(self, url: str) -> None:
-        loaded = self._next("Page.loadEventFired")
-        await self.send("Page.navigate", url=url)
-        await asyncio.wait_for(loaded, 15)
-
-    async def js(self, expression: str) -> Any:
-        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    async def click(self, selector: str) -> None:
-        """Click and wait for the page it leads to."""
-        loaded = self._next("Page.loadEventFired")
-        await self.js(f"document.querySelector({json.dumps(selector)}).click()")
-        await asyncio.wait_for(loaded, 15)
-
-    async def fill(self, fields: dict[str, str]) -> None:
-        for selector, value in fields.items():
-            await self.js(
-                f"document.querySelector({json.dumps(selector)}).value = {json.dumps(value)}"
-            )
-
-    async def screenshot(self, path: Path, width: int, height: int, mobile: bool) -> None:
-        await self.send(
-            "Emulation.setDeviceMetricsOverride",
-            width=width,
-            height=height,
-            deviceScaleFactor=2 if mobile else 1,
-            mobile=mobile,
-        )
-        shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        path.write_bytes(base64.b64decode(shot["data"]))
-        await self.send("Emulation.clearDeviceMetricsOverride")
-
-    async def close(self) -> None:
-        await self._ws.close()
-        await self._session.close()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
-        self._process.terminate()
-        try:
-            await asyncio.wait_for(self._process.wait(), 5)
-        except TimeoutError:
-            self._process.kill()
-            await self._process.wait()
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
-    started = await Browser.start(tmp_path / "chromium-profile")
-    try:
-        yield started
-    finally:
-        await started.close()
-
-
-def keep(shot: Path) -> None:
-    target = os.environ.get("FIELDSYNC_SCREENSHOTS")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(target) / shot.name)
-
-
+# -- a real browser (browser.py; the ``browser`` fixture is in conftest) ---------------------
 async def test_a_supervisor_marks_a_phone_lost_in_a_browser_and_its_next_sync_is_refused(
     pouch: PouchDriver, admin: Admin, org: ServerProcess, browser: Browser, tmp_path: Path
 ) -> None:
