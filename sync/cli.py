@@ -207,9 +207,11 @@ def _domain_commands(sub: Any) -> None:
     from barcode.cli import register as register_patient_ids
     from device_registry.cli import register as register_devices
     from sms_gateway.cli import register as register_sms
+    from sync.auditcli import register as register_audit
     from sync.keycli import register as register_keys
 
     register_keys(sub)
+    register_audit(sub)
     register_patient_ids(sub)
     register_devices(sub)
     register_sms(sub)

@@ -32,6 +32,8 @@ class Config:
     require_enrolment: bool = True
     # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed.
     trusted_proxies: tuple[Network, ...] = ()
+    # Serve even when the audit trail's start-up check fails (logged as an error).
+    audit_allow_broken: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -65,6 +67,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_TLS_KEY": ("tls_key", Path),
     "FIELDSYNC_REQUIRE_ENROLMENT": ("require_enrolment", _yes),
     "FIELDSYNC_TRUSTED_PROXIES": ("trusted_proxies", parse_networks),
+    "FIELDSYNC_AUDIT_ALLOW_BROKEN": ("audit_allow_broken", _yes),
 }
 
 
