@@ -114,6 +114,17 @@ class Chain:
         payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
         return KEYED + self._mac((previous + payload).encode())
 
+    def note(
+        self,
+        conn: sqlite3.Connection,
+        actor: str,
+        action: str,
+        detail: str,
+        device: str | None = None,
+    ) -> None:
+        """Append one entry about no document (an admin change, a key operation)."""
+        self.append(conn, [Entry(now(), actor, device, action, None, (), detail)])
+
     def head_mac(self, entry_id: int, digest: str) -> str:
         return self._mac(f"head\x00{entry_id}\x00{digest}".encode())
 
@@ -282,9 +293,13 @@ AUDIT = web.AppKey("audit", AuditLog)
 
 
 async def flush_before_answer(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: nothing leaves before what was recorded is on disk."""
+    """``on_response_prepare``: nothing leaves before what was recorded is on disk.
+
+    A 5xx answer carries no data: it goes out even when the trail cannot be
+    written (what is pending stays pending for the next flush).
+    """
     audit = request.app.get(AUDIT)
-    if audit is not None:
+    if audit is not None and response.status < 500:
         await audit.flush()
 
 
