@@ -17,6 +17,7 @@ from aiohttp import web
 
 from sync import accounts
 from sync.appkeys import STORE
+from sync.audit import audited
 from sync.errors import BadRequest, Forbidden, NotFound
 from sync.http import json_response, read_object
 from sync.replication.routes import REPLICATION
@@ -36,10 +37,16 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
-async def _require_admin(request: web.Request) -> None:
+async def _require_admin(request: web.Request) -> tuple[str, str | None]:
+    """The admin (name, device) who asks: the audit trail names them."""
     caller = await request.app[REPLICATION].auth.require(request)
     if not caller.is_admin:
         raise Forbidden("Only admins manage places and users.")
+    return caller.name, caller.device
+
+
+def scope_detail(places: list[str], read_places: list[str]) -> str:
+    return f"places {','.join(places) or '-'}, read {','.join(read_places) or '-'}"
 
 
 def _strings(body: dict[str, Any], key: str) -> list[str]:
@@ -65,7 +72,7 @@ async def list_places(request: web.Request) -> web.Response:
 
 
 async def add_place(request: web.Request) -> web.Response:
-    await _require_admin(request)
+    who = await _require_admin(request)
     body = await read_object(request)
     place_id, parent = _string(body, "id"), _string(body, "parent", required=False)
     name = _string(body, "name", required=False)
@@ -74,7 +81,8 @@ async def add_place(request: web.Request) -> web.Response:
     def run(conn: sqlite3.Connection) -> Place:
         return accounts.add_place(conn, place_id, parent, name)
 
-    place = await request.app[STORE].write_tx(run)
+    detail = f"place {place_id}, parent {parent or '-'}"
+    place = await request.app[STORE].write_tx(audited(request, who, "place_add", detail, run))
     return json_response(place_json(place), status=201)
 
 
@@ -94,7 +102,7 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 async def add_user(request: web.Request) -> web.Response:
-    await _require_admin(request)
+    who = await _require_admin(request)
     body = await read_object(request)
     name, password = _string(body, "name"), _string(body, "password")
     role = accounts.parse_role(_string(body, "role") or "")
@@ -104,12 +112,13 @@ async def add_user(request: web.Request) -> web.Response:
     def run(conn: sqlite3.Connection) -> User:
         return accounts.add_user(conn, name, role, password, places, read_places)
 
-    user = await request.app[STORE].write_tx(run)
+    detail = f"user {name}: role {role.value}, {scope_detail(places, read_places)}"
+    user = await request.app[STORE].write_tx(audited(request, who, "user_add", detail, run))
     return json_response(user_json(user), status=201)
 
 
 async def set_places(request: web.Request) -> web.Response:
-    await _require_admin(request)
+    who = await _require_admin(request)
     body = await read_object(request)
     name = request.match_info["name"]
     places, read_places = _strings(body, "places"), _strings(body, "read_places")
@@ -117,7 +126,8 @@ async def set_places(request: web.Request) -> web.Response:
     def run(conn: sqlite3.Connection) -> User:
         return accounts.set_places(conn, name, places, read_places)
 
-    user = await request.app[STORE].write_tx(run)
+    detail = f"user {name}: {scope_detail(places, read_places)}"
+    user = await request.app[STORE].write_tx(audited(request, who, "user_places", detail, run))
     return json_response(user_json(user))
 
 

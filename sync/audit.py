@@ -41,6 +41,7 @@ import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -188,6 +189,11 @@ def chain(conn: sqlite3.Connection, master: MasterKey, *, create: bool = True) -
     return Chain(key)
 
 
+def note_cli(conn: sqlite3.Connection, master: MasterKey, action: str, detail: str) -> None:
+    """An entry for a management command (actor ``cli:<os user>``), in its transaction."""
+    chain(conn, master).note(conn, cli_actor(), action, detail)
+
+
 def rewrap_key(conn: sqlite3.Connection, old: MasterKey, new: MasterKey) -> None:
     """Master-key rotation: the chain key follows the data keys (caller's transaction)."""
     row = conn.execute("SELECT value FROM meta WHERE key=?", (KEY_META,)).fetchone()
@@ -290,6 +296,30 @@ class AuditLog:
 
 
 AUDIT = web.AppKey("audit", AuditLog)
+T = TypeVar("T")
+
+
+def audited(
+    request: web.Request,
+    who: tuple[str, str | None],
+    action: str,
+    detail: str,
+    fn: Callable[[sqlite3.Connection], T],
+) -> Callable[[sqlite3.Connection], T]:
+    """``fn`` with an entry (``who`` = actor, device) appended in its transaction when it works.
+
+    For admin changes (users, places, devices, settings): the change and its
+    entry commit together or not at all.
+    """
+    audit = request.app.get(AUDIT)
+
+    def run(conn: sqlite3.Connection) -> T:
+        result = fn(conn)
+        if audit is not None:
+            audit.chain.note(conn, who[0], action, detail, who[1])
+        return result
+
+    return run
 
 
 async def flush_before_answer(request: web.Request, response: web.StreamResponse) -> None:
