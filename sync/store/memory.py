@@ -243,13 +243,14 @@ class MemoryStore(DocStore):
                 blobs.extend(w.attachments)
                 seq += 1
             results.append(result)
+        entry = audit.entry(db, sorted(staged)) if audit is not None and staged else None
         for doc in staged.values():
             state.commit(doc)
         for blob in blobs:  # the first blob of a digest in a place stays
             state.attachments.setdefault(blob.digest, {}).setdefault(blob.place, blob)
         state.update_seq = seq
-        if audit is not None and staged:
-            self.audit.append(audit.entry(db, sorted(staged)))
+        if entry is not None:  # made before the commit: a failure leaves nothing behind
+            self.audit.append(entry)
         return results
 
     async def changes(
