@@ -99,13 +99,13 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     try:
         master = load_master_key(config.key_file, create=True)
         await store.read(lambda conn: keyadmin.check_master(conn, master))
+        audit = await _open_audit(store, master, config)
     except BaseException:
         await store.close()
         raise
     keys = KeyRing(master, connections(path))
     secret, server_uuid = await store.write_tx(_server_identity)
     await _ensure_db(store, config.db_name)
-    audit = await _open_audit(store, master, config)
     app[AUDIT] = audit
     parts = Parts(store, Vault(keys), Notifier(), audit=audit)
     reader = Reader(parts)

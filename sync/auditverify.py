@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from sync.audit import GENESIS, KEYED, Chain, Entry, entry_hash, missing_triggers, read_head
 from sync.audit import chain as open_chain
-from sync.errors import FieldsyncError
+from sync.errors import StoreError
 from sync.keys import MasterKey
 
 UNSEALED = "no keyed entry yet"
@@ -171,8 +171,9 @@ def _trigger_problem(conn: sqlite3.Connection, walk: _Walk) -> Problem | None:
 TAIL_AT_START = 1000  # entries the server checks when it starts
 
 
-class AuditBroken(FieldsyncError):
-    status = 500
+class AuditBroken(StoreError):
+    """The trail failed the start-up check (under ``StoreError`` in :mod:`sync.errors`)."""
+
     error = "audit_broken"
     default_reason = "The audit trail does not verify."
 
