@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -226,3 +228,28 @@ def test_the_mac_is_not_a_plain_hash(conn: sqlite3.Connection) -> None:
     assert digest.startswith(audit.KEYED)
     assert digest[3:] != _plain(audit.GENESIS, row)
     assert digest[3:] != hashlib.sha256(digest.encode()).hexdigest()
+
+
+async def test_concurrent_flushes_share_one_transaction(conn: sqlite3.Connection) -> None:
+    """Group commit: requests answered together wait for one write, not one each."""
+    writes: list[int] = []
+    release = asyncio.Event()
+
+    async def write(fn: Callable[[sqlite3.Connection], None]) -> None:
+        writes.append(0)
+        await release.wait()  # the disk is slow: others pile up meanwhile
+        fn(conn)
+
+    log = audit.AuditLog(write, audit.Chain(KEY))
+    log.record("alice", "read", "health", ["a"])
+    first = asyncio.ensure_future(log.flush())
+    await asyncio.sleep(0)
+    for n in range(10):
+        log.record("bob", "read", "health", [f"b{n}"])
+    others = [asyncio.ensure_future(log.flush()) for _ in range(10)]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(first, *others)
+    assert len(writes) == 2  # the one under way, then everything that waited for it
+    assert conn.execute("SELECT count(*) FROM audit").fetchone()[0] == 11
+    assert verify(conn, log.chain).ok
