@@ -33,6 +33,7 @@ from device_registry.context import device_list, parts, server_url, staff
 from device_registry.guard import APP_VERSION_HEADER, OS_VERSION_HEADER, header_value
 from device_registry.model import CSV_COLUMNS, Device
 from device_registry.verdict import TOKEN_HEADER, Kind, Refusal
+from sync.audit import audited
 from sync.errors import BadRequest, UnsupportedMediaType
 from sync.http import integer, json_response, read_object
 from sync.ratelimit import Limited
@@ -102,7 +103,9 @@ async def add_device(request: web.Request) -> web.Response:
             device = inventory.assign(conn, new.serial, worker, caller.name, caller.scope)
         return device
 
-    device = await parts(request).store.write_tx(run)
+    detail = f"device {new.serial}: place {new.place or '-'}, worker {worker or '-'}"
+    who = (caller.name, caller.device)
+    device = await parts(request).store.write_tx(audited(request, who, "device_add", detail, run))
     return json_response(device.to_json(), status=201)
 
 
@@ -123,8 +126,15 @@ async def edit_device(request: web.Request) -> web.Response:
     body = await _body(request)
     changes = {key: _text(body, key) for key in body}
     serial = request.match_info["serial"]
+    detail = f"device {serial}: {', '.join(sorted(changes))} changed"
     device = await parts(request).store.write_tx(
-        lambda conn: inventory.edit(conn, serial, changes, caller.name, caller.scope)
+        audited(
+            request,
+            (caller.name, caller.device),
+            "device_edit",
+            detail,
+            lambda conn: inventory.edit(conn, serial, changes, caller.name, caller.scope),
+        )
     )
     return json_response(device.to_json())
 
@@ -135,7 +145,13 @@ async def assign_device(request: web.Request) -> web.Response:
     worker, reason = _text(body, "worker", required=True) or "", _text(body, "reason") or ""
     serial = request.match_info["serial"]
     device = await parts(request).store.write_tx(
-        lambda conn: inventory.assign(conn, serial, worker, caller.name, caller.scope, reason)
+        audited(
+            request,
+            (caller.name, caller.device),
+            "device_assign",
+            f"device {serial}: worker {worker}",
+            lambda conn: inventory.assign(conn, serial, worker, caller.name, caller.scope, reason),
+        )
     )
     return json_response(device.to_json())
 
@@ -147,7 +163,13 @@ async def set_status(request: web.Request) -> web.Response:
     reason = _text(body, "reason") or ""
     serial = request.match_info["serial"]
     device = await parts(request).store.write_tx(
-        lambda conn: inventory.mark(conn, serial, target, caller.name, caller.scope, reason)
+        audited(
+            request,
+            (caller.name, caller.device),
+            "device_status",
+            f"device {serial}: status {target.value}",
+            lambda conn: inventory.mark(conn, serial, target, caller.name, caller.scope, reason),
+        )
     )
     return json_response(device.to_json())
 
@@ -156,7 +178,13 @@ async def issue_code(request: web.Request) -> web.Response:
     caller = await staff(request)
     serial = request.match_info["serial"]
     issued = await parts(request).store.write_tx(
-        lambda conn: enrolment.issue_code(conn, serial, caller.name, caller.scope)
+        audited(
+            request,
+            (caller.name, caller.device),
+            "device_code",
+            f"device {serial}: enrolment code issued",
+            lambda conn: enrolment.issue_code(conn, serial, caller.name, caller.scope),
+        )
     )
     payload = qr_payload(issued.code, issued.serial, server_url(parts(request).config))
     body = {

@@ -31,6 +31,7 @@ from device_registry.context import device_list, is_staff, parts, server_url
 from device_registry.model import Device, HistoryEntry
 from device_registry.templates import STATUS_NAMES, device_url
 from sync import accounts
+from sync.audit import audited
 from sync.auth import COOKIE as SESSION_COOKIE
 from sync.auth import Credentials
 from sync.errors import FieldsyncError, NotFound, TooManyRequests, Unauthorized
@@ -279,7 +280,13 @@ def _action(change: Change) -> Callable[[web.Request], Awaitable[web.StreamRespo
         serial = request.match_info["serial"]
         try:
             done = await parts(request).store.write_tx(
-                lambda conn: change(conn, serial, caller, form)
+                audited(
+                    request,
+                    (caller.name, caller.device),
+                    f"device_{change.__name__.strip('_')}",
+                    _detail(change, serial, form),
+                    lambda conn: change(conn, serial, caller, form),
+                )
             )
         except NotFound:
             raise
@@ -288,6 +295,14 @@ def _action(change: Change) -> Callable[[web.Request], Awaitable[web.StreamRespo
         return _redirect(f"{device_url(serial.upper())}?done={done}")
 
     return handler
+
+
+def _detail(change: Change, serial: str, form: Form) -> str:
+    """The audit entry's words for a page's change (no free text: reasons and notes stay out)."""
+    name = change.__name__.strip("_")
+    field = {"assign": "worker", "status": "status"}.get(name)
+    said = f" {form.get(field, '')}" if field else ""
+    return f"device {serial}: {name}{said} (supervisor page)"
 
 
 def _assign(conn: sqlite3.Connection, serial: str, caller: Caller, form: Form) -> str:
@@ -314,7 +329,13 @@ async def enrolment_code(request: web.Request, page: _Page, caller: Caller) -> w
     serial = request.match_info["serial"]
     try:
         issued = await parts(request).store.write_tx(
-            lambda conn: enrolment.issue_code(conn, serial, caller.name, caller.scope)
+            audited(
+                request,
+                (caller.name, caller.device),
+                "device_code",
+                f"device {serial}: enrolment code issued (supervisor page)",
+                lambda conn: enrolment.issue_code(conn, serial, caller.name, caller.scope),
+            )
         )
     except NotFound:
         raise

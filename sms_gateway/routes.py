@@ -40,6 +40,7 @@ from sms_gateway.service import Clock, SmsService, utcnow
 from sms_gateway.settings import SmsSettings, from_config
 from sync import accounts
 from sync.appkeys import AUTH, CONFIG, STORE
+from sync.audit import AUDIT
 from sync.errors import BadRequest, FieldsyncError, Forbidden, NotFound, Unauthorized
 from sync.http import json_response, read_object
 from sync.ratelimit import FailureWindow
@@ -215,6 +216,10 @@ async def messages_for(request: web.Request, caller: Caller) -> dict[str, Any]:
         return {"incoming": incoming, "outgoing": outgoing}
 
     rows = await sms.service.sqlite.read(run)
+    audit = request.app.get(AUDIT)
+    ids = [f"in:{r['id']}" for r in rows["incoming"]] + [f"out:{r['id']}" for r in rows["outgoing"]]
+    if audit is not None and ids:  # on disk before the texts go out (sync.audit)
+        audit.record(caller.name, "sms_read", None, ids, device=caller.device)
     return {
         "incoming": [listing.open_incoming(r, sealer) for r in rows["incoming"]],
         "outgoing": [listing.open_outgoing(r, sealer) for r in rows["outgoing"]],
@@ -257,6 +262,10 @@ async def set_language(request: web.Request) -> web.Response:
         if caller.scope.capture is not None and not reach <= caller.scope.capture:
             raise Forbidden(f"{name} works outside your area.")
         store.set_language(conn, name, language)
+        if audit is not None:
+            detail = f"user {name}: language {language}"
+            audit.chain.note(conn, caller.name, "user_language", detail, caller.device)
 
+    audit = request.app.get(AUDIT)
     await sms.service.sqlite.write_tx(run)
     return json_response({"ok": True, "worker": name, "language": language})

@@ -18,9 +18,9 @@ from aiohttp import web
 
 from sync import accounts, sessions
 from sync.appkeys import STORE
+from sync.audit import audited
 from sync.errors import BadRequest, Forbidden, NotFound
 from sync.http import json_response, read_object
-from sync.replication.context import Caller
 from sync.replication.routes import REPLICATION
 from sync.scopes import Place, User
 
@@ -38,11 +38,16 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
-async def _require_admin(request: web.Request) -> Caller:
+async def _require_admin(request: web.Request) -> tuple[str, str | None]:
+    """The admin (name, device) who asks: the audit trail names them."""
     caller = await request.app[REPLICATION].auth.require(request)
     if not caller.is_admin:
         raise Forbidden("Only admins manage places and users.")
-    return caller
+    return caller.name, caller.device
+
+
+def scope_detail(places: list[str], read_places: list[str]) -> str:
+    return f"places {','.join(places) or '-'}, read {','.join(read_places) or '-'}"
 
 
 def _strings(body: dict[str, Any], key: str) -> list[str]:
@@ -68,7 +73,7 @@ async def list_places(request: web.Request) -> web.Response:
 
 
 async def add_place(request: web.Request) -> web.Response:
-    await _require_admin(request)
+    who = await _require_admin(request)
     body = await read_object(request)
     place_id, parent = _string(body, "id"), _string(body, "parent", required=False)
     name = _string(body, "name", required=False)
@@ -77,7 +82,8 @@ async def add_place(request: web.Request) -> web.Response:
     def run(conn: sqlite3.Connection) -> Place:
         return accounts.add_place(conn, place_id, parent, name)
 
-    place = await request.app[STORE].write_tx(run)
+    detail = f"place {place_id}, parent {parent or '-'}"
+    place = await request.app[STORE].write_tx(audited(request, who, "place_add", detail, run))
     return json_response(place_json(place), status=201)
 
 
@@ -97,7 +103,7 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 async def add_user(request: web.Request) -> web.Response:
-    await _require_admin(request)
+    who = await _require_admin(request)
     body = await read_object(request)
     name, password = _string(body, "name"), _string(body, "password")
     role = accounts.parse_role(_string(body, "role") or "")
@@ -107,12 +113,13 @@ async def add_user(request: web.Request) -> web.Response:
     def run(conn: sqlite3.Connection) -> User:
         return accounts.add_user(conn, name, role, password, places, read_places)
 
-    user = await request.app[STORE].write_tx(run)
+    detail = f"user {name}: role {role.value}, {scope_detail(places, read_places)}"
+    user = await request.app[STORE].write_tx(audited(request, who, "user_add", detail, run))
     return json_response(user_json(user), status=201)
 
 
 async def set_places(request: web.Request) -> web.Response:
-    await _require_admin(request)
+    who = await _require_admin(request)
     body = await read_object(request)
     name = request.match_info["name"]
     places, read_places = _strings(body, "places"), _strings(body, "read_places")
@@ -120,17 +127,21 @@ async def set_places(request: web.Request) -> web.Response:
     def run(conn: sqlite3.Connection) -> User:
         return accounts.set_places(conn, name, places, read_places)
 
-    user = await request.app[STORE].write_tx(run)
+    detail = f"user {name}: {scope_detail(places, read_places)}"
+    user = await request.app[STORE].write_tx(audited(request, who, "user_places", detail, run))
     return json_response(user_json(user))
 
 
 async def end_sessions(request: web.Request) -> web.Response:
     """Log a user out everywhere (a lost phone, a leaver): their cookies open nothing after."""
-    caller = await _require_admin(request)
+    who = await _require_admin(request)
     name = request.match_info["name"]
-    auth = request.app[REPLICATION].auth
-    ended = await request.app[STORE].write_tx(lambda c: sessions.logout_user(c, name))
-    auth.record(caller.name, "sessions_ended_by_admin", f"user:{name}")
+
+    def run(conn: sqlite3.Connection) -> int:
+        return sessions.logout_user(conn, name)
+
+    detail = f"user {name}: every session ended"
+    ended = await request.app[STORE].write_tx(audited(request, who, "user_logout", detail, run))
     return json_response({"ok": True, "ended": ended})
 
 

@@ -21,14 +21,15 @@ from forms import routes as forms_routes
 from sms_gateway import routes as sms_routes
 from sync import accounts, datadir, forwarded, headers, intent, keyadmin
 from sync import api as admin_api
+from sync import audit as audit_trail
 from sync.appkeys import AUTH, CONFIG, STORE
-from sync.audit import AuditLog
-from sync.audit import install_triggers as install_audit_triggers
+from sync.audit import AUDIT, AuditLog
+from sync.auditverify import AuditBroken, check_at_start
 from sync.auth import Authenticator
 from sync.config import Config
 from sync.errors import FieldsyncError, MethodNotAllowed, NotFound, PreconditionFailed, TooLarge
 from sync.http import json_response
-from sync.keys import KeyRing, load_master_key
+from sync.keys import KeyRing, MasterKey, load_master_key
 from sync.replication.changes import ChangesFeed, SnapshotRegistry
 from sync.replication.context import Notifier, Parts
 from sync.replication.reads import Reader
@@ -99,14 +100,14 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     try:
         master = load_master_key(config.key_file, create=True)
         await store.read(lambda conn: keyadmin.check_master(conn, master))
+        audit = await _open_audit(store, master, config)
     except BaseException:
         await store.close()
         raise
     keys = KeyRing(master, connections(path))
     _, server_uuid = await store.write_tx(_server_identity)
     await _ensure_db(store, config.db_name)
-    audit = AuditLog(store.write_tx)
-    await store.write_tx(install_audit_triggers)
+    app[AUDIT] = audit
     parts = Parts(store, Vault(keys), Notifier(), audit=audit)
     reader = Reader(parts)
     snapshots = SnapshotRegistry(
@@ -122,6 +123,26 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     yield
     await audit.close()
     await store.close()
+
+
+async def _open_audit(store: SqliteStore, master: MasterKey, config: Config) -> AuditLog:
+    """Check the audit trail's tail, head and triggers; refuse to serve on a broken one."""
+    chain, report = await store.write_tx(lambda c: check_at_start(c, master))
+    audit = AuditLog(store.write_tx, chain)
+    if report.ok:
+        log.info("audit_chain_checked", ok=True, summary=report.summary())
+        audit.record("server", "server_start", None, (), detail="audit tail ok")
+    else:
+        hint = "run `fieldsync audit verify` to see the whole trail"
+        log.error("audit_chain_checked", ok=False, problem=str(report.problem), hint=hint)
+        if not config.audit_allow_broken:
+            raise AuditBroken(
+                f"{report.summary()}; not starting ({hint}; FIELDSYNC_AUDIT_ALLOW_BROKEN=1 "
+                "starts anyway)"
+            )
+        audit.record("server", "server_start", None, (), detail=f"audit broken: {report.problem}")
+    await audit.flush()
+    return audit
 
 
 def _server_identity(conn: sqlite3.Connection) -> tuple[bytes, str]:
@@ -154,6 +175,7 @@ def create_app(config: Config) -> web.Application:
             error_middleware,
             compression_middleware,
             intent.middleware(config.public_url),  # inside error_middleware: it renders the 403
+            audit_trail.middleware,  # inside error_middleware: a failed flush answers 500
         ],
         client_max_size=config.max_request_bytes,
     )
@@ -162,6 +184,7 @@ def create_app(config: Config) -> web.Application:
     intent.setup(app)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(close_longpolls)
+    app.on_response_prepare.append(audit_trail.flush_before_answer)
     admin_api.setup_routes(app)
     device_routes.setup(app)
     forms_routes.setup(app)

@@ -1,32 +1,62 @@
-"""An append-only, hash-chained audit trail of access to patient data.
+"""An append-only, keyed hash chain of access to patient data and of admin changes.
 
-Each entry says who (user), from which device, did what (read or write),
-to which documents of which database, and when.  Entries are chained::
+Each entry says who (``actor``: a user, or ``cli:<os user>``), from which
+device, did what (``action``), to which documents of which database, when, and
+a ``detail`` (a place, a status, a reason: never PHI, never a secret).
+Entries are chained::
 
-    hash(n) = sha256(hash(n-1) || canonical-json([ts, actor, device, action, db, doc_ids]))
+    hash(n) = "k1:" + hmac_sha256(K, hash(n-1) || canonical-json([id, ts, actor, device,
+                                                                 action, db, doc_ids, detail]))
 
-with ``hash(0-1) = "0" * 64``, so editing or removing any entry breaks every
-hash after it; SQLite triggers refuse UPDATE and DELETE on the table.
-Entries are buffered and written in batches by one background task, off the
-request path; :meth:`AuditLog.flush` writes what is pending (also on shutdown).
+with ``hash(0) = "0" * 64``.  ``K`` is the chain key: 32 random bytes wrapped by
+the master key in ``meta`` (``keys rewrap`` re-wraps it with the data keys), so
+whoever can edit the file but lacks the master key cannot recompute the chain.
+A keyed *head* checkpoint in ``meta`` (``id``, ``hash``, MAC), written in the
+same transaction as every append, makes a truncated tail visible; SQLite
+triggers refuse UPDATE and DELETE on the table.
+
+Data dirs written before the chain was keyed hold plain-SHA-256 entries
+(``hash(n) = sha256(hash(n-1) || json([ts, actor, device, action, db, doc_ids]))``);
+the first keyed entry links to the last of them, which seals them: verification
+reports that legacy part separately (:mod:`sync.auditverify`).
+
+Writes of documents append their entry inside the write's own transaction
+(:class:`AuditStamp`, given to ``DocStore.write``).  Other entries (reads,
+refusals) are recorded in memory by :meth:`AuditLog.record` and written by
+:meth:`AuditLog.flush`, a group commit that the app awaits before any answer
+goes out (:func:`flush_before_answer`), so no answer is sent whose entry is not
+on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
+import getpass
 import hashlib
+import hmac
 import json
+import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+from aiohttp import web
+
+from sync.keys import KeyError_, MasterKey
 
 GENESIS = "0" * 64
-TRIGGERS = (
-    "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit "
-    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
-    "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit "
-    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+KEYED = "k1:"
+KEY_LABEL = b"fieldsync audit chain v1"
+KEY_META = "audit_chain_key"
+HEAD_META = "audit_head"
+TRIGGER_NAMES = ("audit_no_update", "audit_no_delete")
+TRIGGERS = tuple(
+    f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE {verb} ON audit "
+    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
+    for name, verb in zip(TRIGGER_NAMES, ("UPDATE", "DELETE"), strict=True)
 )
 
 
@@ -38,9 +68,23 @@ class Entry:
     action: str
     db: str | None
     doc_ids: tuple[str, ...]
+    detail: str | None = None
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def cli_actor() -> str:
+    """``cli:<os user>``: who ran a management command."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
 
 
 def entry_hash(previous: str, entry: Entry) -> str:
+    """The legacy, unkeyed link (entries written before the chain was keyed)."""
     payload = json.dumps(
         [entry.ts, entry.actor, entry.device, entry.action, entry.db, list(entry.doc_ids)],
         separators=(",", ":"),
@@ -49,41 +93,120 @@ def entry_hash(previous: str, entry: Entry) -> str:
     return hashlib.sha256((previous + payload).encode()).hexdigest()
 
 
-def append(conn: sqlite3.Connection, entries: Sequence[Entry]) -> None:
-    """Append entries to the chain (inside the caller's transaction)."""
-    row = conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-    previous = GENESIS if row is None else str(row[0])
-    for entry in entries:
-        digest = entry_hash(previous, entry)
-        conn.execute(
-            "INSERT INTO audit(ts, actor, device, action, db, doc_ids, prev_hash, hash) "
-            "VALUES(?,?,?,?,?,?,?,?)",
-            (
-                entry.ts,
-                entry.actor,
-                entry.device,
-                entry.action,
-                entry.db,
-                json.dumps(list(entry.doc_ids)),
-                previous,
-                digest,
-            ),
-        )
-        previous = digest
+@dataclass(frozen=True)
+class Head:
+    id: int
+    hash: str
+    mac: str
 
 
-def verify(conn: sqlite3.Connection) -> int | None:
-    """The id of the first entry whose hash does not follow, or None if the chain holds."""
-    previous = GENESIS
-    rows = conn.execute(
-        "SELECT id, ts, actor, device, action, db, doc_ids, prev_hash, hash FROM audit ORDER BY id"
-    )
-    for row in rows:
-        entry = Entry(row[1], row[2], row[3], row[4], row[5], tuple(json.loads(row[6])))
-        if row[7] != previous or entry_hash(previous, entry) != row[8]:
-            return int(row[0])
-        previous = str(row[8])
-    return None
+class Chain:
+    """The chain key and what it computes: entry MACs, the head checkpoint, appends."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _mac(self, data: bytes) -> str:
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+
+    def entry_mac(self, previous: str, entry_id: int, entry: Entry) -> str:
+        fields = [entry_id, entry.ts, entry.actor, entry.device, entry.action, entry.db]
+        fields += [list(entry.doc_ids), entry.detail]
+        payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        return KEYED + self._mac((previous + payload).encode())
+
+    def note(
+        self,
+        conn: sqlite3.Connection,
+        actor: str,
+        action: str,
+        detail: str,
+        device: str | None = None,
+    ) -> None:
+        """Append one entry about no document (an admin change, a key operation)."""
+        self.append(conn, [Entry(now(), actor, device, action, None, (), detail)])
+
+    def head_mac(self, entry_id: int, digest: str) -> str:
+        return self._mac(f"head\x00{entry_id}\x00{digest}".encode())
+
+    def append(self, conn: sqlite3.Connection, entries: Sequence[Entry]) -> None:
+        """Append entries and move the head (inside the caller's transaction).
+
+        The link comes from the head checkpoint, not from the table's last row:
+        rows deleted at the tail then show as a broken link, never as a clean chain.
+        """
+        if not entries:
+            return
+        head = read_head(conn)
+        last = conn.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        if head is not None:
+            previous, next_id = head.hash, max(head.id, last[0] if last else 0) + 1
+        elif last is None:
+            previous, next_id = GENESIS, 1
+        else:  # the first keyed entry after legacy ones seals them; a lost head stays visible
+            sealing = not str(last[1]).startswith(KEYED)
+            previous, next_id = (str(last[1]) if sealing else GENESIS), int(last[0]) + 1
+        for entry in entries:
+            digest = self.entry_mac(previous, next_id, entry)
+            conn.execute(
+                "INSERT INTO audit(id, ts, actor, device, action, db, doc_ids, detail, "
+                "prev_hash, hash) VALUES(?,?,?,?,?,?,?,?,?,?)",
+                (next_id, entry.ts, entry.actor, entry.device, entry.action, entry.db,
+                 json.dumps(list(entry.doc_ids)), entry.detail, previous, digest),
+            )  # fmt: skip
+            previous, next_id = digest, next_id + 1
+        write_head(conn, Head(next_id - 1, previous, self.head_mac(next_id - 1, previous)))
+
+
+def read_head(conn: sqlite3.Connection) -> Head | None:
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (HEAD_META,)).fetchone()
+    if row is None:
+        return None
+    try:
+        found = json.loads(row[0])
+        return Head(int(found["id"]), str(found["hash"]), str(found["mac"]))
+    except (ValueError, KeyError, TypeError):
+        return Head(0, "", "")  # unreadable: verification reports it as forged
+
+
+def write_head(conn: sqlite3.Connection, head: Head) -> None:
+    value = json.dumps({"id": head.id, "hash": head.hash, "mac": head.mac})
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)", (HEAD_META, value))
+
+
+def chain(conn: sqlite3.Connection, master: MasterKey, *, create: bool = True) -> Chain:
+    """The data dir's chain, its key made (and wrapped by ``master``) on first use."""
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (KEY_META,)).fetchone()
+    if row is not None:
+        return Chain(master.unwrap(KEY_LABEL, base64.b64decode(row[0])))
+    if not create:
+        raise KeyError_("this data dir has no audit chain key (the server never started?)")
+    key = secrets.token_bytes(32)
+    wrapped = base64.b64encode(master.wrap(KEY_LABEL, key)).decode()
+    conn.execute("INSERT INTO meta(key, value) VALUES(?,?)", (KEY_META, wrapped))
+    if conn.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None:
+        install_triggers(conn)  # a new trail; an old one keeps what it has (checked at start)
+    return Chain(key)
+
+
+def note_cli(conn: sqlite3.Connection, master: MasterKey, action: str, detail: str) -> None:
+    """An entry for a management command (actor ``cli:<os user>``), in its transaction."""
+    chain(conn, master).note(conn, cli_actor(), action, detail)
+
+
+def rewrap_key(conn: sqlite3.Connection, old: MasterKey, new: MasterKey) -> None:
+    """Master-key rotation: the chain key follows the data keys (caller's transaction)."""
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (KEY_META,)).fetchone()
+    if row is None:
+        return
+    wrapped = base64.b64decode(row[0])
+    try:
+        new.unwrap(KEY_LABEL, wrapped)
+        return  # already under the new key (a resumed run)
+    except KeyError_:
+        key = old.unwrap(KEY_LABEL, wrapped)
+    value = base64.b64encode(new.wrap(KEY_LABEL, key)).decode()
+    conn.execute("UPDATE meta SET value=? WHERE key=?", (value, KEY_META))
 
 
 def install_triggers(conn: sqlite3.Connection) -> None:
@@ -92,17 +215,47 @@ def install_triggers(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def missing_triggers(conn: sqlite3.Connection) -> list[str]:
+    found = {
+        str(name) for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")
+    }
+    return [name for name in TRIGGER_NAMES if name not in found]
+
+
+@dataclass(frozen=True)
+class AuditStamp:
+    """Who writes and why: the store appends it inside the write's own transaction."""
+
+    chain: Chain
+    actor: str
+    device: str | None
+    action: str = "write"
+    detail: str | None = None
+
+    def entry(self, db: str | None, doc_ids: Sequence[str]) -> Entry:
+        return Entry(now(), self.actor, self.device, self.action, db, tuple(doc_ids), self.detail)
+
+    def append(self, conn: sqlite3.Connection, db: str | None, doc_ids: Sequence[str]) -> None:
+        if doc_ids:
+            self.chain.append(conn, [self.entry(db, doc_ids)])
+
+
 Writer = Callable[[Callable[[sqlite3.Connection], None]], Awaitable[None]]
 
 
 class AuditLog:
-    """Buffers entries and appends them in batches through the store's writer."""
+    """Entries recorded in memory, written by a group commit before any answer goes out.
 
-    def __init__(self, write: Writer, batch_delay: float = 0.2) -> None:
+    Concurrent requests share one transaction: a flush that finds another under
+    way waits for it and then writes whatever is still pending in one go.
+    A failed flush keeps its entries pending and raises (the answer is not sent).
+    """
+
+    def __init__(self, write: Writer, chain: Chain) -> None:
         self._write = write
+        self.chain = chain
         self._pending: list[Entry] = []
-        self._delay = batch_delay
-        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
 
     def record(
         self,
@@ -111,22 +264,87 @@ class AuditLog:
         db: str | None,
         doc_ids: Sequence[str],
         device: str | None = None,
+        *,
+        detail: str | None = None,
     ) -> None:
-        now = dt.datetime.now(dt.UTC).isoformat()
-        self._pending.append(Entry(now, actor, device, action, db, tuple(doc_ids)))
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._flush_later())
+        self._pending.append(Entry(now(), actor, device, action, db, tuple(doc_ids), detail))
 
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self._delay)
-        await self.flush()
+    def stamp(
+        self, actor: str, device: str | None, action: str = "write", detail: str | None = None
+    ) -> AuditStamp:
+        return AuditStamp(self.chain, actor, device, action, detail)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
 
     async def flush(self) -> None:
-        entries, self._pending = self._pending, []
-        if entries:
-            await self._write(lambda conn: append(conn, entries))
+        if not self._pending:
+            return
+        async with self._lock:  # the flush under way wrote ours, or we write all pending
+            entries, self._pending = self._pending, []
+            if not entries:
+                return
+            try:
+                await self._write(lambda conn: self.chain.append(conn, entries))
+            except BaseException:
+                self._pending[:0] = entries
+                raise
 
     async def close(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
         await self.flush()
+
+
+AUDIT = web.AppKey("audit", AuditLog)
+T = TypeVar("T")
+
+
+def audited(
+    request: web.Request,
+    who: tuple[str, str | None],
+    action: str,
+    detail: str,
+    fn: Callable[[sqlite3.Connection], T],
+) -> Callable[[sqlite3.Connection], T]:
+    """``fn`` with an entry (``who`` = actor, device) appended in its transaction when it works.
+
+    For admin changes (users, places, devices, settings): the change and its
+    entry commit together or not at all.
+    """
+    audit = request.app.get(AUDIT)
+
+    def run(conn: sqlite3.Connection) -> T:
+        result = fn(conn)
+        if audit is not None:
+            audit.chain.note(conn, who[0], action, detail, who[1])
+        return result
+
+    return run
+
+
+async def flush_before_answer(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: nothing leaves before what was recorded is on disk.
+
+    A 5xx answer carries no data: it goes out even when the trail cannot be
+    written (what is pending stays pending for the next flush).
+    """
+    audit = request.app.get(AUDIT)
+    if audit is not None and response.status < 500:
+        await audit.flush()
+
+
+@web.middleware
+async def middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Flush inside the error middleware, so a failed flush answers 500 instead of the data."""
+    audit = request.app.get(AUDIT)
+    try:
+        response = await handler(request)
+    except Exception:
+        if audit is not None:
+            await audit.flush()
+        raise
+    if audit is not None and not response.prepared:
+        await audit.flush()
+    return response

@@ -22,9 +22,10 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
-from sync import accounts, sessions
+from sync import accounts, audit, keyadmin, sessions
 from sync.config import Config, ConfigError, from_env
 from sync.errors import FieldsyncError
+from sync.keys import load_master_key
 from sync.store.schema import with_file
 
 T = TypeVar("T")
@@ -53,6 +54,22 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _with_conn(args: argparse.Namespace, fn: Callable[[sqlite3.Connection], T]) -> T:
     return with_file(_config(args).data_dir, fn)
+
+
+def _audited(
+    args: argparse.Namespace, action: str, detail: str, fn: Callable[[sqlite3.Connection], T]
+) -> T:
+    """``fn`` and its audit entry (actor ``cli:<os user>``) in one transaction."""
+    config = _config(args)
+    master = load_master_key(config.key_file, create=True)
+
+    def run(conn: sqlite3.Connection) -> T:
+        keyadmin.check_master(conn, master)
+        result = fn(conn)
+        audit.chain(conn, master).note(conn, audit.cli_actor(), action, detail)
+        return result
+
+    return with_file(config.data_dir, run)
 
 
 # -- serve --------------------------------------------------------------------------
@@ -88,7 +105,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # -- places and users ------------------------------------------------------------------
 def cmd_place_add(args: argparse.Namespace) -> int:
-    place = _with_conn(args, lambda c: accounts.add_place(c, args.id, args.parent, args.name))
+    detail = f"place {args.id}, parent {args.parent or '-'}"
+    place = _audited(
+        args, "place_add", detail, lambda c: accounts.add_place(c, args.id, args.parent, args.name)
+    )
     print(f"place {place.id} added")
     return 0
 
@@ -110,30 +130,53 @@ def _password() -> str:
 def cmd_user_add(args: argparse.Namespace) -> int:
     role = accounts.parse_role(args.role)
     password = _password()
-    _with_conn(
-        args, lambda c: accounts.add_user(c, args.name, role, password, args.place, args.read_place)
+    detail = f"user {args.name}: role {role.value}, {_scope(args)}"
+    _audited(
+        args,
+        "user_add",
+        detail,
+        lambda c: accounts.add_user(c, args.name, role, password, args.place, args.read_place),
     )
     print(f"user {args.name} added ({role.value})")
     return 0
 
 
 def cmd_user_set_places(args: argparse.Namespace) -> int:
-    _with_conn(args, lambda c: accounts.set_places(c, args.name, args.place, args.read_place))
+    _audited(
+        args,
+        "user_places",
+        f"user {args.name}: {_scope(args)}",
+        lambda c: accounts.set_places(c, args.name, args.place, args.read_place),
+    )
     print(f"user {args.name}: places {args.place or '-'}, read-only {args.read_place or '-'}")
     return 0
 
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
     password = _password()
-    _with_conn(args, lambda c: accounts.set_password(c, args.name, password))
+    _audited(
+        args,
+        "user_password",
+        f"user {args.name}: password set",
+        lambda c: accounts.set_password(c, args.name, password),
+    )
     print(f"user {args.name}: password changed")
     return 0
 
 
 def cmd_user_logout(args: argparse.Namespace) -> int:
-    ended = _with_conn(args, lambda c: sessions.logout_user(c, args.name))
+    ended = _audited(
+        args,
+        "user_logout",
+        f"user {args.name}: every session ended",
+        lambda c: sessions.logout_user(c, args.name),
+    )
     print(f"user {args.name}: {ended} session(s) ended")
     return 0
+
+
+def _scope(args: argparse.Namespace) -> str:
+    return f"places {','.join(args.place) or '-'}, read {','.join(args.read_place) or '-'}"
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
@@ -210,9 +253,11 @@ def _domain_commands(sub: Any) -> None:
     from barcode.cli import register as register_patient_ids
     from device_registry.cli import register as register_devices
     from sms_gateway.cli import register as register_sms
+    from sync.auditcli import register as register_audit
     from sync.keycli import register as register_keys
 
     register_keys(sub)
+    register_audit(sub)
     register_patient_ids(sub)
     register_devices(sub)
     register_sms(sub)

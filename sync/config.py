@@ -43,6 +43,8 @@ class Config:
     max_connections: int = 0  # 0: as many as the open-file limit leaves room for
     # The URL phones reach this server at (enrolment QR codes; our own origin for CSRF checks).
     public_url: str | None = None
+    # Serve even when the audit trail's start-up check fails (logged as an error).
+    audit_allow_broken: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -119,6 +121,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_SESSION_SECONDS": ("session_seconds", _count(1)),
     "FIELDSYNC_SESSION_IDLE_SECONDS": ("session_idle_seconds", _count(1)),
     "FIELDSYNC_PUBLIC_URL": ("public_url", public_url),
+    "FIELDSYNC_AUDIT_ALLOW_BROKEN": ("audit_allow_broken", _yes),
 }
 
 

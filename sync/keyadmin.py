@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from sync import audit
 from sync.keys import KeyError_, MasterKey, label
 
 CHECKED_AT_START = 200  # data keys unwrapped when the server starts (a wrong key fails fast)
@@ -96,4 +97,7 @@ def rewrap(conn: sqlite3.Connection, old: MasterKey, new: MasterKey) -> Rewrappe
             (new.wrap(name, key), place, version),
         )
         done += 1
+    audit.rewrap_key(conn, old, new)
+    detail = f"master key rotated: {done} data keys re-wrapped, {already} already under it"
+    audit.note_cli(conn, new, "key_rewrap", detail)
     return Rewrapped(done, already)

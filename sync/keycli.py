@@ -17,7 +17,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from sync import datadir, keyadmin, rotation, shredding
+from sync import audit, datadir, keyadmin, rotation, shredding
 from sync.cli import _config, _data_dir, _with_conn
 from sync.keys import KeyError_, key_from_file, load_master_key
 from sync.store.schema import connect, db_path
@@ -89,7 +89,7 @@ def cmd_keys_shred(args: argparse.Namespace) -> int:
     with datadir.exclusive(config.data_dir, "shred a place"):
         master = load_master_key(config.key_file, create=False)
         _with_conn(args, lambda c: keyadmin.check_master(c, master))
-        done = _with_conn(args, lambda c: shredding.shred(c, args.place))
+        done = _with_conn(args, lambda c: shredding.shred(c, args.place, audit.chain(c, master)))
         with closing(connect(db_path(config.data_dir))) as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page left in the log
     print(

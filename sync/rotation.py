@@ -29,6 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from sync import audit
 from sync.keyadmin import describe
 from sync.keys import KeyError_, KeyRing, MasterKey, key_ref, label, parse_key_ref, seal, unseal
 from sync.replication.context import LOCAL_SEALED, local_name
@@ -260,7 +261,7 @@ def rotate(
     def chosen(conn: sqlite3.Connection) -> Iterable[str]:
         return places_with_keys(conn) if places is None else places
 
-    newest = with_file(data_dir, lambda c: add_versions(c, master, chosen(c)))
+    newest = with_file(data_dir, partial(_added, master=master, chosen=chosen))
     report("new data keys: " + ", ".join(describe(p, v) for p, v in newest.items()))
     keys = KeyRing(master, connections(db_path(data_dir)))  # reads beside each batch's writer
     for blobs in sealed_blobs():
@@ -273,5 +274,27 @@ def rotate(
                 report(f"  {blobs.name}: {looked:,} looked at, {done:,} re-sealed")
             if seen == 0:
                 break
-    deleted, kept = with_file(data_dir, partial(retire, newest=newest))
+    deleted, kept = with_file(data_dir, partial(_retired, master=master, newest=newest))
     return Rotated(newest, deleted, kept)
+
+
+def _added(
+    conn: sqlite3.Connection,
+    master: MasterKey,
+    chosen: Callable[[sqlite3.Connection], Iterable[str]],
+) -> dict[str, int]:
+    newest = add_versions(conn, master, chosen(conn))
+    detail = "new data keys: " + ", ".join(describe(p, v) for p, v in newest.items())
+    audit.note_cli(conn, master, "key_rotate", detail)
+    return newest
+
+
+def _retired(
+    conn: sqlite3.Connection, master: MasterKey, newest: dict[str, int]
+) -> tuple[list[str], list[str]]:
+    deleted, kept = retire(conn, newest)
+    detail = (
+        f"old data keys deleted: {', '.join(deleted) or 'none'}; kept: {', '.join(kept) or 'none'}"
+    )
+    audit.note_cli(conn, master, "key_retire", detail)
+    return deleted, kept

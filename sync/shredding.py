@@ -15,8 +15,6 @@ dir, which hold the wrapped data keys too: rotate the master key afterwards
 
 from __future__ import annotations
 
-import datetime as dt
-import getpass
 import sqlite3
 from dataclasses import dataclass
 
@@ -34,8 +32,8 @@ class Shredded:
     attachments: int
 
 
-def shred(conn: sqlite3.Connection, place: str) -> Shredded:
-    """Delete the place's keys and documents (inside the caller's transaction)."""
+def shred(conn: sqlite3.Connection, place: str, chain: audit.Chain) -> Shredded:
+    """Delete the place's keys and documents (inside the caller's transaction, audited there)."""
     if place == SHARED:
         raise KeyError_("the shared key seals forms, settings, checkpoints and SMS: not shredded")
     keys = conn.execute("SELECT count(*) FROM data_keys WHERE place=?", (place,)).fetchone()[0]
@@ -53,17 +51,10 @@ def shred(conn: sqlite3.Connection, place: str) -> Shredded:
     documents = conn.execute("DELETE FROM docs WHERE place=?", (place,)).rowcount
     conn.execute("DELETE FROM data_keys WHERE place=?", (place,))
     done = Shredded(place, keys, documents, revisions, attachments)
-    action = (
-        f"shred place {place}: {keys} data keys, {documents} documents, "
+    detail = (
+        f"place {place}: {keys} data keys, {documents} documents, "
         f"{revisions} revisions, {attachments} attachments"
     )
-    now = dt.datetime.now(dt.UTC).isoformat()
-    audit.append(conn, [audit.Entry(now, f"cli:{_who()}", None, action, None, ())])
+    entry = audit.Entry(audit.now(), audit.cli_actor(), None, "key_shred", None, (), detail)
+    chain.append(conn, [entry])
     return done
-
-
-def _who() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from sync.audit import AuditLog
+from sync.audit import AuditLog, AuditStamp
 from sync.errors import Forbidden
 from sync.scopes import PlaceTree, Scope, User
 from sync.store.base import SHARED, DocMeta, DocStore, StoredRevision
@@ -79,11 +79,30 @@ class Parts:
     validators: list[Validator] = field(default_factory=list)
     audit: AuditLog | None = None
 
-    def record(self, caller: Caller, action: str, db: str, doc_ids: Iterable[str]) -> None:
-        """Add an entry to the audit trail (who, device, what, which documents)."""
+    def record(
+        self,
+        caller: Caller,
+        action: str,
+        db: str,
+        doc_ids: Iterable[str],
+        *,
+        detail: str | None = None,
+    ) -> None:
+        """Add an entry to the audit trail (who, device, what, which documents).
+
+        Written before the answer goes out (:func:`sync.audit.flush_before_answer`).
+        Reads of nothing are not recorded; refusals (an action ending in
+        ``_refused``) are, with or without document ids.
+        """
         ids = sorted(set(doc_ids))
-        if self.audit is not None and ids:
-            self.audit.record(caller.name, action, db, ids, device=caller.device)
+        if self.audit is not None and (ids or action.endswith("_refused")):
+            self.audit.record(caller.name, action, db, ids, device=caller.device, detail=detail)
+
+    def stamp(self, caller: Caller, action: str = "write") -> AuditStamp | None:
+        """The audit entry a store write appends inside its own transaction."""
+        if self.audit is None:
+            return None
+        return self.audit.stamp(caller.name, caller.device, action)
 
     async def visible_metas(
         self, db: str, caller: Caller, ids: Iterable[str]

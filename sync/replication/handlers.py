@@ -196,6 +196,8 @@ async def _longpoll(
                 break
             caller = refreshed
         answer = {"results": page.results, "last_seq": page.last_seq, "pending": page.pending}
+        if rep.parts.audit is not None:  # headers went out early: the reads go to disk first
+            await rep.parts.audit.flush()
         await response.write(orjson.dumps(answer))
         await response.write_eof()
     return response

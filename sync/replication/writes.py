@@ -254,11 +254,11 @@ class Writer:
         ready = [p for p in plans if isinstance(p, _Plan)]
         await self.parts.vault.warm({p.place for p in ready})
         writes = [self._revision(db, caller, p, metas.get(p.doc.id), new_edits) for p in ready]
-        stored = iter(await self.parts.store.write(db, writes) if writes else [])
+        stamp = self.parts.stamp(caller)  # the audit entry commits with the writes
+        stored = iter(await self.parts.store.write(db, writes, stamp) if writes else [])
         results = [next(stored) if isinstance(p, _Plan) else p for p in plans]
         if any(r.error is None for r in results):
             self.parts.notifier.notify(db)
-        self.parts.record(caller, "write", db, (r.doc_id for r in results if r.error is None))
         return results
 
     def _revision(

@@ -22,9 +22,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sync.errors import FieldsyncError
 from sync.replication.revtree import RevNode
+
+if TYPE_CHECKING:
+    from sync.audit import AuditStamp
 
 SHARED = ""
 
@@ -161,7 +165,15 @@ class DocStore(abc.ABC):
     ) -> dict[tuple[str, str], StoredRevision]: ...
 
     @abc.abstractmethod
-    async def write(self, db: str, writes: Sequence[RevisionWrite]) -> list[WriteResult]: ...
+    async def write(
+        self, db: str, writes: Sequence[RevisionWrite], audit: AuditStamp | None = None
+    ) -> list[WriteResult]:
+        """Apply the writes in one transaction; ``audit`` is appended in that same one.
+
+        The audit entry names the documents whose revision was actually written
+        (none for conflicts, refusals, or revisions already there): it commits
+        with them or not at all.
+        """
 
     @abc.abstractmethod
     async def changes(

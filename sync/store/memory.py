@@ -39,7 +39,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from sync.errors import Conflict, NotFound, PreconditionFailed
 from sync.replication import revtree
@@ -56,6 +56,9 @@ from sync.store.base import (
     StoredRevision,
     WriteResult,
 )
+
+if TYPE_CHECKING:
+    from sync.audit import AuditStamp, Entry
 
 K = TypeVar("K", int, str)
 
@@ -171,6 +174,7 @@ class MemoryStore(DocStore):
     def __init__(self) -> None:
         self._dbs: dict[str, _Db] = {}
         self._started = str(time.time_ns() // 1000)
+        self.audit: list[Entry] = []  # entries of audited writes, appended with them
 
     def _db(self, name: str) -> _Db:
         found = self._dbs.get(name)
@@ -223,7 +227,9 @@ class MemoryStore(DocStore):
                 found[(doc_id, rev)] = doc.bodies[rev]
         return found
 
-    async def write(self, db: str, writes: Sequence[RevisionWrite]) -> list[WriteResult]:
+    async def write(
+        self, db: str, writes: Sequence[RevisionWrite], audit: AuditStamp | None = None
+    ) -> list[WriteResult]:
         state = self._db(db)
         staged: dict[str, _Doc] = {}
         seq = state.update_seq
@@ -237,11 +243,14 @@ class MemoryStore(DocStore):
                 blobs.extend(w.attachments)
                 seq += 1
             results.append(result)
+        entry = audit.entry(db, sorted(staged)) if audit is not None and staged else None
         for doc in staged.values():
             state.commit(doc)
         for blob in blobs:  # the first blob of a digest in a place stays
             state.attachments.setdefault(blob.digest, {}).setdefault(blob.place, blob)
         state.update_seq = seq
+        if entry is not None:  # made before the commit: a failure leaves nothing behind
+            self.audit.append(entry)
         return results
 
     async def changes(

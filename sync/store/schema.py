@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS scope_snapshots(hash TEXT PRIMARY KEY, places TEXT NO
 CREATE TABLE IF NOT EXISTS audit(
     id INTEGER PRIMARY KEY, ts TEXT NOT NULL, actor TEXT NOT NULL, device TEXT,
     action TEXT NOT NULL, db TEXT, doc_ids TEXT NOT NULL, prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL);
+    hash TEXT NOT NULL, detail TEXT);
 CREATE TABLE IF NOT EXISTS sessions(
     id_hash TEXT PRIMARY KEY, user TEXT NOT NULL, password_tag TEXT NOT NULL,
     created REAL NOT NULL, last_seen REAL NOT NULL);
@@ -88,8 +88,15 @@ def initialise(path: Path) -> None:
     conn = connect(path)
     try:
         conn.executescript(SCHEMA)
+        _add_column(conn, "audit", "detail", "TEXT")
     finally:
         conn.close()
+
+
+def _add_column(conn: sqlite3.Connection, table: str, column: str, kind: str) -> None:
+    """Bring a table of an older data dir up to date (a column added since)."""
+    if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

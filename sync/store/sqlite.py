@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sync.errors import Conflict, NotFound, PreconditionFailed, StoreError
 from sync.replication import revtree
@@ -36,6 +36,9 @@ from sync.store.base import (
     WriteResult,
 )
 from sync.store.schema import connect, in_transaction, initialise
+
+if TYPE_CHECKING:
+    from sync.audit import AuditStamp
 
 T = TypeVar("T")
 _START = dt.datetime.now(dt.UTC)
@@ -219,7 +222,9 @@ class SqliteStore(DocStore):
 
         return await self.read(run)
 
-    async def write(self, db: str, writes: Sequence[RevisionWrite]) -> list[WriteResult]:
+    async def write(
+        self, db: str, writes: Sequence[RevisionWrite], audit: AuditStamp | None = None
+    ) -> list[WriteResult]:
         def run(conn: sqlite3.Connection) -> list[WriteResult]:
             row = conn.execute(
                 "SELECT id, update_seq, revs_limit FROM dbs WHERE name=?", (db,)
@@ -227,12 +232,15 @@ class SqliteStore(DocStore):
             if row is None:
                 raise NotFound("Database does not exist.")
             db_id, seq, revs_limit = row
-            results = []
+            results, written = [], []
             for w in writes:
                 result, wrote = _apply_write(conn, db_id, seq + 1, revs_limit, w)
                 seq += 1 if wrote else 0
                 results.append(result)
+                written += [w.doc_id] if wrote else []
             conn.execute("UPDATE dbs SET update_seq=? WHERE id=?", (seq, db_id))
+            if audit is not None:
+                audit.append(conn, db, sorted(set(written)))
             return results
 
         return await self.write_tx(run)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
 from sms_fixtures import BOB_PHONE, STRANGER_PHONE, Client, Gateway, as_user
+
+from sync.store.schema import db_path
 
 
 async def seed_traffic(gateway: Gateway) -> None:
@@ -83,3 +90,24 @@ async def test_the_page(gateway: Gateway) -> None:
     assert "P 99 Mary" not in html and "<option selected>registered</option>" in html
     response = await client.get("/supervisor/sms?limit=x", headers=as_user("sam"))
     assert response.status == 400
+
+
+def _sms_reads(data_dir: Path) -> list[tuple[str, list[str]]]:
+    """The trail on disk as another process sees it the moment an answer is in."""
+    with closing(sqlite3.connect(db_path(data_dir))) as conn:
+        rows = conn.execute("SELECT actor, doc_ids FROM audit WHERE action='sms_read' ORDER BY id")
+        return [(actor, sorted(json.loads(ids))) for actor, ids in rows]
+
+
+async def test_reading_texts_is_audited(gateway: Gateway, data_dir: Path) -> None:
+    await seed_traffic(gateway)
+    response = await gateway.client.get(
+        "/api/v1/sms/messages", params={"place": "area-b1"}, headers=as_user("sam")
+    )
+    listed = await response.json()
+    ids = [f"in:{r['id']}" for r in listed["incoming"]]
+    ids += [f"out:{r['id']}" for r in listed["outgoing"]]
+    assert _sms_reads(data_dir) == [("sam", sorted(ids))]
+    page = await gateway.client.get("/supervisor/sms", headers=as_user("admin"))
+    assert page.status == 200
+    assert _sms_reads(data_dir)[-1][0] == "admin"

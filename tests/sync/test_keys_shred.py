@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sync_fixtures import Api, as_user, running
 
-from sync import audit, cli
+from sync import cli
 from sync.config import Config
 from sync.store import schema
 from sync.store.schema import db_path
@@ -84,10 +84,11 @@ async def test_a_shredded_place_is_gone_and_the_rest_stays(
             assert got.status == status, doc_id
         bob = await client.get("/health/_changes", headers=as_user("bob"))
         assert [r["id"] for r in (await bob.json())["results"]] == ["form-p"]
-    with closing(sqlite3.connect(db_path(config.data_dir))) as conn:
-        assert audit.verify(conn) is None  # the chain still holds
-        [(action,)] = conn.execute("SELECT action FROM audit WHERE action LIKE 'shred%'")
-    assert action.startswith("shred place area-b1: 1 data keys, 2 documents")
+    assert cli.main(["audit", "verify", "--data-dir", str(config.data_dir)]) == 0  # it holds
+    [(actor, detail)] = _rows(config.data_dir, "SELECT actor, detail FROM audit WHERE action=?",
+                              "key_shred")  # fmt: skip
+    assert actor.startswith("cli:")
+    assert detail.startswith("place area-b1: 1 data keys, 2 documents")
 
 
 async def test_shredding_asks_for_the_place_twice_and_a_stopped_server(

@@ -15,6 +15,8 @@ https://docs.couchdb.org/en/stable/replication/conflicts.html, ``_changes``
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -24,7 +26,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sync.errors import BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed
+from sync import audit
+from sync.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+)
 from sync.replication.revtree import RevNode
 from sync.store.base import (
     SHARED,
@@ -726,3 +736,48 @@ def test_both_stores_answer_alike(batches: list[list[RevisionWrite]], limit: int
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = asyncio.run(_observe(make_store("sqlite", Path(tmp)), batches, limit))
     assert asyncio.run(_observe(MemoryStore(), batches, limit)) == sqlite
+
+
+# -- the audit entry of a write --------------------------------------------------
+async def _audited(store: DocStore) -> list[tuple[str, str, str | None, tuple[str, ...]]]:
+    if isinstance(store, MemoryStore):
+        return [(e.actor, e.action, e.db, e.doc_ids) for e in store.audit]
+    assert isinstance(store, SqliteStore)
+    found = await store.read(
+        lambda c: c.execute("SELECT actor, action, db, doc_ids FROM audit ORDER BY id").fetchall()
+    )
+    return [(a, b, c, tuple(json.loads(d))) for a, b, c, d in found]
+
+
+async def test_a_write_appends_its_audit_entry_naming_what_it_wrote(store: DocStore) -> None:
+    stamp = audit.AuditStamp(audit.Chain(b"k" * 32), "alice", "dev-1")
+    await store.write(DB, [rw("a", "1-a"), rw("b", "1-b")], stamp)
+    results = await store.write(
+        DB,
+        [
+            rw("a", "1-a"),  # already there: nothing written
+            rw("b", "2-x", "1-zz", new_edits=True),  # conflict: nothing written
+            rw("c", "1-c"),
+        ],
+        stamp,
+    )
+    assert results[1].error is not None
+    await store.write(DB, [rw("a", "1-a")], stamp)  # nothing written: no entry
+    await store.write(DB, [rw("d", "1-d")])  # no stamp: no entry
+    assert await _audited(store) == [
+        ("alice", "write", DB, ("a", "b")),
+        ("alice", "write", DB, ("c",)),
+    ]
+
+
+async def test_a_failing_audit_append_takes_the_write_with_it(store: DocStore) -> None:
+    class Broken(audit.AuditStamp):
+        def append(self, conn: Any, db: str | None, doc_ids: Sequence[str]) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        def entry(self, db: str | None, doc_ids: Sequence[str]) -> audit.Entry:
+            raise OSError("no room for the entry")
+
+    with pytest.raises((StoreError, OSError)):
+        await store.write(DB, [rw("a", "1-a")], Broken(audit.Chain(b"k" * 32), "alice", None))
+    assert await store.get_metas(DB, ["a"]) == {}
