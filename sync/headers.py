@@ -13,7 +13,11 @@ adds, unless the handler chose its own value:
     Referrer-Policy: no-referrer          in each CSP); the HTML pages keep ``same-origin``:
                                           under ``no-referrer`` Chromium posts their forms
                                           with ``Origin: null``, which ``sync.intent`` refuses
-    Content-Security-Policy               JSON: ``default-src 'none'; frame-ancestors 'none'``
+    Content-Security-Policy               ``default-src 'none'; frame-ancestors 'none'`` on
+                                          everything without a policy of its own (JSON,
+                                          CSV, SVG ID cards: nothing in them may load or
+                                          run); the HTML pages set theirs; PDFs have none
+                                          (the browser's own viewer must open them)
     Strict-Transport-Security             under TLS, served by us or by a trusted proxy
     Server: fieldsync                     always: no version banner
 
@@ -41,7 +45,7 @@ from sync.appkeys import CONFIG
 SERVER = "fieldsync"
 HSTS = "max-age=31536000; includeSubDomains"
 CSP = "Content-Security-Policy"
-JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
+DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'"
 ATTACHMENT_CSP = "sandbox; default-src 'none'"
 BASELINE = {
     "X-Content-Type-Options": "nosniff",
@@ -71,8 +75,8 @@ async def on_prepare(request: web.Request, response: web.StreamResponse) -> None
     headers["Server"] = SERVER
     for name, value in BASELINE.items():
         headers.setdefault(name, value)
-    if response.content_type == "application/json":
-        headers.setdefault(CSP, JSON_CSP)
+    if response.content_type != "application/pdf":
+        headers.setdefault(CSP, DEFAULT_CSP)
     if _https(request):
         headers["Strict-Transport-Security"] = HSTS
 

@@ -154,6 +154,15 @@ async def test_csv_and_the_supervisor_pages_are_uncacheable(client: Client) -> N
         assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
 
 
+async def test_svg_and_csv_answers_may_load_and_run_nothing(client: Client) -> None:
+    """An ID card's SVG is drawn from a name a CHW typed: it gets no script, no loads."""
+    for path in ("/api/v1/patient-ids/10000X/card?format=svg", "/api/v1/devices?format=csv"):
+        response = await client.get(path, headers=as_user("sam"))
+        assert response.status == 200, await response.text()
+        assert response.headers["Content-Security-Policy"] == JSON_CSP, path
+        assert_baseline(response.headers, path)
+
+
 async def test_aiohttps_own_error_answers_carry_no_version_banner(client: Client) -> None:
     """A malformed request line is answered before any route (and any hook) runs."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
