@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from sync_fixtures import Api, Client, as_user
 
+from sync.appkeys import STORE
 from sync.replication.routes import REPLICATION
 from sync.replication.writes import md5_digest
 
@@ -212,3 +213,41 @@ async def test_writes_refused_for_another_place_are_audited_and_counted(
     assert parts.refused_writes == before + 2
     await rec.bulk([{"_id": "new-a1", "place": "area-a1"}], "alice")
     assert parts.refused_writes == before + 2  # an allowed write counts nothing
+
+
+# -- the cost of the rule --------------------------------------------------------------
+@pytest.fixture
+def store_calls(client: Client, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of every store call that reads metadata or revisions, in order."""
+    store = client.app[STORE]
+    calls: list[str] = []
+    for name in ("get_metas", "get_revisions"):
+        original = getattr(store, name)
+
+        def counting(*args: Any, _name: str = name, _original: Any = original) -> Any:
+            calls.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(store, name, counting)
+    return calls
+
+
+async def test_documents_of_one_branch_cost_no_extra_store_call(
+    rec: Api, store_calls: list[str]
+) -> None:
+    """Only documents with several leaves are looked at, all of a batch in one call."""
+    plain = [{"_id": f"p{i}", "place": "area-a1"} for i in range(20)]
+    revs = {r["id"]: r["rev"] for r in await rec.bulk(plain, "alice")}
+    edits = [{"_id": i, "_rev": r, "place": "area-a1", "v": 2} for i, r in revs.items()]
+    store_calls.clear()
+    await rec.bulk(edits, "alice")
+    assert store_calls == ["get_metas"]
+    store_calls.clear()
+    asked = {"docs": [{"id": i} for i in revs]}
+    await rec.call("POST", "/health/_bulk_get", "alice", asked, revs="true", latest="true")
+    assert store_calls == ["get_metas", "get_revisions"]
+    store_calls.clear()
+    asked = {"docs": [{"id": i} for i in [*revs, "rec"]]}
+    got = (await rec.call("POST", "/health/_bulk_get", "alice", asked, revs="true"))[1]
+    assert_hidden(got)
+    assert store_calls == ["get_metas", "get_revisions", "get_revisions"]
