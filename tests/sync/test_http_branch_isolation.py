@@ -213,6 +213,9 @@ async def test_writes_refused_for_another_place_are_audited_and_counted(
     assert parts.refused_writes == before + 2
     await rec.bulk([{"_id": "new-a1", "place": "area-a1"}], "alice")
     assert parts.refused_writes == before + 2  # an allowed write counts nothing
+    status, stats = await rec.call("GET", "/_node/_local/_stats", "admin")
+    assert status == 200 and stats["fieldsync"]["refused_writes"]["value"] == before + 2
+    assert (await rec.call("GET", "/_node/_local/_stats", "alice"))[0] == 403
 
 
 # -- the cost of the rule --------------------------------------------------------------
