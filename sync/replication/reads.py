@@ -207,7 +207,13 @@ class Reader:
     async def revs_diff(
         self, db: str, caller: Caller, request: dict[str, Any]
     ) -> dict[str, dict[str, list[str]]]:
-        """``POST /db/_revs_diff``: which of these revisions does the server lack?"""
+        """``POST /db/_revs_diff``: which of these revisions does the server lack?
+
+        A revision that lies only on a branch of a place the caller may not read is
+        "missing", like one the server lacks (anything else would confirm that it
+        exists); ``possible_ancestors`` name only leaves of their own branches.  The
+        replicator then uploads it, and that write changes nothing (see writes).
+        """
         for doc_id, revs in request.items():
             if not isinstance(revs, list) or not all(isinstance(r, str) for r in revs):
                 raise BadRequest(f"_revs_diff: revisions of {doc_id!r} must be a list of strings")
