@@ -1,12 +1,14 @@
 """A branch of another place does not exist for the caller, on any route (issue 9, point 4).
 
 ``rec`` lives in area-a1 (alice's): its winner is ``4-www``.  A losing branch lies
-in area-b1 (bob's): ``3-hhh`` (with a body field and an attachment of its own) on
-``2-aaa``, and a deleted branch ``2-ddd``; all share the root ``1-root``::
+in area-b1 (bob's): ``3-bobleaf`` (with a body field and an attachment of its own) on
+``2-bobbase``, and a deleted branch ``2-bobgone``; all share the root ``1-root``::
 
-    1-root ─ 2-zzz ─ 3-vvv ─ 4-www      area-a1 (the winner)
-           ├ 2-aaa ─ 3-hhh              area-b1 (hidden.txt, "b1-only")
-           └ 2-ddd (deleted)            area-b1
+    1-root ─ 2-zzz ─ 3-vvv ─ 4-www          area-a1 (the winner)
+           ├ 2-bobbase ─ 3-bobleaf          area-b1 (hidden.txt, "b1-only")
+           └ 2-bobgone (deleted)            area-b1
+
+(The hidden rev ids hold letters no generated rev id has, so a search finds only them.)
 
 Alice plays the attacker.  Nothing of the area-b1 branches (rev ids, the
 attachment's name or digest, body fields) may appear in any answer she gets; a
@@ -29,7 +31,15 @@ from sync.replication.writes import md5_digest
 
 SECRET = b"b1 secret attachment"
 DIGEST = md5_digest(SECRET)
-HIDDEN = ["hhh", "aaa", "ddd", "hidden.txt", DIGEST, "b1-only", base64.b64encode(SECRET).decode()]
+HIDDEN = [
+    "bobleaf",
+    "bobbase",
+    "bobgone",
+    "hidden.txt",
+    DIGEST,
+    "b1-only",
+    base64.b64encode(SECRET).decode(),
+]
 
 
 def revisions(start: int, *ids: str) -> dict[str, Any]:
@@ -40,12 +50,12 @@ async def build(api: Api) -> None:
     docs = [
         {"_id": "rec", "_rev": "4-www", "place": "area-a1", "name": "visible",
          "_revisions": revisions(4, "www", "vvv", "zzz", "root")},
-        {"_id": "rec", "_rev": "3-hhh", "place": "area-b1", "secret": "b1-only",
-         "_revisions": revisions(3, "hhh", "aaa", "root"),
+        {"_id": "rec", "_rev": "3-bobleaf", "place": "area-b1", "secret": "b1-only",
+         "_revisions": revisions(3, "bobleaf", "bobbase", "root"),
          "_attachments": {"hidden.txt": {"content_type": "text/plain",
                                          "data": base64.b64encode(SECRET).decode()}}},
-        {"_id": "rec", "_rev": "2-ddd", "place": "area-b1", "_deleted": True,
-         "_revisions": revisions(2, "ddd", "root")},
+        {"_id": "rec", "_rev": "2-bobgone", "place": "area-b1", "_deleted": True,
+         "_revisions": revisions(2, "bobgone", "root")},
     ]  # fmt: skip
     assert await api.bulk(docs, new_edits=False) == []
 
@@ -72,34 +82,38 @@ async def test_revs_diff_names_no_hidden_revision(rec: Api) -> None:
     status, answer = await rec.call("POST", "/health/_revs_diff", "alice", {"rec": ["5-new"]})
     assert status == 200
     assert answer == {"rec": {"missing": ["5-new"], "possible_ancestors": ["4-www"]}}
-    asked = {"rec": ["3-hhh", "2-aaa", "2-ddd", "4-www"]}
+    asked = {"rec": ["3-bobleaf", "2-bobbase", "2-bobgone", "4-www"]}
     answer = (await rec.call("POST", "/health/_revs_diff", "alice", asked))[1]
-    assert answer == {"rec": {"missing": ["3-hhh", "2-aaa", "2-ddd"]}}
+    assert answer == {"rec": {"missing": ["3-bobleaf", "2-bobbase", "2-bobgone"]}}
     sam = (await rec.call("POST", "/health/_revs_diff", "sam", {"rec": ["5-new"]}))[1]
-    assert sam["rec"]["possible_ancestors"] == ["2-ddd", "3-hhh", "4-www"]
+    assert sam["rec"]["possible_ancestors"] == ["2-bobgone", "3-bobleaf", "4-www"]
     # sam reads both places: he sees both branches.
     doc = (await rec.call("GET", "/health/rec", "sam", conflicts="true", deleted_conflicts="true"))[
         1
     ]
-    assert doc["_conflicts"] == ["3-hhh"] and doc["_deleted_conflicts"] == ["2-ddd"]
+    assert doc["_conflicts"] == ["3-bobleaf"] and doc["_deleted_conflicts"] == ["2-bobgone"]
     changes = (await rec.call("GET", "/health/_changes", "sam", style="all_docs"))[1]
-    assert [c["rev"] for c in changes["results"][0]["changes"]] == ["4-www", "3-hhh", "2-ddd"]
+    assert [c["rev"] for c in changes["results"][0]["changes"]] == [
+        "4-www",
+        "3-bobleaf",
+        "2-bobgone",
+    ]
 
 
 async def test_an_edit_of_a_hidden_leaf_is_a_conflict(rec: Api) -> None:
     """Alice cannot extend bob's branch, nor steal its attachment through a stub."""
-    edit = {"_rev": "3-hhh", "place": "area-a1", "_attachments": {"hidden.txt": {"stub": True}}}
+    edit = {"_rev": "3-bobleaf", "place": "area-a1", "_attachments": {"hidden.txt": {"stub": True}}}
     status, answer = await rec.call("PUT", "/health/rec", "alice", edit)
     assert (status, answer) == (409, {"error": "conflict", "reason": "Document update conflict."})
-    plain = {"_rev": "3-hhh", "place": "area-a1"}
+    plain = {"_rev": "3-bobleaf", "place": "area-a1"}
     assert (await rec.call("PUT", "/health/rec", "alice", plain))[0] == 409
-    assert (await rec.call("DELETE", "/health/rec", "alice", rev="3-hhh"))[0] == 409
+    assert (await rec.call("DELETE", "/health/rec", "alice", rev="3-bobleaf"))[0] == 409
     by_digest = {"_rev": "4-www", "place": "area-a1",
                  "_attachments": {"x": {"stub": True, "digest": DIGEST}}}  # fmt: skip
     status, answer = await rec.call("PUT", "/health/rec", "alice", by_digest)
     assert status == 412 and "hidden.txt" not in answer["reason"]
     leaves = (await rec.call("GET", "/health/rec", "admin", open_revs="all"))[1]
-    assert sorted(e["ok"]["_rev"] for e in leaves) == ["2-ddd", "3-hhh", "4-www"]
+    assert sorted(e["ok"]["_rev"] for e in leaves) == ["2-bobgone", "3-bobleaf", "4-www"]
     got = await rec.client.get("/health/rec/hidden.txt", headers=as_user("alice"))
     assert got.status == 404
 
@@ -107,10 +121,10 @@ async def test_an_edit_of_a_hidden_leaf_is_a_conflict(rec: Api) -> None:
 async def test_a_replicated_write_does_not_graft_onto_a_hidden_branch(rec: Api) -> None:
     """A path through hidden revisions is cut there: bob's branch stays a leaf, untouched."""
     graft = {"_id": "rec", "_rev": "4-ggg", "place": "area-a1",
-             "_revisions": revisions(4, "ggg", "hhh", "aaa", "root")}  # fmt: skip
+             "_revisions": revisions(4, "ggg", "bobleaf", "bobbase", "root")}  # fmt: skip
     assert await rec.bulk([graft], "alice", new_edits=False) == []
     leaves = (await rec.call("GET", "/health/rec", "admin", open_revs="all"))[1]
-    assert sorted(e["ok"]["_rev"] for e in leaves) == ["2-ddd", "3-hhh", "4-ggg", "4-www"]
+    assert sorted(e["ok"]["_rev"] for e in leaves) == ["2-bobgone", "3-bobleaf", "4-ggg", "4-www"]
     mine = (await rec.call("GET", "/health/rec", "alice", rev="4-ggg", revs="true"))[1]
     assert_hidden(mine)
     stolen = {"_id": "rec", "_rev": "5-sss", "place": "area-a1",
@@ -119,17 +133,19 @@ async def test_a_replicated_write_does_not_graft_onto_a_hidden_branch(rec: Api) 
     [refused] = await rec.bulk([stolen], "alice", new_edits=False)
     assert refused["error"] == "missing_stub"
     # _revs_diff said "missing": re-sending a hidden rev succeeds like any other, storing nothing.
-    upload = {"_id": "rec", "_rev": "3-hhh", "place": "area-a1", "mine": True,
-              "_revisions": revisions(3, "hhh", "aaa", "root")}  # fmt: skip
+    upload = {"_id": "rec", "_rev": "3-bobleaf", "place": "area-a1", "mine": True,
+              "_revisions": revisions(3, "bobleaf", "bobbase", "root")}  # fmt: skip
     assert await rec.bulk([upload], "alice", new_edits=False) == []
-    bob_branch = (await rec.call("GET", "/health/rec", "admin", rev="3-hhh"))[1]
+    bob_branch = (await rec.call("GET", "/health/rec", "admin", rev="3-bobleaf"))[1]
     assert bob_branch["secret"] == "b1-only" and "mine" not in bob_branch
-    assert (await rec.call("GET", "/health/rec", "alice", rev="3-hhh"))[0] == 404
+    assert (await rec.call("GET", "/health/rec", "alice", rev="3-bobleaf"))[0] == 404
 
 
 # -- every read route answers as if the hidden branch did not exist --------------------
 async def test_open_revs_of_a_hidden_rev_is_like_a_missing_one(rec: Api) -> None:
-    for hidden, latest in itertools.product(["2-aaa", "3-hhh", "2-ddd"], ["true", "false"]):
+    for hidden, latest in itertools.product(
+        ["2-bobbase", "3-bobleaf", "2-bobgone"], ["true", "false"]
+    ):
         fake = hidden.split("-")[0] + "-fff"
         params = {"latest": latest, "revs": "true"}
         got = (await rec.call("GET", "/health/rec", "alice", open_revs=f'["{hidden}"]', **params))[
@@ -142,7 +158,9 @@ async def test_open_revs_of_a_hidden_rev_is_like_a_missing_one(rec: Api) -> None
 
 
 async def test_bulk_get_of_a_hidden_rev_is_like_a_missing_one(rec: Api) -> None:
-    for hidden, latest in itertools.product(["2-aaa", "3-hhh", "2-ddd"], ["true", "false"]):
+    for hidden, latest in itertools.product(
+        ["2-bobbase", "3-bobleaf", "2-bobgone"], ["true", "false"]
+    ):
         fake = hidden.split("-")[0] + "-fff"
         asked = {"docs": [{"id": "rec", "rev": hidden}]}
         got = (await rec.call("POST", "/health/_bulk_get", "alice", asked, latest=latest))[1]
