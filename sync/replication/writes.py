@@ -103,7 +103,7 @@ class Writer:
             if meta is not None and not caller.scope.can_write(meta.place):
                 raise DocumentElsewhere()
             if meta is not None and doc.new_edits and doc.rev is not None:
-                _require_known_leaf(doc.rev, view)
+                _require_known_leaf(doc.rev, meta, view)
             for validate in self.parts.validators:
                 if (reason := validate(db, raw)) is not None:
                     raise Forbidden(reason)
@@ -338,9 +338,13 @@ def _stub_in_parent(
     raise MissingStub(f"Invalid attachment stub in {doc_id} for {name}")
 
 
-def _require_known_leaf(rev: str, view: DocMeta | None) -> None:
-    """An edit extends a leaf the caller may know of; any other rev is a plain conflict."""
-    if view is None or rev not in revtree.leaves(view.tree):
+def _require_known_leaf(rev: str, meta: DocMeta, view: DocMeta | None) -> None:
+    """An edit of a stored rev extends a leaf the caller may know of, or is a plain conflict.
+
+    (A rev the store does not hold yet is the store's to judge: an earlier
+    document of the same batch may have written it.)
+    """
+    if rev in meta.tree and (view is None or rev not in revtree.leaves(view.tree)):
         raise Conflict()
 
 
