@@ -114,8 +114,11 @@ async def test_an_edit_of_a_hidden_leaf_is_a_conflict(rec: Api) -> None:
     assert status == 412 and "hidden.txt" not in answer["reason"]
     leaves = (await rec.call("GET", "/health/rec", "admin", open_revs="all"))[1]
     assert sorted(e["ok"]["_rev"] for e in leaves) == ["2-bobgone", "3-bobleaf", "4-www"]
-    got = await rec.client.get("/health/rec/hidden.txt", headers=as_user("alice"))
-    assert got.status == 404
+    for params in ({}, {"rev": "3-bobleaf"}):
+        got = await rec.client.get(
+            "/health/rec/hidden.txt", headers=as_user("alice"), params=params
+        )
+        assert got.status == 404
 
 
 async def test_a_replicated_write_does_not_graft_onto_a_hidden_branch(rec: Api) -> None:
