@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 
 from sync.audit import AuditLog, AuditStamp
 from sync.errors import Forbidden
+from sync.replication import revtree
 from sync.scopes import PlaceTree, Scope, User
 from sync.store.base import SHARED, DocMeta, DocStore, StoredRevision
 from sync.vault import Vault
@@ -78,6 +80,9 @@ class Parts:
     notifier: Notifier
     validators: list[Validator] = field(default_factory=list)
     audit: AuditLog | None = None
+    # Writes refused because the document lives in a place outside the writer's
+    # capture scope (each also audited as "write_refused"): a count to watch.
+    refused_writes: int = 0
 
     def record(
         self,
@@ -104,12 +109,61 @@ class Parts:
             return None
         return self.audit.stamp(caller.name, caller.device, action)
 
+    def refused(self, caller: Caller, db: str, doc_ids: Iterable[str]) -> None:
+        """Writes refused because their documents live elsewhere: audited and counted."""
+        ids = sorted(set(doc_ids))
+        self.refused_writes += len(ids)
+        self.record(caller, "write_refused", db, ids)
+
     async def visible_metas(
         self, db: str, caller: Caller, ids: Iterable[str]
     ) -> dict[str, DocMeta]:
-        """Metadata of the documents in the caller's set; the rest do not exist for them."""
+        """Metadata of the documents in the caller's set; the rest do not exist for them.
+
+        Each tree holds only the branches the caller may know of (:meth:`branches`).
+        """
         metas = await self.store.get_metas(db, list(dict.fromkeys(ids)))
-        return {i: m for i, m in metas.items() if caller.scope.can_read(m.place)}
+        shown = {i: m for i, m in metas.items() if caller.scope.can_read(m.place)}
+        return await self.branches(db, caller, shown)
+
+    async def branches(
+        self, db: str, caller: Caller, metas: Mapping[str, DocMeta]
+    ) -> dict[str, DocMeta]:
+        """The documents (all in the caller's set) with their trees cut to what the caller may know.
+
+        A caller knows a leaf whose revision lies in a place they may read (the
+        winner always does: it decides the document's place) and every ancestor
+        of such a leaf (the shared history they need to replicate).  Revisions that
+        exist only on branches of other places are not there for them: not in
+        ``_revs_diff``, not as a parent to edit, not in ``open_revs`` or conflicts.
+        An admin, or a document with one leaf, costs nothing; the documents with
+        several leaves cost one store call together.
+        """
+        if caller.scope.read is None:
+            return dict(metas)
+        every = {i: revtree.leaves(m.tree) for i, m in metas.items()}
+        branched = {i: leaves for i, leaves in every.items() if len(leaves) > 1}
+        if not branched:
+            return dict(metas)
+        wanted = [
+            (i, leaf)
+            for i, leaves in branched.items()
+            for leaf in leaves
+            if leaf != metas[i].winner
+        ]
+        stored = await self.store.get_revisions(db, wanted)
+        cut = dict(metas)
+        for doc_id, leaves in branched.items():
+            meta = metas[doc_id]
+            found = {leaf: stored.get((doc_id, leaf)) for leaf in leaves}
+            readable = [
+                leaf
+                for leaf, s in found.items()
+                if leaf == meta.winner or (s is not None and caller.scope.can_read(s.place))
+            ]
+            tree = MappingProxyType(revtree.known_from(meta.tree, readable))
+            cut[doc_id] = replace(meta, tree=tree)
+        return cut
 
     async def readable_revs(
         self, db: str, caller: Caller, doc_id: str, revs: list[str]

@@ -1,7 +1,8 @@
 """Reading documents: GET doc, ``open_revs``, ``_bulk_get``, ``_revs_diff``, ``_all_docs``.
 
 Every step goes through :meth:`Parts.visible_metas`, so a document outside the
-caller's set is answered exactly like a missing one.
+caller's set is answered exactly like a missing one, and a revision that lies
+only on a branch of a place they may not read, like a revision that does not exist.
 https://docs.couchdb.org/en/stable/api/document/common.html
 https://docs.couchdb.org/en/stable/api/database/bulk-api.html
 """
@@ -165,22 +166,15 @@ class Reader:
                 {"rev": r, "status": "deleted" if meta.tree[r].deleted else "available"}
                 for r in revtree.history(meta.tree, rev)
             ]
-        # Only branches the caller may read are named (a moved record's old branches).
-        if opts.conflicts and (
-            shown := await self._readable(db, caller, meta.id, revtree.conflicts(meta.tree))
-        ):
+        # ``meta.tree`` holds only the branches the caller may know of (Parts.branches).
+        if opts.conflicts and (shown := revtree.conflicts(meta.tree)):
             doc["_conflicts"] = shown
-        if opts.deleted_conflicts and (
-            shown := await self._readable(db, caller, meta.id, revtree.deleted_conflicts(meta.tree))
-        ):
+        if opts.deleted_conflicts and (shown := revtree.deleted_conflicts(meta.tree)):
             doc["_deleted_conflicts"] = shown
         if opts.local_seq:
             doc["_local_seq"] = meta.seq
         if "_attachments" in doc:
             doc["_attachments"] = await self._attachments(db, caller, doc["_attachments"], opts)
-
-    async def _readable(self, db: str, caller: Caller, doc_id: str, revs: list[str]) -> list[str]:
-        return await self.parts.readable_revs(db, caller, doc_id, revs) if revs else []
 
     async def _attachments(
         self, db: str, caller: Caller, stubs: dict[str, Any], opts: ReadOptions
@@ -213,7 +207,13 @@ class Reader:
     async def revs_diff(
         self, db: str, caller: Caller, request: dict[str, Any]
     ) -> dict[str, dict[str, list[str]]]:
-        """``POST /db/_revs_diff``: which of these revisions does the server lack?"""
+        """``POST /db/_revs_diff``: which of these revisions does the server lack?
+
+        A revision that lies only on a branch of a place the caller may not read is
+        "missing", like one the server lacks (anything else would confirm that it
+        exists); ``possible_ancestors`` name only leaves of their own branches.  The
+        replicator then uploads it, and that write changes nothing (see writes).
+        """
         for doc_id, revs in request.items():
             if not isinstance(revs, list) or not all(isinstance(r, str) for r in revs):
                 raise BadRequest(f"_revs_diff: revisions of {doc_id!r} must be a list of strings")

@@ -161,6 +161,14 @@ def history(tree: RevTree, rev: str, limit: int | None = None) -> list[str]:
     return chain
 
 
+def known_from(tree: RevTree, leaves: Iterable[str]) -> dict[str, RevNode]:
+    """The part of ``tree`` these leaves and their ancestors make up (a caller's branches)."""
+    keep: set[str] = set()
+    for leaf in leaves:
+        keep.update(history(tree, leaf))
+    return {rev: node for rev, node in tree.items() if rev in keep}
+
+
 def revisions_field(tree: RevTree, rev: str, limit: int | None = None) -> dict[str, object]:
     chain = history(tree, rev, limit)
     return {"start": rev_pos(rev), "ids": [r.split("-", 1)[1] for r in chain]}

@@ -182,6 +182,23 @@ async def all_dbs(request: web.Request) -> web.Response:
     return json_response(await rep.parts.store.list_dbs())
 
 
+async def node_stats(request: web.Request) -> web.Response:
+    """Admin-only counters of this process, in the shape of CouchDB's ``/_node/_local/_stats``.
+
+    https://docs.couchdb.org/en/stable/api/server/common.html#node-node-name-stats
+    """
+    rep = request.app[REPLICATION]
+    caller = await rep.auth.require(request)
+    if not caller.is_admin:
+        raise Forbidden("You are not a server admin.")
+    refused = {
+        "value": rep.parts.refused_writes,
+        "type": "counter",
+        "desc": "writes refused because the document lives in a place outside the writer's scope",
+    }
+    return json_response({"fieldsync": {"refused_writes": refused}})
+
+
 async def uuids(request: web.Request) -> web.Response:
     count = integer(request, "count", 1) or 0
     if not 0 < count <= 1000:
@@ -227,6 +244,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/_up", up)
     app.router.add_get("/_all_dbs", all_dbs)
     app.router.add_get("/_uuids", uuids)
+    app.router.add_get("/_node/_local/_stats", node_stats)
     app.router.add_get("/_session", get_session)
     app.router.add_post("/_session", post_session)
     app.router.add_delete("/_session", delete_session)

@@ -6,6 +6,17 @@ the answer (``{"id", "error", "reason"}``); it never fails the batch.  (What
 CouchDB refuses while reading the request, :class:`~sync.replication.documents.
 RefusedDocument`, is checked by the HTTP handler before anything is written.)
 https://docs.couchdb.org/en/stable/api/database/bulk-api.html#db-bulk-docs
+
+A caller writes only on the branches they may know of (:meth:`Parts.branches`):
+an edit of a leaf that lies only on another place's branch is a 409 conflict,
+like an edit of a rev that does not exist; an attachment stub resolves only from
+a revision or place they may read.  A replicated path (``new_edits: false``) is
+cut at its first revision hidden from them, as if the history had been stemmed
+there: their revision is stored without grafting onto (and so closing) the
+other place's branch, and the answer is the usual success.  A path whose newest
+revision is hidden is, like any revision the server holds, written no more.
+Writes refused because the document lives in another place are audited
+(``write_refused``) and counted (:attr:`Parts.refused_writes`).
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from sync.replication import revtree
 from sync.replication.context import Caller, Parts, require_write
 from sync.replication.documents import IncomingDoc, new_rev, parse_incoming
 from sync.store.base import SHARED, AttachmentBlob, DocMeta, RevisionWrite, WriteResult
+from sync.store.rules import DocumentElsewhere
 
 
 class MissingStub(PreconditionFailed):
@@ -57,12 +69,15 @@ class Writer:
         parsed = [self._parse(raw, new_edits) for raw in raw_docs]
         ids = [p.id for p in parsed if isinstance(p, IncomingDoc)]
         metas = await self.parts.store.get_metas(db, ids)
+        readable = {i: m for i, m in metas.items() if caller.scope.can_read(m.place)}
+        views = await self.parts.branches(db, caller, readable)
         plans: list[_Plan | WriteResult] = []
         for raw, item in zip(raw_docs, parsed, strict=True):
             if isinstance(item, WriteResult):
                 plans.append(item)
                 continue
-            plans.append(await self._plan(db, caller, raw, item, metas.get(item.id)))
+            meta, view = metas.get(item.id), views.get(item.id)
+            plans.append(await self._plan(db, caller, raw, item, meta, view))
         return await self._store(db, caller, plans, metas, new_edits)
 
     def _parse(self, raw: Any, new_edits: bool) -> IncomingDoc | WriteResult:
@@ -73,19 +88,32 @@ class Writer:
             return WriteResult(str(doc_id), "", exc)
 
     async def _plan(
-        self, db: str, caller: Caller, raw: dict[str, Any], doc: IncomingDoc, meta: DocMeta | None
+        self,
+        db: str,
+        caller: Caller,
+        raw: dict[str, Any],
+        doc: IncomingDoc,
+        meta: DocMeta | None,
+        view: DocMeta | None,
     ) -> _Plan | WriteResult:
+        """``meta`` is the document as stored; ``view``, the branches the caller may know of."""
         try:
             place = self._place(caller, doc, meta)
             require_write(caller, place)
             if meta is not None and not caller.scope.can_write(meta.place):
-                raise Forbidden("You may not write this document.")
+                raise DocumentElsewhere()
+            if meta is not None and doc.new_edits and doc.rev is not None:
+                _require_known_leaf(doc.rev, meta, view)
             for validate in self.parts.validators:
                 if (reason := validate(db, raw)) is not None:
                     raise Forbidden(reason)
-            blobs = await self._attachments(db, caller, doc, place, meta)
+            blobs = await self._attachments(db, caller, doc, place, view)
         except FieldsyncError as exc:
             return WriteResult(doc.id, doc.rev or "", exc)
+        if not doc.new_edits and meta is not None:
+            doc.path = _cut_at_hidden(doc.path, meta, view)
+            if not doc.path:  # its newest revision is held already: nothing to write
+                return WriteResult(doc.id, doc.rev or "")
         return _Plan(doc, place, blobs)
 
     def _place(self, caller: Caller, doc: IncomingDoc, meta: DocMeta | None) -> str:
@@ -185,7 +213,11 @@ class Writer:
         return resolved, copies
 
     async def _parent(self, db: str, doc: IncomingDoc, meta: DocMeta | None) -> _Parent:
-        """The revision an edit with stubs extends; an edit of no leaf is a conflict first."""
+        """The revision an edit with stubs extends; an edit of no leaf is a conflict first.
+
+        ``meta`` holds only the branches the caller may know of, so the parent is a
+        revision they may read.
+        """
         parent = doc.rev or (meta.winner if meta is not None and meta.deleted else None)
         if parent is None and meta is None:
             raise MissingStub(f"Previous revision missing for document {doc.id}")
@@ -230,9 +262,9 @@ class Writer:
         parent: _Parent | None,
         copies: list[AttachmentBlob],
     ) -> AttachmentBlob:
-        """An attachment kept in another place, sealed again for ``place``."""
+        """An attachment kept in another place the caller may read, sealed again for ``place``."""
         other = None
-        if parent is not None:
+        if parent is not None and caller.scope.can_read(parent.place):
             other = await self.parts.store.get_attachment(db, digest, frozenset({parent.place}))
         if other is None:
             other = await self.parts.store.get_attachment(db, digest, caller.scope.read)
@@ -259,6 +291,9 @@ class Writer:
         results = [next(stored) if isinstance(p, _Plan) else p for p in plans]
         if any(r.error is None for r in results):
             self.parts.notifier.notify(db)
+        elsewhere = [r.doc_id for r in results if isinstance(r.error, DocumentElsewhere)]
+        if elsewhere:
+            self.parts.refused(caller, db, elsewhere)
         return results
 
     def _revision(
@@ -301,6 +336,25 @@ def _stub_in_parent(
         if isinstance(other, dict) and digest is not None and other.get("digest") == digest:
             return {**other, "content_type": att.get("content_type") or other.get("content_type")}
     raise MissingStub(f"Invalid attachment stub in {doc_id} for {name}")
+
+
+def _require_known_leaf(rev: str, meta: DocMeta, view: DocMeta | None) -> None:
+    """An edit of a stored rev extends a leaf the caller may know of, or is a plain conflict.
+
+    (A rev the store does not hold yet is the store's to judge: an earlier
+    document of the same batch may have written it.)
+    """
+    if rev in meta.tree and (view is None or rev not in revtree.leaves(view.tree)):
+        raise Conflict()
+
+
+def _cut_at_hidden(path: list[str], meta: DocMeta, view: DocMeta | None) -> list[str]:
+    """A replicated path up to its first revision that lies only on a hidden branch."""
+    known = view.tree if view is not None else {}
+    for i, rev in enumerate(path):
+        if rev in meta.tree and rev not in known:
+            return path[:i]
+    return path
 
 
 def _new_pos(doc: IncomingDoc, meta: DocMeta | None) -> int:

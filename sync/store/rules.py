@@ -18,6 +18,12 @@ from sync.store.base import SHARED, RevisionWrite
 Tree = Mapping[str, revtree.RevNode]
 
 
+class DocumentElsewhere(Forbidden):
+    """A write to a document that lives in a place outside the writer's capture scope."""
+
+    default_reason = "You may not write this document."
+
+
 @dataclass(frozen=True, slots=True)
 class Merged:
     """A document's tree after a write, and what a backend must save or free."""
@@ -40,7 +46,7 @@ def refusal(current_place: str | None, tree: Tree, w: RevisionWrite) -> Fieldsyn
     """Why this write may not happen (the document is elsewhere, or it conflicts), or None."""
     allowed = w.allowed_places
     if current_place is not None and allowed is not None and current_place not in allowed:
-        return Forbidden("You may not write this document.")
+        return DocumentElsewhere()
     if w.new_edits and not extends_a_leaf(tree, w.path):
         return Conflict()
     return None

@@ -26,6 +26,7 @@ from sync.replication.revtree import (
     from_json,
     history,
     is_deleted,
+    known_from,
     leaves,
     leaves_under,
     merge_path,
@@ -419,6 +420,28 @@ def test_revisions_field(
 )
 def test_leaves_under(rev: str, expected: list[str]) -> None:
     assert leaves_under(BRANCHY, rev) == expected
+
+
+# --------------------------------------------------------------------------
+# known_from (the branches a caller may know of)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("readable", "expected"),
+    [
+        (["3-c", "2-f", "4-e"], {"1-a", "2-b", "3-c", "3-d", "4-e", "2-f"}),
+        (["3-c"], {"1-a", "2-b", "3-c"}),
+        (["2-f"], {"1-a", "2-f"}),
+        (["4-e", "2-f"], {"1-a", "2-b", "3-d", "4-e", "2-f"}),
+        ([], set()),
+    ],
+)
+def test_known_from(readable: list[str], expected: set[str]) -> None:
+    known = known_from(BRANCHY, readable)
+    assert set(known) == expected
+    assert all(known[rev] == BRANCHY[rev] for rev in known)
+    assert sorted(leaves(known)) == sorted(readable)
 
 
 def test_leaves_under_stemmed_tree() -> None:

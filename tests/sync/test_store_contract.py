@@ -49,6 +49,7 @@ from sync.store.base import (
     WriteResult,
 )
 from sync.store.memory import MemoryStore
+from sync.store.rules import DocumentElsewhere as Elsewhere  # a Forbidden the writer counts
 from sync.store.sqlite import SqliteStore
 
 DB = "health"
@@ -393,10 +394,10 @@ async def test_revs_limit_stems_every_branch(
 # -- allowed_places --------------------------------------------------------------
 ALLOWED = [
     pytest.param(
-        rw("a", "2-b", "1-a", place="p2", new_edits=True, allowed=P2), Forbidden, id="elsewhere"
+        rw("a", "2-b", "1-a", place="p2", new_edits=True, allowed=P2), Elsewhere, id="elsewhere"
     ),
-    pytest.param(rw("a", "1-a", allowed=P2), Forbidden, id="resend-is-refused-too"),
-    pytest.param(rw("a", "1-z", new_edits=True, allowed=P2), Forbidden, id="before-conflict"),
+    pytest.param(rw("a", "1-a", allowed=P2), Elsewhere, id="resend-is-refused-too"),
+    pytest.param(rw("a", "1-z", new_edits=True, allowed=P2), Elsewhere, id="before-conflict"),
     pytest.param(rw("a", "1-z", new_edits=True, allowed=P1), Conflict, id="allowed-conflict"),
     pytest.param(rw("a", "2-b", "1-a", place="p2", new_edits=True, allowed=P1), None, id="move"),
     pytest.param(rw("b", "1-b", place="p3", allowed=P1), None, id="a-new-document-has-no-place"),
@@ -410,6 +411,8 @@ async def test_allowed_places_is_checked_against_the_current_place(
     await ok(store, rw("a", "1-a", place="p1"))
     [result] = await store.write(DB, [attempt])
     assert type(result.error) is (type(None) if error is None else error)
+    if error is Elsewhere:
+        assert isinstance(result.error, Forbidden) and result.error.error_token == "forbidden"
     assert await update_seq(store) == (1 if error else 2)
     if error is None:
         assert (await meta(store, attempt.doc_id)).place == attempt.place
@@ -643,7 +646,7 @@ async def test_attachments_come_only_with_a_revision_that_is_written(store: DocS
     conflict = rw("a", "1-b", new_edits=True, attachments=(X1,))
     refused = rw("a", "2-c", "1-a", allowed=frozenset({"p9"}), attachments=(X2,))
     results = await store.write(DB, [conflict, refused])
-    assert [type(r.error).__name__ for r in results] == ["Conflict", "Forbidden"]
+    assert [type(r.error).__name__ for r in results] == ["Conflict", "DocumentElsewhere"]
     await ok(store, rw("a", "1-a", attachments=(Y1,)))  # already there: nothing changes
     for digest in ("md5-x", "md5-y"):
         assert await store.get_attachment(DB, digest, None) is None
