@@ -21,6 +21,8 @@ class Config:
     db_name: str = "health"
     max_request_bytes: int = 64 * MiB
     max_document_bytes: int = 8 * MiB
+    # Documents (or ids, keys) one _bulk_docs, _bulk_get, _revs_diff or _all_docs may name.
+    max_bulk_docs: int = 10_000
     session_seconds: int = 14 * 24 * 3600
     longpoll_max_seconds: float = 60.0
     # How long a starting server waits for another (shutting down) to free the data dir.
@@ -65,6 +67,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_TLS_KEY": ("tls_key", Path),
     "FIELDSYNC_REQUIRE_ENROLMENT": ("require_enrolment", _yes),
     "FIELDSYNC_TRUSTED_PROXIES": ("trusted_proxies", parse_networks),
+    "FIELDSYNC_MAX_BULK_DOCS": ("max_bulk_docs", int),
 }
 
 

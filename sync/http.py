@@ -70,5 +70,5 @@ def json_param(request: web.Request, name: str) -> Any:
         return None
     try:
         return json.loads(value)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # the stdlib parser recurses per level
         raise BadRequest(f"Query parameter {name} must be JSON.") from exc

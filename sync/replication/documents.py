@@ -17,6 +17,12 @@ import orjson
 
 from sync.errors import BadRequest, FieldsyncError
 from sync.replication import revtree
+from sync.unsafe_text import first_unsafe
+
+# Levels of objects and arrays a document may nest, counting the document itself.
+# Reads wrap a document in a few more levels (``_bulk_get``: results, docs, ok), and
+# orjson writes at most 254; this leaves ample room on both sides.
+MAX_DOCUMENT_DEPTH = 64
 
 # Special members a client may send; anything else starting with "_" is refused.
 # The replicator's own members stay in the body (couch_doc:transfer_fields keeps them).
@@ -69,6 +75,10 @@ class IllegalDocId(RefusedDocument):
     error = "illegal_docid"
 
 
+class DocumentTooDeep(RefusedDocument):
+    default_reason = f"Document nesting depth exceeds the limit of {MAX_DOCUMENT_DEPTH} levels."
+
+
 @dataclass
 class IncomingDoc:
     """A document to write, parsed and checked, attachments not yet resolved."""
@@ -93,7 +103,31 @@ def check_doc_id(doc_id: object) -> str:
         raise IllegalDocId(f"Illegal document id `{doc_id}`")
     if doc_id.startswith("_") and not doc_id.startswith(("_design/", "_local/")):
         raise IllegalDocId("Only reserved document ids may start with underscore.")
+    if (char := first_unsafe(doc_id)) is not None:
+        raise IllegalDocId(f"Document id must not contain control characters ({char}).")
     return doc_id
+
+
+def check_depth(raw: object, limit: int = MAX_DOCUMENT_DEPTH) -> None:
+    """Refuse a document nested deeper than ``limit`` objects and arrays.
+
+    A document that can be stored must be servable: one nested nearly as deep as
+    orjson's limit is written fine and then fails every read that wraps it, which
+    stops every phone of its place from syncing.  Walked level by level, not
+    recursively, so no depth can exhaust the stack.
+    """
+    level = [raw] if isinstance(raw, (dict, list)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            raise DocumentTooDeep(f"Document nesting depth exceeds the limit of {limit} levels.")
+        level = [child for value in level for child in _children(value)]
+
+
+def _children(value: dict[str, Any] | list[Any]) -> list[dict[str, Any] | list[Any]]:
+    items = value.values() if isinstance(value, dict) else value
+    return [item for item in items if isinstance(item, (dict, list))]
 
 
 def check_shape(raw: object, *, new_edits: bool) -> dict[str, Any]:
@@ -105,6 +139,7 @@ def check_shape(raw: object, *, new_edits: bool) -> dict[str, Any]:
     """
     if not isinstance(raw, dict):
         raise RefusedDocument("Document must be a JSON object")
+    check_depth(raw)
     for key, value in raw.items():
         if key.startswith("_") and (key not in ALLOWED_SPECIAL or not _special_fits(key, value)):
             raise DocValidationError(f"Bad special document member: {key}")
@@ -117,9 +152,16 @@ def check_shape(raw: object, *, new_edits: bool) -> dict[str, Any]:
             "When `new_edits: false`, the document needs `_rev` or `_revisions` specified"
         )
     for name in raw.get("_attachments") or {}:
-        if name.startswith("_"):
-            raise RefusedDocument(f"Attachment name '{name}' starts with prohibited character '_'")
+        _check_attachment_name(name)
     return raw
+
+
+def _check_attachment_name(name: str) -> None:
+    """chttpd_db's ``validate_attachment_name``, and no control characters."""
+    if name.startswith("_"):
+        raise RefusedDocument(f"Attachment name '{name}' starts with prohibited character '_'")
+    if (char := first_unsafe(name)) is not None:
+        raise RefusedDocument(f"Attachment name must not contain control characters ({char}).")
 
 
 def _special_fits(key: str, value: Any) -> bool:
