@@ -108,8 +108,8 @@ def check_doc_id(doc_id: object) -> str:
     return doc_id
 
 
-def check_depth(raw: object, limit: int = MAX_DOCUMENT_DEPTH) -> None:
-    """Refuse a document nested deeper than ``limit`` objects and arrays.
+def check_depth(raw: object, limit: int = MAX_DOCUMENT_DEPTH, what: str = "Document") -> None:
+    """Refuse a document (or other value sent back) nested deeper than ``limit`` levels.
 
     A document that can be stored must be servable: one nested nearly as deep as
     orjson's limit is written fine and then fails every read that wraps it, which
@@ -121,7 +121,7 @@ def check_depth(raw: object, limit: int = MAX_DOCUMENT_DEPTH) -> None:
     while level:
         depth += 1
         if depth > limit:
-            raise DocumentTooDeep(f"Document nesting depth exceeds the limit of {limit} levels.")
+            raise DocumentTooDeep(f"{what} nesting depth exceeds the limit of {limit} levels.")
         level = [child for value in level for child in _children(value)]
 
 

@@ -149,6 +149,7 @@ async def changes(
     body = await read_object(request) if request.method == "POST" and request.can_read_body else {}
     await design.check_filter(rep.reader, t.db, caller, request.query)
     query = _changes_query(request, body)
+    _check_count(rep, len(query.doc_ids or ()), "_changes", "doc_ids")
     feed = request.query.get("feed", "normal")
     if feed not in ("normal", "longpoll"):
         raise BadRequest(f"feed={feed} is not supported; use normal or longpoll")
@@ -300,7 +301,7 @@ async def bulk_docs(
 
 
 def _check_count(rep: Replication, count: int, route: str, what: str) -> None:
-    """One request may name at most ``max_bulk_docs`` documents, refused before any work.
+    """One request may name at most ``max_bulk_docs`` documents, refused before any work (413).
 
     A single request of 100k documents holds the writer (or a reader) for seconds,
     during which every other phone waits; PouchDB sends batches of 100.
@@ -377,6 +378,7 @@ async def all_docs(
     if keys is not None and not isinstance(keys, list):
         raise BadRequest("keys must be an array")
     _check_count(rep, len(keys or ()), "_all_docs", "keys")
+    check_depth(keys, what="keys")  # each key is sent back in its row
     key = _key(request, body, "key")
     start = _key(request, body, "startkey", "start_key")
     end = _key(request, body, "endkey", "end_key")

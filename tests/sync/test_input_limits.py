@@ -125,6 +125,13 @@ async def test_a_body_deeper_than_the_json_parser_allows_is_400(client: Client) 
         assert (status, body["error"]) == (400, "bad_request")
 
 
+async def test_deeply_nested_keys_are_400(client: Client) -> None:
+    """``_all_docs`` sends each key back in its row: a key too deep to write is refused."""
+    deep = b'{"keys": ["p1", ' + b"[" * 300 + b"]" * 300 + b"]}"
+    status, body = await send(client, "POST", "/health/_all_docs", deep)
+    assert (status, body["reason"]) == (400, TOO_DEEP.replace("Document", "keys"))
+
+
 async def test_a_deeply_nested_query_parameter_is_400(client: Client) -> None:
     keys = "[" * 1300 + "]" * 1300  # past Python's recursion limit, within aiohttp's URL limit
     response = await client.get(f"/health/_all_docs?keys={keys}", headers=as_user("admin"))
@@ -235,17 +242,18 @@ async def test_reads_naming_too_many_documents_are_413(capped: Client) -> None:
         ("/health/_bulk_get", {"docs": [{"id": i} for i in ids]}),
         ("/health/_revs_diff", {i: ["1-a"] for i in ids}),
         ("/health/_all_docs", {"keys": ids}),
+        ("/health/_changes?filter=_doc_ids", {"doc_ids": ids}),
     ]
     for path, body in requests:
         assert (await send(capped, "POST", path, body))[0] == 413, path
-        smaller = {"docs": body["docs"][:3]} if "docs" in body else None
-        assert (await send(capped, "POST", path, smaller or _first3(body)))[0] == 200, path
+        assert (await send(capped, "POST", path, _first3(body)))[0] == 200, path
     keys = orjson.dumps(ids).decode()
     response = await capped.get(f"/health/_all_docs?keys={keys}", headers=as_user("admin"))
     assert response.status == 413
 
 
 def _first3(body: dict[str, Any]) -> dict[str, Any]:
-    if "keys" in body:
-        return {"keys": body["keys"][:3]}
+    for name in ("docs", "keys", "doc_ids"):
+        if name in body:
+            return {name: body[name][:3]}
     return dict(list(body.items())[:3])
