@@ -9,6 +9,7 @@ what gets sealed.  See https://docs.couchdb.org/en/stable/api/document/common.ht
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,8 @@ ALLOWED_SPECIAL = (
     | REPLICATION_MEMBERS
 )
 DROPPED_ON_WRITE = ALLOWED_SPECIAL - {"_attachments"} - REPLICATION_MEMBERS
+# An attachment's content type becomes a response header when it is downloaded.
+_MEDIA_TYPE = re.compile(r"[\x20-\x7e]{0,255}")
 
 
 class RefusedDocument(FieldsyncError):
@@ -151,9 +154,28 @@ def check_shape(raw: object, *, new_edits: bool) -> dict[str, Any]:
         raise RefusedDocument(
             "When `new_edits: false`, the document needs `_rev` or `_revisions` specified"
         )
-    for name in raw.get("_attachments") or {}:
-        _check_attachment_name(name)
+    for name, att in (raw.get("_attachments") or {}).items():
+        _check_attachment(name, att)
     return raw
+
+
+def _check_attachment(name: str, att: object) -> None:
+    """What serving an attachment needs: an object whose ``content_type`` can be a header.
+
+    A content type holding a line break (or not a string at all) was stored, and
+    then every download of the attachment failed.
+    """
+    _check_attachment_name(name)
+    if not isinstance(att, dict):
+        raise RefusedDocument(f"Attachment '{name}' must be a JSON object")
+    content_type = att.get("content_type")
+    if content_type is not None and not (
+        isinstance(content_type, str) and _MEDIA_TYPE.fullmatch(content_type)
+    ):
+        raise RefusedDocument(
+            f"Attachment '{name}' content_type must be a media type such as image/jpeg "
+            "(printable ASCII, at most 255 characters)"
+        )
 
 
 def _check_attachment_name(name: str) -> None:

@@ -118,6 +118,26 @@ async def test_attachment_metadata_counts_towards_the_depth(client: Client) -> N
     assert (status, body["reason"]) == (400, TOO_DEEP)
 
 
+async def test_attachments_that_could_not_be_downloaded_are_refused(api: Api) -> None:
+    """An attachment's content type becomes a header when it is downloaded."""
+    for content_type in ["text/plain\r\nSet-Cookie: a=b", "text/plain\x00", 5, ["a"], "a" * 256]:
+        att = {"f": {"content_type": content_type, "data": "aGk="}}
+        status, body = await api.call(
+            "PUT", "/health/a", body={"place": "area-a1", "_attachments": att}
+        )
+        assert (status, body["error"]) == (400, "bad_request"), content_type
+    for junk in ["aGk=", 5, None, ["x"]]:
+        status, body = await api.call(
+            "PUT", "/health/a", body={"place": "area-a1", "_attachments": {"f": junk}}
+        )
+        assert (status, body["error"]) == (400, "bad_request"), junk
+    att = {"f": {"content_type": "text/plain; charset=utf-8", "data": "aGk="}}
+    status, _ = await api.call("PUT", "/health/a", body={"place": "area-a1", "_attachments": att})
+    assert status == 201
+    response = await api.client.get("/health/a/f", headers=as_user("admin"))
+    assert (response.status, await response.read()) == (200, b"hi")
+
+
 async def test_a_body_deeper_than_the_json_parser_allows_is_400(client: Client) -> None:
     raw = b'{"place": "area-a1", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     for method, path in [("PUT", "/health/d"), ("POST", "/health/_bulk_docs")]:

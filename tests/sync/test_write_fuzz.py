@@ -5,6 +5,8 @@ members of every JSON type, ids with odd characters, attachments with bad
 stubs and bad base64, places that are not strings, bodies that are not objects;
 over ``PUT``/``POST`` of documents, ``_bulk_docs`` (``new_edits`` true and
 false), ``_local`` documents and attachment uploads, as an admin and as a CHW.
+Whatever is accepted is then read back, with its attachments: what can be
+stored must be servable.
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ ATTACHMENT = st.one_of(
     st.fixed_dictionaries(
         {},
         optional={
-            "content_type": st.one_of(st.sampled_from(["text/plain", "image/png"]), JUNK),
+            "content_type": st.one_of(
+                st.sampled_from(["text/plain", "image/png", "text/plain\r\nX-A: b", "a\x00"]),
+                JUNK,
+            ),
             "data": st.one_of(st.sampled_from(["aGk=", "not base64!", "", "a"]), JUNK),
             "stub": JUNK,
             "digest": st.one_of(st.just("md5-xyz"), JUNK),
@@ -144,7 +149,23 @@ async def send(app: Served, request: tuple[str, str, bytes, str], user: str) -> 
     headers = {**as_user(user), **({"Content-Type": content_type} if content_type else {})}
     url = URL(path, encoded=True)
     response = await app.client.request(method, url, data=body, headers=headers)
-    return response.status, await response.text()
+    return response.status, await response.read()
+
+
+async def read_back(app: Served, answer: Any, user: str) -> list[tuple[int, str]]:
+    """Every written document, then each of its attachments: (status, path) of each read."""
+    rows = answer if isinstance(answer, list) else [answer]
+    ids = [r["id"] for r in rows if r.get("ok") and not r["id"].startswith("_local/")]
+    seen = []
+    for doc_id in ids:
+        path = f"/health/{quote(doc_id, safe='')}"
+        status, text = await send(app, ("GET", f"{path}?attachments=true", b"", ""), user)
+        seen.append((status, path))
+        names = orjson.loads(text).get("_attachments", {}) if status == 200 else {}
+        for name in names:
+            att = f"{path}/{quote(name, safe='')}"
+            seen.append(((await send(app, ("GET", att, b"", ""), user))[0], att))
+    return seen
 
 
 def test_no_write_is_a_server_error(config: Config) -> None:
@@ -164,5 +185,8 @@ def _fuzz(app: Served) -> None:
         assert status < 500, (status, text)
         if status >= 400:
             assert set(orjson.loads(text)) == {"error", "reason"}, text
+        elif status == 201:
+            reads = app.run(read_back(app, orjson.loads(text), user))
+            assert all(read < 500 for read, _ in reads), (reads, request)
 
     write()
