@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from sync.errors import BadRequest, FieldsyncError
-from sync.replication import revtree
+from sync.replication import depth, revtree
 from sync.unsafe_text import first_unsafe
 
 # Levels of objects and arrays a document may nest, counting the document itself.
@@ -116,21 +116,10 @@ def check_depth(raw: object, limit: int = MAX_DOCUMENT_DEPTH, what: str = "Docum
 
     A document that can be stored must be servable: one nested nearly as deep as
     orjson's limit is written fine and then fails every read that wraps it, which
-    stops every phone of its place from syncing.  Walked level by level, not
-    recursively, so no depth can exhaust the stack.
+    stops every phone of its place from syncing.
     """
-    level = [raw] if isinstance(raw, (dict, list)) else []
-    depth = 0
-    while level:
-        depth += 1
-        if depth > limit:
-            raise DocumentTooDeep(f"{what} nesting depth exceeds the limit of {limit} levels.")
-        level = [child for value in level for child in _children(value)]
-
-
-def _children(value: dict[str, Any] | list[Any]) -> list[dict[str, Any] | list[Any]]:
-    items = value.values() if isinstance(value, dict) else value
-    return [item for item in items if isinstance(item, (dict, list))]
+    if not depth.fits(raw, limit):
+        raise DocumentTooDeep(f"{what} nesting depth exceeds the limit of {limit} levels.")
 
 
 def check_shape(raw: object, *, new_edits: bool) -> dict[str, Any]:
