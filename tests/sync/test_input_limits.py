@@ -153,10 +153,13 @@ async def test_deeply_nested_keys_are_400(client: Client) -> None:
 
 
 async def test_a_deeply_nested_query_parameter_is_400(client: Client) -> None:
-    keys = "[" * 1300 + "]" * 1300  # past Python's recursion limit, within aiohttp's URL limit
-    response = await client.get(f"/health/_all_docs?keys={keys}", headers=as_user("admin"))
-    assert response.status == 400
-    assert (await response.json())["error"] == "bad_request"
+    deep = "[" * 1300 + "]" * 1300  # past Python's recursion limit, within aiohttp's URL limit
+    for path in [f"/health/_all_docs?keys={deep}", f"/health/_changes?doc_ids={deep}"]:
+        response = await client.get(path, headers=as_user("admin"))
+        assert response.status == 400, path
+        assert (await response.json())["error"] == "bad_request"
+    status, body = await send(client, "POST", "/health/_changes", {"doc_ids": deep})
+    assert (status, body["error"]) == (400, "bad_request")
 
 
 # -- numbers -----------------------------------------------------------------------------
