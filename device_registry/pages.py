@@ -34,6 +34,7 @@ from sync import accounts
 from sync.auth import COOKIE as SESSION_COOKIE
 from sync.auth import Credentials
 from sync.errors import FieldsyncError, NotFound, TooManyRequests, Unauthorized
+from sync.http import read_form
 from sync.replication.context import Caller
 from sync.scopes import Role
 
@@ -84,7 +85,7 @@ class _Page:
 
     async def form(self) -> Form:
         """The posted form, once its CSRF token is checked."""
-        form = await self.request.post()
+        form = await read_form(self.request)
         given = form.get(csrf.FIELD)
         session = self.request.cookies.get(SESSION_COOKIE, "")
         secret = parts(self.request).registry.secret

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from sync.errors import BadRequest, InvalidJSON
 
@@ -28,6 +29,15 @@ async def read_json(request: web.Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidJSON() from exc
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[Any]:
+    """The posted form, or 400: aiohttp raises plain errors for a multipart body without
+    its boundary or a charset Python does not know (``charset=latin-9``)."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError, AssertionError) as exc:
+        raise BadRequest(f"The form body cannot be read: {exc}") from exc
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:

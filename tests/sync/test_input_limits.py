@@ -280,3 +280,19 @@ def _first3(body: dict[str, Any]) -> dict[str, Any]:
         if name in body:
             return {name: body[name][:3]}
     return dict(list(body.items())[:3])
+
+
+# -- form bodies --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/x-www-form-urlencoded; charset=latin-9",  # not a codec Python knows
+        "multipart/form-data",  # no boundary
+        "multipart/form-data; boundary=x",  # a boundary the body never uses
+    ],
+)
+async def test_unreadable_form_bodies_are_400(client: Client, content_type: str) -> None:
+    for path in ["/_session", "/supervisor/login"]:
+        headers = {"Content-Type": content_type}
+        response = await client.post(path, data=b"name=a&password=b", headers=headers)
+        assert response.status == 400, (path, await response.text())
