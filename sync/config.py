@@ -55,6 +55,17 @@ def _yes(value: str) -> bool:
     raise ValueError("must be one of 1/true/yes/on or 0/false/no/off")
 
 
+def _at_least(minimum: int, value: str) -> int:
+    """A whole number of at least ``minimum`` (a cap of 0 would refuse every request)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if number < minimum:
+        raise ValueError(f"must be at least {minimum}")
+    return number
+
+
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_DATA_DIR": ("data_dir", Path),
     "FIELDSYNC_HOST": ("host", str),
@@ -67,7 +78,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_TLS_KEY": ("tls_key", Path),
     "FIELDSYNC_REQUIRE_ENROLMENT": ("require_enrolment", _yes),
     "FIELDSYNC_TRUSTED_PROXIES": ("trusted_proxies", parse_networks),
-    "FIELDSYNC_MAX_BULK_DOCS": ("max_bulk_docs", int),
+    "FIELDSYNC_MAX_BULK_DOCS": ("max_bulk_docs", lambda v: _at_least(1, v)),
 }
 
 

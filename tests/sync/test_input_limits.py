@@ -18,7 +18,7 @@ from sync_fixtures import Api, Client, as_user
 from yarl import URL
 
 from sync.app import create_app
-from sync.config import Config, from_env
+from sync.config import Config, ConfigError, from_env
 from sync.replication.documents import MAX_DOCUMENT_DEPTH
 
 JSON = {"Content-Type": "application/json"}
@@ -247,6 +247,9 @@ async def capped(aiohttp_client: Callable[..., Awaitable[Client]], config: Confi
 def test_the_cap_is_a_setting() -> None:
     assert Config().max_bulk_docs == 10_000
     assert from_env(env={"FIELDSYNC_MAX_BULK_DOCS": "50"}).max_bulk_docs == 50
+    for bad, why in [("0", "at least 1"), ("-5", "at least 1"), ("many", "whole number")]:
+        with pytest.raises(ConfigError, match=f"FIELDSYNC_MAX_BULK_DOCS='{bad}': must be .*{why}"):
+            from_env(env={"FIELDSYNC_MAX_BULK_DOCS": bad})
 
 
 async def test_bulk_docs_over_the_cap_is_413_and_writes_nothing(capped: Client) -> None:
