@@ -24,8 +24,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import cv2
+
 from barcode.checkdigit import CheckResult, SchemeLike, validate
-from barcode.errors import AmbiguousScan, DecoderUnavailable, NoBarcode
+from barcode.errors import AmbiguousScan, DecoderUnavailable, NoBarcode, UnreadableImage
 from barcode.images import Gray, Limits, load_gray
 from barcode.variants import variants
 
@@ -63,7 +65,11 @@ def decode_photo(
     data: bytes, limits: Limits, scheme: SchemeLike, zbar: Zbar, budget_seconds: float
 ) -> Decoded:
     """Check and decode ``data``, then :func:`decode_pixels` (errors: barcode.errors)."""
-    return decode_pixels(load_gray(data, limits), scheme, zbar, budget_seconds)
+    pixels = load_gray(data, limits)
+    try:
+        return decode_pixels(pixels, scheme, zbar, budget_seconds)
+    except cv2.error as exc:  # the boundary of OpenCV: its failures are ours to name
+        raise UnreadableImage() from exc
 
 
 def decode_pixels(pixels: Gray, scheme: SchemeLike, zbar: Zbar, budget_seconds: float) -> Decoded:

@@ -8,6 +8,7 @@
     ├── Unprocessable               422 unprocessable
     │   ├── ImageDimensions         422 image_dimensions       (decompresses too big)
     │   ├── CorruptImage            422 corrupt_image          (header ok, pixels not)
+    │   ├── UnreadableImage         422 unreadable_image       (OpenCV or zbar failed on it)
     │   ├── NoBarcode               422 no_barcode
     │   └── AmbiguousScan           422 several_ids            (two different valid IDs)
     └── ServiceUnavailable          503 service_unavailable
@@ -46,6 +47,14 @@ class ImageDimensions(Unprocessable):
 class CorruptImage(Unprocessable):
     error = "corrupt_image"
     default_reason = "The image is damaged or truncated and cannot be decoded."
+
+
+class UnreadableImage(Unprocessable):
+    """Pixels that decoded but that a later step (OpenCV, zbar) failed on: the photo's fault
+    or ours, but never a reason to answer 500 to a phone."""
+
+    error = "unreadable_image"
+    default_reason = "The image could not be processed. Retake the photo of the whole card."
 
 
 class NoBarcode(Unprocessable):

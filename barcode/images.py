@@ -8,6 +8,8 @@ decompress to gigabytes (a "decompression bomb") costs nothing::
     magic is not JPEG or PNG         -> NotAnImage      415
     header unreadable                -> NotAnImage      415
     width x height > max_pixels      -> ImageDimensions 422
+    a side < MIN_SIDE or > MAX_SIDE  -> ImageDimensions 422
+    long side > MAX_ASPECT x short   -> ImageDimensions 422
     pixels fail to decode            -> CorruptImage    422
 
 The header is read with Pillow, which parses only the header on open; its
@@ -32,6 +34,14 @@ Gray = npt.NDArray[np.uint8]
 
 MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
 MEDIA_TYPES = {"image/jpeg": "JPEG", "image/jpg": "JPEG", "image/png": "PNG"}
+
+# No barcode fits in fewer pixels across (a QR code has 21 modules a side).
+MIN_SIDE = 16
+# OpenCV's geometric transforms take at most 32767 pixels a side; a 200 MP phone is 16320.
+MAX_SIDE = 20_000
+# A card photo is about 1.6 : 1, a strip cropped around one barcode 10 : 1; a 1 x 100000
+# image shrinks to nothing in the variants (and held nothing readable anyway).
+MAX_ASPECT = 20
 
 
 @dataclass(frozen=True)
@@ -64,17 +74,34 @@ def header_size(data: bytes) -> tuple[int, int]:
         raise NotAnImage(f"The upload starts like a {kind} but its header is unreadable.") from exc
 
 
+def check_dimensions(width: int, height: int, limits: Limits) -> None:
+    """Refuse sizes no photo of a card has, before any pixel is decoded (ImageDimensions)."""
+    size = f"The image is {width} x {height} pixels"
+    if width * height > limits.max_pixels:
+        raise ImageDimensions(
+            f"{size}; at most {limits.max_pixels} pixels are decoded. Send a smaller photo."
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ImageDimensions(f"{size}; each side must be at least {MIN_SIDE} pixels.")
+    if max(width, height) > MAX_SIDE:
+        raise ImageDimensions(f"{size}; each side must be at most {MAX_SIDE} pixels.")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageDimensions(
+            f"{size}; one side may be at most {MAX_ASPECT} times the other. "
+            "Photograph the whole card."
+        )
+
+
 def load_gray(data: bytes, limits: Limits) -> Gray:
     """The photo's pixels as 8-bit greyscale, after every check in the module docstring."""
     if len(data) > limits.max_bytes:
         raise ImageTooLarge(f"The image is larger than the limit of {limits.max_bytes} bytes.")
     width, height = header_size(data)
-    if width < 1 or height < 1 or width * height > limits.max_pixels:
-        raise ImageDimensions(
-            f"The image is {width} x {height} pixels; at most {limits.max_pixels} pixels "
-            "are decoded. Send a smaller photo."
-        )
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    check_dimensions(width, height, limits)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    except cv2.error as exc:
+        raise CorruptImage() from exc
     if pixels is None or sorted(pixels.shape[:2]) != sorted((width, height)):
         raise CorruptImage()
     return np.asarray(pixels, dtype=np.uint8)

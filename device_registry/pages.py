@@ -35,6 +35,7 @@ from sync.audit import audited
 from sync.auth import COOKIE as SESSION_COOKIE
 from sync.auth import Credentials
 from sync.errors import FieldsyncError, NotFound, TooManyRequests, Unauthorized
+from sync.http import read_form
 from sync.replication.context import Caller
 
 HEADERS = {
@@ -85,7 +86,7 @@ class _Page:
 
     async def form(self) -> Form:
         """The posted form, once its CSRF token is checked."""
-        form = await self.request.post()
+        form = await read_form(self.request)
         given = form.get(csrf.FIELD)
         session = self.request.cookies.get(SESSION_COOKIE, "")
         secret = parts(self.request).registry.secret

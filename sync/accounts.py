@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from sync.errors import BadRequest, Conflict, NotFound
 from sync.scopes import Place, PlaceTree, Role, User, validate_place_id
+from sync.unsafe_text import first_unsafe
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 USER_NAME_MAX = 64
@@ -99,10 +100,11 @@ def _bump(conn: sqlite3.Connection, key: str) -> None:
 
 # -- users ---------------------------------------------------------------------
 def validate_user_name(name: str) -> str:
-    if not name or len(name) > USER_NAME_MAX or name.startswith("_") or ":" in name:
+    bad = name.startswith("_") or ":" in name or first_unsafe(name) is not None
+    if not name or len(name) > USER_NAME_MAX or bad:
         raise BadRequest(
             f"invalid user name {name!r}: 1-{USER_NAME_MAX} characters, "
-            "no ':' and not starting with '_'"
+            "no ':', no control characters and not starting with '_'"
         )
     return name
 

@@ -22,6 +22,8 @@ class Config:
     db_name: str = "health"
     max_request_bytes: int = 64 * MiB
     max_document_bytes: int = 8 * MiB
+    # Documents (or ids, keys) one _bulk_docs, _bulk_get, _revs_diff or _all_docs may name.
+    max_bulk_docs: int = 10_000
     session_seconds: int = 14 * 24 * 3600
     # A session not used for this long ends (the absolute limit is session_seconds).
     session_idle_seconds: int = 8 * 3600
@@ -122,6 +124,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_SESSION_IDLE_SECONDS": ("session_idle_seconds", _count(1)),
     "FIELDSYNC_PUBLIC_URL": ("public_url", public_url),
     "FIELDSYNC_AUDIT_ALLOW_BROKEN": ("audit_allow_broken", _yes),
+    "FIELDSYNC_MAX_BULK_DOCS": ("max_bulk_docs", _count(1)),
 }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from sync.errors import BadRequest, InvalidJSON
 
@@ -28,6 +29,15 @@ async def read_json(request: web.Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidJSON() from exc
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[Any]:
+    """The posted form, or 400: aiohttp raises plain errors for a multipart body without
+    its boundary or a charset Python does not know (``charset=latin-9``)."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError, AssertionError) as exc:
+        raise BadRequest(f"The form body cannot be read: {exc}") from exc
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:
@@ -70,5 +80,5 @@ def json_param(request: web.Request, name: str) -> Any:
         return None
     try:
         return json.loads(value)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # the stdlib parser recurses per level
         raise BadRequest(f"Query parameter {name} must be JSON.") from exc

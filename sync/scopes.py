@@ -65,7 +65,7 @@ UNLIMITED = Scope(None, None)
 
 
 def validate_place_id(place_id: str) -> str:
-    if not PLACE_ID_RE.match(place_id):
+    if not PLACE_ID_RE.fullmatch(place_id):  # match's `$` lets a trailing newline in
         raise BadRequest(
             f"invalid place id {place_id!r}: use 1-128 letters, digits, '_', '.', ':' or '-'"
         )

@@ -306,7 +306,7 @@ def parse_doc_ids(raw: Any) -> frozenset[str]:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # the stdlib parser recurses per level
             raise BadRequest("doc_ids must be a JSON array of strings") from exc
     if not isinstance(raw, list) or not all(isinstance(i, str) for i in raw):
         raise BadRequest("doc_ids must be a JSON array of strings")

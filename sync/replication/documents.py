@@ -9,6 +9,7 @@ what gets sealed.  See https://docs.couchdb.org/en/stable/api/document/common.ht
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,13 @@ from typing import Any
 import orjson
 
 from sync.errors import BadRequest, FieldsyncError
-from sync.replication import revtree
+from sync.replication import depth, revtree
+from sync.unsafe_text import first_unsafe
+
+# Levels of objects and arrays a document may nest, counting the document itself.
+# Reads wrap a document in a few more levels (``_bulk_get``: results, docs, ok), and
+# orjson writes at most 254; this leaves ample room on both sides.
+MAX_DOCUMENT_DEPTH = 64
 
 # Special members a client may send; anything else starting with "_" is refused.
 # The replicator's own members stay in the body (couch_doc:transfer_fields keeps them).
@@ -46,6 +53,8 @@ ALLOWED_SPECIAL = (
     | REPLICATION_MEMBERS
 )
 DROPPED_ON_WRITE = ALLOWED_SPECIAL - {"_attachments"} - REPLICATION_MEMBERS
+# An attachment's content type becomes a response header when it is downloaded.
+_MEDIA_TYPE = re.compile(r"[\x20-\x7e]{0,255}")
 
 
 class RefusedDocument(FieldsyncError):
@@ -67,6 +76,10 @@ class DocValidationError(RefusedDocument):
 
 class IllegalDocId(RefusedDocument):
     error = "illegal_docid"
+
+
+class DocumentTooDeep(RefusedDocument):
+    default_reason = f"Document nesting depth exceeds the limit of {MAX_DOCUMENT_DEPTH} levels."
 
 
 @dataclass
@@ -93,7 +106,20 @@ def check_doc_id(doc_id: object) -> str:
         raise IllegalDocId(f"Illegal document id `{doc_id}`")
     if doc_id.startswith("_") and not doc_id.startswith(("_design/", "_local/")):
         raise IllegalDocId("Only reserved document ids may start with underscore.")
+    if (char := first_unsafe(doc_id)) is not None:
+        raise IllegalDocId(f"Document id must not contain control characters ({char}).")
     return doc_id
+
+
+def check_depth(raw: object, limit: int = MAX_DOCUMENT_DEPTH, what: str = "Document") -> None:
+    """Refuse a document (or other value sent back) nested deeper than ``limit`` levels.
+
+    A document that can be stored must be servable: one nested nearly as deep as
+    orjson's limit is written fine and then fails every read that wraps it, which
+    stops every phone of its place from syncing.
+    """
+    if not depth.fits(raw, limit):
+        raise DocumentTooDeep(f"{what} nesting depth exceeds the limit of {limit} levels.")
 
 
 def check_shape(raw: object, *, new_edits: bool) -> dict[str, Any]:
@@ -105,6 +131,7 @@ def check_shape(raw: object, *, new_edits: bool) -> dict[str, Any]:
     """
     if not isinstance(raw, dict):
         raise RefusedDocument("Document must be a JSON object")
+    check_depth(raw)
     for key, value in raw.items():
         if key.startswith("_") and (key not in ALLOWED_SPECIAL or not _special_fits(key, value)):
             raise DocValidationError(f"Bad special document member: {key}")
@@ -116,10 +143,36 @@ def check_shape(raw: object, *, new_edits: bool) -> dict[str, Any]:
         raise RefusedDocument(
             "When `new_edits: false`, the document needs `_rev` or `_revisions` specified"
         )
-    for name in raw.get("_attachments") or {}:
-        if name.startswith("_"):
-            raise RefusedDocument(f"Attachment name '{name}' starts with prohibited character '_'")
+    for name, att in (raw.get("_attachments") or {}).items():
+        _check_attachment(name, att)
     return raw
+
+
+def _check_attachment(name: str, att: object) -> None:
+    """What serving an attachment needs: an object whose ``content_type`` can be a header.
+
+    A content type holding a line break (or not a string at all) was stored, and
+    then every download of the attachment failed.
+    """
+    _check_attachment_name(name)
+    if not isinstance(att, dict):
+        raise RefusedDocument(f"Attachment '{name}' must be a JSON object")
+    content_type = att.get("content_type")
+    if content_type is not None and not (
+        isinstance(content_type, str) and _MEDIA_TYPE.fullmatch(content_type)
+    ):
+        raise RefusedDocument(
+            f"Attachment '{name}' content_type must be a media type such as image/jpeg "
+            "(printable ASCII, at most 255 characters)"
+        )
+
+
+def _check_attachment_name(name: str) -> None:
+    """chttpd_db's ``validate_attachment_name``, and no control characters."""
+    if name.startswith("_"):
+        raise RefusedDocument(f"Attachment name '{name}' starts with prohibited character '_'")
+    if (char := first_unsafe(name)) is not None:
+        raise RefusedDocument(f"Attachment name must not contain control characters ({char}).")
 
 
 def _special_fits(key: str, value: Any) -> bool:

@@ -30,7 +30,7 @@ from sync.http import flag, integer, json_param, json_response, read_json, read_
 from sync.replication import design, revtree
 from sync.replication.changes import ChangesPage, ChangesQuery, parse_doc_ids
 from sync.replication.context import Caller
-from sync.replication.documents import check_shape
+from sync.replication.documents import check_depth, check_doc_id, check_shape
 from sync.replication.reads import ReadOptions
 from sync.replication.selector import Selector
 from sync.replication.since import SinceToken
@@ -150,6 +150,7 @@ async def changes(
     body = await read_object(request) if request.method == "POST" and request.can_read_body else {}
     await design.check_filter(rep.reader, t.db, caller, request.query)
     query = _changes_query(request, body)
+    _check_count(rep, len(query.doc_ids or ()), "_changes", "doc_ids")
     feed = request.query.get("feed", "normal")
     if feed not in ("normal", "longpoll"):
         raise BadRequest(f"feed={feed} is not supported; use normal or longpoll")
@@ -266,6 +267,7 @@ async def revs_diff(
     request: web.Request, rep: Replication, caller: Caller, t: Target
 ) -> web.Response:
     body = await read_object(request)
+    _check_count(rep, len(body), "_revs_diff", "document ids")
     return json_response(await rep.reader.revs_diff(t.db, caller, body))
 
 
@@ -276,6 +278,7 @@ async def bulk_get(
     docs = body.get("docs")
     if not isinstance(docs, list):
         raise BadRequest('_bulk_get needs a "docs" array')
+    _check_count(rep, len(docs), "_bulk_get", "documents")
     opts = read_options(request)
     return json_response(await rep.reader.bulk_get(t.db, caller, docs, opts))
 
@@ -287,6 +290,7 @@ async def bulk_docs(
     docs = body.get("docs")
     if not isinstance(docs, list):
         raise BadRequest('_bulk_docs needs a "docs" array')
+    _check_count(rep, len(docs), "_bulk_docs", "documents")
     new_edits = body.get("new_edits", True)
     if not isinstance(new_edits, bool):
         raise BadRequest("new_edits must be true or false")
@@ -297,6 +301,20 @@ async def bulk_docs(
     results = await _write_with_locals(rep, caller, t.db, sized, new_edits)
     rendered = [_result(r) for r in results if not (new_edits is False and r.error is None)]
     return json_response(rendered, status=201)
+
+
+def _check_count(rep: Replication, count: int, route: str, what: str) -> None:
+    """One request may name at most ``max_bulk_docs`` documents, refused before any work (413).
+
+    A single request of 100k documents holds the writer (or a reader) for seconds,
+    during which every other phone waits; PouchDB sends batches of 100.
+    """
+    limit = rep.config.max_bulk_docs
+    if count > limit:
+        raise TooLarge(
+            f"{route} accepts at most {limit} {what} per request ({count} sent); "
+            "send them in smaller batches."
+        )
 
 
 def _size_checked(rep: Replication, doc: Any) -> Any:
@@ -362,6 +380,8 @@ async def all_docs(
     keys = body.get("keys", json_param(request, "keys"))
     if keys is not None and not isinstance(keys, list):
         raise BadRequest("keys must be an array")
+    _check_count(rep, len(keys or ()), "_all_docs", "keys")
+    check_depth(keys, what="keys")  # each key is sent back in its row
     key = _key(request, body, "key")
     start = _key(request, body, "startkey", "start_key")
     end = _key(request, body, "endkey", "end_key")
@@ -415,6 +435,8 @@ async def put_local(
 ) -> web.Response:
     assert t.doc_id is not None
     body = await read_object(request)
+    check_doc_id(t.doc_id)
+    check_depth(body)
     expected = body.get("_rev") or request.query.get("rev")
     sealed = await rep.parts.seal_local(t.db, caller.name, t.doc_id, _local_body(body))
     rev = await rep.parts.store.put_local(t.db, caller.name, t.doc_id, expected, sealed)
@@ -522,6 +544,7 @@ async def _write_one(
     new_edits: bool = True,
 ) -> web.Response:
     await rep.parts.store.db_info(db, frozenset())
+    check_shape(doc, new_edits=new_edits)  # before the size check: too deep to measure
     [result] = await _write_with_locals(rep, caller, db, [_size_checked(rep, doc)], new_edits)
     if result.error is not None:
         raise result.error

@@ -20,7 +20,7 @@ import sync.replication.handlers as h
 from sync.auth import Authenticator, Credentials
 from sync.config import Config
 from sync.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
-from sync.http import integer, json_response, read_json
+from sync.http import integer, json_response, read_form, read_json
 from sync.replication import design
 from sync.replication.changes import ChangesFeed
 from sync.replication.context import Caller, Parts
@@ -218,7 +218,7 @@ async def get_session(request: web.Request) -> web.Response:
 async def post_session(request: web.Request) -> web.Response:
     rep = request.app[REPLICATION]
     if request.content_type == "application/x-www-form-urlencoded":
-        form = await request.post()
+        form = await read_form(request)
         name, password = form.get("name"), form.get("password")
     else:
         body = await read_json(request)

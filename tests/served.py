@@ -1,0 +1,49 @@
+"""An app served on an event loop of its own, for hypothesis tests.
+
+``@given`` tests are plain functions, and starting the app for every example
+would cost more than the example; so one app serves every example, and each
+example runs its requests with :meth:`Served.run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+T = TypeVar("T")
+Client = TestClient[Any, Any]
+
+
+@dataclass
+class Served:
+    loop: asyncio.AbstractEventLoop
+    client: Client
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+
+@contextmanager
+def served(app: web.Application) -> Iterator[Served]:
+    loop = asyncio.new_event_loop()
+    try:
+        client = loop.run_until_complete(_start(app))
+        try:
+            yield Served(loop, client)
+        finally:
+            loop.run_until_complete(client.close())
+    finally:
+        loop.close()
+
+
+async def _start(app: web.Application) -> Client:
+    """Built inside the loop: the client's cookie jar binds to the running loop."""
+    client: Client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
