@@ -42,7 +42,7 @@ from sync import accounts
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.audit import AUDIT
 from sync.errors import BadRequest, FieldsyncError, Forbidden, NotFound, Unauthorized
-from sync.http import json_response, read_object
+from sync.http import json_response, read_form, read_object
 from sync.ratelimit import FailureWindow
 from sync.replication.context import Caller
 from sync.replication.routes import REPLICATION
@@ -181,7 +181,7 @@ async def webhook(request: web.Request) -> web.Response:
     provider.check_secret(
         sms.webhook_failures, sms.settings.webhook_secret, request.headers, request.remote
     )
-    form = {k: str(v) for k, v in (await request.post()).items()}
+    form = {k: str(v) for k, v in (await read_form(request)).items()}
     received = provider.incoming(form, sms.service.clock())
     if received is not None:
         await sms.service.receive([received])

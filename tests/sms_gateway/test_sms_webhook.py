@@ -91,6 +91,17 @@ async def test_a_secret_in_the_query_string_is_refused(client: Client) -> None:
     assert "X-Webhook-Secret" in body["reason"] and "query string" in body["reason"]
 
 
+@pytest.mark.parametrize(
+    "content_type", ["multipart/form-data", "application/x-www-form-urlencoded; charset=latin-9"]
+)
+async def test_an_unreadable_form_is_a_400(client: Client, content_type: str) -> None:
+    """A multipart body without its boundary, or a charset Python does not know."""
+    headers = {**WITH_SECRET, "Content-Type": content_type}
+    response = await client.post(HOOK, data=b"from=%2B1&text=P+3+Jane", headers=headers)
+    body = await response.json()
+    assert (response.status, body["error"]) == (400, "bad_request"), body
+
+
 async def test_parallel_secret_guesses_never_pass_the_limit(client: Client) -> None:
     """Each guess is counted before the secret is compared: of 200 concurrent guesses from
     one address, only the limit's worth are compared; then even the right secret waits."""
