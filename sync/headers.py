@@ -35,6 +35,7 @@ reads it back.  https://owasp.org/www-project-secure-headers/
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 from aiohttp import web, web_response
@@ -55,6 +56,20 @@ BASELINE = {
 }
 # Shown inline (a photo of a wound, an ID card): browsers never run script in these.
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}")
+
+
+def served_type(stored: object) -> str:
+    """The ``Content-Type`` an attachment is served with: its stored ``type/subtype``, or
+    ``application/octet-stream`` when that is no plain media type (attachments stored
+    before types were checked must still be served, never break the answer)."""
+    if isinstance(stored, str):
+        media = stored.split(";")[0].strip()
+        if _MEDIA_TYPE.fullmatch(media):
+            return media
+    return "application/octet-stream"
 
 
 def attachment_headers(name: str, content_type: str) -> dict[str, str]:

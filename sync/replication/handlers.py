@@ -25,7 +25,7 @@ from sync.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from sync.headers import attachment_headers
+from sync.headers import attachment_headers, served_type
 from sync.http import flag, integer, json_param, json_response, read_json, read_object
 from sync.replication import design, revtree
 from sync.replication.changes import ChangesPage, ChangesQuery, parse_doc_ids
@@ -482,7 +482,7 @@ async def _get_attachment(
     if stub is None:
         raise NotFound("Document is missing attachment")
     data = await rep.reader.attachment_bytes(t.db, caller, stub["digest"])
-    content_type = stub.get("content_type", "application/octet-stream").split(";")[0]
+    content_type = served_type(stub.get("content_type"))
     return web.Response(
         body=data,
         content_type=content_type,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -152,6 +153,24 @@ async def test_csv_and_the_supervisor_pages_are_uncacheable(client: Client) -> N
         assert page.headers["Referrer-Policy"] == "same-origin"
         assert_baseline({**page.headers, "Referrer-Policy": "no-referrer"}, path)
         assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("stored", ["text/html\r\nX-Evil: 1", "", "not a type", "image/png; x"])
+async def test_an_attachment_stored_with_a_bad_type_is_still_served(
+    client: Client, api: Api, monkeypatch: pytest.MonkeyPatch, stored: str
+) -> None:
+    """Data written before content types were checked: served as bytes, never a 500."""
+    monkeypatch.setattr("sync.replication.documents._MEDIA_TYPE", re.compile(r".*", re.S))
+    att = {"content_type": stored, "data": base64.b64encode(SCRIPT).decode()}
+    doc = {"_id": "old-1", "place": "area-a1", "_attachments": {"a": att}}
+    status, body = await api.call("PUT", "/health/old-1", "alice", doc)
+    assert status == 201, body
+    response = await client.get("/health/old-1/a", headers=as_user("alice"))
+    assert response.status == 200 and await response.read() == SCRIPT
+    expected = "image/png" if stored == "image/png; x" else "application/octet-stream"
+    assert response.headers["Content-Type"] == expected
+    assert "X-Evil" not in response.headers
+    assert response.headers["Content-Security-Policy"] == SANDBOX
 
 
 async def test_svg_and_csv_answers_may_load_and_run_nothing(client: Client) -> None:
