@@ -8,18 +8,39 @@ cryptography) are turned into these at the boundary with ``raise ... from``.
     FieldsyncError                 500 unknown_error
     ├── BadRequest                 400 bad_request
     │   └── InvalidJSON            400 bad_request   (body is not UTF-8 JSON)
+    ├── RefusedDocument            400 bad_request   (replication.documents: refused
+    │   │                                             while reading a request, before
+    │   │                                             any write)
+    │   ├── DocValidationError     400 doc_validation
+    │   ├── IllegalDocId           400 illegal_docid
+    │   └── DocumentTooDeep        400 bad_request   (nested past the depth limit)
     ├── Unauthorized               401 unauthorized
     ├── Forbidden                  403 forbidden
+    │   ├── DocumentElsewhere      403 forbidden     (store.rules: lives in another place)
+    │   └── EnrolmentRefused       403 enrolment_refused  (device_registry.enrolment)
     ├── NotFound                   404 not_found
     ├── MethodNotAllowed           405 method_not_allowed
     ├── NotAcceptable              406 not_acceptable
     ├── Conflict                   409 conflict
+    ├── DataDirBusy                409 data_dir_busy (datadir: another server has it)
     ├── PreconditionFailed         412 file_exists / precondition_failed
+    │   └── MissingStub            412 missing_stub  (replication.writes)
     ├── TooLarge                   413 too_large
+    │   └── ImageTooLarge          413 image_too_large  (barcode.errors)
     ├── UnsupportedMediaType       415 bad_content_type
+    │   └── NotAnImage             415 not_an_image  (barcode.errors)
+    ├── Unprocessable              422 unprocessable (barcode.errors: a photo we cannot use)
+    │   ├── ImageDimensions        422 image_dimensions
+    │   ├── CorruptImage           422 corrupt_image
+    │   ├── UnreadableImage        422 unreadable_image
+    │   ├── NoBarcode              422 no_barcode
+    │   └── AmbiguousScan          422 several_ids
     ├── TooManyRequests            429 too_many_requests
+    ├── KeyError_                  500 key_error     (keys: a data key cannot be opened)
     ├── StoreError                 500 internal_server_error
+    │   └── AuditBroken            500 audit_broken  (auditverify: refused at start)
     └── ServiceUnavailable         503 service_unavailable
+        └── DecoderUnavailable     503 decoder_unavailable  (barcode.errors: no zbar)
 
 See https://docs.couchdb.org/en/stable/api/basics.html#http-status-codes
 """
