@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 from device_helpers import Client, Devices, seed
+from password_checks import checks
 
 from sync.app import create_app
 from sync.config import Config
 from sync.store.schema import connect, db_path
+
+__all__ = ["checks"]  # password checks counted (login-limit tests)
 
 
 @pytest.fixture(scope="session")

@@ -15,25 +15,10 @@ from device_helpers import IMEIS, Client, Devices, as_user
 from device_registry import enrolment
 from device_registry.context import REGISTRY
 from device_registry.verdict import TOKEN_HEADER
-from sync import accounts
 from sync.audit import AuditLog
 from sync.ratelimit import Limit
 
 CHANGES = "/health/_changes"
-
-
-@pytest.fixture
-def checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The passwords handed to scrypt, in order."""
-    seen: list[str] = []
-    real = accounts.verify_password
-
-    def counting(password: str, stored: str) -> bool:
-        seen.append(password)
-        return real(password, stored)
-
-    monkeypatch.setattr(accounts, "verify_password", counting)
-    return seen
 
 
 @pytest.fixture

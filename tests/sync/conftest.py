@@ -7,6 +7,7 @@ first would win.
 
 from __future__ import annotations
 
+from password_checks import checks
 from sync_fixtures import api, client, config, data_dir
 
-__all__ = ["api", "client", "config", "data_dir"]
+__all__ = ["api", "checks", "client", "config", "data_dir"]

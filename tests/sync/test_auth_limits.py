@@ -10,27 +10,11 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from sync_fixtures import PASSWORD, Client, as_user
 
-from sync import accounts
 from sync.auth import LOGIN_LIMITS
 
 LIMIT = LOGIN_LIMITS["user"].failures
-
-
-@pytest.fixture
-def checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The passwords handed to scrypt, in order."""
-    seen: list[str] = []
-    real = accounts.verify_password
-
-    def counting(password: str, stored: str) -> bool:
-        seen.append(password)
-        return real(password, stored)
-
-    monkeypatch.setattr(accounts, "verify_password", counting)
-    return seen
 
 
 async def test_parallel_session_guesses_never_pass_the_limit(
