@@ -143,9 +143,9 @@ def add(conn: sqlite3.Connection, new: NewDevice, actor: str, scope: Scope) -> D
     if get(conn, new.serial) is not None:
         raise Conflict(f"a device with serial {new.serial} is already in the inventory")
     _check_place(conn, new.place, scope)
-    _check_imeis(conn, new.imei, new.imei2, None)
+    _check_imeis(conn, new.imei, new.imei2, None, scope)
     if new.phone is not None:
-        _check_phone(conn, new.phone, None)
+        _check_phone(conn, new.phone, None, scope)
     stamp = now()
     cur = conn.execute(
         "INSERT INTO devices(serial, imei, imei2, model, os_version, phone, place, status, "
@@ -184,9 +184,9 @@ def edit(
     if "place" in values:
         _check_place(conn, values["place"], scope)
     if values.get("imei2"):
-        _check_imeis(conn, device.imei, values["imei2"], device.id)
+        _check_imeis(conn, device.imei, values["imei2"], device.id, scope)
     if values.get("phone") and device.status in ACTIVE:
-        _check_phone(conn, str(values["phone"]), device.id)
+        _check_phone(conn, str(values["phone"]), device.id, scope)
     for column, value in values.items():  # column names come from EDITABLE only
         conn.execute(f"UPDATE devices SET {column}=? WHERE id=?", (value, device.id))
     conn.execute("UPDATE devices SET updated=? WHERE id=?", (now(), device.id))
@@ -222,8 +222,18 @@ def _check_place(conn: sqlite3.Connection, place: str | None, scope: Scope) -> N
         raise Forbidden(f"place {place!r} is not in your scope")
 
 
+def _holder(
+    conn: sqlite3.Connection, serial: str, scope: Scope, noun: str = "device", article: str = "a"
+) -> str:
+    """The device a conflict is with, named only to someone who may see it."""
+    device = get(conn, serial)
+    if device is not None and device.visible_to(scope):
+        return f"{noun} {serial}"
+    return f"{article} {noun} outside your scope"
+
+
 def _check_imeis(
-    conn: sqlite3.Connection, imei: str, imei2: str | None, own_id: int | None
+    conn: sqlite3.Connection, imei: str, imei2: str | None, own_id: int | None, scope: Scope
 ) -> None:
     if imei2 == imei:
         raise BadRequest("the second IMEI must differ from the first")
@@ -233,17 +243,18 @@ def _check_imeis(
             (value, value, own_id),
         ).fetchone()
         if row is not None:
-            raise Conflict(f"IMEI {value} is already registered to device {row[0]}")
+            raise Conflict(f"IMEI {value} is already registered to {_holder(conn, row[0], scope)}")
 
 
-def _check_phone(conn: sqlite3.Connection, phone: str, own_id: int | None) -> None:
+def _check_phone(conn: sqlite3.Connection, phone: str, own_id: int | None, scope: Scope) -> None:
     marks = ",".join("?" * len(ACTIVE))
     row = conn.execute(
         f"SELECT serial FROM devices WHERE phone=? AND status IN ({marks}) AND id IS NOT ?",
         (phone, *(s.value for s in ACTIVE), own_id),
     ).fetchone()
     if row is not None:
-        raise Conflict(f"phone number {phone} is in use by active device {row[0]}")
+        holder = _holder(conn, row[0], scope, "active device", "an")
+        raise Conflict(f"phone number {phone} is in use by {holder}")
 
 
 # -- assignment and status -------------------------------------------------------------
@@ -301,7 +312,7 @@ def mark(
     device = managed(conn, serial, scope)
     check_transition(device.status, target)
     if target in ACTIVE and device.phone is not None and device.status not in ACTIVE:
-        _check_phone(conn, device.phone, device.id)
+        _check_phone(conn, device.phone, device.id, scope)
     revoked = revocation(device.status, target, False)
     if revoked is not None:
         revoke_tokens(conn, device.id, revoked)

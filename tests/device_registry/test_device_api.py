@@ -472,3 +472,19 @@ async def test_a_long_poll_of_a_phone_marked_lost_meanwhile_sends_nothing(
     assert "visit-after-loss" not in str(answer)
     status, refused = await devices.in_session("GET", CHANGES, "alice", token=token)
     assert (status, "lost" in refused["reason"]) == (401, True)
+
+
+async def test_a_conflict_names_no_device_outside_the_callers_scope(devices: Devices) -> None:
+    """carol's phone (district-c) does not exist for sam: a clash with it says so, no more."""
+    await devices.add("C1", IMEIS[2], worker="carol", phone="+254712345678")
+    clashes = [
+        ({"imei": IMEIS[2]}, f"IMEI {IMEIS[2]} is already registered to a device outside"),
+        ({"phone": "+254712345678"}, "in use by an active device outside your scope"),
+    ]
+    for fields, reason in clashes:
+        body = {"serial": "S9", "imei": IMEIS[0], "place": "area-a1", **fields}
+        status, answer = await devices.call("POST", "/api/v1/devices", "sam", body)
+        assert status == 409 and reason in answer["reason"], answer
+        assert "C1" not in answer["reason"] and "carol" not in answer["reason"]
+    status, answer = await devices.call("POST", "/api/v1/devices", "admin", body)
+    assert status == 409 and "active device C1" in answer["reason"]  # admins see every device
