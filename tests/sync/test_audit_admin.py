@@ -114,3 +114,28 @@ async def test_a_refusal_without_documents_is_recorded_before_the_answer(
     await client.get("/")  # any answer: what was recorded is written before it goes out
     assert _entries(config.data_dir, "%_refused") == [("mallory", "write_refused", "place area-b1")]
     assert _entries(config.data_dir, "login_failed") == [("nobody", "login_failed", None)]
+
+
+async def test_reading_another_areas_document_is_recorded_as_refused(
+    client: Client, api: Api, config: Config
+) -> None:
+    """The answer is a plain 404 (the document does not exist for alice), but the trail
+    shows someone probing another area's ids."""
+    await api.bulk([{"_id": "bobs-visit", "place": "area-b1"}])
+    probes = [
+        ("GET", "/health/bobs-visit", None),
+        ("GET", '/health/bobs-visit?open_revs=["1-x"]', None),
+        ("POST", "/health/_bulk_get", {"docs": [{"id": "bobs-visit"}]}),
+        ("POST", "/health/_all_docs", {"keys": ["bobs-visit"]}),
+    ]
+    for method, path, body in probes:
+        status, _ = await api.call(method, path, "alice", body)
+        assert status in (200, 404), path
+    with closing(sqlite3.connect(db_path(config.data_dir))) as conn:
+        rows = conn.execute(
+            "SELECT actor, doc_ids FROM audit WHERE action='read_refused' ORDER BY id"
+        ).fetchall()
+    assert rows == [("alice", '["bobs-visit"]')] * len(probes)
+    status, _ = await api.call("GET", "/health/no-such-doc", "alice")
+    assert status == 404  # a missing id is no refusal
+    assert _entries(config.data_dir, "read_refused")[len(probes) :] == []
