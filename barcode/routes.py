@@ -43,7 +43,7 @@ from barcode.service import (
 from barcode.settings import BarcodeSettings
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.errors import BadRequest, Forbidden, UnsupportedMediaType
-from sync.http import json_response, read_object
+from sync.http import BODY_ERRORS, json_response, read_object
 from sync.replication.context import Caller
 from sync.replication.routes import REPLICATION
 from sync.scopes import Role
@@ -174,14 +174,21 @@ async def read_image(request: web.Request, limit: int) -> bytes:
     if request.content_type in IMAGE_TYPES:
         return await _read_capped(request.content.iter_chunked(READ_CHUNK), limit, too_large)
     if request.content_type == "multipart/form-data":
-        reader = await request.multipart()
-        async for part in reader:
-            if isinstance(part, BodyPartReader) and part.name == "image":
-                return await _read_capped(_part_chunks(part), limit, too_large)
-        raise BadRequest("The multipart body has no field named image.")
+        try:
+            return await _image_part(request, limit, too_large)
+        except BODY_ERRORS as exc:
+            raise BadRequest(f"The multipart body cannot be read: {exc}") from exc
     raise UnsupportedMediaType(
         "Send the photo as image/jpeg or image/png, or as the multipart/form-data field image."
     )
+
+
+async def _image_part(request: web.Request, limit: int, too_large: ImageTooLarge) -> bytes:
+    reader = await request.multipart()
+    async for part in reader:
+        if isinstance(part, BodyPartReader) and part.name == "image":
+            return await _read_capped(_part_chunks(part), limit, too_large)
+    raise BadRequest("The multipart body has no field named image.")
 
 
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:

@@ -177,7 +177,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     target = _next(form.get("next"))
     p = parts(request)
     try:
-        caller = await p.auth.login(Credentials(name, password), request.remote)
+        caller = await p.auth.login(Credentials(name, password), request)
     except Unauthorized:
         html = templates.login_page(page.token, target, name, "Wrong user name or password.")
         return page.respond(html, 401)

@@ -23,7 +23,8 @@ from sync import accounts, datadir, forwarded, headers, intent, keyadmin
 from sync import api as admin_api
 from sync import audit as audit_trail
 from sync.appkeys import AUTH, CONFIG, STORE
-from sync.audit import AUDIT, AuditLog
+from sync.audit import AUDIT, AuditLog, Chain
+from sync.auditjournal import Journal, journal_path, recover
 from sync.auditverify import AuditBroken, check_at_start
 from sync.auth import Authenticator
 from sync.config import Config
@@ -128,10 +129,9 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
 async def _open_audit(store: SqliteStore, master: MasterKey, config: Config) -> AuditLog:
     """Check the audit trail's tail, head and triggers; refuse to serve on a broken one."""
     chain, report = await store.write_tx(lambda c: check_at_start(c, master))
-    audit = AuditLog(store.write_tx, chain)
     if report.ok:
         log.info("audit_chain_checked", ok=True, summary=report.summary())
-        audit.record("server", "server_start", None, (), detail="audit tail ok")
+        started = "audit tail ok"
     else:
         hint = "run `fieldsync audit verify` to see the whole trail"
         log.error("audit_chain_checked", ok=False, problem=str(report.problem), hint=hint)
@@ -140,9 +140,22 @@ async def _open_audit(store: SqliteStore, master: MasterKey, config: Config) -> 
                 f"{report.summary()}; not starting ({hint}; FIELDSYNC_AUDIT_ALLOW_BROKEN=1 "
                 "starts anyway)"
             )
-        audit.record("server", "server_start", None, (), detail=f"audit broken: {report.problem}")
+        started = f"audit broken: {report.problem}"
+    audit = AuditLog(store.write_tx, chain, await _open_journal(store, chain, config))
+    audit.record("server", "server_start", None, (), detail=started)
     await audit.flush()
     return audit
+
+
+async def _open_journal(store: SqliteStore, chain: Chain, config: Config) -> Journal:
+    """The read journal, after moving into the chain what a crash left in it."""
+    path = journal_path(config.data_dir)
+    moved, next_seq = await store.write_tx(lambda c: recover(c, chain, path))
+    if moved:
+        log.warning("audit_journal_recovered", entries=moved)
+    journal = Journal(path, next_seq)
+    journal.empty()  # all it held is in the chain now
+    return journal
 
 
 def _server_identity(conn: sqlite3.Connection) -> tuple[bytes, str]:

@@ -22,10 +22,12 @@ reports that legacy part separately (:mod:`sync.auditverify`).
 
 Writes of documents append their entry inside the write's own transaction
 (:class:`AuditStamp`, given to ``DocStore.write``).  Other entries (reads,
-refusals) are recorded in memory by :meth:`AuditLog.record` and written by
-:meth:`AuditLog.flush`, a group commit that the app awaits before any answer
-goes out (:func:`flush_before_answer`), so no answer is sent whose entry is not
-on disk.
+refusals) are recorded in memory by :meth:`AuditLog.record` and made safe by
+:meth:`AuditLog.flush`, which the app awaits before any answer goes out
+(:func:`flush_before_answer`): appended to the read journal
+(:mod:`sync.auditjournal`), from which they move into the chain within a
+fraction of a second, or after a crash at the next start.  No answer is sent
+whose entry a crash of the server could lose.
 """
 
 from __future__ import annotations
@@ -41,11 +43,17 @@ import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+import structlog
 from aiohttp import web
 
 from sync.keys import KeyError_, MasterKey
+
+if TYPE_CHECKING:
+    from sync.auditjournal import Journal
+
+log = structlog.get_logger("fieldsync.audit")
 
 GENESIS = "0" * 64
 KEYED = "k1:"
@@ -244,18 +252,32 @@ Writer = Callable[[Callable[[sqlite3.Connection], None]], Awaitable[None]]
 
 
 class AuditLog:
-    """Entries recorded in memory, written by a group commit before any answer goes out.
+    """Entries recorded in memory, made crash-safe before any answer goes out.
 
-    Concurrent requests share one transaction: a flush that finds another under
-    way waits for it and then writes whatever is still pending in one go.
-    A failed flush keeps its entries pending and raises (the answer is not sent).
+    With a journal (:mod:`sync.auditjournal`, the server's way), :meth:`flush`
+    appends what is pending to the journal file (no transaction: nothing for the
+    store's readers to notice) and a background task moves journaled entries into
+    the chain every ``commit_delay`` seconds, in one transaction.  Without one
+    (tools, some tests), :meth:`flush` is a group commit into the chain itself:
+    concurrent requests share one transaction.  A failed flush keeps its entries
+    pending and raises (the answer is not sent).
     """
 
-    def __init__(self, write: Writer, chain: Chain) -> None:
+    def __init__(
+        self,
+        write: Writer,
+        chain: Chain,
+        journal: Journal | None = None,
+        commit_delay: float = 0.2,
+    ) -> None:
         self._write = write
         self.chain = chain
+        self._journal = journal
+        self._delay = commit_delay
         self._pending: list[Entry] = []
+        self._journaled: list[tuple[int, Entry]] = []
         self._lock = asyncio.Lock()
+        self._mover: asyncio.Task[None] | None = None
 
     def record(
         self,
@@ -279,7 +301,19 @@ class AuditLog:
         return len(self._pending)
 
     async def flush(self) -> None:
+        """Make everything recorded so far safe against a crash (journal, or chain)."""
         if not self._pending:
+            return
+        if self._journal is not None:
+            entries, self._pending = self._pending, []
+            try:
+                if not self._journaled:
+                    self._journal.empty()  # all it holds is in the chain: keep it short
+                self._journaled.extend(self._journal.append(entries))
+            except OSError:
+                self._pending[:0] = entries
+                raise
+            self._schedule()
             return
         async with self._lock:  # the flush under way wrote ours, or we write all pending
             entries, self._pending = self._pending, []
@@ -291,8 +325,36 @@ class AuditLog:
                 self._pending[:0] = entries
                 raise
 
-    async def close(self) -> None:
+    def _schedule(self) -> None:
+        if self._mover is None or self._mover.done():
+            self._mover = asyncio.get_running_loop().create_task(self._move_later())
+
+    async def _move_later(self) -> None:
+        while self._journaled:  # what arrives while a move runs goes with the next
+            await asyncio.sleep(self._delay)
+            try:
+                await self.commit()
+            except Exception:  # kept in the journal: the next move (or start) takes them
+                log.exception("audit_journal_move_failed", waiting=len(self._journaled))
+
+    async def commit(self) -> None:
+        """Move journaled entries into the chain now; empty the journal when all are in."""
         await self.flush()
+        async with self._lock:
+            if self._journal is None or not self._journaled:
+                return
+            moving = list(self._journaled)
+            await self._write(self._journal.mover(self.chain, moving))
+            del self._journaled[: len(moving)]
+            if not self._journaled:
+                self._journal.empty()
+
+    async def close(self) -> None:
+        if self._mover is not None and not self._mover.done():
+            self._mover.cancel()
+        await self.commit()
+        if self._journal is not None:
+            self._journal.close()
 
 
 AUDIT = web.AppKey("audit", AuditLog)

@@ -176,15 +176,26 @@ class Authenticator:
         self._accept(creds, user, reservation)
         return found
 
-    async def login(self, creds: Credentials, remote: str | None = None) -> Caller:
-        """Check a name and password (a login): counted before it is checked, per user and
-        per address, and forgiven when right."""
+    async def login(self, creds: Credentials, request: web.Request) -> Caller:
+        """Check a name and password (a login), then the device, as for Basic.
+
+        The attempt is counted before it is checked, per user and per address, and
+        forgiven when right.  A worker's login from a phone that is not enrolled, or is
+        lost, answers exactly like a wrong password: whoever guessed the password must
+        not learn that it is right.  (Supervisors log in to the console from a browser;
+        the device check asks nothing of them there.)
+        """
         user, tree, _ = await self._load(creds.name)
-        reservation = self._reserve(self._keys(creds.name, remote))
+        reservation = self._reserve(self._keys(creds.name, request.remote))
         await self._verify(creds, user)
         assert user is not None
+        try:
+            found = await self._with_device(request, self._caller(user, tree))
+        except DeviceRefused as refused:
+            self.failures.forgive(reservation)  # as for Basic: a lost phone locks no one out
+            raise Unauthorized() from refused
         self._accept(creds, user, reservation)
-        return self._caller(user, tree)
+        return found
 
     @staticmethod
     def _keys(name: str, remote: str | None) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 from sync.errors import BadRequest, InvalidJSON
@@ -31,12 +32,18 @@ async def read_json(request: web.Request) -> Any:
         raise InvalidJSON() from exc
 
 
+# What aiohttp raises for a body it cannot parse: a multipart body without its boundary
+# (ValueError), cut short or with a broken part header (HttpProcessingError), a charset
+# Python does not know (LookupError).
+BODY_ERRORS = (ValueError, LookupError, AssertionError, HttpProcessingError)
+
+
 async def read_form(request: web.Request) -> MultiDictProxy[Any]:
     """The posted form, or 400: aiohttp raises plain errors for a multipart body without
     its boundary or a charset Python does not know (``charset=latin-9``)."""
     try:
         return await request.post()
-    except (ValueError, LookupError, AssertionError) as exc:
+    except BODY_ERRORS as exc:
         raise BadRequest(f"The form body cannot be read: {exc}") from exc
 
 

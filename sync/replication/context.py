@@ -121,9 +121,14 @@ class Parts:
         """Metadata of the documents in the caller's set; the rest do not exist for them.
 
         Each tree holds only the branches the caller may know of (:meth:`branches`).
+        Documents that exist in a place the caller may not read are answered as
+        missing, and recorded in the audit trail as a refused read (someone probing
+        another area's ids shows up there).
         """
         metas = await self.store.get_metas(db, list(dict.fromkeys(ids)))
         shown = {i: m for i, m in metas.items() if caller.scope.can_read(m.place)}
+        if len(shown) < len(metas):
+            self.record(caller, "read_refused", db, (i for i in metas if i not in shown))
         return await self.branches(db, caller, shown)
 
     async def branches(

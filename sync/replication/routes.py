@@ -226,7 +226,7 @@ async def post_session(request: web.Request) -> web.Response:
         password = body.get("password") if isinstance(body, dict) else None
     if not isinstance(name, str) or not isinstance(password, str):
         raise BadRequest("name and password are required")
-    caller = await rep.auth.login(Credentials(name, password), request.remote)
+    caller = await rep.auth.login(Credentials(name, password), request)
     response = json_response({"ok": True, **h.user_ctx(caller)})
     await rep.auth.start_session(response, caller.user, request)
     return response

@@ -21,6 +21,8 @@ The place tree and users (as in tests/sync, plus a district sam does not see)::
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,9 @@ import shared_org
 from aiohttp.test_utils import TestClient
 
 from device_registry.context import REGISTRY
+from device_registry.verdict import TOKEN_HEADER
+from sync import accounts, sessions
+from sync.appkeys import STORE
 from sync.scopes import Role
 
 PASSWORD = shared_org.PASSWORD
@@ -82,19 +87,37 @@ class Devices:
             return response.status, await response.json()
         return response.status, text
 
-    async def login(self, user: str) -> str:
-        """A session cookie for ``user`` (``POST /_session``), kept out of the cookie jar."""
-        response = await self.client.post("/_session", json={"name": user, "password": PASSWORD})
+    async def login(self, user: str, token: str | None = None) -> str:
+        """A session cookie for ``user`` (``POST /_session``), kept out of the cookie jar.
+
+        A worker's app logs in from its enrolled device (``token``); supervisors log in
+        to the console from a browser, without one.
+        """
+        headers = {} if token is None else {TOKEN_HEADER: token}
+        response = await self.client.post(
+            "/_session", json={"name": user, "password": PASSWORD}, headers=headers
+        )
         assert response.status == 200, await response.text()
         cookie = response.cookies["AuthSession"].value
         self.client.session.cookie_jar.clear()
         return cookie
 
+    async def earlier_session(self, user: str) -> str:
+        """The cookie of a session ``user`` opened earlier, while their phone was in good
+        standing (a session outlives a later revocation; each request then says why)."""
+
+        def run(conn: sqlite3.Connection) -> str:
+            found = accounts.get_user(conn, user)
+            assert found is not None
+            return sessions.start(conn, user, found.password_hash, time.time())
+
+        return await self.client.app[STORE].write_tx(run)
+
     async def in_session(
         self, method: str, path: str, user: str, token: str | None = None, body: Any = None
     ) -> tuple[int, Any]:
         """A call with a session cookie instead of Basic: device refusals say why (sync.auth)."""
-        headers = {"Cookie": f"AuthSession={await self.login(user)}"}
+        headers = {"Cookie": f"AuthSession={await self.earlier_session(user)}"}
         if token is not None:
             headers["X-Device-Token"] = token
         response = await self.client.request(method, path, headers=headers, json=body)

@@ -373,7 +373,8 @@ async def test_too_many_refusals_slow_the_device_down_but_not_its_neighbours(
     stolen = await devices.issued("A1", IMEIS[0], "alice")
     honest = await devices.issued("B1", IMEIS[1], "bob")
     await devices.mark("A1", "stolen")
-    cookie = {"Cookie": f"AuthSession={await devices.login('alice')}", "X-Device-Token": stolen}
+    session = await devices.earlier_session("alice")
+    cookie = {"Cookie": f"AuthSession={session}", "X-Device-Token": stolen}
     statuses = [(await client.get(CHANGES, headers=cookie)).status for _ in range(5)]
     assert statuses == [401, 401, 401, 429, 429]
     body = await (await client.get(CHANGES, headers=cookie)).json()

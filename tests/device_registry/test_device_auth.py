@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from typing import Any
 
@@ -60,6 +61,34 @@ async def test_a_refused_device_answers_exactly_like_a_wrong_password(
     assert await answer(client, "sam", "correct horse") == wrong  # supervisors too (point 11)
     assert await answer(client, "nobody", "correct horse") == wrong
     assert len(checks) == 9  # every one of them paid for scrypt
+
+
+async def test_a_worker_login_without_its_device_answers_like_a_wrong_password(
+    client: Client, devices: Devices
+) -> None:
+    """``POST /_session`` and the console's login form: whoever guessed a worker's
+    password, without the worker's phone, must not learn that it is right."""
+    token = await devices.issued("A1", IMEIS[0], "alice")
+
+    async def session(password: str, sent: str | None = None) -> tuple[int, Any]:
+        headers = {} if sent is None else {TOKEN_HEADER: sent}
+        body = {"name": "alice", "password": password}
+        response = await client.post("/_session", json=body, headers=headers)
+        return response.status, await response.json()
+
+    wrong = await session("not it")
+    assert wrong[0] == 401
+    assert await session("correct horse") == wrong
+    assert await session("correct horse", "made-up") == wrong
+    assert (await session("correct horse", token))[0] == 200  # the app, from its phone
+    page = {"name": "alice", "password": "correct horse"}
+    form = await client.get("/supervisor/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', await form.text())
+    assert csrf is not None
+    response = await client.post("/supervisor/login", data={**page, "csrf": csrf[1]})
+    assert response.status == 401 and "Wrong user name or password." in await response.text()
+    await devices.mark("A1", "lost")
+    assert await session("correct horse", token) == wrong
 
 
 async def test_a_refused_device_is_not_remembered_as_verified(

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
+from audit_disk import on_disk
 from sms_fixtures import BOB_PHONE, STRANGER_PHONE, Client, Gateway, as_user
-
-from sync.store.schema import db_path
 
 
 async def seed_traffic(gateway: Gateway) -> None:
@@ -94,9 +91,7 @@ async def test_the_page(gateway: Gateway) -> None:
 
 def _sms_reads(data_dir: Path) -> list[tuple[str, list[str]]]:
     """The trail on disk as another process sees it the moment an answer is in."""
-    with closing(sqlite3.connect(db_path(data_dir))) as conn:
-        rows = conn.execute("SELECT actor, doc_ids FROM audit WHERE action='sms_read' ORDER BY id")
-        return [(actor, sorted(json.loads(ids))) for actor, ids in rows]
+    return [(r[0], sorted(json.loads(r[4]))) for r in on_disk(data_dir, "sms_read")]
 
 
 async def test_reading_texts_is_audited(gateway: Gateway, data_dir: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import getpass
+import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 
 import pytest
+from audit_disk import on_disk
 from sync_fixtures import Api, Client, running
 
 from sync import cli
@@ -21,11 +23,8 @@ from sync.store.schema import db_path
 
 def _entries(data_dir: Path, like: str) -> list[tuple[str, str, str]]:
     """On disk, as another process sees it the moment the answer is in."""
-    with closing(sqlite3.connect(db_path(data_dir))) as conn:
-        rows = conn.execute(
-            "SELECT actor, action, detail FROM audit WHERE action LIKE ? ORDER BY id", (like,)
-        )
-        return [(a, b, c) for a, b, c in rows]
+    pattern = re.compile(re.escape(like).replace("%", ".*"))
+    return [(r[0], r[2], r[5]) for r in on_disk(data_dir) if pattern.fullmatch(r[2])]
 
 
 def _verify(config: Config) -> int:
@@ -114,3 +113,25 @@ async def test_a_refusal_without_documents_is_recorded_before_the_answer(
     await client.get("/")  # any answer: what was recorded is written before it goes out
     assert _entries(config.data_dir, "%_refused") == [("mallory", "write_refused", "place area-b1")]
     assert _entries(config.data_dir, "login_failed") == [("nobody", "login_failed", None)]
+
+
+async def test_reading_another_areas_document_is_recorded_as_refused(
+    client: Client, api: Api, config: Config
+) -> None:
+    """The answer is a plain 404 (the document does not exist for alice), but the trail
+    shows someone probing another area's ids."""
+    await api.bulk([{"_id": "bobs-visit", "place": "area-b1"}])
+    probes = [
+        ("GET", "/health/bobs-visit", None),
+        ("GET", '/health/bobs-visit?open_revs=["1-x"]', None),
+        ("POST", "/health/_bulk_get", {"docs": [{"id": "bobs-visit"}]}),
+        ("POST", "/health/_all_docs", {"keys": ["bobs-visit"]}),
+    ]
+    for method, path, body in probes:
+        status, _ = await api.call(method, path, "alice", body)
+        assert status in (200, 404), path
+    rows = [(r[0], r[4]) for r in on_disk(config.data_dir, "read_refused")]
+    assert rows == [("alice", '["bobs-visit"]')] * len(probes)
+    status, _ = await api.call("GET", "/health/no-such-doc", "alice")
+    assert status == 404  # a missing id is no refusal
+    assert _entries(config.data_dir, "read_refused")[len(probes) :] == []

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from audit_disk import on_disk
 from structlog.testing import capture_logs
 from sync_fixtures import Api, Client, as_user, running
 
@@ -18,19 +19,12 @@ from sync import audit, cli
 from sync.audit import AUDIT
 from sync.auditverify import AuditBroken
 from sync.config import Config
-from sync.errors import StoreError
 from sync.store.schema import db_path
 
 
-def _rows(data_dir: Path, where: str = "1") -> list[tuple[Any, ...]]:
-    """What another process sees on disk, now (no flush, no wait)."""
-    with closing(sqlite3.connect(db_path(data_dir))) as conn:
-        sql = f"SELECT actor, device, action, db, doc_ids, detail FROM audit WHERE {where}"
-        return conn.execute(sql + " ORDER BY id").fetchall()
-
-
 def _docs(data_dir: Path) -> list[tuple[Any, ...]]:
-    return _rows(data_dir, "action IN ('read', 'write')")
+    """What another process sees on disk, now (no flush, no wait)."""
+    return on_disk(data_dir, "read", "write")
 
 
 async def test_a_read_is_on_disk_when_its_answer_arrives(api: Api, config: Config) -> None:
@@ -70,10 +64,10 @@ async def test_no_answer_goes_out_when_its_entry_cannot_be_written(
 ) -> None:
     await api.bulk([{"_id": "p1", "place": "area-a1", "name": "Jane Secret"}], user="alice")
 
-    async def failing(fn: object) -> None:
-        raise StoreError("storage error: disk full")
+    def failing(entries: object) -> None:
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(client.app[AUDIT], "_write", failing)
+    monkeypatch.setattr(client.app[AUDIT]._journal, "append", failing)
     response = await client.get("/health/p1", headers=as_user("alice"))
     assert response.status == 500
     assert "Jane Secret" not in await response.text()
@@ -132,7 +126,7 @@ async def test_the_override_starts_a_broken_trail_loudly(config: Config) -> None
     with capture_logs() as logs:
         await _started(config)
     assert [e["log_level"] for e in logs if e["event"] == "audit_chain_checked"] == ["error"]
-    [(detail,)] = [r[5:] for r in _rows(config.data_dir, "action='server_start'")][-1:]
+    [(detail,)] = [r[5:] for r in on_disk(config.data_dir, "server_start")][-1:]
     assert detail.startswith("audit broken: entry 1")
 
 

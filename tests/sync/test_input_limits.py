@@ -299,3 +299,20 @@ async def test_unreadable_form_bodies_are_400(client: Client, content_type: str)
         headers = {"Content-Type": content_type}
         response = await client.post(path, data=b"name=a&password=b", headers=headers)
         assert response.status == 400, (path, await response.text())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"--X\r\nfoo",  # cut short inside the first part's headers
+        b"--X\r\nContent-Disposition form-data\r\n\r\nx\r\n--X--\r\n",  # no colon
+        b"--X\r\nContent-Disposition: form-data; name=image\r\n\r\nabc",  # no end
+    ],
+)
+async def test_broken_multipart_bodies_are_400(client: Client, body: bytes) -> None:
+    """Before any password or secret is checked (login), or after (the scan)."""
+    headers = {"Content-Type": "multipart/form-data; boundary=X"}
+    for path, user in [("/supervisor/login", None), ("/api/v1/barcode/scan", "sam")]:
+        sent = {**headers, **(as_user(user) if user else {})}
+        response = await client.post(path, data=body, headers=sent)
+        assert 400 <= response.status < 500, (path, response.status, await response.text())

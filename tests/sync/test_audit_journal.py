@@ -1,0 +1,87 @@
+"""The read journal (``sync.auditjournal``): entries safe against a crash before their
+answer goes out, moved into the keyed chain once each, at run time or at the next start."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from sync_fixtures import Api, Client
+
+from sync import audit
+from sync.audit import AUDIT
+from sync.auditjournal import Journal, journal_path, read, recover
+from sync.auditverify import verify
+from sync.config import Config
+from sync.store.schema import connect, initialise
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> sqlite3.Connection:
+    path = tmp_path / "a.sqlite3"
+    initialise(path)
+    connection = connect(path)
+    audit.install_triggers(connection)
+    return connection
+
+
+def _reads(n: int) -> list[audit.Entry]:
+    return [
+        audit.Entry(f"2026-01-01T00:00:{i:02d}", "alice", None, "read", "health", (f"d{i}",))
+        for i in range(n)
+    ]
+
+
+def _chain_ids(conn: sqlite3.Connection) -> list[str]:
+    return [str(r[0]) for r in conn.execute("SELECT doc_ids FROM audit ORDER BY id")]
+
+
+def test_a_crash_leaves_entries_that_the_next_start_moves_once(
+    conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    chain, path = audit.Chain(secrets.token_bytes(32)), tmp_path / "journal"
+    journal = Journal(path, next_seq=1)
+    journal.append(_reads(3))
+    with path.open("ab") as torn:  # a crash in the middle of the next write
+        torn.write(b'[4,"2026-01-01T00:00:09","alice",null,"read","he')
+    moved, next_seq = recover(conn, chain, path)
+    assert (moved, next_seq) == (3, 4)
+    # A crash after that commit but before the file was emptied: nothing twice.
+    assert recover(conn, chain, path) == (0, 4)
+    assert _chain_ids(conn) == ['["d0"]', '["d1"]', '["d2"]']
+    assert verify(conn, chain).ok
+
+
+def test_lines_that_are_no_entries_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    Journal(path, next_seq=7).append(_reads(1))
+    with path.open("ab") as junk:
+        junk.write(b"not json\n[1,2]\n")
+    assert [seq for seq, _ in read(path)] == [7]
+
+
+async def test_reads_move_into_the_chain_and_the_journal_empties(
+    api: Api, client: Client, config: Config
+) -> None:
+    await api.bulk([{"_id": "p1", "place": "area-a1"}], user="alice")
+    status, _ = await api.call("GET", "/health/p1", "alice")
+    assert status == 200
+    path = journal_path(config.data_dir)
+    assert [e.doc_ids for _, e in read(path)][-1] == ("p1",)  # safe before the answer
+    await client.app[AUDIT].commit()  # what the background move does every 0.2 s
+    assert read(path) == [] and path.stat().st_size == 0
+    with closing(connect(config.data_dir / "fieldsync.sqlite3")) as check:
+        rows = check.execute("SELECT doc_ids FROM audit WHERE action='read'").fetchall()
+    assert rows == [('["p1"]',)]
+
+
+async def test_the_background_move_needs_no_help(api: Api, client: Client, config: Config) -> None:
+    await api.bulk([{"_id": "p1", "place": "area-a1"}], user="alice")
+    await api.call("GET", "/health/p1", "alice")
+    log = client.app[AUDIT]
+    assert log._mover is not None
+    await log._mover  # it sleeps its delay, moves, and ends once nothing waits
+    assert read(journal_path(config.data_dir)) == []
