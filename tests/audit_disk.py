@@ -10,8 +10,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from sync import audit
 from sync.auditjournal import committed_seq, journal_path, read
-from sync.store.schema import db_path
+from sync.store.schema import connect, db_path, initialise
 
 Row = tuple[Any, ...]  # (actor, device, action, db, doc_ids as JSON, detail)
 
@@ -26,3 +27,12 @@ def on_disk(data_dir: Path, *actions: str) -> list[Row]:
         if seq > done:
             rows.append((e.actor, e.device, e.action, e.db, json.dumps(list(e.doc_ids)), e.detail))
     return [r for r in rows if not actions or r[2] in actions]
+
+
+def trail_file(tmp_path: Path) -> sqlite3.Connection:
+    """A connection to a fresh SQLite file with the audit table and its triggers."""
+    path = tmp_path / "a.sqlite3"
+    initialise(path)
+    connection = connect(path)
+    audit.install_triggers(connection)
+    return connection

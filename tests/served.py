@@ -15,8 +15,21 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, settings
 
 T = TypeVar("T")
+
+
+def fuzz_settings(examples: int) -> Any:
+    """Hypothesis settings of a fuzz run against one served app: no per-example deadline
+    (one shared, sometimes busy server), generated requests may be large."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
 Client = TestClient[Any, Any]
 
 

@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 import pytest
 from aiohttp import FormData, web
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from served import Served, served
+from served import Served, fuzz_settings, served
 
 from barcode.checkdigit import Scheme
 from barcode.decode import decode_photo
@@ -172,11 +172,7 @@ def test_no_upload_is_a_server_error(
 
 
 def _fuzz(app: Served) -> None:
-    @settings(
-        max_examples=120,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @fuzz_settings(120)
     @given(UPLOADS, st.sampled_from(["raw", "multipart"]), TYPES)
     def scan(data: bytes, how: str, content_type: str) -> None:
         response = app.run(upload(app.client, data, how, content_type))

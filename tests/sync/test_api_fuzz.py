@@ -9,9 +9,9 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from served import Served, served
+from served import Served, fuzz_settings, served
 from sync_fixtures import as_user
 from yarl import URL
 
@@ -73,11 +73,7 @@ def test_no_api_call_is_a_server_error(config: Config) -> None:
 
 
 def _fuzz(app: Served) -> None:
-    @settings(
-        max_examples=200,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @fuzz_settings(200)
     @given(
         st.sampled_from(ROUTES),
         st.one_of(st.sampled_from(["alice", "p1", "S-1"]), st.text(min_size=1, max_size=8)),

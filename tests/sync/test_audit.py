@@ -11,21 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from audit_disk import trail_file
 
 from sync import audit
 from sync.auditverify import verify
-from sync.store.schema import connect, initialise
 
 KEY = secrets.token_bytes(32)
 
 
 @pytest.fixture
 def conn(tmp_path: Path) -> sqlite3.Connection:
-    path = tmp_path / "a.sqlite3"
-    initialise(path)
-    connection = connect(path)
-    audit.install_triggers(connection)
-    return connection
+    return trail_file(tmp_path)
 
 
 def _entries(n: int, start: int = 0) -> list[audit.Entry]:

@@ -9,6 +9,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from audit_disk import trail_file
 from sync_fixtures import Api, Client
 
 from sync import audit
@@ -16,16 +17,12 @@ from sync.audit import AUDIT
 from sync.auditjournal import Journal, journal_path, read, recover
 from sync.auditverify import verify
 from sync.config import Config
-from sync.store.schema import connect, initialise
+from sync.store.schema import connect
 
 
 @pytest.fixture
 def conn(tmp_path: Path) -> sqlite3.Connection:
-    path = tmp_path / "a.sqlite3"
-    initialise(path)
-    connection = connect(path)
-    audit.install_triggers(connection)
-    return connection
+    return trail_file(tmp_path)
 
 
 def _reads(n: int) -> list[audit.Entry]:

@@ -15,9 +15,9 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from served import Served, served
+from served import Served, fuzz_settings, served
 from sync_fixtures import as_user
 from yarl import URL
 
@@ -174,11 +174,7 @@ def test_no_write_is_a_server_error(config: Config) -> None:
 
 
 def _fuzz(app: Served) -> None:
-    @settings(
-        max_examples=300,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @fuzz_settings(300)
     @given(requests(), st.sampled_from(["admin", "alice"]))
     def write(request: tuple[str, str, bytes, str], user: str) -> None:
         status, text = app.run(send(app, request, user))
