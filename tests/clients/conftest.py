@@ -98,6 +98,17 @@ def org(tmp_path: Path, org_data: Path, server_env: dict[str, str]) -> Iterator[
 
 
 @pytest.fixture
+def crash_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real server with one place ("area") and an admin, for the ``kill -9`` tests."""
+    server = ServerProcess(tmp_path / "data", free_port(), tmp_path / "server.log")
+    server.cli("place", "add", "area")
+    server.cli("user", "add", "admin", "--role", "admin", password=PASSWORD)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 async def admin(org: ServerProcess) -> AsyncIterator[Admin]:
     token = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
     async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"}) as session:

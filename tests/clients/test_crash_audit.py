@@ -11,14 +11,12 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import aiohttp
-import pytest
 from audit_disk import on_disk
-from realserver import DB, PASSWORD, ServerProcess, free_port
+from realserver import DB, PASSWORD, ServerProcess
 
 ROUNDS = 3
 WRITES = 5
@@ -45,16 +43,6 @@ async def _write_and_read(server: ServerProcess, round_no: int) -> tuple[set[str
             await r.read()
     server.kill()  # the moment the last answer is in
     return written, read
-
-
-@pytest.fixture
-def crash_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path / "data", free_port(), tmp_path / "server.log")
-    server.cli("place", "add", "area")
-    server.cli("user", "add", "admin", "--role", "admin", password=PASSWORD)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_every_answered_write_and_read_has_its_entry_after_kill_9(

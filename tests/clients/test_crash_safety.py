@@ -12,12 +12,10 @@ import asyncio
 import base64
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import pytest
-from realserver import DB, PASSWORD, ServerProcess, free_port
+from realserver import DB, PASSWORD, ServerProcess
 
 BATCH = 1000
 KILL_DELAYS = (0.0, 0.005, 0.02, 0.05, 0.1, 0.3)
@@ -68,16 +66,6 @@ async def _stored(
             assert resp.status == 200, await resp.text()
             rows = (await resp.json())["rows"]
     return {row["key"]: row["doc"] for row in rows if row.get("doc")}
-
-
-@pytest.fixture
-def crash_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path / "data", free_port(), tmp_path / "server.log")
-    server.cli("place", "add", "area")
-    server.cli("user", "add", "admin", "--role", "admin", password=PASSWORD)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_bulk_docs_killed_mid_batch_is_all_or_nothing(crash_server: ServerProcess) -> None:
