@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("fieldsync.audit")
 
 GENESIS = "0" * 64
+MAX_MOVE_DELAY = 30.0  # seconds between retries of a failing journal move
 KEYED = "k1:"
 KEY_LABEL = b"fieldsync audit chain v1"
 KEY_META = "audit_chain_key"
@@ -330,12 +331,15 @@ class AuditLog:
             self._mover = asyncio.get_running_loop().create_task(self._move_later())
 
     async def _move_later(self) -> None:
+        delay = self._delay
         while self._journaled:  # what arrives while a move runs goes with the next
-            await asyncio.sleep(self._delay)
+            await asyncio.sleep(delay)
             try:
                 await self.commit()
+                delay = self._delay
             except Exception:  # kept in the journal: the next move (or start) takes them
                 log.exception("audit_journal_move_failed", waiting=len(self._journaled))
+                delay = min(delay * 4, MAX_MOVE_DELAY)  # a full disk: no log line per 0.2 s
 
     async def commit(self) -> None:
         """Move journaled entries into the chain now; empty the journal when all are in."""

@@ -3,6 +3,7 @@ answer goes out, moved into the keyed chain once each, at run time or at the nex
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sqlite3
 from contextlib import closing
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from audit_disk import trail_file
-from sync_fixtures import Api, Client
+from sync_fixtures import Api, Client, running
 
-from sync import audit
+from sync import audit, cli
 from sync.audit import AUDIT
 from sync.auditjournal import Journal, journal_path, read, recover
 from sync.auditverify import verify
@@ -82,3 +83,45 @@ async def test_the_background_move_needs_no_help(api: Api, client: Client, confi
     assert log._mover is not None
     await log._mover  # it sleeps its delay, moves, and ends once nothing waits
     assert read(journal_path(config.data_dir)) == []
+
+
+async def test_verify_says_what_waits_in_the_journal(
+    config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with running(config):
+        pass  # a trail with its chain key, then a clean stop: the journal is empty
+    Journal(journal_path(config.data_dir), next_seq=10_000).append(_reads(2))  # a crash
+    capsys.readouterr()
+    assert cli.main(["audit", "verify", "--data-dir", str(config.data_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("audit chain ok: ")
+    assert err.startswith("2 entries wait in the read journal")
+
+
+async def test_a_failing_move_backs_off_and_keeps_the_entries(
+    api: Api, client: Client, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = client.app[AUDIT]
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def failing(fn: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 3:
+            monkeypatch.setattr(log, "_write", real_write)  # the disk has room again
+        await real_sleep(0)
+
+    if log._mover is not None:
+        await log._mover  # the start's own entry has moved: the mover is idle
+    real_write = log._write
+    monkeypatch.setattr(log, "_write", failing)
+    monkeypatch.setattr(audit.asyncio, "sleep", sleep)
+    await api.bulk([{"_id": "p1", "place": "area-a1"}], user="alice")
+    await api.call("GET", "/health/p1", "alice")
+    assert log._mover is not None
+    await log._mover
+    assert slept == [0.2, 0.8, 3.2]  # not one error line every 0.2 s
+    assert read(journal_path(config.data_dir)) == []  # moved in the end, nothing lost
