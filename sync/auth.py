@@ -169,9 +169,10 @@ class Authenticator:
             except DeviceRefused as exc:
                 refused = exc
         if refused is not None:
-            # Forgiven (a revoked phone retrying must not lock its worker out of logging in
-            # on the new one) but not remembered: the next try costs scrypt again.
-            self.failures.forgive(reservation)
+            # Counted like a wrong password, and not remembered: were it forgiven, the
+            # limit's next answer would tell a guesser that this password was right.  (A
+            # lost phone that keeps retrying can hold its worker's name at the limit for
+            # a while; an enrolled phone with remembered credentials still gets through.)
             raise Unauthorized() from refused
         self._accept(creds, user, reservation)
         return found
@@ -192,8 +193,7 @@ class Authenticator:
         try:
             found = await self._with_device(request, self._caller(user, tree))
         except DeviceRefused as refused:
-            self.failures.forgive(reservation)  # as for Basic: a lost phone locks no one out
-            raise Unauthorized() from refused
+            raise Unauthorized() from refused  # counted, as for Basic: the limit tells nothing
         self._accept(creds, user, reservation)
         return found
 

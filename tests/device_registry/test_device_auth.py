@@ -17,6 +17,7 @@ from device_registry import enrolment
 from device_registry.context import REGISTRY
 from device_registry.verdict import TOKEN_HEADER
 from sync.audit import AuditLog
+from sync.auth import LOGIN_LIMITS
 from sync.ratelimit import Limit
 
 CHANGES = "/health/_changes"
@@ -163,3 +164,23 @@ async def test_failed_logins_and_refused_devices_are_audited(
     assert ("alice", "login_failed") in actions
     assert ("nobody", "login_failed") in actions
     assert ("alice", "device_refused") in actions
+
+
+@pytest.mark.parametrize("route", ["/_session", "Basic"])
+async def test_the_limit_counts_a_right_password_without_the_phone_like_a_wrong_one(
+    client: Client, devices: Devices, route: str
+) -> None:
+    """Were it forgiven, the limit's next answer (401, not 429) would confirm the guess."""
+    await devices.issued("A1", IMEIS[0], "alice")
+    limit = LOGIN_LIMITS["user"].failures
+
+    async def attempt(password: str) -> int:
+        if route == "Basic":
+            return (await answer(client, "alice", password))[0]
+        body = {"name": "alice", "password": password}
+        return (await client.post("/_session", json=body)).status
+
+    for n in range(limit - 1):
+        assert await attempt(f"guess-{n}") == 401
+    assert await attempt("correct horse") == 401  # right, but not from her phone
+    assert await attempt("guess-last") == 429  # exactly as after ten wrong guesses
