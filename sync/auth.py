@@ -41,7 +41,7 @@ from aiohttp import web
 
 from sync import accounts, sessions
 from sync.audit import AuditLog
-from sync.errors import TooManyRequests, Unauthorized
+from sync.errors import BadRequest, TooManyRequests, Unauthorized
 from sync.ratelimit import FailureWindow, Limit, Limited, Reservation
 from sync.replication.context import Caller
 from sync.scopes import PlaceTree, User
@@ -71,6 +71,15 @@ _DUMMY_HASH = "scrypt${}${}${}${}${}".format(
 class Credentials:
     name: str
     password: str
+
+    def __post_init__(self) -> None:
+        # A form field decoded with an odd charset can hold lone surrogates, which no
+        # store can look up (they are no UTF-8): a bad request, not a server error.
+        for text in (self.name, self.password):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BadRequest("name and password must be valid Unicode text") from exc
 
 
 def parse_basic(header: str) -> Credentials | None:

@@ -316,3 +316,12 @@ async def test_broken_multipart_bodies_are_400(client: Client, body: bytes) -> N
         sent = {**headers, **(as_user(user) if user else {})}
         response = await client.post(path, data=body, headers=sent)
         assert 400 <= response.status < 500, (path, response.status, await response.text())
+
+
+async def test_a_login_name_that_is_no_unicode_text_is_a_400(client: Client) -> None:
+    """A form field in the ``unicode_escape`` charset decodes to a lone surrogate."""
+    body = b"name=%5Cud800&password=x"
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=unicode_escape"}
+    for path in ["/_session", "/supervisor/login"]:
+        response = await client.post(path, data=body, headers=headers)
+        assert 400 <= response.status < 500, (path, response.status, await response.text())
