@@ -153,7 +153,7 @@ async def _open_journal(store: SqliteStore, chain: Chain, config: Config) -> Jou
     moved, next_seq = await store.write_tx(lambda c: recover(c, chain, path))
     if moved:
         log.warning("audit_journal_recovered", entries=moved)
-    journal = Journal(path, next_seq)
+    journal = Journal(path, next_seq, chain)
     journal.empty()  # all it held is in the chain now
     return journal
 

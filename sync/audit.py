@@ -135,6 +135,10 @@ class Chain:
         """Append one entry about no document (an admin change, a key operation)."""
         self.append(conn, [Entry(now(), actor, device, action, None, (), detail)])
 
+    def line_mac(self, payload: bytes) -> str:
+        """The MAC of a read-journal line (:mod:`sync.auditjournal`)."""
+        return self._mac(b"journal\x00" + payload)
+
     def head_mac(self, entry_id: int, digest: str) -> str:
         return self._mac(f"head\x00{entry_id}\x00{digest}".encode())
 

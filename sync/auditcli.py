@@ -36,7 +36,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         conn.execute("BEGIN")  # one consistent snapshot; never blocks the server's writer
         try:
             report = _verify(conn, master)
-            waiting = _journal_waiting(conn, config.data_dir)
+            waiting = _journal_waiting(conn, config.data_dir, master)
         finally:
             conn.execute("ROLLBACK")
     print(report.summary())
@@ -49,9 +49,21 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _journal_waiting(conn: sqlite3.Connection, data_dir: Path) -> int:
+def _journal_waiting(conn: sqlite3.Connection, data_dir: Path, master: MasterKey) -> int:
+    """Entries in the read journal not yet in the chain (0 for a data dir without one)."""
+    try:
+        chain = audit.chain(conn, master, create=False)
+    except KeyError_:
+        return 0
     done = auditjournal.committed_seq(conn)
-    return sum(1 for seq, _ in auditjournal.read(auditjournal.journal_path(data_dir)) if seq > done)
+    contents = auditjournal.read(auditjournal.journal_path(data_dir), chain, done)
+    if contents.problem is not None:
+        print(
+            f"the read journal holds {contents.rejected} line(s) the next start will refuse "
+            f"(recorded as journal_rejected): {contents.problem}",
+            file=sys.stderr,
+        )
+    return len(contents.entries)
 
 
 def _verify(conn: sqlite3.Connection, master: MasterKey) -> Report:

@@ -11,28 +11,42 @@ into the keyed chain in one transaction every fraction of a second
 (:class:`sync.audit.AuditLog`), and empties the file once nothing in it is left
 to move.
 
-Each line is ``[seq, ts, actor, device, action, db, doc_ids, detail]``; ``seq``
-grows by one per entry across the file's lifetime, and the last ``seq`` moved
-into the chain is kept in ``meta`` in the same transaction as the move, so a
-crash between that commit and emptying the file never appends an entry twice.
-At start the server moves whatever a crash left here (:func:`recover`).  A torn
-last line (a crash in the middle of a write) is not an entry whose answer was
-sent, and is dropped.
+Each line is ``[seq, ts, actor, device, action, db, doc_ids, detail, mac]``, the
+MAC under the chain key (whoever can edit the file but lacks the master key
+cannot forge an entry); ``seq`` grows by one per entry across the file's
+lifetime, and the last ``seq`` moved into the chain is kept in ``meta`` in the
+same transaction as the move, so a crash between that commit and emptying the
+file never appends an entry twice.  At start the server moves whatever a crash
+left here (:func:`recover`): lines must follow on from that ``seq`` one by one
+with good MACs; from the first that does not (a forged, edited or removed line)
+nothing more is trusted, and the chain records the refusal (``journal_rejected``)
+so the tampering stays on the record.  A torn last line (a crash in the middle
+of a write) is not an entry whose answer was sent, and is dropped.
 
 What this does not cover: a power cut or kernel crash can lose the last fraction
-of a second of *read* entries (the file is not ``fsync``-ed per answer); document
-writes and their entries are synchronous and durable as before.
+of a second of *read* entries (the file is not ``fsync``-ed per answer), and
+someone who can write the data dir can delete the journal's last lines (or the
+whole file) while the server is down; document writes and their entries are
+synchronous and durable as before.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from sync.audit import Chain, Entry
+from sync.auditverify import AuditBroken
+
+log = structlog.get_logger("fieldsync.audit")
 
 JOURNAL_FILE = "audit-journal.jsonl"
 SEQ_META = "audit_journal_seq"
@@ -42,24 +56,37 @@ def journal_path(data_dir: Path) -> Path:
     return data_dir / JOURNAL_FILE
 
 
-def _line(seq: int, entry: Entry) -> bytes:
+def _line(chain: Chain, seq: int, entry: Entry) -> bytes:
     fields = [seq, entry.ts, entry.actor, entry.device, entry.action, entry.db]
     fields += [list(entry.doc_ids), entry.detail]
-    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+    return payload[:-1] + b',"' + chain.line_mac(payload).encode() + b'"]\n'
 
 
-def _entry(fields: list[object]) -> tuple[int, Entry]:
-    seq, ts, actor, device, action, db, ids, detail = fields
-    assert isinstance(seq, int) and isinstance(ids, list)
-    return seq, Entry(
-        str(ts),
-        str(actor),
-        None if device is None else str(device),
-        str(action),
-        None if db is None else str(db),
-        tuple(str(i) for i in ids),
-        None if detail is None else str(detail),
-    )
+def _text(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError("a field is neither text nor null")
+    return value
+
+
+def _entry(chain: Chain, line: bytes) -> tuple[int, Entry]:
+    """One journal line, its MAC checked (ValueError when it is no good line)."""
+    fields = json.loads(line)
+    if not isinstance(fields, list) or len(fields) != 9:
+        raise ValueError("not a journal line")
+    *body, mac = fields
+    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    if not isinstance(mac, str) or not hmac.compare_digest(mac, chain.line_mac(payload)):
+        raise ValueError("bad MAC")
+    seq, ts, actor, device, action, db, ids, detail = body
+    if not isinstance(seq, int) or not isinstance(ids, list):
+        raise ValueError("not a journal line")
+    texts = [_text(v) for v in (ts, actor, action)]
+    if None in texts:
+        raise ValueError("not a journal line")
+    entry = Entry(str(ts), str(actor), _text(device), str(action), _text(db),
+                  tuple(str(_text(i)) for i in ids), _text(detail))  # fmt: skip
+    return seq, entry
 
 
 def committed_seq(conn: sqlite3.Connection) -> int:
@@ -77,33 +104,65 @@ def move(conn: sqlite3.Connection, chain: Chain, entries: Sequence[tuple[int, En
         conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)", (SEQ_META, str(last)))
 
 
-def read(path: Path) -> list[tuple[int, Entry]]:
-    """The complete entries in the file (a torn last line is no entry)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    found = []
-    for line in raw.split(b"\n")[:-1]:  # what follows the last newline was torn
+@dataclass(frozen=True)
+class Contents:
+    """What the journal holds after ``done``: good entries, and the first problem if any."""
+
+    entries: list[tuple[int, Entry]]
+    problem: str | None = None
+    rejected: int = 0
+
+
+def read(path: Path, chain: Chain, done: int = 0) -> Contents:
+    """The entries after ``done``, in order, up to the first line that is not to be trusted."""
+    raw = _raw(path)
+    lines = raw.split(b"\n")[:-1]  # what follows the last newline was torn
+    entries: list[tuple[int, Entry]] = []
+    expected = None
+    for number, line in enumerate(lines, 1):
         try:
-            found.append(_entry(json.loads(line)))
-        except (ValueError, TypeError, AssertionError):
-            continue  # a line that is no entry: the chain cannot vouch for it either
-    return found
+            seq, entry = _entry(chain, line)
+        except (ValueError, TypeError, RecursionError) as exc:
+            return Contents(entries, f"line {number}: {exc}", len(lines) - number + 1)
+        if seq <= done:
+            continue  # moved already (a crash before the file was emptied)
+        if seq != (expected if expected is not None else done + 1):
+            gap = f"line {number}: seq {seq} where {expected or done + 1} was due (lines removed)"
+            return Contents(entries, gap, len(lines) - number + 1)
+        entries.append((seq, entry))
+        expected = seq + 1
+    return Contents(entries)
+
+
+def _raw(path: Path) -> bytes:
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise AuditBroken(f"{path.name} in the data dir is not a plain file; move it away")
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 class Journal:
     """The open journal file of a running server (one writer: the event loop)."""
 
-    def __init__(self, path: Path, next_seq: int) -> None:
+    def __init__(self, path: Path, next_seq: int, chain: Chain) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+        try:
+            self._fd = os.open(path, flags, 0o600)
+        except OSError as exc:  # a symlink planted in its place, a directory...
+            raise AuditBroken(f"cannot open {path.name} in the data dir: {exc}") from exc
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            os.close(self._fd)
+            raise AuditBroken(f"{path.name} in the data dir is not a plain file; move it away")
         self.next_seq = next_seq
+        self._chain = chain
 
     def append(self, entries: Sequence[Entry]) -> list[tuple[int, Entry]]:
         """Write ``entries`` (raises OSError when the disk refuses: the answer must not go)."""
         numbered = [(self.next_seq + n, entry) for n, entry in enumerate(entries)]
-        data = b"".join(_line(seq, entry) for seq, entry in numbered)
+        data = b"".join(_line(self._chain, seq, entry) for seq, entry in numbered)
         written = 0
         while written < len(data):
             written += os.write(self._fd, data[written:])
@@ -128,10 +187,15 @@ class Journal:
 def recover(conn: sqlite3.Connection, chain: Chain, path: Path) -> tuple[int, int]:
     """Move what a crash left in the journal into the chain (caller's transaction).
 
-    Returns (entries moved, the next sequence number to use).
+    Returns (entries moved, the next sequence number to use).  Lines that cannot be
+    trusted are not moved; the chain records that they were refused.
     """
-    entries = read(path)
     done = committed_seq(conn)
-    move(conn, chain, entries)
-    moved = sum(1 for seq, _ in entries if seq > done)
-    return moved, max([done, *(seq for seq, _ in entries)]) + 1
+    contents = read(path, chain, done)
+    move(conn, chain, contents.entries)
+    if contents.problem is not None:
+        detail = f"{contents.rejected} journal line(s) refused: {contents.problem}"
+        chain.note(conn, "server", "journal_rejected", detail)
+        log.error("audit_journal_rejected", problem=contents.problem, lines=contents.rejected)
+    last = contents.entries[-1][0] if contents.entries else done
+    return len(contents.entries), max(done, last) + 1

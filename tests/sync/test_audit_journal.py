@@ -8,6 +8,7 @@ import secrets
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from audit_disk import trail_file
@@ -15,8 +16,8 @@ from sync_fixtures import Api, Client, running
 
 from sync import audit, cli
 from sync.audit import AUDIT
-from sync.auditjournal import Journal, journal_path, read, recover
-from sync.auditverify import verify
+from sync.auditjournal import Journal, committed_seq, journal_path, read, recover
+from sync.auditverify import AuditBroken, verify
 from sync.config import Config
 from sync.store.schema import connect
 
@@ -41,7 +42,7 @@ def test_a_crash_leaves_entries_that_the_next_start_moves_once(
     conn: sqlite3.Connection, tmp_path: Path
 ) -> None:
     chain, path = audit.Chain(secrets.token_bytes(32)), tmp_path / "journal"
-    journal = Journal(path, next_seq=1)
+    journal = Journal(path, 1, chain)
     journal.append(_reads(3))
     with path.open("ab") as torn:  # a crash in the middle of the next write
         torn.write(b'[4,"2026-01-01T00:00:09","alice",null,"read","he')
@@ -53,12 +54,50 @@ def test_a_crash_leaves_entries_that_the_next_start_moves_once(
     assert verify(conn, chain).ok
 
 
-def test_lines_that_are_no_entries_are_skipped(tmp_path: Path) -> None:
-    path = tmp_path / "journal"
-    Journal(path, next_seq=7).append(_reads(1))
-    with path.open("ab") as junk:
-        junk.write(b"not json\n[1,2]\n")
-    assert [seq for seq, _ in read(path)] == [7]
+def _edit(lines: list[bytes]) -> list[bytes]:
+    lines[1] = lines[1].replace(b'"alice"', b'"mallory"')
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("tamper", "why"),
+    [
+        (_edit, "bad MAC"),  # an entry changed
+        (lambda lines: [lines[0], lines[2]], "lines removed"),  # an entry dropped
+        (lambda lines: [lines[0], b"[" * 100_000 + b"\n", lines[2]], "line 2"),  # junk
+    ],
+)
+def test_a_tampered_journal_is_refused_from_the_first_bad_line_on_record(
+    conn: sqlite3.Connection, tmp_path: Path, tamper: Any, why: str
+) -> None:
+    """Whoever can edit the file but lacks the master key can neither forge nor hide."""
+    chain, path = audit.Chain(secrets.token_bytes(32)), tmp_path / "journal"
+    Journal(path, 1, chain).append(_reads(3))
+    path.write_bytes(b"".join(tamper(path.read_bytes().splitlines(keepends=True))))
+    moved, _ = recover(conn, chain, path)
+    assert moved == 1 and _chain_ids(conn)[0] == '["d0"]'
+    [(detail,)] = conn.execute("SELECT detail FROM audit WHERE action='journal_rejected'")
+    assert why in detail
+    assert verify(conn, chain).ok  # the chain holds, and says what was refused
+
+
+def test_a_line_made_under_another_key_is_refused(conn: sqlite3.Connection, tmp_path: Path) -> None:
+    chain, path = audit.Chain(secrets.token_bytes(32)), tmp_path / "journal"
+    Journal(path, 1, audit.Chain(secrets.token_bytes(32))).append(_reads(1))
+    assert recover(conn, chain, path) == (0, 1)
+    assert conn.execute("SELECT count(*) FROM audit WHERE action='read'").fetchone() == (0,)
+
+
+def test_a_journal_that_is_no_plain_file_stops_the_start(tmp_path: Path) -> None:
+    chain, path = audit.Chain(secrets.token_bytes(32)), tmp_path / "journal"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    path.symlink_to(victim)
+    with pytest.raises(AuditBroken, match="not a plain file"):
+        read(path, chain)
+    with pytest.raises(AuditBroken):
+        Journal(path, 1, chain)
+    assert victim.read_text() == "keep me"
 
 
 async def test_reads_move_into_the_chain_and_the_journal_empties(
@@ -67,10 +106,10 @@ async def test_reads_move_into_the_chain_and_the_journal_empties(
     await api.bulk([{"_id": "p1", "place": "area-a1"}], user="alice")
     status, _ = await api.call("GET", "/health/p1", "alice")
     assert status == 200
-    path = journal_path(config.data_dir)
-    assert [e.doc_ids for _, e in read(path)][-1] == ("p1",)  # safe before the answer
+    path, chain = journal_path(config.data_dir), client.app[AUDIT].chain
+    assert [e.doc_ids for _, e in read(path, chain).entries][-1] == ("p1",)  # before the answer
     await client.app[AUDIT].commit()  # what the background move does every 0.2 s
-    assert read(path) == [] and path.stat().st_size == 0
+    assert read(path, chain).entries == [] and path.stat().st_size == 0
     with closing(connect(config.data_dir / "fieldsync.sqlite3")) as check:
         rows = check.execute("SELECT doc_ids FROM audit WHERE action='read'").fetchall()
     assert rows == [('["p1"]',)]
@@ -82,15 +121,18 @@ async def test_the_background_move_needs_no_help(api: Api, client: Client, confi
     log = client.app[AUDIT]
     assert log._mover is not None
     await log._mover  # it sleeps its delay, moves, and ends once nothing waits
-    assert read(journal_path(config.data_dir)) == []
+    assert read(journal_path(config.data_dir), log.chain).entries == []
 
 
 async def test_verify_says_what_waits_in_the_journal(
     config: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with running(config):
-        pass  # a trail with its chain key, then a clean stop: the journal is empty
-    Journal(journal_path(config.data_dir), next_seq=10_000).append(_reads(2))  # a crash
+    async with running(config) as client:
+        chain = client.app[AUDIT].chain
+    # A crash leaves two entries (a clean stop left the journal empty):
+    with closing(connect(config.data_dir / "fieldsync.sqlite3")) as check:
+        done = committed_seq(check)
+    Journal(journal_path(config.data_dir), done + 1, chain).append(_reads(2))
     capsys.readouterr()
     assert cli.main(["audit", "verify", "--data-dir", str(config.data_dir)]) == 0
     out, err = capsys.readouterr()
@@ -124,4 +166,4 @@ async def test_a_failing_move_backs_off_and_keeps_the_entries(
     assert log._mover is not None
     await log._mover
     assert slept == [0.2, 0.8, 3.2]  # not one error line every 0.2 s
-    assert read(journal_path(config.data_dir)) == []  # moved in the end, nothing lost
+    assert read(journal_path(config.data_dir), log.chain).entries == []  # nothing lost
