@@ -199,11 +199,17 @@ async def issue_code(request: web.Request) -> web.Response:
 
 
 async def enroll(request: web.Request) -> web.Response:
-    """The app exchanges an enrolment code for its device token (as the worker)."""
+    """The app exchanges an enrolment code for its device token (as the worker).
+
+    The code is looked up before the password is checked: were it the other way
+    round, "unknown code" would tell whoever guesses a worker's password, without a
+    real code, that the password was right.  Code guesses are limited per address.
+    """
     p = parts(request)
-    caller = await p.auth.require(request)
     body = await _body(request)
     code, serial = _text(body, "code", required=True) or "", _text(body, "serial", required=True)
+    await _known_code(request, code, (serial or "")[:64])
+    caller = await p.auth.require(request)
     guard, user_key = p.registry.guard, f"user:{caller.name}"
     versions = (header_value(request, APP_VERSION_HEADER), header_value(request, OS_VERSION_HEADER))
     serial = (serial or "")[:64]
@@ -222,6 +228,22 @@ async def enroll(request: web.Request) -> web.Response:
     guard.limiter.forgive(reservation)
     body = {"device_token": done.token, "serial": done.serial, "worker": done.worker}
     return json_response({**body, "header": TOKEN_HEADER}, status=201, headers=NO_STORE)
+
+
+async def _known_code(request: web.Request, code: str, serial: str) -> None:
+    """Refuse a malformed or unknown code (403), whoever asks; counted per address first."""
+    p = parts(request)
+    guard, ip_key = p.registry.guard, f"ip:{request.remote or '-'}"
+    try:  # counted before the look-up: parallel guesses cannot pass the limit
+        reservation = guard.limiter.reserve(ip_key)
+    except Limited:
+        refusal = Refusal(Kind.ENROLMENT, "too many failed enrolment attempts", serial)
+        guard.refuse(request, None, refusal, ip_key)
+    try:
+        await p.store.read(lambda conn: enrolment.check_known(conn, code))
+    except enrolment.EnrolmentRefused as exc:
+        guard.refuse(request, None, Refusal(Kind.ENROLMENT, exc.reason, serial), error=exc)
+    guard.limiter.forgive(reservation)
 
 
 async def list_refusals(request: web.Request) -> web.Response:

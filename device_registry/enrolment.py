@@ -131,6 +131,16 @@ class _StoredCode:
         return None
 
 
+def check_known(conn: sqlite3.Connection, code: str) -> None:
+    """Refuse a malformed or unknown code (before any password is checked: see the API)."""
+    normalised = codes.normalise_code(code)
+    if normalised is None:
+        raise EnrolmentRefused("that is not an enrolment code: 10 letters and digits, XXXXX-XXXXX")
+    key = codes.code_hash(normalised)
+    if conn.execute("SELECT 1 FROM enrolment_codes WHERE code_hash=?", (key,)).fetchone() is None:
+        raise EnrolmentRefused("unknown enrolment code; check it or ask for a new one")
+
+
 def _usable_code(conn: sqlite3.Connection, code: str, serial: str, worker: str, moment: str) -> int:
     """The device id the code enrols, after marking it used; or why it cannot be used."""
     normalised = codes.normalise_code(code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -389,10 +390,11 @@ async def test_too_many_refusals_slow_the_device_down_but_not_its_neighbours(
     assert [r["status"] for r in body["refusals"]].count(429) == 4
 
 
-async def test_wrong_enrolment_codes_are_limited_per_worker(
+async def test_wrong_enrolment_codes_are_limited_per_address(
     client: Client, devices: Devices
 ) -> None:
-    client.app[REGISTRY].guard.limiter.limits.update(user=Limit(2, 600.0))
+    """Unknown codes are refused before any password is checked, so they count per address."""
+    client.app[REGISTRY].guard.limiter.limits.update(ip=Limit(2, 600.0))
     await devices.add("A1", IMEIS[0], worker="alice")
     code = await devices.code("A1")
     body = {"code": "ZZZZZ-ZZZZZ", "serial": "A1"}
@@ -489,3 +491,19 @@ async def test_a_conflict_names_no_device_outside_the_callers_scope(devices: Dev
         assert "C1" not in answer["reason"] and "carol" not in answer["reason"]
     status, answer = await devices.call("POST", "/api/v1/devices", "admin", body)
     assert status == 409 and "active device C1" in answer["reason"]  # admins see every device
+
+
+async def test_an_unknown_code_tells_nothing_about_the_password(
+    client: Client, devices: Devices
+) -> None:
+    """Whoever guesses alice's password without a real code learns nothing from enrol."""
+    body = {"code": "ZZZZZ-ZZZZZ", "serial": "A1"}
+    answers = []
+    for password in ("correct horse", "wrong guess"):
+        raw = base64.b64encode(f"alice:{password}".encode()).decode()
+        response = await client.post(
+            "/api/v1/devices/enroll", json=body, headers={"Authorization": f"Basic {raw}"}
+        )
+        answers.append((response.status, await response.json()))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 403 and "unknown enrolment code" in answers[0][1]["reason"]

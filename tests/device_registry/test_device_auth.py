@@ -122,20 +122,20 @@ async def test_a_known_device_syncs_through_a_lock_but_its_password_alone_does_n
 async def test_parallel_enrolment_code_guesses_never_pass_the_limit(
     client: Client, devices: Devices, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real, tried = enrolment.enrol, []
+    real, tried = enrolment.check_known, []
 
-    def busy_writer(*args: Any, **kwargs: Any) -> enrolment.Enrolment:
+    def busy_reader(*args: Any, **kwargs: Any) -> None:
         tried.append(args[1])
-        time.sleep(0.02)  # a loaded writer: the guesses queue up behind each other
-        return real(*args, **kwargs)
+        time.sleep(0.02)  # a loaded store: the guesses queue up behind each other
+        real(*args, **kwargs)
 
-    monkeypatch.setattr(enrolment, "enrol", busy_writer)
-    client.app[REGISTRY].guard.limiter.limits.update(user=Limit(5, 600.0))
+    monkeypatch.setattr(enrolment, "check_known", busy_reader)
+    client.app[REGISTRY].guard.limiter.limits.update(ip=Limit(5, 600.0))
     await devices.add("A1", IMEIS[0], worker="alice")
     code = await devices.code("A1")
     wrong = {"code": "ZZZZZ-ZZZZZ", "serial": "A1"}
     first = await devices.call("POST", "/api/v1/devices/enroll", "alice", wrong)
-    assert first[0] == 403  # alice's password is now verified: the guesses below skip scrypt
+    assert first[0] == 403  # an unknown code, refused before any password is checked
     guesses = [
         client.post("/api/v1/devices/enroll", headers=as_user("alice"), json=wrong)
         for _ in range(199)
