@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("fieldsync.audit")
 
 GENESIS = "0" * 64
+LONG_ID = 200  # characters; longer document ids are named by their SHA-256 in the trail
 MAX_MOVE_DELAY = 30.0  # seconds between retries of a failing journal move
 KEYED = "k1:"
 KEY_LABEL = b"fieldsync audit chain v1"
@@ -78,6 +79,15 @@ class Entry:
     db: str | None
     doc_ids: tuple[str, ...]
     detail: str | None = None
+
+
+def named(doc_ids: Sequence[str]) -> tuple[str, ...]:
+    """Document ids as the trail names them: a long id by its SHA-256, so that reading
+    documents with huge ids cannot make every read write megabytes of trail."""
+    return tuple(
+        i if len(i) <= LONG_ID else "sha256:" + hashlib.sha256(i.encode()).hexdigest()
+        for i in doc_ids
+    )
 
 
 def now() -> str:
@@ -165,7 +175,8 @@ class Chain:
                 "INSERT INTO audit(id, ts, actor, device, action, db, doc_ids, detail, "
                 "prev_hash, hash) VALUES(?,?,?,?,?,?,?,?,?,?)",
                 (next_id, entry.ts, entry.actor, entry.device, entry.action, entry.db,
-                 json.dumps(list(entry.doc_ids)), entry.detail, previous, digest),
+                 json.dumps(list(entry.doc_ids), ensure_ascii=False), entry.detail, previous,
+                 digest),
             )  # fmt: skip
             previous, next_id = digest, next_id + 1
         write_head(conn, Head(next_id - 1, previous, self.head_mac(next_id - 1, previous)))
@@ -246,7 +257,7 @@ class AuditStamp:
     detail: str | None = None
 
     def entry(self, db: str | None, doc_ids: Sequence[str]) -> Entry:
-        return Entry(now(), self.actor, self.device, self.action, db, tuple(doc_ids), self.detail)
+        return Entry(now(), self.actor, self.device, self.action, db, named(doc_ids), self.detail)
 
     def append(self, conn: sqlite3.Connection, db: str | None, doc_ids: Sequence[str]) -> None:
         if doc_ids:
@@ -294,7 +305,7 @@ class AuditLog:
         *,
         detail: str | None = None,
     ) -> None:
-        self._pending.append(Entry(now(), actor, device, action, db, tuple(doc_ids), detail))
+        self._pending.append(Entry(now(), actor, device, action, db, named(doc_ids), detail))
 
     def stamp(
         self, actor: str, device: str | None, action: str = "write", detail: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
 import re
 import sqlite3
 from contextlib import closing
@@ -135,3 +136,16 @@ async def test_reading_another_areas_document_is_recorded_as_refused(
     status, _ = await api.call("GET", "/health/no-such-doc", "alice")
     assert status == 404  # a missing id is no refusal
     assert _entries(config.data_dir, "read_refused")[len(probes) :] == []
+
+
+async def test_huge_document_ids_cost_the_trail_a_hash_each(api: Api, config: Config) -> None:
+    """Reading documents with 10,000-character ids must not write 10,000 characters per
+    id per read: the trail names a long id by its SHA-256."""
+    long_id = "\U0001f600" * 10_000
+    await api.bulk([{"_id": long_id, "place": "area-a1"}], user="alice")
+    status, _ = await api.call("POST", "/health/_all_docs?include_docs=true", "alice", {})
+    assert status == 200
+    rows = on_disk(config.data_dir, "read", "write")
+    expected = '["sha256:' + hashlib.sha256(long_id.encode()).hexdigest() + '"]'
+    assert [r[4] for r in rows] == [expected, expected]
+    assert _verify(config) == 0
