@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 T = TypeVar("T")
 
@@ -60,3 +61,21 @@ async def _start(app: web.Application) -> Client:
     client: Client = TestClient(TestServer(app))
     await client.start_server()
     return client
+
+
+def json_junk(text_size: int, keys: Any = None, words: Any = None, max_leaves: int = 6) -> Any:
+    """Small JSON values of every kind (extreme integers, floats, short text, ``words``),
+    nested in lists and objects whose keys are short text or ``keys``."""
+    leaves = [
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**63), max_value=2**64 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=text_size),
+    ]
+    key = st.text(max_size=5) if keys is None else st.one_of(st.text(max_size=5), keys)
+    return st.recursive(
+        st.one_of(*leaves, *([] if words is None else [words])),
+        lambda kids: st.lists(kids, max_size=3) | st.dictionaries(key, kids, max_size=3),
+        max_leaves=max_leaves,
+    )

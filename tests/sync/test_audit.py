@@ -64,28 +64,23 @@ def test_updates_and_deletes_are_refused(conn: sqlite3.Connection) -> None:
         conn.execute("DELETE FROM audit WHERE id=1")
 
 
-def test_an_edited_row_is_named(conn: sqlite3.Connection) -> None:
+@pytest.mark.parametrize(
+    ("statement", "problem"),
+    [
+        ("UPDATE audit SET doc_ids='[\"doc-x\"]' WHERE id=3", (3, "hash mismatch (row edited)")),
+        ("DELETE FROM audit WHERE id=3", (4, "missing rows: ids 3..3 absent (id gap)")),
+        ("DELETE FROM audit WHERE id>=4", (4, "missing rows: tail truncated, ids 4..5 absent")),
+    ],
+    ids=["edited row", "deleted middle row", "truncated tail (found by the head)"],
+)
+def test_a_changed_trail_names_its_first_bad_entry(
+    conn: sqlite3.Connection, statement: str, problem: tuple[int, str]
+) -> None:
     chain = _chain(conn)
     _untriggered(conn)
-    conn.execute("UPDATE audit SET doc_ids='[\"doc-x\"]' WHERE id=3")
-    audit.install_triggers(conn)  # put back: only the hash can tell
-    assert _problem(conn, chain) == (3, "hash mismatch (row edited)")
-
-
-def test_a_deleted_middle_row_is_an_id_gap(conn: sqlite3.Connection) -> None:
-    chain = _chain(conn)
-    _untriggered(conn)
-    conn.execute("DELETE FROM audit WHERE id=3")
-    audit.install_triggers(conn)
-    assert _problem(conn, chain) == (4, "missing rows: ids 3..3 absent (id gap)")
-
-
-def test_a_truncated_tail_is_found_by_the_head(conn: sqlite3.Connection) -> None:
-    chain = _chain(conn)
-    _untriggered(conn)
-    conn.execute("DELETE FROM audit WHERE id>=4")
-    audit.install_triggers(conn)
-    assert _problem(conn, chain) == (4, "missing rows: tail truncated, ids 4..5 absent")
+    conn.execute(statement)
+    audit.install_triggers(conn)  # put back: only the chain can tell
+    assert _problem(conn, chain) == problem
 
 
 def test_entries_appended_after_truncation_show_the_break(conn: sqlite3.Connection) -> None:

@@ -12,32 +12,17 @@ from urllib.parse import quote
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
-from served import Served, fuzz_settings, served
+from served import Served, fuzz_settings, json_junk, served
 from sync_fixtures import as_user
 from yarl import URL
 
 from sync.app import create_app
 from sync.config import Config
 
-JUNK = st.recursive(
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(min_value=-(2**63), max_value=2**64 - 1),
-        st.floats(allow_nan=False, allow_infinity=False),
-        st.text(max_size=8),
-        st.sampled_from(["$eq", "$and", "$or", "$regex", "$elemMatch", "$in", "$exists", "_id"]),
-    ),
-    lambda kids: (
-        st.lists(kids, max_size=3)
-        | st.dictionaries(
-            st.one_of(
-                st.text(max_size=5), st.sampled_from(["$and", "$or", "$not", "$gt", "place"])
-            ),
-            kids,
-            max_size=3,
-        )
-    ),
+JUNK = json_junk(
+    8,
+    keys=st.sampled_from(["$and", "$or", "$not", "$gt", "place"]),
+    words=st.sampled_from(["$eq", "$and", "$or", "$regex", "$elemMatch", "$in", "$exists", "_id"]),
     max_leaves=8,
 )
 TEXT_PARAM = st.one_of(

@@ -17,26 +17,14 @@ from urllib.parse import quote
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
-from served import Served, fuzz_settings, served
+from served import Served, fuzz_settings, json_junk, served
 from sync_fixtures import as_user
 from yarl import URL
 
 from sync.app import create_app
 from sync.config import Config
 
-JUNK = st.recursive(
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(min_value=-(2**63), max_value=2**64 - 1),
-        st.floats(allow_nan=False, allow_infinity=False),
-        st.text(max_size=10),
-    ),
-    lambda kids: (
-        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=3)
-    ),
-    max_leaves=6,
-)
+JUNK = json_junk(10)
 IDS = st.one_of(
     st.sampled_from(["p1", "p2", "_design/x", "_local/c", "_local/", "_design/", "_x", ""]),
     st.text(max_size=12),
