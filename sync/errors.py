@@ -40,6 +40,8 @@ cryptography) are turned into these at the boundary with ``raise ... from``.
     ├── StoreError                 500 internal_server_error
     │   └── AuditBroken            500 audit_broken  (auditverify: refused at start)
     └── ServiceUnavailable         503 service_unavailable
+        ├── StoreUnavailable       503 service_unavailable  (store.couchdb.client: CouchDB
+        │                                                    unreachable, failing or refusing us)
         └── DecoderUnavailable     503 decoder_unavailable  (barcode.errors: no zbar)
 
 See https://docs.couchdb.org/en/stable/api/basics.html#http-status-codes
@@ -144,3 +146,9 @@ class ServiceUnavailable(FieldsyncError):
     status = 503
     error = "service_unavailable"
     default_reason = "Service unavailable."
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The document store (CouchDB/Cloudant) cannot be used right now; retry later."""
+
+    default_reason = "The document store is unavailable; try again shortly."

@@ -11,10 +11,14 @@ Place ``""`` (``SHARED``) holds the shared documents (forms, settings) that
 every worker receives.  Changes are indexed by ``(place, seq)`` so that a
 worker's sync costs what its own set costs.
 
-Two backends are intended: SQLite (embedded, :mod:`sync.store.sqlite`) and a
-CouchDB/Cloudant cluster with one database per place.  Nothing here assumes
-one global sequence: ``since`` handling lives in the since-token module, and
-the store answers "changes for these places after this sequence".
+Two kinds of backend list changes differently:
+
+- a :class:`SeqStore` (SQLite, in memory) numbers every change of a database
+  with one sequence and answers "changes for these places after this sequence"
+  (:mod:`sync.replication.since` makes the tokens);
+- a :class:`LogStore` (CouchDB/Cloudant, :mod:`sync.store.couchdb`) keeps one
+  change log per place, since a cluster has no single sequence to hand out; a
+  caller's position is a cursor per place (:mod:`sync.replication.vector`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ SHARED = ""
 @dataclass(frozen=True, slots=True)
 class DbInfo:
     name: str
-    update_seq: int
+    update_seq: int | str  # an integer on sequence stores, CouchDB's opaque token on log stores
     doc_count: int
     doc_del_count: int
     revs_limit: int
@@ -176,23 +180,6 @@ class DocStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def changes(
-        self,
-        db: str,
-        places: frozenset[str] | None,
-        since: int,
-        limit: int,
-        *,
-        upto: int | None = None,
-        include_deleted: bool = True,
-        descending: bool = False,
-    ) -> list[Change]:
-        """Latest change of each document in ``places`` (None: all) with since < seq <= upto."""
-
-    @abc.abstractmethod
-    async def count_changes(self, db: str, places: frozenset[str] | None, since: int) -> int: ...
-
-    @abc.abstractmethod
     async def all_docs(
         self, db: str, places: frozenset[str] | None, query: AllDocsQuery
     ) -> tuple[int, list[Change]]:
@@ -218,3 +205,78 @@ class DocStore(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+
+class SeqStore(DocStore):
+    """A store that numbers every change of a database with one increasing sequence."""
+
+    @abc.abstractmethod
+    async def changes(
+        self,
+        db: str,
+        places: frozenset[str] | None,
+        since: int,
+        limit: int,
+        *,
+        upto: int | None = None,
+        include_deleted: bool = True,
+        descending: bool = False,
+    ) -> list[Change]:
+        """Latest change of each document in ``places`` (None: all) with since < seq <= upto."""
+
+    @abc.abstractmethod
+    async def count_changes(self, db: str, places: frozenset[str] | None, since: int) -> int: ...
+
+
+# Where a reader stands in one place's log: (entries fully read, ids of the next one read).
+Position = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    """One step of a walk through place logs: a change to send, or None for an entry that
+    names nothing to send (the document moved away); ``after`` is the place's position after it."""
+
+    change: Change | None
+    place: str
+    after: Position
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    rows: list[LogRow]
+    exhausted: bool  # every place was read to the end of what the store shows
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalPage:
+    """The whole database's changes (admins), each with the store's own token after it."""
+
+    rows: list[tuple[Change, str]]
+    last: str
+
+
+class LogStore(DocStore):
+    """A store whose changes are per-place logs, read with a cursor per place."""
+
+    @abc.abstractmethod
+    async def place_changes(
+        self, db: str, places: frozenset[str], cursor: Mapping[str, Position], limit: int
+    ) -> LogPage:
+        """Changes of ``places`` after ``cursor``, a place at a time, at least ``limit`` rows
+        that carry a change unless the logs run out first.  Never steps over an entry it cannot
+        see yet: it stops that place there."""
+
+    @abc.abstractmethod
+    async def global_changes(
+        self, db: str, since: str | None, limit: int, descending: bool = False
+    ) -> GlobalPage:
+        """Every document's latest change after the store's own token ``since``."""
+
+    @abc.abstractmethod
+    async def log_tails(self, db: str, places: frozenset[str]) -> dict[str, int]:
+        """Each place's last log position that this instance can see (never too high)."""
+
+    @abc.abstractmethod
+    async def wait_for_change(self, db: str, timeout: float) -> bool:
+        """Wait until any instance writes to ``db``; False on timeout."""

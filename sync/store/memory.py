@@ -50,9 +50,9 @@ from sync.store.base import (
     Change,
     DbInfo,
     DocMeta,
-    DocStore,
     LocalDoc,
     RevisionWrite,
+    SeqStore,
     StoredRevision,
     WriteResult,
 )
@@ -168,7 +168,7 @@ class _Db:
         return self.docs[self.by_seq[seq]].change
 
 
-class MemoryStore(DocStore):
+class MemoryStore(SeqStore):
     """Every database in dicts; nothing survives the process."""
 
     def __init__(self) -> None:

@@ -29,9 +29,9 @@ from sync.store.base import (
     Change,
     DbInfo,
     DocMeta,
-    DocStore,
     LocalDoc,
     RevisionWrite,
+    SeqStore,
     StoredRevision,
     WriteResult,
 )
@@ -48,7 +48,7 @@ def _places_json(places: frozenset[str]) -> str:
     return json.dumps(sorted(places))
 
 
-class SqliteStore(DocStore):
+class SqliteStore(SeqStore):
     def __init__(self, path: Path, readers: int = 4) -> None:
         initialise(path)
         self.path = path

@@ -1,0 +1,220 @@
+"""The one boundary between fieldsync and CouchDB's HTTP API.
+
+Every request to CouchDB (or Cloudant) goes through :class:`CouchClient`: one
+shared ``aiohttp.ClientSession``, a bound on requests in flight, a timeout on
+each, and one function (:func:`_failure`) that turns whatever went wrong —
+connection refused, timeout, 5xx, 401, 409, 412, 413 — into an error of
+:mod:`sync.errors`.  Nothing above this module sees an aiohttp exception or a
+CouchDB status code.  Credentials never appear in an error or a log line.
+
+https://docs.couchdb.org/en/stable/api/basics.html#http-status-codes
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import aiohttp
+import orjson
+
+from sync.errors import (
+    Conflict,
+    FieldsyncError,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+    StoreUnavailable,
+    TooLarge,
+)
+
+# Produces the Authorization header of a request (Cloudant's IAM bearer tokens).
+HeaderSource = Callable[[], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where CouchDB is and how to sign in, parsed from ``FIELDSYNC_COUCHDB_URL``."""
+
+    base: str  # scheme://host:port[/path], without credentials, no trailing slash
+    user: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str, user: str | None = None, password: str | None = None) -> Endpoint:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as http://admin:pw@127.0.0.1:5984")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or a fragment")
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        from_url_user = parts.username and unquote(parts.username)
+        from_url_pw = parts.password and unquote(parts.password)
+        return cls(base, user or from_url_user or None, password or from_url_pw or None)
+
+    @property
+    def shown(self) -> str:
+        """The address for messages: never the credentials."""
+        return self.base
+
+
+def path(*segments: str) -> str:
+    """``/seg/seg``, each segment percent-encoded whole (database names hold ``$``, ids ``/``)."""
+    return "".join("/" + quote(s, safe="") for s in segments)
+
+
+class CouchClient:
+    """Requests to one CouchDB server, mapped to fieldsync's errors at this one place."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        authorization: HeaderSource | None = None,
+        invalidate: Callable[[], None] | None = None,
+        max_in_flight: int = 32,
+        timeout: float = 30.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self._authorization = authorization
+        self._invalidate = invalidate
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            auth = None
+            if self.endpoint.user is not None:
+                auth = aiohttp.BasicAuth(self.endpoint.user, self.endpoint.password or "")
+            connector = aiohttp.TCPConnector(limit=self._max_in_flight, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                auth=auth,
+                connector=connector,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                skip_auto_headers=("User-Agent",),
+                headers={"User-Agent": "fieldsync"},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def json(
+        self,
+        method: str,
+        where: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
+        accept: tuple[int, ...] = (200, 201, 202),
+    ) -> Any:
+        """One request whose answer is JSON; an answer outside ``accept`` raises ours."""
+        raw, _status = await self._send(method, where, params, body, None, timeout, accept)
+        return orjson.loads(raw) if raw else None
+
+    async def raw(self, where: str, *, params: Mapping[str, str] | None = None) -> bytes:
+        """``GET`` an answer as bytes (an attachment)."""
+        data, _ = await self._send("GET", where, params, None, None, None, (200,))
+        return data
+
+    async def status(self, method: str, where: str) -> int:
+        """The status of a request whose answer only matters by its code (``HEAD``)."""
+        accept = tuple(range(200, 600))
+        return (await self._send(method, where, None, None, None, None, accept))[1]
+
+    async def _send(
+        self,
+        method: str,
+        where: str,
+        params: Mapping[str, str] | None,
+        body: Any,
+        data: bytes | None,
+        timeout: float | None,
+        accept: tuple[int, ...],
+    ) -> tuple[bytes, int]:
+        for attempt in (1, 2):
+            headers = {"Accept": "application/json"}
+            if self._authorization is not None:
+                headers["Authorization"] = await self._authorization()
+            if body is not None:
+                data, headers["Content-Type"] = orjson.dumps(body), "application/json"
+            try:
+                async with self._slots:
+                    session = self._open()
+                    limit = aiohttp.ClientTimeout(total=timeout or self._timeout, connect=10)
+                    async with session.request(
+                        method,
+                        self.endpoint.base + where,
+                        params=params,
+                        data=data,
+                        headers=headers,
+                        timeout=limit,
+                    ) as answer:
+                        raw = await answer.read()
+                        code = answer.status
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise _unreachable(self.endpoint, exc) from exc
+            if code == 401 and self._invalidate is not None and attempt == 1:
+                self._invalidate()  # an IAM token that expired early: fetch one and retry
+                continue
+            if code in accept:
+                return raw, code
+            raise _failure(self.endpoint, method, where, code, raw)
+        raise AssertionError("unreachable")
+
+
+def _unreachable(endpoint: Endpoint, exc: BaseException) -> StoreUnavailable:
+    kind = "timed out" if isinstance(exc, TimeoutError) else "cannot be reached"
+    detail = type(exc).__name__
+    return StoreUnavailable(f"CouchDB at {endpoint.shown} {kind} ({detail}); try again shortly.")
+
+
+def _failure(endpoint: Endpoint, method: str, where: str, code: int, raw: bytes) -> FieldsyncError:
+    """CouchDB's answer ``code`` as one of our errors (its reason kept, ours added)."""
+    reason = _reason(raw)
+    if code == 404:
+        return NotFound(_only_reason(raw) or "missing")
+    if code == 409:
+        return Conflict()
+    if code == 412:
+        return PreconditionFailed(reason or "precondition failed", error="file_exists")
+    if code == 413:
+        return TooLarge(f"CouchDB refused a request as too large: {reason}")
+    if code in (401, 403):
+        return StoreUnavailable(
+            f"CouchDB at {endpoint.shown} refused fieldsync's credentials ({code}): "
+            "check FIELDSYNC_COUCHDB_URL / _USER / _PASSWORD or the Cloudant API key."
+        )
+    if code >= 500 or code == 429:
+        return StoreUnavailable(f"CouchDB at {endpoint.shown} answered {code}: {reason}")
+    return StoreError(f"CouchDB refused {method} {where.split('?')[0]} ({code}): {reason}")
+
+
+def _only_reason(raw: bytes) -> str:
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ""
+    return (
+        str(answer.get("reason") or answer.get("error") or "") if isinstance(answer, dict) else ""
+    )
+
+
+def _reason(raw: bytes) -> str:
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw[:200].decode("utf-8", "replace")
+    if isinstance(answer, dict):
+        return f"{answer.get('error', '')}: {answer.get('reason', '')}".strip(": ")
+    return str(answer)[:200]

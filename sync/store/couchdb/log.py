@@ -1,0 +1,122 @@
+"""The per-place change log in CouchDB: appended by writers, read by key.
+
+Each place has a log of entries at consecutive positions 1, 2, 3, ...; an
+entry is one document, created once (a create of an existing id is a 409) and
+never changed.  A writer appends at the first free position; because a
+position is taken only after the one before it exists, positions never skip.
+
+Readers fetch entries *by id* (``POST _all_docs {"keys": ...}``), which CouchDB
+answers with quorum reads, never from a range that one lagging shard copy
+serves; and they stop at the first position they cannot see.  So a reader
+never steps over an entry that a writer has made: at worst it stops early and
+picks the rest up next time.  (docs/adr/0001-couchdb-layout.md, "Never a missed change".)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sync.errors import Conflict, StoreUnavailable
+from sync.store.couchdb import layout
+from sync.store.couchdb.client import CouchClient, path
+
+# A position still missing while a later one is older than this is a lost
+# append (its writer failed between taking and writing it can't happen: a
+# create is one request) -- or an entry CouchDB has not shown us yet.  We wait.
+_APPEND_TRIES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    place: str
+    position: int
+    ids: tuple[tuple[str, int], ...]  # (doc id, version written)
+    at: float
+
+
+class PlaceLog:
+    def __init__(self, client: CouchClient) -> None:
+        self.client = client
+        self._tails: dict[tuple[str, str], int] = {}  # (log db, place) -> last position known
+
+    async def append(self, log_db: str, place: str, ids: Sequence[tuple[str, int]]) -> int:
+        """Add one entry naming ``ids`` to ``place``'s log; its position."""
+        body = {"ids": [list(i) for i in ids], "at": time.time()}
+        position = await self._tail(log_db, place) + 1
+        for _ in range(_APPEND_TRIES):
+            where = path(log_db, layout.entry_id(place, position))
+            try:
+                await self.client.json("PUT", where, body=body)
+            except Conflict:  # taken by another writer: look further
+                position = max(position + 1, await self._read_tail(log_db, place) + 1)
+                continue
+            self._tails[(log_db, place)] = position
+            return position
+        raise StoreUnavailable(f"Could not append to the change log of place {place!r}; retry.")
+
+    async def _tail(self, log_db: str, place: str) -> int:
+        known = self._tails.get((log_db, place))
+        return known if known is not None else await self._read_tail(log_db, place)
+
+    async def _read_tail(self, log_db: str, place: str) -> int:
+        """The highest position of ``place`` that CouchDB shows (a lagging copy shows less)."""
+        low, high = layout.entry_range(place)
+        params = {
+            "descending": "true",
+            "limit": "1",
+            "startkey": _key(high),
+            "endkey": _key(low),
+        }
+        answer = await self.client.json("GET", path(log_db, "_all_docs"), params=params)
+        rows = answer.get("rows", [])
+        found = layout.entry_position(rows[0]["id"]) if rows else 0
+        known = max(found, self._tails.get((log_db, place), 0))
+        self._tails[(log_db, place)] = known
+        return known
+
+    async def tails(self, log_db: str, places: Iterable[str]) -> dict[str, int]:
+        """The last position of each place, as far as this instance can tell (never too high)."""
+        return {p: await self._read_tail(log_db, p) for p in places}
+
+    async def read(
+        self, log_db: str, cursor: Mapping[str, int], places: Sequence[str], window: int
+    ) -> dict[str, list[Entry]]:
+        """The entries after ``cursor`` of each place, up to the first one not visible."""
+        keys = [layout.entry_id(p, cursor.get(p, 0) + k) for p in places for k in range(1, window)]
+        found: dict[str, Entry] = {}
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            answer = await self.client.json(
+                "POST",
+                path(log_db, "_all_docs"),
+                params={"include_docs": "true"},
+                body={"keys": chunk},
+            )
+            for row in answer.get("rows", []):
+                doc = row.get("doc")
+                if doc is not None and not row.get("value", {}).get("deleted"):
+                    found[row["id"]] = _entry(doc)
+        runs: dict[str, list[Entry]] = {}
+        for p in places:
+            run: list[Entry] = []
+            position = cursor.get(p, 0) + 1
+            while (entry := found.get(layout.entry_id(p, position))) is not None:
+                run.append(entry)
+                position += 1
+            runs[p] = run
+        return runs
+
+
+def _entry(doc: Mapping[str, Any]) -> Entry:
+    place, _, digits = str(doc["_id"]).rpartition("!")
+    ids = tuple((str(i), int(v)) for i, v in doc.get("ids", []))
+    return Entry(place, int(digits), ids, float(doc.get("at", 0.0)))
+
+
+def _key(text: str) -> str:
+    import orjson
+
+    return orjson.dumps(text).decode()

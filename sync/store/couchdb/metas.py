@@ -1,0 +1,117 @@
+"""Meta documents: a fieldsync document's revision tree, place and version in CouchDB.
+
+A CouchDB cluster may fork a meta document when two instances update it at
+once (each shard copy takes one write; internal replication then keeps both as
+conflicting revisions).  Revision trees merge by union, so a forked meta is
+read as the union of its branches, and the next write stores that union and
+deletes the other branches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.replication import revtree
+from sync.store.base import DocMeta
+from sync.store.couchdb import layout
+from sync.store.couchdb.client import CouchClient, path
+
+
+@dataclass(slots=True)
+class Meta:
+    doc_id: str
+    couch_rev: str
+    place: str
+    version: int
+    tree: dict[str, revtree.RevNode]
+    places: dict[str, str]  # rev -> place, for revisions whose body is stored
+    losers: list[str] = field(default_factory=list)  # forked branches to delete on next write
+
+    @property
+    def winner(self) -> str:
+        return revtree.winner(self.tree)
+
+    def as_doc_meta(self) -> DocMeta:
+        win = self.winner
+        return DocMeta(
+            self.doc_id, self.place, self.version, win, self.tree[win].deleted, self.tree
+        )
+
+
+def body(
+    doc_id: str,
+    place: str,
+    version: int,
+    tree: Mapping[str, revtree.RevNode],
+    places: Mapping[str, str],
+) -> dict[str, Any]:
+    """The JSON of a meta document (without ``_rev``)."""
+    win = revtree.winner(tree)
+    return {
+        "_id": layout.meta_id(doc_id),
+        "place": place,
+        "v": version,
+        "winner": win,
+        "deleted": tree[win].deleted,
+        "leaves": [[r, tree[r].deleted] for r in revtree.sorted_leaves(tree)],
+        "tree": revtree.to_json(tree),
+        "rp": dict(places),
+    }
+
+
+def _parse(doc: Mapping[str, Any]) -> Meta:
+    return Meta(
+        doc_id=str(doc["_id"])[len(layout.META_PREFIX) :],
+        couch_rev=str(doc["_rev"]),
+        place=str(doc["place"]),
+        version=int(doc["v"]),
+        tree=revtree.from_json(doc["tree"]),
+        places={str(k): str(v) for k, v in doc.get("rp", {}).items()},
+    )
+
+
+def _merge(main: Meta, others: Sequence[Meta]) -> Meta:
+    tree, places, version = main.tree, dict(main.places), main.version
+    for other in others:
+        tree = revtree.merge_trees(tree, other.tree)
+        places.update(other.places)
+        version = max(version, other.version)
+    win = revtree.winner(tree)
+    place = places.get(win, main.place)
+    losers = [o.couch_rev for o in others]
+    return Meta(main.doc_id, main.couch_rev, place, version, tree, places, losers)
+
+
+async def load(client: CouchClient, meta_db: str, ids: Sequence[str]) -> dict[str, Meta]:
+    """The metas of ``ids`` that exist, forks merged; read by key (quorum reads)."""
+    found: dict[str, Meta] = {}
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), 500):
+        keys = [layout.meta_id(i) for i in unique[start : start + 500]]
+        answer = await client.json(
+            "POST",
+            path(meta_db, "_all_docs"),
+            params={"include_docs": "true", "conflicts": "true"},
+            body={"keys": keys},
+        )
+        for row in answer.get("rows", []):
+            doc = row.get("doc")
+            if not doc or "tree" not in doc:
+                continue
+            meta = _parse(doc)
+            if doc.get("_conflicts"):
+                meta = _merge(meta, await _branches(client, meta_db, doc))
+            found[meta.doc_id] = meta
+    return found
+
+
+async def _branches(client: CouchClient, meta_db: str, doc: Mapping[str, Any]) -> list[Meta]:
+    import orjson
+
+    revs = orjson.dumps(list(doc["_conflicts"])).decode()
+    answer = await client.json(
+        "GET", path(meta_db, str(doc["_id"])), params={"open_revs": revs, "latest": "true"}
+    )
+    return [_parse(item["ok"]) for item in answer if "ok" in item and "tree" in item["ok"]]
