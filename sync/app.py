@@ -7,6 +7,7 @@ renders every error CouchDB-style.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +38,8 @@ from sync.replication.reads import Reader
 from sync.replication.routes import REPLICATION, Replication, close_longpolls, setup_routes
 from sync.replication.writes import Writer
 from sync.sessions import Lifetime
+from sync.store import couchdb
+from sync.store.base import DocStore
 from sync.store.schema import connections, db_path
 from sync.store.sqlite import SqliteStore
 from sync.vault import Vault
@@ -107,9 +110,41 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
         raise
     keys = KeyRing(master, connections(path))
     _, server_uuid = await store.write_tx(_server_identity)
-    await _ensure_db(store, config.db_name)
+    documents: DocStore = store
+    notifier = Notifier()
+    async with contextlib.AsyncExitStack() as stack:
+        if config.couchdb_url:
+            documents = couch = couchdb.open_store(config)
+            stack.push_async_callback(couch.close)
+            couch.audit_sink = lambda stamp, db, ids: store.write_tx(
+                lambda c: stamp.append(c, db, ids)
+            )
+            await stack.enter_async_context(
+                couchdb.background(couch, config.db_name, notifier.notify)
+            )
+            log.info("document_store", backend="couchdb", url=couch.client.endpoint.shown)
+        else:
+            await _ensure_db(store, config.db_name)
+        async for _ in _answering(
+            app, config, store, documents, notifier, audit, keys, server_uuid
+        ):
+            yield
+    await audit.close()
+    await store.close()
+
+
+async def _answering(
+    app: web.Application,
+    config: Config,
+    store: SqliteStore,
+    documents: DocStore,
+    notifier: Notifier,
+    audit: AuditLog,
+    keys: KeyRing,
+    server_uuid: str,
+) -> AsyncIterator[None]:
     app[AUDIT] = audit
-    parts = Parts(store, Vault(keys), Notifier(), audit=audit)
+    parts = Parts(documents, Vault(keys), notifier, audit=audit)
     reader = Reader(parts)
     snapshots = SnapshotRegistry(
         lambda h, p: store.write_tx(lambda c: _save_snapshot(c, h, p)),
@@ -122,8 +157,6 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     feed = ChangesFeed(parts, reader, snapshots)
     app[REPLICATION] = Replication(parts, reader, Writer(parts), feed, auth, config, server_uuid)
     yield
-    await audit.close()
-    await store.close()
 
 
 async def _open_audit(store: SqliteStore, master: MasterKey, config: Config) -> AuditLog:
@@ -164,7 +197,7 @@ def _server_identity(conn: sqlite3.Connection) -> tuple[bytes, str]:
     ).hex()[:32]
 
 
-async def _ensure_db(store: SqliteStore, name: str) -> None:
+async def _ensure_db(store: DocStore, name: str) -> None:
     with suppress(PreconditionFailed):
         await store.create_db(name)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +48,15 @@ class Config:
     public_url: str | None = None
     # Serve even when the audit trail's start-up check fails (logged as an error).
     audit_allow_broken: bool = False
+    # Documents on CouchDB / Cloudant instead of the embedded store (sync.store.couchdb).
+    couchdb_url: str | None = None
+    couchdb_user: str | None = None
+    couchdb_password: str | None = field(default=None, repr=False)
+    couchdb_prefix: str = "fieldsync_"
+    cloudant_apikey: str | None = field(default=None, repr=False)
+    cloudant_iam_url: str | None = None
+    couchdb_max_in_flight: int = 32
+    couchdb_timeout_seconds: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -103,6 +113,21 @@ def public_url(value: str) -> str:
     return url.geturl().rstrip("/")
 
 
+def couchdb_url(value: str) -> str:
+    """``http(s)://[user:password@]host:port``: where the CouchDB or Cloudant server is."""
+    from sync.store.couchdb.client import Endpoint
+
+    Endpoint.parse(value)
+    return value.strip()
+
+
+def couchdb_prefix(value: str) -> str:
+    """Database names start with a lowercase letter; CouchDB allows a-z 0-9 _ $ ( ) + - /."""
+    if not re.fullmatch(r"[a-z][a-z0-9_()+-]{0,63}", value):
+        raise ValueError("must start with a-z and hold only a-z 0-9 _ ( ) + - (e.g. fieldsync_)")
+    return value
+
+
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_DATA_DIR": ("data_dir", Path),
     "FIELDSYNC_HOST": ("host", str),
@@ -125,6 +150,14 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_PUBLIC_URL": ("public_url", public_url),
     "FIELDSYNC_AUDIT_ALLOW_BROKEN": ("audit_allow_broken", _yes),
     "FIELDSYNC_MAX_BULK_DOCS": ("max_bulk_docs", _count(1)),
+    "FIELDSYNC_COUCHDB_URL": ("couchdb_url", couchdb_url),
+    "FIELDSYNC_COUCHDB_USER": ("couchdb_user", str),
+    "FIELDSYNC_COUCHDB_PASSWORD": ("couchdb_password", str),
+    "FIELDSYNC_COUCHDB_PREFIX": ("couchdb_prefix", couchdb_prefix),
+    "FIELDSYNC_CLOUDANT_APIKEY": ("cloudant_apikey", str),
+    "FIELDSYNC_CLOUDANT_IAM_URL": ("cloudant_iam_url", public_url),
+    "FIELDSYNC_COUCHDB_MAX_IN_FLIGHT": ("couchdb_max_in_flight", _count(1)),
+    "FIELDSYNC_COUCHDB_TIMEOUT_SECONDS": ("couchdb_timeout_seconds", _seconds),
 }
 
 

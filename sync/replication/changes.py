@@ -18,16 +18,21 @@ from typing import Any
 
 from sync.errors import BadRequest
 from sync.replication import since as tokens
+from sync.replication import vector
 from sync.replication.context import Caller, Parts
 from sync.replication.reads import Reader, ReadOptions
 from sync.replication.selector import Selector
 from sync.replication.since import Backfill, SinceToken
-from sync.store.base import Change
+from sync.replication.vector import GlobalToken, VectorToken
+from sync.store.base import Change, LogStore, Position, SeqStore
+
+# A client's place in the feed: one sequence (SQLite), or a position per place (CouchDB).
+Token = SinceToken | VectorToken | GlobalToken
 
 
 @dataclass(frozen=True)
 class ChangesQuery:
-    since: SinceToken | None  # None: "now"
+    since: Token | None  # None: "now"
     limit: int
     style_all_docs: bool = False
     include_docs: bool = False
@@ -76,20 +81,71 @@ class ChangesFeed:
     def __init__(self, parts: Parts, reader: Reader, snapshots: SnapshotRegistry) -> None:
         self.parts, self.reader, self.snapshots = parts, reader, snapshots
 
+    def parse_since(self, raw: object, caller: Caller) -> Token:
+        """``since`` as the client sent it, in the form this store's feed reads."""
+        if isinstance(self.parts.store, LogStore):
+            return vector.parse(raw, admin=caller.scope.read is None)
+        return tokens.parse(raw)
+
+    async def update_seq(self, db: str, caller: Caller, store_seq: int | str) -> str | int:
+        """The database's ``update_seq`` as this caller sees it: a token of "now"."""
+        read = caller.scope.read
+        store = self.parts.store
+        if isinstance(store, LogStore):
+            if read is None:
+                return GlobalToken(str(store_seq)).render()
+            tails = await store.log_tails(db, read)
+            return VectorToken({p: (n, 0) for p, n in tails.items()}).render()
+        if read is None:
+            return store_seq
+        return f"{store_seq}-{await self.snapshots.name(read)}"
+
     async def page(self, db: str, caller: Caller, query: ChangesQuery) -> ChangesPage:
+        if isinstance(self.parts.store, LogStore):
+            return await self._log_page(self.parts.store, db, caller, query)
         info = await self.parts.store.db_info(db, frozenset())
-        upto = info.update_seq
+        upto = int(info.update_seq)
         read = caller.scope.read
         current = None if read is None else await self.snapshots.name(read)
         if query.descending:
             return await self._descending_page(db, caller, query, current, upto)
+        assert query.since is None or isinstance(query.since, SinceToken)
         start = query.since or SinceToken(upto, current)
         walk = self._walk(db, read, current, start, upto, _page_size(query))
+        results, seen, exhausted = await self._collect(db, caller, query, walk)
+        last = seen if isinstance(seen, SinceToken) and not exhausted else SinceToken(upto, current)
+        pending = 0 if last.backfill else await self._seq.count_changes(db, read, last.seq)
+        return ChangesPage(results, last.render(), pending)
+
+    async def _log_page(
+        self, store: LogStore, db: str, caller: Caller, query: ChangesQuery
+    ) -> ChangesPage:
+        """The feed of a log store: a cursor per place (workers) or CouchDB's own (admins)."""
+        read = caller.scope.read
+        size = _page_size(query)
+        if read is None:
+            since = query.since.seq if isinstance(query.since, GlobalToken) else None
+            if query.since is None and not query.descending:
+                since = "now"
+            whole = _GlobalWalk(since)
+            walk = whole.walk(store, db, size, query.descending)
+            results, last, exhausted = await self._collect(db, caller, query, walk)
+            if exhausted or last is None:
+                last = GlobalToken(whole.end)
+            return ChangesPage(results, last.render(), 0 if exhausted else 1)
+        if query.descending:
+            raise BadRequest("descending=true is only supported for admins on this database")
+        if isinstance(query.since, VectorToken):
+            positions = {p: query.since.positions.get(p, (0, 0)) for p in read}
+        else:  # "now"
+            tails = await store.log_tails(db, read)
+            positions = {p: (n, 0) for p, n in tails.items()}
+        state = _LogWalk(positions)
+        walk = state.walk(store, db, read, size)
         results, last, exhausted = await self._collect(db, caller, query, walk)
         if exhausted or last is None:
-            last = SinceToken(upto, current)
-        pending = 0 if last.backfill else await self.parts.store.count_changes(db, read, last.seq)
-        return ChangesPage(results, last.render(), pending)
+            last = VectorToken(dict(state.positions))
+        return ChangesPage(results, last.render(), 0 if exhausted else 1)
 
     async def _descending_page(
         self, db: str, caller: Caller, query: ChangesQuery, current: str | None, upto: int
@@ -107,7 +163,7 @@ class ChangesFeed:
         read = caller.scope.read
         walk = self._walk_descending(db, read, current, upto, _page_size(query))
         results, last, exhausted = await self._collect(db, caller, query, walk)
-        if last is None:
+        if not isinstance(last, SinceToken):
             return ChangesPage(results, SinceToken(upto, current).render(), 0)
         pending = 0 if exhausted else await self._older(db, read, last.seq)
         return ChangesPage(results, last.render(), pending)
@@ -117,8 +173,8 @@ class ChangesFeed:
         db: str,
         caller: Caller,
         query: ChangesQuery,
-        walk: AsyncGenerator[tuple[Change, SinceToken], None],
-    ) -> tuple[list[dict[str, Any]], SinceToken | None, bool]:
+        walk: AsyncGenerator[tuple[Change, Token], None],
+    ) -> tuple[list[dict[str, Any]], Token | None, bool]:
         """The rows of ``walk`` that pass the filters, up to ``limit``.
 
         Also the token of the last change looked at (None if none) and whether
@@ -127,7 +183,7 @@ class ChangesFeed:
         in one store call per chunk.
         """
         results: list[dict[str, Any]] = []
-        last: SinceToken | None = None
+        last: Token | None = None
         try:
             async for chunk in _chunks(walk, min(_CHUNK, _page_size(query))):
                 marked = [(c, t, self._cheap_match(c, query)) for c, t in chunk]
@@ -151,9 +207,15 @@ class ChangesFeed:
             await walk.aclose()
         return results, last, True
 
+    @property
+    def _seq(self) -> SeqStore:
+        store = self.parts.store
+        assert isinstance(store, SeqStore)
+        return store
+
     async def _older(self, db: str, read: frozenset[str] | None, seq: int) -> int:
         """How many of the set's changes lie below ``seq``."""
-        store = self.parts.store
+        store = self._seq
         return await store.count_changes(db, read, 0) - await store.count_changes(db, read, seq - 1)
 
     async def wait(self, db: str, timeout: float) -> bool:
@@ -179,7 +241,7 @@ class ChangesFeed:
                 yield item
         since = start.seq
         while since < upto:
-            rows = await self.parts.store.changes(db, read, since, page, upto=upto)
+            rows = await self._seq.changes(db, read, since, page, upto=upto)
             for row in rows:
                 yield row, SinceToken(row.seq, current)
             if len(rows) < page:
@@ -191,7 +253,7 @@ class ChangesFeed:
     ) -> AsyncGenerator[tuple[Change, SinceToken], None]:
         """Every change of the set at or below ``upto``, newest first, with its own token."""
         while upto > 0:
-            rows = await self.parts.store.changes(db, read, 0, page, upto=upto, descending=True)
+            rows = await self._seq.changes(db, read, 0, page, upto=upto, descending=True)
             for row in rows:
                 yield row, SinceToken(row.seq, current)
             if len(rows) < page:
@@ -212,7 +274,7 @@ class ChangesFeed:
             start.backfill.done_upto if start.backfill and start.backfill.target == current else 0
         )
         while True:
-            rows = await self.parts.store.changes(
+            rows = await self._seq.changes(
                 db, new, done, page, upto=start.seq, include_deleted=False
             )
             for row in rows:
@@ -253,7 +315,7 @@ class ChangesFeed:
         db: str,
         caller: Caller,
         change: Change,
-        token: SinceToken,
+        token: Token,
         query: ChangesQuery,
         doc: dict[str, Any] | None,
     ) -> dict[str, Any]:
@@ -281,13 +343,52 @@ class ChangesFeed:
         return await self.parts.readable_revs(db, caller, change.id, revs)
 
 
+class _GlobalWalk:
+    """Walks the whole database's changes (CouchDB's own feed), remembering where it ended."""
+
+    def __init__(self, since: str | None) -> None:
+        self.end = since
+
+    async def walk(
+        self, store: LogStore, db: str, size: int, descending: bool
+    ) -> AsyncGenerator[tuple[Change, Token], None]:
+        since = self.end
+        while True:
+            page = await store.global_changes(db, since, size, descending)
+            self.end = page.last
+            for change, token in page.rows:
+                yield change, GlobalToken(token)
+            if len(page.rows) < size or page.last == since or descending:
+                return
+            since = page.last
+
+
+class _LogWalk:
+    """Walks place logs from ``positions``, keeping them up to date as rows go by."""
+
+    def __init__(self, positions: dict[str, Position]) -> None:
+        self.positions = positions
+
+    async def walk(
+        self, store: LogStore, db: str, places: frozenset[str], size: int
+    ) -> AsyncGenerator[tuple[Change, Token], None]:
+        while True:
+            page = await store.place_changes(db, places, self.positions, size)
+            for row in page.rows:
+                self.positions[row.place] = row.after
+                if row.change is not None:
+                    yield row.change, VectorToken(dict(self.positions))
+            if page.exhausted or not page.rows:
+                return
+
+
 _CHUNK = 100  # changes whose bodies are opened together
 
 
 async def _chunks(
-    walk: AsyncIterator[tuple[Change, SinceToken]], size: int
-) -> AsyncIterator[list[tuple[Change, SinceToken]]]:
-    chunk: list[tuple[Change, SinceToken]] = []
+    walk: AsyncIterator[tuple[Change, Token]], size: int
+) -> AsyncIterator[list[tuple[Change, Token]]]:
+    chunk: list[tuple[Change, Token]] = []
     async for item in walk:
         chunk.append(item)
         if len(chunk) >= size:

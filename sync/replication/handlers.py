@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -28,13 +29,11 @@ from sync.errors import (
 from sync.headers import attachment_headers, served_type
 from sync.http import flag, integer, json_param, json_response, read_json, read_object
 from sync.replication import design, revtree
-from sync.replication.changes import ChangesPage, ChangesQuery, parse_doc_ids
+from sync.replication.changes import ChangesPage, ChangesQuery, Token, parse_doc_ids
 from sync.replication.context import Caller
 from sync.replication.documents import check_depth, check_doc_id, check_shape
 from sync.replication.reads import ReadOptions
 from sync.replication.selector import Selector
-from sync.replication.since import SinceToken
-from sync.replication.since import parse as parse_since
 from sync.store.base import AllDocsQuery, WriteResult
 
 if TYPE_CHECKING:
@@ -65,9 +64,7 @@ async def db_info(
     request: web.Request, rep: Replication, caller: Caller, t: Target
 ) -> web.Response:
     info = await rep.parts.store.db_info(t.db, caller.scope.read)
-    update_seq: str | int = info.update_seq
-    if caller.scope.read is not None:
-        update_seq = f"{info.update_seq}-{await rep.feed.snapshots.name(caller.scope.read)}"
+    update_seq = await rep.feed.update_seq(t.db, caller, info.update_seq)
     return json_response(
         {
             "db_name": info.name,
@@ -149,7 +146,7 @@ async def changes(
 ) -> web.StreamResponse:
     body = await read_object(request) if request.method == "POST" and request.can_read_body else {}
     await design.check_filter(rep.reader, t.db, caller, request.query)
-    query = _changes_query(request, body)
+    query = _changes_query(request, body, lambda raw: rep.feed.parse_since(raw, caller))
     _check_count(rep, len(query.doc_ids or ()), "_changes", "doc_ids")
     feed = request.query.get("feed", "normal")
     if feed not in ("normal", "longpoll"):
@@ -184,7 +181,7 @@ async def _longpoll(
             remaining = deadline - asyncio.get_running_loop().time()
             if page.results or remaining <= 0 or notifier.closed:
                 break
-            query = _advance(query, page.last_seq)
+            query = replace(query, since=rep.feed.parse_since(page.last_seq, caller))
             wait = remaining if not heartbeat_ms else min(remaining, heartbeat_ms / 1000)
             try:
                 await asyncio.wait_for(event.wait(), wait)
@@ -225,14 +222,14 @@ def _heartbeat_ms(request: web.Request) -> int:
     return integer(request, "heartbeat", 0) or 0
 
 
-def _advance(query: ChangesQuery, last_seq: str | int) -> ChangesQuery:
-    return replace(query, since=parse_since(last_seq))
-
-
-def _changes_query(request: web.Request, body: dict[str, Any]) -> ChangesQuery:
+def _changes_query(
+    request: web.Request, body: dict[str, Any], parse: Callable[[object], Token]
+) -> ChangesQuery:
     """The feed's parameters; any filter but the built-in ones was refused by ``check_filter``."""
     descending = flag(request, "descending")
-    since = None if descending else _since(request)  # CouchDB ignores since when descending
+    raw_since = request.query.get("since", "0")
+    # CouchDB ignores since when descending
+    since = None if descending or raw_since == "now" else parse(raw_since)
     filter_name = request.query.get("filter")
     doc_ids = None
     selector = None
@@ -255,11 +252,6 @@ def _changes_query(request: web.Request, body: dict[str, Any]) -> ChangesQuery:
             conflicts=flag(request, "conflicts"), attachments=flag(request, "attachments")
         ),
     )
-
-
-def _since(request: web.Request) -> SinceToken | None:
-    raw_since = request.query.get("since", "0")
-    return None if raw_since == "now" else parse_since(raw_since)
 
 
 # -- bulk endpoints ------------------------------------------------------------

@@ -83,6 +83,7 @@ class CouchStore(LogStore):
         self.log = PlaceLog(client)
         self.audit_sink: AuditSink | None = None
         self._settings: dict[str, _Settings] = {}
+        self._watched: dict[str, str] = {}  # db -> CouchDB since of the log watcher
 
     # -- names ------------------------------------------------------------
     def _meta(self, db: str) -> str:
@@ -457,15 +458,17 @@ class CouchStore(LogStore):
         return await self.log.tails(self._log(db), sorted(places))
 
     async def wait_for_change(self, db: str, timeout: float) -> bool:
+        since = self._watched.get(db, "now")
         params = {
             "feed": "longpoll",
-            "since": "now",
+            "since": since,
             "timeout": str(int(timeout * 1000)),
             "limit": "1",
         }
         answer = await self.client.json(
             "GET", path(self._log(db), "_changes"), params=params, timeout=timeout + 10
         )
+        self._watched[db] = _seq_text(answer.get("last_seq", since))
         return bool(answer.get("results"))
 
     async def all_docs(

@@ -1,0 +1,87 @@
+"""Since-tokens of a log store (CouchDB): a position in each place's change log.
+
+Grammar::
+
+    token   := "v1-" BASE64URL( zlib( JSON [[place, done, offset], ...] ) )
+                                        a worker's token: for each place that has
+                                        progress, the entries read whole (done)
+                                        and the ids already sent of the next (offset)
+             | "c1-" COUCH_SEQ          an admin's token: CouchDB's own since
+                                        value for the whole database
+
+A place absent from a token starts at 0, so a worker whose read scope grew
+gets the older documents of the new places with nothing to remember; places
+that left the scope are dropped from the next token.  The client may forge a
+token, but only for the places it may read anyway: positions are read from
+the caller's scope, never from the token's list of places.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import orjson
+
+from sync.errors import BadRequest
+from sync.store.base import Position
+
+_MAX_TOKEN = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class VectorToken:
+    positions: Mapping[str, Position]
+
+    def render(self) -> str:
+        items = [[p, d, o] for p, (d, o) in sorted(self.positions.items()) if (d, o) != (0, 0)]
+        packed = zlib.compress(orjson.dumps(items), 9)
+        return "v1-" + base64.urlsafe_b64encode(packed).decode().rstrip("=")
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalToken:
+    seq: str | None  # None: from the start
+
+    def render(self) -> str:
+        return "0" if self.seq is None else f"c1-{self.seq}"
+
+
+LogToken = VectorToken | GlobalToken
+
+
+def parse(raw: object, *, admin: bool) -> LogToken:
+    """``since`` as a client sent it: 0, or a token this server made for this kind of caller."""
+    if raw in (0, "0"):
+        return GlobalToken(None) if admin else VectorToken({})
+    if not isinstance(raw, str) or len(raw) > _MAX_TOKEN:
+        raise BadRequest("since must be a sequence token from this server")
+    if raw.startswith("c1-") and admin:
+        return GlobalToken(raw[3:])
+    if raw.startswith("v1-") and not admin:
+        return VectorToken(_positions(raw[3:]))
+    raise BadRequest(f"invalid since token {raw[:80]!r} for this database")
+
+
+def _positions(text: str) -> dict[str, Position]:
+    try:
+        packed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        items = orjson.loads(zlib.decompressobj().decompress(packed, _MAX_TOKEN * 16))
+    except (binascii.Error, ValueError, zlib.error) as exc:
+        raise BadRequest("invalid since token") from exc
+    positions: dict[str, Position] = {}
+    if not isinstance(items, list):
+        raise BadRequest("invalid since token")
+    for item in items:
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and isinstance(item[0], str)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in item[1:])
+        ):
+            raise BadRequest("invalid since token")
+        positions[item[0]] = (item[1], item[2])
+    return positions

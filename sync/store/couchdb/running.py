@@ -1,0 +1,103 @@
+"""Opening the CouchDB document store from the configuration, and its background work.
+
+Two loops run beside the server while the store is CouchDB:
+
+- the *watcher* long-polls the change log database, so that a write made by
+  any fieldsync instance wakes this instance's long-polling ``_changes``;
+- the *settler* appends the log entries of writes whose instance stopped half
+  way (:meth:`CouchStore.settle`).
+
+Both ride out an unreachable CouchDB: they log it, wait, and carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+
+from sync.config import Config
+from sync.errors import FieldsyncError, PreconditionFailed
+from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.store.couchdb.store import CouchStore
+
+log = structlog.get_logger()
+
+_RETRY_SECONDS = 2.0
+_SETTLE_EVERY = 15.0
+
+
+def open_store(config: Config) -> CouchStore:
+    assert config.couchdb_url is not None
+    endpoint = Endpoint.parse(config.couchdb_url, config.couchdb_user, config.couchdb_password)
+    authorization, invalidate = None, None
+    if config.cloudant_apikey:
+        from sync.store.couchdb.iam import IamTokenSource
+
+        tokens = IamTokenSource(config.cloudant_apikey, config.cloudant_iam_url)
+        authorization, invalidate = tokens.authorization, tokens.invalidate
+        endpoint = Endpoint(endpoint.base)  # Cloudant takes IAM only: no Basic credentials
+    client = CouchClient(
+        endpoint,
+        authorization=authorization,
+        invalidate=invalidate,
+        max_in_flight=config.couchdb_max_in_flight,
+        timeout=config.couchdb_timeout_seconds,
+    )
+    return CouchStore(client, config.couchdb_prefix)
+
+
+@contextlib.asynccontextmanager
+async def background(
+    store: CouchStore, db: str, notify: Callable[[str], None]
+) -> AsyncIterator[None]:
+    """Create ``db`` once CouchDB answers, and run the watcher and the settler meanwhile."""
+    tasks = [
+        asyncio.create_task(_ensure(store, db)),
+        asyncio.create_task(_watch(store, db, notify)),
+        asyncio.create_task(_settle(store, db)),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _ensure(store: CouchStore, db: str) -> None:
+    while True:
+        try:
+            await store.create_db(db)
+        except PreconditionFailed:
+            return
+        except FieldsyncError as exc:
+            log.warning("couchdb_unavailable", step="create_db", reason=exc.reason)
+            await asyncio.sleep(_RETRY_SECONDS)
+            continue
+        log.info("couchdb_database_created", db=db)
+        return
+
+
+async def _watch(store: CouchStore, db: str, notify: Callable[[str], None]) -> None:
+    while True:
+        try:
+            if await store.wait_for_change(db, 25.0):
+                notify(db)
+        except FieldsyncError as exc:
+            log.warning("couchdb_unavailable", step="watch", reason=exc.reason)
+            await asyncio.sleep(_RETRY_SECONDS)
+
+
+async def _settle(store: CouchStore, db: str) -> None:
+    while True:
+        await asyncio.sleep(_SETTLE_EVERY)
+        try:
+            settled = await store.settle(db)
+        except FieldsyncError as exc:
+            log.warning("couchdb_unavailable", step="settle", reason=exc.reason)
+            continue
+        if settled:
+            log.warning("couchdb_writes_settled", db=db, documents=settled)
