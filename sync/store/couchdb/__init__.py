@@ -1,0 +1,1 @@
+"""The CouchDB / Cloudant document backend."""
