@@ -54,6 +54,20 @@ async def pouch() -> AsyncIterator[PouchDriver]:
         await driver.aclose()
 
 
+BACKENDS = ["sqlite", "couchdb"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Where the documents live: the embedded store, or CouchDB (pouchdb-server in CI,
+    ``FIELDSYNC_TEST_COUCHDB_URL`` for a real CouchDB); every real-client test runs on both."""
+    if request.param == "sqlite":
+        return {}
+    url: str = request.getfixturevalue("couchdb_url")
+    prefix: str = request.getfixturevalue("couch_prefix")
+    return {"FIELDSYNC_COUCHDB_URL": url, "FIELDSYNC_COUCHDB_PREFIX": prefix}
+
+
 @contextmanager
 def running(data_dir: Path, log_path: Path, env: dict[str, str]) -> Iterator[ServerProcess]:
     process = ServerProcess(data_dir, free_port(), log_path, env)
@@ -71,9 +85,12 @@ def server_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[ServerProcess]:
+def server(
+    tmp_path: Path, server_env: dict[str, str], backend_env: dict[str, str]
+) -> Iterator[ServerProcess]:
     """A real ``fieldsync serve`` on an empty data dir."""
-    with running(tmp_path / "data", tmp_path / "server.log", server_env) as process:
+    env = {**server_env, **backend_env}
+    with running(tmp_path / "data", tmp_path / "server.log", env) as process:
         yield process
 
 
@@ -90,10 +107,13 @@ def org_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def org(tmp_path: Path, org_data: Path, server_env: dict[str, str]) -> Iterator[ServerProcess]:
+def org(
+    tmp_path: Path, org_data: Path, server_env: dict[str, str], backend_env: dict[str, str]
+) -> Iterator[ServerProcess]:
     """A real server on a fresh copy of ``org_data``: the places and users above."""
     shutil.copytree(org_data, tmp_path / "data")
-    with running(tmp_path / "data", tmp_path / "server.log", server_env) as process:
+    env = {**server_env, **backend_env}
+    with running(tmp_path / "data", tmp_path / "server.log", env) as process:
         yield process
 
 
