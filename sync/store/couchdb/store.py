@@ -325,17 +325,22 @@ class CouchStore(LogStore):
 
     async def _save_metas(self, db: str, plans: Sequence[_Plan]) -> set[int]:
         """Update the metas; the indexes of the plans another writer overtook."""
-        docs = [p.doc for p in plans]
-        for p in plans:  # a forked meta: its other branches go with this write
-            if p.old is not None:
-                docs += [{"_id": p.doc["_id"], "_rev": r, "_deleted": True} for r in p.old.losers]
-        answers = await self._bulk(self._meta(db), docs, conflicts_ok=True)
+        answers = await self._bulk(self._meta(db), [p.doc for p in plans], conflicts_ok=True)
         raced: set[int] = set()
-        for p, answer in zip(plans, answers, strict=False):
+        for p, answer in zip(plans, answers, strict=True):
             if answer.get("error"):
                 raced.add(p.index)
             else:
                 p.doc["_rev"] = answer["rev"]
+        # A forked meta's other branches go once the merged tree is saved, not before:
+        # deleting them first could lose their revisions if the save then lost a race.
+        losers = [
+            {"_id": p.doc["_id"], "_rev": r, "_deleted": True}
+            for p in plans
+            if p.index not in raced and p.old is not None
+            for r in p.old.losers
+        ]
+        await self._bulk(self._meta(db), losers, conflicts_ok=True)
         return raced
 
     async def _log_writes(self, db: str, plans: Sequence[_Plan]) -> None:
