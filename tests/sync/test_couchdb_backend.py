@@ -66,9 +66,7 @@ def couch_config(config: Config, couchdb_url: str, couch_prefix: str, cut: TcpCu
 
 
 @pytest.fixture
-async def couch_api(
-    aiohttp_client: Callable[..., Awaitable[Client]], couch_config: Config
-) -> Api:
+async def couch_api(aiohttp_client: Callable[..., Awaitable[Client]], couch_config: Config) -> Api:
     api = Api(await aiohttp_client(create_app(couch_config)))
     for _ in range(100):  # the database is created in the background once CouchDB answers
         if (await api.call("GET", "/health"))[0] == 200:
@@ -271,3 +269,24 @@ async def test_couchdb_never_holds_a_byte_of_plaintext(
         for text in _strings(doc):
             for blob in (text.encode(), _decoded(text)):
                 assert not any(n in blob for n in needles), (db, doc_id, text[:80])
+
+
+async def test_a_document_too_big_for_couchdb_is_refused_alone(
+    aiohttp_client: Callable[..., Awaitable[Client]], couch_config: Config
+) -> None:
+    """CouchDB answers 413 for a whole ``_bulk_docs`` when one document is over its limit."""
+    config = replace(couch_config, couchdb_max_document_bytes=20_000)
+    api = Api(await aiohttp_client(create_app(config)))
+    for _ in range(100):
+        if (await api.call("GET", "/health"))[0] == 200:
+            break
+        await asyncio.sleep(0.1)
+    big = {"_id": "big", "place": "area-a1", "notes": "x" * 30_000}
+    small = {"_id": "small", "place": "area-a1"}
+    status, rows = await api.call("POST", "/health/_bulk_docs", "alice", {"docs": [big, small]})
+    assert status == 201, rows
+    assert rows[0]["id"] == "big" and rows[0]["error"] == "too_large"
+    assert "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES" in rows[0]["reason"]
+    assert rows[1]["id"] == "small" and "rev" in rows[1]
+    assert (await api.call("GET", "/health/big", "alice"))[0] == 404
+    assert (await api.call("GET", "/health/small", "alice"))[0] == 200

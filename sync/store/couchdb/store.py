@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from sync.errors import Conflict, NotFound, PreconditionFailed, StoreError, StoreUnavailable
+from sync.errors import (
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+    StoreUnavailable,
+    TooLarge,
+)
 from sync.replication import revtree
 from sync.store import rules
 from sync.store.base import (
@@ -59,6 +66,7 @@ AuditSink = Callable[["AuditStamp", str, list[str]], Awaitable[None]]
 _MISSING_DB = "Database does not exist."
 _RACE_TRIES = 20
 _SETTINGS_TTL = 10.0
+_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +85,12 @@ class _Plan:
 
 
 class CouchStore(LogStore):
-    def __init__(self, client: CouchClient, prefix: str = "fieldsync_") -> None:
+    def __init__(
+        self, client: CouchClient, prefix: str = "fieldsync_", max_document_bytes: int = 8_000_000
+    ) -> None:
         self.client = client
         self.prefix = prefix
+        self.max_document_bytes = max_document_bytes
         self.log = PlaceLog(client)
         self.audit_sink: AuditSink | None = None
         self._settings: dict[str, _Settings] = {}
@@ -137,6 +148,8 @@ class CouchStore(LogStore):
         return DbInfo(name, seq, live, deleted, settings.revs_limit, "0", settings.uuid)
 
     async def _counts(self, db: str, places: frozenset[str] | None) -> tuple[int, int]:
+        if places is not None and not places:
+            return 0, 0  # an existence check (every write asks one): no view query
         view = _view(self._meta(db), "counts")
         if places is None:
             answer = await self.client.json("GET", view, params={"group_level": "2"})
@@ -289,7 +302,7 @@ class CouchStore(LogStore):
     ) -> _Plan | None:
         old = found.get(w.doc_id)
         tree = old.tree if old else {}
-        refused = rules.refusal(old.place if old else None, tree, w)
+        refused = rules.refusal(old.place if old else None, tree, w) or self._too_large(w)
         if refused is not None:
             results[index] = WriteResult(w.doc_id, w.path[0], refused)
             return None
@@ -307,6 +320,18 @@ class CouchStore(LogStore):
             doc["_rev"] = old.couch_rev
         return _Plan(index, w, doc, old)
 
+    def _too_large(self, w: RevisionWrite) -> TooLarge | None:
+        """CouchDB refuses a document over its ``max_document_size`` (Cloudant: 1 MB), and
+        with it the whole ``_bulk_docs``: refuse that one revision here instead."""
+        biggest = max([len(w.body), *(b.length + 32 for b in w.attachments)])
+        if _encoded(biggest) <= self.max_document_bytes:
+            return None
+        return TooLarge(
+            f"Document or attachment too large for the document store: about "
+            f"{_encoded(biggest)} bytes sealed, the limit is {self.max_document_bytes} "
+            "(FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES)."
+        )
+
     async def _save_data(self, db: str, writes: Sequence[RevisionWrite]) -> None:
         """Bodies and attachments, created once (ids name their content: a 409 is "there")."""
         docs: list[dict[str, Any]] = []
@@ -321,7 +346,16 @@ class CouchStore(LogStore):
                 }
             )
             docs += [_attachment_doc(blob) for blob in w.attachments]
-        await self._bulk(self._data(db), docs, conflicts_ok=True)
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for doc in docs:  # requests of a bounded size (Cloudant takes 64 MB at most)
+            weight = sum(len(v) for v in _strings_of(doc))
+            if batch and size + weight > _REQUEST_BYTES:
+                await self._bulk(self._data(db), batch, conflicts_ok=True)
+                batch, size = [], 0
+            batch.append(doc)
+            size += weight
+        await self._bulk(self._data(db), batch, conflicts_ok=True)
 
     async def _save_metas(self, db: str, plans: Sequence[_Plan]) -> set[int]:
         """Update the metas; the indexes of the plans another writer overtook."""
@@ -580,6 +614,21 @@ class CouchStore(LogStore):
         if rev != current["rev"]:
             raise Conflict()
         await self.client.json("DELETE", where, params={"rev": str(current["_rev"])})
+
+
+def _encoded(length: int) -> int:
+    """Bytes of ``length`` bytes of sealed data once base64 in a JSON document."""
+    return (length + 2) // 3 * 4 + 512
+
+
+def _strings_of(doc: Mapping[str, Any]) -> list[str]:
+    found: list[str] = []
+    for value in doc.values():
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, Mapping):
+            found += _strings_of(value)
+    return found
 
 
 def _view(meta_db: str, name: str) -> str:
