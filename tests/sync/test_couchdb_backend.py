@@ -12,7 +12,9 @@ import base64
 import binascii
 import re
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
 from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -24,6 +26,7 @@ from couchdb_server import couch_request
 from sync_fixtures import Api
 from tcp_cut import TcpCut
 
+from sync import cli
 from sync.app import create_app
 from sync.config import Config, ConfigError, from_env
 from sync.errors import (
@@ -35,6 +38,7 @@ from sync.errors import (
     TooLarge,
 )
 from sync.store.couchdb.client import CouchClient, Endpoint, path
+from sync.store.schema import db_path
 
 Client = TestClient[Any, Any]
 
@@ -290,3 +294,29 @@ async def test_a_document_too_big_for_couchdb_is_refused_alone(
     assert rows[1]["id"] == "small" and "rev" in rows[1]
     assert (await api.call("GET", "/health/big", "alice"))[0] == 404
     assert (await api.call("GET", "/health/small", "alice"))[0] == 200
+
+
+async def test_key_rotation_and_shredding_refuse_to_touch_keys_of_documents_in_couchdb(
+    couch_api: Api, couch_config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rotation deletes the key versions nothing in the data dir uses: with the documents
+    in CouchDB that would be every key still sealing them."""
+    await couch_api.bulk([{"_id": "p1", "place": "area-a1", "name": "Jane"}], user="alice")
+    await couch_api.client.close()  # the server stops: the commands need its data dir
+    with closing(sqlite3.connect(db_path(couch_config.data_dir))) as conn:
+        keys_before = conn.execute("SELECT place, version, wrapped FROM data_keys").fetchall()
+    data_dir = str(couch_config.data_dir)
+    assert cli.main(["keys", "rotate", "--all", "--data-dir", data_dir]) == 1
+    assert "cannot rotate the data keys: this server keeps its documents in CouchDB at" in (
+        capsys.readouterr().err
+    )
+    shred = ["keys", "shred", "area-a1", "--confirm", "area-a1", "--data-dir", data_dir]
+    assert cli.main(shred) == 1
+    assert "cannot shred a place: this server keeps its documents in CouchDB" in (
+        capsys.readouterr().err
+    )
+    with closing(sqlite3.connect(db_path(couch_config.data_dir))) as conn:
+        assert conn.execute("SELECT place, version, wrapped FROM data_keys").fetchall() == (
+            keys_before
+        )
+    assert keys_before  # the write above made area-a1's key
