@@ -16,6 +16,7 @@ The place tree and users every test here shares::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -88,3 +89,12 @@ async def running(config: Config) -> AsyncIterator[Client]:
         yield client
     finally:
         await client.close()
+
+
+async def until_served(api: Api, path: str = "/health") -> Api:
+    """Wait until ``path`` answers 200: on CouchDB the database is made in the background."""
+    for _ in range(200):
+        if (await api.call("GET", path))[0] == 200:
+            return api
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{path} never answered 200")

@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from couchdb_server import couch_request
-from sync_fixtures import Api
+from sync_fixtures import Api, until_served
 from tcp_cut import TcpCut
 
 from sync import cli
@@ -71,12 +71,7 @@ def couch_config(config: Config, couchdb_url: str, couch_prefix: str, cut: TcpCu
 
 @pytest.fixture
 async def couch_api(aiohttp_client: Callable[..., Awaitable[Client]], couch_config: Config) -> Api:
-    api = Api(await aiohttp_client(create_app(couch_config)))
-    for _ in range(100):  # the database is created in the background once CouchDB answers
-        if (await api.call("GET", "/health"))[0] == 200:
-            return api
-        await asyncio.sleep(0.1)
-    raise AssertionError("the database was never created")
+    return await until_served(Api(await aiohttp_client(create_app(couch_config))))
 
 
 async def test_while_couchdb_is_away_every_route_answers_503_and_then_recovers(
@@ -280,11 +275,7 @@ async def test_a_document_too_big_for_couchdb_is_refused_alone(
 ) -> None:
     """CouchDB answers 413 for a whole ``_bulk_docs`` when one document is over its limit."""
     config = replace(couch_config, couchdb_max_document_bytes=20_000)
-    api = Api(await aiohttp_client(create_app(config)))
-    for _ in range(100):
-        if (await api.call("GET", "/health"))[0] == 200:
-            break
-        await asyncio.sleep(0.1)
+    api = await until_served(Api(await aiohttp_client(create_app(config))))
     big = {"_id": "big", "place": "area-a1", "notes": "x" * 30_000}
     small = {"_id": "small", "place": "area-a1"}
     status, rows = await api.call("POST", "/health/_bulk_docs", "alice", {"docs": [big, small]})

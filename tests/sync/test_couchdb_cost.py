@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from shared_org import PLACES, seed
-from sync_fixtures import Api
+from sync_fixtures import Api, until_served
 
 from sync.app import create_app
 from sync.config import Config
@@ -57,8 +57,7 @@ async def _pull(api: Api, since: str) -> tuple[list[str], str]:
 async def _sync_costs(
     aiohttp_client: Callable[..., Awaitable[Client]], config: Config, other_docs: int
 ) -> dict[str, list[Request]]:
-    api = Api(await aiohttp_client(create_app(config)))
-    assert (await api.call("GET", "/health"))[0] == 200
+    api = await until_served(Api(await aiohttp_client(create_app(config))))
     places = [p for p, _ in EXTRA_PLACES] + ["area-b1", "area-a2"]
     others = [{"_id": f"o{n}", "place": places[n % len(places)]} for n in range(other_docs)]
     for start in range(0, len(others), 200):

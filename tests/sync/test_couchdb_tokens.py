@@ -9,7 +9,6 @@ any row's token must still bring every document exactly where a full vector woul
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from shared_org import PLACES, seed
-from sync_fixtures import Api
+from sync_fixtures import Api, until_served
 
 from sync.app import create_app
 from sync.config import Config
@@ -42,12 +41,7 @@ async def wide(
         couchdb_url=couchdb_url,
         couchdb_prefix=couch_prefix,
     )
-    api = Api(await aiohttp_client(create_app(config)))
-    for _ in range(100):
-        if (await api.call("GET", "/health"))[0] == 200:
-            return api
-        await asyncio.sleep(0.1)
-    raise AssertionError("no database")
+    return await until_served(Api(await aiohttp_client(create_app(config))))
 
 
 async def _page(api: Api, since: str, limit: int) -> dict[str, Any]:

@@ -53,8 +53,9 @@ def open_store(config: Config) -> CouchStore:
 async def background(
     store: CouchStore, db: str, notify: Callable[[str], None]
 ) -> AsyncIterator[None]:
-    """Create ``db`` once CouchDB answers, and run the watcher and the settler meanwhile."""
-    task = asyncio.create_task(_run(store, db, notify))
+    """Create ``db`` (now, or once CouchDB answers), and run the watcher and the settler."""
+    made = await _create(store, db)  # usually at once: the server answers with its database
+    task = asyncio.create_task(_run(store, db, notify, made))
     try:
         yield
     finally:
@@ -62,23 +63,24 @@ async def background(
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def _run(store: CouchStore, db: str, notify: Callable[[str], None]) -> None:
-    await _ensure(store, db)
+async def _run(store: CouchStore, db: str, notify: Callable[[str], None], made: bool) -> None:
+    while not made:
+        await asyncio.sleep(_RETRY_SECONDS)
+        made = await _create(store, db)
     await asyncio.gather(_watch(store, db, notify), _settle(store, db))
 
 
-async def _ensure(store: CouchStore, db: str) -> None:
-    while True:
-        try:
-            await store.create_db(db)
-        except PreconditionFailed:
-            return
-        except FieldsyncError as exc:
-            log.warning("couchdb_unavailable", step="create_db", reason=exc.reason)
-            await asyncio.sleep(_RETRY_SECONDS)
-            continue
-        log.info("couchdb_database_created", db=db)
-        return
+async def _create(store: CouchStore, db: str) -> bool:
+    """Create ``db`` unless it exists; False while CouchDB cannot be used."""
+    try:
+        await store.create_db(db)
+    except PreconditionFailed:
+        return True
+    except FieldsyncError as exc:
+        log.warning("couchdb_unavailable", step="create_db", reason=exc.reason)
+        return False
+    log.info("couchdb_database_created", db=db)
+    return True
 
 
 async def _watch(store: CouchStore, db: str, notify: Callable[[str], None]) -> None:
