@@ -90,16 +90,16 @@ class CouchClient:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            auth = None
-            if self.endpoint.user is not None:
-                auth = aiohttp.BasicAuth(self.endpoint.user, self.endpoint.password or "")
+            headers = {"User-Agent": "fieldsync"}
+            if self.endpoint.user is not None:  # aiohttp.BasicAuth is deprecated
+                password = self.endpoint.password or ""
+                headers["Authorization"] = aiohttp.encode_basic_auth(self.endpoint.user, password)
             connector = aiohttp.TCPConnector(limit=self._max_in_flight, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
-                auth=auth,
                 connector=connector,
                 json_serialize=lambda o: orjson.dumps(o).decode(),
                 skip_auto_headers=("User-Agent",),
-                headers={"User-Agent": "fieldsync"},
+                headers=headers,
             )
         return self._session
 

@@ -28,8 +28,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from sync.errors import Conflict, NotFound, PreconditionFailed, StoreError, StoreUnavailable
-from sync.replication import revtree
-from sync.store import rules
 from sync.store.base import (
     AllDocsQuery,
     AttachmentBlob,
@@ -39,16 +37,16 @@ from sync.store.base import (
     GlobalPage,
     LocalDoc,
     LogPage,
-    LogRow,
     LogStore,
     Position,
     RevisionWrite,
     StoredRevision,
     WriteResult,
 )
-from sync.store.couchdb import layout, metas
+from sync.store.couchdb import feed, layout, metas, plans
 from sync.store.couchdb.client import CouchClient, path
-from sync.store.couchdb.log import Entry, PlaceLog
+from sync.store.couchdb.log import PlaceLog
+from sync.store.couchdb.plans import Plan
 
 if TYPE_CHECKING:
     from sync.audit import AuditStamp
@@ -66,14 +64,6 @@ class _Settings:
     revs_limit: int
     uuid: str
     read_at: float
-
-
-@dataclass(slots=True)
-class _Plan:
-    index: int
-    write: RevisionWrite
-    doc: dict[str, Any]
-    old: metas.Meta | None
 
 
 class CouchStore(LogStore):
@@ -100,6 +90,7 @@ class CouchStore(LogStore):
 
     # -- databases ----------------------------------------------------------
     async def create_db(self, name: str) -> None:
+        self._forget(name)
         try:
             await self.client.json("PUT", path(self._meta(name)))
         except PreconditionFailed:
@@ -115,14 +106,21 @@ class CouchStore(LogStore):
         await self._put_settings(name, settings)
 
     async def delete_db(self, name: str) -> None:
-        self._settings.pop(name, None)
-        try:
+        self._forget(name)
+        try:  # pouchdb-server answers a DELETE of a missing database with 200
+            await self.client.json("GET", path(self._meta(name)))
             await self.client.json("DELETE", path(self._meta(name)))
         except NotFound:
             raise NotFound(_MISSING_DB) from None
         for other in (self._data(name), self._log(name)):
             with contextlib.suppress(NotFound):
                 await self.client.json("DELETE", path(other))
+
+    def _forget(self, name: str) -> None:
+        """Drop what this instance remembers of database ``name`` (deleted or created anew)."""
+        self._settings.pop(name, None)
+        self._watched.pop(name, None)
+        self.log.forget(self._log(name))
 
     async def list_dbs(self) -> list[str]:
         names = await self.client.json("GET", "/_all_dbs")
@@ -137,21 +135,22 @@ class CouchStore(LogStore):
         return DbInfo(name, seq, live, deleted, settings.revs_limit, "0", settings.uuid)
 
     async def _counts(self, db: str, places: frozenset[str] | None) -> tuple[int, int]:
+        """(live, deleted) documents of ``places`` (None: all), from the ``counts`` view."""
         view = _view(self._meta(db), "counts")
         if places is None:
-            answer = await self.client.json("GET", view, params={"group_level": "2"})
-            rows = answer.get("rows", [])
-        else:
-            keys = [[p, flag] for p in sorted(places) for flag in (0, 1)]
+            answer = await self.client.json("GET", view, params={"group_level": "1"})
+        elif places:
+            keys = [[flag, p] for flag in (0, 1) for p in sorted(places)]
             answer = await self.client.json(
                 "POST", view, params={"group": "true"}, body={"keys": keys}
             )
-            rows = answer.get("rows", [])
+        else:
+            return 0, 0
         counts = [0, 0]
-        for row in rows:
-            key = row.get("key")
-            if isinstance(key, list) and len(key) == 2 and row.get("value") is not None:
-                counts[int(key[1])] += int(row["value"])
+        for row in answer.get("rows", []):
+            key, value = row.get("key"), row.get("value")
+            if isinstance(key, list) and key and value is not None:
+                counts[int(key[0])] += int(value)
         return counts[0], counts[1]
 
     async def set_revs_limit(self, name: str, limit: int) -> None:
@@ -190,7 +189,7 @@ class CouchStore(LogStore):
             found: dict[str, Any] = await self.client.json("GET", where, params=params or None)
         except NotFound as exc:
             if _MISSING_DB.lower() in exc.reason.lower() or exc.reason == "no_db_file":
-                self._settings.pop(db, None)
+                self._forget(db)
                 raise NotFound(_MISSING_DB) from None
             return None
         return found
@@ -236,127 +235,113 @@ class CouchStore(LogStore):
     ) -> list[WriteResult]:
         settings = await self._settings_of(db)
         results: list[WriteResult | None] = [None] * len(writes)
-        done: list[_Plan] = []
-        queue = list(enumerate(writes))
-        while queue:  # the same document twice in one batch: one after the other
-            seen: set[str] = set()
-            now: list[tuple[int, RevisionWrite]] = []
-            later: list[tuple[int, RevisionWrite]] = []
-            for item in queue:
-                (later if item[1].doc_id in seen else now).append(item)
-                seen.add(item[1].doc_id)
-            done += await self._write_round(db, settings.revs_limit, now, results)
-            queue = later
+        todo = list(enumerate(writes))
+        done: list[Plan] = []
+        for _ in range(_RACE_TRIES):
+            raced = await self._write_once(db, settings.revs_limit, todo, results, done)
+            todo = [(i, w) for i, w in todo if w.doc_id in raced]
+            if not todo:
+                break
+        else:
+            raise StoreUnavailable("Too many concurrent writes to the same documents; retry.")
         await self._log_writes(db, done)
+        await self._free(db, [(p.doc_id, r) for p in done for r in p.stemmed])
         if audit is not None and self.audit_sink is not None and done:
-            await self.audit_sink(audit, db, sorted({p.write.doc_id for p in done}))
+            await self.audit_sink(audit, db, sorted({p.doc_id for p in done}))
         return [
             r if r is not None else WriteResult(w.doc_id, w.path[0])
             for r, w in zip(results, writes, strict=True)
         ]
 
-    async def _write_round(
+    async def _write_once(
         self,
         db: str,
         revs_limit: int,
         todo: list[tuple[int, RevisionWrite]],
         results: list[WriteResult | None],
-    ) -> list[_Plan]:
-        done: list[_Plan] = []
-        for _ in range(_RACE_TRIES):
-            found = await metas.load(self.client, self._meta(db), [w.doc_id for _, w in todo])
-            plans = [p for i, w in todo if (p := self._plan(i, w, found, revs_limit, results))]
-            if not plans:
-                return done
-            await self._save_data(db, [p.write for p in plans])
-            raced = await self._save_metas(db, plans)
-            done += [p for p in plans if p.index not in raced]
-            for p in plans:
-                if p.index not in raced:
-                    results[p.index] = WriteResult(p.write.doc_id, p.write.path[0])
-            todo = [(i, w) for i, w in todo if i in raced]
-            if not todo:
-                return done
-        raise StoreUnavailable("Too many concurrent writes to the same documents; retry.")
-
-    def _plan(
-        self,
-        index: int,
-        w: RevisionWrite,
-        found: Mapping[str, metas.Meta],
-        revs_limit: int,
-        results: list[WriteResult | None],
-    ) -> _Plan | None:
-        old = found.get(w.doc_id)
-        tree = old.tree if old else {}
-        refused = rules.refusal(old.place if old else None, tree, w)
-        if refused is not None:
-            results[index] = WriteResult(w.doc_id, w.path[0], refused)
-            return None
-        merged = rules.merge(tree, w, revs_limit)
-        if merged is None:
-            results[index] = WriteResult(w.doc_id, w.path[0])
-            return None
-        places = {r: p for r, p in (old.places if old else {}).items() if r in merged.tree}
-        places[w.path[0]] = w.place
-        place = rules.winner_place(merged, w, places.get, old.place if old else None)
-        version = (old.version if old else 0) + 1
-        doc = metas.body(w.doc_id, place, version, merged.tree, places)
-        doc["pending"] = time.time()
-        if old is not None:
-            doc["_rev"] = old.couch_rev
-        return _Plan(index, w, doc, old)
-
-    async def _save_data(self, db: str, writes: Sequence[RevisionWrite]) -> None:
-        """Bodies and attachments, created once (ids name their content: a 409 is "there")."""
-        docs: list[dict[str, Any]] = []
-        for w in writes:
-            docs.append(
-                {
-                    "_id": layout.body_id(w.doc_id, w.path[0]),
-                    "place": w.place,
-                    "deleted": w.deleted,
-                    "key_ref": w.key_ref,
-                    "body": layout.b64(w.body),
-                }
-            )
-            docs += [_attachment_doc(blob) for blob in w.attachments]
-        await self._bulk(self._data(db), docs, conflicts_ok=True)
-
-    async def _save_metas(self, db: str, plans: Sequence[_Plan]) -> set[int]:
-        """Update the metas; the indexes of the plans another writer overtook."""
-        docs = [p.doc for p in plans]
-        for p in plans:  # a forked meta: its other branches go with this write
-            if p.old is not None:
-                docs += [{"_id": p.doc["_id"], "_rev": r, "_deleted": True} for r in p.old.losers]
-        answers = await self._bulk(self._meta(db), docs, conflicts_ok=True)
-        raced: set[int] = set()
-        for p, answer in zip(plans, answers, strict=False):
-            if answer.get("error"):
-                raced.add(p.index)
-            else:
-                p.doc["_rev"] = answer["rev"]
+        done: list[Plan],
+    ) -> set[str]:
+        """Steps 1 to 3 for ``todo``; the ids of the documents another writer overtook."""
+        by_doc: dict[str, list[tuple[int, RevisionWrite]]] = {}
+        for item in todo:
+            by_doc.setdefault(item[1].doc_id, []).append(item)
+        found = await metas.load(self.client, self._meta(db), list(by_doc))
+        planned = [
+            p
+            for doc_id, items in by_doc.items()
+            if (p := plans.plan(doc_id, items, found.get(doc_id), revs_limit, results))
+        ]
+        if not planned:
+            return set()
+        await self._save_data(db, planned)
+        raced = await self._save_metas(db, planned)
+        done += [p for p in planned if p.doc_id not in raced]
         return raced
 
-    async def _log_writes(self, db: str, plans: Sequence[_Plan]) -> None:
+    async def _save_data(self, db: str, planned: Sequence[Plan]) -> None:
+        """Bodies and attachments, created once: a 409 means "already there"."""
+        bodies = {
+            layout.body_id(w.doc_id, w.path[0]): _body_doc(w) for p in planned for w in p.bodies()
+        }
+        blobs = [_attachment_doc(b) for p in planned for w in p.written for b in w.attachments]
+        answers = await self._bulk(self._data(db), [*bodies.values(), *blobs], conflicts_ok=True)
+        taken = {str(a["id"]) for a in answers[: len(bodies)] if a.get("error")}
+        if taken:
+            await self._replace_stale(db, {i: bodies[i] for i in taken})
+
+    async def _replace_stale(self, db: str, bodies: Mapping[str, dict[str, Any]]) -> None:
+        """A body already stored for a revision new to its tree was left by an earlier try
+        of this write, by a crash before stemmed bodies were freed, or by a concurrent
+        writer of the same revision: the body written with the tree is the one kept."""
+        fixes = []
+        for doc in await self._docs_by_key(self._data(db), list(bodies)):
+            new = bodies[str(doc["_id"])]
+            if any(doc.get(k) != new[k] for k in ("place", "deleted", "key_ref", "body")):
+                fixes.append({**new, "_rev": doc["_rev"]})
+        await self._bulk(self._data(db), fixes, conflicts_ok=True)
+
+    async def _save_metas(self, db: str, planned: Sequence[Plan]) -> set[str]:
+        """Update the metas; the ids of the documents another writer overtook."""
+        docs = [p.meta for p in planned]
+        for p in planned:  # a forked meta: its other branches go with this write
+            if p.old is not None:
+                docs += [{"_id": p.meta["_id"], "_rev": r, "_deleted": True} for r in p.old.losers]
+        answers = await self._bulk(self._meta(db), docs, conflicts_ok=True)
+        raced: set[str] = set()
+        for p, answer in zip(planned, answers, strict=False):
+            if answer.get("error"):
+                raced.add(p.doc_id)
+            else:
+                p.meta["_rev"] = answer["rev"]
+        return raced
+
+    async def _log_writes(self, db: str, planned: Sequence[Plan]) -> None:
         """Step 4 and 5: one log entry per place, then the metas are settled."""
-        if not plans:
+        if not planned:
             return
-        latest: dict[str, _Plan] = {}
-        for p in plans:
-            latest[p.write.doc_id] = p
         by_place: dict[str, list[tuple[str, int]]] = {}
-        for doc_id, p in latest.items():
-            by_place.setdefault(str(p.doc["place"]), []).append((doc_id, int(p.doc["v"])))
+        for p in planned:
+            by_place.setdefault(p.place, []).append((p.doc_id, p.version))
         await asyncio.gather(
             *(self.log.append(self._log(db), place, ids) for place, ids in by_place.items())
         )
-        settled = []
-        for p in latest.values():
-            doc = dict(p.doc)
-            doc.pop("pending", None)
-            settled.append(doc)
+        settled = [{k: v for k, v in p.meta.items() if k != "pending"} for p in planned]
         await self._bulk(self._meta(db), settled, conflicts_ok=True)
+
+    async def _free(self, db: str, stemmed: Sequence[tuple[str, str]]) -> None:
+        """Delete the bodies of revisions ``revs_limit`` stemmed out of their trees."""
+        if not stemmed:
+            return
+        keys = [layout.body_id(doc_id, rev) for doc_id, rev in stemmed]
+        answer = await self.client.json(
+            "POST", path(self._data(db), "_all_docs"), body={"keys": keys}
+        )
+        doomed = [
+            {"_id": row["id"], "_rev": row["value"]["rev"], "_deleted": True}
+            for row in answer.get("rows", [])
+            if "value" in row and not row["value"].get("deleted")
+        ]
+        await self._bulk(self._data(db), doomed, conflicts_ok=True)
 
     async def settle(self, db: str, older_than: float = 30.0) -> int:
         """Append the log entries of writes whose writer stopped before it did; merge forks.
@@ -364,26 +349,23 @@ class CouchStore(LogStore):
         Run by every instance now and then; a duplicate entry only costs a reader
         a second look at the same document.
         """
+        await self._settings_of(db)
         view = _view(self._meta(db), "unsettled")
         answer = await self.client.json("GET", view, params={"limit": "500"})
         cutoff = time.time() - older_than
         ids = [
             str(row["id"])[len(layout.META_PREFIX) :]
             for row in answer.get("rows", [])
-            if float(row.get("key") or 0) < cutoff
+            if float(row.get("key") or 0) <= cutoff
         ]
         found = await metas.load(self.client, self._meta(db), ids)
-        plans = []
-        for meta in found.values():
-            doc = metas.body(meta.doc_id, meta.place, meta.version, meta.tree, meta.places)
-            doc["_rev"] = meta.couch_rev
-            plans.append(_Plan(0, _no_write(meta.doc_id), doc, meta))
-        for p in plans:  # forks first: one meta again, then its entry
-            if p.old is not None and p.old.losers:
-                p.doc["pending"] = time.time()
-                await self._save_metas(db, [p])
-        await self._log_writes(db, plans)
-        return len(plans)
+        planned = [plans.settling(meta) for meta in found.values()]
+        forked = [p for p in planned if p.old is not None and p.old.losers]
+        for p in forked:  # forks first: one meta again, then its entry
+            p.meta["pending"] = time.time()
+        raced = await self._save_metas(db, forked)
+        await self._log_writes(db, [p for p in planned if p.doc_id not in raced])
+        return len(planned)
 
     async def _bulk(
         self, couch_db: str, docs: Sequence[Mapping[str, Any]], *, conflicts_ok: bool
@@ -404,60 +386,22 @@ class CouchStore(LogStore):
         self, db: str, places: frozenset[str], cursor: Mapping[str, Position], limit: int
     ) -> LogPage:
         await self._settings_of(db)
-        order = sorted(places)
-        done = {p: cursor.get(p, (0, 0))[0] for p in order}
-        runs: dict[str, list[Entry]] = {p: [] for p in order}
-        window, open_places = 2, order
-        while open_places:  # one key per place first: a no-op sync costs one request
-            got = await self.log.read(self._log(db), done, open_places, window)
-            full = []
-            for p in open_places:
-                runs[p] += got[p]
-                if got[p]:
-                    done[p] = got[p][-1].position
-                if len(got[p]) == window - 1:
-                    full.append(p)
-            open_places, window = full, min(window * 4, limit + 1)
-            if sum(len(e.ids) for run in runs.values() for e in run) >= limit:
-                break
-        ids = [i for run in runs.values() for e in run for i, _ in e.ids]
-        found = await metas.load(self.client, self._meta(db), ids)
-        rows, walked_all = _walk(order, runs, cursor, found, limit)
-        return LogPage(rows, walked_all and not open_places)
+        return await feed.place_changes(
+            self.client, self.log, self._meta(db), self._log(db), places, cursor, limit
+        )
 
     async def global_changes(
         self, db: str, since: str | None, limit: int, descending: bool = False
     ) -> GlobalPage:
         await self._settings_of(db)
-        params = {"include_docs": "true", "limit": str(limit), "style": "all_docs"}
-        if descending:
-            params["descending"] = "true"
-        if since is not None:
-            params["since"] = since
-        answer = await self.client.json("GET", path(self._meta(db), "_changes"), params=params)
-        rows: list[tuple[Change, str]] = []
-        for row in answer.get("results", []):
-            doc = row.get("doc")
-            token = _seq_text(row.get("seq"))
-            if not doc or "tree" not in doc:
-                continue
-            meta = metas._parse(doc)
-            tree = meta.tree
-            leaves = tuple((r, tree[r].deleted) for r in revtree.sorted_leaves(tree))
-            win = meta.winner
-            rows.append(
-                (
-                    Change(meta.version, meta.doc_id, meta.place, win, tree[win].deleted, leaves),
-                    token,
-                )
-            )
-        return GlobalPage(rows, _seq_text(answer.get("last_seq")))
+        return await feed.global_changes(self.client, self._meta(db), since, limit, descending)
 
     async def log_tails(self, db: str, places: frozenset[str]) -> dict[str, int]:
         await self._settings_of(db)
         return await self.log.tails(self._log(db), sorted(places))
 
     async def wait_for_change(self, db: str, timeout: float) -> bool:
+        await self._settings_of(db)
         since = self._watched.get(db, "now")
         params = {
             "feed": "longpoll",
@@ -465,58 +409,57 @@ class CouchStore(LogStore):
             "timeout": str(int(timeout * 1000)),
             "limit": "1",
         }
-        answer = await self.client.json(
-            "GET", path(self._log(db), "_changes"), params=params, timeout=timeout + 10
-        )
-        self._watched[db] = _seq_text(answer.get("last_seq", since))
+        try:
+            answer = await self.client.json(
+                "GET", path(self._log(db), "_changes"), params=params, timeout=timeout + 10
+            )
+        except NotFound:
+            self._forget(db)
+            raise NotFound(_MISSING_DB) from None
+        self._watched[db] = feed.seq_text(answer.get("last_seq", since))
         return bool(answer.get("results"))
 
     async def all_docs(
         self, db: str, places: frozenset[str] | None, query: AllDocsQuery
     ) -> tuple[int, list[Change]]:
         await self._settings_of(db)
-        if places is None:
-            return await self._all_docs_everywhere(db, query)
         total = (await self._counts(db, places))[0]
+        if _empty_range(query) or query.limit == 0:
+            return total, []
+        if places is None:
+            return total, await self._live(db, "live", "", query, query.skip, query.limit)
         stop = None if query.limit is None else query.skip + query.limit
-        runs = await asyncio.gather(*(self._live_in(db, p, query, stop) for p in sorted(places)))
+        runs = await asyncio.gather(
+            *(self._live(db, "live_by_place", p, query, 0, stop) for p in sorted(places))
+        )
         merged = sorted(
             (c for run in runs for c in run), key=lambda c: c.id, reverse=query.descending
         )
         return total, merged[query.skip : stop]
 
-    async def _all_docs_everywhere(self, db: str, query: AllDocsQuery) -> tuple[int, list[Change]]:
-        view = _view(self._meta(db), "live")
-        total_rows = (await self.client.json("GET", view)).get("rows", [])
-        total = int(total_rows[0]["value"]) if total_rows else 0
-        params = _range_params(query.start, query.end, query)
-        params.update(reduce="false", include_docs="true", skip=str(query.skip))
-        if query.limit is not None:
-            params["limit"] = str(query.limit)
-        answer = await self.client.json("GET", view, params=params)
-        return total, [_change_of(row["doc"]) for row in answer.get("rows", []) if row.get("doc")]
-
-    async def _live_in(
-        self, db: str, place: str, query: AllDocsQuery, stop: int | None
+    async def _live(
+        self,
+        db: str,
+        view: str,
+        place: str | None,
+        query: AllDocsQuery,
+        skip: int,
+        limit: int | None,
     ) -> list[Change]:
-        view = _view(self._meta(db), "live_by_place")
-        low: list[Any] = [place] if query.start is None else [place, query.start]
-        high: list[Any] = [place, {}] if query.end is None else [place, query.end]
-        if query.descending:
-            low = [place, {}] if query.start is None else [place, query.start]
-            high = [place] if query.end is None else [place, query.end]
-        params = {
-            "startkey": orjson.dumps(low).decode(),
-            "endkey": orjson.dumps(high).decode(),
-            "inclusive_end": "true" if query.inclusive_end else "false",
-            "include_docs": "true",
-        }
-        if query.descending:
-            params["descending"] = "true"
-        if stop is not None:
-            params["limit"] = str(stop)
-        answer = await self.client.json("GET", view, params=params)
-        return [_change_of(row["doc"]) for row in answer.get("rows", []) if row.get("doc")]
+        """A page of the live documents of one place (view ``live_by_place``) or all (``live``).
+
+        Both views collate raw, so their order is ``_all_docs``' (and Python's ``str``'s).
+        """
+        params = _range_params(place if view == "live_by_place" else None, query)
+        params.update(include_docs="true", reduce="false")
+        if skip:
+            params["skip"] = str(skip)
+        if limit is not None:
+            params["limit"] = str(limit)
+        answer = await self.client.json("GET", _view(self._meta(db), view), params=params)
+        return [
+            metas.parse(row["doc"]).as_change() for row in answer.get("rows", []) if row.get("doc")
+        ]
 
     # -- attachments ------------------------------------------------------------
     async def get_attachment(
@@ -598,74 +541,45 @@ def _attachment_doc(blob: AttachmentBlob) -> dict[str, Any]:
     }
 
 
+def _body_doc(w: RevisionWrite) -> dict[str, Any]:
+    return {
+        "_id": layout.body_id(w.doc_id, w.path[0]),
+        "place": w.place,
+        "deleted": w.deleted,
+        "key_ref": w.key_ref,
+        "body": layout.b64(w.body),
+    }
+
+
 def _body_key(couch_id: str) -> tuple[str, str]:
     """``r:REV:DOCID`` -> (doc id, rev); a rev never holds a colon."""
     _, rev, doc_id = couch_id.split(":", 2)
     return doc_id, rev
 
 
-def _no_write(doc_id: str) -> RevisionWrite:
-    return RevisionWrite(doc_id, ("0-settle",), False, "", "", b"", False)
+def _empty_range(query: AllDocsQuery) -> bool:
+    """A range no id can fall in (CouchDB refuses to query such a range of a view)."""
+    if query.start is None or query.end is None:
+        return False
+    return query.start < query.end if query.descending else query.start > query.end
 
 
-def _change_of(doc: Mapping[str, Any]) -> Change:
-    meta = metas._parse(doc)
-    tree, win = meta.tree, meta.winner
-    leaves = tuple((r, tree[r].deleted) for r in revtree.sorted_leaves(tree))
-    return Change(meta.version, meta.doc_id, meta.place, win, tree[win].deleted, leaves)
+def _range_params(place: str | None, query: AllDocsQuery) -> dict[str, str]:
+    """Key range of ``query`` in the ``live`` view (``place`` None) or in one place's part
+    of ``live_by_place`` (keys ``place!id``, bounds :func:`layout.live_range`)."""
+    low, high = (None, None) if place is None else layout.live_range(place)
+    if query.descending:
+        low, high = high, low
 
+    def key(doc_id: str | None, bound: str | None) -> str | None:
+        if doc_id is None:
+            return bound
+        return doc_id if place is None else layout.live_key(place, doc_id)
 
-def _seq_text(seq: object) -> str:
-    return seq if isinstance(seq, str) else orjson.dumps(seq).decode()
-
-
-def _range_params(start: str | None, end: str | None, query: AllDocsQuery) -> dict[str, str]:
     params: dict[str, str] = {"inclusive_end": "true" if query.inclusive_end else "false"}
-    if start is not None:
-        params["startkey"] = orjson.dumps(start).decode()
-    if end is not None:
-        params["endkey"] = orjson.dumps(end).decode()
+    for name, value in (("startkey", key(query.start, low)), ("endkey", key(query.end, high))):
+        if value is not None:
+            params[name] = orjson.dumps(value).decode()
     if query.descending:
         params["descending"] = "true"
     return params
-
-
-def _walk(
-    order: Sequence[str],
-    runs: Mapping[str, Sequence[Entry]],
-    cursor: Mapping[str, Position],
-    found: Mapping[str, metas.Meta],
-    limit: int,
-) -> tuple[list[LogRow], bool]:
-    """The rows of the entries read, place after place; stops a place at an entry whose
-    documents' metas are older than the entry says (not visible yet)."""
-    rows: list[LogRow] = []
-    sent = 0
-    seen: set[str] = set()
-    for place in order:
-        position, offset = cursor.get(place, (0, 0))
-        for entry in runs[place]:
-            if any(found.get(i) is None or found[i].version < v for i, v in entry.ids):
-                break  # the entry is ahead of the metas we can see: stop here, retry later
-            ids = entry.ids[offset:] if entry.position == position + 1 else entry.ids
-            skipped = len(entry.ids) - len(ids)
-            for n, (doc_id, _) in enumerate(ids, start=skipped + 1):
-                meta = found[doc_id]
-                last = n == len(entry.ids)
-                after = (entry.position, 0) if last else (entry.position - 1, n)
-                fresh = meta.place == place and doc_id not in seen
-                change = _change_of_meta(meta) if fresh else None
-                seen.add(doc_id)
-                rows.append(LogRow(change, place, after))
-                sent += change is not None
-                if sent >= limit:
-                    return rows, False
-            offset = 0
-            position = entry.position
-    return rows, True
-
-
-def _change_of_meta(meta: metas.Meta) -> Change:
-    tree, win = meta.tree, meta.winner
-    leaves = tuple((r, tree[r].deleted) for r in revtree.sorted_leaves(tree))
-    return Change(meta.version, meta.doc_id, meta.place, win, tree[win].deleted, leaves)
