@@ -46,9 +46,12 @@ $(PY_STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
+# npm ci --ignore-scripts: the only install scripts are leveldown's (it ships prebuilt
+# binaries) and sqlite3's (a C++ build of about a minute, for pouchdb-server --sqlite,
+# which the tests do not use: they run it --in-memory).
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	@command -v npm >/dev/null || { echo "node and npm are needed for the PouchDB client tests: apt-get install -y nodejs npm"; exit 1; }
-	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(NODE_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
 run: system-run $(PY_STAMP)

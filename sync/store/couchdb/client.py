@@ -122,6 +122,10 @@ class CouchClient:
         raw, _status = await self._send(method, where, params, body, None, timeout, accept)
         return orjson.loads(raw) if raw else None
 
+    async def put_status(self, where: str, body: Any) -> int:
+        """``PUT`` a document; 201 (a quorum of copies took it) or 202 (fewer did)."""
+        return (await self._send("PUT", where, None, body, None, None, (201, 202)))[1]
+
     async def raw(self, where: str, *, params: Mapping[str, str] | None = None) -> bytes:
         """``GET`` an answer as bytes (an attachment)."""
         data, _ = await self._send("GET", where, params, None, None, None, (200,))

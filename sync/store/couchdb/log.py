@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from sync.errors import Conflict, StoreUnavailable
 from sync.store.couchdb import layout
 from sync.store.couchdb.client import CouchClient, path
@@ -54,12 +56,17 @@ class PlaceLog:
         for _ in range(_APPEND_TRIES):
             where = path(log_db, layout.entry_id(place, position))
             try:
-                await self.client.json("PUT", where, body=body)
+                status = await self.client.put_status(where, body)
             except Conflict:  # taken by another writer: look further
                 position = max(position + 1, await self._read_tail(log_db, place) + 1)
                 continue
             self._tails[(log_db, place)] = position
-            return position
+            if status == 201:
+                return position
+            # 202: fewer than a quorum of copies took it, so another instance may have
+            # taken the same position through another node, and a reader may see only
+            # theirs.  Say it again further on; a duplicate costs a reader a second look.
+            position += 1
         raise StoreUnavailable(f"Could not append to the change log of place {place!r}; retry.")
 
     async def _tail(self, log_db: str, place: str) -> int:
@@ -82,6 +89,23 @@ class PlaceLog:
         self._tails[(log_db, place)] = known
         return known
 
+    async def _whole(self, log_db: str, doc: Mapping[str, Any]) -> Entry:
+        """An entry with every version of it: two instances that took the same position
+        through two cluster nodes each got a success, and CouchDB keeps both writes as
+        conflicting revisions of the one entry.  Both name documents to announce."""
+        entry = _entry(doc)
+        if not doc.get("_conflicts"):
+            return entry
+        revs = orjson.dumps(list(doc["_conflicts"])).decode()
+        answer = await self.client.json(
+            "GET", path(log_db, str(doc["_id"])), params={"open_revs": revs}
+        )
+        ids = list(entry.ids)
+        for item in answer:
+            if "ok" in item:
+                ids += [i for i in _entry(item["ok"]).ids if i not in ids]
+        return Entry(entry.place, entry.position, tuple(ids), entry.at)
+
     async def tails(self, log_db: str, places: Iterable[str]) -> dict[str, int]:
         """The last position of each place, as far as this instance can tell (never too high)."""
         return {p: await self._read_tail(log_db, p) for p in places}
@@ -97,13 +121,13 @@ class PlaceLog:
             answer = await self.client.json(
                 "POST",
                 path(log_db, "_all_docs"),
-                params={"include_docs": "true"},
+                params={"include_docs": "true", "conflicts": "true"},
                 body={"keys": chunk},
             )
             for row in answer.get("rows", []):
                 doc = row.get("doc")
                 if doc is not None and not row.get("value", {}).get("deleted"):
-                    found[row["id"]] = _entry(doc)
+                    found[row["id"]] = await self._whole(log_db, doc)
         runs: dict[str, list[Entry]] = {}
         for p in places:
             run: list[Entry] = []
@@ -122,6 +146,4 @@ def _entry(doc: Mapping[str, Any]) -> Entry:
 
 
 def _key(text: str) -> str:
-    import orjson
-
     return orjson.dumps(text).decode()

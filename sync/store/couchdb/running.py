@@ -54,17 +54,17 @@ async def background(
     store: CouchStore, db: str, notify: Callable[[str], None]
 ) -> AsyncIterator[None]:
     """Create ``db`` once CouchDB answers, and run the watcher and the settler meanwhile."""
-    tasks = [
-        asyncio.create_task(_ensure(store, db)),
-        asyncio.create_task(_watch(store, db, notify)),
-        asyncio.create_task(_settle(store, db)),
-    ]
+    task = asyncio.create_task(_run(store, db, notify))
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _run(store: CouchStore, db: str, notify: Callable[[str], None]) -> None:
+    await _ensure(store, db)
+    await asyncio.gather(_watch(store, db, notify), _settle(store, db))
 
 
 async def _ensure(store: CouchStore, db: str) -> None:

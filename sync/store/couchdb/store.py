@@ -302,17 +302,22 @@ class CouchStore(LogStore):
 
     async def _save_metas(self, db: str, planned: Sequence[Plan]) -> set[str]:
         """Update the metas; the ids of the documents another writer overtook."""
-        docs = [p.meta for p in planned]
-        for p in planned:  # a forked meta: its other branches go with this write
-            if p.old is not None:
-                docs += [{"_id": p.meta["_id"], "_rev": r, "_deleted": True} for r in p.old.losers]
-        answers = await self._bulk(self._meta(db), docs, conflicts_ok=True)
+        answers = await self._bulk(self._meta(db), [p.meta for p in planned], conflicts_ok=True)
         raced: set[str] = set()
-        for p, answer in zip(planned, answers, strict=False):
+        for p, answer in zip(planned, answers, strict=True):
             if answer.get("error"):
                 raced.add(p.doc_id)
             else:
                 p.meta["_rev"] = answer["rev"]
+        # A forked meta's other branches go once the merged tree is saved, not before:
+        # deleting them first could lose their revisions if the save then lost a race.
+        losers = [
+            {"_id": p.meta["_id"], "_rev": r, "_deleted": True}
+            for p in planned
+            if p.doc_id not in raced and p.old is not None
+            for r in p.old.losers
+        ]
+        await self._bulk(self._meta(db), losers, conflicts_ok=True)
         return raced
 
     async def _log_writes(self, db: str, planned: Sequence[Plan]) -> None:
