@@ -123,8 +123,11 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
                 couchdb.background(couch, config.db_name, notifier.notify)
             )
             log.info("document_store", backend="couchdb", url=couch.client.endpoint.shown)
+            where = f"CouchDB at {couch.client.endpoint.shown}"
         else:
             await _ensure_db(store, config.db_name)
+            where = "embedded"
+        await store.write_tx(lambda c: keyadmin.set_documents_backend(c, where))
         async for _ in _answering(
             app, config, store, documents, notifier, audit, keys, server_uuid
         ):

@@ -57,6 +57,8 @@ class Config:
     cloudant_iam_url: str | None = None
     couchdb_max_in_flight: int = 32
     couchdb_timeout_seconds: float = 30.0
+    # CouchDB's max_document_size (default; Cloudant: 1,000,000); bigger: refused per document.
+    couchdb_max_document_bytes: int = 8_000_000
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -158,6 +160,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_CLOUDANT_IAM_URL": ("cloudant_iam_url", public_url),
     "FIELDSYNC_COUCHDB_MAX_IN_FLIGHT": ("couchdb_max_in_flight", _count(1)),
     "FIELDSYNC_COUCHDB_TIMEOUT_SECONDS": ("couchdb_timeout_seconds", _seconds),
+    "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": ("couchdb_max_document_bytes", _count(4096)),
 }
 
 

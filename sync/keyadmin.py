@@ -101,3 +101,17 @@ def rewrap(conn: sqlite3.Connection, old: MasterKey, new: MasterKey) -> Rewrappe
     detail = f"master key rotated: {done} data keys re-wrapped, {already} already under it"
     audit.note_cli(conn, new, "key_rewrap", detail)
     return Rewrapped(done, already)
+
+
+def documents_backend(conn: sqlite3.Connection) -> str:
+    """Where the server last kept its documents: "embedded", or "CouchDB at URL"."""
+    row = conn.execute("SELECT value FROM meta WHERE key='documents_backend'").fetchone()
+    return "embedded" if row is None else str(row[0])
+
+
+def set_documents_backend(conn: sqlite3.Connection, backend: str) -> None:
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES('documents_backend', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+        (backend,),
+    )

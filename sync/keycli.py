@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sqlite3
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,20 @@ def cmd_keys_rewrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _documents_here(conn: sqlite3.Connection, what: str) -> None:
+    """Refuse to re-seal or delete data keys whose documents this data dir does not hold.
+
+    Rotation deletes the key versions nothing in the data dir refers to any more; with
+    the documents in CouchDB that would be every version still sealing them.
+    """
+    backend = keyadmin.documents_backend(conn)
+    if backend != "embedded":
+        raise KeyError_(
+            f"cannot {what}: this server keeps its documents in {backend}, and re-sealing "
+            "or shredding them there is not supported yet; its data keys are left as they are"
+        )
+
+
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     """New data-key versions, every blob re-sealed under them, the old versions deleted."""
     config = _config(args)
@@ -68,6 +83,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     with datadir.exclusive(config.data_dir, "rotate the data keys"):
         master = load_master_key(config.key_file, create=False)
         _with_conn(args, lambda c: keyadmin.check_master(c, master))
+        _with_conn(args, lambda c: _documents_here(c, "rotate the data keys"))
         places = None if args.all else args.place
         done = rotation.rotate(
             config.data_dir, master, places, lambda line: print(line, flush=True)
@@ -89,6 +105,7 @@ def cmd_keys_shred(args: argparse.Namespace) -> int:
     with datadir.exclusive(config.data_dir, "shred a place"):
         master = load_master_key(config.key_file, create=False)
         _with_conn(args, lambda c: keyadmin.check_master(c, master))
+        _with_conn(args, lambda c: _documents_here(c, "shred a place"))
         done = _with_conn(args, lambda c: shredding.shred(c, args.place, audit.chain(c, master)))
         with closing(connect(db_path(config.data_dir))) as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page left in the log

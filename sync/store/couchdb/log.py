@@ -14,6 +14,7 @@ picks the rest up next time.  (docs/adr/0001-couchdb-layout.md, "Never a missed 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -108,7 +109,9 @@ class PlaceLog:
 
     async def tails(self, log_db: str, places: Iterable[str]) -> dict[str, int]:
         """The last position of each place, as far as this instance can tell (never too high)."""
-        return {p: await self._read_tail(log_db, p) for p in places}
+        order = list(places)
+        found = await asyncio.gather(*(self._read_tail(log_db, p) for p in order))
+        return dict(zip(order, found, strict=True))
 
     async def read(
         self, log_db: str, cursor: Mapping[str, int], places: Sequence[str], window: int

@@ -10,14 +10,23 @@ as a bad request leaves nothing behind.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sync.errors import FieldsyncError
 from sync.replication import revtree
 from sync.store import rules
 from sync.store.base import RevisionWrite, WriteResult
 from sync.store.couchdb import metas
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the database and the store allow beside the rules."""
+
+    revs_limit: int
+    too_large: Callable[[RevisionWrite], FieldsyncError | None]  # a write CouchDB would refuse
 
 
 @dataclass(slots=True)
@@ -48,7 +57,7 @@ def plan(
     doc_id: str,
     items: Sequence[tuple[int, RevisionWrite]],
     old: metas.Meta | None,
-    revs_limit: int,
+    limits: Limits,
     results: list[WriteResult | None],
 ) -> Plan | None:
     """Apply the writes ``items`` (index in the batch, write) of one document to ``old``.
@@ -61,11 +70,11 @@ def plan(
     version = old.version if old else 0
     written: list[RevisionWrite] = []
     for index, w in items:
-        refused = rules.refusal(place, tree, w)
+        refused = rules.refusal(place, tree, w) or limits.too_large(w)
         results[index] = WriteResult(w.doc_id, w.path[0], refused)
         if refused is not None:
             continue
-        merged = rules.merge(tree, w, revs_limit)
+        merged = rules.merge(tree, w, limits.revs_limit)
         if merged is None:  # a known revision, sent again
             continue
         places = {r: p for r, p in places.items() if r in merged.tree}

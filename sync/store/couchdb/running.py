@@ -46,7 +46,7 @@ def open_store(config: Config) -> CouchStore:
         max_in_flight=config.couchdb_max_in_flight,
         timeout=config.couchdb_timeout_seconds,
     )
-    return CouchStore(client, config.couchdb_prefix)
+    return CouchStore(client, config.couchdb_prefix, config.couchdb_max_document_bytes)
 
 
 @contextlib.asynccontextmanager

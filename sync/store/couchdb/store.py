@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from sync.errors import Conflict, NotFound, PreconditionFailed, StoreError, StoreUnavailable
+from sync.errors import (
+    Conflict,
+    FieldsyncError,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+    StoreUnavailable,
+    TooLarge,
+)
 from sync.store.base import (
     AllDocsQuery,
     AttachmentBlob,
@@ -57,6 +65,7 @@ AuditSink = Callable[["AuditStamp", str, list[str]], Awaitable[None]]
 _MISSING_DB = "Database does not exist."
 _RACE_TRIES = 20
 _SETTINGS_TTL = 10.0
+_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +76,12 @@ class _Settings:
 
 
 class CouchStore(LogStore):
-    def __init__(self, client: CouchClient, prefix: str = "fieldsync_") -> None:
+    def __init__(
+        self, client: CouchClient, prefix: str = "fieldsync_", max_document_bytes: int = 8_000_000
+    ) -> None:
         self.client = client
         self.prefix = prefix
+        self.max_document_bytes = max_document_bytes
         self.log = PlaceLog(client)
         self.audit_sink: AuditSink | None = None
         self._settings: dict[str, _Settings] = {}
@@ -135,7 +147,8 @@ class CouchStore(LogStore):
         return DbInfo(name, seq, live, deleted, settings.revs_limit, "0", settings.uuid)
 
     async def _counts(self, db: str, places: frozenset[str] | None) -> tuple[int, int]:
-        """(live, deleted) documents of ``places`` (None: all), from the ``counts`` view."""
+        """(live, deleted) documents of ``places`` (None: all), from the ``counts`` view;
+        an existence check (every write asks one, with no places) queries no view."""
         view = _view(self._meta(db), "counts")
         if places is None:
             answer = await self.client.json("GET", view, params={"group_level": "1"})
@@ -266,10 +279,11 @@ class CouchStore(LogStore):
         for item in todo:
             by_doc.setdefault(item[1].doc_id, []).append(item)
         found = await metas.load(self.client, self._meta(db), list(by_doc))
+        rules_of = plans.Limits(revs_limit, self._too_large)
         planned = [
             p
             for doc_id, items in by_doc.items()
-            if (p := plans.plan(doc_id, items, found.get(doc_id), revs_limit, results))
+            if (p := plans.plan(doc_id, items, found.get(doc_id), rules_of, results))
         ]
         if not planned:
             return set()
@@ -284,8 +298,8 @@ class CouchStore(LogStore):
             layout.body_id(w.doc_id, w.path[0]): _body_doc(w) for p in planned for w in p.bodies()
         }
         blobs = [_attachment_doc(b) for p in planned for w in p.written for b in w.attachments]
-        answers = await self._bulk(self._data(db), [*bodies.values(), *blobs], conflicts_ok=True)
-        taken = {str(a["id"]) for a in answers[: len(bodies)] if a.get("error")}
+        answers = await self._bulk_bounded(self._data(db), [*bodies.values(), *blobs])
+        taken = {str(a["id"]) for a in answers if a.get("error") and a.get("id") in bodies}
         if taken:
             await self._replace_stale(db, {i: bodies[i] for i in taken})
 
@@ -298,7 +312,35 @@ class CouchStore(LogStore):
             new = bodies[str(doc["_id"])]
             if any(doc.get(k) != new[k] for k in ("place", "deleted", "key_ref", "body")):
                 fixes.append({**new, "_rev": doc["_rev"]})
-        await self._bulk(self._data(db), fixes, conflicts_ok=True)
+        await self._bulk_bounded(self._data(db), fixes)
+
+    async def _bulk_bounded(
+        self, couch_db: str, docs: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """``_bulk_docs`` in requests of a bounded size (Cloudant takes 64 MB at most)."""
+        answers: list[dict[str, Any]] = []
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for doc in docs:
+            weight = sum(len(v) for v in _strings_of(doc))
+            if batch and size + weight > _REQUEST_BYTES:
+                answers += await self._bulk(couch_db, batch, conflicts_ok=True)
+                batch, size = [], 0
+            batch.append(doc)
+            size += weight
+        return answers + await self._bulk(couch_db, batch, conflicts_ok=True)
+
+    def _too_large(self, w: RevisionWrite) -> FieldsyncError | None:
+        """CouchDB refuses a document over its ``max_document_size`` (Cloudant: 1 MB), and
+        with it the whole ``_bulk_docs``: refuse that one revision here instead."""
+        biggest = max([len(w.body), *(b.length + 32 for b in w.attachments)])
+        if _encoded(biggest) <= self.max_document_bytes:
+            return None
+        return TooLarge(
+            f"Document or attachment too large for the document store: about "
+            f"{_encoded(biggest)} bytes sealed, the limit is {self.max_document_bytes} "
+            "(FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES)."
+        )
 
     async def _save_metas(self, db: str, planned: Sequence[Plan]) -> set[str]:
         """Update the metas; the ids of the documents another writer overtook."""
@@ -523,6 +565,21 @@ class CouchStore(LogStore):
         if rev != current["rev"]:
             raise Conflict()
         await self.client.json("DELETE", where, params={"rev": str(current["_rev"])})
+
+
+def _encoded(length: int) -> int:
+    """Bytes of ``length`` bytes of sealed data once base64 in a JSON document."""
+    return (length + 2) // 3 * 4 + 512
+
+
+def _strings_of(doc: Mapping[str, Any]) -> list[str]:
+    found: list[str] = []
+    for value in doc.values():
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, Mapping):
+            found += _strings_of(value)
+    return found
 
 
 def _view(meta_db: str, name: str) -> str:

@@ -1,0 +1,322 @@
+"""The CouchDB backend from the outside: 503 while CouchDB is away, and no plaintext in CouchDB.
+
+Issue 10, points 1 and 3.  The app runs in-process on the CouchDB backend
+(pouchdb-server in CI, ``FIELDSYNC_TEST_COUCHDB_URL`` for a real CouchDB), behind
+a TCP forwarder the test can cut: that is CouchDB going away for fieldsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
+from dataclasses import replace
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from couchdb_server import couch_request
+from sync_fixtures import Api
+from tcp_cut import TcpCut
+
+from sync import cli
+from sync.app import create_app
+from sync.config import Config, ConfigError, from_env
+from sync.errors import (
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+    StoreUnavailable,
+    TooLarge,
+)
+from sync.store.couchdb.client import CouchClient, Endpoint, path
+from sync.store.schema import db_path
+
+Client = TestClient[Any, Any]
+
+
+@pytest.fixture
+async def cut(couchdb_url: str) -> AsyncIterator[TcpCut]:
+    target = urlsplit(couchdb_url)
+    proxy = TcpCut(target.hostname or "127.0.0.1", target.port or 5984)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+def through(couchdb_url: str, proxy: TcpCut) -> str:
+    """``couchdb_url`` with its host and port replaced by the forwarder's."""
+    parts = urlsplit(couchdb_url)
+    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return f"{parts.scheme}://{credentials}127.0.0.1:{proxy.port}"
+
+
+@pytest.fixture
+def couch_config(config: Config, couchdb_url: str, couch_prefix: str, cut: TcpCut) -> Config:
+    return replace(
+        config,
+        couchdb_url=through(couchdb_url, cut),
+        couchdb_prefix=couch_prefix,
+        couchdb_timeout_seconds=2.0,
+    )
+
+
+@pytest.fixture
+async def couch_api(aiohttp_client: Callable[..., Awaitable[Client]], couch_config: Config) -> Api:
+    api = Api(await aiohttp_client(create_app(couch_config)))
+    for _ in range(100):  # the database is created in the background once CouchDB answers
+        if (await api.call("GET", "/health"))[0] == 200:
+            return api
+        await asyncio.sleep(0.1)
+    raise AssertionError("the database was never created")
+
+
+async def test_while_couchdb_is_away_every_route_answers_503_and_then_recovers(
+    couch_api: Api, cut: TcpCut, couchdb_url: str
+) -> None:
+    api = couch_api
+    await api.bulk([{"_id": "p1", "place": "area-a1", "name": "Jane"}], user="alice")
+    status, saved = await api.call("PUT", "/health/_local/cp", "alice", {"last_seq": "v1-x"})
+    assert status == 201, saved
+    await cut.cut()
+    attempts = [
+        ("GET", "/health", None),
+        ("GET", "/health/_changes", None),
+        ("GET", "/health/p1", None),
+        ("POST", "/health/_bulk_docs", {"docs": [{"_id": "p2", "place": "area-a1"}]}),
+        ("POST", "/health/_revs_diff", {"p1": ["9-x"]}),
+        ("PUT", "/health/_local/cp", {"_rev": saved["rev"], "last_seq": "v1-broken"}),
+        ("GET", "/health/_all_docs", None),
+    ]
+    password = urlsplit(couchdb_url).password or "no password"
+    for method, where, body in attempts:
+        status, answer = await api.call(method, where, "alice", body)
+        assert status == 503, (method, where, status, answer)
+        assert answer["error"] == "service_unavailable"
+        assert "CouchDB" in answer["reason"] and "cannot be reached" in answer["reason"]
+        assert password not in answer["reason"]
+    await cut.restore()
+    status, doc = await api.call("GET", "/health/p1", "alice")
+    assert (status, doc["name"]) == (200, "Jane")
+    status, checkpoint = await api.call("GET", "/health/_local/cp", "alice")
+    assert (status, checkpoint["last_seq"], checkpoint["_rev"]) == (200, "v1-x", saved["rev"])
+    status, changes = await api.call("GET", "/health/_changes", "alice")
+    assert [row["id"] for row in changes["results"]] == ["p1"]  # p2 was never written
+    await api.bulk([{"_id": "p3", "place": "area-a1"}], user="alice")
+
+
+async def test_a_hung_couchdb_answers_503_timed_out(couch_api: Api, cut: TcpCut) -> None:
+    cut.stall()
+    await cut.cut()  # drop the pooled connections: the next ones hang
+    await cut.restore()
+    cut.stall()
+    status, answer = await couch_api.call("GET", "/health/_changes", "alice")
+    assert status == 503, answer
+    assert "timed out" in answer["reason"]
+    await cut.cut()
+    await cut.restore()
+    assert (await couch_api.call("GET", "/health/_changes", "alice"))[0] == 200
+
+
+async def test_a_server_started_while_couchdb_is_away_serves_once_it_is_back(
+    aiohttp_client: Callable[..., Awaitable[Client]], couch_config: Config, cut: TcpCut
+) -> None:
+    await cut.cut()
+    api = Api(await aiohttp_client(create_app(couch_config)))
+    status, answer = await api.call("GET", "/health", "alice")
+    assert status == 503, answer
+    await cut.restore()
+    for _ in range(100):
+        status, answer = await api.call("GET", "/health", "alice")
+        if status == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 200, answer
+    await api.bulk([{"_id": "p1", "place": "area-a1"}], user="alice")
+
+
+# -- the boundary maps every CouchDB answer to one of ours -------------------------
+@pytest.fixture
+async def stand_in(aiohttp_server: Callable[..., Awaitable[Any]]) -> AsyncIterator[str]:
+    """An HTTP server that answers ``/status/N`` with status N and a CouchDB-shaped body."""
+
+    async def answer(request: web.Request) -> web.Response:
+        code = int(request.match_info["code"])
+        body = {"error": "some_error", "reason": f"reason {code}"}
+        return web.json_response(body, status=code)
+
+    app = web.Application()
+    app.router.add_route("*", "/status/{code}", answer)
+    server = await aiohttp_server(app)
+    yield f"http://fieldsync:sekrit-pw@127.0.0.1:{server.port}"
+
+
+MAPPED = [
+    (400, StoreError, "refused"),
+    (401, StoreUnavailable, "credentials"),
+    (403, StoreUnavailable, "credentials"),
+    (404, NotFound, "reason 404"),
+    (409, Conflict, ""),
+    (412, PreconditionFailed, "reason 412"),
+    (413, TooLarge, "too large"),
+    (429, StoreUnavailable, "429"),
+    (500, StoreUnavailable, "500"),
+    (503, StoreUnavailable, "503"),
+]
+
+
+@pytest.mark.parametrize(("code", "kind", "said"), MAPPED)
+async def test_every_couchdb_status_becomes_one_of_our_errors(
+    stand_in: str, code: int, kind: type[Exception], said: str
+) -> None:
+    client = CouchClient(Endpoint.parse(stand_in))
+    try:
+        with pytest.raises(kind) as raised:
+            await client.json("GET", f"/status/{code}")
+    finally:
+        await client.close()
+    assert type(raised.value) is kind
+    assert said in str(raised.value)
+    assert "sekrit-pw" not in str(raised.value)
+
+
+async def test_a_refused_connection_is_503_without_the_credentials() -> None:
+    client = CouchClient(Endpoint.parse("http://fieldsync:sekrit-pw@127.0.0.1:9"), timeout=2)
+    try:
+        with pytest.raises(StoreUnavailable, match="cannot be reached") as raised:
+            await client.json("GET", "/")
+    finally:
+        await client.close()
+    assert "sekrit-pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://127.0.0.1:5984", "127.0.0.1:5984", "http://127.0.0.1:5984/?q=1", "http://"],
+)
+def test_a_couchdb_url_that_cannot_work_is_refused_at_start(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^FIELDSYNC_COUCHDB_URL=.*: must "):
+        from_env(env={"FIELDSYNC_COUCHDB_URL": url})
+
+
+def test_credentials_come_from_the_url_or_their_own_settings() -> None:
+    assert Endpoint.parse("http://a%40b:p%3Aw@127.0.0.1:5984/") == Endpoint(
+        "http://127.0.0.1:5984", "a@b", "p:w"
+    )
+    assert Endpoint.parse("https://db.example.org", "admin", "pw") == Endpoint(
+        "https://db.example.org", "admin", "pw"
+    )
+    config = from_env(env={"FIELDSYNC_COUCHDB_PASSWORD": "pw", "FIELDSYNC_CLOUDANT_APIKEY": "k"})
+    assert "pw" not in repr(config) and "'k'" not in repr(config)
+
+
+# -- CouchDB never sees plaintext ----------------------------------------------------
+def _every_document(couchdb_url: str, prefix: str) -> list[tuple[str, str, dict[str, Any]]]:
+    status, names = couch_request(couchdb_url, "GET", "/_all_dbs")
+    assert status == 200
+    found = []
+    for name in (n for n in names if n.startswith(prefix)):
+        where = path(name, "_all_docs") + "?include_docs=true&attachments=true&conflicts=true"
+        status, answer = couch_request(couchdb_url, "GET", where)
+        assert status == 200, answer
+        found += [(name, row["id"], row["doc"]) for row in answer["rows"]]
+    return found
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in [k, *_strings(v)]]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _decoded(text: str) -> bytes:
+    """``text`` as base64 if it is base64, else as UTF-8."""
+    if len(text) >= 8 and re.fullmatch(r"[A-Za-z0-9+/=_-]+", text):
+        try:
+            return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_")
+        except (binascii.Error, ValueError):
+            pass
+    return text.encode()
+
+
+async def test_couchdb_never_holds_a_byte_of_plaintext(
+    couch_api: Api, couchdb_url: str, couch_prefix: str
+) -> None:
+    marker = "PHI-" + secrets.token_hex(12)
+    photo = f"JPEG {marker} bytes".encode()
+    attachment = {"content_type": "image/jpeg", "data": base64.b64encode(photo).decode()}
+    mine = {"_id": "p1", "place": "area-a1", "name": marker, "_attachments": {"c.jpg": attachment}}
+    await couch_api.bulk([mine], user="alice")
+    await couch_api.bulk([{"_id": "form-1", "title": marker}], user="admin")
+    status, _ = await couch_api.call("PUT", "/health/_local/cp", "alice", {"note": marker})
+    assert status == 201
+    status, back = await couch_api.call("GET", "/health/p1", "alice", attachments="true")
+    assert (status, back["name"]) == (200, marker)  # stored, and readable through fieldsync
+    assert base64.b64decode(back["_attachments"]["c.jpg"]["data"]) == photo
+
+    documents = _every_document(couchdb_url, couch_prefix)
+    assert len(documents) >= 6  # metas, bodies, the attachment, the checkpoint, log entries
+    needles = [marker.encode(), marker.encode("utf-16-le"), quote(marker).encode()]
+    for db, doc_id, doc in documents:
+        for text in _strings(doc):
+            for blob in (text.encode(), _decoded(text)):
+                assert not any(n in blob for n in needles), (db, doc_id, text[:80])
+
+
+async def test_a_document_too_big_for_couchdb_is_refused_alone(
+    aiohttp_client: Callable[..., Awaitable[Client]], couch_config: Config
+) -> None:
+    """CouchDB answers 413 for a whole ``_bulk_docs`` when one document is over its limit."""
+    config = replace(couch_config, couchdb_max_document_bytes=20_000)
+    api = Api(await aiohttp_client(create_app(config)))
+    for _ in range(100):
+        if (await api.call("GET", "/health"))[0] == 200:
+            break
+        await asyncio.sleep(0.1)
+    big = {"_id": "big", "place": "area-a1", "notes": "x" * 30_000}
+    small = {"_id": "small", "place": "area-a1"}
+    status, rows = await api.call("POST", "/health/_bulk_docs", "alice", {"docs": [big, small]})
+    assert status == 201, rows
+    assert rows[0]["id"] == "big" and rows[0]["error"] == "too_large"
+    assert "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES" in rows[0]["reason"]
+    assert rows[1]["id"] == "small" and "rev" in rows[1]
+    assert (await api.call("GET", "/health/big", "alice"))[0] == 404
+    assert (await api.call("GET", "/health/small", "alice"))[0] == 200
+
+
+async def test_key_rotation_and_shredding_refuse_to_touch_keys_of_documents_in_couchdb(
+    couch_api: Api, couch_config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rotation deletes the key versions nothing in the data dir uses: with the documents
+    in CouchDB that would be every key still sealing them."""
+    await couch_api.bulk([{"_id": "p1", "place": "area-a1", "name": "Jane"}], user="alice")
+    await couch_api.client.close()  # the server stops: the commands need its data dir
+    with closing(sqlite3.connect(db_path(couch_config.data_dir))) as conn:
+        keys_before = conn.execute("SELECT place, version, wrapped FROM data_keys").fetchall()
+    data_dir = str(couch_config.data_dir)
+    assert cli.main(["keys", "rotate", "--all", "--data-dir", data_dir]) == 1
+    assert "cannot rotate the data keys: this server keeps its documents in CouchDB at" in (
+        capsys.readouterr().err
+    )
+    shred = ["keys", "shred", "area-a1", "--confirm", "area-a1", "--data-dir", data_dir]
+    assert cli.main(shred) == 1
+    assert "cannot shred a place: this server keeps its documents in CouchDB" in (
+        capsys.readouterr().err
+    )
+    with closing(sqlite3.connect(db_path(couch_config.data_dir))) as conn:
+        assert conn.execute("SELECT place, version, wrapped FROM data_keys").fetchall() == (
+            keys_before
+        )
+    assert keys_before  # the write above made area-a1's key
