@@ -563,6 +563,22 @@ async def test_revs_limit_stems_every_branch(
     assert (await meta(store, "a")).tree == tree
 
 
+async def test_a_stemmed_revisions_body_is_freed_and_comes_back_new(store: DocStore) -> None:
+    """As SQLite frees the body of a revision ``revs_limit`` cut from the tree; replicated
+    again, the revision comes back with the body it arrives with."""
+    await store.set_revs_limit(DB, 2)
+    await ok(store, rw("a", "1-a"))
+    await ok(store, rw("a", "2-b", "1-a"))
+    await ok(store, rw("a", "3-c", "2-b"))
+    found = await store.get_revisions(DB, [("a", "1-a"), ("a", "2-b"), ("a", "3-c")])
+    assert set(found) == {("a", "2-b"), ("a", "3-c")}
+    again = RevisionWrite("a", ("1-a",), False, "p2", "key-new", b"new body", False)
+    await ok(store, again)
+    assert await store.get_revisions(DB, [("a", "1-a")]) == {
+        ("a", "1-a"): StoredRevision("a", "1-a", "p2", False, "key-new", b"new body")
+    }
+
+
 # -- allowed_places --------------------------------------------------------------
 ALLOWED = [
     pytest.param(
@@ -1113,6 +1129,38 @@ async def test_a_walk_stops_at_an_entry_whose_meta_it_cannot_see_yet(store: Couc
     await ok(store, rw("x", "2-x", "1-x"))  # x's meta reaches version 2: the entry is visible
     resumed = await walk(store, P1, {"p1": (1, 0)})
     assert [(c.id, c.winner) for c in sent(resumed)] == [("x", "2-x"), ("z", "1-z")]
+
+
+@on_log_stores
+async def test_a_body_left_behind_is_replaced_by_the_one_written_with_the_tree(
+    store: CouchStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that stopped before freeing a stemmed body leaves it; the revision,
+    replicated again, must not come back with that stale body."""
+    await store.set_revs_limit(DB, 1)
+    await ok(store, rw("a", "1-a"))
+
+    async def stopped(db: str, stemmed: Sequence[tuple[str, str]]) -> None:
+        return None
+
+    monkeypatch.setattr(store, "_free", stopped)
+    await ok(store, rw("a", "2-b", "1-a"))
+    again = RevisionWrite("a", ("1-a",), False, "p2", "key-new", b"new body", False)
+    await ok(store, again)
+    [(_, stored)] = (await store.get_revisions(DB, [("a", "1-a")])).items()
+    assert (stored.place, stored.key_ref, stored.body) == ("p2", "key-new", b"new body")
+
+
+@on_log_stores
+async def test_a_create_stopped_half_way_is_finished_by_the_next(store: CouchStore) -> None:
+    await store.client.json("PUT", path(layout.meta_db(store.prefix, "half")))
+    with pytest.raises(NotFound):
+        await store.db_info("half", None)
+    await store.create_db("half")
+    await ok(store, rw("a", "1-a"), db="half")
+    assert [c.id for c in await latest(store, db="half")] == ["a"]
+    with pytest.raises(PreconditionFailed):
+        await store.create_db("half")
 
 
 # -- stores side by side ------------------------------------------------------------

@@ -51,7 +51,7 @@ from sync.store.base import (
     StoredRevision,
     WriteResult,
 )
-from sync.store.couchdb import feed, layout, metas, plans
+from sync.store.couchdb import feed, layout, listing, metas, plans
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.log import PlaceLog
 from sync.store.couchdb.plans import Plan
@@ -102,20 +102,32 @@ class CouchStore(LogStore):
 
     # -- databases ----------------------------------------------------------
     async def create_db(self, name: str) -> None:
+        """The three databases, the design document, then the settings: a database exists
+        once its settings do, and a create stopped half-way is finished by the next one."""
         self._forget(name)
         try:
             await self.client.json("PUT", path(self._meta(name)))
         except PreconditionFailed:
-            raise PreconditionFailed(
-                "The database could not be created, the file already exists.",
-                error="file_exists",
-            ) from None
+            if await self._exists(name):
+                raise PreconditionFailed(
+                    "The database could not be created, the file already exists.",
+                    error="file_exists",
+                ) from None
         for other in (self._data(name), self._log(name)):
-            with contextlib.suppress(PreconditionFailed):  # left by a create stopped half-way
+            with contextlib.suppress(PreconditionFailed):
                 await self.client.json("PUT", path(other))
-        await self.client.json("PUT", path(self._meta(name), layout.DESIGN), body=_design())
+        with contextlib.suppress(Conflict):  # another instance finishing the same create
+            await self.client.json("PUT", path(self._meta(name), layout.DESIGN), body=_design())
         settings = {"revs_limit": 1000, "uuid": uuid.uuid4().hex, "created": time.time()}
-        await self._put_settings(name, settings)
+        with contextlib.suppress(Conflict):
+            await self._put_settings(name, settings)
+
+    async def _exists(self, name: str) -> bool:
+        try:
+            await self._settings_of(name)
+        except NotFound:
+            return False
+        return True
 
     async def delete_db(self, name: str) -> None:
         self._forget(name)
@@ -142,29 +154,9 @@ class CouchStore(LogStore):
     async def db_info(self, name: str, places: frozenset[str] | None) -> DbInfo:
         settings = await self._settings_of(name)
         info = await self.client.json("GET", path(self._meta(name)))
-        live, deleted = await self._counts(name, places)
+        live, deleted = await listing.counts(self.client, self._meta(name), places)
         seq = info.get("update_seq", 0)
         return DbInfo(name, seq, live, deleted, settings.revs_limit, "0", settings.uuid)
-
-    async def _counts(self, db: str, places: frozenset[str] | None) -> tuple[int, int]:
-        """(live, deleted) documents of ``places`` (None: all), from the ``counts`` view;
-        an existence check (every write asks one, with no places) queries no view."""
-        view = _view(self._meta(db), "counts")
-        if places is None:
-            answer = await self.client.json("GET", view, params={"group_level": "1"})
-        elif places:
-            keys = [[flag, p] for flag in (0, 1) for p in sorted(places)]
-            answer = await self.client.json(
-                "POST", view, params={"group": "true"}, body={"keys": keys}
-            )
-        else:
-            return 0, 0
-        counts = [0, 0]
-        for row in answer.get("rows", []):
-            key, value = row.get("key"), row.get("value")
-            if isinstance(key, list) and key and value is not None:
-                counts[int(key[0])] += int(value)
-        return counts[0], counts[1]
 
     async def set_revs_limit(self, name: str, limit: int) -> None:
         where = path(self._data(name), layout.SETTINGS)
@@ -397,7 +389,7 @@ class CouchStore(LogStore):
         a second look at the same document.
         """
         await self._settings_of(db)
-        view = _view(self._meta(db), "unsettled")
+        view = listing.view(self._meta(db), "unsettled")
         answer = await self.client.json("GET", view, params={"limit": "500"})
         cutoff = time.time() - older_than
         ids = [
@@ -470,43 +462,8 @@ class CouchStore(LogStore):
         self, db: str, places: frozenset[str] | None, query: AllDocsQuery
     ) -> tuple[int, list[Change]]:
         await self._settings_of(db)
-        total = (await self._counts(db, places))[0]
-        if _empty_range(query) or query.limit == 0:
-            return total, []
-        if places is None:
-            return total, await self._live(db, "live", "", query, query.skip, query.limit)
-        stop = None if query.limit is None else query.skip + query.limit
-        runs = await asyncio.gather(
-            *(self._live(db, "live_by_place", p, query, 0, stop) for p in sorted(places))
-        )
-        merged = sorted(
-            (c for run in runs for c in run), key=lambda c: c.id, reverse=query.descending
-        )
-        return total, merged[query.skip : stop]
-
-    async def _live(
-        self,
-        db: str,
-        view: str,
-        place: str | None,
-        query: AllDocsQuery,
-        skip: int,
-        limit: int | None,
-    ) -> list[Change]:
-        """A page of the live documents of one place (view ``live_by_place``) or all (``live``).
-
-        Both views collate raw, so their order is ``_all_docs``' (and Python's ``str``'s).
-        """
-        params = _range_params(place if view == "live_by_place" else None, query)
-        params.update(include_docs="true", reduce="false")
-        if skip:
-            params["skip"] = str(skip)
-        if limit is not None:
-            params["limit"] = str(limit)
-        answer = await self.client.json("GET", _view(self._meta(db), view), params=params)
-        return [
-            metas.parse(row["doc"]).as_change() for row in answer.get("rows", []) if row.get("doc")
-        ]
+        total = (await listing.counts(self.client, self._meta(db), places))[0]
+        return total, await listing.live_page(self.client, self._meta(db), places, query)
 
     # -- attachments ------------------------------------------------------------
     async def get_attachment(
@@ -582,10 +539,6 @@ def _strings_of(doc: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def _view(meta_db: str, name: str) -> str:
-    return path(meta_db) + f"/{layout.DESIGN}/_view/{name}"
-
-
 def _design() -> dict[str, Any]:
     doc = dict(layout.DESIGN_DOC)
     doc.pop("_id")
@@ -617,31 +570,3 @@ def _body_key(couch_id: str) -> tuple[str, str]:
     """``r:REV:DOCID`` -> (doc id, rev); a rev never holds a colon."""
     _, rev, doc_id = couch_id.split(":", 2)
     return doc_id, rev
-
-
-def _empty_range(query: AllDocsQuery) -> bool:
-    """A range no id can fall in (CouchDB refuses to query such a range of a view)."""
-    if query.start is None or query.end is None:
-        return False
-    return query.start < query.end if query.descending else query.start > query.end
-
-
-def _range_params(place: str | None, query: AllDocsQuery) -> dict[str, str]:
-    """Key range of ``query`` in the ``live`` view (``place`` None) or in one place's part
-    of ``live_by_place`` (keys ``place!id``, bounds :func:`layout.live_range`)."""
-    low, high = (None, None) if place is None else layout.live_range(place)
-    if query.descending:
-        low, high = high, low
-
-    def key(doc_id: str | None, bound: str | None) -> str | None:
-        if doc_id is None:
-            return bound
-        return doc_id if place is None else layout.live_key(place, doc_id)
-
-    params: dict[str, str] = {"inclusive_end": "true" if query.inclusive_end else "false"}
-    for name, value in (("startkey", key(query.start, low)), ("endkey", key(query.end, high))):
-        if value is not None:
-            params[name] = orjson.dumps(value).decode()
-    if query.descending:
-        params["descending"] = "true"
-    return params
