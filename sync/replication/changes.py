@@ -16,6 +16,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from sync.errors import BadRequest
 from sync.replication import since as tokens
 from sync.replication import vector
@@ -25,6 +27,8 @@ from sync.replication.selector import Selector
 from sync.replication.since import Backfill, SinceToken
 from sync.replication.vector import GlobalToken, VectorToken
 from sync.store.base import Change, LogStore, Position, SeqStore
+
+log = structlog.get_logger()
 
 # A client's place in the feed: one sequence (SQLite), or a position per place (CouchDB).
 Token = SinceToken | VectorToken | GlobalToken
@@ -136,15 +140,20 @@ class ChangesFeed:
         if query.descending:
             raise BadRequest("descending=true is only supported for admins on this database")
         if isinstance(query.since, VectorToken):
-            positions = {p: query.since.positions.get(p, (0, 0)) for p in read}
+            known = await _resolve(store, db, query.since)
+            positions = {p: known.get(p, (0, 0)) for p in read}
         else:  # "now"
             tails = await store.log_tails(db, read)
             positions = {p: (n, 0) for p, n in tails.items()}
-        state = _LogWalk(positions)
+        base = None
+        if len(read) > _INLINE_PLACES:  # tokens name a stored start and carry what moved
+            base = vector.base_key(positions)
+            await store.save_cursor(db, base, positions)
+        state = _LogWalk(positions, base)
         walk = state.walk(store, db, read, size)
         results, last, exhausted = await self._collect(db, caller, query, walk)
         if exhausted or last is None:
-            last = VectorToken(dict(state.positions))
+            last = state.token()
         return ChangesPage(results, last.render(), 0 if exhausted else 1)
 
     async def _descending_page(
@@ -366,8 +375,16 @@ class _GlobalWalk:
 class _LogWalk:
     """Walks place logs from ``positions``, keeping them up to date as rows go by."""
 
-    def __init__(self, positions: dict[str, Position]) -> None:
+    def __init__(self, positions: dict[str, Position], base: str | None = None) -> None:
         self.positions = positions
+        self.start = dict(positions)
+        self.base = base
+
+    def token(self) -> VectorToken:
+        if self.base is None:
+            return VectorToken(dict(self.positions))
+        moved = {p: v for p, v in self.positions.items() if v != self.start.get(p)}
+        return VectorToken(moved, self.base)
 
     async def walk(
         self, store: LogStore, db: str, places: frozenset[str], size: int
@@ -377,11 +394,24 @@ class _LogWalk:
             for row in page.rows:
                 self.positions[row.place] = row.after
                 if row.change is not None:
-                    yield row.change, VectorToken(dict(self.positions))
+                    yield row.change, self.token()
             if page.exhausted or not page.rows:
                 return
 
 
+async def _resolve(store: LogStore, db: str, token: VectorToken) -> dict[str, Position]:
+    """The positions a token stands for; a stored start that is gone counts from 0."""
+    if token.base is None:
+        return dict(token.positions)
+    stored = await store.load_cursor(db, token.base)
+    if stored is None:
+        log.warning("since_token_base_missing", db=db, base=token.base)
+        return {}
+    return {**stored, **token.positions}
+
+
+# Scopes of more places than this get short tokens naming a stored start (vector.py).
+_INLINE_PLACES = 24
 _CHUNK = 100  # changes whose bodies are opened together
 
 

@@ -2,10 +2,14 @@
 
 Grammar::
 
-    token   := "v1-" BASE64URL( zlib( JSON [[place, done, offset], ...] ) )
-                                        a worker's token: for each place that has
+    token   := "v1-" PACKED             a worker's token: for each place that has
                                         progress, the entries read whole (done)
                                         and the ids already sent of the next (offset)
+             | "v2-" KEY "-" PACKED     the same for a scope of many places: KEY names
+                                        a vector the store keeps (where the request
+                                        started), PACKED holds only the places that
+                                        moved since; tokens stay short, whatever the scope
+    PACKED  := BASE64URL( zlib( JSON [[place, done, offset], ...] ) )
              | "c1-" COUCH_SEQ          an admin's token: CouchDB's own since
                                         value for the whole database
 
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,12 +40,24 @@ _MAX_TOKEN = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class VectorToken:
-    positions: Mapping[str, Position]
+    positions: Mapping[str, Position]  # with a base: only the places that moved from it
+    base: str | None = None
 
     def render(self) -> str:
-        items = [[p, d, o] for p, (d, o) in sorted(self.positions.items()) if (d, o) != (0, 0)]
-        packed = zlib.compress(orjson.dumps(items), 9)
-        return "v1-" + base64.urlsafe_b64encode(packed).decode().rstrip("=")
+        if self.base is None:
+            return "v1-" + pack(self.positions)
+        return f"v2-{self.base}-{pack(self.positions, keep_zero=True)}"
+
+
+def pack(positions: Mapping[str, Position], *, keep_zero: bool = False) -> str:
+    items = [[p, d, o] for p, (d, o) in sorted(positions.items()) if keep_zero or (d, o) != (0, 0)]
+    packed = zlib.compress(orjson.dumps(items), 9)
+    return base64.urlsafe_b64encode(packed).decode().rstrip("=")
+
+
+def base_key(positions: Mapping[str, Position]) -> str:
+    """The name a stored vector is kept under: a hash of what it holds."""
+    return hashlib.sha256(pack(positions).encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +81,8 @@ def parse(raw: object, *, admin: bool) -> LogToken:
         return GlobalToken(raw[3:])
     if raw.startswith("v1-") and not admin:
         return VectorToken(_positions(raw[3:]))
+    if raw.startswith("v2-") and not admin and re.fullmatch(r"v2-[0-9a-f]{32}-.+", raw):
+        return VectorToken(_positions(raw[36:]), raw[3:35])
     raise BadRequest(f"invalid since token {raw[:80]!r} for this database")
 
 

@@ -278,5 +278,12 @@ class LogStore(DocStore):
         """Each place's last log position that this instance can see (never too high)."""
 
     @abc.abstractmethod
+    async def save_cursor(self, db: str, key: str, positions: Mapping[str, Position]) -> None:
+        """Keep a cursor under ``key`` (a hash of it) for since-tokens that name it."""
+
+    @abc.abstractmethod
+    async def load_cursor(self, db: str, key: str) -> dict[str, Position] | None: ...
+
+    @abc.abstractmethod
     async def wait_for_change(self, db: str, timeout: float) -> bool:
         """Wait until any instance writes to ``db``; False on timeout."""

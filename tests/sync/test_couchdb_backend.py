@@ -320,3 +320,43 @@ async def test_key_rotation_and_shredding_refuse_to_touch_keys_of_documents_in_c
             keys_before
         )
     assert keys_before  # the write above made area-a1's key
+
+
+async def test_an_expired_bearer_token_is_replaced_and_the_request_sent_again(
+    aiohttp_server: Callable[..., Awaitable[Any]],
+) -> None:
+    """Cloudant: a 401 means the IAM token ran out early; fetch another, try once more."""
+    seen: list[str] = []
+
+    async def couch(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization") != "Bearer token-2":
+            return web.json_response({"error": "unauthorized"}, status=401)
+        return web.json_response({"couchdb": "Welcome"})
+
+    app = web.Application()
+    app.router.add_get("/", couch)
+    server = await aiohttp_server(app)
+    tokens = iter(["token-1", "token-2", "token-3"])
+    current = [next(tokens)]
+
+    async def authorization() -> str:
+        return f"Bearer {current[0]}"
+
+    def invalidate() -> None:
+        current[0] = next(tokens)
+
+    client = CouchClient(
+        Endpoint.parse(f"http://127.0.0.1:{server.port}"),
+        authorization=authorization,
+        invalidate=invalidate,
+    )
+    try:
+        assert await client.json("GET", "/") == {"couchdb": "Welcome"}
+        assert seen == ["Bearer token-1", "Bearer token-2"]
+        current[0] = "revoked"
+        with pytest.raises(StoreUnavailable, match="refused fieldsync's credentials"):
+            await client.json("GET", "/")  # a second 401 in a row is not retried forever
+    finally:
+        await client.close()
+    assert seen[2:] == ["Bearer revoked", "Bearer token-3"]

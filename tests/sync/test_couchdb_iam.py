@@ -19,7 +19,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from sync.config import from_env
 from sync.errors import ServiceUnavailable
+from sync.store.couchdb import open_store
 from sync.store.couchdb.iam import DEFAULT_TOKEN_URL, IamTokenSource
 
 APIKEY = "apikey-Zq81-test"
@@ -378,3 +380,34 @@ def test_unusable_api_keys_are_refused_without_being_repeated(apikey: str) -> No
     with pytest.raises(ValueError) as caught:
         IamTokenSource(apikey)
     assert apikey.strip() == "" or apikey not in str(caught.value)
+
+
+async def test_the_cloudant_store_signs_requests_with_iam_tokens_only(
+    iam: IamStandIn, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> None:
+    """From the settings to CouchDB: FIELDSYNC_CLOUDANT_APIKEY makes every request carry a
+    bearer token from the IAM endpoint, and no Basic credentials even if the URL has some."""
+    seen: list[str] = []
+
+    async def cloudant(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return web.json_response(["fieldsync_health"])
+
+    app = web.Application()
+    app.router.add_get("/_all_dbs", cloudant)
+    couch = await aiohttp_server(app, host="127.0.0.1")
+    config = from_env(
+        env={
+            "FIELDSYNC_COUCHDB_URL": f"http://legacy:pw@127.0.0.1:{couch.port}",
+            "FIELDSYNC_CLOUDANT_APIKEY": APIKEY,
+            "FIELDSYNC_CLOUDANT_IAM_URL": iam.url,
+        }
+    )
+    store = open_store(config)
+    try:
+        assert await store.list_dbs() == ["health"]
+        assert await store.list_dbs() == ["health"]
+    finally:
+        await store.close()
+    assert seen == ["Bearer token-1", "Bearer token-1"]  # fetched once, then cached
+    assert iam.requests == 1

@@ -85,7 +85,10 @@ class CouchStore(LogStore):
         self.log = PlaceLog(client)
         self.audit_sink: AuditSink | None = None
         self._settings: dict[str, _Settings] = {}
-        self._watched: dict[str, str] = {}  # db -> CouchDB since of the log watcher
+        self._watched: dict[str, str] = {}
+        self._cursors: dict[
+            tuple[str, str], dict[str, Position]
+        ] = {}  # db -> CouchDB since of the log watcher
 
     # -- names ------------------------------------------------------------
     def _meta(self, db: str) -> str:
@@ -438,6 +441,30 @@ class CouchStore(LogStore):
     async def log_tails(self, db: str, places: frozenset[str]) -> dict[str, int]:
         await self._settings_of(db)
         return await self.log.tails(self._log(db), sorted(places))
+
+    async def save_cursor(self, db: str, key: str, positions: Mapping[str, Position]) -> None:
+        if (db, key) in self._cursors:
+            return
+        doc = {"positions": [[p, d, o] for p, (d, o) in sorted(positions.items())]}
+        with contextlib.suppress(Conflict):  # named by its content: already kept
+            await self.client.json("PUT", path(self._data(db), f"t:{key}"), body=doc)
+        self._remember_cursor(db, key, dict(positions))
+
+    async def load_cursor(self, db: str, key: str) -> dict[str, Position] | None:
+        known = self._cursors.get((db, key))
+        if known is not None:
+            return known
+        doc = await self._get(db, path(self._data(db), f"t:{key}"))
+        if doc is None:
+            return None
+        found = {str(p): (int(d), int(o)) for p, d, o in doc["positions"]}
+        self._remember_cursor(db, key, found)
+        return found
+
+    def _remember_cursor(self, db: str, key: str, positions: dict[str, Position]) -> None:
+        if len(self._cursors) > 10_000:
+            self._cursors.clear()
+        self._cursors[(db, key)] = positions
 
     async def wait_for_change(self, db: str, timeout: float) -> bool:
         await self._settings_of(db)
