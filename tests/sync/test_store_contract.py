@@ -323,6 +323,8 @@ LOG_ON_A_MISSING_DB: list[Any] = [
     pytest.param(lambda s: s.log_tails("nope", P1), id="log_tails"),
     pytest.param(lambda s: s.wait_for_change("nope", 1.0), id="wait_for_change"),
     pytest.param(lambda s: s.settle("nope"), id="settle"),
+    pytest.param(lambda s: s.save_cursor("nope", "k", {"p1": (1, 0)}), id="save_cursor"),
+    pytest.param(lambda s: s.load_cursor("nope", "k"), id="load_cursor"),
 ]
 
 
@@ -1161,6 +1163,30 @@ async def test_a_create_stopped_half_way_is_finished_by_the_next(store: CouchSto
     assert [c.id for c in await latest(store, db="half")] == ["a"]
     with pytest.raises(PreconditionFailed):
         await store.create_db("half")
+
+
+@on_log_stores
+async def test_a_saved_cursor_is_loaded_by_any_instance_until_the_database_goes(
+    store: CouchStore, couchdb_url: str
+) -> None:
+    async def loaded_elsewhere() -> dict[str, Position] | None:
+        other = couch_store(couchdb_url, store.prefix)
+        try:
+            return await other.load_cursor(DB, "k1")
+        finally:
+            await other.close()
+
+    cursor = {"p1": (3, 1), SHARED: (7, 0)}
+    assert await store.load_cursor(DB, "k1") is None
+    await store.save_cursor(DB, "k1", cursor)
+    assert await store.load_cursor(DB, "k1") == cursor
+    assert await loaded_elsewhere() == cursor
+    await store.delete_db(DB)
+    await store.create_db(DB)
+    assert await store.load_cursor(DB, "k1") is None
+    assert await loaded_elsewhere() is None
+    await store.save_cursor(DB, "k1", cursor)  # kept again: this instance forgot it had
+    assert await loaded_elsewhere() == cursor
 
 
 # -- stores side by side ------------------------------------------------------------

@@ -85,10 +85,8 @@ class CouchStore(LogStore):
         self.log = PlaceLog(client)
         self.audit_sink: AuditSink | None = None
         self._settings: dict[str, _Settings] = {}
-        self._watched: dict[str, str] = {}
-        self._cursors: dict[
-            tuple[str, str], dict[str, Position]
-        ] = {}  # db -> CouchDB since of the log watcher
+        self._watched: dict[str, str] = {}  # db -> CouchDB since of the log watcher
+        self._cursors: dict[tuple[str, str], dict[str, Position]] = {}  # (db, key) -> cursor
 
     # -- names ------------------------------------------------------------
     def _meta(self, db: str) -> str:
@@ -148,6 +146,8 @@ class CouchStore(LogStore):
         self._settings.pop(name, None)
         self._watched.pop(name, None)
         self.log.forget(self._log(name))
+        for key in [k for k in self._cursors if k[0] == name]:
+            del self._cursors[key]
 
     async def list_dbs(self) -> list[str]:
         names = await self.client.json("GET", "/_all_dbs")
@@ -443,6 +443,7 @@ class CouchStore(LogStore):
         return await self.log.tails(self._log(db), sorted(places))
 
     async def save_cursor(self, db: str, key: str, positions: Mapping[str, Position]) -> None:
+        await self._settings_of(db)
         if (db, key) in self._cursors:
             return
         doc = {"positions": [[p, d, o] for p, (d, o) in sorted(positions.items())]}
