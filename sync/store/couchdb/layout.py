@@ -9,7 +9,7 @@ configured prefix ``P`` (default ``fieldsync_``)::
                  rp      {rev: place} for every revision whose body is stored
                  pending set while the write's log entry is not yet appended
                  plus the design document ``_design/fieldsync`` (counts, id
-                 listings, the pending sweep)
+                 listings in raw order, the pending sweep)
     P D $data    sealed revision bodies   "r:" rev ":" doc id  {place, deleted, key_ref, body}
                  sealed attachments       "a:" digest ":" place {key_ref, length} + one
                                           CouchDB attachment "blob"
@@ -86,28 +86,44 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
+def live_key(place: str, doc_id: str) -> str:
+    """A live document's key in the ``live_by_place`` view: one place's keys form one range."""
+    return f"{place}!{doc_id}"
+
+
+def live_range(place: str) -> tuple[str, str]:
+    """Bounds of ``place``'s keys in ``live_by_place``, both outside it (``"`` follows ``!``)."""
+    return f"{place}!", f'{place}"'
+
+
 # The design document of every meta database.  Views are plain JavaScript that
-# CouchDB (QuickJS or SpiderMonkey), Cloudant and pouchdb-server all run.
+# CouchDB (QuickJS or SpiderMonkey), Cloudant and pouchdb-server all run.  The id
+# listings collate raw (code point order, as ``_all_docs`` does), not by Unicode
+# collation, so that ``_all_docs`` pages come in the order CouchDB's own would;
+# string keys, because raw collation puts objects (a ``{}`` end key) below strings.
+# https://docs.couchdb.org/en/stable/ddocs/views/collation.html#raw-collation
+_RAW = {"collation": "raw"}
 DESIGN_DOC: dict[str, Any] = {
     "_id": DESIGN,
     "language": "javascript",
     "views": {
-        # (place, deleted) -> count: the doc counts of a worker's places.
+        # (deleted, place) -> count: the doc counts of some places, or (group_level 1) of all.
         "counts": {
             "map": "function (doc) { if (doc.tree) {"
-            " emit([doc.place, doc.deleted ? 1 : 0], null); } }",
+            " emit([doc.deleted ? 1 : 0, doc.place], null); } }",
             "reduce": "_count",
         },
-        # (place, doc id) of live documents: _all_docs for a worker.
+        # place "!" doc id of live documents: _all_docs for a worker.
         "live_by_place": {
             "map": "function (doc) { if (doc.tree && !doc.deleted) {"
-            " emit([doc.place, doc._id.substring(2)], null); } }",
+            " emit(doc.place + '!' + doc._id.substring(2), null); } }",
+            "options": _RAW,
         },
-        # doc id of live documents: _all_docs for an admin, with the total.
+        # doc id of live documents: _all_docs for an admin.
         "live": {
             "map": "function (doc) { if (doc.tree && !doc.deleted) {"
             " emit(doc._id.substring(2), null); } }",
-            "reduce": "_count",
+            "options": _RAW,
         },
         # Writes whose log entry may be missing, and metas the cluster forked.
         "unsettled": {

@@ -45,6 +45,11 @@ class PlaceLog:
         self.client = client
         self._tails: dict[tuple[str, str], int] = {}  # (log db, place) -> last position known
 
+    def forget(self, log_db: str) -> None:
+        """Drop what is known of ``log_db``'s tails (the database was deleted or created)."""
+        for key in [k for k in self._tails if k[0] == log_db]:
+            del self._tails[key]
+
     async def append(self, log_db: str, place: str, ids: Sequence[tuple[str, int]]) -> int:
         """Add one entry naming ``ids`` to ``place``'s log; its position."""
         body = {"ids": [list(i) for i in ids], "at": time.time()}

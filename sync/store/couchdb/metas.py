@@ -13,8 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from sync.replication import revtree
-from sync.store.base import DocMeta
+from sync.store.base import Change, DocMeta
 from sync.store.couchdb import layout
 from sync.store.couchdb.client import CouchClient, path
 
@@ -39,6 +41,12 @@ class Meta:
             self.doc_id, self.place, self.version, win, self.tree[win].deleted, self.tree
         )
 
+    def as_change(self) -> Change:
+        """The document's latest change; its ``seq`` is the document's version."""
+        tree, win = self.tree, self.winner
+        leaves = tuple((r, tree[r].deleted) for r in revtree.sorted_leaves(tree))
+        return Change(self.version, self.doc_id, self.place, win, tree[win].deleted, leaves)
+
 
 def body(
     doc_id: str,
@@ -61,7 +69,7 @@ def body(
     }
 
 
-def _parse(doc: Mapping[str, Any]) -> Meta:
+def parse(doc: Mapping[str, Any]) -> Meta:
     return Meta(
         doc_id=str(doc["_id"])[len(layout.META_PREFIX) :],
         couch_rev=str(doc["_rev"]),
@@ -100,7 +108,7 @@ async def load(client: CouchClient, meta_db: str, ids: Sequence[str]) -> dict[st
             doc = row.get("doc")
             if not doc or "tree" not in doc:
                 continue
-            meta = _parse(doc)
+            meta = parse(doc)
             if doc.get("_conflicts"):
                 meta = _merge(meta, await _branches(client, meta_db, doc))
             found[meta.doc_id] = meta
@@ -108,10 +116,8 @@ async def load(client: CouchClient, meta_db: str, ids: Sequence[str]) -> dict[st
 
 
 async def _branches(client: CouchClient, meta_db: str, doc: Mapping[str, Any]) -> list[Meta]:
-    import orjson
-
     revs = orjson.dumps(list(doc["_conflicts"])).decode()
     answer = await client.json(
         "GET", path(meta_db, str(doc["_id"])), params={"open_revs": revs, "latest": "true"}
     )
-    return [_parse(item["ok"]) for item in answer if "ok" in item and "tree" in item["ok"]]
+    return [parse(item["ok"]) for item in answer if "ok" in item and "tree" in item["ok"]]
