@@ -21,14 +21,14 @@ import base64
 import os
 import random
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from conftest import PLACES
 from pouch import PouchDriver
 from realserver import DB, PASSWORD, ServerProcess, free_port
 
@@ -50,7 +50,9 @@ def instances(
     template = tmp_path / "template"
     shutil.copytree(org_data, template)
     keys = KeyRing(load_master_key(template / "master.key", create=True), _conns(template))
-    for place, _ in PLACES:  # until keys live in CouchDB (issue 11) both copies need them
+    with closing(sqlite3.connect(db_path(template))) as conn:
+        places = [row[0] for row in conn.execute("SELECT id FROM places")]
+    for place in [*places, ""]:  # until keys live in CouchDB (issue 11) both copies need them
         keys.current(place)
     urls = os.environ.get("FIELDSYNC_TEST_COUCHDB_URLS", "").split(",")
     urls = [u for u in urls if u] or [couchdb_url, couchdb_url]
