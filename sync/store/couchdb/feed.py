@@ -50,7 +50,10 @@ async def place_changes(
                 done[p] = got[p][-1].position
             if len(got[p]) == window - 1:
                 full.append(p)
-        open_places, window = full, min(window * 4, limit + 1)
+        # A few busy places (a worker's own): read the rest of the page at once; many
+        # (a supervisor's): grow the window in steps, not to waste keys on quiet places.
+        grown = limit + 1 if len(full) <= 8 else window * 4
+        open_places, window = full, min(grown, limit + 1, 1001)
         if _unread(runs, cursor) >= limit:
             break
     ids = [i for run in runs.values() for e in run for i, _ in e.ids]
