@@ -190,17 +190,27 @@ class CouchSeeding:
             await client.close()
 
     def finish(self) -> dict[str, Any]:
-        """Build the meta database's views now, as a running server keeps them built."""
+        """Build the meta database's views now, as a running server keeps them built; then
+        wait for CouchDB's compactions of the seeded databases to end."""
+        prefix = self.couch.prefix(self.tag)
         started = time.perf_counter()
-        asyncio.run(couch_seed.build_views(self.couch.url, self.couch.prefix(self.tag)))
+        asyncio.run(couch_seed.build_views(self.couch.url, prefix))
         index_s = time.perf_counter() - started
+        waited = asyncio.run(couch_seed.quiet(self.couch.url, prefix))
+        quiet_s = time.perf_counter() - started - index_s
         sizes = {}
         for name, database in couch_seed.databases(self.couch.prefix(self.tag)).items():
             status, info = self.couch.request("GET", db_path(database))
             if status == 200:
                 file = (info.get("sizes") or {}).get("file") or info.get("disk_size")
                 sizes[name] = {"docs": info.get("doc_count"), "mib": (file or 0) / 2**20}
-        return {"requests": self.requests, "index_s": round(index_s, 3), "databases": sizes}
+        return {
+            "requests": self.requests,
+            "index_s": round(index_s, 3),
+            "background_s": round(quiet_s, 3),
+            "background": ",".join(waited) or "none",
+            "databases": sizes,
+        }
 
 
 class CouchBackend:

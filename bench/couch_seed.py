@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.seed import DB, Sealed, Seeded, Seeder, record
 from sync.config import Config
-from sync.errors import NotFound, PreconditionFailed
+from sync.errors import NotFound, PreconditionFailed, StoreUnavailable
 from sync.replication.revtree import RevNode
 from sync.store.base import RevisionWrite, StoredRevision
 from sync.store.couchdb import layout, metas
@@ -46,6 +46,7 @@ BULK = 5_000  # documents per _bulk_docs request
 IN_FLIGHT = 3  # _bulk_docs requests at once
 SEAL_BATCH = BULK  # fieldsync documents sealed per step (each makes a meta and a body)
 TIMEOUT = 900.0
+VIEW_TIMEOUT = 4 * 3600.0  # a million metas through QuickJS on a busy machine
 
 
 def open_client(url: str, in_flight: int = IN_FLIGHT + 1) -> CouchClient:
@@ -200,11 +201,48 @@ async def build_views(url: str, prefix: str, db: str = DB) -> None:
     seed they are empty, and the first pull would wait for (or time out on) the build.
     """
     client = open_client(url)
+    where = path(layout.meta_db(prefix, db)) + f"/{layout.DESIGN}/_view/counts"
+    deadline = time.monotonic() + VIEW_TIMEOUT
     try:
-        where = path(layout.meta_db(prefix, db)) + f"/{layout.DESIGN}/_view/counts"
-        await client.json("GET", where, params={"limit": "1"}, timeout=TIMEOUT * 4)
+        while True:
+            try:
+                await client.json("GET", where, params={"limit": "1"}, timeout=TIMEOUT)
+                return
+            except StoreUnavailable as exc:  # CouchDB stops waiting for its indexer: ask again
+                if "timeout" not in exc.reason or time.monotonic() > deadline:
+                    raise
     finally:
         await client.close()
+
+
+async def quiet(url: str, prefix: str, timeout: float = 3600.0) -> list[str]:
+    """Wait until CouchDB runs no background task (indexer, compaction) on ``prefix*``.
+
+    A bulk seed sets off database and view compactions; timed pulls should not share
+    the machine with them. Returns the kinds of task waited for.
+    """
+    client = open_client(url)
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            tasks = await client.json("GET", "/_active_tasks")
+            ours = [t for t in tasks if _database_of(t).startswith(prefix)]
+            if not ours:
+                break
+            seen.update(str(t.get("type")) for t in ours)
+            await asyncio.sleep(2.0)
+    finally:
+        await client.close()
+    return sorted(seen)
+
+
+def _database_of(task: Mapping[str, Any]) -> str:
+    """``shards/00000000-7fffffff/NAME.1796193562`` -> ``NAME``."""
+    name = str(task.get("database") or "")
+    if name.startswith("shards/"):
+        name = name.split("/", 2)[2].rsplit(".", 1)[0]
+    return name
 
 
 async def seed_plain(url: str, database: str, docs: Iterable[Seeded]) -> int:

@@ -91,16 +91,6 @@ class Server:
     def pid(self) -> int | None:
         return None if self.process is None else self.process.pid
 
-    def restart(self) -> None:
-        """Stop and start again on the same port.
-
-        After a bulk seed, so that the server starts where a deployed one would be: a
-        CouchDB backend's change-log watcher starts at "now" instead of walking through
-        every entry the seeding wrote while it ran.
-        """
-        self.stop()
-        self.start()
-
     def stop(self) -> None:
         """SIGTERM to our own child's PID; SIGKILL if it does not go within 10 s."""
         process = self.process

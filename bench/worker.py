@@ -69,8 +69,10 @@ class WorkerDb:
         self.server.cli("place", "add", "ke")
         self.server.cli("place", "add", "d000", "--parent", "ke")
         self.server.cli("place", "add", WORKER_PLACE, "--parent", "d000")
+        self.server.stop()  # seed with no server running, as a migration would: its
+        # CouchDB log watcher and settler then start after the seeding, not during it
         self.seeding = self._seed(data_dir)
-        self.server.restart()  # as after a deployment: no catching up with the seeding
+        self.server.start()
         self.server.cli(
             "user", "add", "chw_big", "--role", "chw", "--place", WORKER_PLACE, password=PASSWORD
         )
