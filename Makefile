@@ -69,6 +69,9 @@ types: $(PY_STAMP)
 
 check: lint types test
 
+# Both document stores side by side (BENCH_BACKEND=sqlite|couchdb|both; both by default
+# when a CouchDB is at hand: BENCH_COUCHDB_URL=http://admin:pw@host:5984, else pouchdb-server
+# from tests/clients). BENCH_QUICK=1 divides every size by 10; see bench/run.py for the rest.
 bench: system-test setup
 	$(BIN)/python -m bench
 

@@ -90,6 +90,22 @@ class Seeded:
     doc: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """A document's first revision, ready for a store: its rev and sealed body."""
+
+    id: str
+    rev: str
+    place: str
+    key_ref: str
+    body: bytes
+    raw: dict[str, Any]
+
+    @property
+    def seeded(self) -> Seeded:
+        return Seeded(self.id, self.rev, self.place, self.raw)
+
+
 def _row_shapes(doc_id: str, rev: str) -> tuple[str, str]:
     """``leaves`` and ``tree`` as ``_apply_write`` serialises a one-revision document."""
     return json.dumps([[rev, False]]), json.dumps({rev: [None, False]})
@@ -107,6 +123,7 @@ class Seeder:
         self.path = db_path(data_dir)
         initialise(self.path)
         self.conn = connect(self.path)
+        self.closed = False
         self.conn.execute("PRAGMA synchronous=NORMAL")  # durable at the end: one checkpoint
         self.conn.execute("PRAGMA cache_size=-524288")  # 512 MiB: the indexes stay in memory
         master = load_master_key(self.config.key_file, create=True)
@@ -118,6 +135,10 @@ class Seeder:
         yield self.conn
 
     def close(self) -> None:
+        """Checkpoint the WAL into the file and close (once; a second call does nothing)."""
+        if self.closed:
+            return
+        self.closed = True
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.close()
 
@@ -143,6 +164,18 @@ class Seeder:
             for place, parent in places:
                 accounts.add_place(conn, place, parent, None)
                 self.keys.current(place)
+
+    def seal(self, raw: dict[str, Any], db: str = DB) -> Sealed:
+        """``raw`` as ``Writer`` would store it: its ``1-<md5>`` rev and its body sealed.
+
+        Thread-safe once the places' keys exist (:meth:`add_places`): it only reads
+        the key ring's cache then.
+        """
+        doc = parse_incoming(raw, new_edits=True)
+        assert doc.place is not None
+        rev = new_rev(None, False, doc.body)
+        key_ref, sealed = self.vault.seal_body(db, doc.id, rev, doc.place, doc.body)
+        return Sealed(doc.id, rev, doc.place, key_ref, sealed, raw)
 
     def db_id(self, db: str = DB) -> int:
         row = self.conn.execute("SELECT id FROM dbs WHERE name=?", (db,)).fetchone()
@@ -180,16 +213,13 @@ class Seeder:
         with self._transaction() as conn:
             seq = int(conn.execute("SELECT update_seq FROM dbs WHERE id=?", (db_id,)).fetchone()[0])
             for raw in batch:
-                doc = parse_incoming(raw, new_edits=True)
-                assert doc.place is not None
-                rev = new_rev(None, False, doc.body)
-                key_ref, sealed = self.vault.seal_body(db, doc.id, rev, doc.place, doc.body)
+                s = self.seal(raw, db)
                 seq += 1
-                leaves, tree = _row_shapes(doc.id, rev)
-                docs_rows.append((db_id, doc.id, doc.place, seq, rev, 0, leaves, tree))
-                revs_rows.append((db_id, doc.id, rev, doc.place, 0, key_ref, sealed))
-                if doc.place in keep:
-                    kept.append(Seeded(doc.id, rev, doc.place, raw))
+                leaves, tree = _row_shapes(s.id, s.rev)
+                docs_rows.append((db_id, s.id, s.place, seq, s.rev, 0, leaves, tree))
+                revs_rows.append((db_id, s.id, s.rev, s.place, 0, s.key_ref, s.body))
+                if s.place in keep:
+                    kept.append(s.seeded)
             conn.executemany(
                 "INSERT INTO revs(db, doc_id, rev, place, deleted, key_ref, body) "
                 "VALUES(?,?,?,?,?,?,?)",

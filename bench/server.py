@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ FIELDSYNC = str(BIN / "fieldsync")
 HOST = "127.0.0.1"
 DB = "health"
 READY_TIMEOUT = 30.0
+# Settings that choose the document store: the bench sets them per server, never inherits them.
+STORE_SETTINGS = ("FIELDSYNC_COUCHDB_", "FIELDSYNC_CLOUDANT_")
 
 
 def free_port() -> int:
@@ -29,12 +32,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Server:
-    """``fieldsync serve --data-dir DIR --host 127.0.0.1 --port N``, stopped by its PID."""
+def environment(settings: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any store setting, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(STORE_SETTINGS)}
+    return env | dict(settings or {})
 
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
+
+class Server:
+    """``fieldsync serve --data-dir DIR --host 127.0.0.1 --port N``, stopped by its PID.
+
+    ``settings`` are environment variables of the server only (the document store:
+    ``FIELDSYNC_COUCHDB_URL`` and ``_PREFIX``); without them it serves the embedded store.
+    """
+
+    def __init__(
+        self, data_dir: Path, log_path: Path, settings: Mapping[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
+        self.settings = dict(settings or {})
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -43,8 +59,9 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [FIELDSYNC, "serve", "--data-dir", str(self.data_dir)]
         command += ["--host", HOST, "--port", str(self.port)]
+        env = environment(self.settings)
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -93,7 +110,7 @@ class Server:
 
     # -- the CLI, on the same data dir while the server runs ---------------------------
     def cli(self, *args: str, password: str | None = None) -> str:
-        env = dict(os.environ)
+        env = environment()
         if password is not None:
             env["FIELDSYNC_PASSWORD"] = password
         command = [FIELDSYNC, *args, "--data-dir", str(self.data_dir)]
