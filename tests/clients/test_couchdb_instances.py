@@ -22,7 +22,7 @@ import os
 import random
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
@@ -75,15 +75,6 @@ def instances(
 
 def _conns(data_dir: Path) -> Any:
     return connections(db_path(data_dir))
-
-
-@pytest.fixture
-async def pouch() -> AsyncIterator[PouchDriver]:
-    driver = await PouchDriver.start()
-    try:
-        yield driver
-    finally:
-        await driver.aclose()
 
 
 def _auth(user: str) -> dict[str, str]:

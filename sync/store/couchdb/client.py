@@ -13,7 +13,7 @@ https://docs.couchdb.org/en/stable/api/basics.html#http-status-codes
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -122,6 +122,22 @@ class CouchClient:
         """One request whose answer is JSON; an answer outside ``accept`` raises ours."""
         raw, _status = await self._send(method, where, params, body, None, timeout, accept)
         return orjson.loads(raw) if raw else None
+
+    async def rows_by_key(
+        self, couch_db: str, keys: Sequence[str], chunk: int = 500
+    ) -> list[dict[str, Any]]:
+        """``_all_docs`` rows of ``keys`` with their documents and conflicts, ``chunk`` keys a
+        request.  Reads by key: in a cluster each is a quorum read, never a lagging range."""
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(keys), chunk):
+            answer = await self.json(
+                "POST",
+                path(couch_db, "_all_docs"),
+                params={"include_docs": "true", "conflicts": "true"},
+                body={"keys": list(keys[start : start + chunk])},
+            )
+            rows += answer.get("rows", [])
+        return rows
 
     async def put_status(self, where: str, body: Any) -> int:
         """``PUT`` a document; 201 (a quorum of copies took it) or 202 (fewer did)."""

@@ -119,18 +119,10 @@ class PlaceLog:
         """The entries after ``cursor`` of each place, up to the first one not visible."""
         keys = [layout.entry_id(p, cursor.get(p, 0) + k) for p in places for k in range(1, window)]
         found: dict[str, Entry] = {}
-        for start in range(0, len(keys), 1000):
-            chunk = keys[start : start + 1000]
-            answer = await self.client.json(
-                "POST",
-                path(log_db, "_all_docs"),
-                params={"include_docs": "true", "conflicts": "true"},
-                body={"keys": chunk},
-            )
-            for row in answer.get("rows", []):
-                doc = row.get("doc")
-                if doc is not None and not row.get("value", {}).get("deleted"):
-                    found[row["id"]] = await self._whole(log_db, doc)
+        for row in await self.client.rows_by_key(log_db, keys, chunk=1000):
+            doc = row.get("doc")
+            if doc is not None and not row.get("value", {}).get("deleted"):
+                found[row["id"]] = await self._whole(log_db, doc)
         runs: dict[str, list[Entry]] = {}
         for p in places:
             run: list[Entry] = []

@@ -95,23 +95,15 @@ def _merge(main: Meta, others: Sequence[Meta]) -> Meta:
 async def load(client: CouchClient, meta_db: str, ids: Sequence[str]) -> dict[str, Meta]:
     """The metas of ``ids`` that exist, forks merged; read by key (quorum reads)."""
     found: dict[str, Meta] = {}
-    unique = list(dict.fromkeys(ids))
-    for start in range(0, len(unique), 500):
-        keys = [layout.meta_id(i) for i in unique[start : start + 500]]
-        answer = await client.json(
-            "POST",
-            path(meta_db, "_all_docs"),
-            params={"include_docs": "true", "conflicts": "true"},
-            body={"keys": keys},
-        )
-        for row in answer.get("rows", []):
-            doc = row.get("doc")
-            if not doc or "tree" not in doc:
-                continue
-            meta = parse(doc)
-            if doc.get("_conflicts"):
-                meta = _merge(meta, await _branches(client, meta_db, doc))
-            found[meta.doc_id] = meta
+    keys = [layout.meta_id(i) for i in dict.fromkeys(ids)]
+    for row in await client.rows_by_key(meta_db, keys):
+        doc = row.get("doc")
+        if not doc or "tree" not in doc:
+            continue
+        meta = parse(doc)
+        if doc.get("_conflicts"):
+            meta = _merge(meta, await _branches(client, meta_db, doc))
+        found[meta.doc_id] = meta
     return found
 
 

@@ -227,16 +227,9 @@ class CouchStore(LogStore):
         return found
 
     async def _docs_by_key(self, couch_db: str, keys: Sequence[str]) -> list[dict[str, Any]]:
-        docs: list[dict[str, Any]] = []
-        for start in range(0, len(keys), 500):
-            answer = await self.client.json(
-                "POST",
-                path(couch_db, "_all_docs"),
-                params={"include_docs": "true"},
-                body={"keys": list(keys[start : start + 500])},
-            )
-            docs += [row["doc"] for row in answer.get("rows", []) if row.get("doc")]
-        return docs
+        return [
+            row["doc"] for row in await self.client.rows_by_key(couch_db, keys) if row.get("doc")
+        ]
 
     async def write(
         self, db: str, writes: Sequence[RevisionWrite], audit: AuditStamp | None = None
