@@ -65,6 +65,7 @@ AuditSink = Callable[["AuditStamp", str, list[str]], Awaitable[None]]
 _MISSING_DB = "Database does not exist."
 _RACE_TRIES = 20
 _SETTINGS_TTL = 10.0
+_INFO_SECONDS = 2.0
 _REQUEST_BYTES = 16 * 1024 * 1024
 
 
@@ -86,7 +87,12 @@ class CouchStore(LogStore):
         self.audit_sink: AuditSink | None = None
         self._settings: dict[str, _Settings] = {}
         self._watched: dict[str, str] = {}  # db -> CouchDB since of the log watcher
-        self._cursors: dict[tuple[str, str], dict[str, Position]] = {}  # (db, key) -> cursor
+        self._cursors: dict[tuple[str, str], dict[str, Position]] = {}
+        self._infos: dict[
+            tuple[str, frozenset[str] | None], tuple[float, tuple[int | str, int, int]]
+        ] = {}
+        # (db, owner, id) -> (our rev, CouchDB's _rev) of checkpoints this instance last saw
+        self._local_revs: dict[tuple[str, str, str], tuple[str, str]] = {}  # (db, key) -> cursor
 
     # -- names ------------------------------------------------------------
     def _meta(self, db: str) -> str:
@@ -148,6 +154,9 @@ class CouchStore(LogStore):
         self.log.forget(self._log(name))
         for key in [k for k in self._cursors if k[0] == name]:
             del self._cursors[key]
+        for local in [k for k in self._local_revs if k[0] == name]:
+            del self._local_revs[local]
+        self._forget_infos(name)
 
     async def list_dbs(self) -> list[str]:
         names = await self.client.json("GET", "/_all_dbs")
@@ -155,11 +164,24 @@ class CouchStore(LogStore):
         return sorted(n[cut:] for n in names if n.startswith(self.prefix) and "$" not in n[cut:])
 
     async def db_info(self, name: str, places: frozenset[str] | None) -> DbInfo:
+        """PouchDB asks for it after every batch it replicates: an answer up to
+        ``_INFO_SECONDS`` old is given again (counts and ``update_seq`` are for information;
+        this instance's own writes forget it at once)."""
         settings = await self._settings_of(name)
-        info = await self.client.json("GET", path(self._meta(name)))
-        live, deleted = await listing.counts(self.client, self._meta(name), places)
-        seq = info.get("update_seq", 0)
+        known = self._infos.get((name, places))
+        if known is None or time.monotonic() - known[0] >= _INFO_SECONDS:
+            info = await self.client.json("GET", path(self._meta(name)))
+            live, deleted = await listing.counts(self.client, self._meta(name), places)
+            known = (time.monotonic(), (info.get("update_seq", 0), live, deleted))
+            if len(self._infos) > 10_000:
+                self._infos.clear()
+            self._infos[(name, places)] = known
+        seq, live, deleted = known[1]
         return DbInfo(name, seq, live, deleted, settings.revs_limit, "0", settings.uuid)
+
+    def _forget_infos(self, name: str) -> None:
+        for key in [k for k in self._infos if k[0] == name]:
+            self._infos.pop(key, None)
 
     async def set_revs_limit(self, name: str, limit: int) -> None:
         where = path(self._data(name), layout.SETTINGS)
@@ -246,6 +268,8 @@ class CouchStore(LogStore):
         else:
             raise StoreUnavailable("Too many concurrent writes to the same documents; retry.")
         await self._log_writes(db, done)
+        if done:
+            self._forget_infos(db)
         await self._free(db, [(p.doc_id, r) for p in done for r in p.stemmed])
         if audit is not None and self.audit_sink is not None and done:
             await self.audit_sink(audit, db, sorted({p.doc_id for p in done}))
@@ -516,22 +540,41 @@ class CouchStore(LogStore):
     async def get_local(self, db: str, owner: str, doc_id: str) -> LocalDoc | None:
         await self._settings_of(db)
         doc = await self._get(db, path(self._data(db), layout.local_id(owner, doc_id)))
-        return None if doc is None else LocalDoc(doc_id, str(doc["rev"]), layout.unb64(doc["body"]))
+        if doc is None:
+            self._local_revs.pop((db, owner, doc_id), None)
+            return None
+        self._local_revs[(db, owner, doc_id)] = (str(doc["rev"]), str(doc["_rev"]))
+        return LocalDoc(doc_id, str(doc["rev"]), layout.unb64(doc["body"]))
 
     async def put_local(
         self, db: str, owner: str, doc_id: str, expected_rev: str | None, body: bytes
     ) -> str:
+        """A checkpoint: PouchDB reads it, then saves it, after every batch.  The CouchDB
+        ``_rev`` seen by the read is used for the save; if another instance saved it
+        meanwhile, CouchDB's 409 sends us the long way: read, compare, save."""
         await self._settings_of(db)
         where = path(self._data(db), layout.local_id(owner, doc_id))
+        key = (db, owner, doc_id)
+        known = self._local_revs.get(key)
+        if known is not None and expected_rev == known[0]:
+            rev = _next_local_rev(known[0])
+            fresh = {"owner": owner, "id": doc_id, "rev": rev, "body": layout.b64(body)}
+            try:
+                answer = await self.client.json("PUT", where, body={**fresh, "_rev": known[1]})
+            except Conflict:
+                self._local_revs.pop(key, None)
+            else:
+                self._local_revs[key] = (rev, str(answer["rev"]))
+                return rev
         current = await self._get(db, where)
         if expected_rev != (None if current is None else current["rev"]):
             raise Conflict()
-        number = 0 if current is None else int(str(current["rev"]).split("-", 1)[1])
-        rev = f"0-{number + 1}"
+        rev = _next_local_rev(None if current is None else str(current["rev"]))
         doc: dict[str, Any] = {"owner": owner, "id": doc_id, "rev": rev, "body": layout.b64(body)}
         if current is not None:
             doc["_rev"] = current["_rev"]
-        await self.client.json("PUT", where, body=doc)  # a 409: someone saved it meanwhile
+        answer = await self.client.json("PUT", where, body=doc)  # 409: saved by someone meanwhile
+        self._local_revs[key] = (rev, str(answer["rev"]))
         return rev
 
     async def delete_local(self, db: str, owner: str, doc_id: str, rev: str | None) -> None:
@@ -542,7 +585,13 @@ class CouchStore(LogStore):
             raise NotFound("missing")
         if rev != current["rev"]:
             raise Conflict()
+        self._local_revs.pop((db, owner, doc_id), None)
         await self.client.json("DELETE", where, params={"rev": str(current["_rev"])})
+
+
+def _next_local_rev(rev: str | None) -> str:
+    number = 0 if rev is None else int(rev.split("-", 1)[1])
+    return f"0-{number + 1}"
 
 
 def _encoded(length: int) -> int:
