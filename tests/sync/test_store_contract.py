@@ -1116,6 +1116,38 @@ async def test_a_write_whose_log_append_failed_is_logged_by_the_settler(
 
 
 @on_log_stores
+async def test_writers_waiting_for_a_place_log_share_its_next_entry(
+    store: CouchStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent writers in one place do not race for one log position (each lost race
+    cost a 409 and a tail read, and after 50 the write was answered 503 with its meta
+    already saved): while one entry is written, the others wait and share the next."""
+    gate = asyncio.Event()
+    entries: list[list[str]] = []
+    append = store.log._append
+
+    async def held(log_db: str, place: str, ids: Mapping[str, int]) -> int:
+        entries.append(sorted(ids))
+        await gate.wait()
+        return await append(log_db, place, ids)
+
+    monkeypatch.setattr(store.log, "_append", held)
+    first = asyncio.create_task(store.write(DB, [rw("a00", "1-a")]))
+    while not entries:
+        await asyncio.sleep(0.01)
+    others = [asyncio.create_task(store.write(DB, [rw(f"a{n:02d}", "1-a")])) for n in range(1, 11)]
+    waiting = store.log._waiting
+    while sum(len(b.ids) for b in waiting.values()) < 10:
+        await asyncio.sleep(0.01)
+    gate.set()
+    for done in await asyncio.gather(first, *others):
+        assert [r.error for r in done] == [None]
+    assert entries == [["a00"], [f"a{n:02d}" for n in range(1, 11)]]
+    assert await store.log_tails(DB, P1) == {"p1": 2}
+    assert sorted(c.id for c in sent(await walk(store, P1))) == [f"a{n:02d}" for n in range(11)]
+
+
+@on_log_stores
 async def test_a_walk_stops_at_an_entry_whose_meta_it_cannot_see_yet(store: CouchStore) -> None:
     await ok(store, rw("x", "1-x"), rw("y", "1-y", place="p2"))
     ahead = layout.entry_id("p1", 2)  # names x's next version, which no meta shows yet
