@@ -116,7 +116,7 @@ class Parts:
         self.record(caller, "write_refused", db, ids)
 
     async def visible_metas(
-        self, db: str, caller: Caller, ids: Iterable[str]
+        self, db: str, caller: Caller, ids: Iterable[str], *, recent: bool = False
     ) -> dict[str, DocMeta]:
         """Metadata of the documents in the caller's set; the rest do not exist for them.
 
@@ -125,7 +125,7 @@ class Parts:
         missing, and recorded in the audit trail as a refused read (someone probing
         another area's ids shows up there).
         """
-        metas = await self.store.get_metas(db, list(dict.fromkeys(ids)))
+        metas = await self.store.get_metas(db, list(dict.fromkeys(ids)), recent=recent)
         shown = {i: m for i, m in metas.items() if caller.scope.can_read(m.place)}
         if len(shown) < len(metas):
             self.record(caller, "read_refused", db, (i for i in metas if i not in shown))

@@ -74,7 +74,18 @@ class Reader:
     ) -> dict[str, Any]:
         """``POST /db/_bulk_get``: every body of the batch is fetched in one store call."""
         wanted = [_bulk_get_request(item) for item in requests]
-        metas = await self.parts.visible_metas(db, caller, [doc_id for doc_id, _ in wanted])
+        # PouchDB asks for the revisions the changes feed just named: metas read for
+        # that feed a moment ago will do (Parts.visible_metas, ``recent``).
+        ids = [doc_id for doc_id, _ in wanted]
+        metas = await self.parts.visible_metas(db, caller, ids, recent=True)
+        behind = [i for i, r in wanted if i in metas and r and r not in metas[i].tree]
+        if behind:  # written since: read those again
+            fresh = await self.parts.visible_metas(db, caller, behind)
+            for doc_id in behind:
+                if doc_id in fresh:
+                    metas[doc_id] = fresh[doc_id]
+                else:
+                    del metas[doc_id]
         plans = {
             (doc_id, rev): _wanted(metas[doc_id], None if rev is None else [rev], opts, rev is None)
             for doc_id, rev in wanted

@@ -161,7 +161,12 @@ class DocStore(abc.ABC):
 
     # -- documents -----------------------------------------------------
     @abc.abstractmethod
-    async def get_metas(self, db: str, ids: Sequence[str]) -> dict[str, DocMeta]: ...
+    async def get_metas(
+        self, db: str, ids: Sequence[str], *, recent: bool = False
+    ) -> dict[str, DocMeta]:
+        """The metas of ``ids`` that exist.  ``recent``: an answer a few seconds old will
+        do (the revisions a changes feed just named, asked for again by ``_bulk_get``);
+        a store that keeps what it read lately may answer from there."""
 
     @abc.abstractmethod
     async def get_revisions(

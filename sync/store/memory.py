@@ -212,7 +212,9 @@ class MemoryStore(SeqStore):
         self._db(name).revs_limit = limit
 
     # -- documents ------------------------------------------------------------
-    async def get_metas(self, db: str, ids: Sequence[str]) -> dict[str, DocMeta]:
+    async def get_metas(
+        self, db: str, ids: Sequence[str], *, recent: bool = False
+    ) -> dict[str, DocMeta]:
         docs = self._db(db).docs
         return {i: docs[i].meta for i in ids if i in docs}
 

@@ -190,7 +190,9 @@ class SqliteStore(SeqStore):
         await self.write_tx(run)
 
     # -- documents ------------------------------------------------------------
-    async def get_metas(self, db: str, ids: Sequence[str]) -> dict[str, DocMeta]:
+    async def get_metas(
+        self, db: str, ids: Sequence[str], *, recent: bool = False
+    ) -> dict[str, DocMeta]:
         def run(conn: sqlite3.Connection) -> dict[str, DocMeta]:
             db_id = self._db_id(conn, db)
             rows = conn.execute(

@@ -248,9 +248,11 @@ def store_calls(client: Client, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     for name in ("get_metas", "get_revisions"):
         original = getattr(store, name)
 
-        def counting(*args: Any, _name: str = name, _original: Any = original) -> Any:
+        def counting(
+            *args: Any, _name: str = name, _original: Any = original, **kwargs: Any
+        ) -> Any:
             calls.append(_name)
-            return _original(*args)
+            return _original(*args, **kwargs)
 
         monkeypatch.setattr(store, name, counting)
     return calls

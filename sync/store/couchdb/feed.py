@@ -35,8 +35,9 @@ async def place_changes(
     places: frozenset[str],
     cursor: Mapping[str, Position],
     limit: int,
-) -> LogPage:
-    """Rows of ``places`` after ``cursor``, place after place, up to ``limit`` changes."""
+) -> tuple[LogPage, Mapping[str, metas.Meta]]:
+    """Rows of ``places`` after ``cursor``, place after place, up to ``limit`` changes;
+    and the metas read for them."""
     order = sorted(places)
     done = {p: cursor.get(p, (0, 0))[0] for p in order}
     runs: dict[str, list[Entry]] = {p: [] for p in order}
@@ -50,16 +51,20 @@ async def place_changes(
                 done[p] = got[p][-1].position
             if len(got[p]) == window - 1:
                 full.append(p)
-        # A few busy places (a worker's own): read the rest of the page at once; many
-        # (a supervisor's): grow the window in steps, not to waste keys on quiet places.
-        grown = limit + 1 if len(full) <= 8 else window * 4
-        open_places, window = full, min(grown, limit + 1, 1001)
-        if _unread(runs, cursor) >= limit:
+        unread = _unread(runs, cursor)
+        if unread >= limit:
+            open_places = full
             break
-    ids = [i for run in runs.values() for e in run for i, _ in e.ids]
-    found = await metas.load(client, meta_db, ids)
-    rows, walked_all = _walk(order, runs, cursor, found, limit)
-    return LogPage(rows, walked_all and not open_places)
+        # A few busy places (a worker's own): read about the rest of the page at once,
+        # as many entries as the ones read suggest; many (a supervisor's): grow the
+        # window in steps, not to waste keys on quiet places.
+        per_entry = max(1.0, unread / max(1, sum(len(r) for r in runs.values())))
+        enough = int((limit - unread) / per_entry * 1.25) + 2
+        grown = enough if len(full) <= 8 else window * 4
+        open_places, window = full, max(2, min(grown, limit + 1, 1001))
+    loader = _MetaLoader(client, meta_db, _ids_in_order(order, runs, cursor))
+    rows, walked_all = await _walk(order, runs, cursor, loader, limit)
+    return LogPage(rows, walked_all and not open_places), loader.found
 
 
 def _unread(runs: Mapping[str, Sequence[Entry]], cursor: Mapping[str, Position]) -> int:
@@ -73,11 +78,50 @@ def _unread(runs: Mapping[str, Sequence[Entry]], cursor: Mapping[str, Position])
     return count
 
 
-def _walk(
+def _skipped(entry: Entry, cursor: Mapping[str, Position]) -> int:
+    """How many ids of ``entry`` were sent before ``cursor`` (it may stop inside an entry)."""
+    position, offset = cursor.get(entry.place, (0, 0))
+    return offset if entry.position == position + 1 else 0
+
+
+def _ids_in_order(
+    order: Sequence[str], runs: Mapping[str, Sequence[Entry]], cursor: Mapping[str, Position]
+) -> list[str]:
+    """The ids the walk will look at, in the order it looks at them (first time each)."""
+    seen: dict[str, None] = {}
+    for place in order:
+        for entry in runs[place]:
+            for doc_id, _ in entry.ids[_skipped(entry, cursor) :]:
+                seen.setdefault(doc_id)
+    return list(seen)
+
+
+class _MetaLoader:
+    """The metas a walk needs, read as it goes: a page of ``limit`` changes reads about
+    ``limit`` metas, not those of every id in the entries read ahead."""
+
+    def __init__(self, client: CouchClient, meta_db: str, ordered: list[str]) -> None:
+        self.client, self.meta_db, self.ordered = client, meta_db, ordered
+        self.index = {doc_id: n for n, doc_id in enumerate(ordered)}
+        self.loaded = 0  # ordered[:loaded] have been read
+        self.found: dict[str, metas.Meta] = {}
+
+    async def get(self, doc_id: str, wanted: int) -> metas.Meta | None:
+        """``doc_id``'s meta, reading it with the ``wanted`` next ones if not read yet."""
+        at = self.index[doc_id]
+        if at >= self.loaded:
+            end = min(len(self.ordered), max(at + 1, self.loaded + wanted))
+            batch = self.ordered[self.loaded : end]
+            self.found.update(await metas.load(self.client, self.meta_db, batch))
+            self.loaded = end
+        return self.found.get(doc_id)
+
+
+async def _walk(
     order: Sequence[str],
     runs: Mapping[str, Sequence[Entry]],
     cursor: Mapping[str, Position],
-    found: Mapping[str, metas.Meta],
+    loader: _MetaLoader,
     limit: int,
 ) -> tuple[list[LogRow], bool]:
     """The rows of the entries read (module docstring); False if ``limit`` cut it short."""
@@ -85,13 +129,14 @@ def _walk(
     sent = 0
     seen: set[str] = set()  # an entry appended twice (by a writer and a settler) sends once
     for place in order:
-        position, offset = cursor.get(place, (0, 0))
         for entry in runs[place]:
-            if any(i not in found or found[i].version < v for i, v in entry.ids):
-                break  # the entry is ahead of the metas we can see: stop here, retry later
-            skipped = offset if entry.position == position + 1 else 0
+            skipped = _skipped(entry, cursor)
+            ahead = False
             for n, (doc_id, version) in enumerate(entry.ids[skipped:], start=skipped + 1):
-                meta = found[doc_id]
+                meta = await loader.get(doc_id, limit - sent + _SLACK)
+                if meta is None or meta.version < version:
+                    ahead = True  # ahead of the metas we can see: stop here, retry later
+                    break
                 last = n == len(entry.ids)
                 after = (entry.position, 0) if last else (entry.position - 1, n)
                 current = meta.place == place and meta.version == version
@@ -102,9 +147,14 @@ def _walk(
                 rows.append(LogRow(change, place, after))
                 if sent >= limit:
                     return rows, False
-            offset = 0
-            position = entry.position
+            if ahead:
+                break
     return rows, True
+
+
+# Metas read beyond what the page still needs: rows that send nothing (a document
+# that moved away, or named again further on) would otherwise cost a read each.
+_SLACK = 8
 
 
 async def global_changes(

@@ -159,7 +159,7 @@ class PlaceLog:
         """The entries after ``cursor`` of each place, up to the first one not visible."""
         keys = [layout.entry_id(p, cursor.get(p, 0) + k) for p in places for k in range(1, window)]
         found: dict[str, Entry] = {}
-        for row in await self.client.rows_by_key(log_db, keys, chunk=1000):
+        for row in await self.client.rows_by_key(log_db, keys):
             doc = row.get("doc")
             if doc is not None and not row.get("value", {}).get("deleted"):
                 found[row["id"]] = await self._whole(log_db, doc)

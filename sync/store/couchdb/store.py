@@ -52,6 +52,7 @@ from sync.store.base import (
     WriteResult,
 )
 from sync.store.couchdb import feed, layout, listing, metas, plans
+from sync.store.couchdb.bodies import BodyCache, RecentMetas
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.log import PlaceLog
 from sync.store.couchdb.plans import Plan
@@ -67,6 +68,13 @@ _RACE_TRIES = 20
 _SETTINGS_TTL = 10.0
 _INFO_SECONDS = 2.0
 _REQUEST_BYTES = 16 * 1024 * 1024
+# Sealed bodies kept in memory (bodies.py), and how many changes make a page a
+# catch-up whose bodies are fetched ahead of the ``_bulk_get`` that follows it.
+_BODY_CACHE_BYTES = 64 * 1024 * 1024
+_AHEAD_CHANGES = 32
+# Metas a changes page read, reused by the ``_bulk_get`` that follows it (get_metas).
+_RECENT_SECONDS = 5.0
+_RECENT_METAS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +92,8 @@ class CouchStore(LogStore):
         self.prefix = prefix
         self.max_document_bytes = max_document_bytes
         self.log = PlaceLog(client)
+        self.bodies = BodyCache(_BODY_CACHE_BYTES)
+        self._recent = RecentMetas(_RECENT_SECONDS, _RECENT_METAS)
         self.audit_sink: AuditSink | None = None
         self._settings: dict[str, _Settings] = {}
         self._watched: dict[str, str] = {}  # db -> CouchDB since of the log watcher
@@ -92,7 +102,10 @@ class CouchStore(LogStore):
             tuple[str, frozenset[str] | None], tuple[float, tuple[int | str, int, int]]
         ] = {}
         # (db, owner, id) -> (our rev, CouchDB's _rev) of checkpoints this instance last saw
-        self._local_revs: dict[tuple[str, str, str], tuple[str, str]] = {}  # (db, key) -> cursor
+        self._local_revs: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._tails: dict[
+            tuple[str, frozenset[str]], tuple[float, dict[str, int]]
+        ] = {}  # (db, key) -> cursor
 
     # -- names ------------------------------------------------------------
     def _meta(self, db: str) -> str:
@@ -105,6 +118,7 @@ class CouchStore(LogStore):
         return layout.log_db(self.prefix, db)
 
     async def close(self) -> None:
+        await self.bodies.close()
         await self.client.close()
 
     # -- databases ----------------------------------------------------------
@@ -182,6 +196,8 @@ class CouchStore(LogStore):
     def _forget_infos(self, name: str) -> None:
         for key in [k for k in self._infos if k[0] == name]:
             self._infos.pop(key, None)
+        for tails in [k for k in self._tails if k[0] == name]:
+            self._tails.pop(tails, None)
 
     async def set_revs_limit(self, name: str, limit: int) -> None:
         where = path(self._data(name), layout.SETTINGS)
@@ -225,28 +241,42 @@ class CouchStore(LogStore):
         return found
 
     # -- documents ------------------------------------------------------------
-    async def get_metas(self, db: str, ids: Sequence[str]) -> dict[str, DocMeta]:
-        await self._settings_of(db)
-        found = await metas.load(self.client, self._meta(db), ids)
-        return {i: m.as_doc_meta() for i, m in found.items()}
+    async def get_metas(
+        self, db: str, ids: Sequence[str], *, recent: bool = False
+    ) -> dict[str, DocMeta]:
+        """``recent``: metas this instance's changes feed read in the last
+        ``_RECENT_SECONDS`` answer for themselves (its own writes drop them)."""
+        settings = await self._settings_of(db)
+        kept = self._recent.get(settings.uuid, ids) if recent else {}
+        todo = [i for i in ids if i not in kept]
+        found = await metas.load(self.client, self._meta(db), todo) if todo else {}
+        return {**kept, **{i: m.as_doc_meta() for i, m in found.items()}}
 
     async def get_revisions(
         self, db: str, wanted: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], StoredRevision]:
-        await self._settings_of(db)
-        keys = [layout.body_id(doc_id, rev) for doc_id, rev in wanted]
-        found: dict[tuple[str, str], StoredRevision] = {}
-        for doc in await self._docs_by_key(self._data(db), keys):
-            doc_id, rev = _body_key(str(doc["_id"]))
-            found[(doc_id, rev)] = StoredRevision(
-                doc_id,
-                rev,
-                str(doc["place"]),
-                bool(doc["deleted"]),
-                str(doc["key_ref"]),
-                layout.unb64(doc["body"]),
-            )
-        return found
+        settings = await self._settings_of(db)
+        return await self.bodies.get(settings.uuid, wanted, self._fetcher(db))
+
+    def _fetcher(
+        self, db: str
+    ) -> Callable[[Sequence[tuple[str, str]]], Awaitable[dict[tuple[str, str], StoredRevision]]]:
+        async def fetch(
+            wanted: Sequence[tuple[str, str]],
+        ) -> dict[tuple[str, str], StoredRevision]:
+            keys = [layout.body_id(doc_id, rev) for doc_id, rev in wanted]
+            return {
+                (s.doc_id, s.rev): s
+                for s in map(_stored, await self._docs_by_key(self._data(db), keys))
+            }
+
+        return fetch
+
+    def _fetch_ahead(self, db: str, space: str, changes: Sequence[Change]) -> None:
+        """A catch-up page: its leaves' bodies are fetched while the page travels."""
+        if len(changes) >= _AHEAD_CHANGES:
+            wanted = [(c.id, rev) for c in changes for rev, _ in c.leaves]
+            self.bodies.ahead(space, wanted, self._fetcher(db))
 
     async def _docs_by_key(self, couch_db: str, keys: Sequence[str]) -> list[dict[str, Any]]:
         return [
@@ -267,7 +297,9 @@ class CouchStore(LogStore):
                 break
         else:
             raise StoreUnavailable("Too many concurrent writes to the same documents; retry.")
+        self._recent.forget(settings.uuid, [p.doc_id for p in done])
         await self._log_writes(db, done)
+        self._recent.forget(settings.uuid, [p.doc_id for p in done])
         if done:
             self._forget_infos(db)
         await self._free(db, [(p.doc_id, r) for p in done for r in p.stemmed])
@@ -391,6 +423,7 @@ class CouchStore(LogStore):
         """Delete the bodies of revisions ``revs_limit`` stemmed out of their trees."""
         if not stemmed:
             return
+        self.bodies.forget((await self._settings_of(db)).uuid, stemmed)
         keys = [layout.body_id(doc_id, rev) for doc_id, rev in stemmed]
         answer = await self.client.json(
             "POST", path(self._data(db), "_all_docs"), body={"keys": keys}
@@ -444,20 +477,34 @@ class CouchStore(LogStore):
     async def place_changes(
         self, db: str, places: frozenset[str], cursor: Mapping[str, Position], limit: int
     ) -> LogPage:
-        await self._settings_of(db)
-        return await feed.place_changes(
+        settings = await self._settings_of(db)
+        page, read = await feed.place_changes(
             self.client, self.log, self._meta(db), self._log(db), places, cursor, limit
         )
+        self._recent.keep(settings.uuid, {i: m.as_doc_meta() for i, m in read.items()})
+        self._fetch_ahead(db, settings.uuid, [r.change for r in page.rows if r.change])
+        return page
 
     async def global_changes(
         self, db: str, since: str | None, limit: int, descending: bool = False
     ) -> GlobalPage:
-        await self._settings_of(db)
-        return await feed.global_changes(self.client, self._meta(db), since, limit, descending)
+        settings = await self._settings_of(db)
+        page = await feed.global_changes(self.client, self._meta(db), since, limit, descending)
+        self._fetch_ahead(db, settings.uuid, [change for change, _ in page.rows])
+        return page
 
     async def log_tails(self, db: str, places: frozenset[str]) -> dict[str, int]:
+        """Read again after ``_INFO_SECONDS`` (PouchDB asks for the database's info, whose
+        ``update_seq`` is made of them, after every batch); a tail read earlier is never
+        too high, so ``since=now`` built from it sends a change twice at worst."""
         await self._settings_of(db)
-        return await self.log.tails(self._log(db), sorted(places))
+        known = self._tails.get((db, places))
+        if known is None or time.monotonic() - known[0] >= _INFO_SECONDS:
+            known = (time.monotonic(), await self.log.tails(self._log(db), sorted(places)))
+            if len(self._tails) > 10_000:
+                self._tails.clear()
+            self._tails[(db, places)] = known
+        return dict(known[1])
 
     async def save_cursor(self, db: str, key: str, positions: Mapping[str, Position]) -> None:
         await self._settings_of(db)
@@ -634,6 +681,18 @@ def _body_doc(w: RevisionWrite) -> dict[str, Any]:
         "key_ref": w.key_ref,
         "body": layout.b64(w.body),
     }
+
+
+def _stored(doc: Mapping[str, Any]) -> StoredRevision:
+    doc_id, rev = _body_key(str(doc["_id"]))
+    return StoredRevision(
+        doc_id,
+        rev,
+        str(doc["place"]),
+        bool(doc["deleted"]),
+        str(doc["key_ref"]),
+        layout.unb64(doc["body"]),
+    )
 
 
 def _body_key(couch_id: str) -> tuple[str, str]:
