@@ -6,6 +6,9 @@ The timed runs alternate between the backends, round by round (each round starti
 with a different one), so that both see the same machine: full pulls, no-op pulls,
 incremental pulls after 100 server-side edits, pushes of 1,000 new documents.
 
+Every full pull is served by a server started just before it, so that it finds nothing
+of the worker's set in the server's memory (a phone's first pull, as in the field).
+
 Beside them, the peers of a full pull, also in every round: PouchDB's own
 memory-to-memory replication of the same documents, and CouchDB's own unfiltered
 replication of them (PouchDB pulling straight from a plain CouchDB database that
@@ -19,7 +22,6 @@ import json
 import random
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,8 +131,14 @@ class WorkerDb:
 
     # -- the timed runs -----------------------------------------------------------------
     def full_pull(self, client: PouchClient, i: int) -> str:
+        """A phone's first pull, from a server just started: nothing of the worker's set is
+        in its memory (the CouchDB backend keeps bodies it read, bodies.BodyCache), as for a
+        phone whose set no other phone pulled lately."""
         local = f"full-{self.name}-{i}"
-        run = client.call("pull", remote=self.remote, local=local)
+        self.server.stop()
+        self.server.start()
+        with profiled(self.server, f"full_pull-{self.name}-{i}"):
+            run = client.call("pull", remote=self.remote, local=local)
         self.full.add(expect(run, self.sizes.worker_set, self.full.name))
         return local
 
@@ -223,10 +231,7 @@ def phase_worker(
     peer = Peer(couch, dbs[-1].worker_docs, n) if couch is not None else None
     also = ", and CouchDB's own" if peer else ""
     log(f"\n[A] full pulls, one per backend each round{also}")
-    with ExitStack() as profiles:
-        for db in dbs:
-            profiles.enter_context(profiled(db.server, f"full_pull-{db.name}"))
-        _full_pulls(sizes, client, dbs, copy, peer)
+    _full_pulls(sizes, client, dbs, copy, peer)
     log("\n[A] no-op, incremental pulls and pushes, alternating between backends")
     for r in range(sizes.short_runs):
         for db in rotated(dbs, r):

@@ -23,7 +23,7 @@ import orjson
 
 from sync.store.base import Change, GlobalPage, LogPage, LogRow, Position
 from sync.store.couchdb import metas
-from sync.store.couchdb.client import CouchClient, path
+from sync.store.couchdb.client import KEYS_PER_REQUEST, CouchClient, path
 from sync.store.couchdb.log import Entry, PlaceLog
 
 
@@ -41,7 +41,7 @@ async def place_changes(
     order = sorted(places)
     done = {p: cursor.get(p, (0, 0))[0] for p in order}
     runs: dict[str, list[Entry]] = {p: [] for p in order}
-    window, open_places = 2, order
+    window, open_places = log.first_window(log_db, done, limit), order
     while open_places:  # one key per place first: a no-op sync costs one request
         got = await log.read(log_db, done, open_places, window)
         full = []
@@ -133,7 +133,7 @@ async def _walk(
             skipped = _skipped(entry, cursor)
             ahead = False
             for n, (doc_id, version) in enumerate(entry.ids[skipped:], start=skipped + 1):
-                meta = await loader.get(doc_id, limit - sent + _SLACK)
+                meta = await loader.get(doc_id, _batch(limit - sent))
                 if meta is None or meta.version < version:
                     ahead = True  # ahead of the metas we can see: stop here, retry later
                     break
@@ -155,6 +155,13 @@ async def _walk(
 # Metas read beyond what the page still needs: rows that send nothing (a document
 # that moved away, or named again further on) would otherwise cost a read each.
 _SLACK = 8
+
+
+def _batch(needed: int) -> int:
+    """How many metas to read for ``needed`` more changes: a few more, within the requests
+    that ``needed`` takes anyway (100 needed: one request of 100, not 100 and 8)."""
+    whole = -(-needed // KEYS_PER_REQUEST) * KEYS_PER_REQUEST
+    return max(1, min(needed + _SLACK, whole))
 
 
 async def global_changes(

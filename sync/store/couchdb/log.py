@@ -54,11 +54,14 @@ class PlaceLog:
         self._tails: dict[tuple[str, str], int] = {}  # (log db, place) -> last position known
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._waiting: dict[tuple[str, str], _Batch] = {}
+        self._ids_per_entry: dict[tuple[str, str], float] = {}  # as last read
 
     def forget(self, log_db: str) -> None:
         """Drop what is known of ``log_db``'s tails (the database was deleted or created)."""
         for key in [k for k in self._tails if k[0] == log_db]:
             del self._tails[key]
+        for key in [k for k in self._ids_per_entry if k[0] == log_db]:
+            del self._ids_per_entry[key]
         for key in [k for k, lock in self._locks.items() if k[0] == log_db and not lock.locked()]:
             del self._locks[key]
 
@@ -171,7 +174,26 @@ class PlaceLog:
                 run.append(entry)
                 position += 1
             runs[p] = run
+            if run:
+                key = (log_db, p)
+                self._tails[key] = max(self._tails.get(key, 0), run[-1].position)
+                self._ids_per_entry[key] = sum(len(e.ids) for e in run) / len(run)
         return runs
+
+    def first_window(self, log_db: str, done: Mapping[str, int], limit: int) -> int:
+        """The window of a walk's first read: one key per place (2), unless this instance
+        knows that a few places hold entries after ``done``; then about as many entries as
+        ``limit`` changes take there (read before, or an append's), not to read twice."""
+        if len(done) > 8:
+            return 2
+        window = 2
+        for place, position in done.items():
+            ahead = self._tails.get((log_db, place), 0) - position
+            if ahead > 1:
+                per_entry = self._ids_per_entry.get((log_db, place), 1.0)
+                enough = int(limit / max(per_entry, 1.0) * 1.25) + 2
+                window = max(window, min(ahead + 1, enough))
+        return min(window, limit + 1, 1001)
 
 
 def _entry(doc: Mapping[str, Any]) -> Entry:
