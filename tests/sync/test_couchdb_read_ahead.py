@@ -256,3 +256,35 @@ async def test_a_page_reads_the_metas_of_its_own_changes_not_of_every_entry_read
     status, rest = await api.call("GET", "/health/_changes", "alice", since=page["last_seq"])
     assert status == 200
     assert {r["id"] for r in page["results"] + rest["results"]} == {d["_id"] for d in docs}
+
+
+async def test_a_page_reads_the_log_once_when_the_instance_knows_the_places_tail(
+    aiohttp_client: Callable[..., Awaitable[Client]], config: Config
+) -> None:
+    """PouchDB asks for the database's info (whose worker ``update_seq`` reads the places'
+    tails) before it pulls; each page then reads its log entries in one request."""
+    api = await _served(aiohttp_client, config)
+    for batch in range(10):  # ten writes: ten entries of 30 ids in area-a1's log
+        await api.bulk(
+            [{"_id": f"a{batch}-{n:02d}", "place": "area-a1"} for n in range(30)], user="alice"
+        )
+    store = _store(api)
+    store.log.forget(store._log("health"))  # as if another instance had written them
+    status, _ = await api.call("GET", "/health", "alice")
+    assert status == 200
+    log_reads: list[int] = []
+
+    def observe(method: str, where: str, params: Any, body: Any) -> None:
+        if where.endswith("%24log/_all_docs") and method == "POST":
+            log_reads.append(len(body["keys"]))
+
+    store.client.observe = observe
+    since, seen = "0", set()
+    for _ in range(6):
+        log_reads.clear()
+        status, page = await api.call("GET", "/health/_changes", "alice", limit="50", since=since)
+        assert status == 200
+        seen |= {r["id"] for r in page["results"]}
+        since = page["last_seq"]
+        assert len(log_reads) == 1, log_reads
+    assert len(seen) == 300
