@@ -278,6 +278,7 @@ def _scope_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _domain_commands(sub: Any) -> None:
+    """Packages' command groups (CLI extension point); ``--data-dir`` ones are checked in main."""
     from barcode.cli import register as register_patient_ids
     from device_registry.cli import register as register_devices
     from sms_gateway.cli import register as register_sms

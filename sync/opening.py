@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sync.audit import KEY_META
 from sync.config import Config
+from sync.errors import FieldsyncError
 from sync.keys import MASTER_KEY_ENV, MasterKeyMissing, key_from_file
 from sync.store.schema import NoStore, db_path, initialise, no_store
 
@@ -106,13 +107,17 @@ def create(config: Config) -> list[Path]:
     check_master_key(config)
     made: list[Path] = []
     path = db_path(config.data_dir)
-    if not path.is_file():
-        made += [] if config.data_dir.is_dir() else [config.data_dir]
-        initialise(path)
-        made.append(path)
-    if not _master_key_at_hand(config):
-        key_from_file(config.key_file, create=True)
-        made.append(config.key_file)
+    try:
+        if not path.is_file():
+            made += [] if config.data_dir.is_dir() else [config.data_dir]
+            initialise(path)
+            made.append(path)
+        if not _master_key_at_hand(config):
+            key_from_file(config.key_file, create=True)
+            made.append(config.key_file)
+    except (OSError, sqlite3.Error) as exc:  # not a directory, no permission, disk full
+        where = config.data_dir.absolute()
+        raise FieldsyncError(f"cannot create the data dir at {where}: {exc}") from exc
     return made
 
 

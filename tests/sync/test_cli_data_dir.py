@@ -217,6 +217,26 @@ def test_init_with_the_master_key_in_the_environment_writes_no_key_file(
     assert _run(capsys, "place", "add", "area", "--data-dir", "data")[0] == 0
 
 
+def test_init_completes_a_store_that_has_no_key_and_nothing_sealed(
+    elsewhere: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = elsewhere / "data"
+    initialise(db_path(data))
+    store = _tree(data)[DB_FILE]
+    code, out, _ = _run(capsys, "init", "--data-dir", str(data))
+    assert code == 0 and out.startswith(
+        f"fieldsync data dir ready at {data}; made: {data}/master.key"
+    )
+    assert _tree(data)[DB_FILE] == store
+
+
+def test_init_on_a_file_says_so(elsewhere: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (elsewhere / "data").write_text("notes")
+    code, _, err = _run(capsys, "init", "--data-dir", "data")
+    assert code == 1 and f"cannot create the data dir at {elsewhere / 'data'}" in err
+    assert [p.name for p in elsewhere.iterdir()] == ["data"]
+
+
 # -- a missing master key where data keys exist ---------------------------------------
 @pytest.fixture
 def keyless(elsewhere: Path) -> Path:
