@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5984
 DATA_DIR ?= ./data
 
-.PHONY: setup run test check lint types bench clean system-run system-test
+.PHONY: setup init run test check lint types bench clean system-run system-test
 
 # System libraries: zbar decodes barcodes (server and tests); Debian's chromium
 # drives the browser tests.  Installed with apt-get when we are root, else we
@@ -53,6 +53,10 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	@command -v npm >/dev/null || { echo "node and npm are needed for the PouchDB client tests: apt-get install -y nodejs npm"; exit 1; }
 	cd $(NODE_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# The only commands that create a data dir: init (then stops), serve (then serves).
+init: $(PY_STAMP)
+	$(BIN)/fieldsync init --data-dir $(DATA_DIR)
 
 run: system-run $(PY_STAMP)
 	$(BIN)/fieldsync serve --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)

@@ -20,7 +20,7 @@ from barcode import routes as barcode_routes
 from device_registry import routes as device_routes
 from forms import routes as forms_routes
 from sms_gateway import routes as sms_routes
-from sync import accounts, datadir, forwarded, headers, intent, keyadmin
+from sync import accounts, datadir, forwarded, headers, intent, keyadmin, opening
 from sync import api as admin_api
 from sync import audit as audit_trail
 from sync.appkeys import AUTH, CONFIG, STORE
@@ -93,6 +93,7 @@ async def compression_middleware(
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    opening.check_master_key(config)  # before the lock file, the store or a new key is written
     async with datadir.serving(config.data_dir, config.lock_wait_seconds):
         async for _ in _serving(app, config):
             yield

@@ -21,18 +21,14 @@ from typing import Any
 from sync import audit, auditjournal, keyadmin
 from sync.auditverify import Report, verify
 from sync.cli import _config, _data_dir
-from sync.errors import FieldsyncError
 from sync.keys import KeyError_, MasterKey, load_master_key
 from sync.store.schema import connect, db_path
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    config = _config(args)
-    path = db_path(config.data_dir)
-    if not path.exists():
-        raise FieldsyncError(f"no data dir at {config.data_dir} (nothing to verify)")
+    config = _config(args)  # an existing data dir: checked by sync.cli.main
     master = load_master_key(config.key_file, create=False)
-    with closing(connect(path)) as conn:
+    with closing(connect(db_path(config.data_dir), create=False)) as conn:
         conn.execute("BEGIN")  # one consistent snapshot; never blocks the server's writer
         try:
             report = _verify(conn, master)

@@ -1,5 +1,8 @@
-"""The ``fieldsync`` command: serve, and manage places, users and keys.
+"""The ``fieldsync`` command: init, serve, and manage places, users and keys.
 
+``fieldsync init`` makes a data dir (``serve`` makes one too); every other
+command that takes ``--data-dir`` works only on one that exists, and refuses a
+directory without a store before writing anything (:mod:`sync.opening`).
 Management commands open the same SQLite file as a running server (WAL), so
 they work while it runs; a changed scope takes effect on the user's next request.
 The ``keys`` commands that change keys (:mod:`sync.keycli`) need it stopped.
@@ -22,10 +25,10 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
-from sync import accounts, audit, keyadmin, sessions
+from sync import accounts, audit, keyadmin, opening, sessions
 from sync.config import Config, ConfigError, from_env
 from sync.errors import FieldsyncError
-from sync.keys import load_master_key
+from sync.keys import MASTER_KEY_ENV, load_master_key
 from sync.store.schema import with_file
 
 T = TypeVar("T")
@@ -61,7 +64,7 @@ def _audited(
 ) -> T:
     """``fn`` and its audit entry (actor ``cli:<os user>``) in one transaction."""
     config = _config(args)
-    master = load_master_key(config.key_file, create=True)
+    master = load_master_key(config.key_file, create=False)
 
     def run(conn: sqlite3.Connection) -> T:
         keyadmin.check_master(conn, master)
@@ -72,7 +75,27 @@ def _audited(
     return with_file(config.data_dir, run)
 
 
-# -- serve --------------------------------------------------------------------------
+# -- init and serve: the commands that may create a data dir -------------------------
+def cmd_init(args: argparse.Namespace) -> int:
+    config = _config(args)
+    where = config.data_dir.absolute()
+    made = opening.create(config)
+    if not made:
+        print(f"fieldsync data dir at {where} is already initialised; nothing changed")
+        return 0
+    print(
+        f"fieldsync data dir ready at {where}; made: {', '.join(str(p.absolute()) for p in made)}"
+    )
+    if config.key_file in made:
+        print(
+            f"keep a copy of {config.key_file.absolute()} somewhere safe: without it the "
+            "data in this data dir cannot be read"
+        )
+    elif os.environ.get(MASTER_KEY_ENV):
+        print(f"master key: from {MASTER_KEY_ENV} (no key file written)")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from sync.app import create_app
     from sync.serving import serve
@@ -193,11 +216,16 @@ def _data_dir(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fieldsync", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="start the server")
+    init = sub.add_parser(
+        "init", help="create a data dir: the store and the master key (changes nothing if done)"
+    )
+    _data_dir(init)
+    init.set_defaults(func=cmd_init, creates_data_dir=True)
+    serve = sub.add_parser("serve", help="start the server (creating the data dir if new)")
     _data_dir(serve)
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 5984)")
-    serve.set_defaults(func=cmd_serve)
+    serve.set_defaults(func=cmd_serve, creates_data_dir=True)
     _place_commands(sub)
     _user_commands(sub)
     _domain_commands(sub)
@@ -250,6 +278,7 @@ def _scope_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _domain_commands(sub: Any) -> None:
+    """Packages' command groups (CLI extension point); ``--data-dir`` ones are checked in main."""
     from barcode.cli import register as register_patient_ids
     from device_registry.cli import register as register_devices
     from sms_gateway.cli import register as register_sms
@@ -263,9 +292,19 @@ def _domain_commands(sub: Any) -> None:
     register_sms(sub)
 
 
+def _open(args: argparse.Namespace) -> None:
+    """A command that takes ``--data-dir`` works on an existing one, unless it makes its own.
+
+    Checked here, once for every command (a package's too), before the command runs.
+    """
+    if "data_dir" in vars(args) and not getattr(args, "creates_data_dir", False):
+        opening.existing(_config(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _open(args)
         code: int = args.func(args)
     except FieldsyncError as exc:
         print(f"fieldsync: {exc.reason}", file=sys.stderr)

@@ -19,6 +19,8 @@ cryptography) are turned into these at the boundary with ``raise ... from``.
     │   ├── DocumentElsewhere      403 forbidden     (store.rules: lives in another place)
     │   └── EnrolmentRefused       403 enrolment_refused  (device_registry.enrolment)
     ├── NotFound                   404 not_found
+    ├── NoStore                    404 no_data_dir   (store.schema: a data dir without a
+    │                                                 store; only init and serve make one)
     ├── MethodNotAllowed           405 method_not_allowed
     ├── NotAcceptable              406 not_acceptable
     ├── Conflict                   409 conflict
@@ -37,6 +39,8 @@ cryptography) are turned into these at the boundary with ``raise ... from``.
     │   └── AmbiguousScan          422 several_ids
     ├── TooManyRequests            429 too_many_requests
     ├── KeyError_                  500 key_error     (keys: a data key cannot be opened)
+    │   └── MasterKeyMissing       500 master_key_missing  (keys: sealed keys, no master
+    │                                                       key file; opening refuses)
     ├── StoreError                 500 internal_server_error
     │   └── AuditBroken            500 audit_broken  (auditverify: refused at start)
     └── ServiceUnavailable         503 service_unavailable

@@ -107,7 +107,7 @@ def cmd_keys_shred(args: argparse.Namespace) -> int:
         _with_conn(args, lambda c: keyadmin.check_master(c, master))
         _with_conn(args, lambda c: _documents_here(c, "shred a place"))
         done = _with_conn(args, lambda c: shredding.shred(c, args.place, audit.chain(c, master)))
-        with closing(connect(db_path(config.data_dir))) as conn:
+        with closing(connect(db_path(config.data_dir), create=False)) as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page left in the log
     print(
         f"place {done.place} shredded: {done.keys} data keys, {done.documents} documents, "

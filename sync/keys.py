@@ -42,6 +42,13 @@ class KeyError_(FieldsyncError):
     default_reason = "A data key is missing or the master key is wrong."
 
 
+class MasterKeyMissing(KeyError_):
+    """The store holds keys sealed under a master key, and that key is not here."""
+
+    error = "master_key_missing"
+    default_reason = "The master key that opens this data dir's keys is missing."
+
+
 class MasterKey(Protocol):
     def wrap(self, label: bytes, key: bytes) -> bytes: ...
 
@@ -68,7 +75,9 @@ class LocalMasterKey:
 def load_master_key(key_file: Path, *, create: bool) -> LocalMasterKey:
     """The master key from ``FIELDSYNC_MASTER_KEY`` (base64) or ``key_file``.
 
-    With ``create`` a missing key file is made (mode 0600) on first start.
+    With ``create`` (``init`` and ``serve`` only) a missing key file is made (mode 0600);
+    :func:`sync.opening.check_master_key` has refused first if keys sealed under
+    another master key are there.
     """
     raw = os.environ.get(MASTER_KEY_ENV)
     if raw:
@@ -81,7 +90,10 @@ def key_from_file(key_file: Path, *, create: bool) -> LocalMasterKey:
     if key_file.exists():
         return LocalMasterKey(_decode_key(key_file.read_text().strip(), str(key_file.name)))
     if not create:
-        raise KeyError_(f"no master key: set {MASTER_KEY_ENV} or create {key_file.name}")
+        raise KeyError_(
+            f"no master key at {key_file}: `fieldsync init` writes one, or set "
+            f"{MASTER_KEY_ENV} or FIELDSYNC_MASTER_KEY_FILE"
+        )
     key_file.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -1,7 +1,10 @@
 """The SQLite schema: documents (by database) and the system tables.
 
 One file holds everything (``fieldsync.sqlite3`` under the data dir), in WAL
-mode so the CLI can change users and places while the server runs.
+mode so the CLI can change users and places while the server runs.  Only
+:func:`initialise` makes the file (``fieldsync init`` and ``serve``, see
+:mod:`sync.opening`); :func:`with_file`, the management commands' way in, opens
+one that exists and refuses a data dir without it (:class:`NoStore`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, closing
 from pathlib import Path
 from typing import TypeVar
+
+from sync.errors import FieldsyncError
 
 T = TypeVar("T")
 
@@ -64,13 +69,38 @@ CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user);
 DB_FILE = "fieldsync.sqlite3"
 
 
+class NoStore(FieldsyncError):
+    """The data dir holds no store: a command other than ``init``/``serve`` pointed at it."""
+
+    status = 404
+    error = "no_data_dir"
+    default_reason = "There is no fieldsync data dir here."
+
+
 def db_path(data_dir: Path) -> Path:
     return data_dir / DB_FILE
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection with the pragmas every user of the file needs."""
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+def no_store(data_dir: Path) -> NoStore:
+    """The refusal for a data dir without a store: where we looked, and what to do."""
+    where = data_dir.absolute()
+    return NoStore(
+        f"no fieldsync data dir at {where} (no {DB_FILE} there): run "
+        f"`fieldsync init --data-dir {where}` first, or pass the right --data-dir "
+        "(or FIELDSYNC_DATA_DIR); nothing was created"
+    )
+
+
+def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
+    """A connection with the pragmas every user of the file needs.
+
+    With ``create=False`` a missing file is an error (``sqlite3.OperationalError``)
+    rather than a new, empty database.
+    """
+    target = str(path) if create else f"{path.absolute().as_uri()}?mode=rw"
+    conn = sqlite3.connect(
+        target, timeout=30, isolation_level=None, check_same_thread=False, uri=not create
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -84,13 +114,15 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def initialise(path: Path) -> None:
+    """Make the file (and its directory) if missing, and bring its tables up to date."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = connect(path)
-    try:
-        conn.executescript(SCHEMA)
-        _add_column(conn, "audit", "detail", "TEXT")
-    finally:
-        conn.close()
+    with closing(connect(path)) as conn:
+        _upgrade(conn)
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+    _add_column(conn, "audit", "detail", "TEXT")
 
 
 def _add_column(conn: sqlite3.Connection, table: str, column: str, kind: str) -> None:
@@ -117,8 +149,17 @@ def connections(path: Path) -> Callable[[], AbstractContextManager[sqlite3.Conne
 
 
 def with_file(data_dir: Path, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """One transaction on the data dir's SQLite file (the CLI's way in, server running or not)."""
+    """One transaction on the data dir's SQLite file (the CLI's way in, server running or not).
+
+    The file must be there: a mistyped ``--data-dir`` is refused, never given a new store.
+    """
     path = db_path(data_dir)
-    initialise(path)
-    with closing(connect(path)) as conn:
+    if not path.is_file():
+        raise no_store(data_dir)
+    try:
+        conn = connect(path, create=False)
+    except sqlite3.OperationalError as exc:  # gone since the check above
+        raise no_store(data_dir) from exc
+    with closing(conn):
+        _upgrade(conn)
         return in_transaction(conn, fn)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sqlite3
-from contextlib import closing
+from contextlib import closing, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from pyzbar.pyzbar import decode
 from barcode import allocation
 from barcode.checkdigit import validate
 from barcode.cli import register
+from sync import cli
 from sync.store.schema import connect, db_path
 
 
@@ -25,12 +27,19 @@ def run(argv: list[str]) -> int:
     return code
 
 
+def initialised(data_dir: Path) -> str:
+    """A data dir made the way an implementer makes one (``fieldsync init``)."""
+    with redirect_stdout(io.StringIO()):
+        assert cli.main(["init", "--data-dir", str(data_dir)]) == 0
+    return str(data_dir)
+
+
 def printed(capsys: pytest.CaptureFixture[str]) -> list[str]:
     return capsys.readouterr().out.split()
 
 
 def test_new_allocates_and_prints_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = str(tmp_path / "data")
+    data = initialised(tmp_path / "data")
     assert run(["patient-id", "new", "--data-dir", data]) == 0
     assert printed(capsys) == ["10000X"]
     assert run(["patient-id", "new", "--count", "3", "--data-dir", data]) == 0
@@ -45,13 +54,15 @@ def test_new_honours_the_data_dir_environment(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FIELDSYNC_DATA_DIR", str(tmp_path / "env"))
+    assert cli.main(["init"]) == 0
+    capsys.readouterr()
     assert run(["patient-id", "new"]) == 0
     assert (tmp_path / "env" / "fieldsync.sqlite3").exists()
 
 
 def test_new_with_a_sheet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sheet = tmp_path / "cards.pdf"
-    data = str(tmp_path / "data")
+    data = initialised(tmp_path / "data")
     assert (
         run(["patient-id", "new", "--count", "12", "--sheet", str(sheet), "--data-dir", data]) == 0
     )
@@ -63,13 +74,13 @@ def test_new_with_a_sheet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_new_refuses_silly_counts(
     tmp_path: Path, count: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = str(tmp_path / "data")
+    data = initialised(tmp_path / "data")
     assert run(["patient-id", "new", "--count", count, "--data-dir", data]) == 1
     assert "between 1 and 1000" in capsys.readouterr().out
 
 
 def test_retire_then_new_skips_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = str(tmp_path / "data")
+    data = initialised(tmp_path / "data")
     assert run(["patient-id", "retire", "10000X", "--reason", "misprint", "--data-dir", data]) == 0
     assert capsys.readouterr().out == "10000X retired\n"
     assert run(["patient-id", "new", "--data-dir", data]) == 0

@@ -99,6 +99,7 @@ def org_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir holding PLACES and USERS, made once with the CLI (~0.5 s a call)."""
     data_dir = tmp_path_factory.mktemp("org") / "data"
     template = ServerProcess(data_dir, 0, data_dir.parent / "unused.log")
+    template.cli("init")
     for place, parent in PLACES:
         template.cli("place", "add", place, *(["--parent", parent] if parent else []))
     for name, role, scope in USERS:
@@ -121,6 +122,7 @@ def org(
 def crash_server(tmp_path: Path) -> Iterator[ServerProcess]:
     """A real server with one place ("area") and an admin, for the ``kill -9`` tests."""
     server = ServerProcess(tmp_path / "data", free_port(), tmp_path / "server.log")
+    server.cli("init")
     server.cli("place", "add", "area")
     server.cli("user", "add", "admin", "--role", "admin", password=PASSWORD)
     server.start()

@@ -83,6 +83,7 @@ class LimitedServer(ServerProcess):
 def admin_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("slow") / "data"
     template = ServerProcess(data_dir, 0, data_dir.parent / "unused.log")
+    template.cli("init")
     template.cli("user", "add", "admin", "--role", "admin", password=PASSWORD)
     return data_dir
 

@@ -29,6 +29,7 @@ ADMIN_AUTH = {"Authorization": "Basic " + base64.b64encode(f"admin:{PASSWORD}".e
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     server = Server(tmp_path / "data", tmp_path / "server.log")
+    server.cli("init")
     server.cli("place", "add", "area-a1")
     server.cli("user", "add", "admin", "--role", "admin", password=PASSWORD)
     server.cli("user", "add", "alice", "--role", "chw", "--place", "area-a1", password=PASSWORD)

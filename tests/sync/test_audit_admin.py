@@ -71,6 +71,7 @@ async def test_admin_changes_through_the_cli_are_audited(
 
 async def test_a_cli_change_on_a_new_data_dir_starts_the_chain(tmp_path: Path) -> None:
     data = tmp_path / "fresh"
+    assert cli.main(["init", "--data-dir", str(data)]) == 0
     assert cli.main(["place", "add", "area", "--data-dir", str(data)]) == 0
     assert _verify(Config(data_dir=data)) == 0
     async with running(Config(data_dir=data, require_enrolment=False)):

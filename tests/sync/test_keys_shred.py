@@ -54,8 +54,8 @@ def insecure_default(monkeypatch: pytest.MonkeyPatch) -> None:
     """Connections as SQLite builds without SECURE_DELETE make them (freed pages keep bytes)."""
     original = schema.connect
 
-    def connect(path: Path) -> sqlite3.Connection:
-        conn = original(path)
+    def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
+        conn = original(path, create=create)
         conn.execute("PRAGMA secure_delete=OFF")
         return conn
 
