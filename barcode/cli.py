@@ -24,23 +24,31 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from barcode import allocation, cards, sheet
 from barcode.checkdigit import Scheme, validate
 from barcode.settings import BarcodeSettings
+from sync.cli import Commands, _data_dir, add_command, add_group, one_of
 from sync.config import Config, from_env
 from sync.store.schema import with_file
 
 T = TypeVar("T")
-if TYPE_CHECKING:  # the class is generic only to type checkers
-    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+SCHEMES = tuple(scheme.value for scheme in Scheme)
 
 
 def register(subparsers: Commands) -> None:
     """Add the ``patient-id`` command group to the top-level CLI."""
-    group = subparsers.add_parser("patient-id", help="check and allocate check-digit patient IDs")
-    commands = group.add_subparsers(dest="patient_id_command", metavar="COMMAND", required=True)
+    commands = add_group(
+        subparsers,
+        "patient-id",
+        "check and allocate check-digit patient IDs, draw their cards",
+        "Patient IDs carry a check digit, so a mistyped ID is caught where it is\n"
+        "typed. New IDs are allocated from the data dir, each once; a card (or a\n"
+        "sheet of them) carries the ID as text and as a barcode.",
+    )
     _add_check(commands)
     _add_new(commands)
     _add_retire(commands)
@@ -48,47 +56,74 @@ def register(subparsers: Commands) -> None:
 
 
 def _add_check(commands: Commands) -> None:
-    check = commands.add_parser(
+    check = add_command(
+        commands,
         "check",
-        help="say whether a patient ID's check digit is right",
-        description="Spaces, hyphens and letter case are ignored.",
+        "say whether a patient ID's check digit is right",
+        'Print "valid" (exit 0) or why the ID is not (exit 1). Spaces, hyphens\n'
+        "and letter case are ignored.",
     )
     check.add_argument("id", metavar="ID", help="the patient ID, as printed or typed")
     check.add_argument(
         "--scheme",
-        choices=[scheme.value for scheme in Scheme],
+        choices=SCHEMES,
         default=Scheme.LUHN30.value,
-        help="check-digit scheme (default: %(default)s, as OpenMRS idgen's LuhnMod30)",
+        metavar="SCHEME",
+        help=f"the check-digit scheme: {one_of(SCHEMES)} "
+        "(default: %(default)s, as OpenMRS idgen's LuhnMod30)",
     )
     check.set_defaults(func=run_check)
 
 
 def _add_new(commands: Commands) -> None:
-    new = commands.add_parser("new", help="allocate new patient IDs")
-    new.add_argument("--count", type=int, default=1, help="how many (default: %(default)s)")
-    new.add_argument("--sheet", type=Path, metavar="FILE.pdf", help="also print their cards")
+    new = add_command(
+        commands,
+        "new",
+        "allocate new patient IDs",
+        "Allocate new patient IDs, never given before, and print one a line. Safe\n"
+        "while the server runs.",
+    )
+    new.add_argument(
+        "--count", type=int, default=1, metavar="N", help="how many (default: %(default)s)"
+    )
+    new.add_argument(
+        "--sheet", type=Path, metavar="FILE.pdf", help="also write a PDF sheet of their cards"
+    )
     _data_dir(new)
     new.set_defaults(func=run_new)
 
 
 def _add_retire(commands: Commands) -> None:
-    retire = commands.add_parser("retire", help="retire a patient ID so it is never reused")
-    retire.add_argument("id", metavar="ID")
-    retire.add_argument("--reason", default="", help="why, for the record")
+    retire = add_command(
+        commands,
+        "retire",
+        "retire a patient ID so it is never reused",
+        "Retire a patient ID for good: it is never allocated again.",
+    )
+    retire.add_argument("id", metavar="ID", help="the patient ID to retire")
+    retire.add_argument("--reason", default="", metavar="TEXT", help="why, for the record")
     _data_dir(retire)
     retire.set_defaults(func=run_retire)
 
 
 def _add_card(commands: Commands) -> None:
-    card = commands.add_parser("card", help="draw a patient's ID card")
-    card.add_argument("id", metavar="ID")
+    card = add_command(
+        commands,
+        "card",
+        "draw a patient's ID card",
+        "Draw one patient's ID card to a file; the file name's ending (.png, .svg\n"
+        "or .pdf) chooses the format. Needs no data dir.",
+    )
+    card.add_argument("id", metavar="ID", help="the patient ID (its check digit is verified)")
     card.add_argument("--name", help="the patient's name (default: a line to write it on)")
-    card.add_argument("--out", type=Path, required=True, metavar="FILE.png|.svg|.pdf")
+    card.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the file to write: FILE.png, FILE.svg or FILE.pdf",
+    )
     card.set_defaults(func=run_card)
-
-
-def _data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="data directory (default ./data or FIELDSYNC_DATA_DIR)")
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -20,49 +20,124 @@ import json
 import sqlite3
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from device_registry import codes, enrolment, inventory, schema, status
 from device_registry.model import CSV_COLUMNS, Device
-from sync.cli import _data_dir, _with_conn
+from device_registry.status import DeviceStatus
+from sync.cli import Commands, _data_dir, _with_conn, add_command, add_group, one_of, table
+from sync.errors import Conflict
 from sync.scopes import UNLIMITED
 
 T = TypeVar("T")
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+STATUSES = tuple(s.value for s in DeviceStatus)
+STATUS_WORDS = (*STATUSES, *status.BACK_TO_STOCK)
+LIST_FORMATS = ("table", "csv", "json")
+STATUS_NOTE = f"""\
+statuses: {one_of(STATUSES)}
+  ({one_of(status.BACK_TO_STOCK)} mean back to in_stock)"""
+DESCRIPTION = f"""\
+The phone inventory. A phone is added in stock, assigned to a worker, given a
+one-time enrolment code for the app, and marked when it is lost, stolen, in
+repair, found again or retired. Marking a phone anything but assigned revokes
+it at once, even while the server runs.
+
+{STATUS_NOTE}"""
+
+
+def register(subparsers: Commands) -> None:
     """Add the ``device`` command group to the top-level CLI."""
-    group = subparsers.add_parser("device", help="the phone inventory: add, assign, enrol, mark")
-    commands = group.add_subparsers(dest="device_command", metavar="COMMAND", required=True)
-    add = commands.add_parser("add", help="add a phone to the inventory (in stock)")
-    add.add_argument("serial", metavar="SERIAL")
-    add.add_argument("--imei", required=True, help="15 digits; the check digit is verified")
-    add.add_argument("--imei2", help="second IMEI of a dual-SIM phone")
-    add.add_argument("--model", default="")
-    add.add_argument("--os-version", default="")
-    add.add_argument("--phone", help="SIM phone number, E.164 (+254712345678)")
-    add.add_argument("--place", help="where the phone is kept while in stock")
-    add.add_argument("--notes", default="")
-    _finish(add, run_add)
-    assign = commands.add_parser("assign", help="hand a phone to a CHW or supervisor")
-    assign.add_argument("serial", metavar="SERIAL")
-    assign.add_argument("worker", metavar="WORKER")
-    assign.add_argument("--reason", default="")
+    commands = add_group(
+        subparsers,
+        "device",
+        "the phone inventory: add, assign, enrol, mark lost or found",
+        DESCRIPTION,
+    )
+    _add_add(commands)
+    assign = add_command(
+        commands,
+        "assign",
+        "hand a phone to a CHW or supervisor",
+        "Hand a phone to a CHW or supervisor; a phone assigned to someone else\n"
+        "is reassigned (its enrolment is revoked).",
+    )
+    assign.add_argument("serial", metavar="SERIAL", help="the phone's serial number")
+    assign.add_argument("worker", metavar="WORKER", help="the user name of the worker")
+    assign.add_argument("--reason", default="", metavar="TEXT", help="why, for the history")
     _finish(assign, run_assign)
-    code = commands.add_parser("enrol-code", help="issue a one-time enrolment code")
-    code.add_argument("serial", metavar="SERIAL")
-    code.add_argument("--qr", action="store_true", help="also print the code as a QR code")
-    code.add_argument("--server", help="server URL to put in the QR code for the app")
-    _finish(code, run_enrol_code)
-    mark = commands.add_parser("mark", help="change a phone's status (revokes it unless assigned)")
-    mark.add_argument("serial", metavar="SERIAL")
-    mark.add_argument("status", metavar="STATUS", help="lost, stolen, found, in_repair, retired…")
-    mark.add_argument("--reason", default="")
-    _finish(mark, run_mark)
-    listing = commands.add_parser("list", help="list the inventory")
-    listing.add_argument("--status", help="only devices with this status")
-    listing.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _add_enrol_code(commands)
+    _add_mark(commands)
+    listing = add_command(commands, "list", "list the inventory")
+    listing.add_argument(
+        "--status",
+        choices=STATUS_WORDS,
+        type=status.normalise,
+        metavar="STATUS",
+        help=f"only phones with this status: {one_of(STATUS_WORDS)}",
+    )
+    listing.add_argument(
+        "--format",
+        choices=LIST_FORMATS,
+        default="table",
+        help=f"{one_of(LIST_FORMATS)} (default: %(default)s)",
+    )
     _finish(listing, run_list)
+
+
+def _add_add(commands: Commands) -> None:
+    add = add_command(commands, "add", "add a phone to the inventory (in stock)")
+    add.add_argument("serial", metavar="SERIAL", help="the phone's serial number")
+    add.add_argument(
+        "--imei", required=True, metavar="IMEI", help="15 digits; the check digit is verified"
+    )
+    add.add_argument("--imei2", metavar="IMEI", help="the second IMEI of a dual-SIM phone")
+    add.add_argument("--model", default="", metavar="MODEL", help="make and model")
+    add.add_argument("--os-version", default="", metavar="VERSION", help="Android version")
+    add.add_argument(
+        "--phone", metavar="+E164", help="the SIM's phone number, international (+254712345678)"
+    )
+    add.add_argument("--place", metavar="ID", help="the place that keeps the phone while in stock")
+    add.add_argument("--notes", default="", metavar="TEXT", help="anything worth knowing")
+    _finish(add, run_add)
+
+
+def _add_enrol_code(commands: Commands) -> None:
+    code = add_command(
+        commands,
+        "enrol-code",
+        "issue a one-time enrolment code for an assigned phone",
+        "Issue a one-time code that enrols the app on an assigned phone, for its\n"
+        "worker. It expires in a day; a new code voids the old one. The code goes to\n"
+        "standard output, what it is for to standard error.",
+    )
+    code.add_argument("serial", metavar="SERIAL", help="the phone's serial number")
+    code.add_argument("--qr", action="store_true", help="also print the code as a QR code")
+    code.add_argument(
+        "--server", metavar="URL", help="the server's URL, put in the QR code for the app"
+    )
+    _finish(code, run_enrol_code)
+
+
+def _add_mark(commands: Commands) -> None:
+    mark = add_command(
+        commands,
+        "mark",
+        "change a phone's status (revokes it unless assigned)",
+        "Change a phone's status. Anything but assigned revokes its enrolment at\n"
+        f"once; a phone found again goes back to stock, to be assigned anew.\n\n{STATUS_NOTE}",
+    )
+    mark.add_argument("serial", metavar="SERIAL", help="the phone's serial number")
+    mark.add_argument(
+        "status",
+        choices=STATUS_WORDS,
+        type=status.normalise,
+        metavar="STATUS",
+        help=f"its new status: {one_of(STATUS_WORDS)}",
+    )
+    mark.add_argument("--reason", default="", metavar="TEXT", help="why, for the history")
+    _finish(mark, run_mark)
 
 
 def _finish(parser: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int]) -> None:
@@ -113,7 +188,12 @@ def run_assign(args: argparse.Namespace) -> int:
 
 
 def run_enrol_code(args: argparse.Namespace) -> int:
-    issued = _run(args, lambda conn: enrolment.issue_code(conn, args.serial, _actor(), UNLIMITED))
+    try:
+        issued = _run(
+            args, lambda conn: enrolment.issue_code(conn, args.serial, _actor(), UNLIMITED)
+        )
+    except enrolment.NotAssigned as exc:
+        raise Conflict(_what_to_type(exc), error=exc.error_token) from exc
     print(issued.code)
     print(
         f"for {issued.worker} on device {issued.serial}; single use, expires {issued.expires}",
@@ -125,6 +205,29 @@ def run_enrol_code(args: argparse.Namespace) -> int:
         payload = codes.qr_payload(issued.code, issued.serial, args.server)
         segno.make(payload, error="m").terminal(compact=True)
     return 0
+
+
+def _what_to_type(refusal: enrolment.NotAssigned) -> str:
+    """The refusal, with the commands that make the phone ready for a code."""
+    device, steps = refusal.device, refusal.steps
+    if not steps:
+        return refusal.reason
+    todo, before = [], device.status
+    for after, words in zip(steps, enrolment.step_words(before, steps), strict=True):
+        todo.append(f"{words} ({_command(device.serial, before, after)})")
+        before = after
+    return (
+        f"device {device.serial} is {device.status.value}: {', then '.join(todo)}, "
+        "before issuing an enrolment code"
+    )
+
+
+def _command(serial: str, current: DeviceStatus, target: DeviceStatus) -> str:
+    if target is DeviceStatus.ASSIGNED:
+        return f"fieldsync device assign {serial} WORKER"
+    word = status.label(current, target).lower()
+    said = word if word in STATUS_WORDS and status.parse(word) is target else target.value
+    return f"fieldsync device mark {serial} {said}"
 
 
 def run_mark(args: argparse.Namespace) -> int:
@@ -153,10 +256,5 @@ def run_list(args: argparse.Namespace) -> int:
 
 def _table(devices: list[Device]) -> str:
     head = ("SERIAL", "STATUS", "WORKER", "PHONE", "MODEL", "LAST SYNC")
-    rows: list[tuple[Any, ...]] = [head]
-    for d in devices:
-        rows.append((d.serial, d.status.value, d.worker, d.phone, d.model, d.last_sync))
-    cells = [[str(v) if v else "-" for v in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(line.rstrip() for line in lines)
+    rows = [(d.serial, d.status.value, d.worker, d.phone, d.model, d.last_sync) for d in devices]
+    return table(head, [[str(v) if v else "-" for v in row] for row in rows])

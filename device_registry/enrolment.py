@@ -18,7 +18,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from device_registry import codes, inventory, validators
+from device_registry import codes, inventory, status, validators
+from device_registry.model import Device
 from device_registry.status import DeviceStatus
 from device_registry.verdict import TokenBinding
 from sync.errors import Conflict, Forbidden
@@ -31,6 +32,41 @@ class EnrolmentRefused(Forbidden):
     """An enrolment attempt with a wrong, used, expired or misdirected code (403)."""
 
     error = "enrolment_refused"
+
+
+class NotAssigned(Conflict):
+    """An enrolment code asked for a device no worker holds (409).
+
+    ``steps`` are the statuses the device must pass through to be assigned again
+    (``(IN_STOCK, ASSIGNED)`` for a lost one: found, then assigned), or None when it
+    never can be (retired).  The reason says them in a supervisor's words; the CLI
+    turns them into the commands to type.
+    """
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.steps = status.path(device.status, DeviceStatus.ASSIGNED)
+        super().__init__(_not_assigned_reason(device, self.steps))
+
+
+def step_words(current: DeviceStatus, steps: tuple[DeviceStatus, ...]) -> list[str]:
+    """Each step as what a supervisor does: ``mark it found``, ``assign it to a worker``."""
+    words, before = [], current
+    for after in steps:
+        action = status.label(before, after).lower()
+        words.append(
+            "assign it to a worker" if after is DeviceStatus.ASSIGNED else f"mark it {action}"
+        )
+        before = after
+    return words
+
+
+def _not_assigned_reason(device: Device, steps: tuple[DeviceStatus, ...] | None) -> str:
+    where = f"device {device.serial} is {device.status.value}"
+    if steps is None:
+        return f"{where}: it can never be enrolled again"
+    todo = step_words(device.status, steps) or ["assign it to a worker"]
+    return f"{where}: {', then '.join(todo)}, before issuing an enrolment code"
 
 
 @dataclass(frozen=True)
@@ -61,10 +97,7 @@ def issue_code(
 ) -> IssuedCode:
     device = inventory.managed(conn, serial, scope)
     if device.status is not DeviceStatus.ASSIGNED or device.worker is None:
-        raise Conflict(
-            f"device {device.serial} is {device.status.value}: assign it to a worker "
-            "before issuing an enrolment code"
-        )
+        raise NotAssigned(device)
     moment = now or dt.datetime.now(dt.UTC)
     expires = _stamp(moment + CODE_LIFETIME)
     conn.execute(

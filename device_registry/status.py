@@ -60,10 +60,19 @@ _LABELS: Mapping[tuple[DeviceStatus | None, DeviceStatus], str] = {
 }
 
 
+# Words for going back to stock, accepted wherever a status is (``mark SERIAL found``).
+BACK_TO_STOCK = ("found", "recovered", "repaired", "returned")
+
+
+def normalise(value: str) -> str:
+    """A status name as typed (``In-Repair``), as it is spelt (``in_repair``)."""
+    return value.strip().lower().replace("-", "_").replace(" ", "_")
+
+
 def parse(value: str) -> DeviceStatus:
-    """A status from its name; ``found`` is accepted for ``in_stock``."""
-    normalised = value.strip().lower().replace("-", "_").replace(" ", "_")
-    if normalised in ("found", "recovered", "repaired", "returned"):
+    """A status from its name; ``found`` (or another ``BACK_TO_STOCK`` word) is ``in_stock``."""
+    normalised = normalise(value)
+    if normalised in BACK_TO_STOCK:
         return S.IN_STOCK
     try:
         return DeviceStatus(normalised)
@@ -93,6 +102,21 @@ def revocation(current: DeviceStatus, target: DeviceStatus, worker_changed: bool
     if target is S.ASSIGNED:
         return "reassigned" if worker_changed or current is not S.ASSIGNED else None
     return str(target.value)
+
+
+def path(current: DeviceStatus, target: DeviceStatus) -> tuple[DeviceStatus, ...] | None:
+    """The fewest transitions from ``current`` to ``target`` (each status reached), or None.
+
+    ``path(LOST, ASSIGNED)`` is ``(IN_STOCK, ASSIGNED)``: found, then assigned.
+    """
+    routes: dict[DeviceStatus, tuple[DeviceStatus, ...]] = {current: ()}
+    frontier = [current]
+    while frontier and target not in routes:
+        step = frontier.pop(0)
+        for following in sorted(TRANSITIONS[step] - routes.keys(), key=list(DeviceStatus).index):
+            routes[following] = (*routes[step], following)
+            frontier.append(following)
+    return routes.get(target)
 
 
 def label(current: DeviceStatus, target: DeviceStatus) -> str:

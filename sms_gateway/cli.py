@@ -13,24 +13,47 @@ import sqlite3
 from typing import Any
 
 from sms_gateway import sealing, store
+from sms_gateway.actions import Outcome
+from sms_gateway.outgoing import OutState
 from sms_gateway.replies import LANGUAGES
 from sync import accounts, rotation
-from sync.cli import _data_dir, _with_conn
+from sync.cli import Commands, _data_dir, _with_conn, add_command, add_group, one_of
 from sync.errors import BadRequest, NotFound
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Commands) -> None:
     """Add the ``sms`` command group to the top-level CLI (and the SMS columns to key rotation)."""
     for column in sealing.COLUMNS:
         rotation.register(column)
-    group = subparsers.add_parser("sms", help="coded SMS: reply languages, message counts")
-    commands = group.add_subparsers(dest="sms_command", metavar="COMMAND", required=True)
-    language = commands.add_parser("language", help="set the language of a worker's replies")
-    language.add_argument("worker", metavar="WORKER")
-    language.add_argument("language", metavar="LANG", help=", ".join(LANGUAGES))
+    commands = add_group(
+        subparsers,
+        "sms",
+        "coded SMS: reply languages, message counts",
+        "Workers without data send coded SMS; the server records them and replies.",
+    )
+    language = add_command(
+        commands,
+        "language",
+        "set the language of a worker's SMS replies",
+        f"Set the language the server replies to a worker's SMS in.\n\n"
+        f"languages: {one_of(LANGUAGES)}",
+    )
+    language.add_argument("worker", metavar="WORKER", help="the worker's user name")
+    language.add_argument(
+        "language", choices=LANGUAGES, metavar="LANG", help=f"the language: {one_of(LANGUAGES)}"
+    )
     _data_dir(language)
     language.set_defaults(func=run_language)
-    status = commands.add_parser("status", help="incoming by outcome, outgoing by state")
+    status = add_command(
+        commands,
+        "status",
+        "count messages: incoming by outcome, outgoing by state",
+        "Count the messages, one group a line, tab-separated:\n"
+        "  incoming  STATE  OUTCOME  COUNT    (state stored or processed)\n"
+        "  outgoing  KIND   STATE    COUNT\n\n"
+        f"incoming outcomes: {one_of(o.value for o in Outcome)}\n"
+        f"outgoing states:   {one_of(s.value for s in OutState)}",
+    )
     _data_dir(status)
     status.set_defaults(func=run_status)
 

@@ -16,11 +16,10 @@ import sqlite3
 import sys
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 from sync import audit, auditjournal, keyadmin
 from sync.auditverify import Report, verify
-from sync.cli import _config, _data_dir
+from sync.cli import Commands, _config, _data_dir, add_command, add_group
 from sync.keys import KeyError_, MasterKey, load_master_key
 from sync.store.schema import connect, db_path
 
@@ -73,13 +72,17 @@ def _verify(conn: sqlite3.Connection, master: MasterKey) -> Report:
     return verify(conn, chain)
 
 
-def register(sub: Any) -> None:
+def register(sub: Commands) -> None:
     """Add the ``audit`` command group to the top-level CLI."""
-    group = sub.add_parser("audit", help="the audit trail").add_subparsers(
-        dest="action", required=True
-    )
-    check = group.add_parser(
-        "verify", help="check the whole audit chain; exit 1 naming the first bad entry"
+    group = add_group(sub, "audit", "the audit trail: who did what, and when")
+    check = add_command(
+        group,
+        "verify",
+        "check the whole audit trail; exit 1 naming the first bad entry",
+        "Check the whole audit trail: every entry's MAC and link, no missing entry,\n"
+        'the keyed head. Prints one line: "audit chain ok: ..." (exit 0), or\n'
+        '"audit chain BROKEN at entry ID ..." (exit 1). Needs the master key; safe\n'
+        "while the server runs.",
     )
     _data_dir(check)
     check.set_defaults(func=cmd_audit_verify)

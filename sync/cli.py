@@ -18,7 +18,7 @@ import os
 import sqlite3
 import ssl
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,10 +29,13 @@ from sync import accounts, audit, keyadmin, opening, sessions
 from sync.config import Config, ConfigError, from_env
 from sync.errors import FieldsyncError
 from sync.keys import MASTER_KEY_ENV, load_master_key
+from sync.scopes import Role
 from sync.store.schema import with_file
 
 T = TypeVar("T")
 PASSWORD_ENV = "FIELDSYNC_PASSWORD"
+DATA_DIR_ENV = "FIELDSYNC_DATA_DIR"
+MASTER_KEY_FILE_ENV = "FIELDSYNC_MASTER_KEY_FILE"
 log = structlog.get_logger("fieldsync")
 
 
@@ -209,22 +212,115 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the parser: every command's help is plain text, written for the person typing it --
+HELP_FORMAT = argparse.RawDescriptionHelpFormatter
+Commands = Any  # argparse's sub-parsers action (generic only to type checkers)
+
+DESCRIPTION = """\
+fieldsync keeps community health workers' phones and a central server in step:
+the phones work offline for days and sync when they find a network.
+
+Start with "fieldsync init": it makes the data dir (the store and the master
+key). Then add places and users, and "fieldsync serve" the phones.
+"""
+
+EPILOG = f"""\
+the data dir:
+  Every command that takes --data-dir works on ./data unless told otherwise
+  (--data-dir DIR, or {DATA_DIR_ENV}). Only init and serve make one; every
+  other command refuses a directory without a store, and changes nothing.
+  The master key is DIR/master.key, or the file {MASTER_KEY_FILE_ENV} names,
+  or the key itself in {MASTER_KEY_ENV}: keep a copy of it somewhere safe.
+
+while the server runs:
+  The place, user, patient-id, device, sms and audit commands work on the
+  same file as a running server; a changed scope counts from the user's next
+  request. "keys rewrap", "keys rotate" and "keys shred" need it stopped.
+
+"fieldsync COMMAND --help" says more about each command.
+"""
+
+
+def one_of(values: Iterable[str]) -> str:
+    """Valid values for a help text, from their one source (an enum, a tuple)."""
+    return ", ".join(values)
+
+
+def add_command(
+    sub: Commands,
+    name: str,
+    summary: str,
+    description: str | None = None,
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
+    """A (sub)command whose --help shows ``description`` and ``epilog`` as written.
+
+    ``summary`` is its line in the parent's list; the description defaults to it.
+    """
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=description or f"{summary[:1].upper()}{summary[1:]}.",
+        epilog=epilog,
+        formatter_class=HELP_FORMAT,
+    )
+    return parser
+
+
+def add_group(sub: Commands, name: str, summary: str, description: str | None = None) -> Commands:
+    """A command group (``fieldsync NAME COMMAND``): its parser's sub-parsers action."""
+    group = add_command(sub, name, summary, description)
+    return group.add_subparsers(
+        dest=f"{name.replace('-', '_')}_command", metavar="COMMAND", required=True, title="commands"
+    )
+
+
+def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Aligned columns under a header row, two spaces apart, no trailing blanks."""
+    cells = [list(head), *(list(row) for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def _data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="data directory (default ./data or FIELDSYNC_DATA_DIR)")
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"the data dir to work on (default: ./data, or {DATA_DIR_ENV})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fieldsync", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    init = sub.add_parser(
-        "init", help="create a data dir: the store and the master key (changes nothing if done)"
+    parser = argparse.ArgumentParser(
+        prog="fieldsync", description=DESCRIPTION, epilog=EPILOG, formatter_class=HELP_FORMAT
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands")
+    init = add_command(
+        sub,
+        "init",
+        "make a data dir: its store and master key (run this first)",
+        "Make a data dir: the directory, its store and, unless one is given by\n"
+        f"{MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV}, its master key (master.key).\n"
+        "On a data dir that is already complete it changes nothing.",
     )
     _data_dir(init)
     init.set_defaults(func=cmd_init, creates_data_dir=True)
-    serve = sub.add_parser("serve", help="start the server (creating the data dir if new)")
+    serve = add_command(
+        sub,
+        "serve",
+        "run the sync server (making the data dir if it is new)",
+        "Run the sync server until stopped (Ctrl-C). Makes the data dir first, as\n"
+        "init does, if it is new. Settings come from FIELDSYNC_* variables; the\n"
+        "options here override them.",
+    )
     _data_dir(serve)
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 5984)")
+    serve.add_argument(
+        "--host", metavar="ADDRESS", help="the address to listen on (default: 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, metavar="PORT", help="the port to listen on (default: 5984)"
+    )
     serve.set_defaults(func=cmd_serve, creates_data_dir=True)
     _place_commands(sub)
     _user_commands(sub)
@@ -232,52 +328,103 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _place_commands(sub: Any) -> None:
-    place = sub.add_parser("place", help="manage places").add_subparsers(
-        dest="action", required=True
+def _place_commands(sub: Commands) -> None:
+    place = add_group(
+        sub,
+        "place",
+        "places: the tree of areas users work in",
+        "Places form a tree (country > district > facility > CHW area). A user's\n"
+        "places, and every place below them, are what they may read and write.",
     )
-    add = place.add_parser("add", help="add a place")
-    add.add_argument("id")
-    add.add_argument("--parent")
-    add.add_argument("--name")
+    add = add_command(place, "add", "add a place")
+    add.add_argument("id", metavar="ID", help="the place's id (letters, digits, _ . : -)")
+    add.add_argument("--parent", metavar="ID", help="the place it lies in (default: none, a root)")
+    add.add_argument("--name", metavar="NAME", help="its name, as people say it")
     _data_dir(add)
     add.set_defaults(func=cmd_place_add)
-    listing = place.add_parser("list", help="list places")
+    listing = add_command(
+        place, "list", "list places", "List every place, one a line: id, parent (- for none), name."
+    )
     _data_dir(listing)
     listing.set_defaults(func=cmd_place_list)
 
 
-def _user_commands(sub: Any) -> None:
-    user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
-    add = user.add_parser("add", help=f"add a user (password from {PASSWORD_ENV} or stdin)")
-    add.add_argument("name")
-    add.add_argument("--role", required=True)
+ROLE_HELP = {
+    Role.CHW: "a community health worker: records in their places (needs a place)",
+    Role.SUPERVISOR: "runs workers, phones and SMS in their places (needs a place)",
+    Role.ADMIN: "no limits: every place, user and phone",
+    Role.GATEWAY: "an SMS gateway phone: passes coded SMS to the server",
+}
+PASSWORD_NOTE = (
+    f"The password is read from {PASSWORD_ENV} if set, else asked for (or read\n"
+    "from the first line of standard input when it is not a terminal)."
+)
+
+
+def _user_commands(sub: Commands) -> None:
+    user = add_group(sub, "user", "users: who may sync, and where")
+    roles = "\n".join(f"  {role.value:<11} {ROLE_HELP[role]}" for role in Role)
+    add = add_command(
+        user, "add", "add a user", f"Add a user.\n\nroles:\n{roles}\n\n{PASSWORD_NOTE}"
+    )
+    add.add_argument("name", metavar="NAME", help="the user's login name")
+    add.add_argument(
+        "--role",
+        required=True,
+        choices=[role.value for role in Role],
+        metavar="ROLE",
+        help=f"what the user may do: {one_of(role.value for role in Role)}",
+    )
     _scope_args(add)
     add.set_defaults(func=cmd_user_add)
-    setp = user.add_parser("set-places", help="replace a user's scope")
-    setp.add_argument("name")
+    setp = add_command(
+        user,
+        "set-places",
+        "replace a user's places",
+        "Replace a user's places with the ones given (none given: no places).",
+    )
+    setp.add_argument("name", metavar="NAME", help="the user's login name")
     _scope_args(setp)
     setp.set_defaults(func=cmd_user_set_places)
-    passwd = user.add_parser("passwd", help=f"set a password (from {PASSWORD_ENV} or stdin)")
-    passwd.add_argument("name")
+    passwd = add_command(
+        user, "passwd", "set a user's password", f"Set a user's password.\n\n{PASSWORD_NOTE}"
+    )
+    passwd.add_argument("name", metavar="NAME", help="the user's login name")
     _data_dir(passwd)
     passwd.set_defaults(func=cmd_user_passwd)
-    listing = user.add_parser("list", help="list users")
+    listing = add_command(
+        user,
+        "list",
+        "list users",
+        "List every user, one a line: name, role, places, read-only places.",
+    )
     _data_dir(listing)
     listing.set_defaults(func=cmd_user_list)
-    logout = user.add_parser("logout", help="end every session of a user (server running or not)")
-    logout.add_argument("name")
+    logout = add_command(user, "logout", "end every session of a user (server running or not)")
+    logout.add_argument("name", metavar="NAME", help="the user's login name")
     _data_dir(logout)
     logout.set_defaults(func=cmd_user_logout)
 
 
 def _scope_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--place", action="append", default=[], help="capture scope (write + read)")
-    parser.add_argument("--read-place", action="append", default=[], help="read-only scope")
+    parser.add_argument(
+        "--place",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a place the user works in: reads and writes there and below (repeatable)",
+    )
+    parser.add_argument(
+        "--read-place",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a place the user may only read, and below it (repeatable)",
+    )
     _data_dir(parser)
 
 
-def _domain_commands(sub: Any) -> None:
+def _domain_commands(sub: Commands) -> None:
     """Packages' command groups (CLI extension point); ``--data-dir`` ones are checked in main."""
     from barcode.cli import register as register_patient_ids
     from device_registry.cli import register as register_devices

@@ -24,6 +24,8 @@ cryptography) are turned into these at the boundary with ``raise ... from``.
     ├── MethodNotAllowed           405 method_not_allowed
     ├── NotAcceptable              406 not_acceptable
     ├── Conflict                   409 conflict
+    │   └── NotAssigned            409 conflict      (device_registry.enrolment: a code
+    │                                                 for a device no worker holds)
     ├── DataDirBusy                409 data_dir_busy (datadir: another server has it)
     ├── PreconditionFailed         412 file_exists / precondition_failed
     │   └── MissingStub            412 missing_stub  (replication.writes)

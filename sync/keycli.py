@@ -16,12 +16,26 @@ import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 from sync import audit, datadir, keyadmin, rotation, shredding
-from sync.cli import _config, _data_dir, _with_conn
+from sync.cli import (
+    Commands,
+    _config,
+    _data_dir,
+    _with_conn,
+    add_command,
+    add_group,
+    one_of,
+    table,
+)
 from sync.keys import KeyError_, key_from_file, load_master_key
 from sync.store.schema import connect, db_path
+
+SHARED_KEY = "(shared)"  # the shared documents', local docs' and SMS key
+LIST_FORMATS = {
+    "table": "aligned columns under a header: place, version, created, master key",
+    "json": "a JSON array, one object a key",
+}
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
@@ -29,13 +43,19 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     master = load_master_key(config.key_file, create=False)
     found = _with_conn(args, lambda c: keyadmin.list_keys(c, master))
     if args.format == "json":
-        rows = [{**dataclasses.asdict(k), "ref": k.ref} for k in found]
-        print(json.dumps(rows, indent=2))
+        objects = [{**dataclasses.asdict(k), "ref": k.ref} for k in found]
+        print(json.dumps(objects, indent=2))
         return 0
-    for key in found:
-        opens = "opens" if key.opens else "DOES NOT OPEN with the configured master key"
-        place = key.place or "(shared documents, local docs, SMS)"
-        print(f"{place}\tversion {key.version}\t{key.created}\t{opens}")
+    rows = [
+        (
+            key.place or SHARED_KEY,
+            str(key.version),
+            key.created,
+            "opens" if key.opens else "DOES NOT OPEN",
+        )
+        for key in found
+    ]
+    print(table(("PLACE", "VERSION", "CREATED", "MASTER KEY"), rows))
     shut = sum(not k.opens for k in found)
     print(f"{len(found)} data keys; {shut} not opened by the configured master key")
     return 1 if shut else 0
@@ -118,36 +138,71 @@ def cmd_keys_shred(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
+def register(sub: Commands) -> None:
     """Add the ``keys`` command group to the top-level CLI."""
-    keys = sub.add_parser("keys", help="the master key and the data keys").add_subparsers(
-        dest="action", required=True
+    keys = add_group(
+        sub,
+        "keys",
+        "the master key and the data keys",
+        "The master key wraps the data keys; the data keys (one or more a place, and\n"
+        "one for shared documents, local docs and SMS) seal what is stored.\n"
+        "Every keys command but list needs the server stopped.",
     )
-    listing = keys.add_parser(
-        "list", help="data keys, and whether the configured master key opens each"
+    formats = "\n".join(f"  {name:<6} {what}" for name, what in LIST_FORMATS.items())
+    listing = add_command(
+        keys,
+        "list",
+        "list the data keys, and whether the master key opens each",
+        "List the data keys, and whether the configured master key opens each.\n"
+        f"The shared key's place shows as {SHARED_KEY}. Exit 1 if any does not open.\n\n"
+        f"formats:\n{formats}",
     )
-    listing.add_argument("--format", choices=("table", "json"), default="table")
+    listing.add_argument(
+        "--format",
+        choices=tuple(LIST_FORMATS),
+        default="table",
+        help=f"{one_of(LIST_FORMATS)} (default: %(default)s)",
+    )
     _data_dir(listing)
     listing.set_defaults(func=cmd_keys_list)
-    rewrap = keys.add_parser(
-        "rewrap", help="rotate the master key: wrap every data key under a new one (server stopped)"
+    rewrap = add_command(
+        keys,
+        "rewrap",
+        "rotate the master key: wrap every data key under a new one (server stopped)",
+        "Rotate the master key: wrap every data key under a new one. Resumable; keep\n"
+        "the old key until the server has started with the new one.",
     )
     rewrap.add_argument(
-        "--new-key-file", required=True, help="the new master key (created, mode 0600, if missing)"
+        "--new-key-file",
+        required=True,
+        metavar="FILE",
+        help="the new master key file (made, mode 0600, if it does not exist)",
     )
     _data_dir(rewrap)
     rewrap.set_defaults(func=cmd_keys_rewrap)
-    rotate = keys.add_parser(
-        "rotate", help="new data keys for places; every blob re-sealed (server stopped)"
+    rotate = add_command(
+        keys,
+        "rotate",
+        "new data keys for places, every record re-sealed (server stopped)",
+        "Make new data keys for the places named (or all), re-seal everything\n"
+        "under them and delete the old keys. Give --place (repeatable) or --all.",
     )
-    rotate.add_argument("--place", action="append", default=[], help="a place (repeatable)")
-    rotate.add_argument("--all", action="store_true", help="every place, the shared one too")
+    rotate.add_argument(
+        "--place", action="append", default=[], metavar="ID", help="a place (repeatable)"
+    )
+    rotate.add_argument("--all", action="store_true", help="every place, the shared key too")
     _data_dir(rotate)
     rotate.set_defaults(func=cmd_keys_rotate)
-    shred = keys.add_parser(
-        "shred", help="delete a place's data keys and documents for good (server stopped)"
+    shred = add_command(
+        keys,
+        "shred",
+        "delete a place's data keys and records for good (server stopped)",
+        "Crypto-shred a place: delete its data keys and its documents for good.\n"
+        "This cannot be undone; copies on phones and in old backups remain.",
     )
-    shred.add_argument("place")
-    shred.add_argument("--confirm", required=True, help="the place's id again")
+    shred.add_argument("place", metavar="ID", help="the place to shred")
+    shred.add_argument(
+        "--confirm", required=True, metavar="ID", help="the place's id again, to confirm"
+    )
     _data_dir(shred)
     shred.set_defaults(func=cmd_keys_shred)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,6 @@ def test_listing_formats(capsys: pytest.CaptureFixture[str], data_dir: Path) -> 
         (["add", "SN9", "--imei", IMEIS[2], "--phone", "0712345678"], "must be international"),
         (["assign", "SN9", "alice"], "no device with serial 'SN9'"),
         (["assign", "SN1", "nobody"], "unknown worker 'nobody'"),
-        (["mark", "SN1", "misplaced"], "unknown device status 'misplaced'"),
         (["mark", "SN1", "assigned"], "assign it to a worker"),
         (["enrol-code", "SN1"], "device SN1 is in_stock: assign it"),
     ],
@@ -106,3 +106,69 @@ async def test_the_cli_works_on_a_running_server(
     run(capsys, data_dir, "mark", "SN1", "stolen")
     status, body = await devices.in_session("GET", "/health/_changes", "alice", token=token)
     assert (status, body["reason"]) == (401, "Device SN1 is revoked: it was reported stolen.")
+
+
+def test_an_unknown_status_is_refused_naming_the_valid_ones(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        run(capsys, data_dir, "mark", "SN1", "misplaced")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "invalid choice: 'misplaced'" in err and "'lost'" in err and "'found'" in err
+
+
+def test_a_status_is_read_as_people_type_it(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    run(capsys, data_dir, "add", "SN1", "--imei", IMEIS[0])
+    assert run(capsys, data_dir, "mark", "SN1", "In-Repair") == (
+        0,
+        "device SN1 is now in_repair\n",
+        "",
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "advice"),
+    [
+        (
+            "lost",
+            "device SN1 is lost: mark it found (fieldsync device mark SN1 found), then assign "
+            "it to a worker (fieldsync device assign SN1 WORKER), before issuing an enrolment code",
+        ),
+        (
+            "stolen",
+            "device SN1 is stolen: mark it recovered (fieldsync device mark SN1 recovered), then "
+            "assign it to a worker (fieldsync device assign SN1 WORKER), before issuing an "
+            "enrolment code",
+        ),
+        (
+            "in_repair",
+            "device SN1 is in_repair: assign it to a worker (fieldsync device assign SN1 WORKER), "
+            "before issuing an enrolment code",
+        ),
+        ("retired", "device SN1 is retired: it can never be enrolled again"),
+    ],
+)
+def test_enrol_code_on_a_phone_no_one_holds_says_what_to_type(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, status: str, advice: str
+) -> None:
+    run(capsys, data_dir, "add", "SN1", "--imei", IMEIS[0])
+    run(capsys, data_dir, "assign", "SN1", "alice")
+    run(capsys, data_dir, "mark", "SN1", status)
+    assert run(capsys, data_dir, "enrol-code", "SN1") == (1, "", f"fieldsync: {advice}\n")
+
+
+def test_the_commands_a_lost_phone_is_told_to_run_work(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    run(capsys, data_dir, "add", "SN1", "--imei", IMEIS[0])
+    run(capsys, data_dir, "assign", "SN1", "alice")
+    run(capsys, data_dir, "mark", "SN1", "lost")
+    _, _, err = run(capsys, data_dir, "enrol-code", "SN1")
+    for command in re.findall(r"\(fieldsync device ([^)]*)\)", err):
+        argv = command.replace("WORKER", "alice").split()
+        assert run(capsys, data_dir, *argv)[0] == 0
+    code, out, _ = run(capsys, data_dir, "enrol-code", "SN1")
+    assert code == 0 and out.strip()

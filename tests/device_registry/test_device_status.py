@@ -13,6 +13,7 @@ from device_registry.status import (
     check_transition,
     label,
     parse,
+    path,
     revocation,
 )
 from sync.errors import BadRequest, Conflict
@@ -116,3 +117,19 @@ def test_actions_offer_every_allowed_change_but_assignment() -> None:
     assert actions(ASSIGNED) == [IN_STOCK, LOST, STOLEN, IN_REPAIR, RETIRED]
     assert actions(LOST) == [IN_STOCK, STOLEN, RETIRED]
     assert actions(RETIRED) == []
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "steps"),
+    [
+        (LOST, ASSIGNED, (IN_STOCK, ASSIGNED)),
+        (STOLEN, ASSIGNED, (IN_STOCK, ASSIGNED)),
+        (IN_STOCK, ASSIGNED, (ASSIGNED,)),
+        (IN_REPAIR, ASSIGNED, (ASSIGNED,)),
+        (ASSIGNED, ASSIGNED, ()),
+        (RETIRED, ASSIGNED, None),
+        (LOST, IN_REPAIR, (IN_STOCK, IN_REPAIR)),
+    ],
+)
+def test_the_fewest_steps_between_statuses(start: S, end: S, steps: tuple[S, ...] | None) -> None:
+    assert path(start, end) == steps
