@@ -102,8 +102,9 @@ class Metrics:
         for source in self._sources:
             try:
                 await source()
-            except Exception:
-                log.exception("metrics_source_failed", source=getattr(source, "__name__", "?"))
+            except Exception as exc:  # CouchDB away: one line per scrape, no traceback
+                name = getattr(source, "__qualname__", "?")
+                log.warning("metrics_source_failed", source=name, error=repr(exc)[:300])
         return generate_latest(self.registry)
 
     def answered(self, route: str, method: str, status: int, seconds: float) -> None:
