@@ -128,9 +128,11 @@ class DeviceGuard:
         limiter: FailureWindow | None = None,
         touch_every: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
         self._config = config
+        self._on_refused = on_refused  # a metric: refusals by kind (verdict.Kind values)
         self.writes = writes
         self.limiter = limiter or FailureWindow(dict(DEFAULT_LIMITS))
         self.touch_every = touch_every
@@ -181,6 +183,8 @@ class DeviceGuard:
             reason=refusal.reason,
         )
         self.writes.refusal(attempt)
+        if self._on_refused is not None:
+            self._on_refused(refusal.kind.value)
         if wait is not None:
             raise TooManyRequests(
                 f"Too many refused attempts from this device or address; try again in {wait} s. "

@@ -18,6 +18,7 @@ from device_registry.guard import BackgroundWrites, DeviceGuard
 from sync import accounts
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.intent import INTENT_CHECKS
+from sync.metrics import METRICS
 
 
 def setup(app: web.Application) -> None:
@@ -37,7 +38,10 @@ async def _registry(app: web.Application) -> AsyncIterator[None]:
     store = app[STORE]
     secret = await store.write_tx(_prepare)
     writes = BackgroundWrites(store)
-    guard = DeviceGuard(store, app[CONFIG], writes)
+    refusals = app[METRICS].device_refusals
+    guard = DeviceGuard(
+        store, app[CONFIG], writes, on_refused=lambda kind: refusals.labels(kind).inc()
+    )
     app[REGISTRY] = Registry(guard, secret)
     app[AUTH].device_checks.append(guard.check)
     yield

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import web
+from prometheus_client import Gauge
 
 from barcode.settings import BarcodeSettings
 from forms.load import load_forms
@@ -43,6 +44,7 @@ from sync.appkeys import AUTH, CONFIG, STORE
 from sync.audit import AUDIT
 from sync.errors import BadRequest, FieldsyncError, Forbidden, NotFound, Unauthorized
 from sync.http import json_response, read_form, read_object
+from sync.metrics import METRICS
 from sync.ratelimit import FailureWindow
 from sync.replication.context import Caller
 from sync.replication.routes import REPLICATION
@@ -104,6 +106,7 @@ async def _sms(app: web.Application) -> AsyncIterator[None]:
     if settings.provider and session is not None:
         sms.provider = provider.AfricasTalking(settings.provider, session)
     app[SMS] = sms
+    _measure_queues(app, sms, clock)
     service.wake.set()  # recovery: whatever was stored but not processed before the last stop
     tasks = [
         asyncio.create_task(service.run_processor(), name="sms-processor"),
@@ -117,6 +120,29 @@ async def _sms(app: web.Application) -> AsyncIterator[None]:
             await task
     if session is not None:
         await session.close()
+
+
+def _measure_queues(app: web.Application, sms: Sms, clock: Clock) -> None:
+    """``sms_queue_depth{queue}`` and ``sms_queue_oldest_age_seconds{queue}``, at each scrape."""
+    registry = app[METRICS].registry
+    depth = Gauge(
+        "fieldsync_sms_queue_depth", "SMS messages waiting, per queue", ["queue"], registry=registry
+    )
+    age = Gauge(
+        "fieldsync_sms_queue_oldest_age_seconds",
+        "How long the oldest message of a queue has waited (0: none waits)",
+        ["queue"],
+        registry=registry,
+    )
+
+    async def read() -> None:
+        moment = clock()
+        for queue in await sms.service.sqlite.read(lambda conn: store.queues(conn, moment)):
+            depth.labels(queue.name).set(queue.depth)
+            waited = 0.0 if queue.oldest is None else (moment - queue.oldest).total_seconds()
+            age.labels(queue.name).set(max(0.0, waited))
+
+    app[METRICS].add_source(read)
 
 
 async def _scheduler(sms: Sms) -> None:

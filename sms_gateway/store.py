@@ -371,3 +371,30 @@ def languages(conn: sqlite3.Connection, workers: Iterable[str]) -> dict[str, str
         f"SELECT worker, language FROM sms_workers WHERE worker IN ({marks})", names
     ).fetchall()
     return {r[0]: r[1] for r in rows}
+
+
+# -- queues (metrics) -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    depth: int
+    oldest: dt.datetime | None  # when the oldest message waiting joined the queue
+
+
+_QUEUES = (
+    ("incoming", "SELECT count(*), min(stored_at) FROM sms_incoming WHERE state='stored'", False),
+    ("outgoing_due", "SELECT count(*), min(due_at) FROM sms_outgoing "
+     "WHERE state='pending' AND due_at<=?", True),
+    ("outgoing_forwarded", "SELECT count(*), min(offered_at) FROM sms_outgoing "
+     "WHERE state='forwarded'", False),
+)  # fmt: skip
+
+
+def queues(conn: sqlite3.Connection, moment: dt.datetime) -> list[Queue]:
+    """Messages waiting: received but not processed, replies and reminders due but not handed
+    to a gateway, and handed to one but not confirmed (no content, no phone number)."""
+    found = []
+    for name, sql, timed in _QUEUES:
+        depth, oldest = conn.execute(sql, (iso(moment),) if timed else ()).fetchone()
+        found.append(Queue(name, int(depth), None if oldest is None else from_iso(oldest)))
+    return found

@@ -20,9 +20,10 @@ from barcode import routes as barcode_routes
 from device_registry import routes as device_routes
 from forms import routes as forms_routes
 from sms_gateway import routes as sms_routes
-from sync import accounts, datadir, forwarded, headers, intent, keyadmin, opening
+from sync import accounts, datadir, forwarded, headers, health, intent, keyadmin, opening, readings
 from sync import api as admin_api
 from sync import audit as audit_trail
+from sync import metrics as app_metrics
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.audit import AUDIT, AuditLog, Chain
 from sync.auditjournal import Journal, journal_path, recover
@@ -40,6 +41,7 @@ from sync.replication.writes import Writer
 from sync.sessions import Lifetime
 from sync.store import couchdb
 from sync.store.base import DocStore
+from sync.store.couchdb.store import CouchStore
 from sync.store.schema import connections, db_path
 from sync.store.sqlite import SqliteStore
 from sync.vault import Vault
@@ -112,6 +114,7 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     keys = KeyRing(master, connections(path))
     _, server_uuid = await store.write_tx(_server_identity)
     documents: DocStore = store
+    couch: CouchStore | None = None
     notifier = Notifier()
     async with contextlib.AsyncExitStack() as stack:
         if config.couchdb_url:
@@ -129,6 +132,7 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
             await _ensure_db(store, config.db_name)
             where = "embedded"
         await store.write_tx(lambda c: keyadmin.set_documents_backend(c, where))
+        readings.install(app, config.db_name, store, documents, audit, couch)
         async for _ in _answering(
             app, config, store, documents, notifier, audit, keys, server_uuid
         ):
@@ -155,7 +159,8 @@ async def _answering(
         lambda h: store.read(lambda c: _load_snapshot(c, h)),
     )
     lifetime = Lifetime(config.session_seconds, config.session_idle_seconds)
-    auth = Authenticator(store, lifetime, config.https, audit)
+    failed = app[app_metrics.METRICS].login_failures.inc
+    auth = Authenticator(store, lifetime, config.https, audit, on_login_failed=failed)
     app[STORE] = store
     app[AUTH] = auth
     feed = ChangesFeed(parts, reader, snapshots)
@@ -222,6 +227,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=[
             forwarded.middleware(config.trusted_proxies),  # first: the others see the client
+            app_metrics.middleware,  # outside error_middleware: it counts rendered errors
             error_middleware,
             compression_middleware,
             intent.middleware(config.public_url),  # inside error_middleware: it renders the 403
@@ -230,6 +236,8 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.max_request_bytes,
     )
     app[CONFIG] = config
+    app_metrics.setup(app)  # before the packages: they add their readings
+    health.setup(app)
     headers.setup(app)
     intent.setup(app)
     app.cleanup_ctx.append(_resources)

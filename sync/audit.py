@@ -316,6 +316,11 @@ class AuditLog:
     def pending(self) -> int:
         return len(self._pending)
 
+    def backlog(self) -> tuple[int, str | None]:
+        """Entries recorded but not yet in the chain, and the time of the oldest (metrics)."""
+        waiting = [entry.ts for _, entry in self._journaled] + [e.ts for e in self._pending]
+        return len(waiting), min(waiting, default=None)
+
     async def flush(self) -> None:
         """Make everything recorded so far safe against a crash (journal, or chain)."""
         if not self._pending:

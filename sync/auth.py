@@ -112,8 +112,10 @@ class Authenticator:
         https: bool = False,
         audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
+        on_login_failed: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_login_failed = on_login_failed  # a metric: counts wrong names and passwords
         self.lifetime = lifetime
         self._https = https  # this server speaks TLS itself
         self._audit = audit
@@ -222,6 +224,8 @@ class Authenticator:
         ok = await asyncio.to_thread(accounts.verify_password, creds.password, stored)
         if user is None or not ok:
             self.record(creds.name, "login_failed")
+            if self._on_login_failed is not None:
+                self._on_login_failed()
             raise Unauthorized()
 
     def _accept(self, creds: Credentials, user: User, reservation: Reservation) -> None:

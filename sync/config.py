@@ -59,6 +59,8 @@ class Config:
     couchdb_timeout_seconds: float = 30.0
     # CouchDB's max_document_size (default; Cloudant: 1,000,000); bigger: refused per document.
     couchdb_max_document_bytes: int = 8_000_000
+    # Bearer token that opens GET /metrics (sync.health); without one only admins read them.
+    metrics_token: str | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -130,6 +132,14 @@ def couchdb_prefix(value: str) -> str:
     return value
 
 
+def metrics_token(value: str) -> str:
+    """A secret for ``Authorization: Bearer ...``: printable, no spaces."""
+    token = value.strip()
+    if not token.isprintable() or " " in token:
+        raise ValueError("must be printable text without spaces")
+    return token
+
+
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_DATA_DIR": ("data_dir", Path),
     "FIELDSYNC_HOST": ("host", str),
@@ -161,6 +171,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_COUCHDB_MAX_IN_FLIGHT": ("couchdb_max_in_flight", _count(1)),
     "FIELDSYNC_COUCHDB_TIMEOUT_SECONDS": ("couchdb_timeout_seconds", _seconds),
     "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": ("couchdb_max_document_bytes", _count(4096)),
+    "FIELDSYNC_METRICS_TOKEN": ("metrics_token", metrics_token),
 }
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from sync import metrics
 from sync.auth import user_ctx
 from sync.errors import (
     BadRequest,
@@ -272,7 +273,10 @@ async def bulk_get(
         raise BadRequest('_bulk_get needs a "docs" array')
     _check_count(rep, len(docs), "_bulk_get", "documents")
     opts = read_options(request)
-    return json_response(await rep.reader.bulk_get(t.db, caller, docs, opts))
+    answer = await rep.reader.bulk_get(t.db, caller, docs, opts)
+    found = sum("ok" in one for item in answer["results"] for one in item["docs"])
+    _served(request, caller, found)
+    return json_response(answer)
 
 
 async def bulk_docs(
@@ -292,7 +296,19 @@ async def bulk_docs(
     sized = [_size_checked(rep, d) for d in docs]
     results = await _write_with_locals(rep, caller, t.db, sized, new_edits)
     rendered = [_result(r) for r in results if not (new_edits is False and r.error is None)]
+    written = sum(r.error is None and not _is_local(d) for d, r in zip(docs, results, strict=True))
+    metrics.documents(request, caller.user.role.value, "received", written)
     return json_response(rendered, status=201)
+
+
+def _served(request: web.Request, caller: Caller, count: int) -> None:
+    metrics.documents(request, caller.user.role.value, "served", count)
+
+
+def _received(request: web.Request, caller: Caller, answer: web.Response) -> web.Response:
+    """``answer`` to a write of one document (it raises when the write failed)."""
+    metrics.documents(request, caller.user.role.value, "received", 1)
+    return answer
 
 
 def _check_count(rep: Replication, count: int, route: str, what: str) -> None:
@@ -395,6 +411,8 @@ async def all_docs(
         conflicts=flag(request, "conflicts"), attachments=flag(request, "attachments")
     )
     answer = await rep.reader.all_docs(t.db, caller, query, keys, include_docs, opts)
+    if include_docs:
+        _served(request, caller, sum(row.get("doc") is not None for row in answer["rows"]))
     if flag(request, "update_seq"):
         answer["update_seq"] = (await rep.parts.store.db_info(t.db, frozenset())).update_seq
     return json_response(answer)
@@ -460,8 +478,11 @@ async def get_doc(
             raise BadRequest('open_revs must be "all" or a JSON array of revisions')
         for rev in revs or ():
             revtree.parse_rev(rev)  # CouchDB: 400 "Invalid rev format"
-        return json_response(await rep.reader.open_revs(t.db, caller, t.doc_id, revs, opts))
+        found = await rep.reader.open_revs(t.db, caller, t.doc_id, revs, opts)
+        _served(request, caller, sum("ok" in one for one in found))
+        return json_response(found)
     doc = await rep.reader.get_doc(t.db, caller, t.doc_id, _query_rev(request), opts)
+    _served(request, caller, 1)
     return json_response(doc, headers={"ETag": f'"{doc["_rev"]}"'})
 
 
@@ -490,7 +511,7 @@ async def post_doc(
     request: web.Request, rep: Replication, caller: Caller, t: Target
 ) -> web.Response:
     body = await read_object(request)
-    return await _write_one(rep, caller, t.db, body, status=201)
+    return _received(request, caller, await _write_one(rep, caller, t.db, body, status=201))
 
 
 async def put_doc(
@@ -498,7 +519,7 @@ async def put_doc(
 ) -> web.Response:
     assert t.doc_id is not None
     if t.attachment is not None:
-        return await _put_attachment(request, rep, caller, t)
+        return _received(request, caller, await _put_attachment(request, rep, caller, t))
     body = await read_object(request)
     if "_id" in body and body["_id"] != t.doc_id:
         raise BadRequest("Document id in the body does not match the URL.")
@@ -507,7 +528,8 @@ async def put_doc(
     if rev and body.setdefault("_rev", rev) != rev:
         raise BadRequest("Document rev from request body and query string have different values")
     new_edits = request.query.get("new_edits", "true") != "false"
-    return await _write_one(rep, caller, t.db, body, status=201, new_edits=new_edits)
+    written = await _write_one(rep, caller, t.db, body, status=201, new_edits=new_edits)
+    return _received(request, caller, written)
 
 
 async def delete_doc(
@@ -518,13 +540,12 @@ async def delete_doc(
     if not rev:
         raise Conflict("Document update conflict.")
     if t.attachment is not None:
-        return await _delete_attachment(rep, caller, t, rev)
+        return _received(request, caller, await _delete_attachment(rep, caller, t, rev))
     meta = (await rep.parts.visible_metas(t.db, caller, [t.doc_id])).get(t.doc_id)
     if meta is None:
         raise NotFound("missing")
-    return await _write_one(
-        rep, caller, t.db, {"_id": t.doc_id, "_rev": rev, "_deleted": True}, status=200
-    )
+    tombstone = {"_id": t.doc_id, "_rev": rev, "_deleted": True}
+    return _received(request, caller, await _write_one(rep, caller, t.db, tombstone, status=200))
 
 
 async def _write_one(

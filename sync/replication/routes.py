@@ -17,10 +17,12 @@ from urllib.parse import unquote
 from aiohttp import web
 
 import sync.replication.handlers as h
+from sync import metrics
 from sync.auth import Authenticator, Credentials
 from sync.config import Config
 from sync.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from sync.http import integer, json_response, read_form, read_json
+from sync.metrics import ROUTE, UNMATCHED
 from sync.replication import design
 from sync.replication.changes import ChangesFeed
 from sync.replication.context import Caller, Parts
@@ -129,9 +131,49 @@ DB_ROUTES: dict[tuple[str, str], Handler] = {
 }
 
 
+# The top-level names of the server's own routes (``/metrics``, ``/api/...``): never databases.
+OWN_NAMES = web.AppKey("own_top_level_names", dict[str, frozenset[str]])
+# Sections the replication metrics name by their own word (``kind``); others: their section.
+_KINDS = {"": "db_info", "_local": "checkpoint", "doc": "document", "design_function": "design"}
+
+
+def route_pattern(target: Target) -> str:
+    """The metrics' route label of ``target``: its pattern, never a db name or document id."""
+    if target.section == "":
+        return "/{db}"
+    if target.section == "doc":
+        return "/{db}/{docid}" + ("" if target.attachment is None else "/{attachment}")
+    if target.section == "_local":
+        return "/{db}/_local/{docid}"
+    if target.section == "design_function":
+        return "/{db}/_design/{ddoc}/{function}"
+    if any(k[1] == target.section for k in DB_ROUTES):
+        return "/{db}/" + target.section
+    return "/{db}/{tail}"
+
+
+def _not_a_database(request: web.Request, target: Target) -> None:
+    """404 for what is no database: a route of ours under another method or a deeper path, or
+    a name CouchDB could not hold (``/favicon.ico``) asked for with GET or HEAD.  Creating
+    one (``PUT /Bad_Name``) still gets CouchDB's 400 ``illegal_database_name``."""
+    request[ROUTE] = UNMATCHED  # in the metrics, whatever it turns out to be
+    own = request.app.get(OWN_NAMES, {}).get(target.db)
+    if own is not None:
+        if target.section == "" and own and request.raw_path.split("?", 1)[0].count("/") == 1:
+            raise MethodNotAllowed(f"Only {', '.join(sorted(own))} allowed")
+        raise NotFound(f"/{target.db} is one of this server's routes, not a database.")
+    if request.method in ("GET", "HEAD") and not DB_NAME_RE.match(target.db):
+        raise NotFound(
+            "No such page, and not a database name (database names start with a lowercase "
+            "letter and hold only a-z, 0-9 and _$()+-/)."
+        )
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     rep = request.app[REPLICATION]
     target = parse_target(request.raw_path)
+    _not_a_database(request, target)
+    request[ROUTE] = route_pattern(target)
     if not DB_NAME_RE.match(target.db):
         raise BadRequest(
             f"Name: '{target.db}'. Only lowercase characters (a-z), digits (0-9), and any of the "
@@ -147,6 +189,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         raise MethodNotAllowed(
             f"Only {', '.join(sorted(k[0] for k in DB_ROUTES if k[1] == target.section))} allowed"
         )
+    kind = _KINDS.get(target.section, target.section.lstrip("_"))
+    metrics.sync_request(request, caller.user.role.value, kind)
     return await handler(request, rep, caller, target)
 
 
@@ -248,5 +292,23 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/_session", get_session)
     app.router.add_post("/_session", post_session)
     app.router.add_delete("/_session", delete_session)
+    app[OWN_NAMES] = own_names(app)
     app.router.add_route("*", "/{db:[^_/][^/]*}", dispatch)
     app.router.add_route("*", "/{db:[^_/][^/]*}/{tail:.*}", dispatch)
+
+
+def own_names(app: web.Application) -> dict[str, frozenset[str]]:
+    """First path segments of the routes added so far (``metrics`` -> {"GET", "HEAD"}, the
+    methods of ``/metrics`` itself; ``api`` -> none): the catch-all must not take them."""
+    names: dict[str, set[str]] = {}
+    for route in app.router.routes():
+        resource = route.resource
+        if resource is None:
+            continue
+        head = resource.canonical.split("/")[1]
+        if not head or head.startswith(("_", "{")):
+            continue
+        methods = names.setdefault(head, set())
+        if resource.canonical == "/" + head:
+            methods.add(route.method)
+    return {name: frozenset(methods) for name, methods in names.items()}
