@@ -11,6 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import pytest
 
 
 class TcpCut:
@@ -73,3 +77,20 @@ class TcpCut:
         finally:
             writer.close()
             self._writers.discard(writer)
+
+
+@pytest.fixture
+async def cut(couchdb_url: str) -> AsyncIterator[TcpCut]:
+    """A forwarder to the tests' CouchDB (give fieldsync :func:`through` it)."""
+    target = urlsplit(couchdb_url)
+    proxy = TcpCut(target.hostname or "127.0.0.1", target.port or 5984)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+def through(couchdb_url: str, proxy: TcpCut) -> str:
+    """``couchdb_url`` with its host and port replaced by the forwarder's."""
+    parts = urlsplit(couchdb_url)
+    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return f"{parts.scheme}://{credentials}127.0.0.1:{proxy.port}"

@@ -9,5 +9,6 @@ from __future__ import annotations
 
 from password_checks import checks
 from sync_fixtures import api, client, config, data_dir
+from tcp_cut import cut
 
-__all__ = ["api", "checks", "client", "config", "data_dir"]
+__all__ = ["api", "checks", "client", "config", "cut", "data_dir"]

@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from couchdb_server import couch_request
 from sync_fixtures import Api, until_served
-from tcp_cut import TcpCut
+from tcp_cut import TcpCut, through
 
 from sync import cli
 from sync.app import create_app
@@ -41,22 +41,6 @@ from sync.store.couchdb.client import CouchClient, Endpoint, path
 from sync.store.schema import db_path
 
 Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def cut(couchdb_url: str) -> AsyncIterator[TcpCut]:
-    target = urlsplit(couchdb_url)
-    proxy = TcpCut(target.hostname or "127.0.0.1", target.port or 5984)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
-
-
-def through(couchdb_url: str, proxy: TcpCut) -> str:
-    """``couchdb_url`` with its host and port replaced by the forwarder's."""
-    parts = urlsplit(couchdb_url)
-    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-    return f"{parts.scheme}://{credentials}127.0.0.1:{proxy.port}"
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ TCP forwarder the test cuts: CouchDB going away for fieldsync.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,22 +15,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sync_fixtures import Api, as_user, until_served
-from tcp_cut import TcpCut
+from tcp_cut import TcpCut, through
 
 from sync.app import create_app
 from sync.config import Config
 
 Client = TestClient[Any, Any]
 TOKEN = "couch-metrics-token"
-
-
-@pytest.fixture
-async def cut(couchdb_url: str) -> AsyncIterator[TcpCut]:
-    target = urlsplit(couchdb_url)
-    proxy = TcpCut(target.hostname or "127.0.0.1", target.port or 5984)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
 
 
 @pytest.fixture
@@ -41,11 +32,9 @@ async def couch_client(
     couch_prefix: str,
     cut: TcpCut,
 ) -> Client:
-    parts = urlsplit(couchdb_url)
-    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
     couch = replace(
         config,
-        couchdb_url=f"{parts.scheme}://{credentials}127.0.0.1:{cut.port}",
+        couchdb_url=through(couchdb_url, cut),
         couchdb_prefix=couch_prefix,
         couchdb_timeout_seconds=2.0,
         metrics_token=TOKEN,
