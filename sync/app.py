@@ -20,7 +20,18 @@ from barcode import routes as barcode_routes
 from device_registry import routes as device_routes
 from forms import routes as forms_routes
 from sms_gateway import routes as sms_routes
-from sync import accounts, datadir, forwarded, headers, health, intent, keyadmin, opening, readings
+from sync import (
+    accounts,
+    datadir,
+    forwarded,
+    headers,
+    health,
+    intent,
+    keyadmin,
+    opening,
+    readings,
+    requestlog,
+)
 from sync import api as admin_api
 from sync import audit as audit_trail
 from sync import metrics as app_metrics
@@ -58,7 +69,8 @@ async def error_middleware(
         return response
     except FieldsyncError as exc:
         if exc.status >= 500:
-            log.error("request_failed", path=request.path, error=exc.error_token, reason=exc.reason)
+            route = app_metrics.route_of(request)
+            log.error("request_failed", route=route, error=exc.error_token, reason=exc.reason)
         return json_response(exc.to_json(), status=exc.status)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[CONFIG].max_request_bytes
@@ -227,6 +239,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=[
             forwarded.middleware(config.trusted_proxies),  # first: the others see the client
+            requestlog.middleware,  # outside error_middleware: it logs rendered errors
             app_metrics.middleware,  # outside error_middleware: it counts rendered errors
             error_middleware,
             compression_middleware,

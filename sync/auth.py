@@ -37,9 +37,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+import structlog
 from aiohttp import web
 
-from sync import accounts, sessions
+from sync import accounts, requestlog, sessions
 from sync.audit import AuditLog
 from sync.errors import BadRequest, TooManyRequests, Unauthorized
 from sync.ratelimit import FailureWindow, Limit, Limited, Reservation
@@ -96,6 +97,14 @@ def parse_basic(header: str) -> Credentials | None:
     return Credentials(name, password)
 
 
+log = structlog.get_logger("fieldsync.auth")
+
+
+def _shown(name: str) -> str:
+    """A claimed name is the caller's text: short, and printable, before it is logged."""
+    return "".join(c if c.isprintable() else "?" for c in name[: accounts.USER_NAME_MAX + 1])
+
+
 class DeviceRefused(Exception):
     """A device check refused a request whose credentials were otherwise good."""
 
@@ -127,6 +136,12 @@ class Authenticator:
 
     async def caller(self, request: web.Request) -> Caller | None:
         """The authenticated caller of ``request`` (None without credentials)."""
+        found = await self._caller_of(request)
+        if found is not None:
+            requestlog.note_caller(request, found)
+        return found
+
+    async def _caller_of(self, request: web.Request) -> Caller | None:
         header = request.headers.get("Authorization")
         if header:
             creds = parse_basic(header)
@@ -152,6 +167,7 @@ class Authenticator:
             try:
                 device = await check(request, found.user)
             except (Unauthorized, TooManyRequests) as exc:
+                log.warning("device_refused", user=found.name, reason=exc.reason)
                 self.record(found.name, "device_refused")
                 raise DeviceRefused(exc) from exc
             if device is not None:
@@ -206,6 +222,7 @@ class Authenticator:
         except DeviceRefused as refused:
             raise Unauthorized() from refused  # counted, as for Basic: the limit tells nothing
         self._accept(creds, user, reservation)
+        requestlog.note_caller(request, found)
         return found
 
     @staticmethod
@@ -223,6 +240,8 @@ class Authenticator:
         stored = _DUMMY_HASH if user is None else user.password_hash
         ok = await asyncio.to_thread(accounts.verify_password, creds.password, stored)
         if user is None or not ok:
+            reason = "unknown_user" if user is None else "wrong_password"
+            log.warning("login_failed", user=_shown(creds.name), reason=reason)
             self.record(creds.name, "login_failed")
             if self._on_login_failed is not None:
                 self._on_login_failed()

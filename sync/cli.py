@@ -20,7 +20,7 @@ import ssl
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import structlog
 from aiohttp import web
@@ -39,15 +39,38 @@ MASTER_KEY_FILE_ENV = "FIELDSYNC_MASTER_KEY_FILE"
 log = structlog.get_logger("fieldsync")
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """structlog (and the standard library's loggers) at ``level``, rendered as ``fmt``.
+
+    ``merge_contextvars`` first: a request's id and caller (``sync.requestlog``) are
+    on every line logged while it is answered.
+    """
+    stream = stream or sys.stderr
+    number = logging.getLevelName(level.upper())
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    stamped: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso"),
+    ]
+    # The standard library's records (aiohttp, asyncio) are rendered the same way.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=stamped,
+        )
+    )
+    logging.basicConfig(level=number, handlers=[handler], force=True)
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        processors=[*stamped, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(number),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
     )
 
 
@@ -103,8 +126,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sync.app import create_app
     from sync.serving import serve
 
-    configure_logging()
     config = _config(args)
+    configure_logging(config.log_level, config.log_format)
     config = dataclasses.replace(
         config, host=args.host or config.host, port=args.port or config.port
     )

@@ -61,6 +61,9 @@ class Config:
     couchdb_max_document_bytes: int = 8_000_000
     # Bearer token that opens GET /metrics (sync.health); without one only admins read them.
     metrics_token: str | None = field(default=None, repr=False)
+    # The server's log: lines below log_level are dropped; json (one object a line) or console.
+    log_level: str = "info"
+    log_format: str = "json"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -140,6 +143,20 @@ def metrics_token(value: str) -> str:
     return token
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console")
+
+
+def _one_of(words: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        word = value.strip().lower()
+        if word not in words:
+            raise ValueError(f"must be one of {', '.join(words)}")
+        return word
+
+    return parse
+
+
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_DATA_DIR": ("data_dir", Path),
     "FIELDSYNC_HOST": ("host", str),
@@ -172,6 +189,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_COUCHDB_TIMEOUT_SECONDS": ("couchdb_timeout_seconds", _seconds),
     "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": ("couchdb_max_document_bytes", _count(4096)),
     "FIELDSYNC_METRICS_TOKEN": ("metrics_token", metrics_token),
+    "FIELDSYNC_LOG_LEVEL": ("log_level", _one_of(LOG_LEVELS)),
+    "FIELDSYNC_LOG_FORMAT": ("log_format", _one_of(LOG_FORMATS)),
 }
 
 
