@@ -100,6 +100,13 @@ async def scan_photo(request: web.Request) -> web.Response:
     barcode = request.app[BARCODE]
     data = await read_image(request, barcode.settings.max_image_bytes)
     result = await scan(barcode.scanner, barcode.patients, caller, data)
+    log.info(  # never the image, nor the ID read (it names a patient)
+        "barcode_scanned",
+        valid=result.check.valid,
+        reason=result.check.reason,
+        symbology=result.symbology,
+        patient_found=result.patient is not None,
+    )
     return json_response(result.to_json())
 
 

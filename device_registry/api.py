@@ -25,6 +25,7 @@ import io
 import sqlite3
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from device_registry import enrolment, inventory, qr, status
@@ -37,6 +38,8 @@ from sync.audit import audited
 from sync.errors import BadRequest, UnsupportedMediaType
 from sync.http import integer, json_response, read_object
 from sync.ratelimit import Limited
+
+log = structlog.get_logger("fieldsync.devices")
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -226,6 +229,7 @@ async def enroll(request: web.Request) -> web.Response:
         refusal = Refusal(Kind.ENROLMENT, exc.reason, serial)
         guard.refuse(request, caller.user, refusal, error=exc)  # already counted
     guard.limiter.forgive(reservation)
+    log.info("device_enrolled", serial=done.serial, worker=done.worker)
     body = {"device_token": done.token, "serial": done.serial, "worker": done.worker}
     return json_response({**body, "header": TOKEN_HEADER}, status=201, headers=NO_STORE)
 

@@ -183,6 +183,14 @@ class DeviceGuard:
             reason=refusal.reason,
         )
         self.writes.refusal(attempt)
+        log.warning(
+            "device_refused",
+            kind=attempt.kind,
+            reason=attempt.reason,
+            serial=attempt.serial,
+            user=attempt.user,
+            status=attempt.status,
+        )
         if self._on_refused is not None:
             self._on_refused(refusal.kind.value)
         if wait is not None:

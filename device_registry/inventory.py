@@ -18,6 +18,8 @@ import json
 import sqlite3
 from collections.abc import Mapping
 
+import structlog
+
 from device_registry import validators
 from device_registry.model import Device, HistoryEntry, NewDevice
 from device_registry.status import (
@@ -30,6 +32,8 @@ from device_registry.status import (
 from sync import accounts
 from sync.errors import BadRequest, Conflict, Forbidden, NotFound
 from sync.scopes import Role, Scope
+
+log = structlog.get_logger("fieldsync.devices")
 
 EDITABLE = ("model", "os_version", "phone", "imei2", "place", "notes")
 _COLUMNS = (
@@ -338,6 +342,7 @@ def revoke_tokens(conn: sqlite3.Connection, device_id: int, reason: str) -> int:
     conn.execute(
         "UPDATE enrolment_codes SET superseded=1 WHERE device=? AND used IS NULL", (device_id,)
     )
+    log.info("device_tokens_revoked", device_id=device_id, reason=reason, tokens=cur.rowcount)
     return cur.rowcount
 
 

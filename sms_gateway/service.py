@@ -46,6 +46,7 @@ from sync.replication.routes import Replication
 from sync.store.sqlite import SqliteStore
 
 log = structlog.get_logger("fieldsync.sms")
+ACCEPTED = frozenset({Outcome.REGISTERED, Outcome.RECORDED})
 Clock = Callable[[], dt.datetime]
 # A gateway's clock is the phone's: trust its receive time only within these bounds.
 CLOCK_SLACK = dt.timedelta(days=1)
@@ -341,6 +342,15 @@ class SmsService:
         await self.sqlite.write_tx(lambda c: store.finish(c, done, outgoing, clears, now))
         outcomes = Counter(result.outcome.value for _, result in finished)
         with contextlib.suppress(Exception):  # processed and committed: a log cannot undo that
+            for item, result in finished:
+                if result.outcome not in ACCEPTED:  # never the phone number or the text
+                    log.warning(
+                        "sms_rejected",
+                        message_id=item.message.id,
+                        channel=item.message.channel,
+                        reason=result.outcome.value,
+                        place=result.place,
+                    )
             log.info("sms_processed", messages=len(finished), **outcomes)
 
     def _finished(self, item: _Item, result: Result) -> store.Finished:

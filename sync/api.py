@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from sync import accounts, sessions
@@ -23,6 +24,8 @@ from sync.errors import BadRequest, Forbidden, NotFound
 from sync.http import json_response, read_object
 from sync.replication.routes import REPLICATION
 from sync.scopes import Place, User
+
+log = structlog.get_logger("fieldsync.accounts")
 
 
 def place_json(place: Place) -> dict[str, Any]:
@@ -129,6 +132,7 @@ async def set_places(request: web.Request) -> web.Response:
 
     detail = f"user {name}: {scope_detail(places, read_places)}"
     user = await request.app[STORE].write_tx(audited(request, who, "user_places", detail, run))
+    log.info("scope_changed", user=name, places=sorted(places), read_places=sorted(read_places))
     return json_response(user_json(user))
 
 

@@ -167,7 +167,6 @@ class Authenticator:
             try:
                 device = await check(request, found.user)
             except (Unauthorized, TooManyRequests) as exc:
-                log.warning("device_refused", user=found.name, reason=exc.reason)
                 self.record(found.name, "device_refused")
                 raise DeviceRefused(exc) from exc
             if device is not None:

@@ -197,6 +197,13 @@ def cmd_user_set_places(args: argparse.Namespace) -> int:
         f"user {args.name}: {_scope(args)}",
         lambda c: accounts.set_places(c, args.name, args.place, args.read_place),
     )
+    log.info(
+        "scope_changed",
+        user=args.name,
+        places=sorted(args.place or []),
+        read_places=sorted(args.read_place or []),
+        by=audit.cli_actor(),
+    )
     print(f"user {args.name}: places {args.place or '-'}, read-only {args.read_place or '-'}")
     return 0
 
@@ -471,8 +478,18 @@ def _open(args: argparse.Namespace) -> None:
         opening.existing(_config(args))
 
 
+def _cli_logging() -> None:
+    """Commands log (key operations, scope changes) as the server would, on stderr."""
+    try:
+        config = from_env()
+    except ConfigError:
+        return  # the command reports the bad setting itself
+    configure_logging(config.log_level, config.log_format)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _cli_logging()
     try:
         _open(args)
         code: int = args.func(args)

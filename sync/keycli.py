@@ -17,6 +17,8 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import structlog
+
 from sync import audit, datadir, keyadmin, rotation, shredding
 from sync.cli import (
     Commands,
@@ -30,6 +32,8 @@ from sync.cli import (
 )
 from sync.keys import KeyError_, key_from_file, load_master_key
 from sync.store.schema import connect, db_path
+
+log = structlog.get_logger("fieldsync.keys")
 
 SHARED_KEY = "(shared)"  # the shared documents', local docs' and SMS key
 LIST_FORMATS = {
@@ -72,6 +76,7 @@ def cmd_keys_rewrap(args: argparse.Namespace) -> int:
         if new.key == old.key:
             raise KeyError_("the new master key is the current one; give a new key file")
         done = _with_conn(args, lambda c: keyadmin.rewrap(c, old, new))
+    log.info("master_key_rewrapped", rewrapped=done.rewrapped, already=done.already)
     made = f"new master key written to {new_file} (mode 0600); " if created else ""
     print(
         f"{made}{done.rewrapped} data keys re-wrapped, {done.already} already under the new "
@@ -108,6 +113,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         done = rotation.rotate(
             config.data_dir, master, places, lambda line: print(line, flush=True)
         )
+    log.info("data_keys_rotated", places=places or "all", deleted=done.deleted, kept=done.kept)
     print(f"old data keys deleted: {', '.join(done.deleted) or 'none'}")
     if done.kept:
         print(f"old data keys still in use, kept: {', '.join(done.kept)} (run the command again)")
@@ -129,6 +135,14 @@ def cmd_keys_shred(args: argparse.Namespace) -> int:
         done = _with_conn(args, lambda c: shredding.shred(c, args.place, audit.chain(c, master)))
         with closing(connect(db_path(config.data_dir), create=False)) as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page left in the log
+    log.warning(
+        "place_shredded",
+        place=done.place,
+        keys=done.keys,
+        documents=done.documents,
+        revisions=done.revisions,
+        attachments=done.attachments,
+    )
     print(
         f"place {done.place} shredded: {done.keys} data keys, {done.documents} documents, "
         f"{done.revisions} revisions and {done.attachments} attachments deleted. Copies on "
