@@ -20,7 +20,7 @@ import ssl
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar, cast
 
 import structlog
 from aiohttp import web
@@ -39,13 +39,23 @@ MASTER_KEY_FILE_ENV = "FIELDSYNC_MASTER_KEY_FILE"
 log = structlog.get_logger("fieldsync")
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is written (tests and tools swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
     """structlog (and the standard library's loggers) at ``level``, rendered as ``fmt``.
 
     ``merge_contextvars`` first: a request's id and caller (``sync.requestlog``) are
     on every line logged while it is answered.
     """
-    stream = stream or sys.stderr
+    stream = stream or cast(TextIO, _Stderr())
     number = logging.getLevelName(level.upper())
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=False)

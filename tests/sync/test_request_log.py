@@ -166,3 +166,27 @@ def test_log_settings_come_from_the_environment() -> None:
 def test_a_bad_log_setting_is_refused(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         from_env(env={name: value})
+
+
+async def test_a_scope_change_is_logged_with_its_places(served: Client, sink: io.StringIO) -> None:
+    body = {"places": ["area-a2"], "read_places": ["district-b"]}
+    response = await served.put("/api/v1/users/alice/places", json=body, headers=as_user("admin"))
+    assert response.status == 200, await response.text()
+    [changed] = lines(sink, "scope_changed")
+    assert changed["user"] == "alice"
+    assert (changed["places"], changed["read_places"]) == (["area-a2"], ["district-b"])
+    assert changed["request_id"] == response.headers["X-Request-Id"]
+    [line] = lines(sink, "request")
+    assert line["route"] == "/api/v1/users/{name}/places" and line["user"] == "admin"
+
+
+async def test_a_refused_device_is_logged(
+    aiohttp_client: Callable[..., Awaitable[Client]], config: Config, sink: io.StringIO
+) -> None:
+    served = await aiohttp_client(create_app(replace(config, require_enrolment=True)))
+    response = await served.get("/health/_changes", headers=as_user("alice"))
+    assert response.status == 401
+    [refused] = lines(sink, "device_refused")
+    assert refused["user"] == "alice" and refused["status"] == 401
+    assert refused["kind"] and refused["reason"]
+    assert refused["request_id"] == response.headers["X-Request-Id"]
