@@ -8,12 +8,14 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-from sync_fixtures import PASSWORD, Client, as_user
+from sync_fixtures import PASSWORD, Api, Client, as_user, running
 
+from sync import cli
 from sync.app import create_app
 from sync.cli import configure_logging
 from sync.config import Config, ConfigError, from_env
@@ -190,3 +192,16 @@ async def test_a_refused_device_is_logged(
     assert refused["user"] == "alice" and refused["status"] == 401
     assert refused["kind"] and refused["reason"]
     assert refused["request_id"] == response.headers["X-Request-Id"]
+
+
+async def test_a_key_operation_is_logged_by_the_command(
+    config: Config, sink: io.StringIO, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with running(config) as client:
+        await Api(client).bulk([{"_id": DOC_ID, "place": "area-a1", "note": MARKER}])
+    new_file = tmp_path / "new-master.key"
+    argv = ["keys", "rewrap", "--new-key-file", str(new_file), "--data-dir", str(config.data_dir)]
+    assert cli.main(argv) == 0
+    said = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [rewrapped] = [line for line in said if line["event"] == "master_key_rewrapped"]
+    assert rewrapped["rewrapped"] == 2 and rewrapped["level"] == "info"
