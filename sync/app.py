@@ -256,6 +256,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(close_longpolls)
     app.on_response_prepare.append(audit_trail.flush_before_answer)
+    app.on_response_prepare.append(requestlog.mark_answer)
     admin_api.setup_routes(app)
     device_routes.setup(app)
     forms_routes.setup(app)

@@ -28,6 +28,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HEADER = "X-Request-Id"
 _SANE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CALLER = web.RequestKey("requestlog_caller", Caller)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 log = structlog.get_logger("fieldsync.request")
 
@@ -51,7 +52,7 @@ def note_caller(request: web.Request, caller: Caller) -> None:
 @web.middleware
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outside the error middleware: it logs and marks rendered errors too."""
-    rid = request_id(request.headers.get(HEADER))
+    rid = request[REQUEST_ID] = request_id(request.headers.get(HEADER))
     # A keep-alive connection answers its requests in one task: start from a clean context.
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=rid)
@@ -60,15 +61,19 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         response = await handler(request)
         status = response.status
-        response.headers[HEADER] = rid
         return response
     except web.HTTPException as exc:  # redirects and the like, rendered by aiohttp itself
         status = exc.status
-        exc.headers[HEADER] = rid
         raise
     finally:
         _log_line(request, rid, status, started)
         structlog.contextvars.clear_contextvars()
+
+
+async def mark_answer(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the id on every answer, aiohttp's own 500 included."""
+    if REQUEST_ID in request:
+        response.headers[HEADER] = request[REQUEST_ID]
 
 
 def _log_line(request: web.Request, rid: str, status: int, started: float) -> None:

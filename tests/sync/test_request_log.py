@@ -66,6 +66,20 @@ async def test_every_answer_carries_a_request_id(served: Client) -> None:
         assert len(response.headers["X-Request-Id"]) == 32, path
 
 
+async def test_a_crash_is_logged_and_answered_with_the_id(
+    served: Client, sink: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*_: Any, **__: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("sync.replication.routes.json_response", crash)
+    response = await served.get("/", headers={"X-Request-Id": "crash-1"})
+    assert response.status == 500
+    assert response.headers["X-Request-Id"] == "crash-1"
+    [line] = lines(sink, "request")
+    assert (line["request_id"], line["status"], line["route"]) == ("crash-1", 500, "/")
+
+
 @pytest.mark.parametrize(
     ("offered", "echoed"),
     [
