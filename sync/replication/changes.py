@@ -26,7 +26,7 @@ from sync.replication.reads import Reader, ReadOptions
 from sync.replication.selector import Selector
 from sync.replication.since import Backfill, SinceToken
 from sync.replication.vector import GlobalToken, VectorToken
-from sync.store.base import Change, LogStore, Position, SeqStore
+from sync.store.base import Change, DbInfo, LogStore, Position, SeqStore
 
 log = structlog.get_logger()
 
@@ -91,13 +91,13 @@ class ChangesFeed:
             return vector.parse(raw, admin=caller.scope.read is None)
         return tokens.parse(raw)
 
-    async def update_seq(self, db: str, caller: Caller, store_seq: int | str) -> str | int:
+    async def update_seq(self, db: str, caller: Caller, info: DbInfo) -> str | int:
         """The database's ``update_seq`` as this caller sees it: a token of "now"."""
-        read = caller.scope.read
+        read, store_seq = caller.scope.read, info.update_seq
         store = self.parts.store
         if isinstance(store, LogStore):
             if read is None:
-                return GlobalToken(str(store_seq)).render()
+                return _now(info).render()
             tails = await store.log_tails(db, read)
             return VectorToken({p: (n, 0) for p, n in tails.items()}).render()
         if read is None:
@@ -128,14 +128,15 @@ class ChangesFeed:
         read = caller.scope.read
         size = _page_size(query)
         if read is None:
-            since = query.since.seq if isinstance(query.since, GlobalToken) else None
-            if query.since is None and not query.descending:
-                since = "now"
-            whole = _GlobalWalk(since)
+            start = query.since if isinstance(query.since, GlobalToken) else GlobalToken(None)
+            if query.since is None:  # "now", or descending: counted from the whole database
+                info = await store.db_info(db, None)
+                start = GlobalToken(None if query.descending else "now", _count(info))
+            whole = _GlobalWalk(start)
             walk = whole.walk(store, db, size, query.descending)
             results, last, exhausted = await self._collect(db, caller, query, walk)
             if exhausted or last is None:
-                last = GlobalToken(whole.end)
+                last = whole.end
             return ChangesPage(results, last.render(), 0 if exhausted else 1)
         if query.descending:
             raise BadRequest("descending=true is only supported for admins on this database")
@@ -352,21 +353,34 @@ class ChangesFeed:
         return await self.parts.readable_revs(db, caller, change.id, revs)
 
 
-class _GlobalWalk:
-    """Walks the whole database's changes (CouchDB's own feed), remembering where it ended."""
+def _now(info: DbInfo) -> GlobalToken:
+    """An admin's token of "now": CouchDB's own, after every document."""
+    return GlobalToken(str(info.update_seq), _count(info))
 
-    def __init__(self, since: str | None) -> None:
-        self.end = since
+
+def _count(info: DbInfo) -> int:
+    """The rows of a whole feed read from the start: one per document, deleted ones too."""
+    return info.doc_count + info.doc_del_count
+
+
+class _GlobalWalk:
+    """Walks the whole database's changes (CouchDB's own feed), remembering where it ended
+    and counting the rows it gave (descending: down from the count it started at)."""
+
+    def __init__(self, start: GlobalToken) -> None:
+        self.end = start
 
     async def walk(
         self, store: LogStore, db: str, size: int, descending: bool
     ) -> AsyncGenerator[tuple[Change, Token], None]:
-        since = self.end
+        since, count = self.end.seq, self.end.count
+        step = -1 if descending else 1
         while True:
             page = await store.global_changes(db, since, size, descending)
-            self.end = page.last
             for change, token in page.rows:
-                yield change, GlobalToken(token)
+                count = max(0, count + step)
+                yield change, GlobalToken(token, count)
+            self.end = GlobalToken(page.last, count)
             if len(page.rows) < size or page.last == since or descending:
                 return
             since = page.last

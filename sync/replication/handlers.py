@@ -65,7 +65,7 @@ async def db_info(
     request: web.Request, rep: Replication, caller: Caller, t: Target
 ) -> web.Response:
     info = await rep.parts.store.db_info(t.db, caller.scope.read)
-    update_seq = await rep.feed.update_seq(t.db, caller, info.update_seq)
+    update_seq = await rep.feed.update_seq(t.db, caller, info)
     return json_response(
         {
             "db_name": info.name,

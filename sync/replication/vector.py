@@ -10,8 +10,13 @@ Grammar::
                                         started), PACKED holds only the places that
                                         moved since; tokens stay short, whatever the scope
     PACKED  := BASE64URL( zlib( JSON [[place, done, offset], ...] ) )
-             | "c1-" COUCH_SEQ          an admin's token: CouchDB's own since
-                                        value for the whole database
+             | COUNT "-c2-" COUCH_SEQ   an admin's token: CouchDB's own since value
+                                        for the whole database, after COUNT, the
+                                        rows the feed has given up to there (as
+                                        CouchDB's own tokens start with a number
+                                        that grows with the changes: PouchDB's
+                                        suite reads it).  "c1-" COUCH_SEQ, the
+                                        earlier form, is still read (COUNT 0)
 
 A place absent from a token starts at 0, so a worker whose read scope grew
 gets the older documents of the new places with nothing to remember; places
@@ -36,6 +41,7 @@ from sync.errors import BadRequest
 from sync.store.base import Position
 
 _MAX_TOKEN = 64 * 1024
+_COUNTED = re.compile(r"([0-9]{1,15})-c2-(.+)", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +69,10 @@ def base_key(positions: Mapping[str, Position]) -> str:
 @dataclass(frozen=True, slots=True)
 class GlobalToken:
     seq: str | None  # None: from the start
+    count: int = 0  # rows of the whole feed up to here: for reading, never for resuming
 
     def render(self) -> str:
-        return "0" if self.seq is None else f"c1-{self.seq}"
+        return "0" if self.seq is None else f"{self.count}-c2-{self.seq}"
 
 
 LogToken = VectorToken | GlobalToken
@@ -77,6 +84,8 @@ def parse(raw: object, *, admin: bool) -> LogToken:
         return GlobalToken(None) if admin else VectorToken({})
     if not isinstance(raw, str) or len(raw) > _MAX_TOKEN:
         raise BadRequest("since must be a sequence token from this server")
+    if admin and (counted := _COUNTED.fullmatch(raw)):
+        return GlobalToken(counted[2], int(counted[1]))
     if raw.startswith("c1-") and admin:
         return GlobalToken(raw[3:])
     if raw.startswith("v1-") and not admin:

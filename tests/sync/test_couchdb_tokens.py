@@ -82,3 +82,47 @@ async def test_a_token_naming_a_start_the_server_never_kept_counts_from_zero(wid
 def test_a_malformed_token_is_a_clear_400(raw: object) -> None:
     with pytest.raises(BadRequest, match="since"):
         vector.parse(raw, admin=False)
+
+
+# -- an admin's tokens: CouchDB's own, after a count of the rows up to there ------------
+async def _admin_page(api: Api, **query: Any) -> dict[str, Any]:
+    status, page = await api.call("GET", "/health/_changes", "admin", **query)
+    assert status == 200, page
+    return dict(page)
+
+
+async def test_an_admins_token_counts_the_rows_as_couchdbs_own_do(wide: Api) -> None:
+    """PouchDB's suite checks that, after one document, the checkpoint starts with "1-"."""
+    await wide.bulk([{"_id": "first", "place": "area-x1"}])
+    page = await _admin_page(wide, since="0")
+    assert [row["id"] for row in page["results"]] == ["first"]
+    assert str(page["last_seq"]).startswith("1-c2-")
+    await wide.bulk([{"_id": f"n{n}", "place": "area-x2"} for n in range(3)])
+    later = await _admin_page(wide, since=page["last_seq"])
+    assert sorted(row["id"] for row in later["results"]) == ["n0", "n1", "n2"]
+    assert [str(row["seq"]).split("-")[0] for row in later["results"]] == ["2", "3", "4"]
+    assert str(later["last_seq"]).startswith("4-c2-")
+    status, info = await wide.call("GET", "/health", "admin")
+    assert status == 200 and str(info["update_seq"]).startswith("4-c2-"), info
+    nothing = await _admin_page(wide, since=info["update_seq"])
+    assert nothing["results"] == [] and str(nothing["last_seq"]).startswith("4-c2-")
+
+
+async def test_an_admins_token_of_the_earlier_form_still_resumes(wide: Api) -> None:
+    await wide.bulk([{"_id": "a", "place": "area-x1"}])
+    page = await _admin_page(wide, since="0")
+    earlier = "c1-" + str(page["last_seq"]).split("-c2-", 1)[1]
+    await wide.bulk([{"_id": "b", "place": "area-x1"}])
+    assert [row["id"] for row in (await _admin_page(wide, since=earlier))["results"]] == ["b"]
+
+
+@pytest.mark.parametrize("raw", ["1-c2-", "x-c2-5", "1-c3-5", "-c2-5", "1234567890123456-c2-5"])
+def test_a_malformed_admin_token_is_a_clear_400(raw: str) -> None:
+    with pytest.raises(BadRequest, match="since"):
+        vector.parse(raw, admin=True)
+
+
+def test_an_admins_token_is_not_a_workers(raw: str = "1-c2-5") -> None:
+    assert vector.parse(raw, admin=True) == vector.GlobalToken("5", 1)
+    with pytest.raises(BadRequest, match="since"):
+        vector.parse(raw, admin=False)
