@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from bench import couch_seed
+from bench import couch_seed, cpu
 from bench.seed import Seeded, Seeder
 from tests.couchdb_server import (
     POUCHDB_SERVER,
@@ -72,6 +72,10 @@ class Backend(Protocol):
 
     def seeder(self, data_dir: Path, tag: str) -> AbstractContextManager[DocSeeder]: ...
 
+    def pids(self) -> dict[str, int | None]:
+        """The store's own processes, by name, whose CPU a run counts (none: in the server)."""
+        ...
+
 
 # -- SQLite ------------------------------------------------------------------------------
 class SqliteSeeding:
@@ -104,6 +108,9 @@ class SqliteBackend:
 
     def prepare(self, tag: str) -> None:
         pass
+
+    def pids(self) -> dict[str, int | None]:
+        return {}
 
     @contextmanager
     def seeder(self, data_dir: Path, tag: str) -> Iterator[DocSeeder]:
@@ -151,6 +158,12 @@ class Couch:
 
     def delete(self, tag: str) -> list[str]:
         return delete_databases(self.url, self.prefix(tag))
+
+    def pids(self) -> dict[str, int | None]:
+        """CouchDB's process when it runs on this machine (found by its port), for its CPU."""
+        parts = urlsplit(self.url)
+        local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        return {"couchdb": cpu.listening_pid(parts.port or 5984) if local else None}
 
     def request(self, method: str, where: str, body: Any = None) -> tuple[int, Any]:
         return couch_request(self.url, method, where, body)
@@ -221,6 +234,9 @@ class CouchBackend:
 
     def settings(self, tag: str) -> dict[str, str]:
         return {"FIELDSYNC_COUCHDB_URL": self.couch.url, ENV_PREFIX: self.couch.prefix(tag)}
+
+    def pids(self) -> dict[str, int | None]:
+        return self.couch.pids()
 
     def prepare(self, tag: str) -> None:
         self.couch.delete(tag)  # left by an earlier run stopped half-way

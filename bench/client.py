@@ -42,6 +42,10 @@ class PouchClient:
             self._answers.put(line)
         self._answers.put(None)
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
     def call(self, op: str, timeout: float = 600.0, **args: Any) -> Any:
         assert self.process.stdin is not None
         self._next += 1

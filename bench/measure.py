@@ -60,7 +60,10 @@ class Measurement:
     def add(self, run: dict[str, Any]) -> None:
         self.runs.append(run)
         docs = f", {run['docs_written']} docs" if run.get("docs_written") is not None else ""
-        log(f"    {self.name}: run {len(self.runs)}: {run['ms'] / 1000:.3f} s{docs}")
+        cpu = run.get("cpu_s") or {}
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if v is not None)
+        cpu_text = f" (CPU s: {shown})" if shown else ""
+        log(f"    {self.name}: run {len(self.runs)}: {run['ms'] / 1000:.3f} s{docs}{cpu_text}")
 
     @property
     def seconds(self) -> float:
@@ -88,6 +91,7 @@ class Measurement:
             "bytes_in": middle.get("bytes_in"),
             "bytes_out": middle.get("bytes_out"),
             "by_endpoint": middle.get("by_endpoint"),
+            "cpu_s": middle.get("cpu_s"),
         }
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from bench import couch_seed
 from bench.backends import Backend, Couch
 from bench.client import PouchClient
+from bench.cpu import spent
 from bench.measure import (
     PASSWORD,
     Measurement,
@@ -137,9 +138,11 @@ class WorkerDb:
         local = f"full-{self.name}-{i}"
         self.server.stop()
         self.server.start()
-        with profiled(self.server, f"full_pull-{self.name}-{i}"):
+        pids = {"server": self.server.pid, "client": client.pid, **self.backend.pids()}
+        cpu: dict[str, Any] = {}
+        with profiled(self.server, f"full_pull-{self.name}-{i}"), spent(pids, cpu):
             run = client.call("pull", remote=self.remote, local=local)
-        self.full.add(expect(run, self.sizes.worker_set, self.full.name))
+        self.full.add(expect(run | cpu, self.sizes.worker_set, self.full.name))
         return local
 
     def keep_device(self, client: PouchClient, local: str) -> None:
@@ -204,8 +207,10 @@ class Peer:
 
     def pull_once(self, client: PouchClient, i: int) -> None:
         local = f"peer-{i}"
-        run = client.call("pull", remote=self.couch.remote(self.database), local=local)
-        self.pull.add(expect(run, len(self.docs), self.pull.name))
+        cpu: dict[str, Any] = {}
+        with spent({"client": client.pid, **self.couch.pids()}, cpu):
+            run = client.call("pull", remote=self.couch.remote(self.database), local=local)
+        self.pull.add(expect(run | cpu, len(self.docs), self.pull.name))
         if i == 0:
             sample = self.docs[len(self.docs) // 2]
             same_doc(client.call("get", local=local, doc_id=sample.id), sample)

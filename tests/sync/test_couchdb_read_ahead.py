@@ -198,7 +198,7 @@ async def test_the_bulk_get_after_a_page_asks_couchdb_nothing(
     rows = await _page(api)
     assert len(rows) == DOCS
     await asyncio.gather(*store.bodies._tasks)  # the fetch ahead, already under way
-    assert [a for a in asked if "%24data/_all_docs" in a], f"no body was fetched ahead: {asked}"
+    assert [a for a in asked if "%24data/_bulk_get" in a], f"no body was fetched ahead: {asked}"
     asked.clear()
     got = await _bulk_get(api, [{"id": r["id"], "rev": r["changes"][0]["rev"]} for r in rows])
     assert sorted(d["ok"]["n"] for d in got) == list(range(DOCS))
@@ -246,8 +246,8 @@ async def test_a_page_reads_the_metas_of_its_own_changes_not_of_every_entry_read
     keys: list[int] = []
 
     def observe(method: str, where: str, params: Any, body: Any) -> None:
-        if where.split("/")[1] == store._meta("health") and "_all_docs" in where:
-            keys.append(len(body["keys"]))
+        if where.split("/")[1] == store._meta("health") and "_bulk_get" in where:
+            keys.append(len(body["docs"]))
 
     store.client.observe = observe
     status, page = await api.call("GET", "/health/_changes", "alice", limit="50")
@@ -275,8 +275,8 @@ async def test_a_page_reads_the_log_once_when_the_instance_knows_the_places_tail
     log_reads: list[int] = []
 
     def observe(method: str, where: str, params: Any, body: Any) -> None:
-        if where.endswith("%24log/_all_docs") and method == "POST":
-            log_reads.append(len(body["keys"]))
+        if where.endswith("%24log/_bulk_get"):
+            log_reads.append(len(body["docs"]))
 
     store.client.observe = observe
     since, seen = "0", set()

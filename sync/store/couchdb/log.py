@@ -133,21 +133,15 @@ class PlaceLog:
         self._tails[(log_db, place)] = known
         return known
 
-    async def _whole(self, log_db: str, doc: Mapping[str, Any]) -> Entry:
+    @staticmethod
+    def _whole(leaves: Sequence[Mapping[str, Any]]) -> Entry:
         """An entry with every version of it: two instances that took the same position
         through two cluster nodes each got a success, and CouchDB keeps both writes as
         conflicting revisions of the one entry.  Both name documents to announce."""
-        entry = _entry(doc)
-        if not doc.get("_conflicts"):
-            return entry
-        revs = orjson.dumps(list(doc["_conflicts"])).decode()
-        answer = await self.client.json(
-            "GET", path(log_db, str(doc["_id"])), params={"open_revs": revs}
-        )
+        entry = _entry(leaves[0])
         ids = list(entry.ids)
-        for item in answer:
-            if "ok" in item:
-                ids += [i for i in _entry(item["ok"]).ids if i not in ids]
+        for other in leaves[1:]:
+            ids += [i for i in _entry(other).ids if i not in ids]
         return Entry(entry.place, entry.position, tuple(ids), entry.at)
 
     async def tails(self, log_db: str, places: Iterable[str]) -> dict[str, int]:
@@ -162,10 +156,8 @@ class PlaceLog:
         """The entries after ``cursor`` of each place, up to the first one not visible."""
         keys = [layout.entry_id(p, cursor.get(p, 0) + k) for p in places for k in range(1, window)]
         found: dict[str, Entry] = {}
-        for row in await self.client.rows_by_key(log_db, keys):
-            doc = row.get("doc")
-            if doc is not None and not row.get("value", {}).get("deleted"):
-                found[row["id"]] = await self._whole(log_db, doc)
+        for entry_id, leaves in (await self.client.leaves_by_id(log_db, keys)).items():
+            found[entry_id] = self._whole(leaves)
         runs: dict[str, list[Entry]] = {}
         for p in places:
             run: list[Entry] = []

@@ -13,12 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from sync.replication import revtree
 from sync.store.base import Change, DocMeta
 from sync.store.couchdb import layout
-from sync.store.couchdb.client import CouchClient, path
+from sync.store.couchdb.client import CouchClient
 
 
 @dataclass(slots=True)
@@ -93,23 +91,12 @@ def _merge(main: Meta, others: Sequence[Meta]) -> Meta:
 
 
 async def load(client: CouchClient, meta_db: str, ids: Sequence[str]) -> dict[str, Meta]:
-    """The metas of ``ids`` that exist, forks merged; read by key (quorum reads)."""
+    """The metas of ``ids`` that exist, forks merged; read by id (quorum reads)."""
     found: dict[str, Meta] = {}
     keys = [layout.meta_id(i) for i in dict.fromkeys(ids)]
-    for row in await client.rows_by_key(meta_db, keys):
-        doc = row.get("doc")
-        if not doc or "tree" not in doc:
-            continue
-        meta = parse(doc)
-        if doc.get("_conflicts"):
-            meta = _merge(meta, await _branches(client, meta_db, doc))
-        found[meta.doc_id] = meta
+    for leaves in (await client.leaves_by_id(meta_db, keys)).values():
+        branches = [parse(doc) for doc in leaves if "tree" in doc]
+        if branches:
+            meta = _merge(branches[0], branches[1:]) if len(branches) > 1 else branches[0]
+            found[meta.doc_id] = meta
     return found
-
-
-async def _branches(client: CouchClient, meta_db: str, doc: Mapping[str, Any]) -> list[Meta]:
-    revs = orjson.dumps(list(doc["_conflicts"])).decode()
-    answer = await client.json(
-        "GET", path(meta_db, str(doc["_id"])), params={"open_revs": revs, "latest": "true"}
-    )
-    return [parse(item["ok"]) for item in answer if "ok" in item and "tree" in item["ok"]]

@@ -279,9 +279,8 @@ class CouchStore(LogStore):
             self.bodies.ahead(space, wanted, self._fetcher(db))
 
     async def _docs_by_key(self, couch_db: str, keys: Sequence[str]) -> list[dict[str, Any]]:
-        return [
-            row["doc"] for row in await self.client.rows_by_key(couch_db, keys) if row.get("doc")
-        ]
+        found = await self.client.leaves_by_id(couch_db, keys)
+        return [leaves[0] for leaves in found.values()]
 
     async def write(
         self, db: str, writes: Sequence[RevisionWrite], audit: AuditStamp | None = None
