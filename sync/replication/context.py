@@ -66,6 +66,12 @@ class Notifier:
         if event is not None:
             event.set()
 
+    def wake_all(self) -> None:
+        """Wake every waiter once: who may see what changed, so each checks its caller again."""
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
+
     def close(self) -> None:
         self.closed = True
         for event in self._events.values():
