@@ -223,13 +223,15 @@ async def devices(request: web.Request, page: _Page, caller: Caller) -> web.Stre
 
 
 async def _workers(request: web.Request, caller: Caller, writable: bool) -> list[str]:
-    """The CHWs and supervisors in the caller's read (or capture) scope."""
+    """The CHWs and supervisors in the caller's read (or capture) scope; to assign a phone
+    to (``writable``), only active ones."""
     users = await parts(request).store.read(accounts.list_users)
     allowed = caller.scope.can_write if writable else caller.scope.can_read
     return [
         u.name
         for u in users
         if u.role in inventory.HOLDERS
+        and (u.active or not writable)
         and (caller.is_admin or any(allowed(p) for p in u.places or u.read_places))
     ]
 

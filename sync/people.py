@@ -27,10 +27,11 @@ The rules, as the help texts say them:
   is refused.  Whoever works above the new parent reads and writes it from then on;
   whoever worked only above the old one no longer does.
 - *retire*: a place with no active places below it and nobody assigned to it
-  (removed users aside) stops taking documents: it leaves every capture scope,
-  so neither new documents nor edits are accepted there, and nobody can be
-  assigned to it or put a new place under it.  Its documents stay readable by
-  whoever reads it through a place above it.
+  (removed users aside) stops taking documents: no new document and no edit is
+  written into it, by anyone (a document may still be moved out of it), nobody
+  can be assigned to it, and no new place goes under it.  Its documents stay
+  readable, and its phones managed, by whoever reaches it through a place above.
+  Retiring is not undone by a command (it is rare, and audited).
 """
 
 from __future__ import annotations

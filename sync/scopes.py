@@ -6,9 +6,10 @@ Their *read scope* is the capture scope plus their read-only places and
 descendants, plus the shared pseudo-place ``""`` (forms, settings).  Admins
 have no limits (``None``).  See DESIGN.md, "Per-worker document sets".
 
-A *retired* place (``fieldsync place retire``) stays in the tree: its documents
-stay readable by whoever reads it through an ancestor, but it is in nobody's
-capture scope, so nothing is written there any more (new documents or edits).
+A *retired* place (``fieldsync place retire``) stays in the tree and in the
+scopes above it: its documents stay readable by whoever reads it through an
+ancestor, and its phones stay managed by whoever captures it; but no document
+is written *into* it any more, by anyone (``sync.replication.context.require_write``).
 A user is ``active``, ``disabled`` (refused until enabled again) or ``removed``
 (refused for good; the row stays so that their name, devices and audit history
 keep meaning what they meant).
@@ -130,6 +131,6 @@ class PlaceTree:
     def scope_of(self, user: User) -> Scope:
         if user.is_admin:
             return UNLIMITED
-        below = self.descendants(user.places)
-        read = below | self.descendants(user.read_places) | {SHARED}
-        return Scope(below - self.retired, frozenset(read))
+        capture = self.descendants(user.places)
+        read = capture | self.descendants(user.read_places) | {SHARED}
+        return Scope(capture, frozenset(read))
