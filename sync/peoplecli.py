@@ -18,6 +18,7 @@ import structlog
 
 from sync import audit, people
 from sync.cli import Commands, _audited, _data_dir, add_command
+from sync.errors import BadRequest
 from sync.people import Changed
 from sync.scopes import Place, User
 
@@ -80,6 +81,11 @@ def cmd_place_rename(args: argparse.Namespace) -> int:
 
 
 def cmd_place_move(args: argparse.Namespace) -> int:
+    if args.root == (args.parent is not None):
+        raise BadRequest(
+            f"say where place {args.id} goes: --parent ID (the place it will lie in) "
+            "or --root (no parent), one of the two"
+        )
     parent = None if args.root else args.parent
     place: Place = _change(
         args, "place_move", lambda conn: people.move_place(conn, args.id, parent)
@@ -157,9 +163,8 @@ def register_places(place: Commands) -> None:
     rename.set_defaults(func=cmd_place_rename)
     move = add_command(place, "move", "move a place under another parent", MOVE)
     move.add_argument("id", metavar="ID", help="the place's id")
-    where = move.add_mutually_exclusive_group(required=True)
-    where.add_argument("--parent", metavar="ID", help="the place it will lie in")
-    where.add_argument("--root", action="store_true", help="make it a root (no parent)")
+    move.add_argument("--parent", metavar="ID", help="the place it will lie in")
+    move.add_argument("--root", action="store_true", help="make it a root (no parent)")
     _data_dir(move)
     move.set_defaults(func=cmd_place_move)
     retire = add_command(place, "retire", "retire a place no longer used", RETIRE)
