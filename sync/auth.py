@@ -274,7 +274,7 @@ class Authenticator:
             return
         log.warning("login_failed", user=user.name, reason="account_disabled")
         self.record(user.name, "account_disabled")
-        raise Unauthorized(disabled_reason(user.name))
+        raise AccountDisabled(disabled_reason(user.name))
 
     def record(self, actor: str, action: str, subject: str | None = None) -> None:
         """An entry in the audit trail for an access decision (no database, no documents)."""
@@ -295,7 +295,7 @@ class Authenticator:
         if user is None:
             raise Unauthorized(f"user {name!r} does not exist")
         if user.status is UserStatus.DISABLED:
-            raise Unauthorized(disabled_reason(name))
+            raise AccountDisabled(disabled_reason(name))
         return Caller(user, tree.scope_of(user), tree, device)
 
     @staticmethod
@@ -342,7 +342,7 @@ class Authenticator:
             if current is None or current.status is UserStatus.REMOVED:
                 raise Unauthorized()
             if current.status is UserStatus.DISABLED:
-                raise Unauthorized(disabled_reason(user.name))
+                raise AccountDisabled(disabled_reason(user.name))
             sessions.purge(conn, self.lifetime, now)
             return sessions.start(conn, user.name, user.password_hash, now)
 
@@ -378,6 +378,10 @@ class Authenticator:
         if now - session.last_seen >= sessions.TOUCH_EVERY:
             await self._store.write_tx(lambda conn: sessions.touch(conn, cookie, now))
         return self._caller(user, tree)
+
+
+class AccountDisabled(Unauthorized):
+    """The account is disabled (``sync.people``); said only once its password is proven."""
 
 
 def disabled_reason(name: str) -> str:

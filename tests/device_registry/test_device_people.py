@@ -102,3 +102,23 @@ async def _log_in(client: Client, name: str) -> None:
     form = {"name": name, "password": PASSWORD, "csrf": found.group(1)}
     response = await client.post("/supervisor/login", data=form, allow_redirects=False)
     assert response.status == 303
+
+
+async def test_a_disabled_supervisor_is_told_so_on_the_login_page(
+    client: Client, devices: Devices
+) -> None:
+    await _log_in(client, "sam")
+    assert (await devices.call("POST", "/api/v1/users/sam/disable"))[0] == 200
+    response = await client.get("/supervisor/devices", allow_redirects=False)
+    assert response.status == 303  # the open session no longer opens the pages
+    page = await (await client.get("/supervisor/login")).text()
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found
+    form = {"name": "sam", "password": PASSWORD, "csrf": found.group(1)}
+    refused = await client.post("/supervisor/login", data=form, allow_redirects=False)
+    assert (
+        refused.status == 401 and "The account &#x27;sam&#x27; is disabled" in await refused.text()
+    )
+    wrong = {**form, "password": "not the password"}
+    refused = await client.post("/supervisor/login", data=wrong, allow_redirects=False)
+    assert "Wrong user name or password." in await refused.text()
