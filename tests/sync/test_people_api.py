@@ -8,12 +8,19 @@ in ``sync_fixtures``.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import structlog
 from audit_disk import on_disk
 from sync_fixtures import PASSWORD, Api, Client, as_user
 
+from sync.app import create_app
+from sync.cli import configure_logging
 from sync.config import Config
 
 A1, A2 = "area-a1", "area-a2"
@@ -273,3 +280,51 @@ async def test_user_changes_are_audited_with_before_and_after(api: Api, config: 
         ("admin", "user_enable", "user bob: disabled -> active"),
         ("admin", "user_remove", "user bob: active -> removed, 0 session(s) ended"),
     ]
+
+
+# -- log events ----------------------------------------------------------------------------
+@pytest.fixture
+def sink() -> Iterator[io.StringIO]:
+    """The server's real logging set-up, writing to a buffer; put back afterwards."""
+    root, access = logging.getLogger(), logging.getLogger("aiohttp.access")
+    handlers, level = root.handlers[:], root.level
+    access.disabled = True
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    yield stream
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    root.handlers[:], root.level = handlers, level
+    access.disabled = False
+
+
+async def test_each_change_is_a_log_event_without_place_names(
+    aiohttp_client: Callable[..., Awaitable[Client]], config: Config, sink: io.StringIO
+) -> None:
+    served = await aiohttp_client(create_app(config))
+    admin = as_user("admin")
+    for method, path, body in (
+        ("POST", "/api/v1/users/bob/disable", None),
+        ("POST", "/api/v1/users/bob/enable", None),
+        ("DELETE", "/api/v1/users/bob", None),
+        ("PATCH", f"/api/v1/places/{A2}", {"name": "Mama Ngina Village", "parent": "country"}),
+        ("POST", f"/api/v1/places/{A2}/retire", None),
+    ):
+        response = await served.request(method, path, json=body, headers=admin)
+        assert response.status == 200, await response.text()
+    events = [json.loads(line) for line in sink.getvalue().splitlines() if line.strip()]
+    said = [
+        (e["event"], e.get("user"), e.get("place"), e.get("parent"), e["by"])
+        for e in events
+        if "by" in e
+    ]
+    assert said == [
+        ("user_disabled", "bob", None, None, "admin"),
+        ("user_enabled", "bob", None, None, "admin"),
+        ("user_removed", "bob", None, None, "admin"),
+        ("place_moved", "admin", A2, "country", "admin"),
+        ("place_renamed", "admin", A2, None, "admin"),
+        ("place_retired", "admin", A2, None, "admin"),
+    ]
+    assert all(e.get("request_id") for e in events if "by" in e)
+    assert "Mama Ngina" not in sink.getvalue()
