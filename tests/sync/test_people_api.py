@@ -205,10 +205,14 @@ async def test_moving_a_place_changes_who_sees_it_on_their_next_request(api: Api
     await api.bulk([{"_id": "in-a2", "place": A2}, {"_id": "in-b1", "place": "area-b1"}])
     assert await _seen(api, "bob") == ["in-b1"]
     assert "in-a2" in await _seen(api, "sam")
+    checkpoint = (await api.call("GET", "/health/_changes", "bob"))[1]["last_seq"]
 
     status, place = await api.call("PATCH", f"/api/v1/places/{A2}", "admin", {"parent": "area-b1"})
     assert status == 200 and place["parent"] == "area-b1"
     assert await _seen(api, "bob") == ["in-a2", "in-b1"]  # bob's area now holds area-a2
+    # bob's phone syncs on from its checkpoint: the older document of the new place comes too
+    status, since = await api.call("GET", "/health/_changes", "bob", since=checkpoint)
+    assert status == 200 and ids(since) == ["in-a2"]
     assert (await api.call("GET", "/health/in-a2", "bob"))[0] == 200
     assert (await api.bulk([{"_id": "new-in-a2", "place": A2}], user="bob"))[0].get("ok")
     # sam reads district-b but captures only district-a: he reads area-a2, no longer writes
