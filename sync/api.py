@@ -169,10 +169,10 @@ T = TypeVar("T")
 Step = tuple[str, Callable[[sqlite3.Connection], Changed[T]]]
 
 
-async def _change(request: web.Request, steps: Sequence[Step[T]]) -> tuple[T, str]:
-    """Changes of :mod:`sync.people` in one transaction, each with its audit entry (action,
-    before -> after); then every open long poll wakes to check its caller again."""
-    who = await _require_admin(request)
+async def _change(request: web.Request, who: tuple[str, str | None], steps: Sequence[Step[T]]) -> T:
+    """Changes of :mod:`sync.people` by the admin ``who``, in one transaction, each with its
+    audit entry (action, before -> after); then every open long poll wakes to check its
+    caller again."""
 
     def run(conn: sqlite3.Connection) -> T:
         done = [audited(request, who, action, _detail, fn)(conn) for action, fn in steps]
@@ -180,7 +180,7 @@ async def _change(request: web.Request, steps: Sequence[Step[T]]) -> tuple[T, st
 
     value = await request.app[STORE].write_tx(run)
     request.app[REPLICATION].parts.notifier.wake_all()
-    return value, who[0]
+    return value
 
 
 def _detail(changed: Changed[Any]) -> str:
@@ -193,9 +193,10 @@ async def _user_change(
     event: str,
     fn: Callable[[sqlite3.Connection, str], Changed[User]],
 ) -> web.Response:
+    who = await _require_admin(request)
     name = request.match_info["name"]
-    user, by = await _change(request, [(action, lambda conn: fn(conn, name))])
-    log.info(event, user=name, status=user.status.value, by=by)
+    user = await _change(request, who, [(action, lambda conn: fn(conn, name))])
+    log.info(event, user=name, status=user.status.value, by=who[0])
     return json_response(user_json(user))
 
 
@@ -244,6 +245,7 @@ def _place_edits(body: dict[str, Any]) -> tuple[str | None, bool, str | None]:
 
 async def edit_place(request: web.Request) -> web.Response:
     """Rename and/or move a place: one transaction, one audit entry per change."""
+    who = await _require_admin(request)
     place_id = request.match_info["id"]
     name, move, parent = _place_edits(await read_object(request))
     steps: list[Step[Place]] = []
@@ -251,19 +253,20 @@ async def edit_place(request: web.Request) -> web.Response:
         steps.append(("place_rename", lambda conn: people.rename_place(conn, place_id, name)))
     if move:
         steps.append(("place_move", lambda conn: people.move_place(conn, place_id, parent)))
-    place, by = await _change(request, steps)
+    place = await _change(request, who, steps)
     if move:
-        log.info("place_moved", place=place_id, parent=parent, by=by)
+        log.info("place_moved", place=place_id, parent=parent, by=who[0])
     if name is not None:
-        log.info("place_renamed", place=place_id, by=by)
+        log.info("place_renamed", place=place_id, by=who[0])
     return json_response(place_json(place))
 
 
 async def retire_place(request: web.Request) -> web.Response:
+    who = await _require_admin(request)
     place_id = request.match_info["id"]
     steps: list[Step[Place]] = [("place_retire", lambda c: people.retire_place(c, place_id))]
-    place, by = await _change(request, steps)
-    log.info("place_retired", place=place_id, by=by)
+    place = await _change(request, who, steps)
+    log.info("place_retired", place=place_id, by=who[0])
     return json_response(place_json(place))
 
 

@@ -126,6 +126,9 @@ async def test_only_admins_change_people_and_places(api: Api, client: Client) ->
             assert status == 403 and answer["error"] == "forbidden", (method, path, user)
         response = await client.request(method, path, json=body)
         assert response.status == 401, (method, path)
+    for user in ("sam", "alice"):  # who asks is checked before what they sent
+        assert (await api.call("PATCH", f"/api/v1/places/{A2}", user, {"id": 1}))[0] == 403
+    assert (await client.patch(f"/api/v1/places/{A2}", data=b"{")).status == 401
     assert (await api.call("GET", "/api/v1/users/bob"))[1]["status"] == "active"
     assert (await api.call("GET", f"/api/v1/places/{A2}"))[1] == {
         "id": A2,
