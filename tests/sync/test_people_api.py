@@ -13,11 +13,17 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
+import orjson
 import pytest
 import structlog
 from audit_disk import on_disk
+from hypothesis import given
+from hypothesis import strategies as st
+from served import fuzz_settings, json_junk, served
 from sync_fixtures import PASSWORD, Api, Client, as_user
+from yarl import URL
 
 from sync.app import create_app
 from sync.cli import configure_logging
@@ -335,3 +341,55 @@ async def test_each_change_is_a_log_event_without_place_names(
     ]
     assert all(e.get("request_id") for e in events if "by" in e)
     assert "Mama Ngina" not in sink.getvalue()
+
+
+# -- hostile input -------------------------------------------------------------------------
+PEOPLE_ROUTES = [
+    ("POST", "/api/v1/users/{}/disable"),
+    ("POST", "/api/v1/users/{}/enable"),
+    ("DELETE", "/api/v1/users/{}"),
+    ("GET", "/api/v1/places/{}"),
+    ("PATCH", "/api/v1/places/{}"),
+    ("POST", "/api/v1/places/{}/retire"),
+]
+NAMES = st.one_of(
+    st.sampled_from(["alice", "bob", "admin", "area-a2", "facility-a", "district-a", "country"]),
+    st.text(min_size=1, max_size=12),
+)
+PATCHES = st.one_of(
+    st.fixed_dictionaries(
+        {}, optional={"name": json_junk(12, words=NAMES), "parent": json_junk(12, words=NAMES)}
+    ),
+    json_junk(12, keys=st.sampled_from(["name", "parent", "id"]), words=NAMES),
+)
+
+
+def test_no_people_or_place_change_is_a_server_error(config: Config) -> None:
+    """Junk names, ids and bodies, as an admin, a supervisor and a CHW: never a 5xx, and
+    the tree never loops whatever was moved where."""
+    with served(create_app(config)) as app:
+
+        @fuzz_settings(150)
+        @given(st.sampled_from(PEOPLE_ROUTES), NAMES, PATCHES, st.sampled_from(["admin", "sam"]))
+        def call(route: tuple[str, str], name: str, body: Any, user: str) -> None:
+            method, template = route
+            url = URL(template.format(quote(name, safe="")), encoded=True)
+            headers = {**as_user(user), "Content-Type": "application/json"}
+            data = orjson.dumps(body) if method == "PATCH" else None
+            response = app.run(app.client.request(method, url, data=data, headers=headers))
+            text = app.run(response.text())
+            assert response.status < 500, (response.status, text, method, url, body)
+            places = app.run(app.client.get("/api/v1/places", headers=as_user("admin")))
+            _no_loop(app.run(places.json()))
+
+        call()
+
+
+def _no_loop(places: list[dict[str, Any]]) -> None:
+    parent = {p["id"]: p["parent"] for p in places}
+    for start in parent:
+        seen, current = set(), start
+        while current is not None:
+            assert current not in seen, f"the tree loops through {current}"
+            seen.add(current)
+            current = parent.get(current)
