@@ -31,14 +31,15 @@ from device_registry.status import (
 )
 from sync import accounts
 from sync.errors import BadRequest, Conflict, Forbidden, NotFound
-from sync.scopes import Role, Scope
+from sync.scopes import Role, Scope, UserStatus
 
 log = structlog.get_logger("fieldsync.devices")
 
 EDITABLE = ("model", "os_version", "phone", "imei2", "place", "notes")
 _COLUMNS = (
     "d.id, d.serial, d.imei, d.imei2, d.model, d.os_version, d.app_version, d.phone, "
-    "d.worker, d.place, d.issued, d.status, d.last_sync, d.notes, d.created, d.updated, u.places"
+    "d.worker, d.place, d.issued, d.status, d.last_sync, d.notes, d.created, d.updated, u.places, "
+    "u.status"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM devices d LEFT JOIN users u ON u.name = d.worker"
 
@@ -71,6 +72,7 @@ def _device(row: tuple[object, ...]) -> Device:
         notes=str(row[13]),
         created=str(row[14]),
         updated=str(row[15]),
+        worker_status=None if row[17] is None else UserStatus(row[17]),
     )
 
 
@@ -269,6 +271,8 @@ def assign(
     user = accounts.get_user(conn, worker)
     if user is None:
         raise NotFound(f"unknown worker {worker!r}")
+    if not user.active:
+        raise Conflict(f"{worker} is {user.status.value}; a phone goes only to an active worker")
     if user.role not in HOLDERS:
         raise BadRequest(
             f"{worker} is a {user.role.value}; devices are assigned to CHWs and supervisors"

@@ -6,6 +6,7 @@ Query parameters, all optional::
     worker=alice            the worker holding it
     place=district-a        devices whose places lie in that place's subtree
     quiet_days=7            not synced for 7 days or more (never synced counts)
+    collect=true            phones still with a worker who was disabled or removed
     sort=last_sync          serial | status | worker | model | phone | issued | last_sync
     order=desc              asc (default) | desc
 
@@ -40,6 +41,7 @@ class DeviceQuery:
     worker: str | None = None
     place: str | None = None
     quiet_days: int | None = None
+    collect: bool = False
     sort: str = "serial"
     descending: bool = False
 
@@ -58,9 +60,18 @@ def parse_query(params: Mapping[str, str], statuses: Sequence[str] = ()) -> Devi
         worker=params.get("worker") or None,
         place=params.get("place") or None,
         quiet_days=_days(params.get("quiet_days")),
+        collect=_yes(params.get("collect")),
         sort=sort,
         descending=order == "desc",
     )
+
+
+def _yes(value: str | None) -> bool:
+    if value in (None, "", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise BadRequest("collect must be true or false")
 
 
 def _days(value: str | None) -> int | None:
@@ -98,6 +109,8 @@ def _matches(
 ) -> bool:
     if query.worker is not None and device.worker != query.worker:
         return False
+    if query.collect and device.collect is None:
+        return False
     if subtree is not None and not subtree.intersection(device.places):
         return False
     return cutoff is None or device.last_sync is None or device.last_sync < cutoff
@@ -116,6 +129,7 @@ def to_params(query: DeviceQuery) -> list[tuple[str, str]]:
         ("worker", query.worker),
         ("place", query.place),
         ("quiet_days", None if query.quiet_days is None else str(query.quiet_days)),
+        ("collect", "true" if query.collect else None),
     ):
         if value is not None:
             params.append((name, value))

@@ -13,6 +13,11 @@ A device row (table ``devices``)::
 A device belongs to the places of its worker, or to its own ``place`` when it has
 no worker; supervisors see the devices whose places lie in their read scope and
 act on those in their capture scope.
+
+A phone still assigned to a worker who was disabled or removed (``sync.people``)
+is to be collected: :attr:`Device.collect` says why, and the supervisor pages
+and the JSON show it (``"collect"``), until the phone is marked returned, lost,
+or given to someone else.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from device_registry.status import DeviceStatus
-from sync.scopes import Scope
+from sync.scopes import Scope, UserStatus
 
 CSV_COLUMNS = (
     "serial",
@@ -59,6 +64,21 @@ class Device:
     created: str = ""
     updated: str = ""
     id: int = 0
+    worker_status: UserStatus | None = None  # the worker's account, None without a worker
+
+    @property
+    def collect(self) -> str | None:
+        """Why this phone should be collected from its worker, or None."""
+        if self.status is not DeviceStatus.ASSIGNED or self.worker_status is None:
+            return None
+        if self.worker_status is UserStatus.REMOVED:
+            return f"Collect this phone: its worker {self.worker} was removed."
+        if self.worker_status is UserStatus.DISABLED:
+            return (
+                f"Collect this phone unless {self.worker} is coming back: their account "
+                "is disabled."
+            )
+        return None
 
     @property
     def places(self) -> tuple[str, ...]:
@@ -91,6 +111,9 @@ class Device:
             "notes": self.notes,
             "created": self.created,
             "updated": self.updated,
+            "worker_status": None if self.worker_status is None else self.worker_status.value,
+            "collect": self.collect is not None,
+            "collect_reason": self.collect,
         }
 
     def csv_row(self) -> list[str]:

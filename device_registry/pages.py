@@ -33,7 +33,7 @@ from device_registry.templates import STATUS_NAMES, device_url
 from sync import accounts
 from sync.audit import audited
 from sync.auth import COOKIE as SESSION_COOKIE
-from sync.auth import Credentials
+from sync.auth import AccountDisabled, Credentials
 from sync.errors import FieldsyncError, NotFound, TooManyRequests, Unauthorized
 from sync.http import read_form
 from sync.replication.context import Caller
@@ -178,6 +178,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     p = parts(request)
     try:
         caller = await p.auth.login(Credentials(name, password), request)
+    except AccountDisabled as exc:
+        return page.respond(templates.login_page(page.token, target, name, exc.reason), 401)
     except Unauthorized:
         html = templates.login_page(page.token, target, name, "Wrong user name or password.")
         return page.respond(html, 401)
@@ -223,13 +225,15 @@ async def devices(request: web.Request, page: _Page, caller: Caller) -> web.Stre
 
 
 async def _workers(request: web.Request, caller: Caller, writable: bool) -> list[str]:
-    """The CHWs and supervisors in the caller's read (or capture) scope."""
+    """The CHWs and supervisors in the caller's read (or capture) scope; to assign a phone
+    to (``writable``), only active ones."""
     users = await parts(request).store.read(accounts.list_users)
     allowed = caller.scope.can_write if writable else caller.scope.can_read
     return [
         u.name
         for u in users
         if u.role in inventory.HOLDERS
+        and (u.active or not writable)
         and (caller.is_admin or any(allowed(p) for p in u.places or u.read_places))
     ]
 

@@ -54,6 +54,8 @@ font-weight:600;background:#e3e7ea}
 .st-in_repair{background:#fdecc8;color:#713f12}.st-retired{background:#e3e7ea;color:#4a555c}
 .st-in_stock{background:#dbe8f7;color:#1e3a5f}
 .quiet{color:#a1261b;font-weight:600}
+.collect{display:inline-block;padding:.1rem .5rem;border-radius:4px;font-size:.85rem;
+font-weight:600;background:#fdecc8;color:#713f12}
 .msg{padding:.6rem .8rem;border-radius:4px;margin-bottom:1rem;background:#d7efe0}
 .err{background:#f9d6d2}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem;margin:0}
@@ -162,12 +164,31 @@ def list_page(view: ListView) -> str:
     body = (
         f"<h1>Devices <span class=muted>({len(view.devices)})</span></h1>"
         f"{_status_chips(query, view.counts)}{_filters(view)}"
-        f"{_device_table(view)}"
+        f"{_to_collect(view)}{_device_table(view)}"
         f'<p class="row"><a href="/api/v1/devices?{_params(query, format="csv")}">'
         "Download CSV</a> · "
         f'<a href="/api/v1/devices?{_params(query)}">JSON</a></p>'
     )
     return layout("Devices", body, view.user, view.csrf)
+
+
+def _to_collect(view: ListView) -> str:
+    """A line over the list when phones listed are still with a disabled or removed worker."""
+    count = sum(1 for d in view.devices if d.collect is not None)
+    if not count or view.query.collect:
+        return ""
+    only = f"/supervisor/devices?{_params(replace(view.query, collect=True))}"
+    return (
+        f'<p class="msg err" role="status">{count} phone{"s" if count > 1 else ""} to collect: '
+        "still assigned to a worker who was disabled or removed. "
+        f'<a href="{only}">Show only them</a></p>'
+    )
+
+
+def _collect_badge(device: Device) -> str:
+    if device.collect is None:
+        return ""
+    return f' <span class="collect" title="{e(device.collect)}">Collect this phone</span>'
 
 
 def _params(query: listing.DeviceQuery, **extra: str) -> str:
@@ -245,6 +266,7 @@ def _device_row(device: Device, quiet_before: str) -> str:
     worker = e(device.worker or "—")
     if device.worker and device.places:
         worker += f' <span class="muted">({e(", ".join(device.places))})</span>'
+    worker += _collect_badge(device)
     return (
         f'<tr><td data-label="Serial"><a href="{device_url(device.serial)}">{e(device.serial)}'
         f'</a></td><td data-label="Status">{status_badge(device.status)}</td>'
@@ -281,6 +303,7 @@ def device_page(view: DeviceView) -> str:
         '<p><a href="/supervisor/devices">← All devices</a></p>'
         f"<h1>{e(device.serial)} {status_badge(device.status)}</h1>"
         f"{message(view.notice)}{message(view.error, error=True)}"
+        f"{message(device.collect, error=True)}"
         f'<div class="card">{_details(device)}</div>'
     )
     if view.can_manage:
@@ -293,6 +316,7 @@ def _details(device: Device) -> str:
     pairs = [
         ("Status", STATUS_NAMES[device.status]),
         ("Worker", device.worker or "—"),
+        *([("Worker account", device.worker_status.value)] if device.worker_status else []),
         ("Places", ", ".join(device.places) or "—"),
         ("Issued", device.issued or "—"),
         ("Last sync", _when(device.last_sync) if device.last_sync else "never"),

@@ -8,6 +8,7 @@ hashes (``scrypt$n$r$p$salt$hash``, RFC 7914).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -17,7 +18,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from sync.errors import BadRequest, Conflict, NotFound
-from sync.scopes import Place, PlaceTree, Role, User, validate_place_id
+from sync.scopes import Place, PlaceTree, Role, User, UserStatus, validate_place_id
 from sync.unsafe_text import first_unsafe
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -59,15 +60,15 @@ def add_place(
     conn: sqlite3.Connection, place_id: str, parent: str | None, name: str | None
 ) -> Place:
     validate_place_id(place_id)
-    if parent is not None and _place_row(conn, parent) is None:
-        raise NotFound(f"parent place {parent!r} does not exist")
+    if parent is not None:
+        check_parent(conn, parent)
     if _place_row(conn, place_id) is not None:
         raise Conflict(f"place {place_id!r} already exists")
     conn.execute(
         "INSERT INTO places(id, parent, name, created) VALUES(?,?,?,?)",
         (place_id, parent, name or place_id, _now()),
     )
-    _bump(conn, "places_version")
+    bump_places(conn)
     return Place(place_id, parent, name or place_id)
 
 
@@ -76,13 +77,35 @@ def _place_row(conn: sqlite3.Connection, place_id: str) -> tuple[str, str | None
     return None if row is None else (row[0], row[1], row[2])
 
 
+def get_place(conn: sqlite3.Connection, place_id: str) -> Place | None:
+    row = conn.execute(
+        "SELECT id, parent, name, retired FROM places WHERE id=?", (place_id,)
+    ).fetchone()
+    return None if row is None else Place(row[0], row[1], row[2], row[3])
+
+
+def check_parent(conn: sqlite3.Connection, parent: str) -> Place:
+    """A place that may take a new child: it exists (404) and is not retired (409)."""
+    found = get_place(conn, parent)
+    if found is None:
+        raise NotFound(f"parent place {parent!r} does not exist")
+    if found.retired is not None:
+        raise Conflict(f"parent place {parent!r} is retired: it takes no new places")
+    return found
+
+
 def list_places(conn: sqlite3.Connection) -> list[Place]:
-    rows = conn.execute("SELECT id, parent, name FROM places ORDER BY id").fetchall()
-    return [Place(r[0], r[1], r[2]) for r in rows]
+    rows = conn.execute("SELECT id, parent, name, retired FROM places ORDER BY id").fetchall()
+    return [Place(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 def place_tree(conn: sqlite3.Connection) -> PlaceTree:
     return PlaceTree(list_places(conn))
+
+
+def bump_places(conn: sqlite3.Connection) -> None:
+    """Say the tree changed: every server reloads it on its next request (``sync.auth``)."""
+    _bump(conn, "places_version")
 
 
 def version(conn: sqlite3.Connection, key: str) -> int:
@@ -118,9 +141,13 @@ def parse_role(role: str) -> Role:
 
 
 def _check_places(conn: sqlite3.Connection, places: Sequence[str]) -> None:
+    """Places a user may be given: they exist (404) and are not retired (409)."""
     for place in places:
-        if _place_row(conn, place) is None:
+        found = get_place(conn, place)
+        if found is None:
             raise NotFound(f"place {place!r} does not exist")
+        if found.retired is not None:
+            raise Conflict(f"place {place!r} is retired: nobody can be assigned to it")
 
 
 def add_user(
@@ -137,7 +164,13 @@ def add_user(
     _check_places(conn, [*places, *read_places])
     if role in (Role.CHW, Role.SUPERVISOR) and not places and not read_places:
         raise BadRequest(f"a {role.value} needs at least one --place or --read-place")
-    if get_user(conn, name) is not None:
+    existing = get_user(conn, name)
+    if existing is not None and existing.status is UserStatus.REMOVED:
+        raise Conflict(
+            f"user {name!r} was removed, and a removed name is never given out again (the "
+            "audit trail and the device history must keep naming one person); choose another"
+        )
+    if existing is not None:
         raise Conflict(f"user {name!r} already exists")
     password_hash = hash_password(password)
     conn.execute(
@@ -159,35 +192,45 @@ def add_user(
 def set_places(
     conn: sqlite3.Connection, name: str, places: Sequence[str], read_places: Sequence[str]
 ) -> User:
-    user = get_user(conn, name)
-    if user is None:
-        raise NotFound(f"user {name!r} does not exist")
+    user = existing_user(conn, name)
     _check_places(conn, [*places, *read_places])
     conn.execute(
         "UPDATE users SET places=?, read_places=?, updated=? WHERE name=?",
         (json.dumps(list(places)), json.dumps(list(read_places)), _now(), name),
     )
-    return User(name, user.role, tuple(places), tuple(read_places), user.password_hash)
+    return dataclasses.replace(user, places=tuple(places), read_places=tuple(read_places))
 
 
 def set_password(conn: sqlite3.Connection, name: str, password: str) -> None:
     if len(password) < 8:
         raise BadRequest("password must be at least 8 characters")
-    cur = conn.execute(
+    existing_user(conn, name)
+    conn.execute(
         "UPDATE users SET password_hash=?, updated=? WHERE name=?",
         (hash_password(password), _now(), name),
     )
-    if cur.rowcount == 0:
+
+
+def existing_user(conn: sqlite3.Connection, name: str) -> User:
+    """A user who has not been removed: 404 for an unknown name, 409 for a removed one."""
+    user = get_user(conn, name)
+    if user is None:
         raise NotFound(f"user {name!r} does not exist")
+    if user.status is UserStatus.REMOVED:
+        raise Conflict(f"user {name!r} was removed; a removed user cannot be changed")
+    return user
 
 
 def get_user(conn: sqlite3.Connection, name: str) -> User | None:
+    """The user ``name``, whatever their status (a removed user is a kept row)."""
     row = conn.execute(
-        "SELECT name, role, places, read_places, password_hash FROM users WHERE name=?", (name,)
+        "SELECT name, role, places, read_places, password_hash, status FROM users WHERE name=?",
+        (name,),
     ).fetchone()
     if row is None:
         return None
-    return User(row[0], Role(row[1]), tuple(json.loads(row[2])), tuple(json.loads(row[3])), row[4])
+    places, read_places = tuple(json.loads(row[2])), tuple(json.loads(row[3]))
+    return User(row[0], Role(row[1]), places, read_places, row[4], UserStatus(row[5]))
 
 
 def list_users(conn: sqlite3.Connection) -> list[User]:

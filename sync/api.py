@@ -2,26 +2,40 @@
 
 GET  /api/v1/places                 list
 POST /api/v1/places                 {"id", "parent"?, "name"?}
+GET  /api/v1/places/{id}
+PATCH /api/v1/places/{id}           {"name"?, "parent"?}: rename and/or move (parent null: a root)
+POST /api/v1/places/{id}/retire     no body: it takes no more documents or people
 GET  /api/v1/users                  list (never password hashes)
 POST /api/v1/users                  {"name", "role", "password", "places"?, "read_places"?}
 GET  /api/v1/users/{name}
+DELETE /api/v1/users/{name}         remove for good (the row and name are kept, see sync.people)
+POST /api/v1/users/{name}/disable   refused everywhere until enabled
+POST /api/v1/users/{name}/enable
 PUT  /api/v1/users/{name}/places    {"places", "read_places"}
 DELETE /api/v1/users/{name}/sessions  end every session of the user -> {"ok", "ended"}
+
+A place is ``{"id", "parent", "name", "retired"}`` (``retired``: when, or null); a
+user is ``{"name", "role", "places", "read_places", "status"}`` (``status``: active,
+disabled or removed).  The changes of :mod:`sync.people` answer the changed place
+or user, are audited with what they were before, and wake every open long poll so
+it checks its caller again at once.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
 
-from sync import accounts, sessions
+from sync import accounts, people, sessions
 from sync.appkeys import STORE
 from sync.audit import audited
 from sync.errors import BadRequest, Forbidden, NotFound
 from sync.http import json_response, read_object
+from sync.people import Changed
 from sync.replication.routes import REPLICATION
 from sync.scopes import Place, User
 
@@ -29,7 +43,7 @@ log = structlog.get_logger("fieldsync.accounts")
 
 
 def place_json(place: Place) -> dict[str, Any]:
-    return {"id": place.id, "parent": place.parent, "name": place.name}
+    return {"id": place.id, "parent": place.parent, "name": place.name, "retired": place.retired}
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -38,6 +52,7 @@ def user_json(user: User) -> dict[str, Any]:
         "role": user.role.value,
         "places": list(user.places),
         "read_places": list(user.read_places),
+        "status": user.status.value,
     }
 
 
@@ -149,11 +164,123 @@ async def end_sessions(request: web.Request) -> web.Response:
     return json_response({"ok": True, "ended": ended})
 
 
+# -- people and places change (sync.people) ----------------------------------------------
+T = TypeVar("T")
+Step = tuple[str, Callable[[sqlite3.Connection], Changed[T]]]
+
+
+async def _change(request: web.Request, who: tuple[str, str | None], steps: Sequence[Step[T]]) -> T:
+    """Changes of :mod:`sync.people` by the admin ``who``, in one transaction, each with its
+    audit entry (action, before -> after); then every open long poll wakes to check its
+    caller again."""
+
+    def run(conn: sqlite3.Connection) -> T:
+        done = [audited(request, who, action, _detail, fn)(conn) for action, fn in steps]
+        return done[-1].value
+
+    value = await request.app[STORE].write_tx(run)
+    request.app[REPLICATION].parts.notifier.wake_all()
+    return value
+
+
+def _detail(changed: Changed[Any]) -> str:
+    return changed.detail
+
+
+async def _user_change(
+    request: web.Request,
+    action: str,
+    event: str,
+    fn: Callable[[sqlite3.Connection, str], Changed[User]],
+) -> web.Response:
+    who = await _require_admin(request)
+    name = request.match_info["name"]
+    user = await _change(request, who, [(action, lambda conn: fn(conn, name))])
+    log.info(event, user=name, status=user.status.value, by=who[0])
+    return json_response(user_json(user))
+
+
+async def disable_user(request: web.Request) -> web.Response:
+    return await _user_change(request, "user_disable", "user_disabled", people.disable_user)
+
+
+async def enable_user(request: web.Request) -> web.Response:
+    return await _user_change(request, "user_enable", "user_enabled", people.enable_user)
+
+
+async def remove_user(request: web.Request) -> web.Response:
+    return await _user_change(request, "user_remove", "user_removed", people.remove_user)
+
+
+async def get_place(request: web.Request) -> web.Response:
+    await _require_admin(request)
+    place_id = request.match_info["id"]
+    place = await request.app[STORE].read(lambda c: accounts.get_place(c, place_id))
+    if place is None:
+        raise NotFound(f"place {place_id!r} does not exist")
+    return json_response(place_json(place))
+
+
+PLACE_EDITS = ("name", "parent")
+
+
+def _place_edits(body: dict[str, Any]) -> tuple[str | None, bool, str | None]:
+    """(new name or None, whether to move, new parent or None for a root) from a PATCH body."""
+    unknown = sorted(set(body) - set(PLACE_EDITS))
+    if unknown:
+        raise BadRequest(
+            f"cannot change {', '.join(unknown)} of a place: give name and/or parent "
+            "(a place's id never changes)"
+        )
+    if not body:
+        raise BadRequest('give "name" (a new name) and/or "parent" (a place id, or null)')
+    name = body.get("name")
+    if "name" in body and not isinstance(name, str):
+        raise BadRequest("name must be a string: the place's new name")
+    parent = body.get("parent")
+    if parent is not None and (not isinstance(parent, str) or not parent):
+        raise BadRequest("parent must be a place id, or null to make the place a root")
+    return name, "parent" in body, parent
+
+
+async def edit_place(request: web.Request) -> web.Response:
+    """Rename and/or move a place: one transaction, one audit entry per change."""
+    who = await _require_admin(request)
+    place_id = request.match_info["id"]
+    name, move, parent = _place_edits(await read_object(request))
+    steps: list[Step[Place]] = []
+    if name is not None:
+        steps.append(("place_rename", lambda conn: people.rename_place(conn, place_id, name)))
+    if move:
+        steps.append(("place_move", lambda conn: people.move_place(conn, place_id, parent)))
+    place = await _change(request, who, steps)
+    if move:
+        log.info("place_moved", place=place_id, parent=parent, by=who[0])
+    if name is not None:
+        log.info("place_renamed", place=place_id, by=who[0])
+    return json_response(place_json(place))
+
+
+async def retire_place(request: web.Request) -> web.Response:
+    who = await _require_admin(request)
+    place_id = request.match_info["id"]
+    steps: list[Step[Place]] = [("place_retire", lambda c: people.retire_place(c, place_id))]
+    place = await _change(request, who, steps)
+    log.info("place_retired", place=place_id, by=who[0])
+    return json_response(place_json(place))
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/places", list_places)
     app.router.add_post("/api/v1/places", add_place)
+    app.router.add_get("/api/v1/places/{id}", get_place)
+    app.router.add_patch("/api/v1/places/{id}", edit_place)
+    app.router.add_post("/api/v1/places/{id}/retire", retire_place)
     app.router.add_get("/api/v1/users", list_users)
     app.router.add_post("/api/v1/users", add_user)
     app.router.add_get("/api/v1/users/{name}", get_user)
+    app.router.add_delete("/api/v1/users/{name}", remove_user)
+    app.router.add_post("/api/v1/users/{name}/disable", disable_user)
+    app.router.add_post("/api/v1/users/{name}/enable", enable_user)
     app.router.add_put("/api/v1/users/{name}/places", set_places)
     app.router.add_delete("/api/v1/users/{name}/sessions", end_sessions)

@@ -389,20 +389,22 @@ def audited(
     request: web.Request,
     who: tuple[str, str | None],
     action: str,
-    detail: str,
+    detail: str | Callable[[T], str],
     fn: Callable[[sqlite3.Connection], T],
 ) -> Callable[[sqlite3.Connection], T]:
     """``fn`` with an entry (``who`` = actor, device) appended in its transaction when it works.
 
     For admin changes (users, places, devices, settings): the change and its
-    entry commit together or not at all.
+    entry commit together or not at all.  ``detail`` may be worked out from
+    ``fn``'s result (what it was before, what it is now).
     """
     audit = request.app.get(AUDIT)
 
     def run(conn: sqlite3.Connection) -> T:
         result = fn(conn)
         if audit is not None:
-            audit.chain.note(conn, who[0], action, detail, who[1])
+            said = detail if isinstance(detail, str) else detail(result)
+            audit.chain.note(conn, who[0], action, said, who[1])
         return result
 
     return run

@@ -22,7 +22,14 @@ device check's own reason ("not enrolled", "reported stolen"), since the cookie
 already proves the password.
 
 Sessions are rows on the server (``sync.sessions``): logging out, an admin, or
-a changed password ends them.  https://docs.couchdb.org/en/stable/api/server/authn.html
+a changed password ends them.
+
+A disabled user (``sync.people``) is refused on every path (Basic, login,
+cookie, server-side work on their behalf) with a 401 that says so, once their
+credentials are proven: for Basic and login, only after the password *and* the
+device check pass, so the answer never confirms a guessed password to whoever
+lacks the phone.  Their sessions stay (enabling them brings the sessions back,
+within the usual lifetime).  A removed user is an unknown name here.  https://docs.couchdb.org/en/stable/api/server/authn.html
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from sync.audit import AuditLog
 from sync.errors import BadRequest, TooManyRequests, Unauthorized
 from sync.ratelimit import FailureWindow, Limit, Limited, Reservation
 from sync.replication.context import Caller
-from sync.scopes import PlaceTree, User
+from sync.scopes import PlaceTree, User, UserStatus
 from sync.sessions import Lifetime, Session
 from sync.store.sqlite import SqliteStore
 
@@ -150,6 +157,7 @@ class Authenticator:
         cookie = request.cookies.get(COOKIE)
         if cookie:
             found = await self._from_cookie(cookie)
+            self._refuse_disabled(found.user)
             try:
                 return await self._with_device(request, found)
             except DeviceRefused as refused:
@@ -185,6 +193,7 @@ class Authenticator:
                 refused = exc  # go the slow way: same limit, same scrypt, same answer
             else:
                 if found.device is not None or self.failures.retry_after(*keys) is None:
+                    self._refuse_disabled(user)
                     return found
         reservation = self._reserve(keys)
         await self._verify(creds, user)
@@ -201,6 +210,7 @@ class Authenticator:
             # a while; an enrolled phone with remembered credentials still gets through.)
             raise Unauthorized() from refused
         self._accept(creds, user, reservation)
+        self._refuse_disabled(user)
         return found
 
     async def login(self, creds: Credentials, request: web.Request) -> Caller:
@@ -221,6 +231,7 @@ class Authenticator:
         except DeviceRefused as refused:
             raise Unauthorized() from refused  # counted, as for Basic: the limit tells nothing
         self._accept(creds, user, reservation)
+        self._refuse_disabled(user)
         requestlog.note_caller(request, found)
         return found
 
@@ -257,6 +268,14 @@ class Authenticator:
     def _known_good(self, creds: Credentials, user: User) -> bool:
         return self._cache_key(creds, user) in self._verified
 
+    def _refuse_disabled(self, user: User) -> None:
+        """The 401 of a disabled account, once its credentials (and device) are proven."""
+        if user.status is not UserStatus.DISABLED:
+            return
+        log.warning("login_failed", user=user.name, reason="account_disabled")
+        self.record(user.name, "account_disabled")
+        raise AccountDisabled(disabled_reason(user.name))
+
     def record(self, actor: str, action: str, subject: str | None = None) -> None:
         """An entry in the audit trail for an access decision (no database, no documents)."""
         if self._audit is not None:  # a claimed name is the caller's text: keep it short
@@ -270,11 +289,13 @@ class Authenticator:
     async def caller_for(self, name: str, device: str | None = None) -> Caller:
         """Act on behalf of ``name`` without a password (server-side work such as SMS).
 
-        Raises Unauthorized when the user does not exist.
+        Raises Unauthorized when the user does not exist, was removed, or is disabled.
         """
         user, tree, _ = await self._load(name)
         if user is None:
             raise Unauthorized(f"user {name!r} does not exist")
+        if user.status is UserStatus.DISABLED:
+            raise AccountDisabled(disabled_reason(name))
         return Caller(user, tree.scope_of(user), tree, device)
 
     @staticmethod
@@ -296,6 +317,8 @@ class Authenticator:
             session = None if session_id is None else sessions.find(conn, session_id)
             who = name if session_id is None else (session.user if session else None)
             user = None if who is None else accounts.get_user(conn, who)
+            if user is not None and user.status is UserStatus.REMOVED:
+                user = None  # a removed name is an unknown name: same scrypt, same 401
             return user, version, tree, session
 
         user, version, tree, session = await self._store.read(run)
@@ -313,6 +336,13 @@ class Authenticator:
         now = self._clock()
 
         def run(conn: sqlite3.Connection) -> str:
+            # Checked again in the session's own transaction: a user disabled or removed
+            # while their password was being checked gets no session.
+            current = accounts.get_user(conn, user.name)
+            if current is None or current.status is UserStatus.REMOVED:
+                raise Unauthorized()
+            if current.status is UserStatus.DISABLED:
+                raise AccountDisabled(disabled_reason(user.name))
             sessions.purge(conn, self.lifetime, now)
             return sessions.start(conn, user.name, user.password_hash, now)
 
@@ -348,6 +378,17 @@ class Authenticator:
         if now - session.last_seen >= sessions.TOUCH_EVERY:
             await self._store.write_tx(lambda conn: sessions.touch(conn, cookie, now))
         return self._caller(user, tree)
+
+
+class AccountDisabled(Unauthorized):
+    """The account is disabled (``sync.people``); said only once its password is proven."""
+
+
+def disabled_reason(name: str) -> str:
+    return (
+        f"The account {name!r} is disabled: ask your supervisor or an admin to enable it "
+        "(fieldsync user enable)."
+    )
 
 
 def user_ctx(caller: Caller | None) -> dict[str, object]:

@@ -96,16 +96,23 @@ def _with_conn(args: argparse.Namespace, fn: Callable[[sqlite3.Connection], T]) 
 
 
 def _audited(
-    args: argparse.Namespace, action: str, detail: str, fn: Callable[[sqlite3.Connection], T]
+    args: argparse.Namespace,
+    action: str,
+    detail: str | Callable[[T], str],
+    fn: Callable[[sqlite3.Connection], T],
 ) -> T:
-    """``fn`` and its audit entry (actor ``cli:<os user>``) in one transaction."""
+    """``fn`` and its audit entry (actor ``cli:<os user>``) in one transaction.
+
+    ``detail`` may be worked out from ``fn``'s result (before and after a change).
+    """
     config = _config(args)
     master = load_master_key(config.key_file, create=False)
 
     def run(conn: sqlite3.Connection) -> T:
         keyadmin.check_master(conn, master)
         result = fn(conn)
-        audit.chain(conn, master).note(conn, audit.cli_actor(), action, detail)
+        said = detail if isinstance(detail, str) else detail(result)
+        audit.chain(conn, master).note(conn, audit.cli_actor(), action, said)
         return result
 
     return with_file(config.data_dir, run)
@@ -174,7 +181,8 @@ def cmd_place_add(args: argparse.Namespace) -> int:
 
 def cmd_place_list(args: argparse.Namespace) -> int:
     for place in _with_conn(args, accounts.list_places):
-        print(f"{place.id}\t{place.parent or '-'}\t{place.name}")
+        retired = f"\tretired {place.retired[:10]}" if place.retired else ""
+        print(f"{place.id}\t{place.parent or '-'}\t{place.name}{retired}")
     return 0
 
 
@@ -248,7 +256,8 @@ def _scope(args: argparse.Namespace) -> str:
 def cmd_user_list(args: argparse.Namespace) -> int:
     for user in _with_conn(args, accounts.list_users):
         places, read = ",".join(user.places) or "-", ",".join(user.read_places) or "-"
-        print(f"{user.name}\t{user.role.value}\t{places}\t{read}")
+        status = "" if user.active else f"\t{user.status.value}"
+        print(f"{user.name}\t{user.role.value}\t{places}\t{read}{status}")
     return 0
 
 
@@ -383,10 +392,17 @@ def _place_commands(sub: Commands) -> None:
     _data_dir(add)
     add.set_defaults(func=cmd_place_add)
     listing = add_command(
-        place, "list", "list places", "List every place, one a line: id, parent (- for none), name."
+        place,
+        "list",
+        "list places",
+        "List every place, one a line: id, parent (- for none), name, and\n"
+        '"retired DATE" for a retired place.',
     )
     _data_dir(listing)
     listing.set_defaults(func=cmd_place_list)
+    from sync.peoplecli import register_places
+
+    register_places(place)
 
 
 ROLE_HELP = {
@@ -436,7 +452,8 @@ def _user_commands(sub: Commands) -> None:
         user,
         "list",
         "list users",
-        "List every user, one a line: name, role, places, read-only places.",
+        "List every user, one a line: name, role, places, read-only places, and\n"
+        '"disabled" or "removed" for a user who is not active.',
     )
     _data_dir(listing)
     listing.set_defaults(func=cmd_user_list)
@@ -444,6 +461,9 @@ def _user_commands(sub: Commands) -> None:
     logout.add_argument("name", metavar="NAME", help="the user's login name")
     _data_dir(logout)
     logout.set_defaults(func=cmd_user_logout)
+    from sync.peoplecli import register_users
+
+    register_users(user)
 
 
 def _scope_args(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,8 @@ cryptography) are turned into these at the boundary with ``raise ... from``.
     │   ├── IllegalDocId           400 illegal_docid
     │   └── DocumentTooDeep        400 bad_request   (nested past the depth limit)
     ├── Unauthorized               401 unauthorized
+    │   └── AccountDisabled        401 unauthorized  (auth: the account is disabled;
+    │                                                 said once the password is proven)
     ├── Forbidden                  403 forbidden
     │   ├── DocumentElsewhere      403 forbidden     (store.rules: lives in another place)
     │   └── EnrolmentRefused       403 enrolment_refused  (device_registry.enrolment)

@@ -5,6 +5,14 @@ Places form a tree (country > district > facility > CHW area).  A user's
 Their *read scope* is the capture scope plus their read-only places and
 descendants, plus the shared pseudo-place ``""`` (forms, settings).  Admins
 have no limits (``None``).  See DESIGN.md, "Per-worker document sets".
+
+A *retired* place (``fieldsync place retire``) stays in the tree and in the
+scopes above it: its documents stay readable by whoever reads it through an
+ancestor, and its phones stay managed by whoever captures it; but no document
+is written *into* it any more, by anyone (``sync.replication.context.require_write``).
+A user is ``active``, ``disabled`` (refused until enabled again) or ``removed``
+(refused for good; the row stays so that their name, devices and audit history
+keep meaning what they meant).
 """
 
 from __future__ import annotations
@@ -27,11 +35,18 @@ class Role(enum.Enum):
     GATEWAY = "gateway"
 
 
+class UserStatus(enum.Enum):
+    ACTIVE = "active"
+    DISABLED = "disabled"  # refused until enabled; sessions and devices wait
+    REMOVED = "removed"  # refused for good; the name is never given out again
+
+
 @dataclass(frozen=True, slots=True)
 class Place:
     id: str
     parent: str | None
     name: str
+    retired: str | None = None  # when it was retired (ISO time), None while in use
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +56,15 @@ class User:
     places: tuple[str, ...]
     read_places: tuple[str, ...]
     password_hash: str
+    status: UserStatus = UserStatus.ACTIVE
 
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+    @property
+    def active(self) -> bool:
+        return self.status is UserStatus.ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +102,19 @@ class PlaceTree:
             if place.parent is not None:
                 children.setdefault(place.parent, []).append(place.id)
         self._children = children
+        self.retired = frozenset(p.id for p in self.places.values() if p.retired is not None)
+
+    def ancestors(self, place_id: str) -> list[str]:
+        """The places above ``place_id``, nearest first (a cycle, which moves refuse, stops)."""
+        found: list[str] = []
+        current = self.places.get(place_id)
+        while current is not None and current.parent is not None and current.parent not in found:
+            found.append(current.parent)
+            current = self.places.get(current.parent)
+        return found
+
+    def children(self, place_id: str) -> list[str]:
+        return sorted(self._children.get(place_id, ()))
 
     def descendants(self, roots: Iterable[str]) -> frozenset[str]:
         """The roots that exist and everything below them."""

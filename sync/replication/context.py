@@ -66,6 +66,12 @@ class Notifier:
         if event is not None:
             event.set()
 
+    def wake_all(self) -> None:
+        """Wake every waiter once: who may see what changed, so each checks its caller again."""
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
+
     def close(self) -> None:
         self.closed = True
         for event in self._events.values():
@@ -225,7 +231,15 @@ def local_name(owner: str, doc_id: str) -> str:
 
 
 def require_write(caller: Caller, place: str) -> None:
+    """The document may be written into ``place`` (the place it will be in).
+
+    A retired place takes nothing, from anyone: neither new documents nor edits of
+    the ones it holds.  A document may still be moved out of it (its new place is
+    the one checked here), by someone whose capture scope covers both places.
+    """
     if not caller.place_exists(place):
         raise Forbidden(f"unknown place {place!r}")
+    if place in caller.tree.retired:
+        raise Forbidden(f"place {place!r} is retired: it takes no new documents or edits")
     if not caller.scope.can_write(place):
         raise Forbidden(f"place {place!r} is outside your capture scope")

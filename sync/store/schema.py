@@ -47,11 +47,11 @@ CREATE TABLE IF NOT EXISTS local_docs(
     body BLOB NOT NULL, PRIMARY KEY(db, owner, id));
 CREATE TABLE IF NOT EXISTS places(
     id TEXT PRIMARY KEY, parent TEXT REFERENCES places(id), name TEXT NOT NULL,
-    created TEXT NOT NULL);
+    created TEXT NOT NULL, retired TEXT);
 CREATE TABLE IF NOT EXISTS users(
     name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,
     places TEXT NOT NULL, read_places TEXT NOT NULL, created TEXT NOT NULL,
-    updated TEXT NOT NULL);
+    updated TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'active');
 CREATE TABLE IF NOT EXISTS data_keys(
     place TEXT NOT NULL, version INTEGER NOT NULL, wrapped BLOB NOT NULL,
     created TEXT NOT NULL, PRIMARY KEY(place, version));
@@ -123,6 +123,8 @@ def initialise(path: Path) -> None:
 def _upgrade(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
     _add_column(conn, "audit", "detail", "TEXT")
+    _add_column(conn, "places", "retired", "TEXT")
+    _add_column(conn, "users", "status", "TEXT NOT NULL DEFAULT 'active'")
 
 
 def _add_column(conn: sqlite3.Connection, table: str, column: str, kind: str) -> None:
