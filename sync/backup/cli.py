@@ -1,0 +1,190 @@
+"""The ``fieldsync backup`` and ``fieldsync restore`` commands.
+
+    fieldsync backup --out FILE [--shares 4] [--threshold 3] [--qr DIR] [--data-dir DIR]
+        standard output: the shares, one a line (nothing else); progress on standard error
+    fieldsync restore FILE --data-dir NEWDIR [--share TEXT ...]
+        the shares from --share, else from standard input, one a line
+
+``backup`` works while the server runs; ``restore`` makes a new data dir (the one
+command besides ``init`` and ``serve`` that may) and refuses one that holds anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import segno
+import structlog
+
+from sync import audit, keyadmin
+from sync.backup import archive, shares
+from sync.cli import Commands, _config, _data_dir, _with_conn, add_command
+from sync.keys import MASTER_KEY_ENV, load_master_key
+
+log = structlog.get_logger("fieldsync.backup")
+
+DEFAULT_SHARES = 4
+DEFAULT_THRESHOLD = 3
+MASTER_KEY_FILE_ENV = "FIELDSYNC_MASTER_KEY_FILE"
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    config = _config(args)
+    shares.check_counts(args.threshold, args.shares)
+    master = load_master_key(config.key_file, create=False)
+    _with_conn(args, lambda c: keyadmin.check_master(c, master))
+    out = Path(args.out)
+    written = archive.write(config.data_dir, master, out, args.threshold, args.shares, _say)
+    header = written.header
+    detail = (
+        f"backup {header.archive_id} written to {out.name}: {written.bytes} bytes, "
+        f"{header.threshold} of {header.shares} shares"
+    )
+    _with_conn(args, lambda c: audit.note_cli(c, master, "backup", detail))
+    log.info(
+        "backup_written",
+        archive_id=header.archive_id,
+        bytes=written.bytes,
+        pages=written.pages,
+        threshold=header.threshold,
+        shares=header.shares,
+    )
+    if args.qr:
+        _write_qr(Path(args.qr), written.shares)
+    for share in written.shares:
+        print(share.text(), flush=True)
+    _say(
+        f"backup {header.archive_id} written to {out.absolute()} ({written.bytes:,} bytes).\n"
+        f"Above, on standard output: its {header.shares} shares, one a line. Give each to a "
+        f"different custodian; any {header.threshold} of them open the archive, fewer cannot. "
+        "Keep no share beside the archive."
+    )
+    return 0
+
+
+def _write_qr(folder: Path, made: Iterable[shares.Share]) -> None:
+    """Each share as a QR code (PNG) and as text, for its custodian to print."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for share in made:
+        stem = folder / f"{share.archive_id}-share-{share.x}-of-{share.shares}"
+        segno.make(share.text(), error="m").save(f"{stem}.png", scale=6, border=4)
+        stem.with_suffix(".txt").write_text(f"# fieldsync backup {share.label()}\n{share.text()}\n")
+        _say(f"share {share.x}: {stem}.png and {stem.name}.txt")
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    config = _config(args)
+    given = _shares(args.share)
+    restored = archive.restore(Path(args.archive), given, config.data_dir, _say)
+    header = restored.header
+    log.info(
+        "backup_restored",
+        archive_id=header.archive_id,
+        created=header.created,
+        data_dir=str(restored.data_dir.absolute()),
+        shares=[s.x for s in given],
+    )
+    where = restored.data_dir.absolute()
+    print(
+        f"backup {header.archive_id} (made {header.created}) restored into {where}, with its "
+        f"master key in {where / archive.MASTER_KEY_FILE}. Start it with "
+        f"`fieldsync serve --data-dir {where}` (with {MASTER_KEY_ENV} and "
+        f"{MASTER_KEY_FILE_ENV} unset, or pointing at that key)."
+    )
+    return 0
+
+
+def _shares(from_options: list[str]) -> list[shares.Share]:
+    """The shares from ``--share``, else standard input (blank and ``#`` lines skipped)."""
+    if from_options:
+        return [shares.parse(text, f"--share number {i}") for i, text in enumerate(from_options, 1)]
+    if sys.stdin.isatty():
+        _say("Type or paste the shares, one a line; then Ctrl-D.")
+    found = []
+    for number, line in enumerate(sys.stdin, 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            found.append(shares.parse(line, f"the share on line {number}"))
+    return found
+
+
+BACKUP_HELP = f"""\
+Write an encrypted backup of the data dir while the server runs: a consistent
+copy of the store (SQLite's backup API) with the master key, sealed under a new
+random key (AES-256-GCM). The key is split into shares (Shamir's secret sharing):
+any THRESHOLD of them open the archive, fewer cannot, and no share alone can.
+
+Standard output holds the shares, one a line and nothing else; progress and
+what to do next go to standard error. Give each share to a different custodian.
+
+The copy is made beside the store first (as large as the store, deleted after),
+so the data dir's disk needs room for a second copy of it for a while.
+
+defaults: {DEFAULT_THRESHOLD} of {DEFAULT_SHARES} shares"""
+
+RESTORE_HELP = """\
+Restore a backup into a new data dir: the store and its master key, exactly as
+they were when the backup was made, so a server started on it serves the same
+documents to the same phones (their passwords and device tokens still work).
+
+The shares come from --share, or else from standard input, one a line (blank
+lines and lines starting with # are skipped, so the .txt files that backup --qr
+writes can be piped in as they are). Fewer shares than the backup needs, shares
+of another backup, a mistyped or a repeated share: refused, and nothing written.
+
+The data dir must not exist yet, or be empty: restore never overwrites a store.
+The archive is checked chunk by chunk as it is read, the restored store must pass
+SQLite's integrity check, and only then is the data dir put in place."""
+
+
+def register(sub: Commands) -> None:
+    """Add the ``backup`` and ``restore`` commands to the top-level CLI."""
+    backup = add_command(
+        sub, "backup", "write an encrypted backup whose key is split among custodians", BACKUP_HELP
+    )
+    backup.add_argument("--out", required=True, metavar="FILE", help="the archive to write (new)")
+    backup.add_argument(
+        "--shares",
+        type=int,
+        default=DEFAULT_SHARES,
+        metavar="N",
+        help=f"how many shares to make, 2 to {shares.MAX_SHARES} (default: %(default)s)",
+    )
+    backup.add_argument(
+        "--threshold",
+        type=int,
+        default=DEFAULT_THRESHOLD,
+        metavar="K",
+        help="how many shares open the archive, 2 to N (default: %(default)s)",
+    )
+    backup.add_argument(
+        "--qr",
+        metavar="DIR",
+        help="also write each share as a QR code (PNG) and a text file into DIR",
+    )
+    _data_dir(backup)
+    backup.set_defaults(func=cmd_backup)
+    restore = add_command(
+        sub, "restore", "restore a backup into a new data dir, with enough shares", RESTORE_HELP
+    )
+    restore.add_argument("archive", metavar="FILE", help="the archive that backup wrote")
+    restore.add_argument(
+        "--data-dir",
+        required=True,
+        metavar="NEWDIR",
+        help="the new data dir to restore into (must not exist yet, or be empty)",
+    )
+    restore.add_argument(
+        "--share",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a share, as backup printed it (repeatable; else read from standard input)",
+    )
+    restore.set_defaults(func=cmd_restore, creates_data_dir=True)
