@@ -69,7 +69,9 @@ class Header:
 
 def key_check(key: bytes, archive_id: str) -> str:
     """A value that shows a key is this archive's without telling anything about it."""
-    return hmac.new(key, b"fieldsync-backup-key\x00" + archive_id.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(
+        key, b"fieldsync-backup-key\x00" + archive_id.encode(), hashlib.sha256
+    ).hexdigest()
 
 
 class SealingWriter:

@@ -73,7 +73,9 @@ class Share:
         return f"{body}-{_check(body)}"
 
     def label(self) -> str:
-        return f"share {self.x} of {self.shares} (any {self.threshold} open backup {self.archive_id})"
+        return (
+            f"share {self.x} of {self.shares} (any {self.threshold} open backup {self.archive_id})"
+        )
 
 
 def check_counts(threshold: int, shares: int) -> None:
@@ -157,7 +159,9 @@ def consistent(given: Iterable[Share], archive_id: str) -> list[Share]:
         if share.x in by_x:
             if by_x[share.x] != share:
                 raise ShareError(f"two different texts for share {share.x}: one was altered")
-            raise ShareError(f"share {share.x} was given twice; give {first.threshold} different shares")
+            raise ShareError(
+                f"share {share.x} was given twice; give {first.threshold} different shares"
+            )
         by_x[share.x] = share
     if len(by_x) < first.threshold:
         raise ShareError(
