@@ -166,12 +166,12 @@ def restore(archive: Path, given: Sequence[shares.Share], target: Path, report: 
     """
     _empty_target(target)
     with _open_archive(archive) as source:
-        header = sealed.read_header(source)
+        header, raw = sealed.read_header(source)
         key = _key(header, given)
         target.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.restoring-", dir=target.parent))
         try:
-            size = _unpack(sealed.opened(source, key, header), work, report)
+            size = _unpack(sealed.opened(source, key, header, raw), work, report)
             _check_store(work, header, given)
             _durable_dir(work)
             if target.exists():

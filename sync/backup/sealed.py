@@ -104,8 +104,9 @@ class SealingWriter:
         self._number += 1
 
 
-def read_header(source: BinaryIO) -> Header:
-    """The header at the start of ``source``, which is left at the first chunk."""
+def read_header(source: BinaryIO) -> tuple[Header, bytes]:
+    """The header at the start of ``source`` (and its bytes); ``source`` is left at the
+    first chunk."""
     if source.read(len(MAGIC)) != MAGIC:
         raise ArchiveError("this file is not a fieldsync backup archive")
     length = _length(source)
@@ -124,18 +125,18 @@ def read_header(source: BinaryIO) -> Header:
         )
     if not 0 < header.chunk_bytes <= 64 * CHUNK_BYTES:
         raise ArchiveError("the archive's header is damaged (chunk size)")
-    return header
+    return header, raw
 
 
-def opened(source: BinaryIO, key: bytes, header: Header) -> Iterator[bytes]:
+def opened(source: BinaryIO, key: bytes, header: Header, raw: bytes) -> Iterator[bytes]:
     """The archive's plaintext, chunk by chunk, each checked before it is given out.
 
-    ``source`` is just past the header.  Raises :class:`ArchiveError` on the first
-    chunk that is altered, out of place or missing, and if the file ends early or
-    goes on after its last chunk.
+    ``source`` is just past the header, whose bytes are ``raw``.  Raises
+    :class:`ArchiveError` on the first chunk that is altered, out of place or
+    missing, and if the file ends early or goes on after its last chunk.
     """
     aead = AESGCM(key)
-    aad = MAGIC + header.encoded()
+    aad = MAGIC + raw
     limit = header.chunk_bytes + TAG_BYTES
     sealed = _chunk(source, limit)
     if sealed is None:

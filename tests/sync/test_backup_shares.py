@@ -56,9 +56,9 @@ def test_a_share_survives_its_text_case_and_spaces() -> None:
 def test_any_one_character_typo_is_caught_by_the_check(data: st.DataObject) -> None:
     text = shares.split(bytes(range(32)), ARCHIVE, 3, 4)[2].text()
     where = data.draw(st.integers(0, len(text) - 1))
-    typo = data.draw(st.sampled_from("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-").filter(
-        lambda c: c != text[where]
-    ))
+    typo = data.draw(
+        st.sampled_from("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-").filter(lambda c: c != text[where])
+    )
     with pytest.raises(ShareError):
         shares.parse(text[:where] + typo + text[where + 1 :], "share 3")
 
