@@ -164,7 +164,7 @@ def restore(archive: Path, given: Sequence[shares.Share], target: Path, report: 
     its data keys) and only then renamed into place.  Whatever fails on the way
     leaves no trace: never a half-written store that looks valid.
     """
-    _empty_target(target)
+    check_target(target)
     with _open_archive(archive) as source:
         header, raw = sealed.read_header(source)
         key = _key(header, given)
@@ -184,7 +184,8 @@ def restore(archive: Path, given: Sequence[shares.Share], target: Path, report: 
     return Restored(header, target, size)
 
 
-def _empty_target(target: Path) -> None:
+def check_target(target: Path) -> None:
+    """Refuse a data dir to restore into that is not new or empty (before anything is read)."""
     where = target.absolute()
     if db_path(target).exists():
         raise TargetInUse(

@@ -81,6 +81,7 @@ def _write_qr(folder: Path, made: Iterable[shares.Share]) -> None:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     config = _config(args)
+    archive.check_target(config.data_dir)  # before asking anyone for a share
     given = _shares(args.share)
     restored = archive.restore(Path(args.archive), given, config.data_dir, _say)
     header = restored.header
