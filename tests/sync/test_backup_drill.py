@@ -28,9 +28,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from shared_org import basic_auth
-from pyzbar import pyzbar
 from PIL import Image
+from pyzbar import pyzbar
+from shared_org import basic_auth
 
 from sync.store.schema import db_path
 
