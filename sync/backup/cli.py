@@ -40,6 +40,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
     shares.check_counts(args.threshold, args.shares)
     master = load_master_key(config.key_file, create=False)
     _with_conn(args, lambda c: keyadmin.check_master(c, master))
+    backend = _with_conn(args, keyadmin.documents_backend)
+    if backend != "embedded":
+        _say(
+            f"warning: this server keeps its documents in {backend}; the archive holds the "
+            "store beside them (users, places, devices, data keys, audit) and the master key, "
+            "not the documents: back those up with CouchDB's own tools"
+        )
     out = Path(args.out)
     written = archive.write(config.data_dir, master, out, args.threshold, args.shares, _say)
     header = written.header
@@ -117,17 +124,18 @@ def _shares(from_options: list[str]) -> list[shares.Share]:
 
 BACKUP_HELP = f"""\
 Write an encrypted backup of the data dir while the server runs: a consistent
-copy of the store (SQLite's backup API) with the master key, sealed under a new
-random key (AES-256-GCM). The key is split into shares (Shamir's secret sharing):
-any THRESHOLD of them open the archive, fewer cannot, and no share alone can.
+copy of the store (SQLite's backup API) and the master key, sealed under a new
+random key (AES-256-GCM). That key is split into N shares (Shamir's secret
+sharing): any K of them open the archive; fewer, and any one alone, cannot.
 
 Standard output holds the shares, one a line and nothing else; progress and
-what to do next go to standard error. Give each share to a different custodian.
+what to do next go to standard error. Give each share to a different custodian
+and keep none beside the archive.
 
 The copy is made beside the store first (as large as the store, deleted after),
 so the data dir's disk needs room for a second copy of it for a while.
 
-defaults: {DEFAULT_THRESHOLD} of {DEFAULT_SHARES} shares"""
+defaults: K={DEFAULT_THRESHOLD} of N={DEFAULT_SHARES} shares"""
 
 RESTORE_HELP = """\
 Restore a backup into a new data dir: the store and its master key, exactly as
