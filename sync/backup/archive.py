@@ -76,37 +76,46 @@ def write(
 ) -> Written:
     """Snapshot ``data_dir``'s store, seal it (and ``master``) into ``out``, split the key."""
     shares.check_counts(k, n)
-    _new_file(out)
+    _refuse_existing(out)
     key = secrets.token_bytes(shares.KEY_BYTES)
     archive_id = secrets.token_hex(8).upper()
     header = Header(archive_id, _now(), k, n, sealed.key_check(key, archive_id))
     temporary = data_dir / f".backup-{archive_id}.sqlite3"  # beside the store: same disk, 0600
     partial = out.with_name(f".{out.name}.partial")
+    partial.unlink(missing_ok=True)  # left by a backup that was killed: ours, and useless
     try:
         snapshot = copy_store(db_path(data_dir), temporary, _pages(report))
         manifest = _manifest(data_dir, master, snapshot.size)
-        with _exclusive(partial) as handle:
+        with new_file(partial) as handle:
             writer = sealed.SealingWriter(handle, key, header)
             writer.write(len(manifest).to_bytes(4, "big") + manifest)
             _copy_into(temporary, writer, snapshot.size, report)
             writer.close()
             _durable(handle)
-        partial.rename(out)
+        os.link(partial, out)  # never over a file made meanwhile (FileExistsError)
         _sync_dir(out.parent)
+    except FileExistsError as exc:
+        raise _exists(out) from exc
+    except (OSError, sqlite3.Error) as exc:  # disk full, no permission
+        raise FieldsyncError(f"cannot write the backup {out.absolute()}: {exc}") from exc
     finally:
         for leftover in (temporary, partial):
             leftover.unlink(missing_ok=True)
     return Written(header, shares.split(key, archive_id, k, n), out.stat().st_size, snapshot.pages)
 
 
-def _new_file(out: Path) -> None:
+def _refuse_existing(out: Path) -> None:
     if out.exists():
-        raise FieldsyncError(
-            f"{out.absolute()} already exists; a backup never overwrites a file (an older "
-            "backup may be the one you need): give a new --out"
-        )
+        raise _exists(out)
     if not out.parent.is_dir():
         raise FieldsyncError(f"the folder {out.parent.absolute()} for --out does not exist")
+
+
+def _exists(out: Path) -> FieldsyncError:
+    return FieldsyncError(
+        f"{out.absolute()} already exists; a backup never overwrites a file (an older "
+        "backup may be the one you need): give a new --out"
+    )
 
 
 def _manifest(data_dir: Path, master: LocalMasterKey, store_bytes: int) -> bytes:
@@ -168,20 +177,38 @@ def restore(archive: Path, given: Sequence[shares.Share], target: Path, report: 
     with _open_archive(archive) as source:
         header, raw = sealed.read_header(source)
         key = _key(header, given)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.restoring-", dir=target.parent))
         try:
-            size = _unpack(sealed.opened(source, key, header, raw), work, report)
-            _check_store(work, header, given)
-            _durable_dir(work)
-            if target.exists():
-                target.rmdir()  # empty, as checked above
-            work.rename(target)
-            _sync_dir(target.parent)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+            size = _restore_into(
+                target, sealed.opened(source, key, header, raw), header, given, report
+            )
+        except (OSError, sqlite3.Error) as exc:  # disk full, no permission, target made meanwhile
+            raise FieldsyncError(
+                f"cannot restore into {target.absolute()}: {exc}; nothing was left there"
+            ) from exc
     return Restored(header, target, size)
+
+
+def _restore_into(
+    target: Path,
+    plain: Iterator[bytes],
+    header: Header,
+    given: Sequence[shares.Share],
+    report: Report,
+) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.restoring-", dir=target.parent))
+    try:
+        size = _unpack(plain, work, report)
+        _check_store(work, header, given)
+        _durable_dir(work)
+        if target.exists():
+            target.rmdir()  # empty, as checked above (or OSError: it filled up meanwhile)
+        work.rename(target)
+        _sync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return size
 
 
 def check_target(target: Path) -> None:
@@ -227,7 +254,7 @@ def _unpack(plain: Iterator[bytes], work: Path, report: Report) -> int:
     stream = _Plain(plain)
     manifest = _read_manifest(stream)
     size, shown = int(manifest["store_bytes"]), _Tenths(report)
-    with _exclusive(work / DB_FILE) as store:
+    with new_file(work / DB_FILE) as store:
         done = 0
         while done < size:
             block = stream.read_exact(min(READ_BYTES, size - done))
@@ -237,7 +264,7 @@ def _unpack(plain: Iterator[bytes], work: Path, report: Report) -> int:
         _durable(store)
     if not stream.at_end():
         raise ArchiveError("the archive holds more than its manifest says: it was not made by us")
-    with _exclusive(work / MASTER_KEY_FILE) as key_file:
+    with new_file(work / MASTER_KEY_FILE) as key_file:
         key_file.write(manifest["master_key"].encode() + b"\n")
         _durable(key_file)
     return size
@@ -298,8 +325,8 @@ class _Plain:
 
 
 # -- files -----------------------------------------------------------------------------
-def _exclusive(path: Path) -> BinaryIO:
-    """A new file, mode 0600 (never an existing one)."""
+def new_file(path: Path) -> BinaryIO:
+    """A new file, mode 0600 (never an existing one: FileExistsError)."""
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
 

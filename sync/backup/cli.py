@@ -12,6 +12,7 @@ command besides ``init`` and ``serve`` that may) and refuses one that holds anyt
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -50,6 +51,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
     out = Path(args.out)
     written = archive.write(config.data_dir, master, out, args.threshold, args.shares, _say)
     header = written.header
+    for share in written.shares:  # first: an archive whose shares were never shown is lost
+        print(share.text(), flush=True)
+    if args.qr:
+        _write_qr(Path(args.qr), written.shares)
     detail = (
         f"backup {header.archive_id} written to {out.name}: {written.bytes} bytes, "
         f"{header.threshold} of {header.shares} shares"
@@ -63,10 +68,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
         threshold=header.threshold,
         shares=header.shares,
     )
-    if args.qr:
-        _write_qr(Path(args.qr), written.shares)
-    for share in written.shares:
-        print(share.text(), flush=True)
     _say(
         f"backup {header.archive_id} written to {out.absolute()} ({written.bytes:,} bytes).\n"
         f"Above, on standard output: its {header.shares} shares, one a line. Give each to a "
@@ -77,12 +78,19 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def _write_qr(folder: Path, made: Iterable[shares.Share]) -> None:
-    """Each share as a QR code (PNG) and as text, for its custodian to print."""
+    """Each share as a QR code (PNG) and as text (mode 0600), for its custodian to print."""
     folder.mkdir(parents=True, exist_ok=True)
     for share in made:
         stem = folder / f"{share.archive_id}-share-{share.x}-of-{share.shares}"
-        segno.make(share.text(), error="m").save(f"{stem}.png", scale=6, border=4)
-        stem.with_suffix(".txt").write_text(f"# fieldsync backup {share.label()}\n{share.text()}\n")
+        picture = io.BytesIO()
+        segno.make(share.text(), error="m").save(picture, kind="png", scale=6, border=4)
+        text = f"# fieldsync backup {share.label()}\n{share.text()}\n"
+        for path, data in (
+            (stem.with_suffix(".png"), picture.getvalue()),
+            (stem.with_suffix(".txt"), text.encode()),
+        ):
+            with archive.new_file(path) as handle:
+                handle.write(data)
         _say(f"share {share.x}: {stem}.png and {stem.name}.txt")
 
 

@@ -290,3 +290,17 @@ def test_restore_refuses_a_data_dir_with_a_store_before_asking_for_shares(tmp_pa
     done = run("restore", str(tmp_path / "b.fsb"), stdin="\n".join(lines), data_dir=data)
     assert done.returncode == 1 and "already holds a fieldsync store" in done.stderr
     assert db_path(data).read_bytes() == before
+
+
+def test_the_share_files_are_private_and_pipe_into_restore(tmp_path: Path) -> None:
+    data, qr = seeded(tmp_path), tmp_path / "qr"
+    printed = ok("backup", "--out", str(tmp_path / "b.fsb"), "--qr", str(qr), data_dir=data)
+    files = sorted(qr.iterdir())
+    assert len(files) == 8 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    texts = [f.read_text() for f in files if f.suffix == ".txt"]
+    assert [t.splitlines()[1] for t in texts] == printed.splitlines()
+    assert texts[2].startswith("# fieldsync backup share 3 of 4 (any 3 open backup ")
+    for png, line in zip(sorted(qr.glob("*.png")), printed.splitlines(), strict=True):
+        assert pyzbar.decode(Image.open(png))[0].data.decode() == line
+    ok("restore", str(tmp_path / "b.fsb"), stdin="".join(texts[1:]), data_dir=tmp_path / "r")
+    assert "ann" in ok("user", "list", data_dir=tmp_path / "r")
