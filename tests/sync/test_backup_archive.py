@@ -23,9 +23,10 @@ from sync.backup import archive, sealed, shares
 from sync.backup.archive import TargetInUse
 from sync.backup.sealed import ArchiveError, Header
 from sync.backup.shares import ShareError
+from sync.backup.snapshot import copy_store
 from sync.config import Config
 from sync.keys import load_master_key
-from sync.store.schema import db_path
+from sync.store.schema import connect, db_path
 
 MARKER = "Zanele-Okonkwo-7f3a9c-unique-marker"
 Lines = list[str]
@@ -228,3 +229,34 @@ def test_a_restore_never_writes_over_a_store_or_into_a_full_folder(
     empty.mkdir()
     archive.restore(out, written.shares[:3], empty, lambda _line: None)
     assert db_path(empty).is_file()
+
+
+def test_the_copy_is_of_one_moment_though_writes_land_between_its_steps(
+    stored: Config, tmp_path: Path
+) -> None:
+    """Each progress step lets another connection write; the copy never starts over and
+    holds none of those writes (without the held read transaction it would restart)."""
+    store = db_path(stored.data_dir)
+    with closing(connect(store, create=False)) as conn:
+        conn.execute("CREATE TABLE filler(x BLOB)")
+        conn.executemany("INSERT INTO filler VALUES(randomblob(4000))", [()] * 3000)
+    steps: list[tuple[int, int]] = []
+    with closing(connect(store, create=False)) as writer:
+
+        def progress(done: int, total: int) -> None:
+            steps.append((done, total))
+            if len(steps) <= 3:
+                key = f"during-{len(steps)}"
+                writer.execute("INSERT INTO meta(key, value) VALUES(?, 'x')", (key,))
+
+        snapshot = copy_store(store, tmp_path / "copy.sqlite3", progress)
+    assert len(steps) > 2, "the copy should take several steps"
+    assert [d for d, _ in steps] == sorted(d for d, _ in steps), "the copy started over"
+    assert steps[-1][0] == steps[-1][1] == snapshot.pages
+    with closing(sqlite3.connect(snapshot.path)) as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert copy.execute("SELECT count(*) FROM filler").fetchone() == (3000,)
+        assert copy.execute("SELECT key FROM meta WHERE key LIKE 'during-%'").fetchall() == []
+    with closing(sqlite3.connect(store)) as live:
+        (during,) = live.execute("SELECT count(*) FROM meta WHERE key LIKE 'during-%'").fetchone()
+    assert during == 3
