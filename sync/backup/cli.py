@@ -118,16 +118,28 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _shares(from_options: list[str]) -> list[shares.Share]:
-    """The shares from ``--share``, else standard input (blank and ``#`` lines skipped)."""
-    if from_options:
-        return [shares.parse(text, f"--share number {i}") for i, text in enumerate(from_options, 1)]
-    if sys.stdin.isatty():
-        _say("Type or paste the shares, one a line; then Ctrl-D.")
-    found = []
-    for number, line in enumerate(sys.stdin, 1):
-        if line.strip() and not line.lstrip().startswith("#"):
-            found.append(shares.parse(line, f"the share on line {number}"))
+    """The shares from ``--share`` (a share, or a file of them), else standard input."""
+    if not from_options:
+        if sys.stdin.isatty():
+            _say("Type or paste the shares, one a line; then Ctrl-D.")
+        return _lines(sys.stdin, "standard input")
+    found: list[shares.Share] = []
+    for number, given in enumerate(from_options, 1):
+        if Path(given).is_file():
+            with Path(given).open(encoding="utf-8", errors="replace") as handle:
+                found += _lines(handle, given)
+        else:
+            found.append(shares.parse(given, f"--share number {number}"))
     return found
+
+
+def _lines(lines: Iterable[str], where: str) -> list[shares.Share]:
+    """One share a line; blank lines and ``#`` comments (the .txt files' labels) skipped."""
+    return [
+        shares.parse(line, f"the share on line {number} of {where}")
+        for number, line in enumerate(lines, 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 BACKUP_HELP = f"""\
@@ -150,10 +162,11 @@ Restore a backup into a new data dir: the store and its master key, exactly as
 they were when the backup was made, so a server started on it serves the same
 documents to the same phones (their passwords and device tokens still work).
 
-The shares come from --share, or else from standard input, one a line (blank
-lines and lines starting with # are skipped, so the .txt files that backup --qr
-writes can be piped in as they are). Fewer shares than the backup needs, shares
-of another backup, a mistyped or a repeated share: refused, and nothing written.
+The shares come from --share (a share, or a file of them), or else from
+standard input, one a line (blank lines and lines starting with # are skipped,
+so the .txt files that backup --qr writes can be given or piped in as they are).
+Fewer shares than the backup needs, shares of another backup, a mistyped or a
+repeated share: refused, and nothing written.
 
 The data dir must not exist yet, or be empty: restore never overwrites a store.
 The archive is checked chunk by chunk as it is read, the restored store must pass
@@ -202,6 +215,7 @@ def register(sub: Commands) -> None:
         action="append",
         default=[],
         metavar="TEXT",
-        help="a share, as backup printed it (repeatable; else read from standard input)",
+        help="a share as backup printed it, or a file of shares such as the .txt files of "
+        "backup --qr (repeatable; without it the shares are read from standard input)",
     )
     restore.set_defaults(func=cmd_restore, creates_data_dir=True)

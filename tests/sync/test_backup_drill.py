@@ -304,3 +304,14 @@ def test_the_share_files_are_private_and_pipe_into_restore(tmp_path: Path) -> No
         assert pyzbar.decode(Image.open(png))[0].data.decode() == line
     ok("restore", str(tmp_path / "b.fsb"), stdin="".join(texts[1:]), data_dir=tmp_path / "r")
     assert "ann" in ok("user", "list", data_dir=tmp_path / "r")
+    txt = [str(f) for f in files if f.suffix == ".txt"]
+    given = ["--share", txt[0], "--share", txt[3], "--share", printed.splitlines()[1]]
+    ok("restore", str(tmp_path / "b.fsb"), *given, data_dir=tmp_path / "r2")
+    typo = texts[1].replace("-3OF4-2-", "-3OF4-3-")
+    refused = run(
+        "restore", str(tmp_path / "b.fsb"), stdin=texts[0] + typo, data_dir=tmp_path / "r3"
+    )
+    assert (
+        refused.returncode == 1
+        and "line 4 of standard input has a typing mistake" in refused.stderr
+    )
