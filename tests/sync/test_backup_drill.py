@@ -32,6 +32,7 @@ from PIL import Image
 from pyzbar import pyzbar
 from shared_org import basic_auth
 
+from sync import cli
 from sync.store.schema import db_path
 
 FIELDSYNC = str(Path(sys.executable).parent / "fieldsync")
@@ -155,14 +156,24 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield http
 
 
-def seeded(tmp_path: Path) -> Path:
-    data = tmp_path / "data"
-    ok("init", data_dir=data)
-    ok("place", "add", "district-2", data_dir=data)
-    ok("place", "add", "area-8", "--parent", "district-2", data_dir=data)
-    ok("user", "add", "admin", "--role", "admin", data_dir=data)
-    ok("user", "add", "ann", "--role", "chw", "--place", "area-8", data_dir=data)
-    return data
+@pytest.fixture
+def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data dir with district-2 > area-8, an admin and ann (a CHW in area-8).
+
+    Made in this process (the commands under test run as real processes)."""
+    for name in ("FIELDSYNC_MASTER_KEY", "FIELDSYNC_MASTER_KEY_FILE", "FIELDSYNC_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FIELDSYNC_PASSWORD", PASSWORD)
+    where = ["--data-dir", str(tmp_path / "data")]
+    for argv in (
+        ["init"],
+        ["place", "add", "district-2"],
+        ["place", "add", "area-8", "--parent", "district-2"],
+        ["user", "add", "admin", "--role", "admin"],
+        ["user", "add", "ann", "--role", "chw", "--place", "area-8"],
+    ):
+        assert cli.main([*argv, *where]) == 0, argv
+    return tmp_path / "data"
 
 
 async def enrol(admin: Phone, http: aiohttp.ClientSession) -> Phone:
@@ -198,8 +209,8 @@ async def back_up_while_writing(
     return written, during, done
 
 
-async def test_the_restore_drill(tmp_path: Path) -> None:
-    data, out, qr = seeded(tmp_path), tmp_path / "backup.fsb", tmp_path / "qr"
+async def test_the_restore_drill(data: Path, tmp_path: Path) -> None:
+    out, qr = tmp_path / "backup.fsb", tmp_path / "qr"
     async with session() as http:
         with serving(data, tmp_path / "serve.log") as url:
             admin = Phone(http, url, "admin")
@@ -215,6 +226,8 @@ async def test_the_restore_drill(tmp_path: Path) -> None:
             before = await ann.everything()
         share_lines = done.stdout.splitlines()
         assert len(share_lines) == 4 and all(s.startswith("FSB1-") for s in share_lines)
+        assert '"event": "backup_written"' in done.stderr  # logged, shares never
+        assert not any(line[20:60] in done.stderr for line in share_lines)
 
         # Two shares, or a tampered archive: refused, and nothing written.
         restored = tmp_path / "restored"
@@ -232,7 +245,10 @@ async def test_the_restore_drill(tmp_path: Path) -> None:
         # Shares 2, 3 and 4 (the first custodian is away), one from its QR code.
         scanned = pyzbar.decode(Image.open(next(qr.glob("*-share-4-of-4.png"))))[0].data.decode()
         stdin = f"{share_lines[1]}\n\n{share_lines[2].lower()}\n{scanned}\n"
-        ok("restore", str(out), stdin=stdin, data_dir=restored)
+        said = run("restore", str(out), stdin=stdin, data_dir=restored)
+        assert said.returncode == 0, said.stderr
+        assert '"event": "backup_restored"' in said.stderr
+        assert not any(line[20:60] in said.stderr + said.stdout for line in share_lines)
 
         with serving(restored, tmp_path / "restored.log") as url:
             ann = Phone(http, url, "ann", ann.token)
@@ -254,8 +270,10 @@ def _same_moment(before: dict[str, Any], after: dict[str, Any], written: list[st
     assert after["checkpoint"] == before["checkpoint"]
 
 
-def test_the_restored_store_passes_its_integrity_check_and_keeps_its_key(tmp_path: Path) -> None:
-    data, out = seeded(tmp_path), tmp_path / "b.fsb"
+def test_the_restored_store_passes_its_integrity_check_and_keeps_its_key(
+    data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "b.fsb"
     shares = ok("backup", "--out", str(out), "--shares", "5", "--threshold", "2", data_dir=data)
     lines = shares.splitlines()
     assert len(lines) == 5 and all("-2OF5-" in line for line in lines)
@@ -275,16 +293,16 @@ def test_the_restored_store_passes_its_integrity_check_and_keeps_its_key(tmp_pat
     ],
 )
 def test_a_backup_that_could_not_be_restored_safely_is_refused(
-    tmp_path: Path, options: list[str], says: str
+    data: Path, tmp_path: Path, options: list[str], says: str
 ) -> None:
-    data = seeded(tmp_path)
     done = run("backup", "--out", str(tmp_path / "b.fsb"), *options, data_dir=data)
     assert done.returncode == 1 and says in done.stderr and done.stdout == ""
     assert not (tmp_path / "b.fsb").exists()
 
 
-def test_restore_refuses_a_data_dir_with_a_store_before_asking_for_shares(tmp_path: Path) -> None:
-    data = seeded(tmp_path)
+def test_restore_refuses_a_data_dir_with_a_store_before_asking_for_shares(
+    data: Path, tmp_path: Path
+) -> None:
     lines = ok("backup", "--out", str(tmp_path / "b.fsb"), data_dir=data).splitlines()
     before = db_path(data).read_bytes()
     done = run("restore", str(tmp_path / "b.fsb"), stdin="\n".join(lines), data_dir=data)
@@ -292,8 +310,8 @@ def test_restore_refuses_a_data_dir_with_a_store_before_asking_for_shares(tmp_pa
     assert db_path(data).read_bytes() == before
 
 
-def test_the_share_files_are_private_and_pipe_into_restore(tmp_path: Path) -> None:
-    data, qr = seeded(tmp_path), tmp_path / "qr"
+def test_the_share_files_are_private_and_pipe_into_restore(data: Path, tmp_path: Path) -> None:
+    qr = tmp_path / "qr"
     printed = ok("backup", "--out", str(tmp_path / "b.fsb"), "--qr", str(qr), data_dir=data)
     files = sorted(qr.iterdir())
     assert len(files) == 8 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
