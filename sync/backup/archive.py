@@ -37,7 +37,7 @@ from sync.backup import sealed, shares
 from sync.backup.sealed import ArchiveError, Header
 from sync.backup.snapshot import copy_store
 from sync.errors import FieldsyncError
-from sync.keys import LocalMasterKey
+from sync.keys import KeyError_, LocalMasterKey
 from sync.store.schema import DB_FILE, connect, db_path, in_transaction
 
 READ_BYTES = 1024 * 1024
@@ -85,6 +85,7 @@ def write(
     partial.unlink(missing_ok=True)  # left by a backup that was killed: ours, and useless
     try:
         snapshot = copy_store(db_path(data_dir), temporary, _pages(report))
+        _opens_everything(temporary, master)
         manifest = _manifest(data_dir, master, snapshot.size)
         with new_file(partial) as handle:
             writer = sealed.SealingWriter(handle, key, header)
@@ -109,6 +110,32 @@ def _refuse_existing(out: Path) -> None:
         raise _exists(out)
     if not out.parent.is_dir():
         raise FieldsyncError(f"the folder {out.parent.absolute()} for --out does not exist")
+
+
+def _opens_everything(copy: Path, master: LocalMasterKey) -> None:
+    """Refuse a copy whose keys the master key going with it does not all open.
+
+    The master key was read before the copy was made: had ``keys rewrap`` run in
+    between, the archive would hold a store its own master key cannot open.
+    """
+    with closing(sqlite3.connect(copy)) as conn:
+        shut = [
+            keyadmin.describe(k.place, k.version)
+            for k in keyadmin.list_keys(conn, master)
+            if not k.opens
+        ]
+        chained = conn.execute("SELECT 1 FROM meta WHERE key=?", (audit.KEY_META,)).fetchone()
+        if chained and not shut:
+            try:
+                audit.chain(conn, master, create=False)
+            except KeyError_:
+                shut = ["the audit chain key"]
+    if shut:
+        raise KeyError_(
+            f"the master key does not open {len(shut)} key(s) of the copy (first: {shut[0]}); "
+            "was the master key changed (keys rewrap) meanwhile? No backup was written: run "
+            "it again with the data dir's current master key"
+        )
 
 
 def _exists(out: Path) -> FieldsyncError:

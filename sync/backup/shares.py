@@ -80,6 +80,8 @@ class Share:
 
 def check_counts(threshold: int, shares: int) -> None:
     """Refuse a K of N that Shamir's scheme, or the point of splitting a key, does not allow."""
+    if shares < 2:
+        raise ShareError(f"--shares {shares} cannot be split among custodians; give 2 or more")
     if shares > MAX_SHARES:
         raise ShareError(f"--shares {shares} is too many: at most {MAX_SHARES} shares")
     if threshold < 2:

@@ -25,7 +25,7 @@ from sync.backup.sealed import ArchiveError, Header
 from sync.backup.shares import ShareError
 from sync.backup.snapshot import copy_store
 from sync.config import Config
-from sync.keys import load_master_key
+from sync.keys import KeyError_, LocalMasterKey, load_master_key
 from sync.store.schema import connect, db_path
 
 MARKER = "Zanele-Okonkwo-7f3a9c-unique-marker"
@@ -135,6 +135,20 @@ def test_the_archive_holds_no_document_text_and_no_key_in_the_clear(
         assert share.y not in raw and share.text().encode() not in raw
     assert b"users" not in raw and b"CREATE TABLE" not in raw  # not even the schema
     assert not list(stored.data_dir.glob(".backup-*")), "the snapshot was left behind"
+
+
+def test_a_copy_its_master_key_does_not_open_is_never_written(
+    stored: Config, tmp_path: Path
+) -> None:
+    """As if ``keys rewrap`` ran between reading the master key and copying the store."""
+    out = tmp_path / "backup.fsb"
+    other = LocalMasterKey(secrets.token_bytes(32))
+    with pytest.raises(
+        KeyError_, match="does not open 2 key\\(s\\) of the copy \\(first: \\(shared\\) v1\\)"
+    ):
+        archive.write(stored.data_dir, other, out, 3, 4, lambda _line: None)
+    assert not out.exists() and not list(tmp_path.glob(".backup.fsb*"))
+    assert not list(stored.data_dir.glob(".backup-*"))
 
 
 def test_a_backup_never_overwrites_a_file(stored: Config, tmp_path: Path) -> None:

@@ -95,6 +95,8 @@ def test_shares_of_another_backup_twice_given_or_altered_are_refused() -> None:
         (0, 4, "one person open the backup alone"),
         (5, 4, "more than the 4 shares made"),
         (3, 256, "at most 255 shares"),
+        (2, 1, "give 2 or more"),
+        (2, -4, "give 2 or more"),
     ],
 )
 def test_impossible_or_pointless_splits_are_refused(k: int, n: int, says: str) -> None:
