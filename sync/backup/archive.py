@@ -86,7 +86,7 @@ def write(
     try:
         snapshot = copy_store(db_path(data_dir), temporary, _pages(report))
         _opens_everything(temporary, master)
-        manifest = _manifest(data_dir, master, snapshot.size)
+        manifest = _manifest(data_dir, temporary, master, snapshot.size)
         with new_file(partial) as handle:
             writer = sealed.SealingWriter(handle, key, header)
             writer.write(len(manifest).to_bytes(4, "big") + manifest)
@@ -145,8 +145,8 @@ def _exists(out: Path) -> FieldsyncError:
     )
 
 
-def _manifest(data_dir: Path, master: LocalMasterKey, store_bytes: int) -> bytes:
-    with closing(connect(db_path(data_dir), create=False)) as conn:
+def _manifest(data_dir: Path, copy: Path, master: LocalMasterKey, store_bytes: int) -> bytes:
+    with closing(sqlite3.connect(copy)) as conn:
         backend = keyadmin.documents_backend(conn)
     fields = {
         "store_bytes": store_bytes,
