@@ -276,13 +276,14 @@ key). Then add places and users, and "fieldsync serve" the phones.
 EPILOG = f"""\
 the data dir:
   Every command that takes --data-dir works on ./data unless told otherwise
-  (--data-dir DIR, or {DATA_DIR_ENV}). Only init and serve make one; every
-  other command refuses a directory without a store, and changes nothing.
+  (--data-dir DIR, or {DATA_DIR_ENV}). Only init and serve make one (and
+  restore, from a backup, into a new folder); every other command refuses a
+  directory without a store, and changes nothing.
   The master key is DIR/master.key, or the file {MASTER_KEY_FILE_ENV} names,
   or the key itself in {MASTER_KEY_ENV}: keep a copy of it somewhere safe.
 
 while the server runs:
-  The place, user, patient-id, device, sms and audit commands work on the
+  The place, user, patient-id, device, sms, audit and backup commands work on the
   same file as a running server; a changed scope counts from the user's next
   request. "keys rewrap", "keys rotate" and "keys shred" need it stopped.
 
@@ -490,6 +491,7 @@ def _domain_commands(sub: Commands) -> None:
     from device_registry.cli import register as register_devices
     from sms_gateway.cli import register as register_sms
     from sync.auditcli import register as register_audit
+    from sync.backup.cli import register as register_backup
     from sync.keycli import register as register_keys
 
     register_keys(sub)
@@ -497,6 +499,7 @@ def _domain_commands(sub: Commands) -> None:
     register_patient_ids(sub)
     register_devices(sub)
     register_sms(sub)
+    register_backup(sub)
 
 
 def _open(args: argparse.Namespace) -> None:

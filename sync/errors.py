@@ -8,6 +8,10 @@ cryptography) are turned into these at the boundary with ``raise ... from``.
     FieldsyncError                 500 unknown_error
     ├── BadRequest                 400 bad_request
     │   └── InvalidJSON            400 bad_request   (body is not UTF-8 JSON)
+    ├── ShareError                 400 bad_share     (backup.shares: a mistyped or foreign
+    │                                                 share, or fewer than K of them)
+    ├── ArchiveError               400 bad_archive   (backup.sealed: not an archive, or one
+    │                                                 cut short or altered)
     ├── RefusedDocument            400 bad_request   (replication.documents: refused
     │   │                                             while reading a request, before
     │   │                                             any write)
@@ -29,6 +33,8 @@ cryptography) are turned into these at the boundary with ``raise ... from``.
     │   └── NotAssigned            409 conflict      (device_registry.enrolment: a code
     │                                                 for a device no worker holds)
     ├── DataDirBusy                409 data_dir_busy (datadir: another server has it)
+    ├── TargetInUse                409 target_not_empty  (backup.archive: restore into a
+    │                                                     folder that holds something)
     ├── PreconditionFailed         412 file_exists / precondition_failed
     │   └── MissingStub            412 missing_stub  (replication.writes)
     ├── TooLarge                   413 too_large

@@ -147,7 +147,8 @@ def cmd_keys_shred(args: argparse.Namespace) -> int:
         f"place {done.place} shredded: {done.keys} data keys, {done.documents} documents, "
         f"{done.revisions} revisions and {done.attachments} attachments deleted. Copies on "
         "devices stay there; old backups of the data dir hold the old keys: rotate the master "
-        "key (keys rewrap) and destroy the old one to make them unreadable."
+        "key (keys rewrap) and destroy the old one to make them unreadable. Archives made by "
+        "`fieldsync backup` carry their own master key: destroy those made before today."
     )
     return 0
 

@@ -23,7 +23,9 @@ from sync.keys import MASTER_KEY_ENV, KeyRing, key_from_file
 from sync.store.schema import DB_FILE, connect, connections, db_path, initialise
 
 FIELDSYNC = str(Path(sys.executable).parent / "fieldsync")
-CREATORS = {("init",), ("serve",)}
+# restore makes a new data dir from a backup, and refuses one that holds anything
+# (tests/sync/test_backup_archive.py, test_backup_drill.py).
+CREATORS = {("init",), ("serve",), ("restore",)}
 
 
 # -- every command, from the parser ---------------------------------------------------
@@ -82,6 +84,8 @@ def test_the_walk_finds_every_command_group() -> None:
         "patient-id",
         "device",
         "sms",
+        "backup",
+        "restore",
     }
     assert ("device", "mark") in OPENERS and ("keys", "rewrap") in OPENERS
     assert len(OPENERS) >= 21
@@ -260,10 +264,12 @@ def _refused_for_the_key(err: str, data: Path) -> None:
     assert "original master key" in err
 
 
+# serve: below, as the real command; restore refuses any dir that holds a store at all.
+KEY_CHECKED = [p for p in DATA_DIR_COMMANDS if p not in {("serve",), ("restore",)}]
+
+
 @pytest.mark.parametrize(
-    "argv",
-    [argv for path, argv in DATA_DIR_COMMANDS.items() if path != ("serve",)],
-    ids=[" ".join(p) for p in DATA_DIR_COMMANDS if p != ("serve",)],
+    "argv", [DATA_DIR_COMMANDS[p] for p in KEY_CHECKED], ids=[" ".join(p) for p in KEY_CHECKED]
 )
 def test_a_missing_master_key_is_refused_before_anything_is_written(
     argv: list[str], keyless: Path, capsys: pytest.CaptureFixture[str]
