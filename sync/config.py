@@ -195,7 +195,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
 
 
 def setting_fields() -> dict[str, str]:
-    """Each ``FIELDSYNC_*`` variable :func:`from_env` reads, and the :class:`Config` field it sets."""
+    """Each ``FIELDSYNC_*`` variable :func:`from_env` reads, and the Config field it sets."""
     return {name: attr for name, (attr, _) in _ENV.items()}
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from sync.config import Config, setting_fields
-from sync.store.couchdb.iam import DEFAULT_TOKEN_URL
 
 START = "<!-- settings:start (made by `make readme-settings`; do not edit by hand) -->"
 END = "<!-- settings:end -->"
@@ -58,7 +57,8 @@ _CORE = {
     "FIELDSYNC_PORT": "the port `serve` listens on (`--port` wins over it)",
     "FIELDSYNC_DB": "the name of the one database phones replicate with (`http://HOST:PORT/health`)",
     "FIELDSYNC_MAX_REQUEST_BYTES": "larger request bodies get 413 `too_large`",
-    "FIELDSYNC_MAX_DOCUMENT_BYTES": "the largest document (with its inline attachments)",
+    "FIELDSYNC_MAX_DOCUMENT_BYTES": "a document larger than this, as JSON (inline attachments "
+    "included), gets 413 `too_large`",
     "FIELDSYNC_MAX_BULK_DOCS": "documents per `_bulk_docs` / `_bulk_get`, ids per `_revs_diff`, "
     "keys per `_all_docs`, `doc_ids` per `_changes`; more get 413 `too_large` before anything "
     "is written",
@@ -129,18 +129,23 @@ _ELSEWHERE = (
 )
 
 
-# Settings whose Config default is None but which mean something when unset.
-_UNSET = {
-    "FIELDSYNC_MASTER_KEY_FILE": "`<data dir>/master.key`",
-    "FIELDSYNC_CLOUDANT_IAM_URL": f"`{DEFAULT_TOKEN_URL}`",
-}
+def _unset() -> dict[str, str]:
+    """Settings whose Config default is None but which mean something when unset."""
+    # Imported here: the IAM client pulls in requests, too slow for every CLI command.
+    from sync.store.couchdb.iam import DEFAULT_TOKEN_URL
+
+    return {
+        "FIELDSYNC_MASTER_KEY_FILE": "`<data dir>/master.key`",
+        "FIELDSYNC_CLOUDANT_IAM_URL": f"`{DEFAULT_TOKEN_URL}`",
+    }
 
 
 def core_settings() -> tuple[Setting, ...]:
     """The core's settings, each default read from :class:`Config`."""
     defaults = {f.name: f.default for f in fields(Config)}
+    unset = _unset()
     read = [
-        Setting(name, _UNSET.get(name) or shown(defaults[attr]), _CORE[name])
+        Setting(name, unset.get(name) or shown(defaults[attr]), _CORE[name])
         for name, attr in setting_fields().items()
     ]
     return (*read, *_ELSEWHERE)

@@ -112,7 +112,7 @@ def test_a_failing_block_names_its_line(tmp_path: Path) -> None:
 
 
 def test_variables_carry_over_and_output_is_checked(tmp_path: Path) -> None:
-    text = "```sh\nNAME=chw-08\n```\n\n```sh\necho \"hello $NAME\"\n```\n\n```text\nbye\n```\n"
+    text = '```sh\nNAME=chw-08\n```\n\n```sh\necho "hello $NAME"\n```\n\n```text\nbye\n```\n'
     with pytest.raises(ReadmeError, match=r"(?s)line 5: the output lacks .*'bye'.*hello chw-08"):
         Session(tmp_path, venv_of_this_python()).run(parse(text))
 
