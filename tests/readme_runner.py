@@ -9,9 +9,10 @@ The conventions (README.md says them too, under "How this README is tested"):
   an error, so no command can slip past the test under another name.
 - ``<!-- illustration: WHY -->`` on the line above a ```sh block: not run; WHY
   says why it cannot be (it needs a CouchDB, it starts the whole test suite...).
-- ``<!-- background: URL -->`` above a ```sh block: the block (a server) is started
-  in the background, and the next block runs once ``URL`` answers 200. It runs
-  until a ``<!-- stop background -->`` line, or the end of the README.
+- ``<!-- background: URL -->`` above a ```sh block: the block (a server, typed in a
+  second terminal) is started in the background, in a shell of its own that gets
+  none of the first terminal's variables, and the next block runs once ``URL``
+  answers 200. It runs until a ``<!-- stop background -->`` line, or the end.
 - A ```text block right after a ```sh block (only blank lines between) is what
   the block prints: each of its lines must appear, in order, in the output
   (stdout and stderr together). Runs of spaces match any whitespace and ``…``
@@ -200,12 +201,11 @@ class Session:
     def ported(self, text: str) -> str:
         return re.sub(rf"\b{DEFAULT_PORT}\b", str(self.port), text)
 
-    def script(self, block: Block, save_state: bool) -> Path:
+    def script(self, block: Block, first_terminal: bool) -> Path:
+        """The block as a bash script; in the first terminal, with the session's variables."""
         path = self.folder / f".readme-block-{block.line}.sh"
-        tail = _SAVE_STATE if save_state else ""
-        path.write_text(
-            f'source "$README_STATE"\nset -euo pipefail\n{self.ported(block.body)}\n{tail}'
-        )
+        head, tail = ('source "$README_STATE"\n', _SAVE_STATE) if first_terminal else ("", "")
+        path.write_text(f"{head}set -euo pipefail\n{self.ported(block.body)}\n{tail}")
         return path
 
     def run(self, steps: list[Step]) -> None:
@@ -228,7 +228,7 @@ class Session:
                     f"(exit {process.returncode}):\n{_tail(log)}"
                 )
         done = subprocess.run(
-            ["bash", str(self.script(block, save_state=True))],
+            ["bash", str(self.script(block, first_terminal=True))],
             cwd=self.folder,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -255,7 +255,7 @@ class Session:
         log = self.folder / f".readme-server-{block.line}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                ["bash", str(self.script(block, save_state=False))],
+                ["bash", str(self.script(block, first_terminal=False))],
                 cwd=self.folder,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

@@ -117,10 +117,12 @@ def test_variables_carry_over_and_output_is_checked(tmp_path: Path) -> None:
         Session(tmp_path, venv_of_this_python()).run(parse(text))
 
 
-def test_a_background_server_is_started_and_stopped(tmp_path: Path) -> None:
+def test_a_background_server_starts_in_its_own_shell_and_is_stopped(tmp_path: Path) -> None:
     text = (
+        "```sh\nexport FIRST_TERMINAL=yes\n```\n\n"
         "<!-- background: http://127.0.0.1:5984/ -->\n"
-        "```sh\nexec python -m http.server --bind 127.0.0.1 5984\n```\n\n"
+        '```sh\ntest -z "${FIRST_TERMINAL:-}"\n'
+        "exec python -m http.server --bind 127.0.0.1 5984\n```\n\n"
         "```sh\ncurl -sf http://127.0.0.1:5984/ > /dev/null\n```\n\n"
         "<!-- stop background -->\n\n"
         "```sh\n! curl -sf http://127.0.0.1:5984/ > /dev/null\n```\n"
