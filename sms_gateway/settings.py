@@ -81,8 +81,8 @@ _MEANINGS: dict[str, tuple[str, str]] = {
     "PROVIDER_URL": (
         "none",
         "an Africa's Talking-style send API (e.g. "
-        "`https://api.africastalking.com/version1/messaging`); unset: replies go only to "
-        "medic-gateway phones",
+        "`https://api.africastalking.com/version1/messaging`); unset: nothing is sent "
+        "through a provider (replies to its messages wait, pending)",
     ),
     "PROVIDER_USERNAME": ("none", "the provider account's user name"),
     "PROVIDER_API_KEY": ("none", "the provider account's API key (sent as its `apiKey` header)"),
