@@ -6,6 +6,7 @@ A failure names the block's line in README.md.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ MOST_ILLUSTRATIONS = 8  # illustration-only blocks must stay few
 
 
 def test_readme_runs_as_written(tmp_path: Path) -> None:
+    missing = [tool for tool in ("bash", "curl", "openssl") if shutil.which(tool) is None]
+    assert missing == [], f"README.md uses them: apt-get install -y {' '.join(missing)}"
     steps = parse(README.read_text())
     check_conventions(steps)
     Session(tmp_path / "newcomer", venv_of_this_python()).run(steps)
