@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5984
 DATA_DIR ?= ./data
 
-.PHONY: setup init run test check lint types bench clean system-run system-test
+.PHONY: setup init run test check lint types bench clean system-run system-test readme-settings
 
 # System libraries: zbar decodes barcodes (server and tests); Debian's chromium
 # drives the browser tests.  Installed with apt-get when we are root, else we
@@ -78,6 +78,10 @@ check: lint types test
 # from tests/clients). BENCH_QUICK=1 divides every size by 10; see bench/run.py for the rest.
 bench: system-test setup
 	$(BIN)/python -m bench
+
+# The README's settings table, made from the code (tests/sync/test_settings.py checks it).
+readme-settings: $(PY_STAMP)
+	$(BIN)/python -m sync.settings README.md
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -22,9 +22,18 @@ from forms.model import FormSet
 from sync.appkeys import CONFIG
 from sync.config import Config
 from sync.replication.routes import REPLICATION
+from sync.settings import Setting
 
 FORMS = web.AppKey("forms", FormSet)
 FORMS_DIR_ENV = "FIELDSYNC_FORMS_DIR"
+SETTINGS = (
+    Setting(
+        FORMS_DIR_ENV,
+        "none",
+        "a folder of form definitions (`P.json`, ...) used instead of the shipped ones "
+        "(`forms/definitions`); they are checked when the server starts",
+    ),
+)
 
 
 def forms_dir(config: Config) -> Path | None:

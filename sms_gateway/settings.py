@@ -1,16 +1,7 @@
 """SMS settings: ``config.extra["sms"]`` (a dict: tests, embedding), then ``FIELDSYNC_SMS_*``.
 
-FIELDSYNC_SMS_LANGUAGE        default reply language (en | sw)            en
-FIELDSYNC_SMS_TIMEZONE        zone of report days and sending hours       UTC
-FIELDSYNC_SMS_SEND_HOURS      daytime window for reminders, "HH-HH"       08-18
-FIELDSYNC_SMS_ANC_WEEKS       weeks of the ANC contact reminders          12,20,26,30,34,36,38,40
-FIELDSYNC_SMS_MAX_ATTEMPTS    sends (new ids) of a message that fails     3
-FIELDSYNC_SMS_MAX_OFFERS      offers of one send to a silent gateway      5
-FIELDSYNC_SMS_OFFER_TIMEOUT   seconds before a silent send is offered again  600
-FIELDSYNC_SMS_TICK            seconds between scheduler rounds           5
-FIELDSYNC_SMS_WEBHOOK_SECRET  shared secret of the provider webhook (unset: webhook off)
-FIELDSYNC_SMS_PROVIDER_URL    Africa's Talking-style send API            (unset: no sending)
-FIELDSYNC_SMS_PROVIDER_USERNAME, FIELDSYNC_SMS_PROVIDER_API_KEY, FIELDSYNC_SMS_PROVIDER_SENDER
+:data:`SETTINGS` says what each ``FIELDSYNC_SMS_*`` variable does and its default
+(read from :class:`SmsSettings`); ``fieldsync settings`` lists them with the core's.
 """
 
 from __future__ import annotations
@@ -26,6 +17,7 @@ from sms_gateway.outgoing import RetryPolicy
 from sms_gateway.reminders import ANC_CONTACT_WEEKS, SendWindow
 from sms_gateway.replies import DEFAULT_LANGUAGE, LANGUAGES
 from sync.config import Config
+from sync.settings import Setting, shown
 
 PREFIX = "FIELDSYNC_SMS_"
 
@@ -62,6 +54,46 @@ class SmsSettings:
         return SendWindow(dt.time(start % 24), dt.time(end % 24), self.zone)
 
 
+_DEFAULTS = SmsSettings()
+_HOURS = "{:02d}-{:02d}".format(*_DEFAULTS.send_hours)
+_RETRY = _DEFAULTS.retry
+# What each FIELDSYNC_SMS_<KEY> does, and its default: the keys from_config reads.
+_MEANINGS: dict[str, tuple[str, str]] = {
+    "LANGUAGE": (_DEFAULTS.language, f"default language of replies: {', '.join(LANGUAGES)}"),
+    "TIMEZONE": (_DEFAULTS.timezone, "the time zone of report days and sending hours"),
+    "SEND_HOURS": (_HOURS, "the daytime window reminders are sent in, `HH-HH`"),
+    "ANC_WEEKS": (
+        ",".join(str(w) for w in _DEFAULTS.anc_weeks),
+        "weeks of pregnancy of the ANC contact reminders",
+    ),
+    "MAX_ATTEMPTS": (shown(_RETRY.max_attempts), "sends (new ids) of a message that fails"),
+    "MAX_OFFERS": (shown(_RETRY.max_offers), "offers of one send to a gateway that stays silent"),
+    "OFFER_TIMEOUT": (
+        shown(_RETRY.offer_timeout.total_seconds()),
+        "seconds before a send a gateway did not confirm is offered again",
+    ),
+    "TICK": (shown(_DEFAULTS.tick_seconds), "seconds between the SMS scheduler's rounds"),
+    "WEBHOOK_SECRET": (
+        "none",
+        "the shared secret an SMS provider's callbacks carry in `X-Webhook-Secret`; unset: "
+        "the webhook is off",
+    ),
+    "PROVIDER_URL": (
+        "none",
+        "an Africa's Talking-style send API (e.g. "
+        "`https://api.africastalking.com/version1/messaging`); unset: nothing is sent "
+        "through a provider (replies to its messages wait, pending)",
+    ),
+    "PROVIDER_USERNAME": ("none", "the provider account's user name"),
+    "PROVIDER_API_KEY": ("none", "the provider account's API key (sent as its `apiKey` header)"),
+    "PROVIDER_SENDER": ("none", "the sender id or short code replies come from"),
+}
+ENV_KEYS = tuple(_MEANINGS)
+SETTINGS = tuple(
+    Setting(PREFIX + key, default, meaning) for key, (default, meaning) in _MEANINGS.items()
+)
+
+
 def _hours(text: str) -> tuple[int, int]:
     start, _, end = text.partition("-")
     return int(start), int(end)
@@ -75,21 +107,7 @@ def from_config(config: Config, env: Mapping[str, str] | None = None) -> SmsSett
     """Settings from the environment, overridden by ``config.extra["sms"]``."""
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
-    for key in (
-        "LANGUAGE",
-        "TIMEZONE",
-        "SEND_HOURS",
-        "ANC_WEEKS",
-        "MAX_ATTEMPTS",
-        "MAX_OFFERS",
-        "OFFER_TIMEOUT",
-        "TICK",
-        "WEBHOOK_SECRET",
-        "PROVIDER_URL",
-        "PROVIDER_USERNAME",
-        "PROVIDER_API_KEY",
-        "PROVIDER_SENDER",
-    ):
+    for key in ENV_KEYS:
         if env.get(PREFIX + key):
             raw[key.lower()] = env[PREFIX + key]
     raw.update(config.extra.get("sms", {}))

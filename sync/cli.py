@@ -118,6 +118,13 @@ def _audited(
     return with_file(config.data_dir, run)
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from sync.settings import every_setting, markdown_table
+
+    print(markdown_table(every_setting()), end="")
+    return 0
+
+
 # -- init and serve: the commands that may create a data dir -------------------------
 def cmd_init(args: argparse.Namespace) -> int:
     config = _config(args)
@@ -372,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, metavar="PORT", help="the port to listen on (default: 5984)"
     )
     serve.set_defaults(func=cmd_serve, creates_data_dir=True)
+    settings = add_command(
+        sub,
+        "settings",
+        "list every FIELDSYNC_* setting: its default and what it does",
+        "Print every FIELDSYNC_* setting as a markdown table: its name, its\n"
+        "default and what it does (the README's table is this output).",
+    )
+    settings.set_defaults(func=cmd_settings)
     _place_commands(sub)
     _user_commands(sub)
     _domain_commands(sub)

@@ -194,6 +194,11 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
+def setting_fields() -> dict[str, str]:
+    """Each ``FIELDSYNC_*`` variable :func:`from_env` reads, and the Config field it sets."""
+    return {name: attr for name, (attr, _) in _ENV.items()}
+
+
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names it and what it should be."""
 
