@@ -1,12 +1,14 @@
 """On CouchDB, a pull reads each document from CouchDB once, not three times.
 
 Issue 10, point 8.  PouchDB's pull is ``_changes`` then ``_bulk_get`` of the
-revisions the page named.  The page reads the documents' metas; its bodies are
-fetched ahead while the page travels (``bodies.BodyCache``), and the ``_bulk_get``
-reuses the metas the page just read (``bodies.RecentMetas``).  These tests check
-the caches themselves, then the requests a real sync sends to CouchDB, and that
-reusing a meta never hides a write: one made through this instance is seen at
-once, and a revision written through another instance is read afresh.
+revisions the page named.  The page reads the documents' metas, which hold their
+winners' sealed bodies inline (``metas.INLINE_BODY_BYTES``); other bodies (larger
+ones, other leaves) are fetched ahead while the page travels (``bodies.BodyCache``),
+and the ``_bulk_get`` reuses the metas the page just read (``bodies.RecentMetas``).
+These tests check the caches themselves, then the requests a real sync sends to
+CouchDB, and that reusing a meta never hides a write: one made through this
+instance is seen at once, and a revision written through another instance is
+read afresh.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sync.config import Config
 from sync.keys import KeyRing, load_master_key
 from sync.replication.routes import REPLICATION
 from sync.store.base import DocMeta, StoredRevision
+from sync.store.couchdb import layout, metas
 from sync.store.couchdb.bodies import BodyCache, RecentMetas
 from sync.store.couchdb.store import CouchStore
 from sync.store.schema import connections, db_path
@@ -186,23 +189,89 @@ async def _bulk_get(api: Api, wanted: list[dict[str, str]]) -> list[dict[str, An
     return [d for r in answer["results"] for d in r["docs"]]
 
 
-async def test_the_bulk_get_after_a_page_asks_couchdb_nothing(
+async def _watched(api: Api) -> list[str]:
+    asked: list[str] = []
+    store = _store(api)
+    store.client.observe = lambda method, where, params, body: asked.append(f"{method} {where}")
+    return asked
+
+
+async def test_a_page_and_its_bulk_get_read_each_document_once(
     aiohttp_client: Callable[..., Awaitable[Client]], config: Config
 ) -> None:
+    """The winners' bodies come inline with the page's metas: no read of the data database."""
     api = await _served(aiohttp_client, config)
     docs = [{"_id": f"a{n:02d}", "place": "area-a1", "n": n} for n in range(DOCS)]
     await api.bulk(docs, user="alice")
-    store = _store(api)
-    asked: list[str] = []
-    store.client.observe = lambda method, where, params, body: asked.append(f"{method} {where}")
+    asked = await _watched(api)
     rows = await _page(api)
     assert len(rows) == DOCS
-    await asyncio.gather(*store.bodies._tasks)  # the fetch ahead, already under way
+    await asyncio.gather(*_store(api).bodies._tasks)
+    assert not [a for a in asked if "%24data" in a], f"bodies read beside the metas: {asked}"
+    asked.clear()
+    got = await _bulk_get(api, [{"id": r["id"], "rev": r["changes"][0]["rev"]} for r in rows])
+    assert sorted(d["ok"]["n"] for d in got) == list(range(DOCS))
+    assert asked == []  # metas and bodies from the page: not one request
+
+
+async def test_bodies_too_big_to_hold_inline_are_fetched_ahead(
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metas, "INLINE_BODY_BYTES", 0)  # every body is "too big"
+    api = await _served(aiohttp_client, config)
+    docs = [{"_id": f"a{n:02d}", "place": "area-a1", "n": n} for n in range(DOCS)]
+    await api.bulk(docs, user="alice")
+    asked = await _watched(api)
+    rows = await _page(api)
+    assert len(rows) == DOCS
+    await asyncio.gather(*_store(api).bodies._tasks)  # the fetch ahead, already under way
     assert [a for a in asked if "%24data/_bulk_get" in a], f"no body was fetched ahead: {asked}"
     asked.clear()
     got = await _bulk_get(api, [{"id": r["id"], "rev": r["changes"][0]["rev"]} for r in rows])
     assert sorted(d["ok"]["n"] for d in got) == list(range(DOCS))
     assert asked == []  # metas from the page, bodies fetched ahead: not one request
+
+
+async def _meta_doc(store: CouchStore, doc_id: str) -> dict[str, Any]:
+    found = await store.client.leaves_by_id(store._meta("health"), [layout.meta_id(doc_id)])
+    return found[layout.meta_id(doc_id)][0]
+
+
+async def test_the_inline_body_follows_the_winner_and_is_sealed(
+    aiohttp_client: Callable[..., Awaitable[Client]], config: Config
+) -> None:
+    api = await _served(aiohttp_client, config)
+    store = _store(api)
+    first = (await api.bulk([{"_id": "p1", "place": "area-a1", "marker": "zebra-17"}]))[0]
+    meta = await _meta_doc(store, "p1")
+    assert meta["wb"]["rev"] == first["rev"] and "zebra-17" not in str(meta)
+    edited = {"_id": "p1", "_rev": first["rev"], "place": "area-a1", "marker": "lion-42"}
+    second = (await api.bulk([edited]))[0]
+    assert (await _meta_doc(store, "p1"))["wb"]["rev"] == second["rev"]
+    # A branch that wins by its revision number: its body is the one held.
+    base = first["rev"].split("-")[1]
+    branch = {
+        "_id": "p1",
+        "_rev": "3-ffff",
+        "place": "area-a1",
+        "marker": "tiger",
+        "_revisions": {"start": 3, "ids": ["ffff", "eeee", base]},
+    }
+    status, _ = await api.call(
+        "POST", "/health/_bulk_docs", "admin", {"docs": [branch], "new_edits": False}
+    )
+    assert status == 201
+    assert (await _meta_doc(store, "p1"))["wb"]["rev"] == "3-ffff"
+    status, doc = await api.call("GET", "/health/p1", "admin", conflicts="true")
+    assert status == 200 and doc["marker"] == "tiger" and doc["_conflicts"] == [second["rev"]]
+    # Deleting the winner: the other branch wins, its body not at hand: read from $data.
+    status, _ = await api.call("DELETE", "/health/p1", "admin", rev="3-ffff")
+    assert status == 200
+    assert "wb" not in await _meta_doc(store, "p1")
+    status, doc = await api.call("GET", "/health/p1", "admin")
+    assert status == 200 and doc["_rev"] == second["rev"] and doc["marker"] == "lion-42"
 
 
 async def test_a_write_through_this_instance_is_seen_by_the_next_bulk_get(

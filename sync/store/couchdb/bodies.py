@@ -63,7 +63,7 @@ class BodyCache:
         self.misses += len(missing)
         if missing:
             fetched = await fetch(missing)
-            self._keep(space, fetched)
+            self.keep(space, fetched)
             found.update(fetched)
         return found
 
@@ -84,7 +84,7 @@ class BodyCache:
         self, space: str, todo: Sequence[Pair], fetch: Fetch, done: asyncio.Future[None]
     ) -> None:
         try:
-            self._keep(space, await fetch(todo))
+            self.keep(space, await fetch(todo))
         except Exception as exc:  # a reader that needs them fetches them itself
             log.debug("fetching bodies ahead failed: %s", exc)
         finally:
@@ -94,7 +94,8 @@ class BodyCache:
             if not done.done():
                 done.set_result(None)
 
-    def _keep(self, space: str, bodies: Mapping[Pair, StoredRevision]) -> None:
+    def keep(self, space: str, bodies: Mapping[Pair, StoredRevision]) -> None:
+        """Keep ``bodies`` (fetched, or held inline by the metas just read)."""
         for pair, stored in bodies.items():
             key = (space, *pair)
             old = self._kept.pop(key, None)

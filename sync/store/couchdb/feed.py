@@ -166,13 +166,15 @@ def _batch(needed: int) -> int:
 
 async def global_changes(
     client: CouchClient, meta_db: str, since: str | None, limit: int, descending: bool
-) -> GlobalPage:
-    """Every document's latest change after CouchDB's own token ``since`` (at least once).
+) -> tuple[GlobalPage, list[metas.Meta]]:
+    """Every document's latest change after CouchDB's own token ``since`` (at least once),
+    and the metas read for them.
 
     Fewer than ``limit`` rows means the feed ran out: rows that are not metas (the
     design document) are read past, not counted.
     """
     rows: list[tuple[Change, str]] = []
+    read: list[metas.Meta] = []
     last = since
     while len(rows) < limit:
         asked = limit - len(rows)
@@ -186,11 +188,12 @@ async def global_changes(
         for row in results:
             doc = row.get("doc")
             if doc and "tree" in doc and not doc.get("_deleted"):
-                rows.append((metas.parse(doc).as_change(), seq_text(row.get("seq"))))
+                read.append(metas.parse(doc))
+                rows.append((read[-1].as_change(), seq_text(row.get("seq"))))
         last = seq_text(answer.get("last_seq", last))
         if len(results) < asked or descending:
             break
-    return GlobalPage(rows, last if last is not None else "0")
+    return GlobalPage(rows, last if last is not None else "0"), read
 
 
 def seq_text(seq: object) -> str:

@@ -1,5 +1,11 @@
 """Meta documents: a fieldsync document's revision tree, place and version in CouchDB.
 
+A meta also holds its winning revision's sealed body (``wb``) when that body is
+at most ``INLINE_BODY_BYTES``: a pull then reads one CouchDB document per change
+(the meta, for the changes page), not two (the meta, then the body from the data
+database).  Other revisions' bodies, and larger ones, are read from the data
+database, where every body also lives.
+
 A CouchDB cluster may fork a meta document when two instances update it at
 once (each shard copy takes one write; internal replication then keeps both as
 conflicting revisions).  Revision trees merge by union, so a forked meta is
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync.replication import revtree
-from sync.store.base import Change, DocMeta
+from sync.store.base import Change, DocMeta, StoredRevision
 from sync.store.couchdb import layout
 from sync.store.couchdb.client import CouchClient
 
@@ -28,6 +34,7 @@ class Meta:
     tree: dict[str, revtree.RevNode]
     places: dict[str, str]  # rev -> place, for revisions whose body is stored
     losers: list[str] = field(default_factory=list)  # forked branches to delete on next write
+    winner_body: StoredRevision | None = None  # the winner's sealed body, when held inline
 
     @property
     def winner(self) -> str:
@@ -46,15 +53,42 @@ class Meta:
         return Change(self.version, self.doc_id, self.place, win, tree[win].deleted, leaves)
 
 
+# The largest sealed body a meta holds inline: metas stay far below Cloudant's 1 MB
+# a document (a tree of 1,000 revisions is about 40 kB), and a CHW's record is a few kB.
+INLINE_BODY_BYTES = 64 * 1024
+
+
+def inline(stored: StoredRevision | None) -> StoredRevision | None:
+    """``stored`` if a meta may hold it inline."""
+    return stored if stored is not None and len(stored.body) <= INLINE_BODY_BYTES else None
+
+
 def body(
     doc_id: str,
     place: str,
     version: int,
     tree: Mapping[str, revtree.RevNode],
     places: Mapping[str, str],
+    winner_body: StoredRevision | None = None,
 ) -> dict[str, Any]:
-    """The JSON of a meta document (without ``_rev``)."""
+    """The JSON of a meta document (without ``_rev``); ``winner_body`` is kept only if it is
+    the winner's and small enough."""
     win = revtree.winner(tree)
+    doc = _fields(doc_id, place, version, tree, places, win)
+    held = inline(winner_body)
+    if held is not None and held.rev == win:
+        doc["wb"] = {"rev": win, "key_ref": held.key_ref, "body": layout.b64(held.body)}
+    return doc
+
+
+def _fields(
+    doc_id: str,
+    place: str,
+    version: int,
+    tree: Mapping[str, revtree.RevNode],
+    places: Mapping[str, str],
+    win: str,
+) -> dict[str, Any]:
     return {
         "_id": layout.meta_id(doc_id),
         "place": place,
@@ -68,7 +102,7 @@ def body(
 
 
 def parse(doc: Mapping[str, Any]) -> Meta:
-    return Meta(
+    meta = Meta(
         doc_id=str(doc["_id"])[len(layout.META_PREFIX) :],
         couch_rev=str(doc["_rev"]),
         place=str(doc["place"]),
@@ -76,6 +110,18 @@ def parse(doc: Mapping[str, Any]) -> Meta:
         tree=revtree.from_json(doc["tree"]),
         places={str(k): str(v) for k, v in doc.get("rp", {}).items()},
     )
+    held = doc.get("wb")
+    if isinstance(held, dict) and held.get("rev") == meta.winner:
+        win = meta.winner
+        meta.winner_body = StoredRevision(
+            meta.doc_id,
+            win,
+            meta.places.get(win, meta.place),
+            meta.tree[win].deleted,
+            str(held["key_ref"]),
+            layout.unb64(held["body"]),
+        )
+    return meta
 
 
 def _merge(main: Meta, others: Sequence[Meta]) -> Meta:
@@ -87,7 +133,10 @@ def _merge(main: Meta, others: Sequence[Meta]) -> Meta:
     win = revtree.winner(tree)
     place = places.get(win, main.place)
     losers = [o.couch_rev for o in others]
-    return Meta(main.doc_id, main.couch_rev, place, version, tree, places, losers)
+    held = [b for m in (main, *others) if (b := m.winner_body) is not None and b.rev == win]
+    merged = Meta(main.doc_id, main.couch_rev, place, version, tree, places, losers)
+    merged.winner_body = held[0] if held else None
+    return merged
 
 
 async def load(client: CouchClient, meta_db: str, ids: Sequence[str]) -> dict[str, Meta]:

@@ -17,7 +17,7 @@ from typing import Any
 from sync.errors import FieldsyncError
 from sync.replication import revtree
 from sync.store import rules
-from sync.store.base import RevisionWrite, WriteResult
+from sync.store.base import RevisionWrite, StoredRevision, WriteResult
 from sync.store.couchdb import metas
 
 
@@ -84,7 +84,7 @@ def plan(
         written.append(w)
     if not written or place is None:
         return None
-    doc = metas.body(doc_id, place, version, tree, places)
+    doc = metas.body(doc_id, place, version, tree, places, _winner_body(tree, written, old))
     doc["pending"] = time.time()
     if old is not None:
         doc["_rev"] = old.couch_rev
@@ -92,8 +92,24 @@ def plan(
     return Plan(doc_id, doc, old, written, stemmed)
 
 
+def _winner_body(
+    tree: dict[str, revtree.RevNode], written: Sequence[RevisionWrite], old: metas.Meta | None
+) -> StoredRevision | None:
+    """The new winner's sealed body if it is at hand: written now, or held by the old meta.
+    (A winner neither wrote nor held, such as the other branch when the winner is
+    deleted, is read from the data database until a write brings its body.)"""
+    win = revtree.winner(tree)
+    for w in reversed(written):
+        if w.path[0] == win:
+            return StoredRevision(w.doc_id, win, w.place, w.deleted, w.key_ref, w.body)
+    held = old.winner_body if old is not None else None
+    return held if held is not None and held.rev == win else None
+
+
 def settling(meta: metas.Meta) -> Plan:
     """The plan that re-saves ``meta`` as it is (forks merged) and appends its entry."""
-    doc = metas.body(meta.doc_id, meta.place, meta.version, meta.tree, meta.places)
+    doc = metas.body(
+        meta.doc_id, meta.place, meta.version, meta.tree, meta.places, meta.winner_body
+    )
     doc["_rev"] = meta.couch_rev
     return Plan(meta.doc_id, doc, meta)

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -250,7 +250,13 @@ class CouchStore(LogStore):
         kept = self._recent.get(settings.uuid, ids) if recent else {}
         todo = [i for i in ids if i not in kept]
         found = await metas.load(self.client, self._meta(db), todo) if todo else {}
+        self._keep_bodies(settings.uuid, found.values())
         return {**kept, **{i: m.as_doc_meta() for i, m in found.items()}}
+
+    def _keep_bodies(self, space: str, read: Iterable[metas.Meta]) -> None:
+        """The winners' bodies the metas just read hold inline: the reads that follow
+        (``_bulk_get`` after a page, a document after its meta) need not fetch them."""
+        self.bodies.keep(space, {(b.doc_id, b.rev): b for m in read if (b := m.winner_body)})
 
     async def get_revisions(
         self, db: str, wanted: Sequence[tuple[str, str]]
@@ -481,6 +487,7 @@ class CouchStore(LogStore):
             self.client, self.log, self._meta(db), self._log(db), places, cursor, limit
         )
         self._recent.keep(settings.uuid, {i: m.as_doc_meta() for i, m in read.items()})
+        self._keep_bodies(settings.uuid, read.values())
         self._fetch_ahead(db, settings.uuid, [r.change for r in page.rows if r.change])
         return page
 
@@ -488,7 +495,10 @@ class CouchStore(LogStore):
         self, db: str, since: str | None, limit: int, descending: bool = False
     ) -> GlobalPage:
         settings = await self._settings_of(db)
-        page = await feed.global_changes(self.client, self._meta(db), since, limit, descending)
+        page, read = await feed.global_changes(
+            self.client, self._meta(db), since, limit, descending
+        )
+        self._keep_bodies(settings.uuid, read)
         self._fetch_ahead(db, settings.uuid, [change for change, _ in page.rows])
         return page
 
