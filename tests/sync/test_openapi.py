@@ -84,7 +84,3 @@ async def test_the_server_serves_the_document_without_credentials(client: TestCl
     assert response.content_type == "application/json"
     assert await response.read() == document_bytes()
 
-
-async def test_openapi_json_is_not_taken_for_a_database(client: TestClient) -> None:
-    response = await client.post(PATH, json={})
-    assert response.status == 405
