@@ -83,4 +83,3 @@ async def test_the_server_serves_the_document_without_credentials(client: TestCl
     assert response.status == 200
     assert response.content_type == "application/json"
     assert await response.read() == document_bytes()
-

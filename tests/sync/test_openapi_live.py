@@ -35,6 +35,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
@@ -193,13 +194,19 @@ BOUNDED = settings(
 
 
 def run_operation(
-    operation: Any, url: str, headers: dict[str, str], examples: int, fixed: dict[str, Any]
+    operation: Any,
+    url: str,
+    headers: dict[str, str],
+    examples: int,
+    fixed: dict[str, Any],
+    mode: GenerationMode = GenerationMode.POSITIVE,
 ) -> Counter[int]:
     """Generated requests for one operation, each answer checked against the document;
     how many answers of each status it got."""
     session, statuses = requests.Session(), Counter[int]()
     names = {p.name for p in operation.path_parameters}
-    strategy = operation.as_strategy(path_parameters={k: fixed[k] for k in names & set(fixed)})
+    fixed = {k: fixed[k] for k in names & set(fixed)}
+    strategy = operation.as_strategy(mode, path_parameters=fixed)
 
     @settings(BOUNDED, max_examples=examples)
     @given(case=strategy)
@@ -230,6 +237,22 @@ def known_good(schema: Any, live: Live) -> list[tuple[str, Any]]:
     ]
 
 
+def runs(
+    operation: Any, live: Live
+) -> Iterator[tuple[str, tuple[GenerationMode, dict[str, str], int]]]:
+    """(role, (mode, fixed path parameters, examples)) for each run of ``operation``:
+    valid and invalid requests (bodies, queries, headers that break the schema),
+    with generated path parameters and, where it has some, with ones that exist."""
+    has_input = bool(
+        operation.path_parameters or operation.query or operation.body or operation.headers
+    )
+    for name, examples in EXAMPLES.items():
+        for fixed in ({}, live.path_parameters()) if operation.path_parameters else ({},):
+            yield name, (GenerationMode.POSITIVE, fixed, examples)
+            if has_input:  # nothing to break in a request without any
+                yield name, (GenerationMode.NEGATIVE, fixed, max(2, examples // 2))
+
+
 def checked(case: Any, live: Live, name: str) -> Any:
     """A known-good request as ``name``: a 2xx that keeps to the document; its body."""
     response = case.call(base_url=live.url, headers=live.headers[name])
@@ -258,19 +281,16 @@ def test_the_live_server_keeps_to_its_openapi_document(live: Live) -> None:
         succeeded[name].add(case.operation.label)
     for result in schema.get_all_operations():
         operation = result.ok()
-        for name, examples in EXAMPLES.items():
-            for fixed in ({}, live.path_parameters()):
-                if fixed and not operation.path_parameters:
-                    continue
-                try:
-                    statuses = run_operation(
-                        operation, live.url, live.headers[name], examples, fixed
-                    )
-                except (Exception, FailureGroup) as exc:  # every operation and role: all reported
-                    failures.append(f"{operation.label} as {name}:\n{exc}")
-                    continue
-                if any(200 <= status < 300 for status in statuses):
-                    succeeded[name].add(operation.label)
+        for name, (mode, fixed, examples) in runs(operation, live):
+            try:
+                statuses = run_operation(
+                    operation, live.url, live.headers[name], examples, fixed, mode
+                )
+            except (Exception, FailureGroup) as exc:  # every operation and role: all reported
+                failures.append(f"{operation.label} as {name}, {mode.value}, {fixed}:\n{exc}")
+                continue
+            if any(200 <= status < 300 for status in statuses):
+                succeeded[name].add(operation.label)
     assert not failures, "\n\n".join(failures)
     enrolled = enrol_again(schema, live)
     assert set(enrolled) == {"serial", "worker", "device_token", "header"}
