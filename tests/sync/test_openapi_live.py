@@ -4,9 +4,10 @@ One server process on a free loopback port, seeded with the shared organisation,
 a gateway account, an enrolled phone for alice, a second phone in stock, a
 patient ID and one coded SMS; the OpenAPI document is read from the server
 itself.  Every operation then gets a bounded, derandomised run of generated
-requests as each role -- an admin, a supervisor, a CHW with her device token,
-the SMS gateway -- once with generated path parameters and once with ones that
-exist (a user, a device, a patient ID), plus a few known-good requests whose
+requests as each role -- an admin (HTTP Basic), a supervisor (the session
+cookie), a CHW (Basic and her device token), the SMS gateway -- once with
+generated path parameters and once with ones that exist (a user, a device, a
+patient ID), valid and invalid requests, plus a few known-good requests whose
 answers are the successful ones (a scan of a real card, a sheet, a card).
 Every answer must be:
 
@@ -143,6 +144,14 @@ def seed_over_http(url: str) -> tuple[str, str]:
     return str(enrolled["device_token"]), str(patient_id)
 
 
+def session_cookie(url: str, name: str) -> str:
+    """Log in as the supervisor pages and a browser app do (``POST /_session``)."""
+    login = {"name": name, "password": PASSWORD}
+    response = requests.post(f"{url}/_session", json=login, timeout=10)
+    assert response.status_code == 200, response.text
+    return str(response.cookies["AuthSession"])
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     root = tmp_path_factory.mktemp("openapi-live")
@@ -171,6 +180,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             name: {"Authorization": requests.auth._basic_auth_str(name, PASSWORD)}
             for name in EXAMPLES
         }
+        headers["sam"] = {"Cookie": f"AuthSession={session_cookie(url, 'sam')}"}
         headers["alice"]["X-Device-Token"] = token
         for role in headers.values():
             role["X-Webhook-Secret"] = WEBHOOK_SECRET
