@@ -44,7 +44,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from shared_org import PASSWORD, USERS, seed
+from shared_org import PASSWORD, USERS, basic_auth, seed
 
 from sync.openapi import PATH
 from sync.scopes import Role
@@ -87,6 +87,10 @@ class Live:
     headers: dict[str, dict[str, str]]  # role name -> the headers it authenticates with
     patient_id: str
     card_png: bytes
+    log: Path  # the server's output: a 500's traceback is there
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def path_parameters(self) -> dict[str, str]:
         """Path parameters that exist.  The device is the one in stock, not alice's:
@@ -176,15 +180,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             f"{url}/api/v1/patient-ids/{patient_id}/card", auth=basic("admin"), timeout=10
         )
         assert card.status_code == 200, card.text
-        headers = {
-            name: {"Authorization": requests.auth._basic_auth_str(name, PASSWORD)}
-            for name in EXAMPLES
-        }
+        headers = {name: basic_auth(name) for name in EXAMPLES}
         headers["sam"] = {"Cookie": f"AuthSession={session_cookie(url, 'sam')}"}
         headers["alice"]["X-Device-Token"] = token
         for role in headers.values():
             role["X-Webhook-Secret"] = WEBHOOK_SECRET
-        yield Live(url, headers, patient_id, card.content)
+        yield Live(url, headers, patient_id, card.content, log)
     finally:
         process.terminate()
         try:
@@ -196,7 +197,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 BOUNDED = settings(
     derandomize=True,  # the same requests on every run
-    database=None,  # no .hypothesis folder in the repository
+    database=None,  # no example database: nothing replayed from or saved to the repository
     deadline=None,  # one shared server on a busy machine
     phases=[Phase.explicit, Phase.generate],  # no shrinking: failures are reported as found
     suppress_health_check=list(HealthCheck),
@@ -301,7 +302,7 @@ def test_the_live_server_keeps_to_its_openapi_document(live: Live) -> None:
                 continue
             if any(200 <= status < 300 for status in statuses):
                 succeeded[name].add(operation.label)
-    assert not failures, "\n\n".join(failures)
+    assert not failures, "\n\n".join([*failures, f"server log:\n{live.log_tail()}"])
     enrolled = enrol_again(schema, live)
     assert set(enrolled) == {"serial", "worker", "device_token", "header"}
     # The credentials work: each role reached what it may do, not only 401s and 403s.
