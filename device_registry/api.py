@@ -65,7 +65,10 @@ async def list_devices(request: web.Request) -> web.StreamResponse:
     caller = await staff(request)
     statuses = request.query.getall("status", [])
     _, devices, counts = await device_list(request, caller, request.query, statuses)
-    wants_csv = request.query.get("format") == "csv" or request.headers.get("Accept") == "text/csv"
+    fmt = request.query.get("format") or None  # empty, like every other filter: not given
+    if fmt not in (None, "json", "csv"):
+        raise BadRequest("format must be json or csv (or send Accept: text/csv)")
+    wants_csv = fmt == "csv" or request.headers.get("Accept") == "text/csv"
     if wants_csv:
         return csv_response(devices)
     return json_response(

@@ -19,6 +19,7 @@ from sms_gateway.sealing import Sealer
 from sync.errors import BadRequest
 
 MAX_LIMIT = 500
+MAX_ID = 2**63 - 1
 OUTCOMES = (
     "registered",
     "recorded",
@@ -92,6 +93,8 @@ class Filters:
             before = int(query["before"]) if query.get("before") else None
         except ValueError as exc:
             raise BadRequest("limit and before must be integers") from exc
+        if before is not None and not 1 <= before <= MAX_ID:  # SQLite's integers end there
+            raise BadRequest(f"before must be a message id: a whole number from 1 to {MAX_ID}")
         outcome, state = text("outcome"), text("state")
         if outcome is not None and outcome not in OUTCOMES:
             raise BadRequest(f"outcome must be one of {', '.join(OUTCOMES)}")

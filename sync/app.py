@@ -28,6 +28,7 @@ from sync import (
     health,
     intent,
     keyadmin,
+    openapi,
     opening,
     readings,
     requestlog,
@@ -258,6 +259,7 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(audit_trail.flush_before_answer)
     app.on_response_prepare.append(requestlog.mark_answer)
     admin_api.setup_routes(app)
+    openapi.setup(app)
     device_routes.setup(app)
     forms_routes.setup(app)
     sms_routes.setup(app)

@@ -183,6 +183,18 @@ async def test_csv_download(devices: Devices) -> None:
     assert "'=cmd" in lines[1]
 
 
+async def test_an_unknown_list_format_is_refused_not_answered_as_json(devices: Devices) -> None:
+    """Found with schemathesis: ?format=null (or xml) answered JSON as if it were asked."""
+    for fmt in ("null", "xml", "CSV"):
+        status, body = await devices.call("GET", f"/api/v1/devices?format={fmt}", "sam")
+        assert (status, body["reason"]) == (
+            400,
+            "format must be json or csv (or send Accept: text/csv)",
+        )
+    status, body = await devices.call("GET", "/api/v1/devices?format=json", "sam")
+    assert status == 200 and "devices" in body
+
+
 # -- enrolment ----------------------------------------------------------------------------
 async def test_an_enrolment_code_works_once_for_its_worker_and_device(devices: Devices) -> None:
     await devices.add("A1", IMEIS[0], worker="alice")
