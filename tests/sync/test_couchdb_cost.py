@@ -38,8 +38,8 @@ class Recorder:
         asked = body if isinstance(body, dict) else {}  # keys, or the ids of a _bulk_get
         keys = len(asked.get("keys") or (asked.get("docs", []) if "_bulk_get" in where else []))
         params = dict(params or {})
-        if params.get("feed") == "longpoll":
-            return  # the instance's one watcher (sync.store.couchdb.running), not this sync
+        if params.get("feed") == "longpoll" or "_view/unsettled" in where:
+            return  # the instance's watcher and settler (sync.store.couchdb.running): not this sync
         # The database name holds the test's prefix; the kind of database is what matters.
         db, _, rest = where.lstrip("/").partition("/")
         kind = db.split("%24", 1)[1] if "%24" in db else "meta"
