@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from pyzbar.pyzbar import decode
 
-from barcode import allocation
+from barcode import embedded, ports
 from barcode.checkdigit import validate
 from barcode.cli import register
 from sync import cli
@@ -47,7 +47,7 @@ def test_new_allocates_and_prints_ids(tmp_path: Path, capsys: pytest.CaptureFixt
     assert ids == ["10001V", "10002T", "10003P"]
     assert all(validate(i).valid for i in ids)
     with closing(connect(db_path(tmp_path / "data"))) as conn:
-        assert allocation.status_of(conn, "10002T") is allocation.Status.ISSUED
+        assert embedded.status_of(conn, "10002T") is ports.Status.ISSUED
 
 
 def test_new_honours_the_data_dir_environment(
