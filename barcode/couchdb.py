@@ -78,6 +78,7 @@ class CouchPatientIds:
     async def reserve_block(self, fmt: IdFormat, size: int, device: str, by: str) -> Block:
         check_count("size", size)
         check_device(device)
+        await self._ensure_db()
         [block_id] = await self._numbers(BLOCKS_COUNTER, 1, 1, BLOCK_CLAIM)
         fields = {"status": Status.RESERVED.value, "block": block_id}
         ids = await self._record(fmt, size, fields, by)
