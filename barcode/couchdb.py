@@ -65,6 +65,7 @@ class CouchPatientIds:
         self._ranges: dict[str, tuple[int, int]] = {}  # counter id -> [next, end) still ours
         self._locks: dict[str, asyncio.Lock] = {}
         self._created = False
+        self._creating = asyncio.Lock()
 
     @classmethod
     def for_prefix(cls, client: CouchClient, prefix: str) -> CouchPatientIds:
@@ -211,10 +212,13 @@ class CouchPatientIds:
 
     async def _ensure_db(self) -> None:
         """Create the database once per process (another instance may have made it)."""
-        if not self._created:
-            with contextlib.suppress(PreconditionFailed):
-                await self._client.json("PUT", path(self._db))
-            self._created = True
+        if self._created:
+            return
+        async with self._creating:
+            if not self._created:
+                with contextlib.suppress(PreconditionFailed):
+                    await self._client.json("PUT", path(self._db))
+                self._created = True
 
 
 def _block_doc_id(device: str, block_id: int) -> str:

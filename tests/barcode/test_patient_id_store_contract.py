@@ -269,3 +269,16 @@ async def test_an_unconfirmed_claim_is_skipped(couchdb_url: str, couch_prefix: s
     assert len(ids) == 5
     assert not set(ids) & lost_range
     assert ids[0] == FMT.id_for(rivals[0])  # the next claim starts after the rival's range
+
+
+async def test_after_a_restart_no_number_is_handed_out_again(backend: Backend) -> None:
+    """A new adapter on the same storage (a restarted or a crashed instance's successor)
+    starts after everything handed out before; CouchDB skips the rest of a claimed range."""
+    if backend.second is None:
+        pytest.skip("an in-memory store does not outlive its process")
+    before = await backend.store.allocate(FMT, 7, "alice")
+    block = await backend.store.reserve_block(FMT, 5, "phone-1", "alice")
+    after = await backend.second.allocate(FMT, 7, "bob")
+    assert not set(after) & set(before + list(block.ids))
+    highest = max(FMT.number_of(i[:-1]) for i in before + list(block.ids))
+    assert min(FMT.number_of(i[:-1]) for i in after) > highest
