@@ -10,7 +10,9 @@ Pure logic (no aiohttp, no store)::
 
 Over the store and the server::
 
-    allocation                   SQL: unique IDs, retirement, device blocks
+    ports                        the patient-ID port: unique IDs, retirement, device blocks
+    embedded, couchdb, memory    its adapters (SQLite tables, CouchDB, a dict for tests)
+    backends                     the one place that chooses the adapter from the config
     service                      allocation, scanning off the loop, patient lookup
     routes, cli, bench           HTTP API, ``fieldsync patient-id``, ``make bench``
 """

@@ -10,8 +10,10 @@
     fieldsync patient-id card ID [--name NAME] --out FILE.png|FILE.svg|FILE.pdf
         draws one card (no store needed)
 
-Allocation opens the server's SQLite file (WAL, ``BEGIN IMMEDIATE``), as the
-other management commands do, so it is safe while the server runs.  Each leaf
+Allocation goes through the configured patient-ID store (barcode.backends):
+the server's SQLite file (WAL, ``BEGIN IMMEDIATE``), as the other management
+commands do, or CouchDB when ``FIELDSYNC_COUCHDB_URL`` is set; either way it
+is safe while the server (or several of them) runs.  Each leaf
 parser sets ``func``: it takes the parsed arguments and returns the exit
 code, so the top-level CLI ends with ``return args.func(args)``.
 """
@@ -19,19 +21,20 @@ code, so the top-level CLI ends with ``return args.func(args)``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from barcode import allocation, cards, sheet
+from barcode import cards, sheet
+from barcode.backends import patient_id_store
 from barcode.checkdigit import Scheme, validate
+from barcode.ports import PatientIdStore
 from barcode.settings import BarcodeSettings
 from sync.cli import Commands, _data_dir, add_command, add_group, one_of
 from sync.config import Config, from_env
-from sync.store.schema import with_file
 
 T = TypeVar("T")
 
@@ -140,7 +143,7 @@ def run_new(args: argparse.Namespace) -> int:
         print(f"--count must be between 1 and {settings.max_batch}")
         return 1
     fmt, by = settings.id_format, f"cli:{_who()}"
-    ids = _in_transaction(config, lambda conn: allocation.allocate(conn, fmt, args.count, by))
+    ids = _with_store(config, lambda store: store.allocate(fmt, args.count, by))
     for patient_id in ids:
         print(patient_id)
     if args.sheet is not None:
@@ -152,9 +155,7 @@ def run_retire(args: argparse.Namespace) -> int:
     config = _config(args)
     fmt, by = _settings(config).id_format, f"cli:{_who()}"
     try:
-        retired = _in_transaction(
-            config, lambda conn: allocation.retire(conn, fmt, args.id, by, args.reason)
-        )
+        retired = _with_store(config, lambda store: store.retire(fmt, args.id, by, args.reason))
     except ValueError as exc:
         print(exc)
         return 1
@@ -199,11 +200,11 @@ def _who() -> str:
         return "unknown"
 
 
-def _in_transaction(config: Config, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``fn`` in one immediate transaction on the server's SQLite file."""
+def _with_store(config: Config, fn: Callable[[PatientIdStore], Awaitable[T]]) -> T:
+    """Run ``fn`` on the configured patient-ID store (barcode.backends)."""
 
-    def run(conn: sqlite3.Connection) -> T:
-        allocation.create_tables(conn)
-        return fn(conn)
+    async def run() -> T:
+        async with patient_id_store(config) as store:
+            return await fn(store)
 
-    return with_file(config.data_dir, run)
+    return asyncio.run(run())

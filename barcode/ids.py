@@ -9,7 +9,7 @@
 The default numbering starts at the payload ``10000`` (OpenMRS idgen's usual
 ``firstIdentifierBase``): the first luhn30 ID is ``10000X``, then ``10001V``.
 Five payload characters in base 30 leave about 23 million IDs before the
-sixth.  Sequence numbers are handed out by :mod:`barcode.allocation`; this
+sixth.  Sequence numbers are handed out by the adapters of :mod:`barcode.ports`; this
 module only spells them.
 """
 

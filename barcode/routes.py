@@ -23,6 +23,7 @@ without an enrolled device the body must name it in ``device``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +31,10 @@ from typing import Any
 import structlog
 from aiohttp import BodyPartReader, web
 
-from barcode import allocation, cards
+from barcode import cards
+from barcode.backends import patient_id_store
 from barcode.errors import ImageTooLarge
+from barcode.ports import Status
 from barcode.service import (
     PatientIds,
     Patients,
@@ -77,19 +80,20 @@ def setup(app: web.Application) -> None:
 
 
 async def barcode_resources(app: web.Application) -> AsyncIterator[None]:
-    """Create the tables and the decoder threads; needs STORE and REPLICATION set up first."""
-    settings = BarcodeSettings.from_mapping(app[CONFIG].extra.get("barcode", {}))
-    store = app[STORE]
-    await store.write_tx(allocation.create_tables)
-    rep = app[REPLICATION]
-    scanner = Scanner(settings)
-    app[BARCODE] = Barcode(
-        settings, PatientIds(store, settings), scanner, Patients(rep.reader, rep.config.db_name)
-    )
-    if not await scanner.available():
-        log.warning("barcode_decoder_unavailable", missing="libzbar0", scans="503")
-    yield
-    scanner.close()
+    """Open the patient-ID store and the decoder threads; needs STORE and REPLICATION first."""
+    config = app[CONFIG]
+    settings = BarcodeSettings.from_mapping(config.extra.get("barcode", {}))
+    async with contextlib.AsyncExitStack() as stack:
+        ids = await stack.enter_async_context(patient_id_store(config, app[STORE]))
+        rep = app[REPLICATION]
+        scanner = Scanner(settings)
+        stack.callback(scanner.close)
+        app[BARCODE] = Barcode(
+            settings, PatientIds(ids, settings), scanner, Patients(rep.reader, rep.config.db_name)
+        )
+        if not await scanner.available():
+            log.warning("barcode_decoder_unavailable", missing="libzbar0", scans="503")
+        yield
 
 
 # -- handlers -----------------------------------------------------------------------
@@ -138,7 +142,7 @@ async def retire_id(request: web.Request) -> web.Response:
     if not isinstance(reason, str):
         raise BadRequest("reason must be a string")
     retired = await request.app[BARCODE].ids.retire(request.match_info["id"], caller.name, reason)
-    return json_response({"id": retired, "status": allocation.Status.RETIRED.value})
+    return json_response({"id": retired, "status": Status.RETIRED.value})
 
 
 async def card(request: web.Request) -> web.Response:

@@ -1,4 +1,4 @@
-"""The barcode service layer: allocation over the store, scans off the event loop, lookups.
+"""The barcode service layer: allocation through the port, scans off the event loop, lookups.
 
 Patient lookup follows the convention the SMS registration uses too: a
 patient's person document has the id ``person-<patient ID>`` (``person-10000X``)
@@ -15,15 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from barcode import allocation, cards, sheet
+from barcode import cards, sheet
 from barcode.checkdigit import CheckResult, validate
 from barcode.decode import Decoded, Zbar, decode_photo, load_zbar
 from barcode.images import Limits
+from barcode.ports import Block, PatientIdStore
 from barcode.settings import BarcodeSettings
 from sync.errors import BadRequest, NotFound
 from sync.replication.context import Caller
 from sync.replication.reads import Reader, ReadOptions
-from sync.store.sqlite import SqliteStore
 
 PERSON_PREFIX = "person-"
 
@@ -76,30 +76,28 @@ class Patients:
 
 
 class PatientIds:
-    """Allocation through the store's single writer (see barcode.allocation)."""
+    """Allocation through the patient-ID port, in the configured format, within limits."""
 
-    def __init__(self, store: SqliteStore, settings: BarcodeSettings) -> None:
-        self._store = store
+    def __init__(self, store: PatientIdStore, settings: BarcodeSettings) -> None:
+        self.store = store
         self._settings = settings
 
     async def allocate(self, count: int, by: str) -> list[str]:
         self._check_batch("count", count)
-        fmt = self._settings.id_format
-        return await self._store.write_tx(lambda conn: allocation.allocate(conn, fmt, count, by))
+        return await self.store.allocate(self._settings.id_format, count, by)
 
-    async def reserve_block(self, size: int, device: str, by: str) -> allocation.Block:
+    async def reserve_block(self, size: int, device: str, by: str) -> Block:
         self._check_batch("size", size)
         fmt = self._settings.id_format
-        return await self._store.write_tx(
-            lambda conn: allocation.reserve_block(conn, fmt, size, device, by)
-        )
+        try:
+            return await self.store.reserve_block(fmt, size, device, by)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
 
     async def retire(self, patient_id: str, by: str, reason: str) -> str:
         fmt = self._settings.id_format
         try:
-            return await self._store.write_tx(
-                lambda conn: allocation.retire(conn, fmt, patient_id, by, reason)
-            )
+            return await self.store.retire(fmt, patient_id, by, reason)
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
 

@@ -28,6 +28,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import Gauge
 
+from barcode.backends import patient_id_store
+from barcode.ports import PatientIdStore
 from barcode.settings import BarcodeSettings
 from forms.load import load_forms
 from forms.model import FormSet
@@ -89,6 +91,12 @@ def setup(app: web.Application) -> None:
 
 
 async def _sms(app: web.Application) -> AsyncIterator[None]:
+    async with patient_id_store(app[CONFIG], app[STORE]) as patient_ids:
+        async for _ in _sms_service(app, patient_ids):
+            yield
+
+
+async def _sms_service(app: web.Application, patient_ids: PatientIdStore) -> AsyncIterator[None]:
     config = app[CONFIG]
     settings = from_config(config)
     forms: FormSet = app[FORMS] if FORMS in app else load_forms(forms_dir(config))
@@ -98,7 +106,7 @@ async def _sms(app: web.Application) -> AsyncIterator[None]:
     clock = overrides.clock or utcnow
     id_format = BarcodeSettings.from_mapping(config.extra.get("barcode", {})).id_format
     service = SmsService(
-        sqlite, app[REPLICATION], app[AUTH], forms, settings, lookup, id_format, clock
+        sqlite, app[REPLICATION], app[AUTH], forms, settings, lookup, id_format, patient_ids, clock
     )
     await service.open()
     sms = Sms(service, Outbox(sqlite, service.sealer, settings, clock), settings)

@@ -3,7 +3,7 @@
     receive ──▶ sms_incoming (state stored)          one committed transaction, then 200
                     │  the processor, in the background, a batch at a time:
                     ├─ open + parse + who sent it (device registry) + their account
-                    ├─ allocate patient IDs → recorded on the messages (committed)
+                    ├─ allocate patient IDs (barcode's port) → recorded on the messages
                     ├─ carry out (sms_gateway.actions): documents through the core's writer
                     └─ outcome + reply + reminders in one transaction (state processed)
 
@@ -30,8 +30,8 @@ from typing import Any
 
 import structlog
 
-from barcode import allocation
 from barcode.ids import IdFormat
+from barcode.ports import PatientIdStore
 from forms.model import Action, FormSet
 from sms_gateway import replies, store
 from sms_gateway.actions import Context, NotWritten, Outcome, Registrar, Result
@@ -99,6 +99,7 @@ class SmsService:
         settings: SmsSettings,
         lookup: SenderLookup,
         id_format: IdFormat,
+        patient_ids: PatientIdStore,
         clock: Clock = utcnow,
     ) -> None:
         self.sqlite = sqlite
@@ -107,6 +108,7 @@ class SmsService:
         self.settings = settings
         self.lookup = lookup
         self.id_format = id_format
+        self.patient_ids = patient_ids
         self.clock = clock
         self.sealer = Sealer(rep.parts.vault)
         self.registrar = Registrar(rep, forms, settings)
@@ -115,7 +117,6 @@ class SmsService:
 
     async def open(self) -> None:
         await self.sqlite.write_tx(store.create_tables)
-        await self.sqlite.write_tx(allocation.create_tables)
         await self.sealer.warm()
 
     # -- in --------------------------------------------------------------------------------------
@@ -262,15 +263,12 @@ class SmsService:
         ]
         if not needing:
             return
-        fmt = self.id_format
-
-        def run(conn: Any) -> dict[int, str]:
-            ids = allocation.allocate(conn, fmt, len(needing), "sms")
-            assigned = {i.message.id: pid for i, pid in zip(needing, ids, strict=True)}
-            store.assign_patient_ids(conn, assigned)
-            return assigned
-
-        assigned = await self.sqlite.write_tx(run)
+        # Allocated (and committed) first, then recorded on the messages: a crash in
+        # between leaves those IDs unused, and the messages get new ones when taken up
+        # again. A gap in the numbers, never an ID on two patients.
+        ids = await self.patient_ids.allocate(self.id_format, len(needing), "sms")
+        assigned = {i.message.id: pid for i, pid in zip(needing, ids, strict=True)}
+        await self.sqlite.write_tx(lambda conn: store.assign_patient_ids(conn, assigned))
         for item in needing:
             item.extra["patient_id"] = assigned[item.message.id]
 

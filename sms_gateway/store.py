@@ -8,8 +8,8 @@
     sms_outgoing   replies and reminders; ``state`` follows sms_gateway.outgoing
     sms_workers    a worker's reply language
 
-Patient IDs come from barcode.allocation (its tables), inside the same
-transaction that records the ID on the message.
+Patient IDs come from barcode's patient-ID port (barcode.ports); the service
+records each on its message once allocated.
 
 Message texts (which name patients) are sealed with the vault (``key_ref`` +
 ``content``/``details``); phone numbers, ids, places and outcomes stay in the

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from barcode import allocation
+from barcode import embedded, ports
 from barcode.checkdigit import Scheme, validate
 from barcode.ids import IdFormat
 from barcode.routes import BARCODE, _block_device
@@ -33,7 +33,7 @@ def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     path = db_path(tmp_path)
     initialise(path)
     with closing(connect(path)) as connection:
-        allocation.create_tables(connection)
+        embedded.create_tables(connection)
         yield connection
 
 
@@ -56,7 +56,7 @@ def test_payloads_round_trip_and_ids_validate(number: int) -> None:
 @pytest.mark.parametrize("scheme", list(Scheme))
 def test_every_scheme_allocates_valid_ids(scheme: Scheme, conn: sqlite3.Connection) -> None:
     fmt = IdFormat(scheme)
-    ids = allocation.allocate(conn, fmt, 20, "test")
+    ids = embedded.allocate(conn, fmt, 20, "test")
     assert len(set(ids)) == 20
     assert all(validate(i, scheme).valid for i in ids)
 
@@ -107,8 +107,8 @@ def test_separate_connections_in_threads_never_share_an_id(tmp_path: Path) -> No
         with closing(connect(path)) as connection:
             for _ in range(10):
                 connection.execute("BEGIN IMMEDIATE")
-                allocation.create_tables(connection)
-                ids = allocation.allocate(connection, FMT, 5, "cli")
+                embedded.create_tables(connection)
+                ids = embedded.allocate(connection, FMT, 5, "cli")
                 connection.execute("COMMIT")
                 with lock:
                     found.extend(ids)
@@ -126,28 +126,28 @@ def test_separate_connections_in_threads_never_share_an_id(tmp_path: Path) -> No
 
 
 def test_retired_ids_are_never_allocated(conn: sqlite3.Connection) -> None:
-    first = allocation.allocate(conn, FMT, 3, "a")
+    first = embedded.allocate(conn, FMT, 3, "a")
     upcoming = [FMT.id_for(FMT.first_number + n) for n in (3, 5)]
     for patient_id in [first[1], *upcoming]:
-        allocation.retire(conn, FMT, patient_id, "admin", "card lost")
-    later = allocation.allocate(conn, FMT, 10, "a")
+        embedded.retire(conn, FMT, patient_id, "admin", "card lost")
+    later = embedded.allocate(conn, FMT, 10, "a")
     assert not set(later) & set(first)
     assert not set(later) & set(upcoming)
-    assert allocation.status_of(conn, first[1]) is allocation.Status.RETIRED
+    assert embedded.status_of(conn, first[1]) is ports.Status.RETIRED
 
 
 def test_a_counter_set_back_skips_every_known_id(conn: sqlite3.Connection) -> None:
     """A restored backup or a hand edit must not hand out an ID twice."""
-    issued = allocation.allocate(conn, FMT, 10, "a")
-    allocation.retire(conn, FMT, issued[4], "admin", "duplicate card")
+    issued = embedded.allocate(conn, FMT, 10, "a")
+    embedded.retire(conn, FMT, issued[4], "admin", "duplicate card")
     conn.execute("UPDATE patient_id_counter SET next=?", (FMT.first_number,))
-    again = allocation.allocate(conn, FMT, 5, "a")
+    again = embedded.allocate(conn, FMT, 5, "a")
     assert not set(again) & set(issued)
 
 
 def test_retiring_a_typo_is_refused(conn: sqlite3.Connection) -> None:
     with pytest.raises(ValueError, match="check digit is wrong"):
-        allocation.retire(conn, FMT, "10000Y", "admin", "")
+        embedded.retire(conn, FMT, "10000Y", "admin", "")
 
 
 async def test_retire_route(api: Any) -> None:
@@ -174,17 +174,17 @@ async def test_block_is_recorded_against_the_device(api: Any, client: Any) -> No
     status, single = await api.call("POST", "/api/v1/patient-ids", "bob", {"count": 5})
     assert not set(single["ids"]) & set(block["ids"])
 
-    def recorded(connection: sqlite3.Connection) -> list[allocation.Block]:
-        return allocation.blocks_of(connection, "phone-17")
+    def recorded(connection: sqlite3.Connection) -> list[ports.Block]:
+        return embedded.blocks_of(connection, "phone-17")
 
     [stored] = await client.app[STORE].read(recorded)
     assert (stored.id, stored.device, stored.requested_by) == (block["block"], "phone-17", "alice")
     assert list(stored.ids) == block["ids"]
 
     def statuses(connection: sqlite3.Connection) -> set[Any]:
-        return {allocation.status_of(connection, i) for i in block["ids"]}
+        return {embedded.status_of(connection, i) for i in block["ids"]}
 
-    assert await client.app[STORE].read(statuses) == {allocation.Status.RESERVED}
+    assert await client.app[STORE].read(statuses) == {ports.Status.RESERVED}
 
 
 async def test_block_without_a_device_is_400(api: Any) -> None:

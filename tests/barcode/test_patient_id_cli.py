@@ -9,10 +9,12 @@ from contextlib import closing, redirect_stdout
 from pathlib import Path
 
 import pytest
+from couchdb_server import couch_request
+from couchdb_server import db_path as couch_path
 from PIL import Image
 from pyzbar.pyzbar import decode
 
-from barcode import allocation
+from barcode import embedded, ports
 from barcode.checkdigit import validate
 from barcode.cli import register
 from sync import cli
@@ -47,7 +49,7 @@ def test_new_allocates_and_prints_ids(tmp_path: Path, capsys: pytest.CaptureFixt
     assert ids == ["10001V", "10002T", "10003P"]
     assert all(validate(i).valid for i in ids)
     with closing(connect(db_path(tmp_path / "data"))) as conn:
-        assert allocation.status_of(conn, "10002T") is allocation.Status.ISSUED
+        assert embedded.status_of(conn, "10002T") is ports.Status.ISSUED
 
 
 def test_new_honours_the_data_dir_environment(
@@ -104,3 +106,26 @@ def test_card(tmp_path: Path, suffix: str) -> None:
 def test_card_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["patient-id", "card", "10000Y", "--out", str(tmp_path / "c.png")]) == 1
     assert run(["patient-id", "card", "10000X", "--out", str(tmp_path / "c.gif")]) == 1
+
+
+def test_with_couchdb_configured_the_cli_allocates_from_couchdb(
+    couchdb_url: str,
+    couch_prefix: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CLI and every server instance allocate from one place: CouchDB, when configured."""
+    monkeypatch.setenv("FIELDSYNC_COUCHDB_URL", couchdb_url)
+    monkeypatch.setenv("FIELDSYNC_COUCHDB_PREFIX", couch_prefix)
+    assert run(["patient-id", "retire", "10001V", "--reason", "misprint"]) == 0
+    assert capsys.readouterr().out == "10001V retired\n"
+    assert run(["patient-id", "new", "--count", "2"]) == 0
+    first = printed(capsys)
+    assert run(["patient-id", "new", "--count", "2"]) == 0  # a new run: a new claimed range
+    second = printed(capsys)
+    assert first == ["10000X", "10002T"]  # 10001V was retired: skipped
+    assert len(set(first + second)) == 4
+    status, doc = couch_request(
+        couchdb_url, "GET", couch_path(couch_prefix + "patient_ids") + "/10001V"
+    )
+    assert (status, doc["status"], doc["retired_reason"]) == (200, "retired", "misprint")

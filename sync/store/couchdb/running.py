@@ -30,6 +30,12 @@ _SETTLE_EVERY = 15.0
 
 
 def open_store(config: Config) -> CouchStore:
+    client = open_client(config)
+    return CouchStore(client, config.couchdb_prefix, config.couchdb_max_document_bytes)
+
+
+def open_client(config: Config) -> CouchClient:
+    """A client of the configured CouchDB (or Cloudant, with its IAM tokens)."""
     assert config.couchdb_url is not None
     endpoint = Endpoint.parse(config.couchdb_url, config.couchdb_user, config.couchdb_password)
     authorization, invalidate = None, None
@@ -39,14 +45,13 @@ def open_store(config: Config) -> CouchStore:
         tokens = IamTokenSource(config.cloudant_apikey, config.cloudant_iam_url)
         authorization, invalidate = tokens.authorization, tokens.invalidate
         endpoint = Endpoint(endpoint.base)  # Cloudant takes IAM only: no Basic credentials
-    client = CouchClient(
+    return CouchClient(
         endpoint,
         authorization=authorization,
         invalidate=invalidate,
         max_in_flight=config.couchdb_max_in_flight,
         timeout=config.couchdb_timeout_seconds,
     )
-    return CouchStore(client, config.couchdb_prefix, config.couchdb_max_document_bytes)
 
 
 @contextlib.asynccontextmanager

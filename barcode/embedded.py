@@ -1,10 +1,12 @@
-"""Allocating patient IDs: unique across the deployment, never reused, reservable in blocks.
+"""The embedded adapter of the patient-ID port (barcode.ports): SQLite tables.
 
-Every function here runs inside the caller's write transaction
-(``SqliteStore.write_tx`` or the CLI's ``BEGIN IMMEDIATE``), which is what
-makes allocation safe under concurrency: SQLite has one writer, so reading
-the counter and moving it on cannot interleave with another allocation, in
-this process or in a CLI run against the same file.
+:class:`EmbeddedPatientIds` runs each call as one transaction through the
+store's single writer (``SqliteStore.write_tx``), or, for the CLI, as one
+``BEGIN IMMEDIATE`` on the data dir's file (:meth:`EmbeddedPatientIds.on_file`).
+That is what makes allocation safe under concurrency: SQLite has one writer,
+so reading the counter and moving it on cannot interleave with another
+allocation, in this process or in a CLI run against the same file.  The plain
+functions below take the connection of such a transaction.
 
 Tables::
 
@@ -25,13 +27,18 @@ skipped, never reused.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import enum
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
 
-from barcode.checkdigit import validate
 from barcode.ids import IdFormat
+from barcode.ports import Block, Status, check_count, check_device, normalised
+from sync.store.schema import with_file
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS patient_id_counter(scheme TEXT PRIMARY KEY, next INTEGER NOT NULL);
@@ -47,19 +54,66 @@ CREATE INDEX IF NOT EXISTS patient_ids_by_block ON patient_ids(block);
 """
 
 
-class Status(enum.Enum):
-    ISSUED = "issued"
-    RESERVED = "reserved"
-    RETIRED = "retired"
+class Transactions(Protocol):
+    """Where the SQL runs: ``SqliteStore`` (the server) or :class:`_FileTransactions` (CLI)."""
+
+    async def write_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
 
-@dataclass(frozen=True)
-class Block:
-    id: int
-    device: str
-    requested_by: str
-    created: str
-    ids: tuple[str, ...]
+class EmbeddedPatientIds:
+    """The port over SQLite: each call one transaction of ``transactions``."""
+
+    def __init__(self, transactions: Transactions) -> None:
+        self._tx = transactions
+
+    @classmethod
+    async def opened(cls, transactions: Transactions) -> EmbeddedPatientIds:
+        """The adapter, once its tables exist."""
+        await transactions.write_tx(create_tables)
+        return cls(transactions)
+
+    @classmethod
+    def on_file(cls, data_dir: Path) -> EmbeddedPatientIds:
+        """For the CLI: each call opens the data dir's file (safe while the server runs)."""
+        return cls(_FileTransactions(data_dir))
+
+    async def allocate(self, fmt: IdFormat, count: int, by: str) -> list[str]:
+        check_count("count", count)
+        return await self._tx.write_tx(lambda conn: allocate(conn, fmt, count, by))
+
+    async def reserve_block(self, fmt: IdFormat, size: int, device: str, by: str) -> Block:
+        check_count("size", size)
+        check_device(device)
+        return await self._tx.write_tx(lambda conn: reserve_block(conn, fmt, size, device, by))
+
+    async def blocks_of(self, device: str) -> list[Block]:
+        return await self._tx.read(lambda conn: blocks_of(conn, device))
+
+    async def retire(self, fmt: IdFormat, patient_id: str, by: str, reason: str) -> str:
+        normalised(fmt, patient_id)  # a typo is refused before a transaction is opened
+        return await self._tx.write_tx(lambda conn: retire(conn, fmt, patient_id, by, reason))
+
+    async def status_of(self, patient_id: str) -> Status | None:
+        return await self._tx.read(lambda conn: status_of(conn, patient_id))
+
+
+class _FileTransactions:
+    """One ``BEGIN IMMEDIATE`` on the data dir's file per call, on a thread (the CLI)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+
+    async def write_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run(conn: sqlite3.Connection) -> T:
+            create_tables(conn)
+            return fn(conn)
+
+        return await asyncio.to_thread(with_file, self._data_dir, run)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.write_tx(fn)
 
 
 def create_tables(conn: sqlite3.Connection) -> None:
@@ -82,8 +136,7 @@ def allocate(
     block: int | None = None,
 ) -> list[str]:
     """Hand out ``count`` new IDs, recorded as ``status`` (and ``block``) for ``by``."""
-    if count < 1:
-        raise ValueError("count must be at least 1")
+    check_count("count", count)
     at = now()
     number = _next_number(conn, fmt)
     ids: list[str] = []
@@ -148,18 +201,16 @@ def retire(conn: sqlite3.Connection, fmt: IdFormat, patient_id: str, by: str, re
     Returns the normalised ID.  Raises ValueError for an ID that fails its check
     digit: retiring a typo would be recorded against the wrong number.
     """
-    result = validate(patient_id, fmt.scheme)
-    if not result.valid:
-        raise ValueError(f"{patient_id!r}: {result.reason}")
+    patient_id = normalised(fmt, patient_id)
     at = now()
     conn.execute(
         "INSERT INTO patient_ids(id, status, allocated_by, allocated_at, retired_at, "
         "retired_reason) VALUES(?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
         "status=excluded.status, retired_at=excluded.retired_at, "
         "retired_reason=excluded.retired_reason",
-        (result.id, Status.RETIRED.value, by, at, at, reason),
+        (patient_id, Status.RETIRED.value, by, at, at, reason),
     )
-    return result.id
+    return patient_id
 
 
 def status_of(conn: sqlite3.Connection, patient_id: str) -> Status | None:
