@@ -16,6 +16,7 @@ import io
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
 
 import segno
 import structlog
@@ -55,6 +56,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(share.text(), flush=True)
     if args.qr:
         _write_qr(Path(args.qr), written.shares)
+    elif sys.stderr.isatty():  # a custodian at the terminal: each share as a QR code too
+        show_qr(written.shares, sys.stderr)
     detail = (
         f"backup {header.archive_id} written to {out.name}: {written.bytes} bytes, "
         f"{header.threshold} of {header.shares} shares"
@@ -75,6 +78,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
         "Keep no share beside the archive."
     )
     return 0
+
+
+def show_qr(made: Iterable[shares.Share], out: TextIO) -> None:
+    """Each share as a QR code drawn in text, for a terminal (standard output keeps only
+    the shares' text, for ``restore`` to read)."""
+    for share in made:
+        out.write(f"{share.label()}:\n")
+        segno.make(share.text(), error="m").terminal(out=out, compact=True)
+    out.flush()
 
 
 def _write_qr(folder: Path, made: Iterable[shares.Share]) -> None:

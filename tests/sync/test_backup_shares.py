@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import secrets
 
 import pytest
+import segno
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sync.backup import cli as backup_cli
 from sync.backup import shares
 from sync.backup.shares import Share, ShareError
 
@@ -109,3 +112,41 @@ def test_the_largest_split_works() -> None:
     made = shares.split(key, ARCHIVE, 2, 255)
     assert shares.combine(shares.consistent([made[0], made[254]], ARCHIVE)) == key
     assert shares.parse(made[254].text()).x == 255
+
+
+# Half blocks as segno draws them for a terminal: (top, bottom) module light.
+_HALVES = {"█": (True, True), "▀": (True, False), "▄": (False, True), " ": (False, False)}
+
+
+def _drawn_matrix(drawing: str) -> list[list[bool]]:
+    """The dark modules of a QR code drawn with half blocks, border included."""
+    rows: list[list[bool]] = []
+    for line in drawing.splitlines():
+        cells = [_HALVES[c] for c in line]
+        rows += [[not top for top, _ in cells], [not bottom for _, bottom in cells]]
+    return rows
+
+
+def _drawings(output: str) -> list[tuple[str, str]]:
+    """(label, drawing) of each share shown."""
+    found: list[tuple[str, list[str]]] = []
+    for line in output.splitlines():
+        if line.startswith("share ") and line.endswith(":"):
+            found.append((line, []))
+        else:
+            found[-1][1].append(line)
+    return [(label, "\n".join(lines)) for label, lines in found]
+
+
+def test_at_a_terminal_each_share_is_drawn_as_a_qr_code_of_its_text() -> None:
+    made = shares.split(secrets.token_bytes(32), ARCHIVE, 3, 4)
+    out = io.StringIO()
+    backup_cli.show_qr(made, out)
+    shown = _drawings(out.getvalue())
+    assert [label for label, _ in shown] == [f"{s.label()}:" for s in made]
+    for share, (_, drawing) in zip(made, shown, strict=True):
+        expected = [[bool(m) for m in row] for row in segno.make(share.text(), error="m").matrix]
+        dark = _drawn_matrix(drawing)
+        border = next(i for i, row in enumerate(dark) if any(row))
+        inner = [row[border : border + len(expected)] for row in dark[border:]]
+        assert inner[: len(expected)] == expected
