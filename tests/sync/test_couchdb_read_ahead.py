@@ -196,22 +196,29 @@ async def _watched(api: Api) -> list[str]:
     return asked
 
 
-async def test_a_page_and_its_bulk_get_read_each_document_once(
-    aiohttp_client: Callable[..., Awaitable[Client]], config: Config
-) -> None:
-    """The winners' bodies come inline with the page's metas: no read of the data database."""
-    api = await _served(aiohttp_client, config)
+async def _page_then_bulk_get(api: Api) -> tuple[list[str], list[str]]:
+    """A catch-up page of DOCS documents, then the ``_bulk_get`` of its revisions: what each
+    asked CouchDB (the page's fetch ahead included)."""
     docs = [{"_id": f"a{n:02d}", "place": "area-a1", "n": n} for n in range(DOCS)]
     await api.bulk(docs, user="alice")
     asked = await _watched(api)
     rows = await _page(api)
     assert len(rows) == DOCS
-    await asyncio.gather(*_store(api).bodies._tasks)
-    assert not [a for a in asked if "%24data" in a], f"bodies read beside the metas: {asked}"
+    await asyncio.gather(*_store(api).bodies._tasks)  # the fetch ahead, if any
+    by_page = list(asked)
     asked.clear()
     got = await _bulk_get(api, [{"id": r["id"], "rev": r["changes"][0]["rev"]} for r in rows])
     assert sorted(d["ok"]["n"] for d in got) == list(range(DOCS))
-    assert asked == []  # metas and bodies from the page: not one request
+    return by_page, asked
+
+
+async def test_a_page_and_its_bulk_get_read_each_document_once(
+    aiohttp_client: Callable[..., Awaitable[Client]], config: Config
+) -> None:
+    """The winners' bodies come inline with the page's metas: no read of the data database."""
+    by_page, by_bulk_get = await _page_then_bulk_get(await _served(aiohttp_client, config))
+    assert not [a for a in by_page if "%24data" in a], f"bodies read beside metas: {by_page}"
+    assert by_bulk_get == []  # metas and bodies from the page: not one request
 
 
 async def test_bodies_too_big_to_hold_inline_are_fetched_ahead(
@@ -220,18 +227,9 @@ async def test_bodies_too_big_to_hold_inline_are_fetched_ahead(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(metas, "INLINE_BODY_BYTES", 0)  # every body is "too big"
-    api = await _served(aiohttp_client, config)
-    docs = [{"_id": f"a{n:02d}", "place": "area-a1", "n": n} for n in range(DOCS)]
-    await api.bulk(docs, user="alice")
-    asked = await _watched(api)
-    rows = await _page(api)
-    assert len(rows) == DOCS
-    await asyncio.gather(*_store(api).bodies._tasks)  # the fetch ahead, already under way
-    assert [a for a in asked if "%24data/_bulk_get" in a], f"no body was fetched ahead: {asked}"
-    asked.clear()
-    got = await _bulk_get(api, [{"id": r["id"], "rev": r["changes"][0]["rev"]} for r in rows])
-    assert sorted(d["ok"]["n"] for d in got) == list(range(DOCS))
-    assert asked == []  # metas from the page, bodies fetched ahead: not one request
+    by_page, by_bulk_get = await _page_then_bulk_get(await _served(aiohttp_client, config))
+    assert [a for a in by_page if "%24data/_bulk_get" in a], f"nothing fetched ahead: {by_page}"
+    assert by_bulk_get == []  # metas from the page, bodies fetched ahead: not one request
 
 
 async def _meta_doc(store: CouchStore, doc_id: str) -> dict[str, Any]:

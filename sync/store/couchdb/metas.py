@@ -74,22 +74,7 @@ def body(
     """The JSON of a meta document (without ``_rev``); ``winner_body`` is kept only if it is
     the winner's and small enough."""
     win = revtree.winner(tree)
-    doc = _fields(doc_id, place, version, tree, places, win)
-    held = inline(winner_body)
-    if held is not None and held.rev == win:
-        doc["wb"] = {"rev": win, "key_ref": held.key_ref, "body": layout.b64(held.body)}
-    return doc
-
-
-def _fields(
-    doc_id: str,
-    place: str,
-    version: int,
-    tree: Mapping[str, revtree.RevNode],
-    places: Mapping[str, str],
-    win: str,
-) -> dict[str, Any]:
-    return {
+    doc = {
         "_id": layout.meta_id(doc_id),
         "place": place,
         "v": version,
@@ -99,6 +84,10 @@ def _fields(
         "tree": revtree.to_json(tree),
         "rp": dict(places),
     }
+    held = inline(winner_body)
+    if held is not None and held.rev == win:
+        doc["wb"] = {"rev": win, "key_ref": held.key_ref, "body": layout.b64(held.body)}
+    return doc
 
 
 def parse(doc: Mapping[str, Any]) -> Meta:
