@@ -91,8 +91,8 @@ _CORE = {
     "`Origin`; unset, QR codes carry the listening address unless it is loopback or a wildcard",
     "FIELDSYNC_AUDIT_ALLOW_BROKEN": "`1`: start even when the audit trail's start-up check fails "
     "(logged as an error); `0`: refuse to start",
-    "FIELDSYNC_COUCHDB_URL": "documents in CouchDB 3 / Cloudant at this URL (e.g. "
-    "`http://admin:pw@127.0.0.1:5984`) instead of the embedded store",
+    "FIELDSYNC_COUCHDB_URL": "documents and patient IDs in CouchDB 3 / Cloudant at this URL "
+    "(e.g. `http://admin:pw@127.0.0.1:5984`) instead of the embedded store",
     "FIELDSYNC_COUCHDB_USER": "the CouchDB user, if not in the URL (wins over the URL's)",
     "FIELDSYNC_COUCHDB_PASSWORD": "the CouchDB password, if not in the URL (wins over the URL's)",
     "FIELDSYNC_COUCHDB_PREFIX": "the CouchDB databases' names start with it",
