@@ -1,4 +1,4 @@
-"""The barcode HTTP API, mounted by the app factory with :func:`setup`.
+"""The barcode HTTP API, registered with the app factory by :func:`extend`.
 
     POST /api/v1/barcode/scan                  photo as the body (image/jpeg, image/png)
                                                or multipart field ``image``
@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 from aiohttp import BodyPartReader, web
 
-from barcode import allocation, cards
+from barcode import allocation, cards, cli
 from barcode.errors import ImageTooLarge
 from barcode.service import (
     PatientIds,
@@ -43,6 +43,7 @@ from barcode.service import (
 from barcode.settings import BarcodeSettings
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.errors import BadRequest, Forbidden, UnsupportedMediaType
+from sync.extensions import Extensions
 from sync.http import BODY_ERRORS, json_response, read_object
 from sync.replication.context import Caller
 from sync.replication.routes import REPLICATION
@@ -65,19 +66,24 @@ class Barcode:
 BARCODE = web.AppKey("barcode", Barcode)
 
 
-def setup(app: web.Application) -> None:
-    """Register the routes and the cleanup context that opens the service."""
+def extend(ext: Extensions) -> None:
+    """Register the routes, the worker that opens the service, and the commands."""
+    ext.routes.append(setup_routes)
+    ext.workers.append(barcode_resources)
+    ext.cli_commands.append(cli.register)
+
+
+def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/barcode/scan", scan_photo)
     app.router.add_post("/api/v1/patient-ids", new_ids)
     app.router.add_post("/api/v1/patient-ids/blocks", new_block)
     app.router.add_post("/api/v1/patient-ids/sheet", card_sheet)
     app.router.add_post("/api/v1/patient-ids/{id}/retire", retire_id)
     app.router.add_get("/api/v1/patient-ids/{id}/card", card)
-    app.cleanup_ctx.append(barcode_resources)
 
 
 async def barcode_resources(app: web.Application) -> AsyncIterator[None]:
-    """Create the tables and the decoder threads; needs STORE and REPLICATION set up first."""
+    """Worker: the tables and the decoder threads (STORE and REPLICATION are open)."""
     settings = BarcodeSettings.from_mapping(app[CONFIG].extra.get("barcode", {}))
     store = app[STORE]
     await store.write_tx(allocation.create_tables)
