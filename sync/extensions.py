@@ -31,7 +31,7 @@ So a worker may rely on the core, never on another package's worker.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -135,11 +135,35 @@ def collect(packages: Sequence[Extend]) -> Extensions:
 async def running(app: web.Application, workers: Sequence[Worker]) -> AsyncIterator[None]:
     """Start ``workers`` in order; on leaving, stop the started ones in reverse order.
 
-    A worker that fails to start stops the start: the ones already started are
-    stopped, and the error goes on.  A worker that fails to stop does not keep the
-    others from stopping; its error goes on once all have stopped.
+    Like aiohttp's ``cleanup_ctx``, a worker's code after its ``yield`` runs as it is
+    (nothing is thrown into it), however the server stops.  A worker that fails to
+    start stops the start: the ones already started are stopped, and its error goes
+    on.  A worker that fails to stop does not keep the others from stopping; the
+    error goes on once all have stopped.
     """
-    async with contextlib.AsyncExitStack() as stack:
+    started: list[AsyncIterator[None]] = []
+    try:
         for worker in workers:
-            await stack.enter_async_context(contextlib.asynccontextmanager(worker)(app))
+            steps = worker(app)
+            await anext(steps)
+            started.append(steps)
         yield
+    finally:
+        await _stop(reversed(started))
+
+
+async def _stop(started: Iterable[AsyncIterator[None]]) -> None:
+    errors: list[Exception] = []
+    for steps in started:
+        try:
+            await anext(steps)
+        except StopAsyncIteration:
+            continue
+        except Exception as exc:
+            errors.append(exc)
+            continue
+        errors.append(RuntimeError(f"the worker {steps!r} yields more than once"))
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ExceptionGroup("workers failed to stop", errors)
