@@ -128,27 +128,12 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
         raise
     keys = KeyRing(master, connections(path))
     _, server_uuid = await store.write_tx(_server_identity)
-    try:
-        async for _ in _opened(app, config, store, audit, keys, server_uuid):
-            yield
-    finally:  # after the workers have stopped, even when one failed to
-        await audit.close()
-        await store.close()
-
-
-async def _opened(
-    app: web.Application,
-    config: Config,
-    store: SqliteStore,
-    audit: AuditLog,
-    keys: KeyRing,
-    server_uuid: str,
-) -> AsyncIterator[None]:
-    """The document store (embedded, or CouchDB with its background tasks), then the rest."""
     documents: DocStore = store
     couch: CouchStore | None = None
     notifier = Notifier()
     async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(store.close)  # last, after the workers (even a failed one)
+        stack.push_async_callback(audit.close)
         if config.couchdb_url:
             documents = couch = couchdb.open_store(config)
             stack.push_async_callback(couch.close)
