@@ -37,8 +37,9 @@ SETTINGS = (
 
 
 def extend(ext: Extensions) -> None:
-    """Register the document validator."""
+    """Register the document validator and the forms' setting."""
     ext.validators.append(document_validator)
+    ext.settings.extend(SETTINGS)
 
 
 def forms_dir(config: Config) -> Path | None:

@@ -37,7 +37,7 @@ from sms_gateway.provider import webhook_window
 from sms_gateway.replies import LANGUAGES
 from sms_gateway.senders import SenderLookup, registry_lookup
 from sms_gateway.service import Clock, SmsService, utcnow
-from sms_gateway.settings import SmsSettings, from_config
+from sms_gateway.settings import SETTINGS, SmsSettings, from_config
 from sync import accounts
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.audit import AUDIT
@@ -79,10 +79,11 @@ OVERRIDES = web.AppKey("sms_overrides", Overrides)
 
 
 def extend(ext: Extensions) -> None:
-    """Register the SMS routes, worker, sealed columns and commands."""
+    """Register the SMS routes, worker, sealed columns, settings and commands."""
     ext.routes.append(setup_routes)
     ext.workers.append(sms_worker)
     ext.sealed_blobs.extend(sealing.COLUMNS)
+    ext.settings.extend(SETTINGS)
     ext.cli_commands.append(cli.register)
 
 

@@ -27,6 +27,7 @@ from forms import routes as forms_routes
 from forms.docschema import DocumentValidator
 from sms_gateway import routes as sms_gateway_routes
 from sms_gateway import sealing
+from sms_gateway import settings as sms_settings
 from sync import cli, packages
 from sync.app import create_app
 from sync.appkeys import AUTH, CONFIG, STORE
@@ -90,6 +91,7 @@ def test_the_registry_holds_what_each_package_registers() -> None:
         sms_gateway_routes.sms_worker,
     ]
     assert ext.sealed_blobs == list(sealing.COLUMNS)
+    assert ext.settings == [*forms_routes.SETTINGS, *sms_settings.SETTINGS]
 
 
 async def test_the_running_app_uses_the_registered_checks_and_validators(
