@@ -26,7 +26,9 @@ one start-up context the app factory installs (:mod:`sync.app`):
 4. ... the server answers requests ...
 5. the workers stop, in reverse order; then the core closes what it opened.
 
-So a worker may rely on the core, never on another package's worker.
+So a worker relies on the core, not on another package's worker.  (Where a
+package reads another's tables while it runs -- the SMS processor looks phones
+up in the device registry's -- :mod:`sync.packages` lists the owner first.)
 """
 
 from __future__ import annotations
