@@ -33,7 +33,7 @@ from barcode.backends import patient_id_store
 from barcode.checkdigit import Scheme, validate
 from barcode.ports import PatientIdStore
 from barcode.settings import BarcodeSettings
-from sync.cli import Commands, _data_dir, add_command, add_group, one_of
+from sync.clitools import Commands, add_command, add_group, data_dir_option, one_of
 from sync.config import Config, from_env
 
 T = TypeVar("T")
@@ -92,7 +92,7 @@ def _add_new(commands: Commands) -> None:
     new.add_argument(
         "--sheet", type=Path, metavar="FILE.pdf", help="also write a PDF sheet of their cards"
     )
-    _data_dir(new)
+    data_dir_option(new)
     new.set_defaults(func=run_new)
 
 
@@ -105,7 +105,7 @@ def _add_retire(commands: Commands) -> None:
     )
     retire.add_argument("id", metavar="ID", help="the patient ID to retire")
     retire.add_argument("--reason", default="", metavar="TEXT", help="why, for the record")
-    _data_dir(retire)
+    data_dir_option(retire)
     retire.set_defaults(func=run_retire)
 
 

@@ -1,4 +1,4 @@
-"""The barcode HTTP API, mounted by the app factory with :func:`setup`.
+"""The barcode HTTP API, registered with the app factory by :func:`extend`.
 
     POST /api/v1/barcode/scan                  photo as the body (image/jpeg, image/png)
                                                or multipart field ``image``
@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 from aiohttp import BodyPartReader, web
 
-from barcode import cards
+from barcode import cards, cli
 from barcode.backends import patient_id_store
 from barcode.errors import ImageTooLarge
 from barcode.ports import Status
@@ -46,6 +46,7 @@ from barcode.service import (
 from barcode.settings import BarcodeSettings
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.errors import BadRequest, Forbidden, UnsupportedMediaType
+from sync.extensions import Extensions
 from sync.http import BODY_ERRORS, json_response, read_object
 from sync.replication.context import Caller
 from sync.replication.routes import REPLICATION
@@ -68,19 +69,24 @@ class Barcode:
 BARCODE = web.AppKey("barcode", Barcode)
 
 
-def setup(app: web.Application) -> None:
-    """Register the routes and the cleanup context that opens the service."""
+def extend(ext: Extensions) -> None:
+    """Register the routes, the worker that opens the service, and the commands."""
+    ext.routes.append(setup_routes)
+    ext.workers.append(barcode_resources)
+    ext.cli_commands.append(cli.register)
+
+
+def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/barcode/scan", scan_photo)
     app.router.add_post("/api/v1/patient-ids", new_ids)
     app.router.add_post("/api/v1/patient-ids/blocks", new_block)
     app.router.add_post("/api/v1/patient-ids/sheet", card_sheet)
     app.router.add_post("/api/v1/patient-ids/{id}/retire", retire_id)
     app.router.add_get("/api/v1/patient-ids/{id}/card", card)
-    app.cleanup_ctx.append(barcode_resources)
 
 
 async def barcode_resources(app: web.Application) -> AsyncIterator[None]:
-    """Open the patient-ID store and the decoder threads; needs STORE and REPLICATION first."""
+    """Worker: the patient-ID store and the decoder threads (STORE and REPLICATION are open)."""
     config = app[CONFIG]
     settings = BarcodeSettings.from_mapping(config.extra.get("barcode", {}))
     async with contextlib.AsyncExitStack() as stack:

@@ -25,7 +25,15 @@ from typing import TypeVar
 from device_registry import codes, enrolment, inventory, schema, status
 from device_registry.model import CSV_COLUMNS, Device
 from device_registry.status import DeviceStatus
-from sync.cli import Commands, _data_dir, _with_conn, add_command, add_group, one_of, table
+from sync.clitools import (
+    Commands,
+    add_command,
+    add_group,
+    data_dir_option,
+    one_of,
+    table,
+    with_conn,
+)
 from sync.errors import Conflict
 from sync.scopes import UNLIMITED
 
@@ -141,7 +149,7 @@ def _add_mark(commands: Commands) -> None:
 
 
 def _finish(parser: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int]) -> None:
-    _data_dir(parser)
+    data_dir_option(parser)
     parser.set_defaults(func=func)
 
 
@@ -157,7 +165,7 @@ def _run(args: argparse.Namespace, fn: Callable[[sqlite3.Connection], T]) -> T:
         schema.ensure(conn)
         return fn(conn)
 
-    return _with_conn(args, with_tables)
+    return with_conn(args, with_tables)
 
 
 def run_add(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """The device check: every authenticated request from a phone that holds records passes it.
 
-Installed in ``Authenticator.device_checks`` at start-up (see ``routes``).  A
+Registered as a device check (``device_registry.routes.extend``).  A
 request must carry the ``X-Device-Token`` of a device assigned to its user when
 it comes from a CHW (any route but the enrolment call itself), or from any other
 non-admin user on the replication surface (``/{db}...``): a supervisor's phone

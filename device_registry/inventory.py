@@ -1,7 +1,7 @@
 """The inventory over SQL: add, edit, assign and change the status of devices.
 
 Plain functions over a ``sqlite3.Connection`` inside the caller's transaction (the
-app runs them through ``store.write_tx``, the CLI through ``sync.cli._with_conn``).
+app runs them through ``store.write_tx``, the CLI through ``sync.clitools.with_conn``).
 Every change of worker or status is written to ``device_history`` in the same
 transaction, and every change that takes a device out of its worker's hands
 revokes its tokens there too: the next request sees it (see ``status``).

@@ -12,19 +12,17 @@ import argparse
 import sqlite3
 from typing import Any
 
-from sms_gateway import sealing, store
+from sms_gateway import store
 from sms_gateway.actions import Outcome
 from sms_gateway.outgoing import OutState
 from sms_gateway.replies import LANGUAGES
-from sync import accounts, rotation
-from sync.cli import Commands, _data_dir, _with_conn, add_command, add_group, one_of
+from sync import accounts
+from sync.clitools import Commands, add_command, add_group, data_dir_option, one_of, with_conn
 from sync.errors import BadRequest, NotFound
 
 
 def register(subparsers: Commands) -> None:
-    """Add the ``sms`` command group to the top-level CLI (and the SMS columns to key rotation)."""
-    for column in sealing.COLUMNS:
-        rotation.register(column)
+    """Add the ``sms`` command group to the top-level CLI."""
     commands = add_group(
         subparsers,
         "sms",
@@ -42,7 +40,7 @@ def register(subparsers: Commands) -> None:
     language.add_argument(
         "language", choices=LANGUAGES, metavar="LANG", help=f"the language: {one_of(LANGUAGES)}"
     )
-    _data_dir(language)
+    data_dir_option(language)
     language.set_defaults(func=run_language)
     status = add_command(
         commands,
@@ -54,7 +52,7 @@ def register(subparsers: Commands) -> None:
         f"incoming outcomes: {one_of(o.value for o in Outcome)}\n"
         f"outgoing states:   {one_of(s.value for s in OutState)}",
     )
-    _data_dir(status)
+    data_dir_option(status)
     status.set_defaults(func=run_status)
 
 
@@ -68,7 +66,7 @@ def run_language(args: argparse.Namespace) -> int:
             raise NotFound(f"user {args.worker!r} does not exist")
         store.set_language(conn, args.worker, args.language)
 
-    _with_conn(args, run)
+    with_conn(args, run)
     print(f"{args.worker}: replies in {args.language}")
     return 0
 
@@ -86,7 +84,7 @@ def counts(conn: sqlite3.Connection) -> dict[str, list[Any]]:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    found: Any = _with_conn(args, counts)
+    found: Any = with_conn(args, counts)
     for state, outcome, number in found["incoming"]:
         print(f"incoming\t{state}\t{outcome}\t{number}")
     for kind, state, number in found["outgoing"]:

@@ -7,10 +7,11 @@
     GET  /supervisor/sms                       the same as a page
     PUT  /api/v1/sms/workers/{name}/language   supervisors: {"language": "sw"}
 
-``setup(app)`` also appends a ``cleanup_ctx`` (after the core's and the
-forms'): it creates the SMS tables, takes up every message stored but not
-processed before the last stop, and runs the processor and the scheduler
-(silent gateways, provider sending) until shutdown.
+:func:`extend` registers these routes, the ``sms`` commands, the sealed SMS
+texts (re-sealed by ``fieldsync keys rotate``) and a worker
+(:mod:`sync.extensions`): it creates the SMS tables, takes up every message
+stored but not processed before the last stop, and runs the processor and the
+scheduler (silent gateways, provider sending) until shutdown.
 """
 
 from __future__ import annotations
@@ -31,20 +32,19 @@ from prometheus_client import Gauge
 from barcode.backends import patient_id_store
 from barcode.ports import PatientIdStore
 from barcode.settings import BarcodeSettings
-from forms.load import load_forms
-from forms.model import FormSet
-from forms.routes import FORMS, forms_dir
-from sms_gateway import listing, medic, page, provider, store
+from forms.routes import forms_of
+from sms_gateway import cli, listing, medic, page, provider, sealing, store
 from sms_gateway.outbox import Outbox
 from sms_gateway.provider import webhook_window
 from sms_gateway.replies import LANGUAGES
 from sms_gateway.senders import SenderLookup, registry_lookup
 from sms_gateway.service import Clock, SmsService, utcnow
-from sms_gateway.settings import SmsSettings, from_config
+from sms_gateway.settings import SETTINGS, SmsSettings, from_config
 from sync import accounts
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.audit import AUDIT
 from sync.errors import BadRequest, FieldsyncError, Forbidden, NotFound, Unauthorized
+from sync.extensions import Extensions
 from sync.http import json_response, read_form, read_object
 from sync.metrics import METRICS
 from sync.ratelimit import FailureWindow
@@ -80,17 +80,26 @@ class Overrides:
 OVERRIDES = web.AppKey("sms_overrides", Overrides)
 
 
-def setup(app: web.Application) -> None:
+def extend(ext: Extensions) -> None:
+    """Register the SMS routes, worker, sealed columns, settings and commands."""
+    ext.routes.append(setup_routes)
+    ext.workers.append(sms_worker)
+    ext.sealed_blobs.extend(sealing.COLUMNS)
+    ext.settings.extend(SETTINGS)
+    ext.cli_commands.append(cli.register)
+
+
+def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/sms", gateway_hello)
     app.router.add_post("/api/sms", gateway_poll)
     app.router.add_post("/api/v1/sms/webhook/{provider}", webhook)
     app.router.add_get("/api/v1/sms/messages", list_messages)
     app.router.add_put("/api/v1/sms/workers/{name}/language", set_language)
     app.router.add_get("/supervisor/sms", supervisor_page)
-    app.cleanup_ctx.append(_sms)
 
 
-async def _sms(app: web.Application) -> AsyncIterator[None]:
+async def sms_worker(app: web.Application) -> AsyncIterator[None]:
+    """Worker: the SMS service, its queue gauges, the processor and the scheduler."""
     async with patient_id_store(app[CONFIG], app[STORE]) as patient_ids:
         async for _ in _sms_service(app, patient_ids):
             yield
@@ -99,7 +108,7 @@ async def _sms(app: web.Application) -> AsyncIterator[None]:
 async def _sms_service(app: web.Application, patient_ids: PatientIdStore) -> AsyncIterator[None]:
     config = app[CONFIG]
     settings = from_config(config)
-    forms: FormSet = app[FORMS] if FORMS in app else load_forms(forms_dir(config))
+    forms = forms_of(app)
     sqlite = app[STORE]
     overrides = app.get(OVERRIDES, Overrides())
     lookup = overrides.lookup or registry_lookup(sqlite)

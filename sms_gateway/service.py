@@ -407,8 +407,11 @@ class SmsService:
     async def run_processor(self) -> None:
         """Process stored messages whenever woken, and at least every tick (retries)."""
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # comes as the wake-up does, and the processor would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.settings.tick_seconds)
+                async with asyncio.timeout(self.settings.tick_seconds):
+                    await self.wake.wait()
             self.wake.clear()
             try:
                 await self.process_pending()

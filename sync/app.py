@@ -1,8 +1,13 @@
 """The app factory: ``create_app(config) -> web.Application``.
 
-Resources with a lifetime (the store, the key ring) are opened in a
-``cleanup_ctx``; each package contributes a routes table; one middleware
-renders every error CouchDB-style.
+It reads top to bottom: the middlewares; the packages' registry
+(:mod:`sync.packages`, :mod:`sync.extensions`); every package's
+``setup_routes``, then the replication routes (their ``/{db}`` patterns catch
+everything else); and one ``cleanup_ctx``, :func:`_resources`, that opens the
+store, the key ring, the audit trail, authentication and replication, makes the
+packages' validators, starts their workers in order, and at shutdown stops them
+in reverse before it closes what it opened.  One middleware renders every error
+CouchDB-style.
 """
 
 from __future__ import annotations
@@ -16,24 +21,19 @@ from contextlib import suppress
 import structlog
 from aiohttp import web
 
-from barcode import routes as barcode_routes
-from device_registry import routes as device_routes
-from forms import routes as forms_routes
-from sms_gateway import routes as sms_routes
 from sync import (
     accounts,
     datadir,
+    extensions,
     forwarded,
     headers,
-    health,
     intent,
     keyadmin,
-    openapi,
     opening,
+    packages,
     readings,
     requestlog,
 )
-from sync import api as admin_api
 from sync import audit as audit_trail
 from sync import metrics as app_metrics
 from sync.appkeys import AUTH, CONFIG, STORE
@@ -43,12 +43,14 @@ from sync.auditverify import AuditBroken, check_at_start
 from sync.auth import Authenticator
 from sync.config import Config
 from sync.errors import FieldsyncError, MethodNotAllowed, NotFound, PreconditionFailed, TooLarge
+from sync.extensions import EXTENSIONS
 from sync.http import json_response
 from sync.keys import KeyRing, MasterKey, load_master_key
+from sync.replication import routes as replication_routes
 from sync.replication.changes import ChangesFeed, SnapshotRegistry
 from sync.replication.context import Notifier, Parts
 from sync.replication.reads import Reader
-from sync.replication.routes import REPLICATION, Replication, close_longpolls, setup_routes
+from sync.replication.routes import REPLICATION, Replication, close_longpolls
 from sync.replication.writes import Writer
 from sync.sessions import Lifetime
 from sync.store import couchdb
@@ -130,6 +132,8 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     couch: CouchStore | None = None
     notifier = Notifier()
     async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(store.close)  # last, after the workers (even a failed one)
+        stack.push_async_callback(audit.close)
         if config.couchdb_url:
             documents = couch = couchdb.open_store(config)
             stack.push_async_callback(couch.close)
@@ -150,8 +154,6 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
             app, config, store, documents, notifier, audit, keys, server_uuid
         ):
             yield
-    await audit.close()
-    await store.close()
 
 
 async def _answering(
@@ -165,7 +167,9 @@ async def _answering(
     server_uuid: str,
 ) -> AsyncIterator[None]:
     app[AUDIT] = audit
-    parts = Parts(documents, Vault(keys), notifier, audit=audit)
+    ext = app[EXTENSIONS]
+    validators = tuple(make(app) for make in ext.validators)  # before any worker writes
+    parts = Parts(documents, Vault(keys), notifier, validators, audit=audit)
     reader = Reader(parts)
     snapshots = SnapshotRegistry(
         lambda h, p: store.write_tx(lambda c: _save_snapshot(c, h, p)),
@@ -173,12 +177,20 @@ async def _answering(
     )
     lifetime = Lifetime(config.session_seconds, config.session_idle_seconds)
     failed = app[app_metrics.METRICS].login_failures.inc
-    auth = Authenticator(store, lifetime, config.https, audit, on_login_failed=failed)
+    auth = Authenticator(
+        store,
+        lifetime,
+        config.https,
+        audit,
+        on_login_failed=failed,
+        device_checks=ext.device_checks,
+    )
     app[STORE] = store
     app[AUTH] = auth
     feed = ChangesFeed(parts, reader, snapshots)
     app[REPLICATION] = Replication(parts, reader, Writer(parts), feed, auth, config, server_uuid)
-    yield
+    async with extensions.running(app, ext.workers):
+        yield
 
 
 async def _open_audit(store: SqliteStore, master: MasterKey, config: Config) -> AuditLog:
@@ -249,20 +261,17 @@ def create_app(config: Config) -> web.Application:
         ],
         client_max_size=config.max_request_bytes,
     )
+    ext = packages.extensions()
     app[CONFIG] = config
+    app[EXTENSIONS] = ext
     app_metrics.setup(app)  # before the packages: they add their readings
-    health.setup(app)
     headers.setup(app)
-    intent.setup(app)
-    app.cleanup_ctx.append(_resources)
+    intent.setup(app, ext.intent_checks)
+    app.cleanup_ctx.append(_resources)  # the only one: the packages' workers run inside it
     app.on_shutdown.append(close_longpolls)
     app.on_response_prepare.append(audit_trail.flush_before_answer)
     app.on_response_prepare.append(requestlog.mark_answer)
-    admin_api.setup_routes(app)
-    openapi.setup(app)
-    device_routes.setup(app)
-    forms_routes.setup(app)
-    sms_routes.setup(app)
-    barcode_routes.setup(app)
-    setup_routes(app)  # last: its /{db} routes catch everything else
+    for setup_routes in ext.routes:
+        setup_routes(app)
+    replication_routes.setup_routes(app)  # last: its /{db} routes catch everything else
     return app

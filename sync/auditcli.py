@@ -19,13 +19,13 @@ from pathlib import Path
 
 from sync import audit, auditjournal, keyadmin
 from sync.auditverify import Report, verify
-from sync.cli import Commands, _config, _data_dir, add_command, add_group
+from sync.clitools import Commands, add_command, add_group, config_of, data_dir_option
 from sync.keys import KeyError_, MasterKey, load_master_key
 from sync.store.schema import connect, db_path
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    config = _config(args)  # an existing data dir: checked by sync.cli.main
+    config = config_of(args)  # an existing data dir: checked by sync.cli.main
     master = load_master_key(config.key_file, create=False)
     with closing(connect(db_path(config.data_dir), create=False)) as conn:
         conn.execute("BEGIN")  # one consistent snapshot; never blocks the server's writer
@@ -84,5 +84,5 @@ def register(sub: Commands) -> None:
         '"audit chain BROKEN at entry ID ..." (exit 1). Needs the master key; safe\n'
         "while the server runs.",
     )
-    _data_dir(check)
+    data_dir_option(check)
     check.set_defaults(func=cmd_audit_verify)

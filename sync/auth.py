@@ -41,7 +41,7 @@ import hashlib
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import structlog
@@ -50,6 +50,7 @@ from aiohttp import web
 from sync import accounts, requestlog, sessions
 from sync.audit import AuditLog
 from sync.errors import BadRequest, TooManyRequests, Unauthorized
+from sync.extensions import DeviceCheck
 from sync.ratelimit import FailureWindow, Limit, Limited, Reservation
 from sync.replication.context import Caller
 from sync.scopes import PlaceTree, User, UserStatus
@@ -60,10 +61,6 @@ COOKIE = "AuthSession"
 # Failed logins before further attempts get 429: per user name, and per address
 # (higher: many phones may share a carrier's address).
 LOGIN_LIMITS = {"user": Limit(10, 300.0), "ip": Limit(50, 300.0)}
-# A device check sees the request and its authenticated user, and returns the id of
-# the device the request comes from (or None when no device is involved); it raises
-# Unauthorized to refuse the request.  The device registry installs one.
-DeviceCheck = Callable[[web.Request, User], Awaitable[str | None]]
 _CACHE_SIZE = 10_000
 # Checked when the name is unknown, so that costs the same scrypt as a wrong password.
 _DUMMY_HASH = "scrypt${}${}${}${}${}".format(
@@ -129,6 +126,7 @@ class Authenticator:
         audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
         on_login_failed: Callable[[], None] | None = None,
+        device_checks: Sequence[DeviceCheck] = (),
     ) -> None:
         self._store = store
         self._on_login_failed = on_login_failed  # a metric: counts wrong names and passwords
@@ -138,7 +136,7 @@ class Authenticator:
         self._clock = clock
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._tree: tuple[int, PlaceTree] | None = None
-        self.device_checks: list[DeviceCheck] = []
+        self.device_checks = tuple(device_checks)  # the packages' (sync.extensions)
         self.failures = FailureWindow(LOGIN_LIMITS)
 
     async def caller(self, request: web.Request) -> Caller | None:

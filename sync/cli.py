@@ -15,26 +15,33 @@ import dataclasses
 import getpass
 import logging
 import os
-import sqlite3
 import ssl
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Any, TextIO, TypeVar, cast
+from collections.abc import Sequence
+from typing import TextIO, cast
 
 import structlog
 from aiohttp import web
 
-from sync import accounts, audit, keyadmin, opening, sessions
-from sync.config import Config, ConfigError, from_env
+from sync import accounts, audit, opening, packages, peoplecli, sessions
+from sync.clitools import (
+    DATA_DIR_ENV,
+    HELP_FORMAT,
+    Commands,
+    add_command,
+    add_group,
+    audited,
+    config_of,
+    data_dir_option,
+    one_of,
+    with_conn,
+)
+from sync.config import ConfigError, from_env
 from sync.errors import FieldsyncError
-from sync.keys import MASTER_KEY_ENV, load_master_key
+from sync.keys import MASTER_KEY_ENV
 from sync.scopes import Role
-from sync.store.schema import with_file
 
-T = TypeVar("T")
 PASSWORD_ENV = "FIELDSYNC_PASSWORD"
-DATA_DIR_ENV = "FIELDSYNC_DATA_DIR"
 MASTER_KEY_FILE_ENV = "FIELDSYNC_MASTER_KEY_FILE"
 log = structlog.get_logger("fieldsync")
 
@@ -84,40 +91,6 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
     )
 
 
-def _config(args: argparse.Namespace) -> Config:
-    config = from_env()
-    if getattr(args, "data_dir", None):
-        config = dataclasses.replace(config, data_dir=Path(args.data_dir))
-    return config
-
-
-def _with_conn(args: argparse.Namespace, fn: Callable[[sqlite3.Connection], T]) -> T:
-    return with_file(_config(args).data_dir, fn)
-
-
-def _audited(
-    args: argparse.Namespace,
-    action: str,
-    detail: str | Callable[[T], str],
-    fn: Callable[[sqlite3.Connection], T],
-) -> T:
-    """``fn`` and its audit entry (actor ``cli:<os user>``) in one transaction.
-
-    ``detail`` may be worked out from ``fn``'s result (before and after a change).
-    """
-    config = _config(args)
-    master = load_master_key(config.key_file, create=False)
-
-    def run(conn: sqlite3.Connection) -> T:
-        keyadmin.check_master(conn, master)
-        result = fn(conn)
-        said = detail if isinstance(detail, str) else detail(result)
-        audit.chain(conn, master).note(conn, audit.cli_actor(), action, said)
-        return result
-
-    return with_file(config.data_dir, run)
-
-
 def cmd_settings(args: argparse.Namespace) -> int:
     from sync.settings import every_setting, markdown_table
 
@@ -127,7 +100,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 # -- init and serve: the commands that may create a data dir -------------------------
 def cmd_init(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_of(args)
     where = config.data_dir.absolute()
     made = opening.create(config)
     if not made:
@@ -150,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sync.app import create_app
     from sync.serving import serve
 
-    config = _config(args)
+    config = config_of(args)
     configure_logging(config.log_level, config.log_format)
     config = dataclasses.replace(
         config, host=args.host or config.host, port=args.port or config.port
@@ -179,7 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- places and users ------------------------------------------------------------------
 def cmd_place_add(args: argparse.Namespace) -> int:
     detail = f"place {args.id}, parent {args.parent or '-'}"
-    place = _audited(
+    place = audited(
         args, "place_add", detail, lambda c: accounts.add_place(c, args.id, args.parent, args.name)
     )
     print(f"place {place.id} added")
@@ -187,7 +160,7 @@ def cmd_place_add(args: argparse.Namespace) -> int:
 
 
 def cmd_place_list(args: argparse.Namespace) -> int:
-    for place in _with_conn(args, accounts.list_places):
+    for place in with_conn(args, accounts.list_places):
         retired = f"\tretired {place.retired[:10]}" if place.retired else ""
         print(f"{place.id}\t{place.parent or '-'}\t{place.name}{retired}")
     return 0
@@ -205,7 +178,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     role = accounts.parse_role(args.role)
     password = _password()
     detail = f"user {args.name}: role {role.value}, {_scope(args)}"
-    _audited(
+    audited(
         args,
         "user_add",
         detail,
@@ -216,7 +189,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_set_places(args: argparse.Namespace) -> int:
-    _audited(
+    audited(
         args,
         "user_places",
         f"user {args.name}: {_scope(args)}",
@@ -235,7 +208,7 @@ def cmd_user_set_places(args: argparse.Namespace) -> int:
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
     password = _password()
-    _audited(
+    audited(
         args,
         "user_password",
         f"user {args.name}: password set",
@@ -246,7 +219,7 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_user_logout(args: argparse.Namespace) -> int:
-    ended = _audited(
+    ended = audited(
         args,
         "user_logout",
         f"user {args.name}: every session ended",
@@ -261,7 +234,7 @@ def _scope(args: argparse.Namespace) -> str:
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
-    for user in _with_conn(args, accounts.list_users):
+    for user in with_conn(args, accounts.list_users):
         places, read = ",".join(user.places) or "-", ",".join(user.read_places) or "-"
         status = "" if user.active else f"\t{user.status.value}"
         print(f"{user.name}\t{user.role.value}\t{places}\t{read}{status}")
@@ -269,9 +242,6 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 
 # -- the parser: every command's help is plain text, written for the person typing it --
-HELP_FORMAT = argparse.RawDescriptionHelpFormatter
-Commands = Any  # argparse's sub-parsers action (generic only to type checkers)
-
 DESCRIPTION = """\
 fieldsync keeps community health workers' phones and a central server in step:
 the phones work offline for days and sync when they find a network.
@@ -298,56 +268,6 @@ while the server runs:
 """
 
 
-def one_of(values: Iterable[str]) -> str:
-    """Valid values for a help text, from their one source (an enum, a tuple)."""
-    return ", ".join(values)
-
-
-def add_command(
-    sub: Commands,
-    name: str,
-    summary: str,
-    description: str | None = None,
-    epilog: str | None = None,
-) -> argparse.ArgumentParser:
-    """A (sub)command whose --help shows ``description`` and ``epilog`` as written.
-
-    ``summary`` is its line in the parent's list; the description defaults to it.
-    """
-    parser: argparse.ArgumentParser = sub.add_parser(
-        name,
-        help=summary,
-        description=description or f"{summary[:1].upper()}{summary[1:]}.",
-        epilog=epilog,
-        formatter_class=HELP_FORMAT,
-    )
-    return parser
-
-
-def add_group(sub: Commands, name: str, summary: str, description: str | None = None) -> Commands:
-    """A command group (``fieldsync NAME COMMAND``): its parser's sub-parsers action."""
-    group = add_command(sub, name, summary, description)
-    return group.add_subparsers(
-        dest=f"{name.replace('-', '_')}_command", metavar="COMMAND", required=True, title="commands"
-    )
-
-
-def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Aligned columns under a header row, two spaces apart, no trailing blanks."""
-    cells = [list(head), *(list(row) for row in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help=f"the data dir to work on (default: ./data, or {DATA_DIR_ENV})",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fieldsync", description=DESCRIPTION, epilog=EPILOG, formatter_class=HELP_FORMAT
@@ -361,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV}, its master key (master.key).\n"
         "On a data dir that is already complete it changes nothing.",
     )
-    _data_dir(init)
+    data_dir_option(init)
     init.set_defaults(func=cmd_init, creates_data_dir=True)
     serve = add_command(
         sub,
@@ -371,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         "init does, if it is new. Settings come from FIELDSYNC_* variables; the\n"
         "options here override them.",
     )
-    _data_dir(serve)
+    data_dir_option(serve)
     serve.add_argument(
         "--host", metavar="ADDRESS", help="the address to listen on (default: 127.0.0.1)"
     )
@@ -389,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     settings.set_defaults(func=cmd_settings)
     _place_commands(sub)
     _user_commands(sub)
-    _domain_commands(sub)
+    _package_commands(sub)
     return parser
 
 
@@ -405,7 +325,7 @@ def _place_commands(sub: Commands) -> None:
     add.add_argument("id", metavar="ID", help="the place's id (letters, digits, _ . : -)")
     add.add_argument("--parent", metavar="ID", help="the place it lies in (default: none, a root)")
     add.add_argument("--name", metavar="NAME", help="its name, as people say it")
-    _data_dir(add)
+    data_dir_option(add)
     add.set_defaults(func=cmd_place_add)
     listing = add_command(
         place,
@@ -414,11 +334,9 @@ def _place_commands(sub: Commands) -> None:
         "List every place, one a line: id, parent (- for none), name, and\n"
         '"retired DATE" for a retired place.',
     )
-    _data_dir(listing)
+    data_dir_option(listing)
     listing.set_defaults(func=cmd_place_list)
-    from sync.peoplecli import register_places
-
-    register_places(place)
+    peoplecli.register_places(place)
 
 
 ROLE_HELP = {
@@ -462,7 +380,7 @@ def _user_commands(sub: Commands) -> None:
         user, "passwd", "set a user's password", f"Set a user's password.\n\n{PASSWORD_NOTE}"
     )
     passwd.add_argument("name", metavar="NAME", help="the user's login name")
-    _data_dir(passwd)
+    data_dir_option(passwd)
     passwd.set_defaults(func=cmd_user_passwd)
     listing = add_command(
         user,
@@ -471,15 +389,13 @@ def _user_commands(sub: Commands) -> None:
         "List every user, one a line: name, role, places, read-only places, and\n"
         '"disabled" or "removed" for a user who is not active.',
     )
-    _data_dir(listing)
+    data_dir_option(listing)
     listing.set_defaults(func=cmd_user_list)
     logout = add_command(user, "logout", "end every session of a user (server running or not)")
     logout.add_argument("name", metavar="NAME", help="the user's login name")
-    _data_dir(logout)
+    data_dir_option(logout)
     logout.set_defaults(func=cmd_user_logout)
-    from sync.peoplecli import register_users
-
-    register_users(user)
+    peoplecli.register_users(user)
 
 
 def _scope_args(parser: argparse.ArgumentParser) -> None:
@@ -497,24 +413,16 @@ def _scope_args(parser: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="a place the user may only read, and below it (repeatable)",
     )
-    _data_dir(parser)
+    data_dir_option(parser)
 
 
-def _domain_commands(sub: Commands) -> None:
-    """Packages' command groups (CLI extension point); ``--data-dir`` ones are checked in main."""
-    from barcode.cli import register as register_patient_ids
-    from device_registry.cli import register as register_devices
-    from sms_gateway.cli import register as register_sms
-    from sync.auditcli import register as register_audit
-    from sync.backup.cli import register as register_backup
-    from sync.keycli import register as register_keys
+def _package_commands(sub: Commands) -> None:
+    """Every package's command groups (``cli_commands``, :mod:`sync.extensions`), in order.
 
-    register_keys(sub)
-    register_audit(sub)
-    register_patient_ids(sub)
-    register_devices(sub)
-    register_sms(sub)
-    register_backup(sub)
+    A command of theirs that takes ``--data-dir`` is checked in :func:`main` like ours.
+    """
+    for add in packages.extensions().cli_commands:
+        add(sub)
 
 
 def _open(args: argparse.Namespace) -> None:
@@ -523,7 +431,7 @@ def _open(args: argparse.Namespace) -> None:
     Checked here, once for every command (a package's too), before the command runs.
     """
     if "data_dir" in vars(args) and not getattr(args, "creates_data_dir", False):
-        opening.existing(_config(args))
+        opening.existing(config_of(args))
 
 
 def _cli_logging() -> None:

@@ -88,7 +88,8 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-def setup(app: web.Application) -> None:
+def setup_routes(app: web.Application) -> None:
+    """Mount ``/_ready`` and ``/metrics``; the readiness checks are added at start."""
     app[READY_CHECKS] = {}
     app.router.add_get("/_ready", ready)
     app.router.add_get("/metrics", metrics)

@@ -9,7 +9,7 @@ authenticated by the cookie alone must prove that our own client sent it:
 
 - its body is JSON (``Content-Type: application/json``), or
 - it carries a token a page of ours issued (the supervisor pages' CSRF token;
-  packages register such checks in ``app[INTENT_CHECKS]``), or
+  packages register such checks as ``intent_checks``, :mod:`sync.extensions`), or
 - it is a ``DELETE`` without a body (no page can send one cross-site), or
 - it stores an attachment (``PUT /{db}/{doc}/{name}``, any content type, since
   the body *is* the file) and names our origin in ``Origin``.  Browsers send
@@ -35,19 +35,18 @@ Refusals are CouchDB-shaped 403 ``forbidden`` with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from sync.auth import COOKIE
 from sync.errors import Forbidden
+from sync.extensions import IntentCheck
 from sync.replication.routes import parse_target
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# A check a package registers: does this request carry a token one of its pages issued?
-IntentCheck = Callable[[web.Request], Awaitable[bool]]
-INTENT_CHECKS = web.AppKey("intent_checks", list[IntentCheck])
+INTENT_CHECKS = web.AppKey("intent_checks", tuple[IntentCheck, ...])
 STATE_CHANGING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 # What a cross-site page can send without a preflight (Fetch: CORS-safelisted types).
 SIMPLE_TYPES = frozenset(
@@ -135,6 +134,6 @@ def middleware(public_url: str | None) -> Callable[..., Awaitable[web.StreamResp
     return intent
 
 
-def setup(app: web.Application) -> None:
-    """Declare the extension point before the packages' ``setup`` register their checks."""
-    app[INTENT_CHECKS] = []
+def setup(app: web.Application, checks: Sequence[IntentCheck]) -> None:
+    """The packages' checks (``intent_checks``, :mod:`sync.extensions`), for the middleware."""
+    app[INTENT_CHECKS] = tuple(checks)

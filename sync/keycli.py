@@ -20,15 +20,15 @@ from pathlib import Path
 import structlog
 
 from sync import audit, datadir, keyadmin, rotation, shredding
-from sync.cli import (
+from sync.clitools import (
     Commands,
-    _config,
-    _data_dir,
-    _with_conn,
     add_command,
     add_group,
+    config_of,
+    data_dir_option,
     one_of,
     table,
+    with_conn,
 )
 from sync.keys import KeyError_, key_from_file, load_master_key
 from sync.store.schema import connect, db_path
@@ -43,9 +43,9 @@ LIST_FORMATS = {
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_of(args)
     master = load_master_key(config.key_file, create=False)
-    found = _with_conn(args, lambda c: keyadmin.list_keys(c, master))
+    found = with_conn(args, lambda c: keyadmin.list_keys(c, master))
     if args.format == "json":
         objects = [{**dataclasses.asdict(k), "ref": k.ref} for k in found]
         print(json.dumps(objects, indent=2))
@@ -67,7 +67,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_rewrap(args: argparse.Namespace) -> int:
     """Master-key rotation: the server must be stopped (it holds the old key in memory)."""
-    config = _config(args)
+    config = config_of(args)
     new_file = Path(args.new_key_file)
     with datadir.exclusive(config.data_dir, "re-wrap the data keys"):
         old = load_master_key(config.key_file, create=False)
@@ -75,7 +75,7 @@ def cmd_keys_rewrap(args: argparse.Namespace) -> int:
         new = key_from_file(new_file, create=True)
         if new.key == old.key:
             raise KeyError_("the new master key is the current one; give a new key file")
-        done = _with_conn(args, lambda c: keyadmin.rewrap(c, old, new))
+        done = with_conn(args, lambda c: keyadmin.rewrap(c, old, new))
     log.info("master_key_rewrapped", rewrapped=done.rewrapped, already=done.already)
     made = f"new master key written to {new_file} (mode 0600); " if created else ""
     print(
@@ -102,16 +102,19 @@ def _documents_here(conn: sqlite3.Connection, what: str) -> None:
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     """New data-key versions, every blob re-sealed under them, the old versions deleted."""
-    config = _config(args)
+    config = config_of(args)
     if bool(args.place) == args.all:
         raise KeyError_("name the places to rotate (--place, repeatable) or give --all")
     with datadir.exclusive(config.data_dir, "rotate the data keys"):
         master = load_master_key(config.key_file, create=False)
-        _with_conn(args, lambda c: keyadmin.check_master(c, master))
-        _with_conn(args, lambda c: _documents_here(c, "rotate the data keys"))
+        with_conn(args, lambda c: keyadmin.check_master(c, master))
+        with_conn(args, lambda c: _documents_here(c, "rotate the data keys"))
         places = None if args.all else args.place
+        from sync.packages import extensions  # here: the package list imports this module
+
+        sealed = extensions().sealed_blobs
         done = rotation.rotate(
-            config.data_dir, master, places, lambda line: print(line, flush=True)
+            config.data_dir, master, places, lambda line: print(line, flush=True), sealed
         )
     log.info("data_keys_rotated", places=places or "all", deleted=done.deleted, kept=done.kept)
     print(f"old data keys deleted: {', '.join(done.deleted) or 'none'}")
@@ -123,16 +126,16 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 def cmd_keys_shred(args: argparse.Namespace) -> int:
     """Crypto-shredding: a place's data keys and documents deleted for good."""
-    config = _config(args)
+    config = config_of(args)
     if args.confirm != args.place:
         raise KeyError_(
             f"shredding cannot be undone: repeat the place's id, --confirm {args.place}"
         )
     with datadir.exclusive(config.data_dir, "shred a place"):
         master = load_master_key(config.key_file, create=False)
-        _with_conn(args, lambda c: keyadmin.check_master(c, master))
-        _with_conn(args, lambda c: _documents_here(c, "shred a place"))
-        done = _with_conn(args, lambda c: shredding.shred(c, args.place, audit.chain(c, master)))
+        with_conn(args, lambda c: keyadmin.check_master(c, master))
+        with_conn(args, lambda c: _documents_here(c, "shred a place"))
+        done = with_conn(args, lambda c: shredding.shred(c, args.place, audit.chain(c, master)))
         with closing(connect(db_path(config.data_dir), create=False)) as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page left in the log
     log.warning(
@@ -178,7 +181,7 @@ def register(sub: Commands) -> None:
         default="table",
         help=f"{one_of(LIST_FORMATS)} (default: %(default)s)",
     )
-    _data_dir(listing)
+    data_dir_option(listing)
     listing.set_defaults(func=cmd_keys_list)
     rewrap = add_command(
         keys,
@@ -193,7 +196,7 @@ def register(sub: Commands) -> None:
         metavar="FILE",
         help="the new master key file (made, mode 0600, if it does not exist)",
     )
-    _data_dir(rewrap)
+    data_dir_option(rewrap)
     rewrap.set_defaults(func=cmd_keys_rewrap)
     rotate = add_command(
         keys,
@@ -206,7 +209,7 @@ def register(sub: Commands) -> None:
         "--place", action="append", default=[], metavar="ID", help="a place (repeatable)"
     )
     rotate.add_argument("--all", action="store_true", help="every place, the shared key too")
-    _data_dir(rotate)
+    data_dir_option(rotate)
     rotate.set_defaults(func=cmd_keys_rotate)
     shred = add_command(
         keys,
@@ -219,5 +222,5 @@ def register(sub: Commands) -> None:
     shred.add_argument(
         "--confirm", required=True, metavar="ID", help="the place's id again, to confirm"
     )
-    _data_dir(shred)
+    data_dir_option(shred)
     shred.set_defaults(func=cmd_keys_shred)

@@ -28,7 +28,7 @@ def document_bytes() -> bytes:
     return _FILE.read_bytes()
 
 
-def setup(app: web.Application) -> None:
+def setup_routes(app: web.Application) -> None:
     """Mount ``GET /api/v1/openapi.json`` (before the replication routes' catch-all)."""
     body = document_bytes()  # read once: a broken install fails at start, not per request
 

@@ -17,7 +17,7 @@ from typing import TypeVar
 import structlog
 
 from sync import audit, people
-from sync.cli import Commands, _audited, _data_dir, add_command
+from sync.clitools import Commands, add_command, audited, data_dir_option
 from sync.errors import BadRequest
 from sync.people import Changed
 from sync.scopes import Place, User
@@ -29,7 +29,7 @@ log = structlog.get_logger("fieldsync")
 def _change(
     args: argparse.Namespace, action: str, fn: Callable[[sqlite3.Connection], Changed[T]]
 ) -> T:
-    changed = _audited(args, action, lambda c: c.detail, fn)
+    changed = audited(args, action, lambda c: c.detail, fn)
     return changed.value
 
 
@@ -150,7 +150,7 @@ def register_users(user: Commands) -> None:
     for name, summary, description in commands:
         parser = add_command(user, name, summary, description)
         parser.add_argument("name", metavar="NAME", help="the user's login name")
-        _data_dir(parser)
+        data_dir_option(parser)
         parser.set_defaults(func=handlers[name])
 
 
@@ -159,15 +159,15 @@ def register_places(place: Commands) -> None:
     rename = add_command(place, "rename", "give a place a new name (its id stays)", RENAME)
     rename.add_argument("id", metavar="ID", help="the place's id")
     rename.add_argument("name", metavar="NAME", help="its new name, as people say it")
-    _data_dir(rename)
+    data_dir_option(rename)
     rename.set_defaults(func=cmd_place_rename)
     move = add_command(place, "move", "move a place under another parent", MOVE)
     move.add_argument("id", metavar="ID", help="the place's id")
     move.add_argument("--parent", metavar="ID", help="the place it will lie in")
     move.add_argument("--root", action="store_true", help="make it a root (no parent)")
-    _data_dir(move)
+    data_dir_option(move)
     move.set_defaults(func=cmd_place_move)
     retire = add_command(place, "retire", "retire a place no longer used", RETIRE)
     retire.add_argument("id", metavar="ID", help="the place's id")
-    _data_dir(retire)
+    data_dir_option(retire)
     retire.set_defaults(func=cmd_place_retire)

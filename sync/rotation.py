@@ -14,7 +14,8 @@ still) and finishes.
 
 Sealed blobs live in several tables. The core's are document bodies, attachments
 and ``_local`` documents; a domain package with sealed columns of its own (SMS
-texts) registers them with :func:`register`.
+texts) registers them as ``sealed_blobs`` (:mod:`sync.extensions`), and the
+command passes them in.
 """
 
 from __future__ import annotations
@@ -162,17 +163,11 @@ CORE: tuple[SealedBlobs, ...] = (
     ),
     LocalDocs(),
 )
-_registered: list[SealedBlobs] = []
 
 
-def register(blobs: SealedBlobs) -> None:
-    """A domain package's sealed column, re-sealed with the core's (idempotent)."""
-    if all(b.name != blobs.name for b in _registered):
-        _registered.append(blobs)
-
-
-def sealed_blobs() -> tuple[SealedBlobs, ...]:
-    return (*CORE, *_registered)
+def sealed_blobs(packages: Sequence[SealedBlobs]) -> tuple[SealedBlobs, ...]:
+    """The core's sealed columns, then the packages'."""
+    return (*CORE, *packages)
 
 
 # -- the three steps ------------------------------------------------------------------------
@@ -222,13 +217,15 @@ def reseal_batch(
     return (found[-1].rowid if found else after), done, len(found)
 
 
-def retire(conn: sqlite3.Connection, newest: dict[str, int]) -> tuple[list[str], list[str]]:
-    """Step 3: delete older versions of the rotated places that no blob refers to.
+def retire(
+    conn: sqlite3.Connection, newest: dict[str, int], every: Sequence[SealedBlobs]
+) -> tuple[list[str], list[str]]:
+    """Step 3: delete older versions of the rotated places that no blob of ``every`` refers to.
 
     Returns the refs deleted and the refs kept because something still uses them.
     """
     used: Counter[str] = Counter()
-    for blobs in sealed_blobs():
+    for blobs in every:
         used.update(blobs.refs(conn))
     deleted, kept = [], []
     for place, version in newest.items():
@@ -254,9 +251,17 @@ class Rotated:
 
 
 def rotate(
-    data_dir: Path, master: MasterKey, places: Sequence[str] | None, report: Callable[[str], None]
+    data_dir: Path,
+    master: MasterKey,
+    places: Sequence[str] | None,
+    report: Callable[[str], None],
+    packages: Sequence[SealedBlobs],
 ) -> Rotated:
-    """The three steps, each batch its own transaction; ``places=None``: every place."""
+    """The three steps, each batch its own transaction; ``places=None``: every place.
+
+    ``packages``: the sealed columns the packages registered, re-sealed with the core's.
+    """
+    every = sealed_blobs(packages)
 
     def chosen(conn: sqlite3.Connection) -> Iterable[str]:
         return places_with_keys(conn) if places is None else places
@@ -264,7 +269,7 @@ def rotate(
     newest = with_file(data_dir, partial(_added, master=master, chosen=chosen))
     report("new data keys: " + ", ".join(describe(p, v) for p, v in newest.items()))
     keys = KeyRing(master, connections(db_path(data_dir)))  # reads beside each batch's writer
-    for blobs in sealed_blobs():
+    for blobs in every:
         after, looked, done, batches = 0, 0, 0, 0
         while True:
             step = partial(reseal_batch, keys=keys, blobs=blobs, newest=newest, after=after)
@@ -274,7 +279,8 @@ def rotate(
                 report(f"  {blobs.name}: {looked:,} looked at, {done:,} re-sealed")
             if seen == 0:
                 break
-    deleted, kept = with_file(data_dir, partial(_retired, master=master, newest=newest))
+    retired = partial(_retired, master=master, newest=newest, every=every)
+    deleted, kept = with_file(data_dir, retired)
     return Rotated(newest, deleted, kept)
 
 
@@ -290,9 +296,12 @@ def _added(
 
 
 def _retired(
-    conn: sqlite3.Connection, master: MasterKey, newest: dict[str, int]
+    conn: sqlite3.Connection,
+    master: MasterKey,
+    newest: dict[str, int],
+    every: Sequence[SealedBlobs],
 ) -> tuple[list[str], list[str]]:
-    deleted, kept = retire(conn, newest)
+    deleted, kept = retire(conn, newest, every)
     detail = (
         f"old data keys deleted: {', '.join(deleted) or 'none'}; kept: {', '.join(kept) or 'none'}"
     )

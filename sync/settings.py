@@ -6,8 +6,9 @@ The core's settings are the ones :func:`sync.config.from_env` reads (their
 defaults come from :class:`sync.config.Config` itself, so they cannot drift)
 plus the few read elsewhere (the master key, the CLI's password).  Packages
 declare theirs beside the code that reads them (``SETTINGS`` in
-``sms_gateway.settings`` and ``forms.routes``); :func:`every_setting` gathers
-them all.  ``fieldsync settings`` prints the list as the README's table, and
+``sms_gateway.settings`` and ``forms.routes``) and register them as ``settings``
+(:mod:`sync.extensions`); :func:`every_setting` gathers them all.
+``fieldsync settings`` prints the list as the README's table, and
 ``python -m sync.settings README.md`` writes it there, between the markers
 :data:`START` and :data:`END`.  A test checks that every ``FIELDSYNC_`` name
 in the code is in this list, so a new setting cannot go undocumented.
@@ -152,11 +153,10 @@ def core_settings() -> tuple[Setting, ...]:
 
 
 def every_setting() -> tuple[Setting, ...]:
-    """The core's settings, then each package's (setting extension point)."""
-    from forms.routes import SETTINGS as FORMS_SETTINGS
-    from sms_gateway.settings import SETTINGS as SMS_SETTINGS
+    """The core's settings, then the packages' (``settings``, :mod:`sync.extensions`)."""
+    from sync.packages import extensions  # here: the packages import this module
 
-    return (*core_settings(), *FORMS_SETTINGS, *SMS_SETTINGS)
+    return (*core_settings(), *extensions().settings)
 
 
 def _cell(text: str) -> str:

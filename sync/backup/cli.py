@@ -23,7 +23,8 @@ import structlog
 
 from sync import audit, keyadmin
 from sync.backup import archive, shares
-from sync.cli import Commands, _config, _data_dir, _with_conn, add_command
+from sync.clitools import Commands, add_command, config_of, data_dir_option, with_conn
+from sync.extensions import Extensions
 from sync.keys import MASTER_KEY_ENV, load_master_key
 
 log = structlog.get_logger("fieldsync.backup")
@@ -38,11 +39,11 @@ def _say(line: str) -> None:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_of(args)
     shares.check_counts(args.threshold, args.shares)
     master = load_master_key(config.key_file, create=False)
-    _with_conn(args, lambda c: keyadmin.check_master(c, master))
-    backend = _with_conn(args, keyadmin.documents_backend)
+    with_conn(args, lambda c: keyadmin.check_master(c, master))
+    backend = with_conn(args, keyadmin.documents_backend)
     if backend != "embedded":
         _say(
             f"warning: this server keeps its documents in {backend}; the archive holds the "
@@ -62,7 +63,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         f"backup {header.archive_id} written to {out.name}: {written.bytes} bytes, "
         f"{header.threshold} of {header.shares} shares"
     )
-    _with_conn(args, lambda c: audit.note_cli(c, master, "backup", detail))
+    with_conn(args, lambda c: audit.note_cli(c, master, "backup", detail))
     log.info(
         "backup_written",
         archive_id=header.archive_id,
@@ -107,7 +108,7 @@ def _write_qr(folder: Path, made: Iterable[shares.Share]) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_of(args)
     archive.check_target(config.data_dir)  # before asking anyone for a share
     given = _shares(args.share)
     restored = archive.restore(Path(args.archive), given, config.data_dir, _say)
@@ -185,6 +186,11 @@ The archive is checked chunk by chunk as it is read, the restored store must pas
 SQLite's integrity check, and only then is the data dir put in place."""
 
 
+def extend(ext: Extensions) -> None:
+    """Register the ``backup`` and ``restore`` commands (:mod:`sync.extensions`)."""
+    ext.cli_commands.append(register)
+
+
 def register(sub: Commands) -> None:
     """Add the ``backup`` and ``restore`` commands to the top-level CLI."""
     backup = add_command(
@@ -210,7 +216,7 @@ def register(sub: Commands) -> None:
         metavar="DIR",
         help="also write each share as a QR code (PNG) and a text file into DIR",
     )
-    _data_dir(backup)
+    data_dir_option(backup)
     backup.set_defaults(func=cmd_backup)
     restore = add_command(
         sub, "restore", "restore a backup into a new data dir, with enough shares", RESTORE_HELP

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -12,6 +12,7 @@ import orjson
 
 from sync.audit import AuditLog, AuditStamp
 from sync.errors import Forbidden
+from sync.extensions import Validator
 from sync.replication import revtree
 from sync.scopes import PlaceTree, Scope, User
 from sync.store.base import SHARED, DocMeta, DocStore, StoredRevision
@@ -19,9 +20,6 @@ from sync.vault import Vault
 
 # Sealed local documents are ``LOCAL_SEALED key_ref NUL ciphertext``; older ones are plain JSON.
 LOCAL_SEALED = b"fs-local-1\x00"
-
-# A validator sees (db, document as the client sent it) and returns a reason to refuse it, or None.
-Validator = Callable[[str, dict[str, Any]], str | None]
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ class Parts:
     store: DocStore
     vault: Vault
     notifier: Notifier
-    validators: list[Validator] = field(default_factory=list)
+    validators: tuple[Validator, ...] = ()  # the packages' (sync.extensions)
     audit: AuditLog | None = None
     # Writes refused because the document lives in a place outside the writer's
     # capture scope (each also audited as "write_refused"): a count to watch.

@@ -3,9 +3,9 @@
 Test modules use only fixtures from here, never ``from conftest import``:
 several test directories have a conftest.py, so that import is ambiguous.
 
-The app is built as the app factory will mount it: ``create_app`` and then
-``barcode.routes.setup``.  Device enrolment is off (another package builds it),
-so requests carry no device and blocks name theirs in the body.  Places and
+The app is the app factory's, ``create_app`` (it mounts ``barcode.routes``
+through its ``extend``).  Device enrolment is off, so requests carry no device
+and blocks name theirs in the body.  Places and
 users::
 
     country
@@ -29,7 +29,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from barcode import routes
 from sync import accounts
 from sync.app import create_app
 from sync.config import Config
@@ -67,9 +66,7 @@ def as_user(name: str) -> dict[str, str]:
 
 
 def make_app(config: Config) -> web.Application:
-    app = create_app(config)
-    routes.setup(app)
-    return app
+    return create_app(config)
 
 
 @pytest.fixture(scope="session")
