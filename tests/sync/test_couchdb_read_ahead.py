@@ -355,3 +355,47 @@ async def test_a_page_reads_the_log_once_when_the_instance_knows_the_places_tail
         since = page["last_seq"]
         assert len(log_reads) == 1, log_reads
     assert len(seen) == 300
+
+
+# -- checkpoints: PouchDB reads its checkpoint before saving it, after every batch -----------
+async def _checkpoint(api: Api, method: str, body: Any = None) -> tuple[int, Any]:
+    return await api.call(method, "/health/_local/phone-1", "alice", body)
+
+
+async def test_a_checkpoint_read_after_its_save_asks_couchdb_nothing(
+    aiohttp_client: Callable[..., Awaitable[Client]], config: Config
+) -> None:
+    api = await _served(aiohttp_client, config)
+    status, saved = await _checkpoint(api, "PUT", {"last_seq": "a"})
+    assert status == 201, saved
+    asked = await _watched(api)
+    status, read = await _checkpoint(api, "GET")
+    assert status == 200 and read["last_seq"] == "a" and read["_rev"] == saved["rev"]
+    assert asked == []
+    status, _ = await _checkpoint(api, "PUT", {"_rev": read["_rev"], "last_seq": "b"})
+    assert status == 201 and [a for a in asked if a.startswith("PUT")], asked  # saved for real
+
+
+async def test_a_checkpoint_saved_through_another_instance_is_refused_then_read_afresh(
+    aiohttp_client: Callable[..., Awaitable[Client]], configs: list[Config]
+) -> None:
+    """The phone moved to the other instance and back: the old checkpoint it may be given
+    is never saved over the newer one, and PouchDB's retry (read, save) goes through."""
+    here = await _served(aiohttp_client, configs[0])
+    there = await _served(aiohttp_client, configs[1])
+    status, first = await _checkpoint(here, "PUT", {"last_seq": "a"})
+    assert status == 201
+    status, seen = await _checkpoint(there, "GET")
+    assert status == 200 and seen["_rev"] == first["rev"]
+    status, newer = await _checkpoint(there, "PUT", {"_rev": seen["_rev"], "last_seq": "b"})
+    assert status == 201
+    status, kept = await _checkpoint(here, "GET")  # this instance's, up to 10 s old
+    assert status == 200 and kept["_rev"] in (first["rev"], newer["rev"])
+    status, _ = await _checkpoint(here, "PUT", {"_rev": first["rev"], "last_seq": "c"})
+    assert status == 409  # never over the newer one
+    status, fresh = await _checkpoint(here, "GET")
+    assert status == 200 and fresh["_rev"] == newer["rev"] and fresh["last_seq"] == "b"
+    status, last = await _checkpoint(here, "PUT", {"_rev": fresh["_rev"], "last_seq": "c"})
+    assert status == 201
+    status, after = await _checkpoint(here, "GET")
+    assert after["last_seq"] == "c" and after["_rev"] == last["rev"]

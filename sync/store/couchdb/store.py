@@ -75,6 +75,11 @@ _AHEAD_CHANGES = 32
 # Metas a changes page read, reused by the ``_bulk_get`` that follows it (get_metas).
 _RECENT_SECONDS = 5.0
 _RECENT_METAS = 20_000
+# Checkpoints this instance saved or read, given again for a few seconds: PouchDB reads
+# its checkpoint before saving it after every batch.  One saved meanwhile through another
+# instance is seen once it expires, or at once by the save (409): see get_local.
+_CHECKPOINT_SECONDS = 10.0
+_CHECKPOINTS_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,7 @@ class CouchStore(LogStore):
         ] = {}
         # (db, owner, id) -> (our rev, CouchDB's _rev) of checkpoints this instance last saw
         self._local_revs: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._locals: dict[tuple[str, str, str], tuple[float, LocalDoc]] = {}
         self._tails: dict[
             tuple[str, frozenset[str]], tuple[float, dict[str, int]]
         ] = {}  # (db, key) -> cursor
@@ -170,6 +176,8 @@ class CouchStore(LogStore):
             del self._cursors[key]
         for local in [k for k in self._local_revs if k[0] == name]:
             del self._local_revs[local]
+        for local in [k for k in self._locals if k[0] == name]:
+            del self._locals[local]
         self._forget_infos(name)
 
     async def list_dbs(self) -> list[str]:
@@ -594,13 +602,32 @@ class CouchStore(LogStore):
 
     # -- local documents ----------------------------------------------------------
     async def get_local(self, db: str, owner: str, doc_id: str) -> LocalDoc | None:
+        """A checkpoint; one this instance saved or read in the last ``_CHECKPOINT_SECONDS``
+        is given again without asking CouchDB.  If another instance saved it meanwhile, the
+        one given is older: the phone resumes from there (sends some changes again, loses
+        none), and its save is refused (409), which drops what is kept here, so the read of
+        PouchDB's retry reads CouchDB."""
         await self._settings_of(db)
+        key = (db, owner, doc_id)
+        kept = self._locals.get(key)
+        if kept is not None and time.monotonic() - kept[0] < _CHECKPOINT_SECONDS:
+            return kept[1]
         doc = await self._get(db, path(self._data(db), layout.local_id(owner, doc_id)))
         if doc is None:
-            self._local_revs.pop((db, owner, doc_id), None)
+            self._local_revs.pop(key, None)
+            self._locals.pop(key, None)
             return None
-        self._local_revs[(db, owner, doc_id)] = (str(doc["rev"]), str(doc["_rev"]))
-        return LocalDoc(doc_id, str(doc["rev"]), layout.unb64(doc["body"]))
+        self._local_revs[key] = (str(doc["rev"]), str(doc["_rev"]))
+        return self._keep_local(key, LocalDoc(doc_id, str(doc["rev"]), layout.unb64(doc["body"])))
+
+    def _keep_local(self, key: tuple[str, str, str], local: LocalDoc) -> LocalDoc:
+        now = time.monotonic()
+        if len(self._locals) >= _CHECKPOINTS_KEPT:
+            stale = [k for k, (at, _) in self._locals.items() if now - at >= _CHECKPOINT_SECONDS]
+            for old in stale or list(self._locals)[: _CHECKPOINTS_KEPT // 10]:
+                del self._locals[old]
+        self._locals[key] = (now, local)
+        return local
 
     async def put_local(
         self, db: str, owner: str, doc_id: str, expected_rev: str | None, body: bytes
@@ -608,6 +635,18 @@ class CouchStore(LogStore):
         """A checkpoint: PouchDB reads it, then saves it, after every batch.  The CouchDB
         ``_rev`` seen by the read is used for the save; if another instance saved it
         meanwhile, CouchDB's 409 sends us the long way: read, compare, save."""
+        key = (db, owner, doc_id)
+        try:
+            rev = await self._save_local(db, owner, doc_id, expected_rev, body)
+        except Conflict:
+            self._locals.pop(key, None)  # saved elsewhere: the next read asks CouchDB
+            raise
+        self._keep_local(key, LocalDoc(doc_id, rev, body))
+        return rev
+
+    async def _save_local(
+        self, db: str, owner: str, doc_id: str, expected_rev: str | None, body: bytes
+    ) -> str:
         await self._settings_of(db)
         where = path(self._data(db), layout.local_id(owner, doc_id))
         key = (db, owner, doc_id)
@@ -634,6 +673,7 @@ class CouchStore(LogStore):
         return rev
 
     async def delete_local(self, db: str, owner: str, doc_id: str, rev: str | None) -> None:
+        self._locals.pop((db, owner, doc_id), None)
         await self._settings_of(db)
         where = path(self._data(db), layout.local_id(owner, doc_id))
         current = await self._get(db, where)
