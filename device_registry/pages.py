@@ -25,7 +25,7 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from device_registry import csrf, enrolment, inventory, qr, status, templates
+from device_registry import console, csrf, enrolment, inventory, qr, status, templates
 from device_registry.codes import qr_payload
 from device_registry.context import device_list, is_staff, parts, server_url
 from device_registry.model import Device, HistoryEntry
@@ -60,7 +60,7 @@ Form = MultiDictProxy[Any]
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-class _Page:
+class Page:
     """The CSRF nonce of one request, and how to answer it."""
 
     def __init__(self, request: web.Request) -> None:
@@ -101,7 +101,7 @@ class _Page:
 async def proves_intent(request: web.Request) -> bool:
     """For ``sync.intent``: a form post to these pages proves its intent here.
 
-    Each handler checks the form's CSRF token itself (``_Page.form``) and answers
+    Each handler checks the form's CSRF token itself (``Page.form``) and answers
     a stale form with a page saying so, not with JSON; logging in needs no token
     (as ``/_session``) and logging out must work from a stale page.
     """
@@ -130,14 +130,14 @@ def _to_login(request: web.Request) -> web.Response:
     return _redirect(f"/supervisor/login?next={quote(request.path_qs, safe='')}")
 
 
-StaffHandler = Callable[[web.Request, _Page, Caller], Awaitable[web.StreamResponse]]
+StaffHandler = Callable[[web.Request, Page, Caller], Awaitable[web.StreamResponse]]
 
 
-def _staff_page(handler: StaffHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def staff_page(handler: StaffHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Log in first; render a stale form or a refused action as a page, not JSON."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        page = _Page(request)
+        page = Page(request)
         caller = await _caller(request)
         if caller is None:
             return _to_login(request)
@@ -153,6 +153,11 @@ def _staff_page(handler: StaffHandler) -> Callable[[web.Request], Awaitable[web.
     return wrapped
 
 
+def shell_for(page: Page, caller: Caller, active: str) -> console.Shell:
+    """The console frame for ``caller`` on a page of section ``active`` (see ``console.NAV``)."""
+    return console.Shell(user=caller.name, csrf=page.token, active=active)
+
+
 # -- log in and out ----------------------------------------------------------------------
 def _next(value: object) -> str:
     text = value if isinstance(value, str) else ""
@@ -160,14 +165,14 @@ def _next(value: object) -> str:
 
 
 async def login_form(request: web.Request) -> web.Response:
-    page = _Page(request)
+    page = Page(request)
     if await _caller(request) is not None:
         return _redirect(_next(request.query.get("next")))
     return page.respond(templates.login_page(page.token, _next(request.query.get("next"))))
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    page = _Page(request)
+    page = Page(request)
     try:
         form = await page.form()
     except _Expired:
@@ -206,8 +211,8 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 
 # -- the list and one device ------------------------------------------------------------
-@_staff_page
-async def devices(request: web.Request, page: _Page, caller: Caller) -> web.StreamResponse:
+@staff_page
+async def devices(request: web.Request, page: Page, caller: Caller) -> web.StreamResponse:
     statuses = request.query.getall("status", [])
     try:
         query, chosen, counts = await device_list(request, caller, request.query, statuses)
@@ -240,7 +245,7 @@ async def _workers(request: web.Request, caller: Caller, writable: bool) -> list
 
 async def _device_page(
     request: web.Request,
-    page: _Page,
+    page: Page,
     caller: Caller,
     notice: str | None = None,
     error: FieldsyncError | None = None,
@@ -268,8 +273,8 @@ async def _device_page(
     return page.respond(templates.device_page(view), 200 if error is None else error.status)
 
 
-@_staff_page
-async def device(request: web.Request, page: _Page, caller: Caller) -> web.StreamResponse:
+@staff_page
+async def device(request: web.Request, page: Page, caller: Caller) -> web.StreamResponse:
     return await _device_page(request, page, caller, notice=DONE.get(request.query.get("done", "")))
 
 
@@ -279,8 +284,8 @@ Change = Callable[[sqlite3.Connection, str, Caller, Form], str]
 def _action(change: Change) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """A form post that changes the device, then shows it again (303, or the error)."""
 
-    @_staff_page
-    async def handler(request: web.Request, page: _Page, caller: Caller) -> web.StreamResponse:
+    @staff_page
+    async def handler(request: web.Request, page: Page, caller: Caller) -> web.StreamResponse:
         form = await page.form()
         serial = request.match_info["serial"]
         try:
@@ -328,8 +333,8 @@ def _edit(conn: sqlite3.Connection, serial: str, caller: Caller, form: Form) -> 
     return "edited"
 
 
-@_staff_page
-async def enrolment_code(request: web.Request, page: _Page, caller: Caller) -> web.StreamResponse:
+@staff_page
+async def enrolment_code(request: web.Request, page: Page, caller: Caller) -> web.StreamResponse:
     await page.form()
     serial = request.match_info["serial"]
     try:
