@@ -61,10 +61,13 @@ class Shell:
         return moment.astimezone(ZoneInfo(self.zone)).strftime("%Y-%m-%d %H:%M")
 
 
+def _current(key: str, shell: Shell) -> str:
+    return ' aria-current="page"' if key == shell.active else ""
+
+
 def _nav(shell: Shell) -> str:
     links = "".join(
-        f'<a href="{href}"{" aria-current=page" if key == shell.active else ""}>{e(shell.t(name))}</a>'
-        for key, href, name in NAV
+        f'<a href="{href}"{_current(key, shell)}>{e(shell.t(name))}</a>' for key, href, name in NAV
     )
     return f'<nav aria-label="{e(shell.t("Sections"))}">{links}</nav>'
 
