@@ -119,13 +119,17 @@ def _meta(doc_id: str) -> DocMeta:
     return DocMeta(doc_id, "area-a1", 1, "1-a", False, {})
 
 
-def test_recent_metas_expire_and_writes_drop_them() -> None:
+def test_recent_metas_expire_and_writes_make_them_stale() -> None:
     recent = RecentMetas(0.05, 3)
     recent.keep("db1", {i: _meta(i) for i in ("a", "b")})
     assert sorted(recent.get("db1", ["a", "b", "c"])) == ["a", "b"]
     assert recent.get("db2", ["a"]) == {}
+    assert recent.stale("db1", ["a", "b"]) == {}
     recent.forget("db1", ["a"])
     assert sorted(recent.get("db1", ["a", "b"])) == ["b"]
+    assert sorted(recent.stale("db1", ["a", "b"])) == ["a"]  # merged into a fresh read
+    recent.keep("db1", {"a": _meta("a")})  # read again: answers for itself
+    assert sorted(recent.get("db1", ["a", "b"])) == ["a", "b"]
     recent.keep("db1", {i: _meta(i) for i in ("c", "d", "e")})
     assert sorted(recent.get("db1", ["b", "c", "d", "e"])) == ["c", "d", "e"]  # at most 3
     time.sleep(0.06)
@@ -230,6 +234,37 @@ async def test_bodies_too_big_to_hold_inline_are_fetched_ahead(
     by_page, by_bulk_get = await _page_then_bulk_get(await _served(aiohttp_client, config))
     assert [a for a in by_page if "%24data/_bulk_get" in a], f"nothing fetched ahead: {by_page}"
     assert by_bulk_get == []  # metas from the page, bodies fetched ahead: not one request
+
+
+async def test_a_revision_the_page_named_survives_a_lagging_read_after_a_write(
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a cluster, a write through this instance can land on a fork a moment before the
+    replicas agree: the fresh read after it may lack a revision the page named.  The page's
+    meta is merged in, so ``_bulk_get`` still serves that revision (not "missing")."""
+    api = await _served(aiohttp_client, config)
+    first = (await api.bulk([{"_id": "f1", "place": "area-a1", "n": 1}]))[0]
+    rows = await _page(api)
+    assert [r["changes"][0]["rev"] for r in rows if r["id"] == "f1"] == [first["rev"]]
+    branch = {"_id": "f1", "_rev": "1-ffff", "place": "area-a1", "n": 2}
+    status, _ = await api.call(
+        "POST", "/health/_bulk_docs", "alice", {"docs": [branch], "new_edits": False}
+    )
+    assert status == 201
+    real_load = metas.load
+
+    async def lagging(client: Any, meta_db: str, ids: Sequence[str]) -> dict[str, metas.Meta]:
+        found = await real_load(client, meta_db, ids)
+        for meta in found.values():  # the replica that has only the other fork
+            meta.tree = {r: n for r, n in meta.tree.items() if r != first["rev"]}
+        return found
+
+    monkeypatch.setattr(metas, "load", lagging)
+    got = await _bulk_get(api, [{"id": "f1", "rev": first["rev"]}])
+    assert [d.get("ok", d)["_rev"] if "ok" in d else d for d in got] == [first["rev"]]
+    assert got[0]["ok"]["n"] == 1
 
 
 async def _meta_doc(store: CouchStore, doc_id: str) -> dict[str, Any]:

@@ -131,31 +131,45 @@ class RecentMetas:
 
     The ``_bulk_get`` that follows a page asks for the revisions the page named;
     a meta read a moment ago holds them (a revision tree only grows).  A write
-    through this instance drops its documents' metas; one through another instance
+    through this instance makes its documents' metas *stale*: they no longer
+    answer for themselves, but the fresh read that replaces them is merged with
+    them (:meth:`stale`), so a revision the page named is never lost to a read
+    from a replica that has not seen it yet.  A write through another instance
     is seen once they expire, as a lagging replica's would be.
     """
 
     def __init__(self, seconds: float, most: int) -> None:
         self.seconds, self.most = seconds, most
-        self._kept: OrderedDict[tuple[str, str], tuple[float, DocMeta]] = OrderedDict()
+        self._kept: OrderedDict[tuple[str, str], tuple[float, DocMeta, bool]] = OrderedDict()
 
     def keep(self, space: str, found: Mapping[str, DocMeta]) -> None:
         now = time.monotonic()
         for doc_id, meta in found.items():
             self._kept.pop((space, doc_id), None)
-            self._kept[(space, doc_id)] = (now, meta)
+            self._kept[(space, doc_id)] = (now, meta, False)
         while len(self._kept) > self.most:
             self._kept.popitem(last=False)
 
     def get(self, space: str, ids: Sequence[str]) -> dict[str, DocMeta]:
+        """The metas that still answer for themselves (read recently, not written since)."""
+        return {i: meta for i, (meta, stale) in self._live(space, ids).items() if not stale}
+
+    def stale(self, space: str, ids: Sequence[str]) -> dict[str, DocMeta]:
+        """The recent metas of documents written since: to merge into a fresh read."""
+        return {i: meta for i, (meta, stale) in self._live(space, ids).items() if stale}
+
+    def _live(self, space: str, ids: Sequence[str]) -> dict[str, tuple[DocMeta, bool]]:
         oldest = time.monotonic() - self.seconds
         found = {}
         for doc_id in ids:
             kept = self._kept.get((space, doc_id))
             if kept is not None and kept[0] >= oldest:
-                found[doc_id] = kept[1]
+                found[doc_id] = (kept[1], kept[2])
         return found
 
     def forget(self, space: str, ids: Sequence[str]) -> None:
+        """Documents written through this instance: their kept metas turn stale."""
         for doc_id in ids:
-            self._kept.pop((space, doc_id), None)
+            kept = self._kept.get((space, doc_id))
+            if kept is not None:
+                self._kept[(space, doc_id)] = (kept[0], kept[1], True)

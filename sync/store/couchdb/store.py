@@ -36,6 +36,7 @@ from sync.errors import (
     StoreUnavailable,
     TooLarge,
 )
+from sync.replication import revtree
 from sync.store.base import (
     AllDocsQuery,
     AttachmentBlob,
@@ -259,7 +260,11 @@ class CouchStore(LogStore):
         todo = [i for i in ids if i not in kept]
         found = await metas.load(self.client, self._meta(db), todo) if todo else {}
         self._keep_bodies(settings.uuid, found.values())
-        return {**kept, **{i: m.as_doc_meta() for i, m in found.items()}}
+        fresh = {i: m.as_doc_meta() for i, m in found.items()}
+        if recent:  # what the page named stays known, whichever replica answered now
+            for doc_id, older in self._recent.stale(settings.uuid, todo).items():
+                fresh[doc_id] = _union(older, fresh.get(doc_id))
+        return {**kept, **fresh}
 
     def _keep_bodies(self, space: str, read: Iterable[metas.Meta]) -> None:
         """The winners' bodies the metas just read hold inline: the reads that follow
@@ -748,3 +753,14 @@ def _body_key(couch_id: str) -> tuple[str, str]:
     """``r:REV:DOCID`` -> (doc id, rev); a rev never holds a colon."""
     _, rev, doc_id = couch_id.split(":", 2)
     return doc_id, rev
+
+
+def _union(older: DocMeta, fresh: DocMeta | None) -> DocMeta:
+    """A meta read now, merged with one a changes page read before a write through
+    this instance: a revision tree only grows, so every revision either knew is kept."""
+    if fresh is None:
+        return older
+    tree = revtree.merge_trees(older.tree, fresh.tree)
+    win = revtree.winner(tree)
+    place = fresh.place if fresh.winner == win or older.winner != win else older.place
+    return DocMeta(fresh.id, place, max(older.seq, fresh.seq), win, tree[win].deleted, tree)
