@@ -236,6 +236,30 @@ async def test_bodies_too_big_to_hold_inline_are_fetched_ahead(
     assert by_bulk_get == []  # metas from the page, bodies fetched ahead: not one request
 
 
+async def test_the_page_after_a_full_page_is_read_ahead(
+    aiohttp_client: Callable[..., Awaitable[Client]], config: Config
+) -> None:
+    """A catch-up asks for the page after a full one: it was read while the first travelled,
+    so that request asks CouchDB nothing; the pages together hold every document once."""
+    api = await _served(aiohttp_client, config)
+    await api.bulk([{"_id": f"c{n:02d}", "place": "area-a1", "n": n} for n in range(70)])
+    store = _store(api)
+    status, first = await api.call("GET", "/health/_changes", "alice", style="all_docs", limit="40")
+    assert status == 200 and len(first["results"]) == 40
+    pending = [task for _, task in store._ahead._pages.values()]
+    assert len(pending) == 1  # the next page, under way
+    await asyncio.gather(*pending)
+    asked = await _watched(api)
+    status, second = await api.call(
+        "GET", "/health/_changes", "alice", style="all_docs", limit="40", since=first["last_seq"]
+    )
+    assert status == 200
+    assert not [a for a in asked if "%24log" in a or "_bulk_get" in a], asked
+    ids = [r["id"] for r in first["results"] + second["results"]]
+    assert sorted(ids) == [f"c{n:02d}" for n in range(70)]
+    assert not store._ahead._pages  # the last page was not full: nothing more read
+
+
 async def test_a_revision_the_page_named_survives_a_lagging_read_after_a_write(
     aiohttp_client: Callable[..., Awaitable[Client]],
     config: Config,
@@ -371,6 +395,7 @@ async def test_a_page_reads_the_log_once_when_the_instance_knows_the_places_tail
             [{"_id": f"a{batch}-{n:02d}", "place": "area-a1"} for n in range(30)], user="alice"
         )
     store = _store(api)
+    store._ahead.most = 0  # no page read ahead: each page's own reads are counted
     store.log.forget(store._log("health"))  # as if another instance had written them
     status, _ = await api.call("GET", "/health", "alice")
     assert status == 200

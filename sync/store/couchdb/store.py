@@ -52,7 +52,8 @@ from sync.store.base import (
     StoredRevision,
     WriteResult,
 )
-from sync.store.couchdb import feed, layout, listing, metas, plans
+from sync.store.couchdb import ahead, feed, layout, listing, metas, plans
+from sync.store.couchdb.ahead import PagesAhead
 from sync.store.couchdb.bodies import BodyCache, RecentMetas
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.log import PlaceLog
@@ -76,6 +77,8 @@ _AHEAD_CHANGES = 32
 # Metas a changes page read, reused by the ``_bulk_get`` that follows it (get_metas).
 _RECENT_SECONDS = 5.0
 _RECENT_METAS = 20_000
+# Catch-up pages read ahead, one per phone catching up (ahead.py).
+_PAGES_AHEAD = 256
 # Checkpoints this instance saved or read, given again for a few seconds: PouchDB reads
 # its checkpoint before saving it after every batch.  One saved meanwhile through another
 # instance is seen once it expires, or at once by the save (409): see get_local.
@@ -100,6 +103,7 @@ class CouchStore(LogStore):
         self.log = PlaceLog(client)
         self.bodies = BodyCache(_BODY_CACHE_BYTES)
         self._recent = RecentMetas(_RECENT_SECONDS, _RECENT_METAS)
+        self._ahead = PagesAhead(_RECENT_SECONDS, _PAGES_AHEAD)
         self.audit_sink: AuditSink | None = None
         self._settings: dict[str, _Settings] = {}
         self._watched: dict[str, str] = {}  # db -> CouchDB since of the log watcher
@@ -125,6 +129,7 @@ class CouchStore(LogStore):
         return layout.log_db(self.prefix, db)
 
     async def close(self) -> None:
+        await self._ahead.close()
         await self.bodies.close()
         await self.client.close()
 
@@ -495,13 +500,36 @@ class CouchStore(LogStore):
     async def place_changes(
         self, db: str, places: frozenset[str], cursor: Mapping[str, Position], limit: int
     ) -> LogPage:
+        """A page of the places' logs; a full page of a catch-up has the next one read
+        ahead (``ahead.PagesAhead``)."""
         settings = await self._settings_of(db)
+        key = PagesAhead.key(settings.uuid, places, cursor, limit)
+        page = await self._ahead.take(key)
+        if page is None:
+            page = await self._read_page(db, settings.uuid, places, cursor, limit)
+        changes = sum(1 for row in page.rows if row.change is not None)
+        if changes >= max(limit, _AHEAD_CHANGES) and not page.exhausted:
+            following = ahead.after(cursor, page)
+            self._ahead.start(
+                PagesAhead.key(settings.uuid, places, following, limit),
+                self._read_page(db, settings.uuid, places, following, limit),
+            )
+        return page
+
+    async def _read_page(
+        self,
+        db: str,
+        space: str,
+        places: frozenset[str],
+        cursor: Mapping[str, Position],
+        limit: int,
+    ) -> LogPage:
         page, read = await feed.place_changes(
             self.client, self.log, self._meta(db), self._log(db), places, cursor, limit
         )
-        self._recent.keep(settings.uuid, {i: m.as_doc_meta() for i, m in read.items()})
-        self._keep_bodies(settings.uuid, read.values())
-        self._fetch_ahead(db, settings.uuid, [r.change for r in page.rows if r.change])
+        self._recent.keep(space, {i: m.as_doc_meta() for i, m in read.items()})
+        self._keep_bodies(space, read.values())
+        self._fetch_ahead(db, space, [r.change for r in page.rows if r.change])
         return page
 
     async def global_changes(

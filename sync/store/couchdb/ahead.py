@@ -1,0 +1,91 @@
+"""The next page of a catch-up pull, read while the phone handles the one it was sent.
+
+A phone catching up asks for changes a page at a time (PouchDB: ``limit`` 100),
+and each page costs fieldsync two CouchDB round trips one after the other: the
+log entries, then the metas they name.  When a page comes back full, the page
+after it is the one the phone will ask for next (its ``since`` is this page's
+end), so it is read at once, in the background, and handed over when asked.
+
+A page read ahead is as good as a page read from a replica a moment behind: the
+walk's rules (``feed``) send a document only from the log entry of the version
+its meta shows, and anything written after the read lies later in the log.  It
+is kept for ``seconds`` and only for the exact request it answers; an unused
+one is dropped.  At most ``most`` pages are kept (one per phone catching up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+
+from sync.store.base import LogPage, Position
+
+log = logging.getLogger(__name__)
+
+Read = Callable[[Mapping[str, Position]], Awaitable[LogPage]]
+
+
+def after(cursor: Mapping[str, Position], page: LogPage) -> dict[str, Position]:
+    """The cursor a page leaves behind: where the next request will start."""
+    moved = dict(cursor)
+    for row in page.rows:
+        moved[row.place] = row.after
+    return moved
+
+
+class PagesAhead:
+    def __init__(self, seconds: float, most: int) -> None:
+        self.seconds, self.most = seconds, most
+        self._pages: OrderedDict[Hashable, tuple[float, asyncio.Task[LogPage]]] = OrderedDict()
+
+    @staticmethod
+    def key(
+        space: str, places: frozenset[str], cursor: Mapping[str, Position], limit: int
+    ) -> Hashable:
+        return (space, places, tuple(sorted(cursor.items())), limit)
+
+    async def take(self, key: Hashable) -> LogPage | None:
+        """The page read ahead for exactly this request, or None (then read it now)."""
+        found = self._pages.pop(key, None)
+        if found is None:
+            return None
+        at, task = found
+        if time.monotonic() - at > self.seconds:
+            task.cancel()
+            return None
+        try:
+            return await task
+        except Exception:  # the request reads it itself, and meets the error there
+            log.debug("page read ahead failed", exc_info=True)
+            return None
+
+    def start(self, key: Hashable, read: Awaitable[LogPage]) -> None:
+        """Read the page for ``key`` in the background."""
+        old = self._pages.pop(key, None)
+        if old is not None:
+            old[1].cancel()
+        task = asyncio.ensure_future(read)
+        task.add_done_callback(_retrieve)
+        self._pages[key] = (time.monotonic(), task)
+        while len(self._pages) > self.most:
+            _, (_, task) = self._pages.popitem(last=False)
+            task.cancel()
+
+    async def close(self) -> None:
+        tasks = [task for _, task in self._pages.values()]
+        self._pages.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _retrieve(task: asyncio.Task[LogPage]) -> None:
+    """A page nobody took: its error is not worth a warning (the request reads again)."""
+    if not task.cancelled():
+        task.exception()
