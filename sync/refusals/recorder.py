@@ -75,7 +75,7 @@ class Recorder:
         max_pending_bytes: int = MAX_PENDING_BYTES,
     ) -> None:
         self.store = store
-        self._sealer = sealer
+        self.sealer = sealer
         self.per_worker = per_worker
         self._clock = clock
         self._max_pending = max_pending
@@ -141,7 +141,7 @@ class Recorder:
         while self._pending:
             noted, self._pending, self._pending_bytes = self._pending, [], 0
             try:
-                await self._sealer.warm()
+                await self.sealer.warm()
                 batch = [self._sealed(n) for n in merged(noted)]
                 await self.store.record(batch, self.per_worker)
             except Exception:
@@ -151,7 +151,7 @@ class Recorder:
         r = noted.refusal
         if noted.data is None:
             return r
-        body = self._sealer.seal(r.worker, r.doc_id, r.rev, noted.data, noted.truncated)
+        body = self.sealer.seal(r.worker, r.doc_id, r.rev, noted.data, noted.truncated)
         return replace(r, body=body)
 
     async def drain(self) -> None:
