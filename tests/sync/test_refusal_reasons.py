@@ -19,7 +19,7 @@ from sync.store.rules import DocumentElsewhere
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (WriteRefused("place 'x' is outside your capture scope", code="outside_scope"), "outside_scope"),
+        (WriteRefused("place 'x' is outside your scope", code="outside_scope"), "outside_scope"),
         (WriteRefused("unknown place 'zz'", code="unknown_place"), "unknown_place"),
         (DocumentElsewhere(), "outside_scope"),
         (TooLarge("Document exceeds the limit of 10 bytes."), "too_large"),
