@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from shared_org import PLACES, USERS
-from sync_fixtures import Api, Client, as_user, seed
+from sync_fixtures import Api, Client, as_user, running, seed
 
+from sync import cli
 from sync.appkeys import CONFIG
 from sync.audit import AUDIT
 from sync.config import Config
@@ -171,3 +172,24 @@ async def test_bodies_are_sealed_and_reads_audited(api: Api, client: Client) -> 
     with sqlite3.connect(path) as conn:
         actions = [r[0] for r in conn.execute("SELECT action FROM audit")]
     assert "refusals_read" in actions
+
+
+async def _opened_body(client: Client) -> tuple[str, bytes]:
+    app = client.server.app
+    await app[RECORDER].drain()
+    [refusal] = await app[REFUSALS].for_workers(None, 10)
+    found = await app[REFUSALS].get(refusal.id)
+    assert found is not None and found[1] is not None
+    body = await app[RECORDER].sealer.open(refusal.worker, refusal.doc_id, refusal.rev, found[1])
+    return found[1].key_ref, body
+
+
+async def test_key_rotation_reseals_refused_bodies(config: Config) -> None:
+    async with running(config) as client:
+        await Api(client).bulk([report("bad-1", 50)], user="alice")
+        before_ref, before = await _opened_body(client)
+    assert cli.main(["keys", "rotate", "--all", "--data-dir", str(config.data_dir)]) == 0
+    async with running(config) as client:
+        after_ref, after = await _opened_body(client)
+    assert after == before and MARKER.encode() in after
+    assert (before_ref, after_ref) == (":1", ":2")
