@@ -88,7 +88,10 @@ class Recorder:
     def note(
         self, worker: str, device: str | None, doc: object, doc_id: str, error: FieldsyncError
     ) -> None:
-        """A document ``worker`` pushed got ``error``: record it if that is a refusal."""
+        """A document ``worker`` pushed got ``error``: record it if that is a refusal.
+
+        Never raises: a failure to note is logged, and the push is answered as ever.
+        """
         found = reason_of(error)
         if found is None:
             return
@@ -97,11 +100,17 @@ class Recorder:
             data = orjson.dumps(doc)
         except (orjson.JSONEncodeError, TypeError):  # nested too deep to encode: no body kept
             data = b""
-        self._add(worker, device, doc_id or _id_of(doc), _rev_of(doc), code, detail, data)
+        try:
+            self._add(worker, device, doc_id or _id_of(doc), _rev_of(doc), code, detail, data)
+        except Exception:
+            log.exception("refusal_not_noted", worker=worker, reason=code)
 
     def unreadable(self, worker: str, device: str | None, raw: bytes, reason: str) -> None:
         """A request body that is not a JSON object: one refusal per worker, counted."""
-        self._add(worker, device, UNREADABLE, "", "unreadable", reason, raw)
+        try:
+            self._add(worker, device, UNREADABLE, "", "unreadable", reason, raw)
+        except Exception:
+            log.exception("refusal_not_noted", worker=worker, reason="unreadable")
 
     def _add(
         self,
