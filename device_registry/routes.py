@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from device_registry import api, cli, pages, schema
+from device_registry import api, cli, pages, refusal_pages, schema
 from device_registry.context import REGISTRY, Registry
 from device_registry.guard import BackgroundWrites, DeviceGuard
 from sync import accounts
@@ -37,6 +37,7 @@ def setup_routes(app: web.Application) -> None:
     """Mount the registry's JSON API and supervisor pages."""
     api.setup_routes(app)
     pages.setup_routes(app)
+    refusal_pages.setup_routes(app)
 
 
 async def device_check(request: web.Request, user: User) -> str | None:

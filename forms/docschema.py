@@ -133,6 +133,8 @@ _DATE = Field("date", FieldType.DATE, True, "DT", {"en": "Date"})
 class DocumentValidator:
     """``(db, doc) -> reason | None`` for the replication core (see ``Parts.validators``)."""
 
+    refusal_code = "form_schema"  # how the refused-records list names its refusals
+
     def __init__(self, forms: FormSet, scheme: SchemeLike = Scheme.LUHN30) -> None:
         self.schemas = document_schemas(forms)
         checker = format_checker(scheme)
@@ -154,6 +156,19 @@ class DocumentValidator:
         shown = "; ".join(describe(e) for e in errors[:MAX_REASONS])
         more = f" (and {len(errors) - MAX_REASONS} more)" if len(errors) > MAX_REASONS else ""
         return f"invalid {_name(key)}: {shown}{more}"
+
+    def explain(self, db: str, doc: dict[str, Any]) -> str:
+        """Why ``doc`` was refused, for a supervisor: ``field 'weeks': must be at most 42``."""
+        key = self.key_of(doc)
+        validator = self._validators.get(key) if key is not None else None
+        if validator is None or key is None:
+            return ""
+        errors = sorted(validator.iter_errors(doc), key=lambda e: _path(e))
+        if not errors:
+            return self._id_rule(doc) or ""
+        shown = "; ".join(explain(e) for e in errors[:MAX_REASONS])
+        more = f" (and {len(errors) - MAX_REASONS} more)" if len(errors) > MAX_REASONS else ""
+        return f"{_name(key)}: {shown}{more}"
 
     @staticmethod
     def key_of(doc: dict[str, Any]) -> DocKey | None:
@@ -190,7 +205,17 @@ def _path(error: ValidationError) -> str:
 
 
 def describe(error: ValidationError) -> str:
-    """One failing field in plain words: ``fields.weeks: at most 42``."""
+    """One failing field in plain words: ``fields.weeks must be at most 42``."""
+    return f"{_path(error) or 'document'} {_rule(error)}"
+
+
+def explain(error: ValidationError) -> str:
+    """One failing field for a supervisor: ``field 'weeks': must be at most 42``."""
+    path = _path(error).removeprefix("fields.")
+    return f"field '{path}': {_rule(error)}" if path else f"the document: {_rule(error)}"
+
+
+def _rule(error: ValidationError) -> str:
     value = error.validator_value
     listed = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
     words = {
@@ -205,4 +230,4 @@ def describe(error: ValidationError) -> str:
         "pattern": "is not in the right form",
         "format": f"is not a valid {value}",
     }
-    return f"{_path(error) or 'document'} {words.get(str(error.validator), error.message)}"
+    return words.get(str(error.validator), error.message)

@@ -64,6 +64,10 @@ class Config:
     # The server's log: lines below log_level are dropped; json (one object a line) or console.
     log_level: str = "info"
     log_format: str = "json"
+    # Refused records (sync.refusals): kept this many days after the last push, and at most
+    # this many distinct ones per worker (the newest; older ones are counted, not kept).
+    refusal_retention_days: int = 90
+    refusals_per_worker: int = 1000
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -191,6 +195,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_METRICS_TOKEN": ("metrics_token", metrics_token),
     "FIELDSYNC_LOG_LEVEL": ("log_level", _one_of(LOG_LEVELS)),
     "FIELDSYNC_LOG_FORMAT": ("log_format", _one_of(LOG_FORMATS)),
+    "FIELDSYNC_REFUSAL_RETENTION_DAYS": ("refusal_retention_days", _count(1)),
+    "FIELDSYNC_REFUSALS_PER_WORKER": ("refusals_per_worker", _count(1)),
 }
 
 

@@ -23,6 +23,9 @@ cryptography) are turned into these at the boundary with ``raise ... from``.
     │                                                 said once the password is proven)
     ├── Forbidden                  403 forbidden
     │   ├── DocumentElsewhere      403 forbidden     (store.rules: lives in another place)
+    │   ├── WriteRefused           403 forbidden     (replication.context: a document refused
+    │   │                                             for its place or by a validator, with
+    │   │                                             the refused-records code)
     │   └── EnrolmentRefused       403 enrolment_refused  (device_registry.enrolment)
     ├── NotFound                   404 not_found
     ├── NoStore                    404 no_data_dir   (store.schema: a data dir without a

@@ -68,7 +68,12 @@ class Worker(Protocol):
 
 class Validator(Protocol):
     """``validate(db, doc) -> reason | None``: a reason refuses the write (403 ``forbidden``,
-    per document in ``_bulk_docs``); ``doc`` is the document as the client sent it."""
+    per document in ``_bulk_docs``); ``doc`` is the document as the client sent it.
+
+    Optional, for the refused-records list (:mod:`sync.refusals`): an attribute
+    ``refusal_code`` (a short code such as ``form_schema``; else ``validator``) and a
+    method ``explain(db, doc) -> str``, the refusal in a supervisor's words (which
+    field, which rule), asked only after the validator refused."""
 
     def __call__(self, db: str, doc: dict[str, Any], /) -> str | None: ...
 

@@ -17,6 +17,7 @@ from sync import api as admin_api
 from sync import auditcli, health, keycli, openapi
 from sync.backup import cli as backup_cli
 from sync.extensions import Extend, Extensions, collect
+from sync.refusals import routes as refusals_routes
 
 
 def core(ext: Extensions) -> None:
@@ -29,6 +30,7 @@ def core(ext: Extensions) -> None:
 
 PACKAGES: tuple[Extend, ...] = (
     core,
+    refusals_routes.extend,  # refused records: GET /api/v1/refusals, recording, pruning
     barcode_routes.extend,  # patient IDs, ID cards, scans; `patient-id` commands
     device_registry_routes.extend,  # the phone inventory, enrolment, the device check
     forms_routes.extend,  # the document validator

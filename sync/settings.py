@@ -111,6 +111,10 @@ _CORE = {
     "(`warning` keeps refusals such as `login_failed`, drops the per-request lines)",
     "FIELDSYNC_LOG_FORMAT": "`json`: one JSON object a line on stderr; `console`: aligned text "
     "for a person at a terminal",
+    "FIELDSYNC_REFUSAL_RETENTION_DAYS": "a refused record (`GET /api/v1/refusals`) not pushed "
+    "again for this many days is deleted (checked daily)",
+    "FIELDSYNC_REFUSALS_PER_WORKER": "refused records kept per worker, the newest; older ones "
+    "are deleted and only counted",
 }
 
 # Core settings read outside sync.config, with their defaults in words.

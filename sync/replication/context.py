@@ -22,6 +22,18 @@ from sync.vault import Vault
 LOCAL_SEALED = b"fs-local-1\x00"
 
 
+class WriteRefused(Forbidden):
+    """A document refused per document (403 ``forbidden``), with why in the words of the
+    refused-records list (:mod:`sync.refusals.reasons`): ``code`` (``outside_scope``,
+    ``unknown_place``, ``retired_place``, ``no_place``, ``form_schema``, ``validator``)
+    and, for a supervisor, ``detail`` (the reason itself when None)."""
+
+    def __init__(self, reason: str, *, code: str, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.detail = detail or reason
+
+
 @dataclass(frozen=True)
 class Caller:
     user: User
@@ -236,8 +248,10 @@ def require_write(caller: Caller, place: str) -> None:
     the one checked here), by someone whose capture scope covers both places.
     """
     if not caller.place_exists(place):
-        raise Forbidden(f"unknown place {place!r}")
+        raise WriteRefused(f"unknown place {place!r}", code="unknown_place")
     if place in caller.tree.retired:
-        raise Forbidden(f"place {place!r} is retired: it takes no new documents or edits")
+        raise WriteRefused(
+            f"place {place!r} is retired: it takes no new documents or edits", code="retired_place"
+        )
     if not caller.scope.can_write(place):
-        raise Forbidden(f"place {place!r} is outside your capture scope")
+        raise WriteRefused(f"place {place!r} is outside your capture scope", code="outside_scope")

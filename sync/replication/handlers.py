@@ -32,7 +32,7 @@ from sync.http import flag, integer, json_param, json_response, read_json, read_
 from sync.replication import design, revtree
 from sync.replication.changes import ChangesPage, ChangesQuery, Token, parse_doc_ids
 from sync.replication.context import Caller
-from sync.replication.documents import check_depth, check_doc_id, check_shape
+from sync.replication.documents import RefusedDocument, check_depth, check_doc_id, check_shape
 from sync.replication.reads import ReadOptions
 from sync.replication.selector import Selector
 from sync.store.base import AllDocsQuery, WriteResult
@@ -282,7 +282,7 @@ async def bulk_get(
 async def bulk_docs(
     request: web.Request, rep: Replication, caller: Caller, t: Target
 ) -> web.Response:
-    body = await read_object(request)
+    body = await _pushed_object(request, rep, caller)
     docs = body.get("docs")
     if not isinstance(docs, list):
         raise BadRequest('_bulk_docs needs a "docs" array')
@@ -292,13 +292,40 @@ async def bulk_docs(
         raise BadRequest("new_edits must be true or false")
     await rep.parts.store.db_info(t.db, frozenset())
     for doc in docs:  # CouchDB refuses the whole request for these, before any write
-        check_shape(doc, new_edits=new_edits)
+        _shape_checked(rep, caller, doc, new_edits)
     sized = [_size_checked(rep, d) for d in docs]
     results = await _write_with_locals(rep, caller, t.db, sized, new_edits)
+    for doc, result in zip(docs, results, strict=True):
+        _note_refused(rep, caller, doc, result)
     rendered = [_result(r) for r in results if not (new_edits is False and r.error is None)]
     written = sum(r.error is None and not _is_local(d) for d, r in zip(docs, results, strict=True))
     metrics.documents(request, caller.user.role.value, "received", written)
     return json_response(rendered, status=201)
+
+
+# -- refused pushes (sync.refusals): noted for the supervisor, never failing the push -----
+async def _pushed_object(request: web.Request, rep: Replication, caller: Caller) -> dict[str, Any]:
+    """The pushed body; one that is not a JSON object is noted as unreadable, then refused."""
+    try:
+        return await read_object(request)
+    except BadRequest as exc:
+        if rep.refusals is not None:
+            rep.refusals.unreadable(caller.name, caller.device, await request.read(), exc.reason)
+        raise
+
+
+def _shape_checked(rep: Replication, caller: Caller, doc: Any, new_edits: bool) -> None:
+    """``check_shape``; the document it refuses (and so the whole request) is noted first."""
+    try:
+        check_shape(doc, new_edits=new_edits)
+    except RefusedDocument as exc:
+        _note_refused(rep, caller, doc, WriteResult("", "", exc))
+        raise
+
+
+def _note_refused(rep: Replication, caller: Caller, doc: Any, result: WriteResult) -> None:
+    if rep.refusals is not None and result.error is not None and not _is_local(doc):
+        rep.refusals.note(caller.name, caller.device, doc, result.doc_id, result.error)
 
 
 def _served(request: web.Request, caller: Caller, count: int) -> None:
@@ -510,7 +537,7 @@ async def _get_attachment(
 async def post_doc(
     request: web.Request, rep: Replication, caller: Caller, t: Target
 ) -> web.Response:
-    body = await read_object(request)
+    body = await _pushed_object(request, rep, caller)
     return _received(request, caller, await _write_one(rep, caller, t.db, body, status=201))
 
 
@@ -520,7 +547,7 @@ async def put_doc(
     assert t.doc_id is not None
     if t.attachment is not None:
         return _received(request, caller, await _put_attachment(request, rep, caller, t))
-    body = await read_object(request)
+    body = await _pushed_object(request, rep, caller)
     if "_id" in body and body["_id"] != t.doc_id:
         raise BadRequest("Document id in the body does not match the URL.")
     body["_id"] = t.doc_id
@@ -557,9 +584,10 @@ async def _write_one(
     new_edits: bool = True,
 ) -> web.Response:
     await rep.parts.store.db_info(db, frozenset())
-    check_shape(doc, new_edits=new_edits)  # before the size check: too deep to measure
+    _shape_checked(rep, caller, doc, new_edits)  # before the size check: too deep to measure
     [result] = await _write_with_locals(rep, caller, db, [_size_checked(rep, doc)], new_edits)
     if result.error is not None:
+        _note_refused(rep, caller, doc, result)
         raise result.error
     return json_response({"ok": True, "id": result.doc_id, "rev": result.rev}, status=status)
 

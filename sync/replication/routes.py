@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -29,6 +29,9 @@ from sync.replication.context import Caller, Parts
 from sync.replication.reads import Reader
 from sync.replication.writes import Writer
 
+if TYPE_CHECKING:
+    from sync.refusals.recorder import Recorder
+
 DB_NAME_RE = re.compile(r"^[a-z][a-z0-9_$()+/-]*$")
 
 
@@ -41,6 +44,8 @@ class Replication:
     auth: Authenticator
     config: Config
     server_uuid: str
+    # Notes each refused push (sync.refusals' worker sets it while the server runs).
+    refusals: Recorder | None = None
 
 
 REPLICATION = web.AppKey("replication", Replication)

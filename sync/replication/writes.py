@@ -28,9 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sync.errors import BadRequest, Conflict, FieldsyncError, Forbidden, PreconditionFailed
+from sync.errors import BadRequest, Conflict, FieldsyncError, PreconditionFailed
+from sync.extensions import Validator
 from sync.replication import revtree
-from sync.replication.context import Caller, Parts, require_write
+from sync.replication.context import Caller, Parts, WriteRefused, require_write
 from sync.replication.documents import IncomingDoc, new_rev, parse_incoming
 from sync.store.base import SHARED, AttachmentBlob, DocMeta, RevisionWrite, WriteResult
 from sync.store.rules import DocumentElsewhere
@@ -106,7 +107,7 @@ class Writer:
                 _require_known_leaf(doc.rev, meta, view)
             for validate in self.parts.validators:
                 if (reason := validate(db, raw)) is not None:
-                    raise Forbidden(reason)
+                    raise validator_refusal(validate, db, raw, reason)
             blobs = await self._attachments(db, caller, doc, place, view)
         except FieldsyncError as exc:
             return WriteResult(doc.id, doc.rev or "", exc)
@@ -124,16 +125,19 @@ class Writer:
             return meta.place
         if meta is not None and not meta.deleted and meta.place != SHARED:
             # Dropping the field would share a worker's record with every worker.
-            raise Forbidden(
+            raise WriteRefused(
                 f'This document belongs to place {meta.place!r}: keep its "place" '
-                "(or name another); only new documents without one are shared."
+                "(or name another); only new documents without one are shared.",
+                code="no_place",
             )
         if caller.is_admin:
             return SHARED
         if doc.deleted and caller.user.places:
             # A document created and removed offline arrives as a bare tombstone.
             return caller.user.places[0]
-        raise Forbidden('Documents need a "place"; only admins write shared documents.')
+        raise WriteRefused(
+            'Documents need a "place"; only admins write shared documents.', code="no_place"
+        )
 
     async def _attachments(
         self, db: str, caller: Caller, doc: IncomingDoc, place: str, meta: DocMeta | None
@@ -321,6 +325,26 @@ class Writer:
             allowed,
             tuple(plan.blobs),
         )
+
+
+def validator_refusal(
+    validate: Validator, db: str, doc: dict[str, Any], reason: str
+) -> WriteRefused:
+    """A validator's refusal, with its refused-records code and supervisor words.
+
+    A validator may say what kind of refusal it makes (``refusal_code``, e.g.
+    ``form_schema``; else ``validator``) and explain it for a supervisor
+    (``explain(db, doc) -> str``, asked only once it refused); see
+    :class:`sync.extensions.Validator`.
+    """
+    code = getattr(validate, "refusal_code", None)
+    explain = getattr(validate, "explain", None)
+    detail = explain(db, doc) if callable(explain) else None
+    return WriteRefused(
+        reason,
+        code=code if isinstance(code, str) else "validator",
+        detail=detail if isinstance(detail, str) else None,
+    )
 
 
 def _stub_in_parent(

@@ -35,6 +35,8 @@ from sync.clitools import HELP_FORMAT
 from sync.config import Config
 from sync.extensions import EXTENSIONS, Extensions, collect
 from sync.intent import INTENT_CHECKS
+from sync.refusals import routes as refusals_routes
+from sync.refusals import sealing as refusal_sealing
 from sync.replication import routes as replication_routes
 from sync.replication.routes import REPLICATION
 from sync.store.schema import db_path
@@ -73,7 +75,7 @@ def test_the_apps_routes_are_the_packages_and_the_catch_all_last(config: Config)
 
 def test_every_package_mounts_its_routes_through_setup_routes(config: Config) -> None:
     ext = create_app(config)[EXTENSIONS]
-    for package in (barcode_routes, device_registry_routes, sms_gateway_routes):
+    for package in (refusals_routes, barcode_routes, device_registry_routes, sms_gateway_routes):
         assert package.setup_routes in ext.routes
         assert _mounted_by(package.setup_routes), f"{package.__name__} mounts routes"
     assert all(setup.__name__ == "setup_routes" for setup in ext.routes)
@@ -86,11 +88,12 @@ def test_the_registry_holds_what_each_package_registers() -> None:
     assert ext.device_checks == [device_registry_routes.device_check]
     assert ext.intent_checks == [pages.proves_intent]
     assert ext.workers == [
+        refusals_routes.refusals_worker,
         barcode_routes.barcode_resources,
         device_registry_routes.registry,
         sms_gateway_routes.sms_worker,
     ]
-    assert ext.sealed_blobs == list(sealing.COLUMNS)
+    assert ext.sealed_blobs == [refusal_sealing.COLUMN, *sealing.COLUMNS]
     assert ext.settings == [*forms_routes.SETTINGS, *sms_settings.SETTINGS]
 
 

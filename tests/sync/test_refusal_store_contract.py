@@ -1,0 +1,137 @@
+"""One contract for the refused-records port (sync.refusals.ports): embedded and memory alike.
+
+The embedded adapter runs on a real SQLite file through the server's store
+(``SqliteStore``); the memory one is a dict.  Bodies are opaque sealed bytes here.
+Pruning is driven by an injected clock (``prune_once``), never by waiting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sync.refusals.embedded import EmbeddedRefusals
+from sync.refusals.memory import MemoryRefusals
+from sync.refusals.ports import Cursor, NewRefusal, RefusalStore, SealedBody
+from sync.refusals.routes import prune_once
+from sync.store.schema import db_path, initialise
+from sync.store.sqlite import SqliteStore
+
+T0 = dt.datetime(2026, 5, 1, 8, 0, tzinfo=dt.UTC)
+
+
+def at(minutes: float) -> str:
+    return (T0 + dt.timedelta(minutes=minutes)).isoformat(timespec="microseconds")
+
+
+def refused(
+    doc_id: str, minutes: float, worker: str = "alice", rev: str = "1-a", times: int = 1
+) -> NewRefusal:
+    body = SealedBody("ref-1", f"sealed {doc_id}".encode(), False)
+    return NewRefusal(
+        worker, "SN-1", doc_id, rev, "form_schema", "field 'weeks': must be at most 42",
+        at(minutes), body, 120, times,
+    )  # fmt: skip
+
+
+@pytest.fixture(params=["embedded", "memory"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RefusalStore]:
+    if request.param == "memory":
+        yield MemoryRefusals()
+        return
+    initialise(db_path(tmp_path))
+    sqlite = SqliteStore(db_path(tmp_path))
+    yield await EmbeddedRefusals.opened(sqlite)
+    await sqlite.close()
+
+
+async def test_a_refusal_is_kept_with_everything_it_says(store: RefusalStore) -> None:
+    await store.record([refused("r1", 0)], per_worker=10)
+    [kept] = await store.for_workers(["alice"], 10)
+    assert (kept.worker, kept.device, kept.doc_id, kept.rev) == ("alice", "SN-1", "r1", "1-a")
+    assert (kept.reason, kept.count, kept.body_bytes) == ("form_schema", 1, 120)
+    assert kept.first_at == kept.last_at == at(0)
+    found = await store.get(kept.id)
+    assert found is not None
+    assert found[1] == SealedBody("ref-1", b"sealed r1", False)
+    assert await store.get(kept.id + 1000) is None
+
+
+async def test_a_repeat_only_counts_and_moves_last_at(store: RefusalStore) -> None:
+    await store.record([refused("r1", 0)], per_worker=10)
+    again = NewRefusal(
+        "alice", "SN-2", "r1", "1-a", "too_large", "other", at(5),
+        SealedBody("ref-2", b"another body", True), 999, 3,
+    )  # fmt: skip
+    await store.record([again], per_worker=10)
+    [kept] = await store.for_workers(None, 10)
+    assert (kept.count, kept.first_at, kept.last_at) == (4, at(0), at(5))
+    assert (kept.device, kept.reason, kept.body_bytes) == ("SN-1", "form_schema", 120)
+    found = await store.get(kept.id)
+    assert found is not None and found[1] is not None and found[1].data == b"sealed r1"
+
+
+async def test_another_rev_or_worker_is_another_refusal(store: RefusalStore) -> None:
+    await store.record(
+        [refused("r1", 0), refused("r1", 1, rev="2-b"), refused("r1", 2, worker="bob")], 10
+    )
+    rows = await store.for_workers(None, 10)
+    assert sorted((r.worker, r.rev) for r in rows) == [
+        ("alice", "1-a"),
+        ("alice", "2-b"),
+        ("bob", "1-a"),
+    ]
+    assert await store.counts(["alice", "bob", "carol"]) == {"alice": 2, "bob": 1}
+
+
+async def test_newest_first_with_a_cursor_and_worker_filter(store: RefusalStore) -> None:
+    await store.record([refused(f"r{i}", i) for i in range(5)], per_worker=10)
+    await store.record([refused("b1", 2.5, worker="bob")], per_worker=10)
+    first = await store.for_workers(["alice"], 2)
+    assert [r.doc_id for r in first] == ["r4", "r3"]
+    cursor = str(Cursor(first[-1].last_at, first[-1].id))
+    rest = await store.for_workers(["alice"], 10, before=cursor)
+    assert [r.doc_id for r in rest] == ["r2", "r1", "r0"]
+    both = await store.for_workers(["alice", "bob"], 10)
+    assert [r.doc_id for r in both] == ["r4", "r3", "b1", "r2", "r1", "r0"]
+    assert await store.for_workers([], 10) == []
+
+
+async def test_same_time_pages_do_not_repeat_or_skip(store: RefusalStore) -> None:
+    await store.record([refused(f"r{i}", 0) for i in range(4)], per_worker=10)
+    seen: list[str] = []
+    before = None
+    while True:
+        page = await store.for_workers(None, 3, before=before)
+        seen += [r.doc_id for r in page]
+        if len(page) < 3:
+            break
+        before = str(Cursor(page[-1].last_at, page[-1].id))
+    assert sorted(seen) == ["r0", "r1", "r2", "r3"]
+
+
+async def test_the_cap_keeps_the_newest_per_worker_and_counts_the_dropped(
+    store: RefusalStore,
+) -> None:
+    await store.record([refused(f"r{i}", i) for i in range(5)], per_worker=3)
+    await store.record([refused("b1", 0, worker="bob")], per_worker=3)
+    assert [r.doc_id for r in await store.for_workers(["alice"], 10)] == ["r4", "r3", "r2"]
+    assert await store.counts(["alice", "bob"]) == {"alice": 5, "bob": 1}
+    await store.record([refused("r9", 9)], per_worker=3)
+    assert [r.doc_id for r in await store.for_workers(["alice"], 10)] == ["r9", "r4", "r3"]
+    assert await store.counts(["alice"]) == {"alice": 6}
+
+
+async def test_pruning_with_an_injected_clock(store: RefusalStore) -> None:
+    await store.record([refused("old", 0), refused("new", 60 * 24 * 50)], per_worker=10)
+    ninety_one_days_on = T0 + dt.timedelta(days=91)
+    assert await prune_once(store, 90, lambda: ninety_one_days_on) == 1
+    assert [r.doc_id for r in await store.for_workers(None, 10)] == ["new"]
+    assert await prune_once(store, 90, lambda: ninety_one_days_on) == 0
+    much_later = T0 + dt.timedelta(days=200)
+    assert await prune_once(store, 90, lambda: much_later) == 1
+    assert await store.for_workers(None, 10) == []
+    assert await store.counts(["alice"]) == {}
