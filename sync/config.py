@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sync.forwarded import Network, parse_networks
 
@@ -64,6 +65,8 @@ class Config:
     # The server's log: lines below log_level are dropped; json (one object a line) or console.
     log_level: str = "info"
     log_format: str = "json"
+    # The programme's time zone (IANA name): every time the supervisor pages show is in it.
+    time_zone: str = "UTC"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -143,6 +146,18 @@ def metrics_token(value: str) -> str:
     return token
 
 
+def time_zone(value: str) -> str:
+    """An IANA time zone name such as ``Africa/Nairobi`` (``UTC`` by default)."""
+    name = value.strip()
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError) as exc:
+        raise ValueError(
+            "must be an IANA time zone name such as Africa/Nairobi, Africa/Kampala or UTC"
+        ) from exc
+    return name
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 
@@ -191,6 +206,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_METRICS_TOKEN": ("metrics_token", metrics_token),
     "FIELDSYNC_LOG_LEVEL": ("log_level", _one_of(LOG_LEVELS)),
     "FIELDSYNC_LOG_FORMAT": ("log_format", _one_of(LOG_FORMATS)),
+    "FIELDSYNC_TIME_ZONE": ("time_zone", time_zone),
 }
 
 

@@ -111,6 +111,8 @@ _CORE = {
     "(`warning` keeps refusals such as `login_failed`, drops the per-request lines)",
     "FIELDSYNC_LOG_FORMAT": "`json`: one JSON object a line on stderr; `console`: aligned text "
     "for a person at a terminal",
+    "FIELDSYNC_TIME_ZONE": "the programme's time zone, an IANA name such as `Africa/Nairobi`: "
+    "every time on the supervisor pages is shown in it (stored times stay UTC)",
 }
 
 # Core settings read outside sync.config, with their defaults in words.
