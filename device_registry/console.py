@@ -234,6 +234,22 @@ SWAHILI: dict[str, str] = {
     "no_place": "hakuna eneo",
     "failed": "imeshindwa",
     "lost_phone": "simu iliyopotea au kuibiwa",
+    "Sent": "Zilizotumwa",
+    "To": "Kwa",
+    "Pages": "Kurasa",
+    "reply": "jibu",
+    "reminder": "kikumbusho",
+    "notice": "taarifa",
+    "pending": "inasubiri",
+    "forwarded": "imepelekwa",
+    "sent": "imetumwa",
+    "delivered": "imefika",
+    "cleared": "imefutwa",
+    "Found": "Imepatikana",
+    "Recovered": "Imerejeshwa",
+    "Repaired": "Imetengenezwa",
+    "Returned to stock": "Imerudishwa ghalani",
+    "Bad request": "Ombi si sahihi",
 }
 
 

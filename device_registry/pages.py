@@ -244,7 +244,7 @@ async def devices(request: web.Request, page: Page, caller: Caller) -> web.Strea
         query, chosen, counts = await device_list(request, caller, request.query, statuses)
     except FieldsyncError as exc:
         return page.respond(templates.error_page(shell, "Bad filter", exc.reason), exc.status)
-    workers = await _workers(request, caller, writable=False)
+    workers = await workers_in_scope(request, caller, writable=False)
     days = 7 if query.quiet_days is None else query.quiet_days
     quiet_before = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days)).isoformat()
     view = templates.ListView(
@@ -264,7 +264,7 @@ def readable_places(caller: Caller) -> list[tuple[str, str]]:
     return sorted(places, key=lambda p: (p[1].lower(), p[0]))
 
 
-async def _workers(request: web.Request, caller: Caller, writable: bool) -> list[str]:
+async def workers_in_scope(request: web.Request, caller: Caller, writable: bool) -> list[str]:
     """The CHWs and supervisors in the caller's read (or capture) scope; to assign a phone
     to (``writable``), only active ones."""
     users = await parts(request).store.read(accounts.list_users)
@@ -297,7 +297,7 @@ async def _device_page(
     view = templates.DeviceView(
         device=device,
         history=history,
-        workers=await _workers(request, caller, writable=True),
+        workers=await workers_in_scope(request, caller, writable=True),
         can_manage=device.managed_by(caller.scope),
         names=place_names(caller),
         refusals=refusals,
