@@ -86,6 +86,7 @@ background:#f9d6d2;color:#7f1d1d}
 .search p{flex:1;margin:0}
 .field{margin:0}
 h3{font-size:1rem;margin:0 0 .5rem}
+code{overflow-wrap:anywhere}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;font:inherit}
 @media (max-width:40rem){
  table.devices thead{display:none}
