@@ -421,7 +421,8 @@ def _history(shell: Shell, entries: Sequence[HistoryEntry]) -> str:
         f'<tr><td data-label="{e(t("When"))}">{e(shell.when(h.at))}</td>'
         f'<td data-label="{e(t("Who"))}">{e(h.actor)}</td>'
         f'<td data-label="{e(t("What"))}">{e(h.action)}</td>'
-        f'<td data-label="{e(t("Status"))}">{e(h.from_status or "—")} → {e(h.to_status)}</td>'
+        f'<td data-label="{e(t("Status"))}">{e(_status_word(shell, h.from_status))} → '
+        f"{e(_status_word(shell, h.to_status))}</td>"
         f'<td data-label="{e(t("Worker"))}">{e(h.from_worker or "—")} → {e(h.to_worker or "—")}'
         f'</td><td data-label="{e(t("Reason"))}">{e(h.reason)}</td></tr>'
         for h in entries
@@ -434,6 +435,16 @@ def _history(shell: Shell, entries: Sequence[HistoryEntry]) -> str:
         f'<h2>{e(t("History"))}</h2><table class="devices"><thead><tr>{heads}</tr></thead>'
         f"<tbody>{rows}</tbody></table>"
     )
+
+
+def _status_word(shell: Shell, value: str | None) -> str:
+    """A stored status value (``in_stock``) in the reader's words (``In stock``)."""
+    if value is None:
+        return "—"
+    try:
+        return shell.t(STATUS_NAMES[DeviceStatus(value)])
+    except ValueError:
+        return value
 
 
 def _refusals(shell: Shell, rows: Sequence[Mapping[str, Any]]) -> str:

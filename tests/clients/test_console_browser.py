@@ -42,16 +42,20 @@ def backend_env() -> dict[str, str]:
     return {}
 
 
+def basic(name: str) -> dict[str, str]:
+    return {"Authorization": aiohttp.encode_basic_auth(name, PASSWORD)}
+
+
 async def seed(server: ServerProcess) -> list[dict[str, Any]]:
     """Phones for alice and bob, a gateway, dina; three texts, processed. The messages."""
     server.cli("user", "add", "gw", "--role", "gateway", password=PASSWORD)
     server.cli("user", "add", "dina", "--role", "supervisor", "--place", "district-b",
                password=PASSWORD)  # fmt: skip
     async with aiohttp.ClientSession() as http:
-        admin = aiohttp.BasicAuth("admin", PASSWORD)
+        admin = basic("admin")
         for device in DEVICES:
             async with http.post(
-                f"{server.url}/api/v1/devices", json={**device, "model": "Tecno"}, auth=admin
+                f"{server.url}/api/v1/devices", json={**device, "model": "Tecno"}, headers=admin
             ) as resp:
                 assert resp.status == 201, await resp.text()
         now = int(time.time() * 1000)
@@ -62,11 +66,11 @@ async def seed(server: ServerProcess) -> list[dict[str, Any]]:
         async with http.post(
             f"{server.url}/api/sms",
             json={"messages": messages, "updates": []},
-            auth=aiohttp.BasicAuth("gw", PASSWORD),
+            headers=basic("gw"),
         ) as resp:
             assert resp.status == 200, await resp.text()
         for _ in range(200):  # the processor runs in the background: until all are done
-            async with http.get(f"{server.url}/api/v1/sms/messages", auth=admin) as resp:
+            async with http.get(f"{server.url}/api/v1/sms/messages", headers=admin) as resp:
                 incoming = (await resp.json())["incoming"]
             if len(incoming) == len(TEXTS) and all(m["outcome"] for m in incoming):
                 return list(incoming)
@@ -109,6 +113,7 @@ async def test_device_pages_in_the_browser(
     text = await check_page(browser, f"{org.url}/supervisor/devices/A1", tmp_path, "device")
     assert "Yes, I am sure" in text and "alice" in text
     # The search box finds a phone by its number, typed the local way.
+    await browser.goto(f"{org.url}/supervisor/devices")
     await browser.fill({"#f-search": "0700 000 002"})
     await browser.click("form[role=search] button[type=submit]")
     found = await browser.js(
