@@ -251,6 +251,51 @@ SWAHILI: dict[str, str] = {
     "Repaired": "Imetengenezwa",
     "Returned to stock": "Imerudishwa ghalani",
     "Bad request": "Ombi si sahihi",
+    "Phones to collect (still with a worker who was disabled or removed)": (
+        "Simu za kurudisha (bado ziko kwa mhudumu aliyezimwa au kuondolewa)"
+    ),
+    "(for the app on this phone; replaces older codes)": (
+        "(kwa programu kwenye simu hii; unachukua nafasi ya misimbo ya zamani)"
+    ),
+    "This device is retired; nothing more can change.": (
+        "Kifaa hiki kimestaafishwa; hakuna kinachoweza kubadilika tena."
+    ),
+    "Lost, stolen, in repair, retired or returned: the phone can no longer sync from its "
+    "next request on.": (
+        "Imepotea, imeibiwa, iko matengenezoni, imestaafishwa au imerudishwa: simu haiwezi "
+        "tena kusawazisha kuanzia ombi lake lijalo."
+    ),
+    "For": "Kwa",
+    "In the app, scan the QR code or type the code. It works once, and expires at": (
+        "Katika programu, changanua msimbo wa QR au andika msimbo. Unafanya kazi mara moja, "
+        "na unaisha muda saa"
+    ),
+    "This code is shown only now. Issuing another one voids it.": (
+        "Msimbo huu unaonyeshwa sasa tu. Kutoa mwingine kunaubatilisha."
+    ),
+    "The form expired; try again.": "Fomu imepitwa na muda; jaribu tena.",
+    "These pages are for supervisors and admins; CHWs use the app.": (
+        "Kurasa hizi ni za wasimamizi na wasimamizi wakuu; wahudumu wa afya hutumia programu."
+    ),
+    "Details saved.": "Taarifa zimehifadhiwa.",
+    "Assigned. Issue an enrolment code so the app on this phone can sync.": (
+        "Imekabidhiwa. Toa msimbo wa usajili ili programu kwenye simu hii iweze kusawazisha."
+    ),
+    "Back in stock. Its token no longer works; assign and enrol it again to use it.": (
+        "Imerudi ghalani. Tokeni yake haifanyi kazi tena; ikabidhi na uisajili upya ili uitumie."
+    ),
+    "Status changed to lost. Its token no longer works.": (
+        "Hali imebadilishwa kuwa imepotea. Tokeni yake haifanyi kazi tena."
+    ),
+    "Status changed to stolen. Its token no longer works.": (
+        "Hali imebadilishwa kuwa imeibiwa. Tokeni yake haifanyi kazi tena."
+    ),
+    "Status changed to in repair. Its token no longer works.": (
+        "Hali imebadilishwa kuwa matengenezoni. Tokeni yake haifanyi kazi tena."
+    ),
+    "Status changed to retired. Its token no longer works.": (
+        "Hali imebadilishwa kuwa imestaafishwa. Tokeni yake haifanyi kazi tena."
+    ),
 }
 
 

@@ -141,9 +141,9 @@ def _to_collect(shell: Shell, view: ListView) -> str:
     if not count or view.query.collect:
         return ""
     only = f"/supervisor/devices?{_params(replace(view.query, collect=True))}"
+    text = shell.t("Phones to collect (still with a worker who was disabled or removed)")
     return (
-        f'<p class="msg err" role="status">{count} phone{"s" if count > 1 else ""} to collect: '
-        "still assigned to a worker who was disabled or removed. "
+        f'<p class="msg err" role="status">{e(text)}: {count}. '
         f'<a href="{only}">{e(shell.t("Show only them"))}</a></p>'
     )
 
@@ -285,7 +285,8 @@ def device_page(shell: Shell, view: DeviceView) -> str:
     device = view.device
     body = (
         f'<p><a href="/supervisor/devices">← {e(shell.t("All devices"))}</a></p>'
-        f"{message(view.notice)}{message(view.error, error=True)}"
+        f"{message(shell.t(view.notice) if view.notice else None)}"
+        f"{message(view.error, error=True)}"
         f"{message(device.collect, error=True)}"
         f'<div class="card">{_details(shell, view)}</div>'
     )
@@ -338,8 +339,8 @@ def _actions(shell: Shell, view: DeviceView) -> str:
         parts.append(
             f'<form method="post" action="{url}/enrolment-code" style="margin-top:1rem">'
             f"{csrf_input(shell.csrf)}<button type=submit class=plain>"
-            f"{e(t('Issue enrolment code'))}</button> <span class=muted>(for the app on this "
-            "phone; replaces older codes)</span></form>"
+            f"{e(t('Issue enrolment code'))}</button> <span class=muted>"
+            f"{e(t('(for the app on this phone; replaces older codes)'))}</span></form>"
         )
     parts.append("</div>")
     parts.append(_edit_form(shell, view, url))
@@ -351,7 +352,7 @@ def _status_forms(shell: Shell, view: DeviceView, url: str) -> str:
     (found, repaired, back to stock...) take an optional note."""
     targets = actions(view.device.status)
     if not targets:
-        return "<p>This device is retired; nothing more can change.</p>"
+        return f"<p>{e(shell.t('This device is retired; nothing more can change.'))}</p>"
     grave = [s for s in targets if s in GRAVE]
     light = [s for s in targets if s not in GRAVE]
     html = ""
@@ -380,10 +381,11 @@ def _status_forms(shell: Shell, view: DeviceView, url: str) -> str:
             f"{e(shell.t('Yes, I am sure: this phone stops syncing at once.'))}</label></p>"
             f'<div class="row">{_buttons(shell, view, grave, "danger")}</div></form>'
         )
-    return html + (
-        '<p class="muted">Lost, stolen, in repair, retired or returned: the phone can no '
-        "longer sync from its next request on.</p>"
+    note = shell.t(
+        "Lost, stolen, in repair, retired or returned: the phone can no longer sync from its "
+        "next request on."
     )
+    return html + f'<p class="muted">{e(note)}</p>'
 
 
 def _buttons(shell: Shell, view: DeviceView, targets: Sequence[DeviceStatus], css: str) -> str:
@@ -470,14 +472,14 @@ def _refusals(shell: Shell, rows: Sequence[Mapping[str, Any]]) -> str:
 
 # -- enrolment code -----------------------------------------------------------------------
 def code_page(shell: Shell, issued: IssuedCode, svg: str) -> str:
+    t = shell.t
+    how = t("In the app, scan the QR code or type the code. It works once, and expires at")
+    once = t("This code is shown only now. Issuing another one voids it.")
     body = (
-        f'<p><a href="{device_url(issued.serial)}">← {e(shell.t("Device"))} '
-        f"{e(issued.serial)}</a></p>"
-        '<div class="card">'
-        f"<p>For <strong>{e(issued.worker)}</strong>. In the app, scan the QR code or type "
-        "the code. It works once, and expires at "
+        f'<p><a href="{device_url(issued.serial)}">← {e(t("Device"))} {e(issued.serial)}</a></p>'
+        f'<div class="card"><p>{e(t("For"))} <strong>{e(issued.worker)}</strong>. {e(how)} '
         f"<strong>{e(shell.when(issued.expires))}</strong>.</p>"
         f'<p class="code" id="enrolment-code">{e(issued.code)}</p>{svg}'
-        '<p class="muted">This code is shown only now. Issuing another one voids it.</p></div>'
+        f'<p class="muted">{e(once)}</p></div>'
     )
     return page(shell, f"{shell.t('Enrolment code')} {issued.serial}", body)

@@ -304,11 +304,10 @@ def _day(value: str | None, zone: str, name: str, days: int = 0) -> str | None:
     if not value:
         return None
     try:
-        day = dt.date.fromisoformat(value)
-    except ValueError as exc:
+        day = dt.date.fromisoformat(value) + dt.timedelta(days=days)
+        return store.iso(dt.datetime.combine(day, dt.time(), ZoneInfo(zone)))
+    except (ValueError, OverflowError) as exc:  # not a date; or the year 1 or 9999
         raise BadRequest(f"{name} must be a date such as 2026-05-01") from exc
-    start = dt.datetime.combine(day + dt.timedelta(days=days), dt.time(), ZoneInfo(zone))
-    return store.iso(start)
 
 
 def page_filters(query: Any, zone: str) -> tuple[str, listing.Filters]:

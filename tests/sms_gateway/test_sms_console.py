@@ -98,8 +98,9 @@ async def test_times_and_dates_are_in_the_programme_zone(
     assert "2024-05-02 01:00" in html and "Times are shown in Africa/Nairobi." in html
     assert message_ids((await page(gateway.client, "/supervisor/sms", **{"from": "2024-05-02"}))[1])
     assert not message_ids((await page(gateway.client, "/supervisor/sms", to="2024-05-01"))[1])
-    status, html = await page(gateway.client, "/supervisor/sms", to="yesterday")
-    assert status == 400 and "to must be a date such as 2026-05-01" in html
+    for bad in ("yesterday", "9999-12-31", "2024-02-30"):
+        status, html = await page(gateway.client, "/supervisor/sms", to=bad)
+        assert status == 400 and "to must be a date such as 2026-05-01" in html, bad
 
 
 async def test_fifty_a_page_by_cursor(gateway: Gateway) -> None:
