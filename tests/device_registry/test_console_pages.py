@@ -20,7 +20,7 @@ from sync.app import create_app
 from sync.cli import main
 from sync.config import Config, ConfigError, from_env
 from sync.keys import load_master_key
-from sync.store.schema import connect, db_path
+from sync.store.schema import connect, db_path, initialise
 
 
 def name_place(data_dir: Path, place: str, parent: str, name: str) -> None:
@@ -205,3 +205,21 @@ async def test_lighter_changes_need_no_tick(client: Client, devices: Devices) ->
     form = {"csrf": csrf_of(page), "status": "in_repair"}
     response = await client.post("/supervisor/devices/A1/status", data=form, allow_redirects=False)
     assert response.status == 303
+
+
+def test_an_older_data_dir_gains_the_language_column(tmp_path: Path) -> None:
+    """A users table from before the console language: upgraded in place, English for all."""
+    path = tmp_path / "fieldsync.sqlite3"
+    with closing(connect(path)) as conn:
+        conn.execute(
+            "CREATE TABLE users(name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT "
+            "NOT NULL, places TEXT NOT NULL, read_places TEXT NOT NULL, created TEXT NOT NULL, "
+            "updated TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'active')"
+        )
+        conn.execute("INSERT INTO users VALUES('sam','supervisor','x','[]','[]','t','t','active')")
+        conn.commit()
+    initialise(path)
+    with closing(connect(path)) as conn:
+        assert accounts.language(conn, "sam") == "en"
+        accounts.set_language(conn, "sam", "sw")
+        assert accounts.language(conn, "sam") == "sw"
