@@ -278,6 +278,9 @@ SWAHILI: dict[str, str] = {
         "Kurasa hizi ni za wasimamizi na wasimamizi wakuu; wahudumu wa afya hutumia programu."
     ),
     "Details saved.": "Taarifa zimehifadhiwa.",
+    "active": "inatumika",
+    "disabled": "imezimwa",
+    "removed": "imeondolewa",
     "Assigned. Issue an enrolment code so the app on this phone can sync.": (
         "Imekabidhiwa. Toa msimbo wa usajili ili programu kwenye simu hii iweze kusawazisha."
     ),

@@ -302,7 +302,7 @@ def _details(shell: Shell, view: DeviceView) -> str:
     pairs = [
         ("Status", t(STATUS_NAMES[device.status])),
         ("Worker", device.worker or "—"),
-        *([("Worker account", device.worker_status.value)] if device.worker_status else []),
+        *([("Worker account", t(device.worker_status.value))] if device.worker_status else []),
         ("Places", place_names(device.places, view.names) or "—"),
         ("Issued", device.issued or "—"),
         ("Last sync", shell.when(device.last_sync) if device.last_sync else t("never")),
