@@ -1,12 +1,13 @@
 """The supervisor console in a real headless Chromium (issue 13, points 1, 4, 5 and 6).
 
 A real ``fieldsync serve`` (embedded store, time zone Africa/Nairobi) with two phones
-and some SMS traffic.  sam logs in through the login form and opens Devices, a
-device, the SMS list and a message's page at 390 px (a phone) and 1280 px: axe-core
-finds no serious or critical violation, nothing scrolls sideways on the phone, and a
-screenshot of each is saved under the test's temp dir (``FIELDSYNC_SCREENSHOTS=DIR``
-keeps them).  dina, the supervisor of district-b only, sees none of alice's phone
-or messages, not even on their own addresses.
+and some SMS traffic.  The login page, then (sam logged in through its form) Devices,
+a device, the SMS lists (received and sent) and a message's page are each opened at
+390 px (a phone) and 1280 px: axe-core finds no serious or critical violation,
+nothing scrolls sideways on the phone, and a screenshot of each is saved under the
+test's temp dir (``FIELDSYNC_SCREENSHOTS=DIR`` keeps them).  dina, the supervisor of
+district-b only, sees none of alice's phone or messages, not even on their own
+addresses.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ async def test_device_pages_in_the_browser(
     org: ServerProcess, browser: Browser, tmp_path: Path
 ) -> None:
     await seed(org)
+    text = await check_page(browser, f"{org.url}/supervisor/login", tmp_path, "login")
+    assert "Log out" not in text and "Refused records" not in text  # nobody signed in yet
     await log_in(browser, org, "sam")
     text = await check_page(browser, f"{org.url}/supervisor/devices", tmp_path, "devices")
     assert "A1" in text and "B1" in text and "Times are shown in Africa/Nairobi." in text
@@ -146,6 +149,8 @@ async def test_sms_pages_in_the_browser(
     await browser.click("form.filters button[type=submit]")
     filtered = await browser.js("document.body.innerText")
     assert "P 99 Mary" in filtered and "P 3 Jane" not in filtered
+    text = await check_page(browser, f"{org.url}/supervisor/sms?box=out", tmp_path, "sms-sent")
+    assert "reminder" in text and "Jane registered" in text
     url = f"{org.url}/supervisor/sms/{jane['id']}"
     text = await check_page(browser, url, tmp_path, "sms-message")
     assert "Jane registered" in text and jane["patient_id"] in text
