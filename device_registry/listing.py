@@ -7,6 +7,7 @@ Query parameters, all optional::
     place=district-a        devices whose places lie in that place's subtree
     quiet_days=7            not synced for 7 days or more (never synced counts)
     collect=true            phones still with a worker who was disabled or removed
+    q=35209...              a serial, an IMEI or a SIM phone number (all or part of it)
     sort=last_sync          serial | status | worker | model | phone | issued | last_sync
     order=desc              asc (default) | desc
 
@@ -42,6 +43,7 @@ class DeviceQuery:
     place: str | None = None
     quiet_days: int | None = None
     collect: bool = False
+    search: str | None = None
     sort: str = "serial"
     descending: bool = False
 
@@ -61,8 +63,36 @@ def parse_query(params: Mapping[str, str], statuses: Sequence[str] = ()) -> Devi
         place=params.get("place") or None,
         quiet_days=_days(params.get("quiet_days")),
         collect=_yes(params.get("collect")),
+        search=_search(params.get("q")),
         sort=sort,
         descending=order == "desc",
+    )
+
+
+def _search(value: str | None) -> str | None:
+    text = (value or "").strip()
+    if len(text) > 64:
+        raise BadRequest("q must be a serial, an IMEI or a phone number (at most 64 characters)")
+    return text or None
+
+
+def found(device: Device, search: str) -> bool:
+    """Whether ``search`` is part of the device's serial, an IMEI or its phone number.
+
+    Letters are compared without case; spaces, dashes and a leading ``+`` or ``0``
+    in a phone number do not matter (``0712 345 678`` finds ``+254712345678``).
+    """
+    text = search.upper()
+    if text in device.serial.upper():
+        return True
+    if any(ch not in "0123456789 +-()." for ch in text):
+        return False  # letters: a serial only
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if not digits:
+        return False
+    numbers = (device.imei, device.imei2 or "", device.phone or "")
+    return any(digits in n for n in numbers) or (
+        len(digits) > 4 and digits.lstrip("0") in (device.phone or "")
     )
 
 
@@ -113,6 +143,8 @@ def _matches(
         return False
     if subtree is not None and not subtree.intersection(device.places):
         return False
+    if query.search is not None and not found(device, query.search):
+        return False
     return cutoff is None or device.last_sync is None or device.last_sync < cutoff
 
 
@@ -130,6 +162,7 @@ def to_params(query: DeviceQuery) -> list[tuple[str, str]]:
         ("place", query.place),
         ("quiet_days", None if query.quiet_days is None else str(query.quiet_days)),
         ("collect", "true" if query.collect else None),
+        ("q", query.search),
     ):
         if value is not None:
             params.append((name, value))

@@ -7,6 +7,13 @@
     POST /supervisor/devices/{serial}/status      status, reason
     POST /supervisor/devices/{serial}/edit        model, phone, notes
     POST /supervisor/devices/{serial}/enrolment-code   shows the code and its QR once
+    POST /supervisor/language                     language, next: the reader's own language
+
+Every page is drawn in the console's frame (:mod:`device_registry.console`);
+:func:`shell_for` gives it the reader's language (``users.language``, read once
+per page by :func:`staff_page`) and the programme's time zone
+(``FIELDSYNC_TIME_ZONE``).  Lost, stolen and retired need a reason and a ticked
+confirmation (``confirm=yes``): the phone stops syncing at once.
 
 The session is the core's ``AuthSession`` cookie (``HttpOnly``, ``SameSite=Lax``,
 ``Secure`` under HTTPS), issued here by a login form.  Every form carries a CSRF
@@ -29,12 +36,12 @@ from device_registry import console, csrf, enrolment, inventory, qr, status, tem
 from device_registry.codes import qr_payload
 from device_registry.context import device_list, is_staff, parts, server_url
 from device_registry.model import Device, HistoryEntry
-from device_registry.templates import STATUS_NAMES, device_url
+from device_registry.templates import GRAVE, STATUS_NAMES, device_url
 from sync import accounts
 from sync.audit import audited
 from sync.auth import COOKIE as SESSION_COOKIE
 from sync.auth import AccountDisabled, Credentials
-from sync.errors import FieldsyncError, NotFound, TooManyRequests, Unauthorized
+from sync.errors import BadRequest, FieldsyncError, NotFound, TooManyRequests, Unauthorized
 from sync.http import read_form
 from sync.replication.context import Caller
 
@@ -68,6 +75,7 @@ class Page:
         found = request.cookies.get(csrf.COOKIE)
         self.nonce = found or csrf.new_nonce()
         self._new_nonce = found is None
+        self.language = "en"  # the reader's, once known (staff_page)
         secret = parts(request).registry.secret
         self.token = csrf.token(secret, self.nonce, request.cookies.get(SESSION_COOKIE, ""))
 
@@ -141,21 +149,36 @@ def staff_page(handler: StaffHandler) -> Callable[[web.Request], Awaitable[web.S
         caller = await _caller(request)
         if caller is None:
             return _to_login(request)
+        page.language = await parts(request).store.read(
+            lambda conn: accounts.language(conn, caller.name)
+        )
         try:
             return await handler(request, page, caller)
         except _Expired:
             text = "This form has expired. Go back, reload the page and try again."
-            return page.respond(templates.error_page("Form expired", text), 403)
+            html = templates.error_page(shell_for(page, caller, ""), "Form expired", text)
+            return page.respond(html, 403)
         except NotFound as exc:
-            html = templates.error_page("Not found", exc.reason, caller.name, page.token)
+            html = templates.error_page(shell_for(page, caller, ""), "Not found", exc.reason)
             return page.respond(html, 404)
 
     return wrapped
 
 
-def shell_for(page: Page, caller: Caller, active: str) -> console.Shell:
-    """The console frame for ``caller`` on a page of section ``active`` (see ``console.NAV``)."""
-    return console.Shell(user=caller.name, csrf=page.token, active=active)
+def shell_for(page: Page, caller: Caller | None, active: str) -> console.Shell:
+    """The console frame for ``caller`` on a page of section ``active`` (see ``console.NAV``):
+    their language, the programme's time zone; no sections nor log out when nobody is
+    signed in (``caller`` None: the login page)."""
+    request = page.request
+    here = request.path_qs if request.method == "GET" else request.path
+    return console.Shell(
+        user=None if caller is None else caller.name,
+        csrf=page.token,
+        active=active,
+        language=page.language if caller is not None else "en",
+        zone=parts(request).config.time_zone,
+        here=here,
+    )
 
 
 # -- log in and out ----------------------------------------------------------------------
@@ -168,15 +191,17 @@ async def login_form(request: web.Request) -> web.Response:
     page = Page(request)
     if await _caller(request) is not None:
         return _redirect(_next(request.query.get("next")))
-    return page.respond(templates.login_page(page.token, _next(request.query.get("next"))))
+    shell = shell_for(page, None, "")
+    return page.respond(templates.login_page(shell, _next(request.query.get("next"))))
 
 
 async def login(request: web.Request) -> web.StreamResponse:
     page = Page(request)
+    shell = shell_for(page, None, "")
     try:
         form = await page.form()
     except _Expired:
-        html = templates.login_page(page.token, HOME, error="The form expired; try again.")
+        html = templates.login_page(shell, HOME, error="The form expired; try again.")
         return page.respond(html, 403)
     name, password = str(form.get("name", "")), str(form.get("password", ""))
     target = _next(form.get("next"))
@@ -184,15 +209,15 @@ async def login(request: web.Request) -> web.StreamResponse:
     try:
         caller = await p.auth.login(Credentials(name, password), request)
     except AccountDisabled as exc:
-        return page.respond(templates.login_page(page.token, target, name, exc.reason), 401)
+        return page.respond(templates.login_page(shell, target, name, exc.reason), 401)
     except Unauthorized:
-        html = templates.login_page(page.token, target, name, "Wrong user name or password.")
+        html = templates.login_page(shell, target, name, "Wrong user name or password.")
         return page.respond(html, 401)
     except TooManyRequests as exc:
-        return page.respond(templates.login_page(page.token, target, name, exc.reason), 429)
+        return page.respond(templates.login_page(shell, target, name, exc.reason), 429)
     if not is_staff(caller):
         text = "These pages are for supervisors and admins; CHWs use the app."
-        return page.respond(templates.login_page(page.token, target, name, text), 403)
+        return page.respond(templates.login_page(shell, target, name, text), 403)
     response = _redirect(target)
     await p.auth.start_session(response, caller.user, request)
     return response
@@ -214,22 +239,32 @@ async def home(request: web.Request) -> web.StreamResponse:
 @staff_page
 async def devices(request: web.Request, page: Page, caller: Caller) -> web.StreamResponse:
     statuses = request.query.getall("status", [])
+    shell = shell_for(page, caller, "devices")
     try:
         query, chosen, counts = await device_list(request, caller, request.query, statuses)
     except FieldsyncError as exc:
-        html = templates.error_page("Bad filter", exc.reason, caller.name, page.token)
-        return page.respond(html, exc.status)
-    workers = await _workers(request, caller, writable=False)
-    places = [(p.id, p.name) for p in caller.tree.places.values() if caller.scope.can_read(p.id)]
+        return page.respond(templates.error_page(shell, "Bad filter", exc.reason), exc.status)
+    workers = await workers_in_scope(request, caller, writable=False)
     days = 7 if query.quiet_days is None else query.quiet_days
     quiet_before = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days)).isoformat()
     view = templates.ListView(
-        caller.name, page.token, query, chosen, counts, sorted(places), workers, quiet_before
+        query, chosen, counts, readable_places(caller), workers, quiet_before, place_names(caller)
     )
-    return page.respond(templates.list_page(view))
+    return page.respond(templates.list_page(shell, view))
 
 
-async def _workers(request: web.Request, caller: Caller, writable: bool) -> list[str]:
+def place_names(caller: Caller) -> dict[str, str]:
+    """Place id -> name, for every place of the tree (pages show names, not ids)."""
+    return {p.id: p.name for p in caller.tree.places.values()}
+
+
+def readable_places(caller: Caller) -> list[tuple[str, str]]:
+    """``(id, name)`` of the places ``caller`` may read, by name (a filter's choices)."""
+    places = [(p.id, p.name) for p in caller.tree.places.values() if caller.scope.can_read(p.id)]
+    return sorted(places, key=lambda p: (p[1].lower(), p[0]))
+
+
+async def workers_in_scope(request: web.Request, caller: Caller, writable: bool) -> list[str]:
     """The CHWs and supervisors in the caller's read (or capture) scope; to assign a phone
     to (``writable``), only active ones."""
     users = await parts(request).store.read(accounts.list_users)
@@ -260,17 +295,17 @@ async def _device_page(
     await parts(request).registry.guard.writes.drain()
     device, history, refusals = await parts(request).store.read(run)
     view = templates.DeviceView(
-        user=caller.name,
-        csrf=page.token,
         device=device,
         history=history,
-        workers=await _workers(request, caller, writable=True),
+        workers=await workers_in_scope(request, caller, writable=True),
         can_manage=device.managed_by(caller.scope),
+        names=place_names(caller),
         refusals=refusals,
         notice=notice,
         error=None if error is None else error.reason,
     )
-    return page.respond(templates.device_page(view), 200 if error is None else error.status)
+    html = templates.device_page(shell_for(page, caller, "devices"), view)
+    return page.respond(html, 200 if error is None else error.status)
 
 
 @staff_page
@@ -323,6 +358,12 @@ def _assign(conn: sqlite3.Connection, serial: str, caller: Caller, form: Form) -
 
 def _status(conn: sqlite3.Connection, serial: str, caller: Caller, form: Form) -> str:
     target = status.parse(str(form.get("status", "")))
+    reason = str(form.get("reason", "")).strip()
+    if target in GRAVE and (form.get("confirm") != "yes" or not reason):
+        raise BadRequest(
+            f"To mark this phone {STATUS_NAMES[target].lower()}, say why and tick "
+            '"Yes, I am sure": it stops syncing at once.'
+        )
     inventory.mark(conn, serial, target, caller.name, caller.scope, str(form.get("reason", "")))
     return target.value
 
@@ -352,7 +393,22 @@ async def enrolment_code(request: web.Request, page: Page, caller: Caller) -> we
     except FieldsyncError as exc:
         return await _device_page(request, page, caller, error=exc)
     svg = qr.svg(qr_payload(issued.code, issued.serial, server_url(parts(request).config)))
-    return page.respond(templates.code_page(caller.name, page.token, issued, svg))
+    return page.respond(templates.code_page(shell_for(page, caller, "devices"), issued, svg))
+
+
+@staff_page
+async def choose_language(request: web.Request, page: Page, caller: Caller) -> web.StreamResponse:
+    """The reader's own language for these pages; back to the page they were on."""
+    form = await page.form()
+    chosen = str(form.get("language", ""))
+    if chosen not in console.LANGUAGES:
+        text = f"language must be one of {', '.join(console.LANGUAGES)}"
+        html = templates.error_page(shell_for(page, caller, ""), "Bad request", text)
+        return page.respond(html, 400)
+    await parts(request).store.write_tx(
+        lambda conn: accounts.set_language(conn, caller.name, chosen)
+    )
+    return _redirect(_next(form.get("next")))
 
 
 def setup_routes(app: web.Application) -> None:
@@ -367,3 +423,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/supervisor/devices/{serial}/status", _action(_status))
     app.router.add_post("/supervisor/devices/{serial}/edit", _action(_edit))
     app.router.add_post("/supervisor/devices/{serial}/enrolment-code", enrolment_code)
+    app.router.add_post("/supervisor/language", choose_language)

@@ -42,6 +42,7 @@ class Outcome(enum.Enum):
     RECORDED = "recorded"
     INVALID = "invalid"
     UNKNOWN_SENDER = "unknown_sender"
+    LOST_PHONE = "lost_phone"  # from a phone reported lost or stolen: flagged, not recorded
     UNKNOWN_PATIENT = "unknown_patient"
     NO_PLACE = "no_place"
     FAILED = "failed"

@@ -30,6 +30,8 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "unknown_patient": "No patient with ID {patient_id} in your area. "
         "Check the ID and send again.",
         "unknown_sender": "This phone is not registered. Ask your supervisor to register it.",
+        "lost_phone": "This phone was reported lost or stolen, so your message was not "
+        "recorded. Contact your supervisor.",
         "no_place": "Your account has no area to record in. Ask your supervisor.",
         "not_saved": "Sorry, your message could not be saved. Your supervisor will follow up.",
         "empty": "Empty message. Start with a form code: {codes}.",
@@ -71,6 +73,8 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "unknown_patient": "Hakuna mgonjwa mwenye namba {patient_id} katika eneo lako. "
         "Hakiki namba na utume tena.",
         "unknown_sender": "Simu hii haijasajiliwa. Muombe msimamizi wako aisajili.",
+        "lost_phone": "Simu hii iliripotiwa kupotea au kuibiwa, kwa hiyo ujumbe wako "
+        "haukurekodiwa. Wasiliana na msimamizi wako.",
         "no_place": "Akaunti yako haina eneo la kurekodi. Muulize msimamizi wako.",
         "not_saved": "Samahani, ujumbe wako haukuhifadhiwa. Msimamizi wako atafuatilia.",
         "empty": "Ujumbe mtupu. Anza na herufi ya fomu: {codes}.",

@@ -4,7 +4,8 @@
     POST /api/sms                              medic-gateway poll (HTTP Basic, role gateway)
     POST /api/v1/sms/webhook/africastalking    provider callbacks (shared secret, header)
     GET  /api/v1/sms/messages                  supervisors: incoming + outgoing, filtered
-    GET  /supervisor/sms                       the same as a page
+    GET  /supervisor/sms                       the same as a page (50 a page, by cursor)
+    GET  /supervisor/sms/{id}                  one message: its parse, records, replies
     PUT  /api/v1/sms/workers/{name}/language   supervisors: {"language": "sw"}
 
 :func:`extend` registers these routes, the ``sms`` commands, the sealed SMS
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import structlog
@@ -32,8 +35,18 @@ from prometheus_client import Gauge
 from barcode.backends import patient_id_store
 from barcode.ports import PatientIdStore
 from barcode.settings import BarcodeSettings
+from device_registry import templates
+from device_registry.pages import (
+    Page,
+    place_names,
+    readable_places,
+    shell_for,
+    staff_page,
+    workers_in_scope,
+)
 from forms.routes import forms_of
-from sms_gateway import cli, listing, medic, page, provider, sealing, store
+from sms_gateway import cli, listing, medic, provider, sealing, store
+from sms_gateway import page as sms_page
 from sms_gateway.outbox import Outbox
 from sms_gateway.provider import webhook_window
 from sms_gateway.replies import LANGUAGES
@@ -43,7 +56,7 @@ from sms_gateway.settings import SETTINGS, SmsSettings, from_config
 from sync import accounts
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.audit import AUDIT
-from sync.errors import BadRequest, FieldsyncError, Forbidden, NotFound, Unauthorized
+from sync.errors import BadRequest, FieldsyncError, Forbidden, NotFound
 from sync.extensions import Extensions
 from sync.http import json_response, read_form, read_object
 from sync.metrics import METRICS
@@ -96,6 +109,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/sms/messages", list_messages)
     app.router.add_put("/api/v1/sms/workers/{name}/language", set_language)
     app.router.add_get("/supervisor/sms", supervisor_page)
+    app.router.add_get("/supervisor/sms/{id}", message_page)
 
 
 async def sms_worker(app: web.Application) -> AsyncIterator[None]:
@@ -244,13 +258,26 @@ async def _role(request: web.Request, roles: frozenset[Role], refusal: str) -> C
     return caller
 
 
-async def messages_for(request: web.Request, caller: Caller) -> dict[str, Any]:
-    sms = request.app[SMS]
-    filters = listing.Filters.from_query(request.query)
+def _places(caller: Caller, filters: listing.Filters) -> frozenset[str] | None:
+    """The places whose messages ``caller`` sees under ``filters`` (None: every place)."""
     places = caller.scope.read
     if filters.place is not None:
         below = caller.tree.descendants([filters.place])
         places = below if places is None else below & places
+    return places
+
+
+def _audit_read(request: web.Request, caller: Caller, ids: list[str]) -> None:
+    """On disk before the texts go out (sync.audit)."""
+    audit = request.app.get(AUDIT)
+    if audit is not None and ids:
+        audit.record(caller.name, "sms_read", None, ids, device=caller.device)
+
+
+async def messages_for(request: web.Request, caller: Caller) -> dict[str, Any]:
+    sms = request.app[SMS]
+    filters = listing.Filters.from_query(request.query)
+    places = _places(caller, filters)
     sealer = sms.service.sealer
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -259,10 +286,8 @@ async def messages_for(request: web.Request, caller: Caller) -> dict[str, Any]:
         return {"incoming": incoming, "outgoing": outgoing}
 
     rows = await sms.service.sqlite.read(run)
-    audit = request.app.get(AUDIT)
     ids = [f"in:{r['id']}" for r in rows["incoming"]] + [f"out:{r['id']}" for r in rows["outgoing"]]
-    if audit is not None and ids:  # on disk before the texts go out (sync.audit)
-        audit.record(caller.name, "sms_read", None, ids, device=caller.device)
+    _audit_read(request, caller, ids)
     return {
         "incoming": [listing.open_incoming(r, sealer) for r in rows["incoming"]],
         "outgoing": [listing.open_outgoing(r, sealer) for r in rows["outgoing"]],
@@ -274,18 +299,96 @@ async def list_messages(request: web.Request) -> web.Response:
     return json_response(await messages_for(request, caller))
 
 
-async def supervisor_page(request: web.Request) -> web.Response:
+def _day(value: str | None, zone: str, name: str, days: int = 0) -> str | None:
+    """The start of a date (plus ``days``) in the programme's zone, as a stored UTC time."""
+    if not value:
+        return None
     try:
-        caller = await request.app[AUTH].caller(request)
-    except Unauthorized:
-        caller = None
-    if caller is None or caller.user.role not in STAFF:
-        return page.to_login(request.path_qs)
+        day = dt.date.fromisoformat(value) + dt.timedelta(days=days)
+        return store.iso(dt.datetime.combine(day, dt.time(), ZoneInfo(zone)))
+    except (ValueError, OverflowError) as exc:  # not a date; or the year 1 or 9999
+        raise BadRequest(f"{name} must be a date such as 2026-05-01") from exc
+
+
+def page_filters(query: Any, zone: str) -> tuple[str, listing.Filters]:
+    """The page's box (``in`` or ``out``) and filters: a page and one row (is there more?)."""
+    box = query.get("box") or "in"
+    if box not in ("in", "out"):
+        raise BadRequest("box must be in (received) or out (sent)")
+    filters = listing.Filters.from_query(query)
+    since, until = _day(query.get("from"), zone, "from"), _day(query.get("to"), zone, "to", 1)
+    return box, replace(filters, limit=sms_page.PAGE_SIZE + 1, since=since, until=until)
+
+
+def _one_page(
+    rows: list[dict[str, Any]], filters: listing.Filters
+) -> tuple[list[dict[str, Any]], int | None, int | None]:
+    """Rows (newest first, one too many when there is more) cut to a page, and the cursors
+    of the newer and older pages (None: no such page)."""
+    size = sms_page.PAGE_SIZE
+    if filters.after is not None:  # paging towards the newest: the extra row is the newest
+        more, rows = len(rows) > size, rows[-size:]
+        return rows, rows[0]["seq"] if more and rows else None, rows[-1]["seq"] if rows else None
+    more, rows = len(rows) > size, rows[:size]
+    newer = rows[0]["seq"] if filters.before is not None and rows else None
+    return rows, newer, rows[-1]["seq"] if more else None
+
+
+@staff_page
+async def supervisor_page(request: web.Request, page: Page, caller: Caller) -> web.Response:
+    shell = shell_for(page, caller, "sms")
     try:
-        data = await messages_for(request, caller)
+        box, filters = page_filters(request.query, shell.zone)
     except BadRequest as exc:
-        return page.respond(page.error(exc.reason, caller.name), status=400)
-    return page.respond(page.messages_page(data, dict(request.query), caller.name))
+        return page.respond(templates.error_page(shell, "Bad filter", exc.reason), 400)
+    sms, places = request.app[SMS], _places(caller, filters)
+
+    def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        if box == "in":
+            return listing.incoming_rows(conn, filters, places)
+        return listing.outgoing_rows(conn, filters, places, by_seq=True)
+
+    rows, newer, older = _one_page(await sms.service.sqlite.read(run), filters)
+    _audit_read(request, caller, [f"{box}:{r['id']}" for r in rows])
+    opened = listing.open_incoming if box == "in" else listing.open_outgoing
+    view = sms_page.ListView(
+        box=box,
+        rows=[opened(r, sms.service.sealer) for r in rows],
+        query={k: v for k, v in request.query.items() if k in sms_page.KEPT},
+        places=readable_places(caller),
+        workers=await workers_in_scope(request, caller, writable=False),
+        forms=forms_of(request.app).codes,
+        names=place_names(caller),
+        newer=newer,
+        older=older,
+    )
+    return page.respond(sms_page.list_page(shell, view))
+
+
+@staff_page
+async def message_page(request: web.Request, page: Page, caller: Caller) -> web.Response:
+    """One received message, if the caller may see it (else 404, as for a missing one)."""
+    raw = request.match_info["id"]
+    if not raw.isdigit() or not 1 <= int(raw) <= listing.MAX_ID:
+        raise NotFound("No such message.")
+    sms, message_id = request.app[SMS], int(raw)
+
+    def run(conn: sqlite3.Connection) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        row = listing.incoming_one(conn, message_id, caller.scope.read)
+        return row, [] if row is None else listing.caused_by(conn, message_id)
+
+    row, caused = await sms.service.sqlite.read(run)
+    if row is None:
+        raise NotFound("No such message in your places.")
+    _audit_read(request, caller, [f"in:{message_id}", *(f"out:{r['id']}" for r in caused)])
+    sealer = sms.service.sealer
+    html = sms_page.message_page(
+        shell_for(page, caller, "sms"),
+        listing.open_incoming(row, sealer),
+        [listing.open_outgoing(r, sealer) for r in caused],
+        place_names(caller),
+    )
+    return page.respond(html)
 
 
 async def set_language(request: web.Request) -> web.Response:

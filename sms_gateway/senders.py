@@ -2,9 +2,10 @@
 
 The registry's contract is ``device_registry.lookup.device_for_phone(store,
 phone) -> DeviceOwner | None`` (a frozen dataclass with the device serial,
-the worker's name and place(s)); :class:`Sender` is what the SMS gateway
-needs of it.  The service takes any :data:`SenderLookup`, so tests can stand
-in for the registry.
+the worker's name and place(s), and the device's ``status``: ``assigned``, or
+``lost``/``stolen`` for a phone reported gone, whose messages are flagged and
+never recorded); :class:`Sender` is what the SMS gateway needs of it.  The
+service takes any :data:`SenderLookup`, so tests can stand in for the registry.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ class Sender:
     worker: str
     device: str | None
     places: tuple[str, ...]
+    gone: str | None = None  # "lost" or "stolen": the phone was reported so; nothing is recorded
+
+
+GONE = ("lost", "stolen")
 
 
 SenderLookup = Callable[[str], Awaitable[Sender | None]]
@@ -37,7 +42,9 @@ def sender_of(owner: Any) -> Sender:
         places = (places,)
     device = getattr(owner, "serial", None) or getattr(owner, "device", None)
     worker = getattr(owner, "worker", None) or getattr(owner, "worker_name", None)
-    return Sender(str(worker), None if device is None else str(device), tuple(places))
+    status = getattr(owner, "status", None)
+    gone = status if status in GONE else None
+    return Sender(str(worker), None if device is None else str(device), tuple(places), gone)
 
 
 def registry_lookup(store: SqliteStore) -> SenderLookup:

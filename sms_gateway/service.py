@@ -47,11 +47,13 @@ from sync.store.sqlite import SqliteStore
 
 log = structlog.get_logger("fieldsync.sms")
 ACCEPTED = frozenset({Outcome.REGISTERED, Outcome.RECORDED})
+# Answered with a notice at most once a day per number (a stranger, a lost or stolen phone).
+NOTICES = frozenset({Outcome.UNKNOWN_SENDER, Outcome.LOST_PHONE})
 Clock = Callable[[], dt.datetime]
 # A gateway's clock is the phone's: trust its receive time only within these bounds.
 CLOCK_SLACK = dt.timedelta(days=1)
 OLDEST_PLAUSIBLE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-# Unknown numbers get one "not registered" notice a day, however often they write.
+# Unknown numbers (and lost or stolen phones) get one notice a day, however often they write.
 NOTICE_EVERY = dt.timedelta(days=1)
 
 
@@ -233,6 +235,9 @@ class SmsService:
             item.sender = senders[phone]
             if item.sender is None:
                 continue
+            if item.sender.gone is not None:  # no caller: nothing is written in their name
+                item.place = item.sender.places[0] if item.sender.places else None
+                continue
             worker = item.sender.worker
             if worker not in callers:
                 callers[worker] = await self._caller(item.sender)
@@ -278,6 +283,10 @@ class SmsService:
 
     async def _carry_out(self, item: _Item) -> Result:
         language = item.language
+        if item.sender is not None and item.sender.gone is not None:
+            item.extra["problems"] = [item.sender.gone]
+            reply = replies.render("lost_phone", language)
+            return Result(Outcome.LOST_PHONE, reply, item.place)
         if item.sender is None or item.caller is None:
             lang = self.settings.language
             return Result(Outcome.UNKNOWN_SENDER, replies.render("unknown_sender", lang))
@@ -324,14 +333,14 @@ class SmsService:
     async def _finish(self, finished: list[tuple[_Item, Result]]) -> None:
         now = self.clock()
         done = [self._finished(item, result) for item, result in finished]
-        strangers = {i.message.phone for i, r in finished if r.outcome is Outcome.UNKNOWN_SENDER}
+        strangers = {i.message.phone for i, r in finished if r.outcome in NOTICES}
         since = now - NOTICE_EVERY
         noticed = await self.sqlite.read(lambda c: store.noticed(c, strangers, since))
         outgoing = []
         for item, result in finished:
             if not item.message.phone:
                 continue  # nobody to answer (a gateway entry without "from"): stored, shown
-            if result.outcome is Outcome.UNKNOWN_SENDER:
+            if result.outcome in NOTICES:
                 if item.message.phone in noticed:
                     continue  # one notice a day: never an SMS loop with an automated sender
                 noticed.add(item.message.phone)
@@ -376,7 +385,7 @@ class SmsService:
         message = item.message
         worker = item.sender.worker if item.sender else None
         place = result.place or item.place
-        kind = "notice" if result.outcome is Outcome.UNKNOWN_SENDER else "reply"
+        kind = "notice" if result.outcome in NOTICES else "reply"
         texts = [(f"{message.key}-reply", kind, result.reply, message.received_at)]
         window = self.settings.window
         texts += [

@@ -50,6 +50,7 @@ TABLES = (
     "CREATE INDEX IF NOT EXISTS sms_outgoing_place ON sms_outgoing(place, created_at)",
     "CREATE INDEX IF NOT EXISTS sms_outgoing_provider ON sms_outgoing(provider_id)",
     "CREATE INDEX IF NOT EXISTS sms_outgoing_phone ON sms_outgoing(phone, kind, created_at)",
+    "CREATE INDEX IF NOT EXISTS sms_outgoing_incoming ON sms_outgoing(incoming_id)",
     "CREATE TABLE IF NOT EXISTS sms_workers(worker TEXT PRIMARY KEY, language TEXT NOT NULL)",
 )
 

@@ -21,6 +21,8 @@ from sync.errors import BadRequest, Conflict, NotFound
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus, validate_place_id
 from sync.unsafe_text import first_unsafe
 
+# The languages the supervisor pages speak (a user's own choice, ``users.language``).
+LANGUAGES = ("en", "sw")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 USER_NAME_MAX = 64
 
@@ -219,6 +221,20 @@ def existing_user(conn: sqlite3.Connection, name: str) -> User:
     if user.status is UserStatus.REMOVED:
         raise Conflict(f"user {name!r} was removed; a removed user cannot be changed")
     return user
+
+
+def language(conn: sqlite3.Connection, name: str) -> str:
+    """The language ``name`` reads the supervisor pages in (English for an unknown name)."""
+    row = conn.execute("SELECT language FROM users WHERE name=?", (name,)).fetchone()
+    return row[0] if row is not None and row[0] in LANGUAGES else LANGUAGES[0]
+
+
+def set_language(conn: sqlite3.Connection, name: str, language: str) -> None:
+    """Choose the language of ``name``'s supervisor pages (``en`` or ``sw``)."""
+    if language not in LANGUAGES:
+        raise BadRequest(f"language must be one of {', '.join(LANGUAGES)} (e.g. sw for Swahili)")
+    existing_user(conn, name)
+    conn.execute("UPDATE users SET language=?, updated=? WHERE name=?", (language, _now(), name))
 
 
 def get_user(conn: sqlite3.Connection, name: str) -> User | None:

@@ -218,6 +218,17 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_language(args: argparse.Namespace) -> int:
+    audited(
+        args,
+        "user_language",
+        f"user {args.name}: console language {args.language}",
+        lambda c: accounts.set_language(c, args.name, args.language),
+    )
+    print(f"user {args.name}: supervisor pages in {args.language}")
+    return 0
+
+
 def cmd_user_logout(args: argparse.Namespace) -> int:
     ended = audited(
         args,
@@ -391,6 +402,19 @@ def _user_commands(sub: Commands) -> None:
     )
     data_dir_option(listing)
     listing.set_defaults(func=cmd_user_list)
+    language = add_command(
+        user,
+        "language",
+        "choose the language of a user's supervisor pages",
+        "Choose the language a user reads the supervisor pages in: en (English) or sw\n"
+        "(Swahili). Users can also switch it themselves from the pages' header.",
+    )
+    language.add_argument("name", metavar="NAME", help="the user's login name")
+    language.add_argument(
+        "language", choices=accounts.LANGUAGES, metavar="LANGUAGE", help="en or sw"
+    )
+    data_dir_option(language)
+    language.set_defaults(func=cmd_user_language)
     logout = add_command(user, "logout", "end every session of a user (server running or not)")
     logout.add_argument("name", metavar="NAME", help="the user's login name")
     data_dir_option(logout)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sync.forwarded import Network, parse_networks
 
@@ -68,6 +69,8 @@ class Config:
     # this many distinct ones per worker (the newest; older ones are counted, not kept).
     refusal_retention_days: int = 90
     refusals_per_worker: int = 1000
+    # The programme's time zone (IANA name): every time the supervisor pages show is in it.
+    time_zone: str = "UTC"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -147,6 +150,18 @@ def metrics_token(value: str) -> str:
     return token
 
 
+def time_zone(value: str) -> str:
+    """An IANA time zone name such as ``Africa/Nairobi`` (``UTC`` by default)."""
+    name = value.strip()
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError) as exc:
+        raise ValueError(
+            "must be an IANA time zone name such as Africa/Nairobi, Africa/Kampala or UTC"
+        ) from exc
+    return name
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 
@@ -197,6 +212,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_LOG_FORMAT": ("log_format", _one_of(LOG_FORMATS)),
     "FIELDSYNC_REFUSAL_RETENTION_DAYS": ("refusal_retention_days", _count(1)),
     "FIELDSYNC_REFUSALS_PER_WORKER": ("refusals_per_worker", _count(1)),
+    "FIELDSYNC_TIME_ZONE": ("time_zone", time_zone),
 }
 
 

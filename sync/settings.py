@@ -115,6 +115,8 @@ _CORE = {
     "again for this many days is deleted (checked daily)",
     "FIELDSYNC_REFUSALS_PER_WORKER": "refused records kept per worker, the newest; older ones "
     "are deleted and only counted",
+    "FIELDSYNC_TIME_ZONE": "the programme's time zone, an IANA name such as `Africa/Nairobi`: "
+    "every time on the supervisor pages is shown in it (stored times stay UTC)",
 }
 
 # Core settings read outside sync.config, with their defaults in words.

@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS places(
 CREATE TABLE IF NOT EXISTS users(
     name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,
     places TEXT NOT NULL, read_places TEXT NOT NULL, created TEXT NOT NULL,
-    updated TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'active');
+    updated TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'active',
+    language TEXT NOT NULL DEFAULT 'en');
 CREATE TABLE IF NOT EXISTS data_keys(
     place TEXT NOT NULL, version INTEGER NOT NULL, wrapped BLOB NOT NULL,
     created TEXT NOT NULL, PRIMARY KEY(place, version));
@@ -125,6 +126,7 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     _add_column(conn, "audit", "detail", "TEXT")
     _add_column(conn, "places", "retired", "TEXT")
     _add_column(conn, "users", "status", "TEXT NOT NULL DEFAULT 'active'")
+    _add_column(conn, "users", "language", "TEXT NOT NULL DEFAULT 'en'")
 
 
 def _add_column(conn: sqlite3.Connection, table: str, column: str, kind: str) -> None:

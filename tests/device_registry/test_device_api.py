@@ -459,8 +459,12 @@ async def test_phone_number_to_worker_and_place(client: Client, devices: Devices
     )
     assert await device_for_phone(store, "+254700000002") is None  # in stock: nobody's
     assert await device_for_phone(store, "0712345678") is None  # not E.164
-    await devices.mark("A1", "stolen")
-    assert await device_for_phone(store, "+254712345678") is None
+    await devices.mark("A1", "stolen")  # still named, so its texts are flagged, never recorded
+    assert await device_for_phone(store, "+254712345678") == DeviceOwner(
+        "A1", "alice", ("area-a1",), "stolen"
+    )
+    await devices.mark("A1", "found")
+    assert await device_for_phone(store, "+254712345678") is None  # in stock again: nobody's
 
 
 def test_lookup_before_the_registry_has_tables_knows_nobody() -> None:

@@ -51,7 +51,7 @@ async def test_device_changes_on_the_pages_are_audited(
     await devices.add("A1", IMEIS[0], worker="alice")
     await log_in(client, "sam")
     page = await (await client.get("/supervisor/devices/A1")).text()
-    form = {"csrf": csrf_of(page), "status": "lost", "reason": "left on the bus"}
+    form = {"csrf": csrf_of(page), "status": "lost", "reason": "left on the bus", "confirm": "yes"}
     response = await client.post("/supervisor/devices/A1/status", data=form, allow_redirects=False)
     assert response.status == 303
     assert _device_entries(data_dir)[-1] == (

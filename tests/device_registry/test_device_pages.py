@@ -140,7 +140,7 @@ async def test_marking_a_device_lost_from_its_page(client: Client, devices: Devi
     await log_in(client, "sam")
     page = await (await client.get("/supervisor/devices/A1")).text()
     assert 'value="lost"' in page and "Issue enrolment code" in page
-    form = {"csrf": csrf_of(page), "status": "lost", "reason": "left on the bus"}
+    form = {"csrf": csrf_of(page), "status": "lost", "reason": "left on the bus", "confirm": "yes"}
     response = await client.post("/supervisor/devices/A1/status", data=form, allow_redirects=False)
     assert (response.status, response.headers["Location"]) == (
         303,
@@ -188,7 +188,8 @@ async def test_refused_actions_are_explained_on_the_page(client: Client, devices
     read_only = await (await client.get("/supervisor/devices/B1")).text()
     assert 'value="lost"' not in read_only  # district-b is read-only for sam: no actions
     response = await client.post(
-        "/supervisor/devices/B1/status", data={"csrf": csrf_of(read_only), "status": "lost"}
+        "/supervisor/devices/B1/status",
+        data={"csrf": csrf_of(read_only), "status": "lost", "reason": "x", "confirm": "yes"},
     )
     assert response.status == 403 and "may only read" in await response.text()
     response = await client.get("/supervisor/devices/C1")
