@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from sync.errors import BadRequest, NotFound
 from sync.replication import revtree
 from sync.replication.context import Caller, Parts
@@ -21,6 +23,7 @@ from sync.replication.documents import render
 from sync.store.base import AllDocsQuery, DocMeta, StoredRevision
 
 Opened = dict[tuple[str, str], tuple[StoredRevision, dict[str, Any]]]
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class Reader:
                     opened=opened,
                 )
             results.append({"id": doc_id, "docs": docs})
+        _log_missing(db, metas, opened, results)
         return {"results": results}
 
     async def _entries(
@@ -345,3 +349,23 @@ def _bulk_get_request(item: Any) -> tuple[str, str | None]:
 
 def _bulk_error(doc_id: str, rev: str) -> dict[str, Any]:
     return {"error": {"id": doc_id, "rev": rev, "error": "not_found", "reason": "missing"}}
+
+
+def _log_missing(
+    db: str, metas: dict[str, DocMeta], opened: Opened, results: list[dict[str, Any]]
+) -> None:
+    """Name each revision a ``_bulk_get`` answered as missing, and what was missing: PouchDB
+    fails the whole batch on one, so on a cluster this is what to look at first."""
+    for entry in results:
+        for doc in entry["docs"]:
+            if "error" not in doc:
+                continue
+            doc_id, rev = entry["id"], doc["error"]["rev"]
+            meta = metas.get(doc_id)
+            if meta is None:
+                lacking = "document"
+            elif rev not in meta.tree:
+                lacking = "revision"
+            else:
+                lacking = "body" if (doc_id, rev) not in opened else "access"
+            log.warning("bulk_get_missing", db=db, doc_id=doc_id, rev=rev, lacking=lacking)
