@@ -136,9 +136,11 @@ class Proxy:
             if self._process.poll() is not None:
                 raise ProxyError(f"nginx exited early:\n{self.log_tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
-                    with context.wrap_socket(raw, server_hostname="localhost"):
-                        return
+                with (
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw,
+                    context.wrap_socket(raw, server_hostname="localhost"),
+                ):
+                    return
             except OSError:
                 time.sleep(0.1)
         raise ProxyError(f"nginx did not answer in {READY_TIMEOUT} s:\n{self.log_tail()}")

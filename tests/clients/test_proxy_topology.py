@@ -196,9 +196,7 @@ async def test_a_phone_syncs_through_the_tls_proxy_onto_both_instances(
         assert pulled["status"] == "complete", pulled
         rows = (await pouch.call("all_docs", db="sam-phone"))["rows"]
         assert {row["id"] for row in rows} >= {doc["_id"] for doc in docs}
-        got = await pouch.call(
-            "get_attachment", db="sam-phone", docid="visit-00", name="photo.jpg"
-        )
+        got = await pouch.call("get_attachment", db="sam-phone", docid="visit-00", name="photo.jpg")
     finally:
         await pouch.aclose()
     assert base64.b64decode(got) == photo

