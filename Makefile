@@ -12,10 +12,11 @@ DATA_DIR ?= ./data
 .PHONY: setup init run test check lint types bench clean system-run system-test readme-settings
 
 # System libraries: zbar decodes barcodes (server and tests); Debian's chromium
-# drives the browser tests.  Installed with apt-get when we are root, else we
-# stop and print the exact command.
+# drives the browser tests; Debian's nginx runs deploy/nginx.conf (the compose
+# file's TLS proxy) in tests/clients/test_proxy_topology.py.  Installed with
+# apt-get when we are root, else we stop and print the exact command.
 RUN_SYSTEM_PKGS  := libzbar0
-TEST_SYSTEM_PKGS := libzbar0 chromium
+TEST_SYSTEM_PKGS := libzbar0 chromium nginx
 
 define ensure_system
 	@missing=""; \

@@ -88,7 +88,7 @@ def load_master_key(key_file: Path, *, create: bool) -> LocalMasterKey:
 def key_from_file(key_file: Path, *, create: bool) -> LocalMasterKey:
     """A master key kept in ``key_file`` (base64 of 32 bytes); made (0600) if asked and missing."""
     if key_file.exists():
-        return LocalMasterKey(_decode_key(key_file.read_text().strip(), str(key_file.name)))
+        return LocalMasterKey(_decode_key(_read_key_file(key_file), str(key_file.name)))
     if not create:
         raise KeyError_(
             f"no master key at {key_file}: `fieldsync init` writes one, or set "
@@ -102,6 +102,22 @@ def key_from_file(key_file: Path, *, create: bool) -> LocalMasterKey:
         handle.flush()
         os.fsync(handle.fileno())
     return LocalMasterKey(key)
+
+
+def _read_key_file(key_file: Path) -> str:
+    """The key file's text; a file this process may not read is a clear error, not a traceback.
+
+    A Docker secret (``FIELDSYNC_MASTER_KEY_FILE=/run/secrets/...``) keeps its owner and
+    mode from the host, so a key file readable only by root is refused here, by name.
+    """
+    try:
+        return key_file.read_text().strip()
+    except OSError as exc:
+        raise KeyError_(
+            f"cannot read the master key file {key_file} ({exc.strerror or exc}): it must be a "
+            f"file readable by user id {os.getuid()}, which runs fieldsync; fix its mode or "
+            f"owner, or point FIELDSYNC_MASTER_KEY_FILE at the right file"
+        ) from exc
 
 
 def _decode_key(text: str, where: str) -> bytes:
