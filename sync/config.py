@@ -64,6 +64,9 @@ class Config:
     # The server's log: lines below log_level are dropped; json (one object a line) or console.
     log_level: str = "info"
     log_format: str = "json"
+    # A worker whose document set holds more than this is flagged on the supervisor console
+    # (CHT warns at 10,000: phones slow down beyond it).
+    set_size_warning: int = 10_000
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -191,6 +194,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_METRICS_TOKEN": ("metrics_token", metrics_token),
     "FIELDSYNC_LOG_LEVEL": ("log_level", _one_of(LOG_LEVELS)),
     "FIELDSYNC_LOG_FORMAT": ("log_format", _one_of(LOG_FORMATS)),
+    "FIELDSYNC_SET_SIZE_WARNING": ("set_size_warning", _count(1)),
 }
 
 
