@@ -15,8 +15,8 @@ import hmac
 import json
 import secrets
 import sqlite3
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 from sync.errors import BadRequest, Conflict, NotFound
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus, validate_place_id

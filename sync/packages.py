@@ -13,8 +13,8 @@ from barcode import routes as barcode_routes
 from device_registry import routes as device_registry_routes
 from forms import routes as forms_routes
 from sms_gateway import routes as sms_gateway_routes
-from sync import api as admin_api
 from sync import activity, auditcli, health, keycli, openapi
+from sync import api as admin_api
 from sync.backup import cli as backup_cli
 from sync.extensions import Extend, Extensions, collect
 
