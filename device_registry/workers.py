@@ -39,7 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from device_registry import inventory
-from device_registry.context import staff
+from device_registry.context import REGISTRY, staff
 from device_registry.model import Device
 from device_registry.status import DeviceStatus
 from sync import accounts
@@ -293,6 +293,8 @@ async def worker_rows(
 ) -> list[WorkerRow]:
     """Every worker in the caller's scope (or only the one named ``only``), with devices,
     set size, activity and refusals."""
+    if REGISTRY in app:
+        await app[REGISTRY].guard.writes.drain()  # last syncs of the last seconds show at once
     users, devices = await app[STORE].read(
         lambda conn: (accounts.list_users(conn), inventory.list_all(conn))
     )
