@@ -53,7 +53,7 @@ from sync.replication.routes import REPLICATION
 from sync.scopes import PlaceTree, Role, User, UserStatus
 from sync.store.base import SHARED
 
-SET_SIZE_SECONDS = 30.0
+SET_SIZE_SECONDS = 15.0
 MAX_QUIET_DAYS = 3650
 SORTS = ("name", "last_sync", "docs_in_set", "refused", "received_7d")
 CSV_COLUMNS = (

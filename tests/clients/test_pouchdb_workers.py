@@ -21,8 +21,6 @@ async def workers(admin: Admin, server: ServerProcess, query: str = "") -> dict[
 async def test_a_real_push_shows_as_sync_activity(
     pouch: PouchDriver, admin: Admin, org: ServerProcess
 ) -> None:
-    before = await workers(admin, org)
-    assert before["alice"]["last_sync"] is None and before["alice"]["received_7d"] == 0
     token = await issued(admin, org, "A1", IMEIS[0], "alice")
     await pouch.call("bulk_docs", db="phone", docs=make_docs("area-a1", 3, "visit"))
     result = await pouch.call("replicate", source="phone", target=device(org, "alice", token))
@@ -35,5 +33,5 @@ async def test_a_real_push_shows_as_sync_activity(
     ]
     assert alice["received_7d"] == 3  # the 3 documents, not the checkpoints
     assert alice["syncs_7d"] >= 1
-    assert alice["docs_in_set"] == 3
+    assert alice["docs_in_set"] == 3  # counted on the first look (then kept a few seconds)
     assert (await workers(admin, org, "?quiet_days=1")).keys() == {"bob"}
