@@ -30,9 +30,10 @@ from device_registry.workers import (
     select,
     worker_rows,
 )
-from sync.errors import FieldsyncError, NotFound
+from sync.errors import BadRequest, FieldsyncError, NotFound
 from sync.replication.context import Caller
 
+PAGE_SIZE = 100  # workers per page (the CSV and the API give every row)
 QUIET_DAYS = 7  # the "not synced" badge when no quiet_days filter is given
 HISTORY_DAYS = 56  # 8 weeks
 WORDS = {
@@ -77,6 +78,11 @@ WORDS = {
     ),
     "None in the last 8 weeks.": "Hakuna katika wiki 8 zilizopita.",
     "Back to workers": "Rudi kwa wahudumu",
+    "Workers {first} to {last} of {count}": "Wahudumu {first} hadi {last} kati ya {count}",
+    "Previous": "Iliyotangulia",
+    "Next": "Inayofuata",
+    "Page {n} of {of}": "Ukurasa {n} kati ya {of}",
+    "Pages": "Kurasa",
 }
 console.SWAHILI.update(WORDS)
 
@@ -102,6 +108,7 @@ async def workers_page(request: web.Request, page: Page, caller: Caller) -> web.
     shell = shell_for(page, caller, "workers")
     try:
         query = parse_query(request.query, caller)
+        number = _page_number(request.query.get("page"))
     except FieldsyncError as exc:
         body = f'<p class="msg err" role="alert">{e(exc.reason)}</p>'
         body += f'<p><a href="/supervisor/workers">{e(shell.t("Back to workers"))}</a></p>'
@@ -113,14 +120,52 @@ async def workers_page(request: web.Request, page: Page, caller: Caller) -> web.
     places = sorted(
         ((p.name, p.id) for p in caller.tree.places.values() if caller.scope.can_read(p.id)),
     )
-    count = shell.t("{count} workers").format(count=len(rows))
+    last_page = max(1, -(-len(rows) // PAGE_SIZE))
+    number = min(number, last_page)
+    shown = rows[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
     csv_link = f"/api/v1/workers?{e(urlencode({**query.params(), 'format': 'csv'}))}"
     body = (
-        _filters(shell, query, places) + f'<p class="row"><span role="status">{e(count)}</span>'
+        _filters(shell, query, places)
+        + f'<p class="row"><span role="status">{e(_showing(shell, number, len(rows)))}</span>'
         f'<a href="{csv_link}" download>{e(shell.t("Download CSV"))}</a></p>'
-        + _table(shell, query, rows, quiet_before, days)
+        + _table(shell, query, shown, quiet_before, days)
+        + _pager(shell, query, number, last_page)
     )
     return page.respond(console.page(shell, shell.t("Workers"), body))
+
+
+def _page_number(raw: str | None) -> int:
+    if not raw:
+        return 1
+    if not raw.isdigit() or len(raw) > 6 or int(raw) < 1:
+        raise BadRequest("page must be a whole number from 1 (or leave it out for the first)")
+    return int(raw)
+
+
+def _showing(shell: Shell, number: int, total: int) -> str:
+    if total <= PAGE_SIZE:
+        return shell.t("{count} workers").format(count=f"{total:,}")
+    first = (number - 1) * PAGE_SIZE + 1
+    last = min(total, number * PAGE_SIZE)
+    text = shell.t("Workers {first} to {last} of {count}")
+    return text.format(first=f"{first:,}", last=f"{last:,}", count=f"{total:,}")
+
+
+def _pager(shell: Shell, query: WorkerQuery, number: int, last_page: int) -> str:
+    if last_page == 1:
+        return ""
+
+    def link(to: int, text: str, rel: str) -> str:
+        href = f"/supervisor/workers?{e(urlencode(query.params(page=str(to))))}"
+        return f'<a href="{href}" rel="{rel}">{e(shell.t(text))}</a>'
+
+    parts = []
+    if number > 1:
+        parts.append(link(number - 1, "Previous", "prev"))
+    parts.append(f"<span>{e(shell.t('Page {n} of {of}').format(n=number, of=last_page))}</span>")
+    if number < last_page:
+        parts.append(link(number + 1, "Next", "next"))
+    return f'<nav class="row" aria-label="{e(shell.t("Pages"))}">{"".join(parts)}</nav>'
 
 
 def _options(shell: Shell, values: Sequence[tuple[str, str]], chosen: str, empty: str) -> str:
@@ -178,7 +223,9 @@ def _table(
     if not rows:
         return f'<p class="card">{e(shell.t("No workers match."))}</p>'
     heads = [_head(shell, query, key, title) for key, title in COLUMNS]
-    body = "".join(_row(shell, r, quiet_before, days) for r in rows)
+    labels = {title: f'<td data-label="{e(shell.t(title))}">' for _, title in COLUMNS}
+    words = {w: e(shell.t(w)) for w in ("never", "No phone assigned.")}
+    body = "".join(_row(shell, r, quiet_before, days, labels, words) for r in rows)
     return (
         f'<table class="devices workers"><thead><tr>{"".join(heads)}</tr></thead>'
         f"<tbody>{body}</tbody></table>"
@@ -199,25 +246,27 @@ def _head(shell: Shell, query: WorkerQuery, key: str | None, title: str) -> str:
     return f'<th scope="col"{aria}><a href="{link}">{e(shell.t(title))}{arrow}</a></th>'
 
 
-def _row(shell: Shell, row: WorkerRow, quiet_before: str, days: int) -> str:
-    def cell(label: str, html: str) -> str:
-        return f'<td data-label="{e(shell.t(label))}">{html}</td>'
-
-    phones = ", ".join(
-        f'<a href="{device_url(d.serial)}">{e(d.serial)}</a>' for d in row.devices
-    ) or e(shell.t("No phone assigned."))
-    return (
-        "<tr>"
-        + cell("Name", _name_cell(shell, row, quiet_before, days))
-        + cell("Places", e(", ".join(row.place_names)))
-        + cell("Phones", phones)
-        + cell("Last sync", e(shell.when(row.last_sync) if row.last_sync else shell.t("never")))
-        + cell("Documents in set", f"{row.docs_in_set:,}")
-        + cell("Received (7 days)", f"{row.received_7d:,}")
-        + cell("Refused", f"{row.refused:,}")
-        + cell("App version", e(row.app_version or "—"))
-        + "</tr>"
+def _row(
+    shell: Shell,
+    row: WorkerRow,
+    quiet_before: str,
+    days: int,
+    labels: dict[str, str],
+    words: dict[str, str],
+) -> str:
+    """One worker; ``labels`` open each cell (the card's label), ``words`` are translated."""
+    phones = ", ".join(f'<a href="{device_url(d.serial)}">{e(d.serial)}</a>' for d in row.devices)
+    cells = (
+        ("Name", _name_cell(shell, row, quiet_before, days)),
+        ("Places", e(", ".join(row.place_names))),
+        ("Phones", phones or words["No phone assigned."]),
+        ("Last sync", e(shell.when(row.last_sync)) if row.last_sync else words["never"]),
+        ("Documents in set", f"{row.docs_in_set:,}"),
+        ("Received (7 days)", f"{row.received_7d:,}"),
+        ("Refused", f"{row.refused:,}"),
+        ("App version", e(row.app_version or "—")),
     )
+    return "<tr>" + "".join(f"{labels[k]}{html}</td>" for k, html in cells) + "</tr>"
 
 
 def _name_cell(shell: Shell, row: WorkerRow, quiet_before: str, days: int) -> str:

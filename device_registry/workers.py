@@ -99,24 +99,11 @@ class WorkerRow:
     devices: tuple[WorkerDevice, ...]
     docs_in_set: int
     over_size: bool
+    last_sync: str | None = None  # the latest of an ASSIGNED phone (see latest())
+    app_version: str = ""
     received_7d: int = 0
     syncs_7d: int = 0
     refused: int = 0
-
-    @property
-    def assigned(self) -> tuple[WorkerDevice, ...]:
-        return tuple(d for d in self.devices if d.status is DeviceStatus.ASSIGNED)
-
-    @property
-    def last_sync(self) -> str | None:
-        """The latest sync of a phone assigned to them (None: never, or no phone)."""
-        stamps = [d.last_sync for d in self.assigned if d.last_sync]
-        return max(stamps) if stamps else None
-
-    @property
-    def app_version(self) -> str:
-        synced = sorted((d.last_sync or "", d.app_version) for d in self.assigned if d.app_version)
-        return synced[-1][1] if synced else ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -169,7 +156,8 @@ class WorkerQuery:
             "sort": ("-" if self.descending else "") + self.sort,
         }
         found.update(changes)
-        return {k: v for k, v in found.items() if v and not (k == "sort" and v == "name")}
+        skip = {("sort", "name"), ("page", "1")}
+        return {k: v for k, v in found.items() if v and (k, v) not in skip}
 
 
 def _word(flag: bool | None) -> str:
@@ -305,19 +293,29 @@ async def worker_rows(
     refused = await refused_counts(app, names)
     by_worker = _devices_by_worker(devices)
     limit = app[CONFIG].set_size_warning
+    in_sets: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
     rows = []
     for user in workers:
-        in_set = sum(sizes.get(p, 0) for p in caller.tree.scope_of(user).read or ())
+        key = (user.places, user.read_places)  # most workers share none; some share a set
+        if key not in in_sets:
+            read = caller.tree.scope_of(user).read or ()
+            in_sets[key] = sum(sizes.get(p, 0) for p in read)
+        in_set = in_sets[key]
         mine = week.get(user.name, [])
+        phones = by_worker.get(user.name, ())
+        last_sync, app_version = latest(phones)
+        shown = _shown(user.places, caller)
         rows.append(
             WorkerRow(
                 name=user.name,
                 account=user.status,
-                places=_shown(user.places, caller),
-                place_names=tuple(_name(caller.tree, p) for p in _shown(user.places, caller)),
-                devices=by_worker.get(user.name, ()),
+                places=shown,
+                place_names=tuple(_name(caller.tree, p) for p in shown),
+                devices=phones,
                 docs_in_set=in_set,
                 over_size=in_set > limit,
+                last_sync=last_sync,
+                app_version=app_version,
                 received_7d=sum(d.docs for d in mine),
                 syncs_7d=sum(d.syncs for d in mine),
                 refused=refused.get(user.name, 0),
@@ -334,6 +332,16 @@ def _shown(places: Sequence[str], caller: Caller) -> tuple[str, ...]:
 def _name(tree: PlaceTree, place: str) -> str:
     found = tree.places.get(place)
     return found.name if found is not None else place
+
+
+def latest(devices: Iterable[WorkerDevice]) -> tuple[str | None, str]:
+    """The last sync of the phones ASSIGNED among ``devices`` (None: never, or none
+    assigned), and the app version of the one that synced last."""
+    assigned = [d for d in devices if d.status is DeviceStatus.ASSIGNED and d.last_sync]
+    if not assigned:
+        return None, ""
+    newest = max(assigned, key=lambda d: d.last_sync or "")
+    return newest.last_sync, newest.app_version
 
 
 def _devices_by_worker(devices: Iterable[Device]) -> dict[str, tuple[WorkerDevice, ...]]:

@@ -98,7 +98,6 @@ async def test_quiet_days_counts_only_assigned_phones(devices: Devices) -> None:
     quiet = await _workers(devices, query="?quiet_days=1")
     # bob's phone synced a minute ago but is lost: he has no assigned phone that synced
     assert [w["name"] for w in quiet] == ["bob"]
-    assert [w["name"] for w in await _workers(devices, query="?quiet_days=0")] == ["bob"]
 
 
 async def test_other_filters_and_sorting(devices: Devices) -> None:
@@ -113,7 +112,7 @@ async def test_other_filters_and_sorting(devices: Devices) -> None:
     assert len(await _workers(devices, query="?has_refusals=no")) == 3
     assert await _workers(devices, query="?over_size=yes") == []
     by_docs = await _workers(devices, query="?sort=-docs_in_set")
-    assert [w["name"] for w in by_docs][0] == "alice"
+    assert by_docs[0]["name"] == "alice"
     by_sync = await _workers(devices, query="?sort=-last_sync")
     assert [w["name"] for w in by_sync] == ["alice", "bob", "dave"]
     assert [w["name"] for w in await _workers(devices, query="?sort=-name")] == [
