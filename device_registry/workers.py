@@ -31,6 +31,7 @@ import asyncio
 import csv
 import datetime as dt
 import io
+import sqlite3
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,9 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from device_registry import inventory
 from device_registry.context import REGISTRY, staff
-from device_registry.model import Device
 from device_registry.status import DeviceStatus
 from sync import accounts
 from sync.activity import ACTIVITY
@@ -283,25 +282,22 @@ async def worker_rows(
     set size, activity and refusals."""
     if REGISTRY in app:
         await app[REGISTRY].guard.writes.drain()  # last syncs of the last seconds show at once
-    users, devices = await app[STORE].read(
-        lambda conn: (accounts.list_users(conn), inventory.list_all(conn))
-    )
+    users, by_worker = await app[STORE].read(_people_and_phones)
     workers = visible_workers((u for u in users if only is None or u.name == only), caller)
     names = [u.name for u in workers]
     sizes = await app[SET_SIZES].per_place(app) if SET_SIZES in app else {}
-    week = await activity_days(app, names, days=7)
+    week = await activity_totals(app, days=7)
     refused = await refused_counts(app, names)
-    by_worker = _devices_by_worker(devices)
     limit = app[CONFIG].set_size_warning
     in_sets: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
     rows = []
     for user in workers:
         key = (user.places, user.read_places)  # most workers share none; some share a set
         if key not in in_sets:
-            read = caller.tree.scope_of(user).read or ()
-            in_sets[key] = sum(sizes.get(p, 0) for p in read)
+            read = caller.tree.descendants((*user.places, *user.read_places)) | {SHARED}
+            in_sets[key] = sum(sizes.get(p, 0) for p in read)  # scope_of(user).read, once
         in_set = in_sets[key]
-        mine = week.get(user.name, [])
+        syncs, received = week.get(user.name, (0, 0))
         phones = by_worker.get(user.name, ())
         last_sync, app_version = latest(phones)
         shown = _shown(user.places, caller)
@@ -316,8 +312,8 @@ async def worker_rows(
                 over_size=in_set > limit,
                 last_sync=last_sync,
                 app_version=app_version,
-                received_7d=sum(d.docs for d in mine),
-                syncs_7d=sum(d.syncs for d in mine),
+                received_7d=received,
+                syncs_7d=syncs,
                 refused=refused.get(user.name, 0),
             )
         )
@@ -344,14 +340,31 @@ def latest(devices: Iterable[WorkerDevice]) -> tuple[str | None, str]:
     return newest.last_sync, newest.app_version
 
 
-def _devices_by_worker(devices: Iterable[Device]) -> dict[str, tuple[WorkerDevice, ...]]:
+def _people_and_phones(
+    conn: sqlite3.Connection,
+) -> tuple[list[User], dict[str, tuple[WorkerDevice, ...]]]:
+    """The users, and the phones each holds (one read: the console lists thousands)."""
     found: dict[str, list[WorkerDevice]] = {}
-    for d in devices:
-        if d.worker is not None:
-            found.setdefault(d.worker, []).append(
-                WorkerDevice(d.serial, d.status, d.last_sync, d.app_version)
-            )
-    return {w: tuple(sorted(ds, key=lambda d: d.serial)) for w, ds in found.items()}
+    for serial, status, last_sync, app_version, worker in conn.execute(
+        "SELECT serial, status, last_sync, app_version, worker FROM devices "
+        "WHERE worker IS NOT NULL ORDER BY serial"
+    ):
+        phone = WorkerDevice(serial, DeviceStatus(status), last_sync, app_version)
+        found.setdefault(worker, []).append(phone)
+    return accounts.list_users(conn), {w: tuple(ds) for w, ds in found.items()}
+
+
+async def activity_totals(app: web.Application, days: int) -> dict[str, tuple[int, int]]:
+    """(syncs, documents received) per worker over the last ``days`` UTC days."""
+    recorder = app.get(ACTIVITY)
+    if recorder is None:
+        return {}
+    await recorder.flush()  # what was counted in the last seconds shows at once
+    return await recorder.store.totals(_since(days))
+
+
+def _since(days: int) -> str:
+    return (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days - 1)).isoformat()
 
 
 async def activity_days(
@@ -361,14 +374,10 @@ async def activity_days(
     recorder = app.get(ACTIVITY)
     if recorder is None or not workers:
         return {}
-    await recorder.flush()  # what was counted in the last seconds shows at once
-    since = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days - 1)).isoformat()
-    wanted = None if len(workers) > 500 else workers  # many: one range scan, filtered here
-    chosen = frozenset(workers)
+    await recorder.flush()
     found: dict[str, list[DayActivity]] = {}
-    for bucket in await recorder.store.days(since, wanted):
-        if bucket.worker in chosen:
-            found.setdefault(bucket.worker, []).append(bucket)
+    for bucket in await recorder.store.days(_since(days), workers):
+        found.setdefault(bucket.worker, []).append(bucket)
     return found
 
 

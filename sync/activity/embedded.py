@@ -57,6 +57,9 @@ class EmbeddedActivity:
     async def days(self, since: str, workers: Collection[str] | None = None) -> list[DayActivity]:
         return await self._tx.read(lambda conn: days(conn, since, workers))
 
+    async def totals(self, since: str) -> dict[str, tuple[int, int]]:
+        return await self._tx.read(lambda conn: totals(conn, since))
+
 
 def create_tables(conn: sqlite3.Connection) -> None:
     for statement in SCHEMA.split(";"):
@@ -85,3 +88,11 @@ def days(
         args = [json.dumps(sorted(set(workers))), since]
     rows = conn.execute(f"{sql} ORDER BY worker, day, device", args).fetchall()
     return [DayActivity(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
+
+def totals(conn: sqlite3.Connection, since: str) -> dict[str, tuple[int, int]]:
+    rows = conn.execute(
+        "SELECT worker, sum(syncs), sum(docs) FROM sync_activity WHERE day >= ? GROUP BY worker",
+        (since,),
+    ).fetchall()
+    return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}

@@ -24,3 +24,11 @@ class MemoryActivity:
             for (worker, day, device), (syncs, docs) in sorted(self._rows.items())
             if day >= since and (wanted is None or worker in wanted)
         ]
+
+    async def totals(self, since: str) -> dict[str, tuple[int, int]]:
+        found: dict[str, tuple[int, int]] = {}
+        for (worker, day, _), (syncs, docs) in self._rows.items():
+            if day >= since:
+                before = found.get(worker, (0, 0))
+                found[worker] = (before[0] + syncs, before[1] + docs)
+        return found

@@ -35,3 +35,8 @@ class ActivityStore(Protocol):
         """The buckets of ``since`` (a UTC date) and later, of ``workers`` (None: everyone's),
         ordered by worker, day and device."""
         ...
+
+    async def totals(self, since: str) -> dict[str, tuple[int, int]]:
+        """(syncs, documents) of each worker from ``since`` (a UTC date) on, summed over
+        days and devices (workers with nothing since are absent)."""
+        ...

@@ -98,10 +98,11 @@ class ActivityRecorder:
                     again[1] += counts[1]
                 raise
 
-    async def run(self, every: float = FLUSH_EVERY) -> None:
-        """Flush every ``every`` seconds until cancelled (errors are logged, and retried)."""
+    async def run(self, every: float | None = None) -> None:
+        """Flush every ``every`` seconds (:data:`FLUSH_EVERY`) until cancelled; a failed
+        flush is logged and retried on the next turn."""
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(FLUSH_EVERY if every is None else every)
             try:
                 await self.flush()
             except Exception:

@@ -10,17 +10,20 @@ import csv
 import io
 import sqlite3
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from device_helpers import IMEIS, PASSWORD, Client, Devices, as_user
 
 from sync import accounts
-from sync.activity import ACTIVITY
+from sync.activity import ACTIVITY, recorder
 from sync.app import create_app
 from sync.appkeys import STORE
 from sync.config import Config
 from sync.scopes import Role
+from sync.store.schema import connect, db_path
 
 
 async def _org(devices: Devices) -> None:
@@ -167,3 +170,20 @@ async def test_a_chw_is_refused(devices: Devices) -> None:
 
 def _auth(user: str) -> dict[str, str]:
     return as_user(user)
+
+
+async def test_counts_are_written_at_a_clean_stop(
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(recorder, "FLUSH_EVERY", 3600.0)  # no periodic flush during the test
+    devices = Devices(await aiohttp_client(create_app(config)))
+    token = await devices.issued("A1", IMEIS[0], "alice")
+    docs = {"docs": [{"_id": "visit-9", "place": "area-a1"}]}
+    assert (await devices.call("POST", "/health/_bulk_docs", "alice", docs, token))[0] == 201
+    assert devices.client.app[ACTIVITY].pending == 1  # counted in memory, not written yet
+    await devices.client.close()  # the server stops: the recorder flushes
+    with closing(connect(db_path(config.data_dir))) as conn:
+        rows = conn.execute("SELECT worker, device, syncs, docs FROM sync_activity").fetchall()
+    assert rows == [("alice", "A1", 1, 1)]
