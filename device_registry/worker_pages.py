@@ -381,7 +381,7 @@ def bar_chart(
     return (
         f'<figure class="card" style="margin:0 0 1rem"><svg role="img" '
         f'aria-labelledby="{ident}-t {ident}-d" viewBox="0 0 {width} {height}" '
-        f'style="width:100%;height:auto;display:block">'
+        f'style="width:100%;max-width:44rem;height:auto;display:block">'
         f'<title id="{ident}-t">{e(title)}</title><desc id="{ident}-d">{e(summary)}</desc>'
         f'<line x1="0" y1="{top}.5" x2="{width}" y2="{top}.5" stroke="#4a555c"/>'
         f"{''.join(bars)}"

@@ -4,6 +4,7 @@ page (8-week SVG charts with their text), scope (404, not 403), and the home red
 from __future__ import annotations
 
 import re
+import sqlite3
 
 from device_helpers import IMEIS, Client, Devices
 from test_device_pages import log_in
@@ -11,6 +12,8 @@ from test_workers_api import _org, _synced
 
 from device_registry.console import SWAHILI
 from device_registry.worker_pages import WORDS
+from sync import accounts
+from sync.appkeys import STORE
 
 
 async def _page(client: Client, path: str) -> tuple[int, str]:
@@ -80,3 +83,28 @@ async def test_a_chw_gets_the_login_form(devices: Devices) -> None:
 
 def test_swahili_words_are_merged() -> None:
     assert all(SWAHILI[k] == v for k, v in WORDS.items())
+
+
+async def test_a_long_list_is_paged(client: Client) -> None:
+    def run(conn: sqlite3.Connection) -> None:
+        alice = accounts.get_user(conn, "alice")
+        assert alice is not None
+        conn.executemany(
+            "INSERT INTO users(name, role, password_hash, places, read_places, created, updated) "
+            "VALUES(?, 'chw', ?, '[\"area-a2\"]', '[]', '2026-01-01', '2026-01-01')",
+            [(f"w{n:03d}", alice.password_hash) for n in range(105)],
+        )
+
+    await client.app[STORE].write_tx(run)
+    await log_in(client, "sam")
+    _, first = await _page(client, "/supervisor/workers")
+    assert first.count('<td data-label="Name">') == 100
+    assert (
+        "Workers 1 to 100 of 107" in first
+        and 'href="/supervisor/workers?page=2" rel="next"' in first
+    )
+    _, second = await _page(client, "/supervisor/workers?page=2")
+    assert second.count('<td data-label="Name">') == 7 and 'rel="prev"' in second
+    assert (await _page(client, "/supervisor/workers?page=0"))[0] == 400
+    csv = await client.get("/api/v1/workers?format=csv")
+    assert (await csv.text()).count("\n") == 108  # the CSV has every worker
