@@ -184,7 +184,7 @@ def parse_query(params: Mapping[str, str], caller: Caller) -> WorkerQuery:
 def _days(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit() or not 0 <= int(raw) <= MAX_QUIET_DAYS:
+    if not raw.isdigit() or len(raw) > 4 or not 0 <= int(raw) <= MAX_QUIET_DAYS:
         raise BadRequest(f"quiet_days must be a whole number of days from 0 to {MAX_QUIET_DAYS}")
     return int(raw)
 

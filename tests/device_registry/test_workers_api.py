@@ -138,6 +138,8 @@ async def test_bad_queries_say_what_to_type(devices: Devices) -> None:
     for query, words in [
         ("?quiet_days=abc", "quiet_days must be a whole number"),
         ("?quiet_days=-1", "quiet_days must be a whole number"),
+        ("?quiet_days=" + "9" * 5000, "quiet_days must be a whole number"),
+        ("?quiet_days=3651", "quiet_days must be a whole number"),
         ("?sort=age", "sort must be one of name, last_sync"),
         ("?sort=--name", "sort must be one of"),
         ("?has_refusals=maybe", "has_refusals must be yes or no"),
