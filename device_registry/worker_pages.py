@@ -385,8 +385,8 @@ def bar_chart(
         f'<title id="{ident}-t">{e(title)}</title><desc id="{ident}-d">{e(summary)}</desc>'
         f'<line x1="0" y1="{top}.5" x2="{width}" y2="{top}.5" stroke="#4a555c"/>'
         f"{''.join(bars)}"
-        f'<text x="0" y="{height - 4}" font-size="12" fill="#4a555c">{e(first)}</text>'
-        f'<text x="{width}" y="{height - 4}" font-size="12" fill="#4a555c" '
+        f'<text x="0" y="{height - 4}" font-size="16" fill="#4a555c">{e(first)}</text>'
+        f'<text x="{width}" y="{height - 4}" font-size="16" fill="#4a555c" '
         f'text-anchor="end">{e(last)}</text></svg>'
         f"<figcaption><strong>{e(title)}</strong>: {e(summary)}</figcaption></figure>"
     )
@@ -415,7 +415,7 @@ def _weeks(shell: Shell, days: Sequence[str], syncs: dict[str, int], docs: dict[
         f'<th scope="col">{e(shell.t(h))}</th>' for h in ("Week starting", "Syncs", "Documents")
     )
     return (
-        f'<table class="devices"><caption class="muted">{e(shell.t("Last 8 weeks"))}</caption>'
+        f'<table class="weeks"><caption class="muted">{e(shell.t("Last 8 weeks"))}</caption>'
         f"<thead><tr>{heads}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
