@@ -288,36 +288,46 @@ async def worker_rows(
     sizes = await app[SET_SIZES].per_place(app) if SET_SIZES in app else {}
     week = await activity_totals(app, days=7)
     refused = await refused_counts(app, names)
-    limit = app[CONFIG].set_size_warning
-    in_sets: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
-    rows = []
-    for user in workers:
-        key = (user.places, user.read_places)  # most workers share none; some share a set
-        if key not in in_sets:
-            read = caller.tree.descendants((*user.places, *user.read_places)) | {SHARED}
-            in_sets[key] = sum(sizes.get(p, 0) for p in read)  # scope_of(user).read, once
-        in_set = in_sets[key]
-        syncs, received = week.get(user.name, (0, 0))
-        phones = by_worker.get(user.name, ())
-        last_sync, app_version = latest(phones)
-        shown = _shown(user.places, caller)
-        rows.append(
-            WorkerRow(
-                name=user.name,
-                account=user.status,
-                places=shown,
-                place_names=tuple(_name(caller.tree, p) for p in shown),
-                devices=phones,
-                docs_in_set=in_set,
-                over_size=in_set > limit,
-                last_sync=last_sync,
-                app_version=app_version,
-                received_7d=received,
-                syncs_7d=syncs,
-                refused=refused.get(user.name, 0),
-            )
+    context = _RowContext(caller, sizes, week, refused, by_worker, app[CONFIG].set_size_warning)
+    return [context.row(user) for user in workers]
+
+
+@dataclass
+class _RowContext:
+    """What every row of one listing is made from (read once per request)."""
+
+    caller: Caller
+    sizes: Mapping[str, int]  # live documents per place
+    week: Mapping[str, tuple[int, int]]  # (syncs, received) per worker
+    refused: Mapping[str, int]
+    phones: Mapping[str, tuple[WorkerDevice, ...]]
+    limit: int  # FIELDSYNC_SET_SIZE_WARNING
+
+    def row(self, user: User) -> WorkerRow:
+        tree = self.caller.tree
+        # the worker's set: their read scope (sync.scopes.PlaceTree.scope_of) and shared docs
+        in_set = sum(
+            self.sizes.get(p, 0)
+            for p in tree.descendants((*user.places, *user.read_places)) | {SHARED}
         )
-    return rows
+        syncs, received = self.week.get(user.name, (0, 0))
+        phones = self.phones.get(user.name, ())
+        last_sync, app_version = latest(phones)
+        shown = _shown(user.places, self.caller)
+        return WorkerRow(
+            name=user.name,
+            account=user.status,
+            places=shown,
+            place_names=tuple(_name(tree, p) for p in shown),
+            devices=phones,
+            docs_in_set=in_set,
+            over_size=in_set > self.limit,
+            last_sync=last_sync,
+            app_version=app_version,
+            received_7d=received,
+            syncs_7d=syncs,
+            refused=self.refused.get(user.name, 0),
+        )
 
 
 def _shown(places: Sequence[str], caller: Caller) -> tuple[str, ...]:
