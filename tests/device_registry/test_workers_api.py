@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from device_helpers import IMEIS, PASSWORD, Client, Devices, as_user
 
-from sync import accounts
+from sync import accounts, people
 from sync.activity import ACTIVITY, recorder
 from sync.app import create_app
 from sync.appkeys import STORE
@@ -189,3 +189,12 @@ async def test_counts_are_written_at_a_clean_stop(
     with closing(connect(db_path(config.data_dir))) as conn:
         rows = conn.execute("SELECT worker, device, syncs, docs FROM sync_activity").fetchall()
     assert rows == [("alice", "A1", 1, 1)]
+
+
+async def test_disabled_workers_are_shown_and_removed_ones_are_not(devices: Devices) -> None:
+    await _org(devices)
+    await devices.client.app[STORE].write_tx(lambda conn: people.disable_user(conn, "dave"))
+    accounts_of = {w["name"]: w["account"] for w in await _workers(devices)}
+    assert accounts_of == {"alice": "active", "bob": "active", "dave": "disabled"}
+    await devices.client.app[STORE].write_tx(lambda conn: people.remove_user(conn, "dave"))
+    assert [w["name"] for w in await _workers(devices)] == ["alice", "bob"]
