@@ -282,8 +282,8 @@ async def worker_rows(
     set size, activity and refusals."""
     if REGISTRY in app:
         await app[REGISTRY].guard.writes.drain()  # last syncs of the last seconds show at once
-    users, by_worker = await app[STORE].read(_people_and_phones)
-    workers = visible_workers((u for u in users if only is None or u.name == only), caller)
+    users, by_worker = await app[STORE].read(lambda conn: _people_and_phones(conn, only))
+    workers = visible_workers(users, caller)
     names = [u.name for u in workers]
     sizes = await app[SET_SIZES].per_place(app) if SET_SIZES in app else {}
     week = await activity_totals(app, days=7)
@@ -351,17 +351,22 @@ def latest(devices: Iterable[WorkerDevice]) -> tuple[str | None, str]:
 
 
 def _people_and_phones(
-    conn: sqlite3.Connection,
+    conn: sqlite3.Connection, only: str | None
 ) -> tuple[list[User], dict[str, tuple[WorkerDevice, ...]]]:
-    """The users, and the phones each holds (one read: the console lists thousands)."""
+    """The users (or only the one named ``only``) and the phones each holds, in one read."""
+    columns = "SELECT serial, status, last_sync, app_version, worker FROM devices"
+    if only is None:
+        users = accounts.list_users(conn)
+        rows = conn.execute(f"{columns} WHERE worker IS NOT NULL ORDER BY serial")
+    else:
+        one = accounts.get_user(conn, only)
+        users = [] if one is None else [one]
+        rows = conn.execute(f"{columns} WHERE worker=? ORDER BY serial", (only,))
     found: dict[str, list[WorkerDevice]] = {}
-    for serial, status, last_sync, app_version, worker in conn.execute(
-        "SELECT serial, status, last_sync, app_version, worker FROM devices "
-        "WHERE worker IS NOT NULL ORDER BY serial"
-    ):
+    for serial, status, last_sync, app_version, worker in rows:
         phone = WorkerDevice(serial, DeviceStatus(status), last_sync, app_version)
         found.setdefault(worker, []).append(phone)
-    return accounts.list_users(conn), {w: tuple(ds) for w, ds in found.items()}
+    return users, {w: tuple(ds) for w, ds in found.items()}
 
 
 async def activity_totals(app: web.Application, days: int) -> dict[str, tuple[int, int]]:
