@@ -9,9 +9,11 @@ A. (:mod:`bench.worker`) a CHW whose set is 10,000 documents: full pull, no-op p
 B. (:mod:`bench.scale`) a CHW whose set is 200 documents in databases of 10k, 100k
    and 1M documents, seeded straight into the store: pull of the 200.
 C, D. the barcode corpus and the SMS gateway (the store does not matter to them).
+E. (:mod:`bench.console`) the supervisor's Workers page and ``/api/v1/workers`` for
+   2,000 workers on the embedded store (target: the page in under 300 ms).
 
 ``BENCH_QUICK=1`` divides every size by 10. ``BENCH_KEEP=1`` keeps the temp dir and
-the CouchDB databases. ``BENCH_PHASES=worker,scale,barcode,sms`` picks phases.
+the CouchDB databases. ``BENCH_PHASES=worker,scale,barcode,sms,console`` picks phases.
 ``BENCH_PROFILE=1`` records py-spy profiles of the servers (collapsed stacks) into
 ``bench/results/profile-*.txt`` (py-spy on PATH, or ``BENCH_PYSPY=/path/to/py-spy``);
 ``BENCH_PROFILE=idle`` samples idle threads too (time spent waiting on CouchDB).
@@ -52,7 +54,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _raise_exit)
     began = time.perf_counter()
     log(f"fieldsync bench{' (BENCH_QUICK: sizes ÷ 10)' if sizes.quick else ''}")
-    phases = set(os.environ.get("BENCH_PHASES", "worker,scale,barcode,sms").split(","))
+    phases = set(os.environ.get("BENCH_PHASES", "worker,scale,barcode,sms,console").split(","))
     load = os.getloadavg()[0]
     if load > 0.5:
         log(f"  note: load average {load:.1f} before starting; other work skews the timings")
@@ -171,7 +173,8 @@ def write_results(results: dict[str, Any]) -> Path:
 
 
 def domain_benches(phases: set[str], quick: bool) -> dict[str, Any]:
-    """The barcode decoding corpus and the SMS gateway throughput (issues 5 and 4)."""
+    """The barcode decoding corpus, the SMS gateway throughput and the Workers page
+    (issues 5, 4 and 13)."""
     results: dict[str, Any] = {}
     if "barcode" in phases:
         from barcode import bench as barcode_bench
@@ -183,6 +186,11 @@ def domain_benches(phases: set[str], quick: bool) -> dict[str, Any]:
 
         log("\n[D] coded SMS through the real gateway endpoint")
         results["sms"] = sms_bench.run(quick)
+    if "console" in phases:
+        from bench import console
+
+        log("\n[E] the supervisor console: the Workers page for 2,000 workers")
+        results["console"] = console.run(quick)
     return results
 
 

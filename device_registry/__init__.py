@@ -18,5 +18,7 @@ Over the store (plain functions over a ``sqlite3.Connection``, like ``sync.accou
 
 At the edges: ``guard`` (the device check every authenticated request passes),
 ``api`` (JSON and CSV under ``/api/v1/devices``), ``pages`` (supervisor HTML under
-``/supervisor``), ``routes`` (what the app factory mounts) and ``cli``.
+``/supervisor``), ``workers`` (workers' sync health, ``/api/v1/workers``) and
+``worker_pages`` (``/supervisor/workers``), ``routes`` (what the app factory mounts)
+and ``cli``.
 """

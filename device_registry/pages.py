@@ -53,7 +53,7 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-HOME = "/supervisor/devices"
+HOME = "/supervisor/workers"
 DONE = {
     **{
         s.value: f"Status changed to {STATUS_NAMES[s].lower()}. Its token no longer works."

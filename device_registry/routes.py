@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from device_registry import api, cli, pages, refusal_pages, schema
+from device_registry import api, cli, pages, refusal_pages, schema, worker_pages, workers
 from device_registry.context import REGISTRY, Registry
 from device_registry.guard import BackgroundWrites, DeviceGuard
 from sync import accounts
@@ -36,8 +36,10 @@ def extend(ext: Extensions) -> None:
 def setup_routes(app: web.Application) -> None:
     """Mount the registry's JSON API and supervisor pages."""
     api.setup_routes(app)
+    workers.setup_routes(app)
     pages.setup_routes(app)
     refusal_pages.setup_routes(app)
+    worker_pages.setup_routes(app)
 
 
 async def device_check(request: web.Request, user: User) -> str | None:
@@ -60,5 +62,6 @@ async def registry(app: web.Application) -> AsyncIterator[None]:
         store, app[CONFIG], writes, on_refused=lambda kind: refusals.labels(kind).inc()
     )
     app[REGISTRY] = Registry(guard, secret)
+    app[workers.SET_SIZES] = workers.SetSizes()
     yield
     await writes.drain()

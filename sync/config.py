@@ -71,6 +71,9 @@ class Config:
     refusals_per_worker: int = 1000
     # The programme's time zone (IANA name): every time the supervisor pages show is in it.
     time_zone: str = "UTC"
+    # A worker whose document set holds more than this is flagged on the supervisor console
+    # (CHT warns at 10,000: phones slow down beyond it).
+    set_size_warning: int = 10_000
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -213,6 +216,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_REFUSAL_RETENTION_DAYS": ("refusal_retention_days", _count(1)),
     "FIELDSYNC_REFUSALS_PER_WORKER": ("refusals_per_worker", _count(1)),
     "FIELDSYNC_TIME_ZONE": ("time_zone", time_zone),
+    "FIELDSYNC_SET_SIZE_WARNING": ("set_size_warning", _count(1)),
 }
 
 

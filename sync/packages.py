@@ -13,8 +13,8 @@ from barcode import routes as barcode_routes
 from device_registry import routes as device_registry_routes
 from forms import routes as forms_routes
 from sms_gateway import routes as sms_gateway_routes
+from sync import activity, auditcli, health, keycli, openapi
 from sync import api as admin_api
-from sync import auditcli, health, keycli, openapi
 from sync.backup import cli as backup_cli
 from sync.extensions import Extend, Extensions, collect
 from sync.refusals import routes as refusals_routes
@@ -22,9 +22,11 @@ from sync.refusals import routes as refusals_routes
 
 def core(ext: Extensions) -> None:
     """The core's own: health and metrics, the admin API, the OpenAPI document; the
-    ``keys`` and ``audit`` commands.  (The replication routes are not here: they match
-    nearly any path, so the app factory adds them after everything else.)"""
+    ``keys`` and ``audit`` commands; the sync-activity recorder.  (The replication routes
+    are not here: they match nearly any path, so the app factory adds them after everything
+    else.)"""
     ext.routes.extend((health.setup_routes, admin_api.setup_routes, openapi.setup_routes))
+    ext.workers.append(activity.recording)
     ext.cli_commands.extend((keycli.register, auditcli.register))
 
 

@@ -100,6 +100,8 @@ _CORE = {
     "FIELDSYNC_CLOUDANT_APIKEY": "a Cloudant IAM API key: requests carry IAM bearer tokens "
     "(refreshed in the background) instead of Basic credentials",
     "FIELDSYNC_CLOUDANT_IAM_URL": "where IAM tokens come from",
+    "FIELDSYNC_SET_SIZE_WARNING": "the supervisor console flags a worker whose document set "
+    "holds more documents than this (the figure CHT warns at)",
     "FIELDSYNC_COUCHDB_MAX_IN_FLIGHT": "requests to CouchDB at once per fieldsync process",
     "FIELDSYNC_COUCHDB_TIMEOUT_SECONDS": "a CouchDB request unanswered this long is a 503",
     "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": "CouchDB's `max_document_size` (Cloudant: "

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from sync import metrics
+from sync import activity, metrics
 from sync.auth import user_ctx
 from sync.errors import (
     BadRequest,
@@ -300,6 +300,7 @@ async def bulk_docs(
     rendered = [_result(r) for r in results if not (new_edits is False and r.error is None)]
     written = sum(r.error is None and not _is_local(d) for d, r in zip(docs, results, strict=True))
     metrics.documents(request, caller.user.role.value, "received", written)
+    activity.received(request.app, caller.name, caller.device, written)
     return json_response(rendered, status=201)
 
 
@@ -335,6 +336,7 @@ def _served(request: web.Request, caller: Caller, count: int) -> None:
 def _received(request: web.Request, caller: Caller, answer: web.Response) -> web.Response:
     """``answer`` to a write of one document (it raises when the write failed)."""
     metrics.documents(request, caller.user.role.value, "received", 1)
+    activity.received(request.app, caller.name, caller.device, 1)
     return answer
 
 

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 import sync.replication.handlers as h
-from sync import metrics
+from sync import activity, metrics
 from sync.auth import Authenticator, Credentials
 from sync.config import Config
 from sync.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
@@ -196,6 +196,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         )
     kind = _KINDS.get(target.section, target.section.lstrip("_"))
     metrics.sync_request(request, caller.user.role.value, kind)
+    activity.heard(request.app, caller.name, caller.device)
     return await handler(request, rep, caller, target)
 
 

@@ -156,6 +156,15 @@ class DocStore(abc.ABC):
     @abc.abstractmethod
     async def db_info(self, name: str, places: frozenset[str] | None) -> DbInfo: ...
 
+    async def live_counts(self, name: str, places: Sequence[str]) -> dict[str, int]:
+        """Live (not deleted) documents in each of ``places`` (the supervisor console's
+        set sizes).  This default asks :meth:`db_info` once per place; a store that can
+        count every place in one query overrides it."""
+        counts: dict[str, int] = {}
+        for place in places:
+            counts[place] = (await self.db_info(name, frozenset({place}))).doc_count
+        return counts
+
     @abc.abstractmethod
     async def set_revs_limit(self, name: str, limit: int) -> None: ...
 

@@ -182,6 +182,23 @@ class SqliteStore(SeqStore):
             self._count_cache[key] = (counts[0], counts[1])
         return counts[0], counts[1]
 
+    async def live_counts(self, name: str, places: Sequence[str]) -> dict[str, int]:
+        """One pass over the (db, place, deleted) index for every place at once."""
+        wanted = frozenset(places)
+
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            row = conn.execute("SELECT id FROM dbs WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise NotFound("Database does not exist.")
+            counted = conn.execute(
+                "SELECT place, count(*) FROM docs INDEXED BY docs_by_place_deleted "
+                "WHERE db=? AND deleted=0 GROUP BY place",
+                (row[0],),
+            ).fetchall()
+            return {str(p): int(n) for p, n in counted if p in wanted}
+
+        return await self.read(run)
+
     async def set_revs_limit(self, name: str, limit: int) -> None:
         def run(conn: sqlite3.Connection) -> None:
             db = self._db_id(conn, name)

@@ -115,7 +115,7 @@ async def test_no_open_redirect_after_login(client: Client) -> None:
         "next": "//evil.example/supervisor/",
     }
     response = await client.post("/supervisor/login", data=form, allow_redirects=False)
-    assert response.headers["Location"] == "/supervisor/devices"
+    assert response.headers["Location"] == "/supervisor/workers"
 
 
 async def test_the_list_shows_the_supervisors_places_only(client: Client, devices: Devices) -> None:

@@ -28,7 +28,7 @@ from forms.docschema import DocumentValidator
 from sms_gateway import routes as sms_gateway_routes
 from sms_gateway import sealing
 from sms_gateway import settings as sms_settings
-from sync import cli, packages
+from sync import activity, cli, packages
 from sync.app import create_app
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.clitools import HELP_FORMAT
@@ -89,6 +89,7 @@ def test_the_registry_holds_what_each_package_registers() -> None:
     assert ext.intent_checks == [pages.proves_intent]
     assert ext.workers == [
         refusals_routes.refusals_worker,
+        activity.recording,  # the core's: sync activity
         barcode_routes.barcode_resources,
         device_registry_routes.registry,
         sms_gateway_routes.sms_worker,

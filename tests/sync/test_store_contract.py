@@ -762,6 +762,16 @@ async def test_db_info_counts_the_places_asked_for(
     assert (info.doc_count, info.doc_del_count) == (live, deleted)
 
 
+async def test_live_counts_per_place(store: DocStore) -> None:
+    """The supervisor console's set sizes: live documents of each place asked for."""
+    await seed_changes(store)
+    counts = await store.live_counts(DB, ["p1", "p2", SHARED, "p3", "nowhere"])
+    assert {p: n for p, n in counts.items() if n} == {"p1": 2, SHARED: 1, "p3": 1}
+    assert {p: n for p, n in (await store.live_counts(DB, ["p3"])).items() if n} == {"p3": 1}
+    with pytest.raises(NotFound):
+        await store.live_counts("no-such-db", ["p1"])
+
+
 @on_seq_stores
 @pytest.mark.parametrize("places", [None, P1, frozenset()])
 async def test_db_info_update_seq_is_the_databases_last(

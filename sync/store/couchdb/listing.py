@@ -10,6 +10,7 @@ https://docs.couchdb.org/en/stable/api/ddoc/views.html
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 
 import orjson
 
@@ -41,6 +42,19 @@ async def counts(
         if isinstance(key, list) and key and value is not None:
             found[int(key[0])] += int(value)
     return found[0], found[1]
+
+
+async def live_counts(client: CouchClient, meta_db: str, places: Collection[str]) -> dict[str, int]:
+    """Live documents per place of ``places``, in one grouped query of the ``counts`` view."""
+    params = {"group_level": "2", "startkey": "[0]", "endkey": "[0,{}]"}
+    answer = await client.json("GET", view(meta_db, "counts"), params=params)
+    wanted = frozenset(places)
+    found: dict[str, int] = {}
+    for row in answer.get("rows", []):
+        key, value = row.get("key"), row.get("value")
+        if isinstance(key, list) and len(key) == 2 and key[1] in wanted and value is not None:
+            found[str(key[1])] = int(value)
+    return found
 
 
 async def live_page(

@@ -213,6 +213,11 @@ class CouchStore(LogStore):
         for tails in [k for k in self._tails if k[0] == name]:
             self._tails.pop(tails, None)
 
+    async def live_counts(self, name: str, places: Sequence[str]) -> dict[str, int]:
+        """One grouped query of the ``counts`` view for every place."""
+        await self._settings_of(name)  # NotFound for a database that does not exist
+        return await listing.live_counts(self.client, self._meta(name), places)
+
     async def set_revs_limit(self, name: str, limit: int) -> None:
         where = path(self._data(name), layout.SETTINGS)
         for _ in range(_RACE_TRIES):

@@ -1,0 +1,51 @@
+"""Sync activity: per worker, device and UTC day, the syncs and the documents received.
+
+    ports      the ActivityStore port and its DayActivity bucket
+    embedded   the SQLite adapter (table ``sync_activity``)
+    memory     the in-memory adapter
+    recorder   counting in memory, flushed every few seconds and at a clean stop
+
+The replication handlers call :func:`heard` and :func:`received`; the supervisor
+console reads :data:`ACTIVITY`'s store.  :func:`recording` is the core's worker
+that opens the table and runs the flushes (registered in :mod:`sync.packages`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from sync.activity.embedded import EmbeddedActivity
+from sync.activity.recorder import ActivityRecorder
+from sync.appkeys import STORE
+
+ACTIVITY = web.AppKey("activity", ActivityRecorder)
+
+
+def heard(app: web.Application, worker: str, device: str | None) -> None:
+    """A request on the replication surface (counted as a sync when it opens a session)."""
+    recorder = app.get(ACTIVITY)
+    if recorder is not None:
+        recorder.heard(worker, device)
+
+
+def received(app: web.Application, worker: str, device: str | None, count: int) -> None:
+    """``count`` documents sent by ``worker``'s ``device`` were written."""
+    recorder = app.get(ACTIVITY)
+    if recorder is not None:
+        recorder.received(worker, device, count)
+
+
+async def recording(app: web.Application) -> AsyncIterator[None]:
+    """Worker: the activity table, and its flushes; what is counted is written at stop."""
+    recorder = ActivityRecorder(await EmbeddedActivity.opened(app[STORE]))
+    app[ACTIVITY] = recorder
+    task = asyncio.get_running_loop().create_task(recorder.run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await recorder.flush()

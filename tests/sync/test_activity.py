@@ -1,0 +1,93 @@
+"""The sync-activity port: one contract over both adapters, and the recorder's sessions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sync.activity.embedded import EmbeddedActivity
+from sync.activity.memory import MemoryActivity
+from sync.activity.ports import ActivityStore, DayActivity
+from sync.activity.recorder import ActivityRecorder
+from sync.store.sqlite import SqliteStore
+
+
+@pytest.fixture(params=["embedded", "memory"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ActivityStore]:
+    if request.param == "memory":
+        yield MemoryActivity()
+        return
+    sqlite = SqliteStore(tmp_path / "fieldsync.sqlite3")
+    try:
+        yield await EmbeddedActivity.opened(sqlite)
+    finally:
+        await sqlite.close()
+
+
+async def test_adding_sums_per_worker_device_and_day(store: ActivityStore) -> None:
+    await store.add([DayActivity("alice", "A1", "2026-05-01", 1, 3)])
+    await store.add(
+        [
+            DayActivity("alice", "A1", "2026-05-01", 2, 1),
+            DayActivity("alice", "", "2026-05-02", 1, 0),
+            DayActivity("bob", "B1", "2026-04-30", 1, 9),
+        ]
+    )
+    assert await store.days("2026-05-01", ["alice"]) == [
+        DayActivity("alice", "A1", "2026-05-01", 3, 4),
+        DayActivity("alice", "", "2026-05-02", 1, 0),
+    ]
+    assert [b.worker for b in await store.days("2026-01-01")] == ["alice", "alice", "bob"]
+    assert await store.days("2026-05-01", ["bob"]) == []
+    assert await store.totals("2026-05-01") == {"alice": (4, 4)}
+    assert await store.totals("2026-04-01") == {"alice": (4, 4), "bob": (1, 9)}
+
+
+async def test_a_session_is_one_sync_and_a_new_day_starts_another() -> None:
+    store = MemoryActivity()
+    moment, day = [0.0], ["2026-05-01"]
+    recorder = ActivityRecorder(
+        store, session_gap=300, clock=lambda: moment[0], today=lambda: day[0]
+    )
+    for step in range(10):  # one PouchDB sync: many requests seconds apart
+        moment[0] = step * 2.0
+        recorder.heard("alice", "A1")
+    recorder.received("alice", "A1", 3)
+    recorder.received("alice", "A1", 0)
+    moment[0] = 1000.0  # after a silence: a new session
+    recorder.heard("alice", "A1")
+    recorder.heard("alice", "A2")  # another phone: its own session
+    day[0], moment[0] = "2026-05-02", 1001.0  # midnight inside a session: counted on the new day
+    recorder.heard("alice", "A1")
+    assert recorder.pending == 3
+    await recorder.flush()
+    assert recorder.pending == 0
+    assert await store.days("2026-01-01") == [
+        DayActivity("alice", "A1", "2026-05-01", 2, 3),
+        DayActivity("alice", "A2", "2026-05-01", 1, 0),
+        DayActivity("alice", "A1", "2026-05-02", 1, 0),
+    ]
+
+
+class _Broken(MemoryActivity):
+    fail = True
+
+    async def add(self, buckets: object) -> None:  # type: ignore[override]
+        if self.fail:
+            raise OSError("disk full")
+        await super().add(buckets)  # type: ignore[arg-type]
+
+
+async def test_a_failed_flush_keeps_the_counts_for_the_next() -> None:
+    store = _Broken()
+    recorder = ActivityRecorder(store, today=lambda: "2026-05-01")
+    recorder.heard("alice", None)
+    recorder.received("alice", None, 2)
+    with pytest.raises(OSError):
+        await recorder.flush()
+    recorder.received("alice", None, 1)
+    store.fail = False
+    await recorder.flush()
+    assert await store.days("2026-01-01") == [DayActivity("alice", "", "2026-05-01", 1, 3)]
