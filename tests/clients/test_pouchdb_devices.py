@@ -152,7 +152,7 @@ async def test_a_supervisor_marks_a_phone_lost_in_a_browser_and_its_next_sync_is
     assert await browser.js("location.pathname") == "/supervisor/login"
     await browser.fill({"#name": "sam", "#password": PASSWORD})
     await browser.click("form[action='/supervisor/login'] button[type=submit]")
-    assert await browser.js("location.pathname") == "/supervisor/devices"
+    assert await browser.js("location.pathname") == "/supervisor/workers"
     serials = await browser.js(
         "[...document.querySelectorAll('table.devices tbody tr td:first-child a')]"
         ".map(a => a.textContent)"

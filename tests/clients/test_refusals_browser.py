@@ -59,7 +59,7 @@ async def log_in(browser: Browser, server: ServerProcess, name: str) -> None:
     await browser.goto(f"{server.url}/supervisor/login")
     await browser.fill({"#name": name, "#password": PASSWORD})
     await browser.click("form[action='/supervisor/login'] button[type=submit]")
-    assert await browser.js("location.pathname") == "/supervisor/devices"
+    assert await browser.js("location.pathname") == "/supervisor/workers"
 
 
 async def check_page(browser: Browser, url: str, shots: Path, name: str) -> None:

@@ -78,7 +78,7 @@ async def test_a_supervisor_switches_to_swahili_and_back(
         assert accounts.language(conn, "sam") == "sw" and accounts.language(conn, "admin") == "en"
     form = {"csrf": csrf_of(html), "language": "en", "next": "//evil.example/"}
     response = await client.post("/supervisor/language", data=form, allow_redirects=False)
-    assert response.headers["Location"] == "/supervisor/devices"  # never off the site
+    assert response.headers["Location"] == "/supervisor/workers"  # never off the site: home
     assert '<html lang="en">' in await (await client.get("/supervisor/devices")).text()
 
 

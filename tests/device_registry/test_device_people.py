@@ -65,7 +65,7 @@ async def test_a_removed_workers_phone_is_flagged_for_collection(
 
     await _log_in(client, "sam")
     page = await (await client.get("/supervisor/devices")).text()
-    assert "2 phones to collect" in page
+    assert "Phones to collect (still with a worker who was disabled or removed): 2." in page
     rows = re.findall(r"<tr>.*?</tr>", page)
     flagged = [row for row in rows if "Collect this phone" in row]
     assert len(flagged) == 2 and all("alice" in row for row in flagged)

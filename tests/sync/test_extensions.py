@@ -88,8 +88,8 @@ def test_the_registry_holds_what_each_package_registers() -> None:
     assert ext.device_checks == [device_registry_routes.device_check]
     assert ext.intent_checks == [pages.proves_intent]
     assert ext.workers == [
-        refusals_routes.refusals_worker,
         activity.recording,  # the core's: sync activity
+        refusals_routes.refusals_worker,
         barcode_routes.barcode_resources,
         device_registry_routes.registry,
         sms_gateway_routes.sms_worker,
