@@ -84,9 +84,9 @@ class Reader:
         behind = [i for i, r in wanted if i in metas and r and r not in metas[i].tree]
         if behind:  # written since: read those again
             fresh = await self.parts.visible_metas(db, caller, behind)
-            for doc_id in behind:
+            for doc_id in behind:  # what either read knew (a replica may answer from behind)
                 if doc_id in fresh:
-                    metas[doc_id] = fresh[doc_id]
+                    metas[doc_id] = metas[doc_id].merged(fresh[doc_id])
                 else:
                     del metas[doc_id]
         plans = {

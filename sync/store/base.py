@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sync.errors import FieldsyncError
+from sync.replication import revtree
 from sync.replication.revtree import RevNode
 
 if TYPE_CHECKING:
@@ -58,6 +59,14 @@ class DocMeta:
     winner: str
     deleted: bool
     tree: Mapping[str, RevNode]
+
+    def merged(self, other: DocMeta) -> DocMeta:
+        """This meta and another read of the same document, at another moment or from
+        another replica: a revision tree only grows, so every revision either knew is kept."""
+        tree = revtree.merge_trees(self.tree, other.tree)
+        win = revtree.winner(tree)
+        place = other.place if other.winner == win or self.winner != win else self.place
+        return DocMeta(self.id, place, max(self.seq, other.seq), win, tree[win].deleted, tree)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from sync_fixtures import Api, until_served
 from sync.app import create_app
 from sync.config import Config
 from sync.keys import KeyRing, load_master_key
+from sync.replication.revtree import RevNode
 from sync.replication.routes import REPLICATION
 from sync.store.base import DocMeta, StoredRevision
 from sync.store.couchdb import layout, metas
@@ -116,7 +117,7 @@ async def test_a_missing_revision_is_not_kept() -> None:
 
 
 def _meta(doc_id: str) -> DocMeta:
-    return DocMeta(doc_id, "area-a1", 1, "1-a", False, {})
+    return DocMeta(doc_id, "area-a1", 1, "1-a", False, {"1-a": RevNode(None, False)})
 
 
 def test_recent_metas_expire_and_writes_make_them_stale() -> None:
@@ -134,6 +135,20 @@ def test_recent_metas_expire_and_writes_make_them_stale() -> None:
     assert sorted(recent.get("db1", ["b", "c", "d", "e"])) == ["c", "d", "e"]  # at most 3
     time.sleep(0.06)
     assert recent.get("db1", ["c", "d", "e"]) == {}
+
+
+def test_a_read_from_a_replica_behind_does_not_take_back_a_revision() -> None:
+    """A page named 2-b; a later read (another phone's page) came from a replica that has
+    only 2-a: the kept meta holds both, and the winner is chosen over both."""
+    one = {"1-a": RevNode(None, False)}
+    both = DocMeta("d", "area-a1", 3, "2-b", False, {**one, "2-b": RevNode("1-a", False)})
+    behind = DocMeta("d", "area-a1", 2, "2-a", False, {**one, "2-a": RevNode("1-a", False)})
+    recent = RecentMetas(5.0, 10)
+    recent.keep("db1", {"d": both})
+    recent.keep("db1", {"d": behind})
+    kept = recent.get("db1", ["d"])["d"]
+    assert sorted(kept.tree) == ["1-a", "2-a", "2-b"]
+    assert (kept.winner, kept.seq) == ("2-b", 3)
 
 
 # -- against CouchDB ----------------------------------------------------------------

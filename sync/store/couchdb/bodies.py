@@ -143,9 +143,14 @@ class RecentMetas:
         self._kept: OrderedDict[tuple[str, str], tuple[float, DocMeta, bool]] = OrderedDict()
 
     def keep(self, space: str, found: Mapping[str, DocMeta]) -> None:
+        """Metas just read; one kept already is merged in, as a read from a replica behind
+        the one that answered before must not take back a revision a page has named."""
         now = time.monotonic()
+        oldest = now - self.seconds
         for doc_id, meta in found.items():
-            self._kept.pop((space, doc_id), None)
+            kept = self._kept.pop((space, doc_id), None)
+            if kept is not None and kept[0] >= oldest:
+                meta = kept[1].merged(meta)
             self._kept[(space, doc_id)] = (now, meta, False)
         while len(self._kept) > self.most:
             self._kept.popitem(last=False)

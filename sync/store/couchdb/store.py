@@ -36,7 +36,6 @@ from sync.errors import (
     StoreUnavailable,
     TooLarge,
 )
-from sync.replication import revtree
 from sync.store.base import (
     AllDocsQuery,
     AttachmentBlob,
@@ -273,7 +272,8 @@ class CouchStore(LogStore):
         fresh = {i: m.as_doc_meta() for i, m in found.items()}
         if recent:  # what the page named stays known, whichever replica answered now
             for doc_id, older in self._recent.stale(settings.uuid, todo).items():
-                fresh[doc_id] = _union(older, fresh.get(doc_id))
+                now = fresh.get(doc_id)
+                fresh[doc_id] = older if now is None else older.merged(now)
         return {**kept, **fresh}
 
     def _keep_bodies(self, space: str, read: Iterable[metas.Meta]) -> None:
@@ -786,14 +786,3 @@ def _body_key(couch_id: str) -> tuple[str, str]:
     """``r:REV:DOCID`` -> (doc id, rev); a rev never holds a colon."""
     _, rev, doc_id = couch_id.split(":", 2)
     return doc_id, rev
-
-
-def _union(older: DocMeta, fresh: DocMeta | None) -> DocMeta:
-    """A meta read now, merged with one a changes page read before a write through
-    this instance: a revision tree only grows, so every revision either knew is kept."""
-    if fresh is None:
-        return older
-    tree = revtree.merge_trees(older.tree, fresh.tree)
-    win = revtree.winner(tree)
-    place = fresh.place if fresh.winner == win or older.winner != win else older.place
-    return DocMeta(fresh.id, place, max(older.seq, fresh.seq), win, tree[win].deleted, tree)
