@@ -14,6 +14,7 @@ from device_registry.console import SWAHILI
 from device_registry.worker_pages import WORDS
 from sync import accounts
 from sync.appkeys import STORE
+from sync.refusals.routes import RECORDER
 
 
 async def _page(client: Client, path: str) -> tuple[int, str]:
@@ -108,3 +109,19 @@ async def test_a_long_list_is_paged(client: Client) -> None:
     assert (await _page(client, "/supervisor/workers?page=0"))[0] == 400
     csv = await client.get("/api/v1/workers?format=csv")
     assert (await csv.text()).count("\n") == 108  # the CSV has every worker
+
+
+async def test_a_refused_push_shows_on_the_worker_row_and_page(
+    client: Client, devices: Devices
+) -> None:
+    """The Workers list counts a worker's refused records, and their page lists them."""
+    token = await devices.issued("A1", IMEIS[0], "alice")
+    outside = {"docs": [{"_id": "stray-1", "place": "area-c1", "marker": "m-17"}]}
+    status, answer = await devices.call("POST", "/health/_bulk_docs", "alice", outside, token)
+    assert status == 201 and answer[0]["error"] == "forbidden"
+    await client.app[RECORDER].drain()
+    status, body = await devices.call("GET", "/api/v1/workers", "sam")
+    assert {w["name"]: w["refused"] for w in body["workers"]}["alice"] == 1
+    await log_in(client, "sam")
+    status, html = await _page(client, "/supervisor/workers/alice")
+    assert status == 200 and "stray-1" in html and "m-17" not in html  # the body stays sealed
