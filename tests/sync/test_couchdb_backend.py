@@ -37,7 +37,10 @@ from sync.errors import (
     StoreUnavailable,
     TooLarge,
 )
+from sync.replication.routes import REPLICATION
+from sync.store.couchdb import layout
 from sync.store.couchdb.client import CouchClient, Endpoint, path
+from sync.store.couchdb.store import CouchStore
 from sync.store.schema import db_path
 
 Client = TestClient[Any, Any]
@@ -335,3 +338,35 @@ async def test_an_expired_bearer_token_is_replaced_and_the_request_sent_again(
     finally:
         await client.close()
     assert seen[2:] == ["Bearer revoked", "Bearer token-3"]
+
+
+async def test_an_older_design_document_is_replaced_and_a_newer_one_kept(
+    couch_config: Config, aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]
+) -> None:
+    """Views change between versions: an instance starting on an older design document
+    brings it up to its own, and leaves a newer fieldsync's alone (upgrades roll out one
+    instance at a time)."""
+
+    async def started() -> tuple[TestClient[Any, Any], CouchStore]:
+        api = await until_served(Api(await aiohttp_client(create_app(couch_config))))
+        store = api.client.app[REPLICATION].parts.store
+        assert isinstance(store, CouchStore)
+        return api.client, store
+
+    client, store = await started()
+    where = path(store._meta("health"), layout.DESIGN)
+    current = await store.client.json("GET", where)
+    assert current["fieldsync_version"] == layout.DESIGN_VERSION
+    assert await store.ensure_design("health") == "current"
+    first = {"counts": current["views"]["counts"]}  # as a first version left it
+    old = {"_rev": current["_rev"], "language": "javascript", "views": first}
+    await store.client.json("PUT", where, body=old)
+    await client.close()
+    client, store = await started()  # a restart on the older design document
+    upgraded = await store.client.json("GET", where)
+    assert upgraded["fieldsync_version"] == layout.DESIGN_VERSION
+    assert sorted(upgraded["views"]) == sorted(layout.DESIGN_DOC["views"])
+    newer = {**upgraded, "fieldsync_version": layout.DESIGN_VERSION + 1, "views": {}}
+    await store.client.json("PUT", where, body=newer)
+    assert await store.ensure_design("health") == "newer"
+    assert (await store.client.json("GET", where))["views"] == {}

@@ -103,9 +103,13 @@ def live_range(place: str) -> tuple[str, str]:
 # string keys, because raw collation puts objects (a ``{}`` end key) below strings.
 # https://docs.couchdb.org/en/stable/ddocs/views/collation.html#raw-collation
 _RAW = {"collation": "raw"}
+# Raised whenever a view below changes: an instance that finds an older design document
+# replaces it; one that finds a newer one (written by a newer fieldsync) leaves it alone.
+DESIGN_VERSION = 2
 DESIGN_DOC: dict[str, Any] = {
     "_id": DESIGN,
     "language": "javascript",
+    "fieldsync_version": DESIGN_VERSION,
     "views": {
         # (deleted, place) -> count: the doc counts of some places, or (group_level 1) of all.
         "counts": {

@@ -80,6 +80,11 @@ async def _create(store: CouchStore, db: str) -> bool:
     try:
         await store.create_db(db)
     except PreconditionFailed:
+        try:
+            await store.ensure_design(db)
+        except FieldsyncError as exc:
+            log.warning("couchdb_unavailable", step="ensure_design", reason=exc.reason)
+            return False
         return True
     except FieldsyncError as exc:
         log.warning("couchdb_unavailable", step="create_db", reason=exc.reason)

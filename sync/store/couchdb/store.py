@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import structlog
 
 from sync.errors import (
     Conflict,
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 # Appends the audit entry of a write (until the audit trail lives in CouchDB too).
 AuditSink = Callable[["AuditStamp", str, list[str]], Awaitable[None]]
 
+log = structlog.get_logger()
 _MISSING_DB = "Database does not exist."
 _RACE_TRIES = 20
 _SETTINGS_TTL = 10.0
@@ -153,6 +155,29 @@ class CouchStore(LogStore):
         settings = {"revs_limit": 1000, "uuid": uuid.uuid4().hex, "created": time.time()}
         with contextlib.suppress(Conflict):
             await self._put_settings(name, settings)
+
+    async def ensure_design(self, name: str) -> str:
+        """Bring ``name``'s design document up to this version's views (at start-up).
+
+        Missing or older (``fieldsync_version`` below ``layout.DESIGN_VERSION``):
+        written, with its ``_rev`` (another instance upgrading at the same moment
+        writes the same document: its 409 ends the race).  Newer: left alone, with
+        a warning, so an older instance still running during an upgrade never takes
+        a newer fieldsync's views back.  Returns what was done.
+        """
+        where = path(self._meta(name), layout.DESIGN)
+        found = await self._get(name, where)
+        version = 0 if found is None else int(found.get("fieldsync_version", 1))
+        if version > layout.DESIGN_VERSION:
+            log.warning("couchdb_design_newer", db=name, found=version, ours=layout.DESIGN_VERSION)
+            return "newer"
+        if version == layout.DESIGN_VERSION:
+            return "current"
+        body = _design() if found is None else {**_design(), "_rev": found["_rev"]}
+        with contextlib.suppress(Conflict):
+            await self.client.json("PUT", where, body=body)
+        log.info("couchdb_design_updated", db=name, was=version, now=layout.DESIGN_VERSION)
+        return "updated"
 
     async def _exists(self, name: str) -> bool:
         try:
