@@ -275,6 +275,23 @@ async def test_the_page_after_a_full_page_is_read_ahead(
     assert not store._ahead._pages  # the last page was not full: nothing more read
 
 
+async def test_a_write_drops_the_pages_read_ahead_of_it(
+    aiohttp_client: Callable[..., Awaitable[Client]], config: Config
+) -> None:
+    """Read your writes: after a full last page the page after it (empty) was read ahead;
+    a document written next must be in the next ``_changes``, not hidden by that page."""
+    api = await _served(aiohttp_client, config)
+    await api.bulk([{"_id": f"e{n:02d}", "place": "area-a1"} for n in range(40)])
+    status, first = await api.call("GET", "/health/_changes", "alice", limit="40")
+    assert status == 200 and len(first["results"]) == 40
+    await asyncio.gather(*[task for _, task in _store(api)._ahead._pages.values()])
+    await api.bulk([{"_id": "late", "place": "area-a1"}])
+    status, second = await api.call(
+        "GET", "/health/_changes", "alice", limit="40", since=first["last_seq"]
+    )
+    assert status == 200 and [r["id"] for r in second["results"]] == ["late"]
+
+
 async def test_a_revision_the_page_named_survives_a_lagging_read_after_a_write(
     aiohttp_client: Callable[..., Awaitable[Client]],
     config: Config,

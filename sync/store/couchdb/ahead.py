@@ -10,7 +10,9 @@ A page read ahead is as good as a page read from a replica a moment behind: the
 walk's rules (``feed``) send a document only from the log entry of the version
 its meta shows, and anything written after the read lies later in the log.  It
 is kept for ``seconds`` and only for the exact request it answers; an unused
-one is dropped.  At most ``most`` pages are kept (one per phone catching up).
+one is dropped, and a write through this instance drops the database's pages
+(a ``_changes`` asked after a write shows it).  At most ``most`` pages are
+kept (one per phone catching up).
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ class PagesAhead:
         while len(self._pages) > self.most:
             _, (_, task) = self._pages.popitem(last=False)
             task.cancel()
+
+    def forget(self, space: str) -> None:
+        """A write through this instance: pages read ahead of it would not show it, and a
+        ``_changes`` asked after a write must (read your writes): drop the database's."""
+        for key in [k for k in self._pages if isinstance(k, tuple) and k[0] == space]:
+            self._pages.pop(key)[1].cancel()
 
     async def close(self) -> None:
         tasks = [task for _, task in self._pages.values()]

@@ -355,6 +355,7 @@ class CouchStore(LogStore):
         self._recent.forget(settings.uuid, [p.doc_id for p in done])
         if done:
             self._forget_infos(db)
+            self._ahead.forget(settings.uuid)
         await self._free(db, [(p.doc_id, r) for p in done for r in p.stemmed])
         if audit is not None and self.audit_sink is not None and done:
             await self.audit_sink(audit, db, sorted({p.doc_id for p in done}))
