@@ -42,6 +42,7 @@ from sync.auditjournal import Journal, journal_path, recover
 from sync.auditverify import AuditBroken, check_at_start
 from sync.auth import Authenticator
 from sync.config import Config
+from sync.datakeys.backends import data_key_store
 from sync.errors import FieldsyncError, MethodNotAllowed, NotFound, PreconditionFailed, TooLarge
 from sync.extensions import EXTENSIONS
 from sync.http import json_response
@@ -56,7 +57,7 @@ from sync.sessions import Lifetime
 from sync.store import couchdb
 from sync.store.base import DocStore
 from sync.store.couchdb.store import CouchStore
-from sync.store.schema import connections, db_path
+from sync.store.schema import db_path
 from sync.store.sqlite import SqliteStore
 from sync.vault import Vault
 
@@ -126,7 +127,6 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     except BaseException:
         await store.close()
         raise
-    keys = KeyRing(master, connections(path))
     _, server_uuid = await store.write_tx(_server_identity)
     documents: DocStore = store
     couch: CouchStore | None = None
@@ -134,6 +134,7 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)  # last, after the workers (even a failed one)
         stack.push_async_callback(audit.close)
+        keys = KeyRing(master, await stack.enter_async_context(data_key_store(config, master)))
         if config.couchdb_url:
             documents = couch = couchdb.open_store(config)
             stack.push_async_callback(couch.close)

@@ -1,0 +1,63 @@
+"""The one place that chooses the data-key adapter (:mod:`sync.datakeys.ports`).
+
+    FIELDSYNC_COUCHDB_URL set     sync.datakeys.couchdb   (database ``<prefix>keys``)
+    otherwise                     sync.datakeys.embedded  (the data dir's SQLite file)
+
+With CouchDB, every instance seals and opens documents with the same keys, so a
+document written through one instance reads through any other; each instance
+needs only the master key and the CouchDB URL, not a copy of another's data dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from sync.config import Config
+from sync.datakeys.couchdb import CouchDataKeys
+from sync.datakeys.embedded import EmbeddedDataKeys
+from sync.datakeys.ports import DataKeyStore, StoredKey
+from sync.keyadmin import CHECKED_AT_START, describe, opens
+from sync.keys import KeyError_, MasterKey
+from sync.store.couchdb.running import open_client
+from sync.store.schema import connections, db_path
+
+
+@contextlib.asynccontextmanager
+async def data_key_store(config: Config, master: MasterKey) -> AsyncIterator[DataKeyStore]:
+    """The configured adapter, open for the ``async with`` (the server's event loop).
+
+    With CouchDB, a master key that does not open the keys already there is
+    refused here, before anything is sealed (the embedded store is checked by
+    :func:`sync.keyadmin.check_master` on the file).
+    """
+    if config.couchdb_url:
+        client = open_client(config)
+        try:
+            keys = CouchDataKeys.for_prefix(client, config.couchdb_prefix)
+            check_opened(
+                await keys.all_async(), master, f"CouchDB database {config.couchdb_prefix}keys"
+            )
+            yield keys
+        finally:
+            await client.close()
+    else:
+        yield embedded(config.data_dir)
+
+
+def embedded(data_dir: Path) -> EmbeddedDataKeys:
+    return EmbeddedDataKeys(connections(db_path(data_dir)))
+
+
+def check_opened(stored: Sequence[StoredKey], master: MasterKey, where: str) -> None:
+    """Refuse a master key that does not open the first keys of ``stored``."""
+    sample = stored[:CHECKED_AT_START]
+    refused = [describe(k.place, k.version) for k in sample if not opens(master, k)]
+    if refused:
+        raise KeyError_(
+            f"the master key does not open {len(refused)} of the {len(sample)} data keys "
+            f"checked in {where} (first: {refused[0]}): they were written with another master "
+            "key. Set FIELDSYNC_MASTER_KEY or FIELDSYNC_MASTER_KEY_FILE to the key every "
+            "instance shares."
+        )
