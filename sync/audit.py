@@ -43,7 +43,7 @@ import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import structlog
 from aiohttp import web
@@ -267,6 +267,15 @@ class AuditStamp:
 Writer = Callable[[Callable[[sqlite3.Connection], None]], Awaitable[None]]
 
 
+class Remote(Protocol):
+    """Where entries go instead of the data dir's chain when several instances record
+    (:class:`sync.auditcouch.CouchChain`): ``append`` returns once they are stored."""
+
+    async def append(self, entries: Sequence[Entry]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class AuditLog:
     """Entries recorded in memory, made crash-safe before any answer goes out.
 
@@ -285,8 +294,10 @@ class AuditLog:
         chain: Chain,
         journal: Journal | None = None,
         commit_delay: float = 0.2,
+        remote: Remote | None = None,
     ) -> None:
         self._write = write
+        self.remote = remote
         self.chain = chain
         self._journal = journal
         self._delay = commit_delay
@@ -324,6 +335,10 @@ class AuditLog:
     async def flush(self) -> None:
         """Make everything recorded so far safe against a crash (journal, or chain)."""
         if not self._pending:
+            return
+        if self.remote is not None:  # a failed append keeps them, numbered, for the next
+            entries, self._pending = self._pending, []
+            await self.remote.append(entries)
             return
         if self._journal is not None:
             entries, self._pending = self._pending, []
@@ -379,6 +394,8 @@ class AuditLog:
         await self.commit()
         if self._journal is not None:
             self._journal.close()
+        if self.remote is not None:
+            await self.remote.close()
 
 
 AUDIT = web.AppKey("audit", AuditLog)

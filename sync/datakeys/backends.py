@@ -14,14 +14,19 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import structlog
+
 from sync.config import Config
 from sync.datakeys.couchdb import CouchDataKeys
 from sync.datakeys.embedded import EmbeddedDataKeys
 from sync.datakeys.ports import DataKeyStore, StoredKey
+from sync.errors import StoreUnavailable
 from sync.keyadmin import CHECKED_AT_START, describe, opens
 from sync.keys import KeyError_, MasterKey
 from sync.store.couchdb.running import open_client
 from sync.store.schema import connections, db_path
+
+log = structlog.get_logger("fieldsync.keys")
 
 
 @contextlib.asynccontextmanager
@@ -29,21 +34,30 @@ async def data_key_store(config: Config, master: MasterKey) -> AsyncIterator[Dat
     """The configured adapter, open for the ``async with`` (the server's event loop).
 
     With CouchDB, a master key that does not open the keys already there is
-    refused here, before anything is sealed (the embedded store is checked by
+    refused here (if CouchDB answers), before anything is sealed (the embedded store is checked by
     :func:`sync.keyadmin.check_master` on the file).
     """
     if config.couchdb_url:
         client = open_client(config)
         try:
             keys = CouchDataKeys.for_prefix(client, config.couchdb_prefix)
-            check_opened(
-                await keys.all_async(), master, f"CouchDB database {config.couchdb_prefix}keys"
-            )
+            await _check_if_reachable(keys, master, config.couchdb_prefix)
             yield keys
         finally:
             await client.close()
     else:
         yield embedded(config.data_dir)
+
+
+async def _check_if_reachable(keys: CouchDataKeys, master: MasterKey, prefix: str) -> None:
+    """Check the master key now if CouchDB answers; if it is away, the first key used is
+    the check (a key the master key cannot unwrap is refused there, by name)."""
+    try:
+        stored = await keys.all_async()
+    except StoreUnavailable:
+        log.warning("data_keys_not_checked", reason="CouchDB cannot be reached yet")
+        return
+    check_opened(stored, master, f"CouchDB database {prefix}keys")
 
 
 def embedded(data_dir: Path) -> EmbeddedDataKeys:
