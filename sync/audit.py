@@ -28,6 +28,13 @@ refusals) are recorded in memory by :meth:`AuditLog.record` and made safe by
 (:mod:`sync.auditjournal`), from which they move into the chain within a
 fraction of a second, or after a crash at the next start.  No answer is sent
 whose entry a crash of the server could lose.
+
+With CouchDB configured (several instances), entries of reads, refusals and
+document writes go instead to this instance's own chain in CouchDB
+(:mod:`sync.auditcouch`, the :class:`Remote` of :class:`AuditLog`), stored before
+the answer goes out; admin changes and management commands, which change the
+data dir's file, keep their entry in the data dir's chain, in the same
+transaction.  ``fieldsync audit verify`` checks both.
 """
 
 from __future__ import annotations
@@ -284,8 +291,10 @@ class AuditLog:
     store's readers to notice) and a background task moves journaled entries into
     the chain every ``commit_delay`` seconds, in one transaction.  Without one
     (tools, some tests), :meth:`flush` is a group commit into the chain itself:
-    concurrent requests share one transaction.  A failed flush keeps its entries
-    pending and raises (the answer is not sent).
+    concurrent requests share one transaction.  With a ``remote`` (CouchDB),
+    :meth:`flush` hands what is pending to it and returns once it is stored; a
+    failed flush raises (the answer is not sent) and the remote keeps the
+    entries, in order, for its next append.
     """
 
     def __init__(

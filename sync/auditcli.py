@@ -102,7 +102,7 @@ def register(sub: Commands) -> None:
         "Check the whole audit trail: every entry's MAC and link, no missing entry,\n"
         'the keyed head. Prints one line: "audit chain ok: ..." (exit 0), or\n'
         '"audit chain BROKEN at entry ID ..." (exit 1). With FIELDSYNC_COUCHDB_URL set,\n'
-        "also every instance's chain in CouchDB, one line each (\"instance ID: ...\").\n"
+        'also every instance\'s chain in CouchDB, one line each ("instance ID: ...").\n'
         "Needs the master key; safe while the server runs.",
     )
     data_dir_option(check)

@@ -53,7 +53,7 @@ import structlog
 
 from sync.audit import KEY_LABEL, Chain, Entry
 from sync.errors import Conflict, FieldsyncError, PreconditionFailed, StoreError
-from sync.keys import MasterKey
+from sync.keys import KeyError_, MasterKey
 from sync.store.couchdb.client import CouchClient, path
 
 log = structlog.get_logger("fieldsync.audit")
@@ -194,12 +194,24 @@ class CouchChain:
                     "PUT", path(self.db, head_doc_id(self.instance)), body=body
                 )
             except Conflict:  # our earlier write went through but its answer was lost
-                leaves = await self.client.leaves_by_id(self.db, [head_doc_id(self.instance)])
-                self._head_rev = leaves[head_doc_id(self.instance)][0]["_rev"]
+                self._head_rev = await self._own_head_rev(seq)
                 continue
             self._head_rev = str(answer["rev"])
             return
         raise StoreError(f"could not move the audit head of instance {self.instance}")
+
+    async def _own_head_rev(self, seq: int) -> str:
+        """The head's ``_rev`` after a 409, if the head is ours (never ahead of ``seq``)."""
+        head_id = head_doc_id(self.instance)
+        leaves = (await self.client.leaves_by_id(self.db, [head_id])).get(head_id, [])
+        if not leaves:
+            raise StoreError(f"the audit head of instance {self.instance} vanished")
+        if int(leaves[0].get("seq", 0)) > seq:
+            raise StoreError(
+                f"the audit head of instance {self.instance} is ahead of this process: two "
+                "writers on one chain (a bug: each instance owns its chain)"
+            )
+        return str(leaves[0]["_rev"])
 
 
 def _doc(instance: str, seq: int, previous: str, digest: str, entry: Entry) -> dict[str, Any]:
@@ -238,6 +250,32 @@ async def shared_chain(
         with contextlib.suppress(Conflict):
             await client.json("PUT", path(db, KEY_DOC), body={"wrapped": wrapped})
     raise StoreError("could not read or make the audit chain key in CouchDB")
+
+
+async def rewrap_chain_key(
+    client: CouchClient, prefix: str, old: MasterKey, new: MasterKey
+) -> None:
+    """Master-key rotation: the shared chain key follows the data keys (resumable)."""
+    db = prefix + DB_NAME
+    if await client.status("HEAD", path(db)) == 404:
+        return  # no instance has recorded yet
+    for _ in range(_TRIES):
+        leaves = (await client.leaves_by_id(db, [KEY_DOC])).get(KEY_DOC, [])
+        if not leaves:
+            return
+        wrapped = base64.b64decode(leaves[0]["wrapped"])
+        try:
+            new.unwrap(KEY_LABEL, wrapped)
+            return  # already under the new key
+        except KeyError_:
+            key = old.unwrap(KEY_LABEL, wrapped)
+        rewrapped = base64.b64encode(new.wrap(KEY_LABEL, key)).decode()
+        with contextlib.suppress(Conflict):
+            await client.put_status(
+                path(db, KEY_DOC), {"_rev": leaves[0]["_rev"], "wrapped": rewrapped}
+            )
+            return
+    raise StoreError("could not re-wrap the audit chain key in CouchDB")
 
 
 # -- verifying every chain -------------------------------------------------------------------

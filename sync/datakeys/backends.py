@@ -10,23 +10,28 @@ needs only the master key and the CouchDB URL, not a copy of another's data dir.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
+from sync.auditcouch import rewrap_chain_key
 from sync.config import Config
-from sync.datakeys.couchdb import CouchDataKeys
+from sync.datakeys.couchdb import DB_NAME, CouchDataKeys
 from sync.datakeys.embedded import EmbeddedDataKeys
 from sync.datakeys.ports import DataKeyStore, StoredKey
 from sync.errors import StoreUnavailable
-from sync.keyadmin import CHECKED_AT_START, describe, opens
+from sync.keyadmin import CHECKED_AT_START, DataKey, describe, opens
 from sync.keys import KeyError_, MasterKey
+from sync.store.couchdb.client import CouchClient
 from sync.store.couchdb.running import open_client
 from sync.store.schema import connections, db_path
 
 log = structlog.get_logger("fieldsync.keys")
+T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
@@ -58,6 +63,45 @@ async def _check_if_reachable(keys: CouchDataKeys, master: MasterKey, prefix: st
         log.warning("data_keys_not_checked", reason="CouchDB cannot be reached yet")
         return
     check_opened(stored, master, f"CouchDB database {prefix}keys")
+
+
+def on_couchdb(config: Config, work: Callable[[CouchClient], Awaitable[T]]) -> T:
+    """Run ``work`` with a client of the configured CouchDB (the ``keys`` commands)."""
+
+    async def run() -> T:
+        client = open_client(config)
+        try:
+            return await work(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def couch_keys(config: Config, master: MasterKey) -> list[DataKey]:
+    """The data keys in CouchDB, each with whether ``master`` opens it (``keys list``)."""
+
+    async def listed(client: CouchClient) -> list[StoredKey]:
+        return await CouchDataKeys(client, config.couchdb_prefix + DB_NAME, _loop()).all_async()
+
+    stored = on_couchdb(config, listed)
+    return [DataKey(k.place, k.version, k.created, opens(master, k)) for k in stored]
+
+
+def couch_rewrap(config: Config, old: MasterKey, new: MasterKey) -> tuple[int, int]:
+    """Re-wrap CouchDB's data keys and the shared audit chain key under ``new``."""
+
+    async def rewrapped(client: CouchClient) -> tuple[int, int]:
+        keys = CouchDataKeys(client, config.couchdb_prefix + DB_NAME, _loop())
+        done = await keys.rewrap_async(old, new)
+        await rewrap_chain_key(client, config.couchdb_prefix, old, new)
+        return done
+
+    return on_couchdb(config, rewrapped)
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
 
 
 def embedded(data_dir: Path) -> EmbeddedDataKeys:

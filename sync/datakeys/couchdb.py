@@ -31,6 +31,7 @@ import orjson
 
 from sync.datakeys.ports import StoredKey, check_version
 from sync.errors import Conflict, PreconditionFailed, StoreError, StoreUnavailable
+from sync.keys import KeyError_, MasterKey, label
 from sync.store.couchdb.client import CouchClient, path
 
 DB_NAME = "keys"  # after the deployment's prefix
@@ -140,6 +141,45 @@ class CouchDataKeys:
         ]
         return sorted(found, key=lambda k: (k.place, k.version))
 
+    async def rewrap_async(self, old: MasterKey, new: MasterKey) -> tuple[int, int]:
+        """Wrap every key under ``new``: ``(re-wrapped, already under new)``; resumable.
+
+        Every key is checked first: one that neither master key opens stops the
+        run before anything is changed.  Each document is then written against
+        its ``_rev`` (409: read again; a key another run re-wrapped is left).
+        """
+        await self._ensure_db()
+        stored = await self.all_async()
+        for key in stored:
+            if not _opens(new, key) and not _opens(old, key):
+                raise KeyError_(
+                    f"data key {key.place or '(shared)'} v{key.version} in CouchDB opens with "
+                    "neither the current master key nor the new one; nothing was changed"
+                )
+        done = 0
+        for key in stored:
+            done += await self._rewrap_one(key.place, key.version, old, new)
+        return done, len(stored) - done
+
+    async def _rewrap_one(self, place: str, version: int, old: MasterKey, new: MasterKey) -> int:
+        key_id, name = doc_id(place, version), label(place, version)
+        for _ in range(_TRIES):
+            leaves = await self._leaves(key_id)
+            if not leaves:
+                return 0  # gone meanwhile
+            doc = leaves[0]
+            wrapped = _wrapped(doc)
+            if _opens(new, StoredKey(place, version, wrapped, "")):
+                return 0
+            body = {k: v for k, v in doc.items() if not k.startswith("_") or k == "_rev"}
+            body["wrapped"] = base64.b64encode(new.wrap(name, old.unwrap(name, wrapped))).decode()
+            try:
+                await self._client.put_status(path(self._db, key_id), body)
+            except Conflict:
+                continue
+            return 1
+        raise StoreUnavailable(f"Could not re-wrap data key {place or '(shared)'} v{version}.")
+
     # -- CouchDB ------------------------------------------------------------------------
     async def _leaves(self, key_id: str) -> list[dict[str, Any]]:
         found = await self._client.leaves_by_id(self._db, [key_id])
@@ -161,6 +201,14 @@ def _wrapped(doc: Mapping[str, Any]) -> bytes:
         return base64.b64decode(str(doc["wrapped"]), validate=True)
     except (KeyError, ValueError) as exc:
         raise StoreError(f"data key document {doc.get('_id')} has no valid wrapped key") from exc
+
+
+def _opens(master: MasterKey, key: StoredKey) -> bool:
+    try:
+        master.unwrap(label(key.place, key.version), key.wrapped)
+    except KeyError_:
+        return False
+    return True
 
 
 def _key(text: str) -> str:

@@ -12,6 +12,7 @@ the instance that answered.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -108,7 +109,7 @@ def _chains(couchdb_url: str, prefix: str) -> dict[str, set[tuple[str, str]]]:
 def _instance_of(server: ServerProcess) -> str:
     for line in server.log_path.read_text().splitlines():
         if '"audit_instance"' in line:
-            return str(__import__("json").loads(line)["instance"])
+            return str(json.loads(line)["instance"])
     raise AssertionError(f"no audit_instance line in {server.log_path}")
 
 
