@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import structlog
 from aiohttp import web
 
+from sync.errors import FieldsyncError
 from sync.keys import KeyError_, MasterKey
 
 if TYPE_CHECKING:
@@ -400,11 +401,17 @@ class AuditLog:
     async def close(self) -> None:
         if self._mover is not None and not self._mover.done():
             self._mover.cancel()
+        if self.remote is not None:
+            entries, self._pending = self._pending, []
+            try:  # with what a failed append left (CouchDB away): one last try
+                await self.remote.append(entries)
+            except FieldsyncError:
+                log.exception("audit_entries_not_stored_at_shutdown")
+            await self.remote.close()
+            return
         await self.commit()
         if self._journal is not None:
             self._journal.close()
-        if self.remote is not None:
-            await self.remote.close()
 
 
 AUDIT = web.AppKey("audit", AuditLog)
