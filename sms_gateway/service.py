@@ -40,7 +40,7 @@ from sms_gateway.sealing import Sealer
 from sms_gateway.senders import Sender, SenderLookup
 from sms_gateway.settings import SmsSettings
 from sync.auth import Authenticator
-from sync.errors import Unauthorized
+from sync.errors import StoreUnavailable, Unauthorized
 from sync.replication.context import Caller
 from sync.replication.routes import Replication
 from sync.store.sqlite import SqliteStore
@@ -119,12 +119,14 @@ class SmsService:
 
     async def open(self) -> None:
         await self.sqlite.write_tx(store.create_tables)
-        await self.sealer.warm()
+        with contextlib.suppress(StoreUnavailable):  # keys in a CouchDB away: warmed on use
+            await self.sealer.warm()
 
     # -- in --------------------------------------------------------------------------------------
     async def receive(self, messages: Sequence[Received]) -> int:
         """Store messages durably (repeats by id are ignored); how many were new."""
         now = self.clock()
+        await self.sealer.warm()  # sealed below, on the event loop (nothing to do once warm)
         rows = [self._sealed(m, now) for m in messages]
         new = await self.sqlite.write_tx(lambda c: store.insert_incoming(c, rows, now))
         if new:
@@ -332,6 +334,7 @@ class SmsService:
 
     async def _finish(self, finished: list[tuple[_Item, Result]]) -> None:
         now = self.clock()
+        await self.sealer.warm()  # sealed below, on the event loop (nothing to do once warm)
         done = [self._finished(item, result) for item, result in finished]
         strangers = {i.message.phone for i, r in finished if r.outcome in NOTICES}
         since = now - NOTICE_EVERY

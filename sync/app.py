@@ -38,11 +38,20 @@ from sync import audit as audit_trail
 from sync import metrics as app_metrics
 from sync.appkeys import AUTH, CONFIG, STORE
 from sync.audit import AUDIT, AuditLog, Chain
+from sync.auditcouch import CouchChain, new_instance_id
 from sync.auditjournal import Journal, journal_path, recover
 from sync.auditverify import AuditBroken, check_at_start
 from sync.auth import Authenticator
 from sync.config import Config
-from sync.errors import FieldsyncError, MethodNotAllowed, NotFound, PreconditionFailed, TooLarge
+from sync.datakeys.backends import data_key_store
+from sync.errors import (
+    FieldsyncError,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    StoreUnavailable,
+    TooLarge,
+)
 from sync.extensions import EXTENSIONS
 from sync.http import json_response
 from sync.keys import KeyRing, MasterKey, load_master_key
@@ -55,8 +64,9 @@ from sync.replication.writes import Writer
 from sync.sessions import Lifetime
 from sync.store import couchdb
 from sync.store.base import DocStore
-from sync.store.couchdb.store import CouchStore
-from sync.store.schema import connections, db_path
+from sync.store.couchdb.running import open_client
+from sync.store.couchdb.store import AuditSink, CouchStore
+from sync.store.schema import db_path
 from sync.store.sqlite import SqliteStore
 from sync.vault import Vault
 
@@ -126,7 +136,6 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     except BaseException:
         await store.close()
         raise
-    keys = KeyRing(master, connections(path))
     _, server_uuid = await store.write_tx(_server_identity)
     documents: DocStore = store
     couch: CouchStore | None = None
@@ -134,12 +143,11 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)  # last, after the workers (even a failed one)
         stack.push_async_callback(audit.close)
+        keys = KeyRing(master, await stack.enter_async_context(data_key_store(config, master)))
         if config.couchdb_url:
             documents = couch = couchdb.open_store(config)
             stack.push_async_callback(couch.close)
-            couch.audit_sink = lambda stamp, db, ids: store.write_tx(
-                lambda c: stamp.append(c, db, ids)
-            )
+            couch.audit_sink = _audit_sink(store, audit)
             await stack.enter_async_context(
                 couchdb.background(couch, config.db_name, notifier.notify)
             )
@@ -208,9 +216,19 @@ async def _open_audit(store: SqliteStore, master: MasterKey, config: Config) -> 
                 "starts anyway)"
             )
         started = f"audit broken: {report.problem}"
-    audit = AuditLog(store.write_tx, chain, await _open_journal(store, chain, config))
+    journal: Journal | None = await _open_journal(store, chain, config)
+    remote = _open_remote(config, master) if config.couchdb_url else None
+    if remote is not None and journal is not None:  # what a crash left is moved: not used now
+        journal.close()
+        journal = None
+    audit = AuditLog(store.write_tx, chain, journal, remote=remote)
     audit.record("server", "server_start", None, (), detail=started)
-    await audit.flush()
+    try:
+        await audit.flush()
+    except StoreUnavailable:  # CouchDB away: the entry waits for it, like every answer
+        if remote is None:
+            raise
+        log.warning("audit_waits_for_couchdb", instance=remote.instance)
     return audit
 
 
@@ -223,6 +241,23 @@ async def _open_journal(store: SqliteStore, chain: Chain, config: Config) -> Jou
     journal = Journal(path, next_seq, chain)
     journal.empty()  # all it held is in the chain now
     return journal
+
+
+def _open_remote(config: Config, master: MasterKey) -> CouchChain:
+    """This process's own chain in CouchDB's ``<prefix>audit`` (a new instance id per start);
+    it starts with its first entry, so a CouchDB away at start only delays it."""
+    instance = new_instance_id()
+    log.info("audit_instance", instance=instance, database=config.couchdb_prefix + "audit")
+    return CouchChain(open_client(config), config.couchdb_prefix, master, instance)
+
+
+def _audit_sink(store: SqliteStore, audit: AuditLog) -> AuditSink:
+    """Where the CouchDB store sends the entry of a write: this instance's CouchDB chain,
+    or (no remote) the data dir's chain."""
+    remote = audit.remote
+    if remote is not None:
+        return lambda stamp, db, ids: remote.append([stamp.entry(db, ids)] if ids else [])
+    return lambda stamp, db, ids: store.write_tx(lambda c: stamp.append(c, db, ids))
 
 
 def _server_identity(conn: sqlite3.Connection) -> tuple[bytes, str]:

@@ -28,6 +28,13 @@ refusals) are recorded in memory by :meth:`AuditLog.record` and made safe by
 (:mod:`sync.auditjournal`), from which they move into the chain within a
 fraction of a second, or after a crash at the next start.  No answer is sent
 whose entry a crash of the server could lose.
+
+With CouchDB configured (several instances), entries of reads, refusals and
+document writes go instead to this instance's own chain in CouchDB
+(:mod:`sync.auditcouch`, the :class:`Remote` of :class:`AuditLog`), stored before
+the answer goes out; admin changes and management commands, which change the
+data dir's file, keep their entry in the data dir's chain, in the same
+transaction.  ``fieldsync audit verify`` checks both.
 """
 
 from __future__ import annotations
@@ -43,11 +50,12 @@ import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import structlog
 from aiohttp import web
 
+from sync.errors import FieldsyncError
 from sync.keys import KeyError_, MasterKey
 
 if TYPE_CHECKING:
@@ -267,6 +275,15 @@ class AuditStamp:
 Writer = Callable[[Callable[[sqlite3.Connection], None]], Awaitable[None]]
 
 
+class Remote(Protocol):
+    """Where entries go instead of the data dir's chain when several instances record
+    (:class:`sync.auditcouch.CouchChain`): ``append`` returns once they are stored."""
+
+    async def append(self, entries: Sequence[Entry]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class AuditLog:
     """Entries recorded in memory, made crash-safe before any answer goes out.
 
@@ -275,8 +292,10 @@ class AuditLog:
     store's readers to notice) and a background task moves journaled entries into
     the chain every ``commit_delay`` seconds, in one transaction.  Without one
     (tools, some tests), :meth:`flush` is a group commit into the chain itself:
-    concurrent requests share one transaction.  A failed flush keeps its entries
-    pending and raises (the answer is not sent).
+    concurrent requests share one transaction.  With a ``remote`` (CouchDB),
+    :meth:`flush` hands what is pending to it and returns once it is stored; a
+    failed flush raises (the answer is not sent) and the remote keeps the
+    entries, in order, for its next append.
     """
 
     def __init__(
@@ -285,8 +304,10 @@ class AuditLog:
         chain: Chain,
         journal: Journal | None = None,
         commit_delay: float = 0.2,
+        remote: Remote | None = None,
     ) -> None:
         self._write = write
+        self.remote = remote
         self.chain = chain
         self._journal = journal
         self._delay = commit_delay
@@ -324,6 +345,10 @@ class AuditLog:
     async def flush(self) -> None:
         """Make everything recorded so far safe against a crash (journal, or chain)."""
         if not self._pending:
+            return
+        if self.remote is not None:  # a failed append keeps them, numbered, for the next
+            entries, self._pending = self._pending, []
+            await self.remote.append(entries)
             return
         if self._journal is not None:
             entries, self._pending = self._pending, []
@@ -376,6 +401,14 @@ class AuditLog:
     async def close(self) -> None:
         if self._mover is not None and not self._mover.done():
             self._mover.cancel()
+        if self.remote is not None:
+            entries, self._pending = self._pending, []
+            try:  # with what a failed append left (CouchDB away): one last try
+                await self.remote.append(entries)
+            except FieldsyncError:
+                log.exception("audit_entries_not_stored_at_shutdown")
+            await self.remote.close()
+            return
         await self.commit()
         if self._journal is not None:
             self._journal.close()

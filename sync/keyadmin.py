@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from sync import audit
+from sync.datakeys.ports import StoredKey
 from sync.keys import KeyError_, MasterKey, label
 
 CHECKED_AT_START = 200  # data keys unwrapped when the server starts (a wrong key fails fast)
@@ -41,6 +42,11 @@ def _opens(master: MasterKey, place: str, version: int, wrapped: bytes) -> bool:
     except KeyError_:
         return False
     return True
+
+
+def opens(master: MasterKey, key: StoredKey) -> bool:
+    """Whether ``master`` unwraps ``key`` (a key stored by any adapter of the data-key port)."""
+    return _opens(master, key.place, key.version, key.wrapped)
 
 
 def list_keys(conn: sqlite3.Connection, master: MasterKey) -> list[DataKey]:

@@ -30,6 +30,7 @@ from sync.clitools import (
     table,
     with_conn,
 )
+from sync.datakeys import backends as keybackends
 from sync.keys import KeyError_, key_from_file, load_master_key
 from sync.store.schema import connect, db_path
 
@@ -45,7 +46,10 @@ LIST_FORMATS = {
 def cmd_keys_list(args: argparse.Namespace) -> int:
     config = config_of(args)
     master = load_master_key(config.key_file, create=False)
-    found = with_conn(args, lambda c: keyadmin.list_keys(c, master))
+    if config.couchdb_url:  # every instance's keys live there (sync.datakeys.couchdb)
+        found = keybackends.couch_keys(config, master)
+    else:
+        found = with_conn(args, lambda c: keyadmin.list_keys(c, master))
     if args.format == "json":
         objects = [{**dataclasses.asdict(k), "ref": k.ref} for k in found]
         print(json.dumps(objects, indent=2))
@@ -76,6 +80,9 @@ def cmd_keys_rewrap(args: argparse.Namespace) -> int:
         if new.key == old.key:
             raise KeyError_("the new master key is the current one; give a new key file")
         done = with_conn(args, lambda c: keyadmin.rewrap(c, old, new))
+        if config.couchdb_url:  # the keys every instance shares, and the audit chain key
+            shared, shared_already = keybackends.couch_rewrap(config, old, new)
+            done = keyadmin.Rewrapped(done.rewrapped + shared, done.already + shared_already)
     log.info("master_key_rewrapped", rewrapped=done.rewrapped, already=done.already)
     made = f"new master key written to {new_file} (mode 0600); " if created else ""
     print(

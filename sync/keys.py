@@ -19,10 +19,7 @@ import binascii
 import datetime as dt
 import os
 import secrets
-import sqlite3
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +27,8 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from sync.datakeys.embedded import ConnFactory, EmbeddedDataKeys
+from sync.datakeys.ports import DataKeyStore
 from sync.errors import FieldsyncError, StoreError
 
 NONCE_BYTES = 12
@@ -143,11 +142,18 @@ def unseal(key: AESGCM, aad: bytes, blob: bytes) -> bytes:
 
 
 class KeyRing:
-    """Per-place data keys: created on first use, unwrapped once, cached."""
+    """Per-place data keys: created on first use, unwrapped once, cached.
 
-    def __init__(self, master: MasterKey, conn_factory: ConnFactory) -> None:
+    Where the wrapped keys live is the data-key port's business
+    (:mod:`sync.datakeys`): the data dir's file, or CouchDB shared by every
+    instance.  A connection factory of the data dir's file is accepted too.
+    """
+
+    def __init__(self, master: MasterKey, keys: DataKeyStore | ConnFactory) -> None:
         self._master = master
-        self._connect = conn_factory
+        self._keys: DataKeyStore = (
+            EmbeddedDataKeys(keys) if callable(keys) else keys  # a connection factory
+        )
         self._cache: dict[str, AESGCM] = {}
         self._current: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -172,36 +178,30 @@ class KeyRing:
         key = self._cache.get(key_ref)
         if key is None:
             place, version = parse_key_ref(key_ref)
-            wrapped = self._fetch(place, version)
-            key = AESGCM(self._master.unwrap(label(place, version), wrapped))
-            self._cache[key_ref] = key
+            wrapped = self._keys.wrapped(place, version)
+            if wrapped is None:
+                raise KeyError_(f"data key {place}:{version} is gone (shredded?)")
+            key = self._unwrapped(place, version, wrapped)
         return key
 
-    def _fetch(self, place: str, version: int) -> bytes:
-        with self._connect() as conn:
-            row = conn.execute(
-                "SELECT wrapped FROM data_keys WHERE place=? AND version=?", (place, version)
-            ).fetchone()
-        if row is None:
-            raise KeyError_(f"data key {place}:{version} is gone (shredded?)")
-        return bytes(row[0])
+    def _unwrapped(self, place: str, version: int, wrapped: bytes) -> AESGCM:
+        key = AESGCM(self._master.unwrap(label(place, version), wrapped))
+        self._cache[key_ref(place, version)] = key
+        return key
 
     def _load_or_create(self, place: str) -> str:
-        with self._connect() as conn:
-            row = conn.execute(
-                "SELECT max(version) FROM data_keys WHERE place=?", (place,)
-            ).fetchone()
-            if row[0] is not None:
-                return key_ref(place, int(row[0]))
-            wrapped = self._master.wrap(label(place, 1), secrets.token_bytes(32))
-            conn.execute(
-                "INSERT OR IGNORE INTO data_keys(place, version, wrapped, created) VALUES(?,?,?,?)",
-                (place, 1, wrapped, dt.datetime.now(dt.UTC).isoformat()),
-            )
+        """The ref of the place's newest key; its first made now if it has none.
+
+        Two instances making the first key at once both end with the one the
+        port kept (the other's is never used to seal anything).
+        """
+        version = self._keys.latest(place)
+        if version is not None:
+            return key_ref(place, version)
+        ours = self._master.wrap(label(place, 1), secrets.token_bytes(32))
+        stored = self._keys.add(place, 1, ours, dt.datetime.now(dt.UTC).isoformat())
+        self._unwrapped(place, 1, stored)
         return key_ref(place, 1)
-
-
-ConnFactory = Callable[[], AbstractContextManager[sqlite3.Connection]]
 
 
 def key_ref(place: str, version: int) -> str:

@@ -145,6 +145,7 @@ class Writer:
         """Turn inline attachments into sealed blobs and every attachment into a stub."""
         if not doc.attachments:
             return []
+        await self.parts.vault.warm({place})  # sealed below, on the event loop
         pos = _new_pos(doc, meta)
         stubs: dict[str, Any] = {}
         inline: list[AttachmentBlob] = []
@@ -275,6 +276,7 @@ class Writer:
         if other is None:
             raise MissingStub(f"Invalid attachment stub for digest {digest}")
         await self.parts.vault.warm_refs({other.key_ref})
+        await self.parts.vault.warm({place})
         data = self.parts.vault.open_attachment(db, other)
         copies.append(self.parts.vault.seal_attachment(db, place, digest, data))
         return other

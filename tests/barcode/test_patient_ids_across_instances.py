@@ -25,6 +25,7 @@ from barcode.checkdigit import validate
 from barcode.routes import BARCODE
 from sync.app import create_app
 from sync.config import Config
+from sync.keys import key_from_file
 
 Client = TestClient[Any, Any]
 USERS = ("alice", "bob", "sam")
@@ -35,9 +36,10 @@ BLOCK_SIZE = 15
 
 @pytest.fixture
 def configs(tmp_path: Path, couchdb_url: str, couch_prefix: str) -> list[Config]:
-    """Three instances on one CouchDB, with the same users and places."""
+    """Three instances on one CouchDB, with the same users, places and master key."""
     template = tmp_path / "template"
     seed(template, PLACES)
+    key_from_file(template / "master.key", create=True)  # one master key: the keys are shared
     out = []
     for number in (1, 2, 3):
         shutil.copytree(template, tmp_path / f"data{number}")

@@ -21,9 +21,8 @@ import base64
 import os
 import random
 import shutil
-import sqlite3
 from collections.abc import Iterator
-from contextlib import ExitStack, closing
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,7 @@ import pytest
 from pouch import PouchDriver
 from realserver import DB, PASSWORD, ServerProcess, free_port
 
-from sync.keys import KeyRing, load_master_key
-from sync.store.schema import connections, db_path
+from sync.keys import load_master_key
 
 ROUNDS = 20
 WRITERS = 8
@@ -46,14 +44,11 @@ SET_OF = {"alice": {"area-a1"}, "sam": {"area-a1", "area-a2"}}
 def instances(
     tmp_path: Path, org_data: Path, couchdb_url: str, couch_prefix: str
 ) -> Iterator[list[ServerProcess]]:
-    """Two servers with the same users, places and data keys, on one CouchDB database."""
+    """Two servers with the same users, places and master key, on one CouchDB database
+    (the data keys live in CouchDB)."""
     template = tmp_path / "template"
     shutil.copytree(org_data, template)
-    keys = KeyRing(load_master_key(template / "master.key", create=True), _conns(template))
-    with closing(sqlite3.connect(db_path(template))) as conn:
-        places = [row[0] for row in conn.execute("SELECT id FROM places")]
-    for place in [*places, ""]:  # until keys live in CouchDB (issue 11) both copies need them
-        keys.current(place)
+    load_master_key(template / "master.key", create=True)
     urls = os.environ.get("FIELDSYNC_TEST_COUCHDB_URLS", "").split(",")
     urls = [u for u in urls if u] or [couchdb_url, couchdb_url]
     with ExitStack() as stack:
@@ -71,10 +66,6 @@ def instances(
             stack.callback(server.stop)
             servers.append(server)
         yield servers
-
-
-def _conns(data_dir: Path) -> Any:
-    return connections(db_path(data_dir))
 
 
 def _auth(user: str) -> dict[str, str]:

@@ -35,8 +35,7 @@ from nginx_proxy import Proxy, ProxyError, nginx_binary
 from pouch import PouchDriver
 from realserver import DB, PASSWORD, ServerProcess, free_port
 
-from sync.keys import KeyRing, load_master_key
-from sync.store.schema import connections, db_path
+from sync.keys import load_master_key
 
 DAY = dt.timedelta(days=1)
 
@@ -104,16 +103,12 @@ def instances(
 ) -> Iterator[list[ServerProcess]]:
     """Two ``fieldsync serve`` on one CouchDB, trusting the proxy on 127.0.0.1.
 
-    Until users, places and data keys live in CouchDB, both data dirs are copies of
-    one template that already holds every place's data key (as in
-    test_couchdb_instances.py).
+    Until users and places live in CouchDB, both data dirs are copies of one
+    template (with one master key); the data keys live in CouchDB.
     """
     template = tmp_path / "template"
     shutil.copytree(org_data, template)
-    master = load_master_key(template / "master.key", create=True)
-    keys = KeyRing(master, connections(db_path(template)))
-    for place in ["area-a1", "area-a2", "facility-a", "district-a", "country", ""]:
-        keys.current(place)
+    load_master_key(template / "master.key", create=True)
     env = {
         "FIELDSYNC_COUCHDB_URL": couchdb_url,
         "FIELDSYNC_COUCHDB_PREFIX": couch_prefix,

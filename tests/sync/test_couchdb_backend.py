@@ -23,12 +23,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from couchdb_server import couch_request
+from couchdb_server import db_path as couch_path
 from sync_fixtures import Api, until_served
 from tcp_cut import TcpCut, through
 
 from sync import cli
 from sync.app import create_app
 from sync.config import Config, ConfigError, from_env
+from sync.datakeys.couchdb import doc_id as key_doc_id
 from sync.errors import (
     Conflict,
     NotFound,
@@ -297,7 +299,13 @@ async def test_key_rotation_and_shredding_refuse_to_touch_keys_of_documents_in_c
         assert conn.execute("SELECT place, version, wrapped FROM data_keys").fetchall() == (
             keys_before
         )
-    assert keys_before  # the write above made area-a1's key
+    assert keys_before == []  # the write above made area-a1's key, in CouchDB (shared)
+    status, key = await asyncio.to_thread(
+        couch_request,
+        couch_config.couchdb_url or "", "GET", couch_path(couch_config.couchdb_prefix + "keys")
+        + "/" + quote(key_doc_id("area-a1", 1), safe="")
+    )  # fmt: skip
+    assert status == 200 and key["wrapped"], key  # still there, untouched
 
 
 async def test_an_expired_bearer_token_is_replaced_and_the_request_sent_again(

@@ -27,14 +27,13 @@ from sync_fixtures import Api, until_served
 
 from sync.app import create_app
 from sync.config import Config
-from sync.keys import KeyRing, load_master_key
+from sync.keys import load_master_key
 from sync.replication.revtree import RevNode
 from sync.replication.routes import REPLICATION
 from sync.store.base import DocMeta, StoredRevision
 from sync.store.couchdb import layout, metas
 from sync.store.couchdb.bodies import BodyCache, RecentMetas
 from sync.store.couchdb.store import CouchStore
-from sync.store.schema import connections, db_path
 
 Client = TestClient[Any, Any]
 Pair = tuple[str, str]
@@ -157,14 +156,11 @@ DOCS = 40  # a page of more than _AHEAD_CHANGES changes: a catch-up
 
 @pytest.fixture
 def configs(tmp_path: Path, couchdb_url: str, couch_prefix: str) -> list[Config]:
-    """Two instances on one CouchDB database, with the same users, places and data keys."""
+    """Two instances on one CouchDB database, with the same users, places and master key
+    (the data keys live in CouchDB)."""
     template = tmp_path / "template"
     seed(template, PLACES)
-    keys = KeyRing(
-        load_master_key(template / "master.key", create=True), connections(db_path(template))
-    )
-    for place in [p for p, _ in PLACES] + [""]:  # until keys live in CouchDB (issue 11)
-        keys.current(place)
+    load_master_key(template / "master.key", create=True)
     out = []
     for number in (1, 2):
         shutil.copytree(template, tmp_path / f"data{number}")
