@@ -155,8 +155,8 @@ async def test_keys_are_stored_wrapped_never_in_the_clear(backend: Backend) -> N
         assert base64.b64encode(plain).decode() not in str(doc)
 
 
+@pytest.mark.parametrize("backend", ["couchdb"], indirect=True)
 async def test_couchdb_adapter_refuses_a_call_on_the_event_loop(backend: Backend) -> None:
-    if backend.kind != "couchdb":
-        pytest.skip("only the CouchDB adapter waits for the event loop")
+    """Only the CouchDB adapter waits for the event loop, so only it can refuse this."""
     with pytest.raises(RuntimeError, match="worker thread"):
         backend.store.latest("area-1")
