@@ -152,7 +152,7 @@ async def test_a_supervisor_marks_a_phone_lost_in_a_browser_and_its_next_sync_is
     assert await browser.js("location.pathname") == "/supervisor/login"
     await browser.fill({"#name": "sam", "#password": PASSWORD})
     await browser.click("form[action='/supervisor/login'] button[type=submit]")
-    assert await browser.js("location.pathname") == "/supervisor/workers"
+    assert await browser.js("location.pathname") == "/supervisor/devices"
     serials = await browser.js(
         "[...document.querySelectorAll('table.devices tbody tr td:first-child a')]"
         ".map(a => a.textContent)"
@@ -172,7 +172,8 @@ async def test_a_supervisor_marks_a_phone_lost_in_a_browser_and_its_next_sync_is
     await browser.screenshot(shot, 390, 844, True)
     keep(shot)
     await browser.click("a[href='/supervisor/devices/A1-TECNO']")
-    await browser.fill({"#status-reason": "left on the bus to Kisumu"})
+    await browser.fill({"#grave-reason": "left on the bus to Kisumu"})
+    await browser.js("document.getElementById('grave-confirm').checked = true")
     await browser.click("button[name=status][value=lost]")
     notice = await browser.js("document.querySelector('.msg').textContent")
     assert notice == "Status changed to lost. Its token no longer works."
