@@ -175,7 +175,12 @@ class CouchSms:
         self, owner: str, now: dt.datetime, limit: int, lease: dt.timedelta = LEASE
     ) -> list[StoredIncoming]:
         params = {"endkey": _key(iso(now)), "include_docs": "true", "limit": str(limit)}
-        candidates = [row["doc"] for row in await self._view("todo", params) if row.get("doc")]
+        rows = await self._view("todo", params)
+        # A view row may be older than the document it brings (an index catching up): the
+        # document itself must still be claimable, or it is someone else's by now.
+        candidates = [
+            doc for doc in _docs(rows) if doc["state"] == "stored" and doc["due"] <= iso(now)
+        ]
         until = iso(now + lease)
         claimed = []
         for doc in candidates:
@@ -286,7 +291,8 @@ class CouchSms:
                 "include_docs": "true",
                 "limit": str(limit),
             }
-            candidates += [row["doc"] for row in await self._view("due", params) if row.get("doc")]
+            candidates += _docs(await self._view("due", params))
+        candidates = [doc for doc in candidates if _due(doc, channel, iso(now), reminders)]
         candidates.sort(key=lambda d: (d["due_at"], d["id"]))
         offered: list[Offered] = []
         for doc in candidates:
@@ -525,6 +531,20 @@ class CouchSms:
                 continue
             return changed
         raise StoreUnavailable(f"Could not update {doc_id} in {self._db}: too many rival writes.")
+
+
+def _docs(rows: list[Doc]) -> list[Doc]:
+    return [row["doc"] for row in rows if row.get("doc")]
+
+
+def _due(doc: Mapping[str, Any], channel: str, now: str, reminders: bool) -> bool:
+    """Still pending and due (the view row that found it may be older than the document)."""
+    return (
+        doc.get("state") == OutState.PENDING.value
+        and doc.get("channel") == channel
+        and str(doc.get("due_at")) <= now
+        and (reminders or doc.get("kind") != "reminder")
+    )
 
 
 def incoming_doc_id(channel: str, external_id: str) -> str:
