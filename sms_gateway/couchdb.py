@@ -112,6 +112,7 @@ class CouchSms:
         self._db = db
         self._last_number = 0
         self._docs: dict[int, str] = {}  # incoming id -> document id, for messages we claimed
+        self._owner: str | None = None  # who claimed them: recorded as ``processed_by``
 
     @classmethod
     def for_prefix(cls, client: CouchClient, prefix: str) -> CouchSms:
@@ -182,6 +183,7 @@ class CouchSms:
             doc for doc in _docs(rows) if doc["state"] == "stored" and doc["due"] <= iso(now)
         ]
         until = iso(now + lease)
+        self._owner = owner
         claimed = []
         for doc in candidates:
             token = uuid.uuid4().hex
@@ -223,7 +225,7 @@ class CouchSms:
         for finished in done:
             await self._update(
                 await self._incoming_id(finished.incoming_id),
-                partial(_processed, f=finished, now=now),
+                partial(_processed, f=finished, now=now, by=self._owner),
             )
 
     async def _create_outgoing(self, messages: Sequence[NewOutgoing], now: dt.datetime) -> None:
@@ -563,7 +565,7 @@ def _checked(result: Mapping[str, Any], what: str) -> Mapping[str, Any]:
     return result
 
 
-def _processed(doc: Doc, f: Finished, now: dt.datetime) -> Doc | None:
+def _processed(doc: Doc, f: Finished, now: dt.datetime, by: str | None) -> Doc | None:
     if doc.get("state") != "stored":
         return None  # finished already (by whoever claimed it after a lease ran out)
     return {
@@ -580,6 +582,7 @@ def _processed(doc: Doc, f: Finished, now: dt.datetime) -> Doc | None:
         "details": _b64(f.details),
         "docs": json.dumps(list(f.docs)),
         "processed_at": iso(now),
+        "processed_by": by,
         "retry_at": None,
         "lease": None,
     }

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -107,7 +108,8 @@ class SmsService:
         clock: Clock = utcnow,
     ) -> None:
         self.store = sms_store
-        self.owner = uuid.uuid4().hex[:16]  # this process, as the holder of its claims
+        # This process, as the holder of its claims (the pid tells an operator which one).
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.auth = auth
         self.forms = forms
         self.settings = settings
@@ -159,7 +161,7 @@ class SmsService:
         async with self._lock:
             while True:
                 batch = await self.store.claim_incoming(
-                    self.owner, self.clock(), self.settings.process_batch
+                    self.owner, self.clock(), self.settings.process_batch, self.settings.lease
                 )
                 if not batch:
                     return done
