@@ -193,13 +193,20 @@ class CouchSms:
                 claimed.append(_stored(body))
         return claimed
 
-    async def assign_patient_ids(self, assigned: dict[int, str]) -> None:
+    async def assign_patient_ids(self, assigned: dict[int, str]) -> dict[int, str]:
+        carried = {}
         for incoming_id, patient_id in assigned.items():
+            seen: list[str] = []
 
-            def assign(doc: Doc, pid: str = patient_id) -> Doc | None:
-                return None if doc.get("patient_id") else {**doc, "patient_id": pid}
+            def assign(doc: Doc, pid: str = patient_id, seen: list[str] = seen) -> Doc | None:
+                seen[:] = [doc["patient_id"]] if doc.get("patient_id") else []
+                return None if seen else {**doc, "patient_id": pid}
 
-            await self._update(await self._incoming_id(incoming_id), assign)
+            written = await self._update(await self._incoming_id(incoming_id), assign)
+            found = [written["patient_id"]] if written is not None else seen
+            if found:
+                carried[incoming_id] = str(found[0])
+        return carried
 
     async def postpone(self, incoming_id: int, retry_at: dt.datetime) -> int:
         def count(doc: Doc) -> Doc:

@@ -48,8 +48,8 @@ class EmbeddedSms:
     ) -> list[StoredIncoming]:
         return await self.sqlite.read(partial(store.unprocessed, now=now, limit=limit))
 
-    async def assign_patient_ids(self, assigned: dict[int, str]) -> None:
-        await self.sqlite.write_tx(lambda c: store.assign_patient_ids(c, assigned))
+    async def assign_patient_ids(self, assigned: dict[int, str]) -> dict[int, str]:
+        return await self.sqlite.write_tx(lambda c: store.assign_patient_ids(c, assigned))
 
     async def postpone(self, incoming_id: int, retry_at: dt.datetime) -> int:
         return await self.sqlite.write_tx(lambda c: store.postpone(c, incoming_id, retry_at))

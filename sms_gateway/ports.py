@@ -161,8 +161,10 @@ class SmsStore(Protocol):
         until ``now + lease``; none held by another claimer whose lease still runs."""
         ...
 
-    async def assign_patient_ids(self, assigned: dict[int, str]) -> None:
-        """Record a new patient ID on each message (incoming id -> ID) that has none yet."""
+    async def assign_patient_ids(self, assigned: dict[int, str]) -> dict[int, str]:
+        """Record a new patient ID on each message (incoming id -> ID) that has none yet; the
+        ID each message carries afterwards (an earlier one wins: one patient per message,
+        even when two claimers allocated for it)."""
         ...
 
     async def postpone(self, incoming_id: int, retry_at: dt.datetime) -> int:

@@ -279,9 +279,11 @@ class SmsService:
         # again. A gap in the numbers, never an ID on two patients.
         ids = await self.patient_ids.allocate(self.id_format, len(needing), "sms")
         assigned = {i.message.id: pid for i, pid in zip(needing, ids, strict=True)}
-        await self.store.assign_patient_ids(assigned)
+        # Another instance that took a message over (its lease ran out) may have recorded
+        # an ID first: the recorded one is the message's, ours is a gap.
+        carried = await self.store.assign_patient_ids(assigned)
         for item in needing:
-            item.extra["patient_id"] = assigned[item.message.id]
+            item.extra["patient_id"] = carried.get(item.message.id, assigned[item.message.id])
 
     def _actions(self, report: Report) -> frozenset[Action]:
         form = self.forms.get(report.code)

@@ -119,11 +119,19 @@ def count_unprocessed(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM sms_incoming WHERE state='stored'").fetchone()[0])
 
 
-def assign_patient_ids(conn: sqlite3.Connection, assigned: dict[int, str]) -> None:
+def assign_patient_ids(conn: sqlite3.Connection, assigned: dict[int, str]) -> dict[int, str]:
+    """Record each ID on its message unless it has one; the ID each message now carries."""
     conn.executemany(
         "UPDATE sms_incoming SET patient_id=? WHERE id=? AND patient_id IS NULL",
         [(pid, incoming_id) for incoming_id, pid in assigned.items()],
     )
+    carried = {}
+    for incoming_id in assigned:
+        row = conn.execute("SELECT patient_id FROM sms_incoming WHERE id=?", (incoming_id,))
+        found = row.fetchone()
+        if found is not None and found[0] is not None:
+            carried[incoming_id] = str(found[0])
+    return carried
 
 
 def finish(

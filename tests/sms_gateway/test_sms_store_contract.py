@@ -150,8 +150,9 @@ async def test_a_postponed_message_waits_until_its_retry_time(backend: Backend) 
 async def test_patient_ids_are_recorded_once(backend: Backend) -> None:
     await backend.store.receive([incoming(1)], NOW)
     [message] = await backend.store.claim_incoming("a", NOW, 10)
-    await backend.store.assign_patient_ids({message.id: "10000X"})
-    await backend.store.assign_patient_ids({message.id: "10001V"})  # a second try: kept
+    assert await backend.store.assign_patient_ids({message.id: "10000X"}) == {message.id: "10000X"}
+    # A second claimer (after a lease ran out) that allocated too gets the first ID back.
+    assert await backend.second.assign_patient_ids({message.id: "10001V"}) == {message.id: "10000X"}
     await backend.store.postpone(message.id, NOW)
     [again] = await backend.store.claim_incoming("a", NOW, 10)
     assert again.patient_id == "10000X"
