@@ -234,6 +234,7 @@ class CouchSms:
                 await self._incoming_id(finished.incoming_id),
                 partial(_processed, f=finished, now=now, by=self._owner),
             )
+            self._docs.pop(finished.incoming_id, None)  # done with it: the map stays small
 
     async def _create_outgoing(self, messages: Sequence[NewOutgoing], now: dt.datetime) -> None:
         if not messages:

@@ -10,9 +10,10 @@
 
 :func:`extend` registers these routes, the ``sms`` commands, the sealed SMS
 texts (re-sealed by ``fieldsync keys rotate``) and a worker
-(:mod:`sync.extensions`): it creates the SMS tables, takes up every message
-stored but not processed before the last stop, and runs the processor and the
-scheduler (silent gateways, provider sending) until shutdown.
+(:mod:`sync.extensions`): it opens the SMS store (sms_gateway.backends: SQLite,
+or CouchDB shared with other instances), takes up every message stored but not
+processed before the last stop, and runs the processor and the scheduler
+(silent gateways, provider sending) until shutdown.
 """
 
 from __future__ import annotations
