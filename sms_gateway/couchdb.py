@@ -10,7 +10,8 @@ One database, ``<prefix>sms``, holds three kinds of document::
                                           "state", "attempt", "offers", "offered_at", ...}
     worker:<name>                         {"type": "worker", "language"}
 
-and the design document ``_design/sms`` (views: what is due, by state, by id).
+and the design document ``_design/sms`` (views: what is due, by state, by id);
+their shapes and views are written down in :mod:`sms_gateway.couchdb_docs`.
 
 **Exactly once across instances.**  Every change of a message is a ``PUT``
 against the ``_rev`` it was read at, so of two instances changing one message
@@ -44,11 +45,8 @@ its cost grows with the messages scanned (a limit of this adapter).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import datetime as dt
-import hashlib
-import json
 import random
 import time
 import uuid
@@ -56,10 +54,10 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-import orjson
-
+from sms_gateway import couchdb_docs as shape
 from sms_gateway import listing
-from sms_gateway.listing import INCOMING_COLUMNS, OUTGOING_COLUMNS, Filters
+from sms_gateway.couchdb_docs import Doc
+from sms_gateway.listing import Filters
 from sms_gateway.outgoing import OutEvent, OutState, RetryPolicy, step
 from sms_gateway.ports import (
     LEASE,
@@ -71,7 +69,6 @@ from sms_gateway.ports import (
     Queue,
     Row,
     StoredIncoming,
-    from_iso,
     iso,
 )
 from sync.errors import Conflict, PreconditionFailed, StoreError, StoreUnavailable
@@ -82,28 +79,6 @@ DESIGN = "_design/sms"
 _TRIES = 30
 _EPOCH_US = 1_577_836_800_000_000  # 2020-01-01 in microseconds since 1970
 _PAGE = 200  # rows read at a time when the listing filters rows itself
-_VIEWS = {
-    "todo": "if (doc.type === 'in' && doc.state === 'stored') emit(doc.due, doc.stored_at);",
-    "by_num": "if (doc.type === 'in') emit(doc.id, null);",
-    "due": "if (doc.type === 'out' && doc.state === 'pending') "
-    "emit([doc.channel, doc.kind === 'reminder', doc.due_at], null);",
-    "pending": "if (doc.type === 'out' && doc.state === 'pending') emit(doc.due_at, null);",
-    "forwarded": "if (doc.type === 'out' && doc.state === 'forwarded') emit(doc.offered_at, null);",
-    "provider": "if (doc.type === 'out' && doc.provider_id) emit(doc.provider_id, null);",
-    "notices": "if (doc.type === 'out' && doc.kind === 'notice') emit([doc.phone, doc.created_at]"
-    ", null);",
-    "reminders": "if (doc.type === 'out' && doc.kind === 'reminder' && doc.state === 'pending') "
-    "emit(doc.patient_id, null);",
-    "caused": "if (doc.type === 'out' && doc.incoming_id !== null) "
-    "emit([doc.incoming_id, doc.due_at, doc.id], null);",
-    "out_seq": "if (doc.type === 'out') emit(doc.seq, null);",
-}
-_COUNTS = (
-    "if (doc.type === 'in') emit(['incoming', doc.state, doc.outcome || '-'], null); "
-    "if (doc.type === 'out') emit(['outgoing', doc.kind, doc.state], null);"
-)
-
-Doc = dict[str, Any]
 
 
 class CouchSms:
@@ -123,9 +98,9 @@ class CouchSms:
         with contextlib.suppress(PreconditionFailed):
             await self._client.json("PUT", path(self._db))
         views: dict[str, Any] = {
-            name: {"map": f"function (doc) {{ {body} }}"} for name, body in _VIEWS.items()
+            name: {"map": f"function (doc) {{ {body} }}"} for name, body in shape.VIEWS.items()
         }
-        views["counts"] = {"map": f"function (doc) {{ {_COUNTS} }}", "reduce": "_count"}
+        views["counts"] = {"map": f"function (doc) {{ {shape.COUNTS} }}", "reduce": "_count"}
         design = {"_id": DESIGN, "language": "javascript", "views": views}
         for _ in range(_TRIES):
             current = await self._winner(DESIGN)
@@ -147,12 +122,12 @@ class CouchSms:
             return 0
         unique = list({d["_id"]: d for d in docs}.values())  # a repeat inside one poll
         answer = await self._client.json("POST", self._path("_bulk_docs"), body={"docs": unique})
-        return sum(1 for result in answer if "error" not in _checked(result, "message"))
+        return sum(1 for result in answer if "error" not in shape.checked(result, "message"))
 
     def _incoming_doc(self, m: NewIncoming, now: dt.datetime) -> Doc:
         stored = iso(now)
         return {
-            "_id": incoming_doc_id(m.channel, m.external_id),
+            "_id": shape.incoming_doc_id(m.channel, m.external_id),
             "type": "in",
             "id": self._number(),
             "key": m.key,
@@ -160,7 +135,7 @@ class CouchSms:
             "external_id": m.external_id,
             "phone": m.phone,
             "key_ref": m.key_ref,
-            "content": _b64(m.content),
+            "content": shape.b64(m.content),
             "sent_at": None if m.sent_at is None else iso(m.sent_at),
             "received_at": iso(m.received_at),
             "stored_at": stored,
@@ -175,12 +150,12 @@ class CouchSms:
     async def claim_incoming(
         self, owner: str, now: dt.datetime, limit: int, lease: dt.timedelta = LEASE
     ) -> list[StoredIncoming]:
-        params = {"endkey": _key(iso(now)), "include_docs": "true", "limit": str(limit)}
+        params = {"endkey": shape.key(iso(now)), "include_docs": "true", "limit": str(limit)}
         rows = await self._view("todo", params)
         # A view row may be older than the document it brings (an index catching up): the
         # document itself must still be claimable, or it is someone else's by now.
         candidates = [
-            doc for doc in _docs(rows) if doc["state"] == "stored" and doc["due"] <= iso(now)
+            doc for doc in shape.docs(rows) if doc["state"] == "stored" and doc["due"] <= iso(now)
         ]
         until = iso(now + lease)
         self._owner = owner
@@ -190,7 +165,7 @@ class CouchSms:
             body = {**doc, "lease": {"owner": owner, "until": until}, "due": until, "claim": token}
             if await self._claim(body):
                 self._docs[int(doc["id"])] = doc["_id"]
-                claimed.append(_stored(body))
+                claimed.append(shape.stored(body))
         return claimed
 
     async def assign_patient_ids(self, assigned: dict[int, str]) -> dict[int, str]:
@@ -232,7 +207,7 @@ class CouchSms:
         for finished in done:
             await self._update(
                 await self._incoming_id(finished.incoming_id),
-                partial(_processed, f=finished, now=now, by=self._owner),
+                partial(shape.processed, f=finished, now=now, by=self._owner),
             )
             self._docs.pop(finished.incoming_id, None)  # done with it: the map stays small
 
@@ -242,7 +217,7 @@ class CouchSms:
         docs = [self._outgoing_doc(m, now) for m in messages]
         answer = await self._client.json("POST", self._path("_bulk_docs"), body={"docs": docs})
         for result in answer:
-            _checked(result, "outgoing message")
+            shape.checked(result, "outgoing message")
 
     def _outgoing_doc(self, m: NewOutgoing, now: dt.datetime) -> Doc:
         return {
@@ -254,7 +229,7 @@ class CouchSms:
             "phone": m.phone,
             "kind": m.kind,
             "key_ref": m.key_ref,
-            "content": _b64(m.content),
+            "content": shape.b64(m.content),
             "state": OutState.PENDING.value,
             "due_at": iso(m.due_at),
             "attempt": 1,
@@ -271,7 +246,7 @@ class CouchSms:
         }
 
     async def _clear_reminders(self, patient_id: str, now: dt.datetime) -> None:
-        rows = await self._view("reminders", {"key": _key(patient_id)})
+        rows = await self._view("reminders", {"key": shape.key(patient_id)})
 
         def clear(doc: Doc) -> Doc | None:
             if doc.get("kind") != "reminder" or doc.get("state") != OutState.PENDING.value:
@@ -284,7 +259,7 @@ class CouchSms:
     async def noticed(self, phones: Iterable[str], since: dt.datetime) -> set[str]:
         found = set()
         for phone in set(phones):
-            params = {"startkey": _key([phone, iso(since)]), "endkey": _key([phone, {}])}
+            params = {"startkey": shape.key([phone, iso(since)]), "endkey": shape.key([phone, {}])}
             if await self._view("notices", {**params, "limit": "1"}):
                 found.add(phone)
         return found
@@ -296,13 +271,13 @@ class CouchSms:
         candidates: list[Doc] = []
         for reminder in (False, True) if reminders else (False,):
             params = {
-                "startkey": _key([channel, reminder, ""]),
-                "endkey": _key([channel, reminder, iso(now)]),
+                "startkey": shape.key([channel, reminder, ""]),
+                "endkey": shape.key([channel, reminder, iso(now)]),
                 "include_docs": "true",
                 "limit": str(limit),
             }
-            candidates += _docs(await self._view("due", params))
-        candidates = [doc for doc in candidates if _due(doc, channel, iso(now), reminders)]
+            candidates += shape.docs(await self._view("due", params))
+        candidates = [doc for doc in candidates if shape.due(doc, channel, iso(now), reminders)]
         candidates.sort(key=lambda d: (d["due_at"], d["id"]))
         offered: list[Offered] = []
         for doc in candidates:
@@ -318,7 +293,7 @@ class CouchSms:
                 "claim": token,
             }
             if await self._claim(body):
-                content = _unb64(doc["content"])
+                content = shape.unb64(doc["content"])
                 offered.append(
                     Offered(doc["id"], int(doc["attempt"]), doc["phone"], doc["key_ref"], content)
                 )
@@ -368,7 +343,7 @@ class CouchSms:
 
     async def expire_silent(self, policy: RetryPolicy, now: dt.datetime) -> int:
         cutoff = iso(now - policy.offer_timeout)
-        rows = await self._view("forwarded", {"endkey": _key(cutoff)})
+        rows = await self._view("forwarded", {"endkey": shape.key(cutoff)})
 
         def silent(doc: Doc) -> bool:  # not offered again meanwhile (by another instance)
             return doc.get("state") == "forwarded" and str(doc.get("offered_at")) <= cutoff
@@ -383,7 +358,7 @@ class CouchSms:
         await self._update(f"out:{message_id}", lambda doc: {**doc, "provider_id": provider_id})
 
     async def by_provider_id(self, provider_id: str) -> tuple[str, int] | None:
-        params = {"key": _key(provider_id), "include_docs": "true", "limit": "1"}
+        params = {"key": shape.key(provider_id), "include_docs": "true", "limit": "1"}
         rows = [row["doc"] for row in await self._view("provider", params) if row.get("doc")]
         return (rows[0]["id"], int(rows[0]["attempt"])) if rows else None
 
@@ -404,12 +379,14 @@ class CouchSms:
     # -- supervisors and metrics ---------------------------------------------------------
     async def queues(self, moment: dt.datetime) -> list[Queue]:
         stored = [row["value"] for row in await self._view("todo", {})]
-        due = [row["key"] for row in await self._view("pending", {"endkey": _key(iso(moment))})]
+        due = [
+            row["key"] for row in await self._view("pending", {"endkey": shape.key(iso(moment))})
+        ]
         forwarded = [row["key"] for row in await self._view("forwarded", {})]
         return [
-            _queue("incoming", stored),
-            _queue("outgoing_due", due),
-            _queue("outgoing_forwarded", forwarded),
+            shape.queue("incoming", stored),
+            shape.queue("outgoing_due", due),
+            shape.queue("outgoing_forwarded", forwarded),
         ]
 
     async def counts(self) -> dict[str, list[tuple[str, str, int]]]:
@@ -424,7 +401,7 @@ class CouchSms:
         forward = filters.after is not None
         found = []
         async for doc in self._scan("by_num", descending=not forward):
-            row = _incoming_row(doc)
+            row = shape.incoming_row(doc)
             if listing.matches(row, filters, places, incoming=True):
                 found.append(row)
                 if len(found) >= filters.limit:
@@ -439,7 +416,7 @@ class CouchSms:
             filters = Filters(**{**filters.__dict__, "before": None, "after": None})
         found = []
         async for doc in self._scan("out_seq", descending=not forward):
-            row = {"seq": doc["seq"], **_outgoing_row(doc)}
+            row = {"seq": doc["seq"], **shape.outgoing_row(doc)}
             if listing.matches(row, filters, places, incoming=False):
                 found.append(row)
                 if len(found) >= filters.limit:
@@ -447,9 +424,9 @@ class CouchSms:
         return found[::-1] if forward else found
 
     async def incoming_one(self, message_id: int, places: frozenset[str] | None) -> Row | None:
-        params = {"key": _key(message_id), "include_docs": "true"}
+        params = {"key": shape.key(message_id), "include_docs": "true"}
         for row in await self._view("by_num", params):
-            found = _incoming_row(row["doc"])
+            found = shape.incoming_row(row["doc"])
             if listing.matches({**found, "seq": 0}, Filters(), places, incoming=True):
                 found.pop("seq")
                 return found
@@ -457,11 +434,11 @@ class CouchSms:
 
     async def caused_by(self, message_id: int) -> list[Row]:
         params = {
-            "startkey": _key([message_id]),
-            "endkey": _key([message_id, {}]),
+            "startkey": shape.key([message_id]),
+            "endkey": shape.key([message_id, {}]),
             "include_docs": "true",
         }
-        return [_outgoing_row(row["doc"]) for row in await self._view("caused", params)]
+        return [shape.outgoing_row(row["doc"]) for row in await self._view("caused", params)]
 
     # -- CouchDB ------------------------------------------------------------------------
     def _path(self, *segments: str) -> str:
@@ -492,7 +469,7 @@ class CouchSms:
                     yield row["doc"]
             if len(rows) <= _PAGE:
                 return
-            params.update(startkey=_key(rows[_PAGE]["key"]), startkey_docid=rows[_PAGE]["id"])
+            params.update(startkey=shape.key(rows[_PAGE]["key"]), startkey_docid=rows[_PAGE]["id"])
 
     async def _winner(self, doc_id: str) -> Doc | None:
         found = await self._client.leaves_by_id(self._db, [doc_id])
@@ -503,7 +480,7 @@ class CouchSms:
         known = self._docs.get(incoming_id)
         if known is not None:
             return known
-        rows = await self._view("by_num", {"key": _key(incoming_id)})
+        rows = await self._view("by_num", {"key": shape.key(incoming_id)})
         if not rows:
             raise StoreError(f"No received SMS with id {incoming_id} in {self._db}.")
         return str(rows[0]["id"])
@@ -541,101 +518,3 @@ class CouchSms:
                 continue
             return changed
         raise StoreUnavailable(f"Could not update {doc_id} in {self._db}: too many rival writes.")
-
-
-def _docs(rows: list[Doc]) -> list[Doc]:
-    return [row["doc"] for row in rows if row.get("doc")]
-
-
-def _due(doc: Mapping[str, Any], channel: str, now: str, reminders: bool) -> bool:
-    """Still pending and due (the view row that found it may be older than the document)."""
-    return (
-        doc.get("state") == OutState.PENDING.value
-        and doc.get("channel") == channel
-        and str(doc.get("due_at")) <= now
-        and (reminders or doc.get("kind") != "reminder")
-    )
-
-
-def incoming_doc_id(channel: str, external_id: str) -> str:
-    """One id per (channel, gateway id): a repeat is the same document."""
-    digest = hashlib.sha256(f"{channel}\x1f{external_id}".encode()).hexdigest()[:40]
-    return f"in:{digest}"
-
-
-def _checked(result: Mapping[str, Any], what: str) -> Mapping[str, Any]:
-    """A ``_bulk_docs`` result: created, or a conflict (already there); anything else raises."""
-    if "error" in result and result["error"] != "conflict":
-        raise StoreError(
-            f"CouchDB refused an SMS {what} ({result.get('id')}): "
-            f"{result['error']}: {result.get('reason', '')}"
-        )
-    return result
-
-
-def _processed(doc: Doc, f: Finished, now: dt.datetime, by: str | None) -> Doc | None:
-    if doc.get("state") != "stored":
-        return None  # finished already (by whoever claimed it after a lease ran out)
-    return {
-        **doc,
-        "state": "processed",
-        "outcome": f.outcome,
-        "form": f.form,
-        "worker": f.worker,
-        "device": f.device,
-        "place": f.place,
-        "patient_id": f.patient_id or doc.get("patient_id"),
-        "problems": json.dumps(list(f.problems)),
-        "details_ref": f.details_ref,
-        "details": _b64(f.details),
-        "docs": json.dumps(list(f.docs)),
-        "processed_at": iso(now),
-        "processed_by": by,
-        "retry_at": None,
-        "lease": None,
-    }
-
-
-def _stored(doc: Mapping[str, Any]) -> StoredIncoming:
-    return StoredIncoming(
-        int(doc["id"]),
-        doc["key"],
-        doc["channel"],
-        doc["phone"],
-        doc["key_ref"],
-        _unb64(doc["content"]),
-        from_iso(doc["received_at"]),
-        int(doc["attempts"]),
-        doc.get("patient_id"),
-    )
-
-
-def _incoming_row(doc: Mapping[str, Any]) -> Row:
-    row = {name: doc.get(name) for name in INCOMING_COLUMNS}
-    row["content"] = _unb64(doc["content"])
-    row["details"] = _unb64(doc["details"]) if doc.get("details") else None
-    row["seq"] = row["id"]
-    return row
-
-
-def _outgoing_row(doc: Mapping[str, Any]) -> Row:
-    row = {name: doc.get(name) for name in OUTGOING_COLUMNS}
-    row["content"] = _unb64(doc["content"])
-    return row
-
-
-def _queue(name: str, moments: list[str]) -> Queue:
-    times = sorted(m for m in moments if m)
-    return Queue(name, len(moments), from_iso(times[0]) if times else None)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text)
-
-
-def _key(value: object) -> str:
-    return orjson.dumps(value).decode()

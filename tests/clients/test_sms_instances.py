@@ -39,7 +39,7 @@ from realserver import DB, ServerProcess, free_port
 from device_registry import inventory
 from device_registry import schema as device_schema
 from sms_gateway import medic
-from sms_gateway.couchdb import incoming_doc_id
+from sms_gateway.couchdb_docs import incoming_doc_id
 from sync.keys import KeyRing, load_master_key
 from sync.scopes import UNLIMITED, Role
 from sync.store.schema import connect, connections, db_path
