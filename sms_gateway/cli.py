@@ -3,21 +3,30 @@
     fieldsync sms language WORKER LANG    set the language of a worker's replies (en, sw)
     fieldsync sms status                  messages by state and outcome, at a glance
 
-Both work while the server runs (the same SQLite file, WAL).
+Both work while the server runs (the same SQLite file, WAL), and on the
+deployment's CouchDB when ``FIELDSYNC_COUCHDB_URL`` is set (sms_gateway.backends).
 """
 
 from __future__ import annotations
 
 import argparse
-import sqlite3
+import asyncio
 from typing import Any
 
-from sms_gateway import store
 from sms_gateway.actions import Outcome
+from sms_gateway.backends import sms_store
 from sms_gateway.outgoing import OutState
 from sms_gateway.replies import LANGUAGES
 from sync import accounts
-from sync.clitools import Commands, add_command, add_group, data_dir_option, one_of, with_conn
+from sync.clitools import (
+    Commands,
+    add_command,
+    add_group,
+    config_of,
+    data_dir_option,
+    one_of,
+    with_conn,
+)
 from sync.errors import BadRequest, NotFound
 
 
@@ -59,32 +68,26 @@ def register(subparsers: Commands) -> None:
 def run_language(args: argparse.Namespace) -> int:
     if args.language not in LANGUAGES:
         raise BadRequest(f"language must be one of {', '.join(LANGUAGES)}")
+    user: Any = with_conn(args, lambda conn: accounts.get_user(conn, args.worker))
+    if user is None:
+        raise NotFound(f"user {args.worker!r} does not exist")
 
-    def run(conn: sqlite3.Connection) -> None:
-        store.create_tables(conn)
-        if accounts.get_user(conn, args.worker) is None:
-            raise NotFound(f"user {args.worker!r} does not exist")
-        store.set_language(conn, args.worker, args.language)
+    async def run() -> None:
+        async with sms_store(config_of(args)) as queues:
+            await queues.set_language(args.worker, args.language)
 
-    with_conn(args, run)
+    asyncio.run(run())
     print(f"{args.worker}: replies in {args.language}")
     return 0
 
 
-def counts(conn: sqlite3.Connection) -> dict[str, list[Any]]:
-    store.create_tables(conn)
-    incoming = conn.execute(
-        "SELECT state, coalesce(outcome, '-'), count(*) FROM sms_incoming GROUP BY 1, 2 "
-        "ORDER BY 1, 2"
-    ).fetchall()
-    outgoing = conn.execute(
-        "SELECT kind, state, count(*) FROM sms_outgoing GROUP BY 1, 2 ORDER BY 1, 2"
-    ).fetchall()
-    return {"incoming": incoming, "outgoing": outgoing}
+async def counts(args: argparse.Namespace) -> dict[str, list[tuple[str, str, int]]]:
+    async with sms_store(config_of(args)) as queues:
+        return await queues.counts()
 
 
 def run_status(args: argparse.Namespace) -> int:
-    found: Any = with_conn(args, counts)
+    found = asyncio.run(counts(args))
     for state, outcome, number in found["incoming"]:
         print(f"incoming\t{state}\t{outcome}\t{number}")
     for kind, state, number in found["outgoing"]:

@@ -12,9 +12,8 @@ forward (``seq`` is the incoming id; for outgoing messages, their row number).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sms_gateway.sealing import Sealer
@@ -126,111 +125,6 @@ class Filters:
         )
 
 
-def _where(
-    filters: Filters, places: frozenset[str] | None, incoming: bool
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if places is not None:
-        marks = ",".join("?" * len(places))
-        unplaced = incoming and filters.place is None  # unknown senders, unless a place is asked
-        clause = f"place IN ({marks})"
-        clauses.append(f"(place IS NULL OR {clause})" if unplaced else clause)
-        params += sorted(places)
-    if filters.worker:
-        clauses.append("worker=?")
-        params.append(filters.worker)
-    if incoming and filters.form:
-        clauses.append("form=?")
-        params.append(filters.form)
-    if incoming and filters.outcome:
-        clauses.append("outcome=?")
-        params.append(filters.outcome)
-    if not incoming and filters.state:
-        clauses.append("state=?")
-        params.append(filters.state)
-    if not incoming and filters.kind:
-        clauses.append("kind=?")
-        params.append(filters.kind)
-    stamp = "received_at" if incoming else "created_at"
-    if filters.since:
-        clauses.append(f"{stamp}>=?")
-        params.append(filters.since)
-    if filters.until:
-        clauses.append(f"{stamp}<?")
-        params.append(filters.until)
-    seq = "id" if incoming else "rowid"  # outgoing: only when paged by it (outgoing_rows)
-    if filters.before is not None:
-        clauses.append(f"{seq}<?")
-        params.append(filters.before)
-    if filters.after is not None:
-        clauses.append(f"{seq}>?")
-        params.append(filters.after)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def incoming_rows(
-    conn: sqlite3.Connection, filters: Filters, places: frozenset[str] | None
-) -> list[dict[str, Any]]:
-    where, params = _where(filters, places, incoming=True)
-    order = "ASC" if filters.after is not None else "DESC"  # paging forward: nearest first
-    rows = conn.execute(
-        f"SELECT {', '.join(INCOMING_COLUMNS)} FROM sms_incoming{where} "
-        f"ORDER BY id {order} LIMIT ?",
-        [*params, filters.limit],
-    ).fetchall()
-    found = [dict(zip(INCOMING_COLUMNS, row, strict=True)) for row in rows]
-    for row in found:
-        row["seq"] = row["id"]
-    return found if order == "DESC" else found[::-1]
-
-
-def outgoing_rows(
-    conn: sqlite3.Connection,
-    filters: Filters,
-    places: frozenset[str] | None,
-    by_seq: bool = False,
-) -> list[dict[str, Any]]:
-    """Outgoing messages, newest first: by time queued (the JSON API, whose ``before`` and
-    ``after`` name incoming messages), or by row number, paged by it (``by_seq``: the page)."""
-    if not by_seq:
-        filters = replace(filters, before=None, after=None)
-    where, params = _where(filters, places, incoming=False)
-    if not by_seq:
-        order = "created_at DESC, id"
-    else:
-        order = "rowid ASC" if filters.after is not None else "rowid DESC"
-    rows = conn.execute(
-        f"SELECT rowid, {', '.join(OUTGOING_COLUMNS)} FROM sms_outgoing{where} "
-        f"ORDER BY {order} LIMIT ?",
-        [*params, filters.limit],
-    ).fetchall()
-    found = [{"seq": row[0], **dict(zip(OUTGOING_COLUMNS, row[1:], strict=True))} for row in rows]
-    return found[::-1] if filters.after is not None else found
-
-
-def incoming_one(
-    conn: sqlite3.Connection, message_id: int, places: frozenset[str] | None
-) -> dict[str, Any] | None:
-    """One incoming message, if ``places`` (None: all) may see it (unplaced ones: any staff)."""
-    where, params = _where(Filters(), places, incoming=True)
-    where += (" AND " if where else " WHERE ") + "id=?"
-    row = conn.execute(
-        f"SELECT {', '.join(INCOMING_COLUMNS)} FROM sms_incoming{where}", [*params, message_id]
-    ).fetchone()
-    return None if row is None else dict(zip(INCOMING_COLUMNS, row, strict=True))
-
-
-def caused_by(conn: sqlite3.Connection, message_id: int) -> list[dict[str, Any]]:
-    """The replies and reminders an incoming message caused, in the order they are due."""
-    rows = conn.execute(
-        f"SELECT {', '.join(OUTGOING_COLUMNS)} FROM sms_outgoing WHERE incoming_id=? "
-        "ORDER BY due_at, id",
-        (message_id,),
-    ).fetchall()
-    return [dict(zip(OUTGOING_COLUMNS, row, strict=True)) for row in rows]
-
-
 def open_incoming(row: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
     """A row as JSON for supervisors, its sealed texts opened."""
     key = row.pop("key")
@@ -249,3 +143,27 @@ def open_outgoing(row: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
     key_ref = row.pop("key_ref")
     row["content"] = sealer.open(f"out:{row['id']}", key_ref, bytes(row["content"]))["content"]
     return row
+
+
+def matches(
+    row: Mapping[str, Any], filters: Filters, places: frozenset[str] | None, incoming: bool
+) -> bool:
+    """Whether a row passes ``filters`` and ``places``: the embedded adapter's WHERE clause
+    (sms_gateway.store), for adapters that filter rows themselves (``seq`` bounds included)."""
+    place = row.get("place")
+    if places is not None:
+        unplaced = incoming and filters.place is None  # unknown senders, unless a place is asked
+        if not (place in places or (unplaced and place is None)):
+            return False
+    wanted = [("worker", filters.worker)]
+    wanted += [("form", filters.form), ("outcome", filters.outcome)] if incoming else []
+    wanted += [] if incoming else [("state", filters.state), ("kind", filters.kind)]
+    if any(value and row.get(name) != value for name, value in wanted):
+        return False
+    stamp = str(row.get("received_at" if incoming else "created_at") or "")
+    if (filters.since and stamp < filters.since) or (filters.until and stamp >= filters.until):
+        return False
+    seq = int(row.get("seq") or 0)
+    if filters.before is not None and seq >= filters.before:
+        return False
+    return filters.after is None or seq > filters.after

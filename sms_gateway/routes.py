@@ -10,9 +10,10 @@
 
 :func:`extend` registers these routes, the ``sms`` commands, the sealed SMS
 texts (re-sealed by ``fieldsync keys rotate``) and a worker
-(:mod:`sync.extensions`): it creates the SMS tables, takes up every message
-stored but not processed before the last stop, and runs the processor and the
-scheduler (silent gateways, provider sending) until shutdown.
+(:mod:`sync.extensions`): it opens the SMS store (sms_gateway.backends: SQLite,
+or CouchDB shared with other instances), takes up every message stored but not
+processed before the last stop, and runs the processor and the scheduler
+(silent gateways, provider sending) until shutdown.
 """
 
 from __future__ import annotations
@@ -20,10 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -45,9 +44,11 @@ from device_registry.pages import (
     workers_in_scope,
 )
 from forms.routes import forms_of
-from sms_gateway import cli, listing, medic, provider, sealing, store
+from sms_gateway import cli, listing, medic, provider, sealing
 from sms_gateway import page as sms_page
+from sms_gateway.backends import sms_store
 from sms_gateway.outbox import Outbox
+from sms_gateway.ports import SmsStore, iso
 from sms_gateway.provider import webhook_window
 from sms_gateway.replies import LANGUAGES
 from sms_gateway.senders import SenderLookup, registry_lookup
@@ -114,12 +115,17 @@ def setup_routes(app: web.Application) -> None:
 
 async def sms_worker(app: web.Application) -> AsyncIterator[None]:
     """Worker: the SMS service, its queue gauges, the processor and the scheduler."""
-    async with patient_id_store(app[CONFIG], app[STORE]) as patient_ids:
-        async for _ in _sms_service(app, patient_ids):
+    async with (
+        patient_id_store(app[CONFIG], app[STORE]) as patient_ids,
+        sms_store(app[CONFIG], app[STORE]) as queues,
+    ):
+        async for _ in _sms_service(app, patient_ids, queues):
             yield
 
 
-async def _sms_service(app: web.Application, patient_ids: PatientIdStore) -> AsyncIterator[None]:
+async def _sms_service(
+    app: web.Application, patient_ids: PatientIdStore, queues: SmsStore
+) -> AsyncIterator[None]:
     config = app[CONFIG]
     settings = from_config(config)
     forms = forms_of(app)
@@ -129,10 +135,10 @@ async def _sms_service(app: web.Application, patient_ids: PatientIdStore) -> Asy
     clock = overrides.clock or utcnow
     id_format = BarcodeSettings.from_mapping(config.extra.get("barcode", {})).id_format
     service = SmsService(
-        sqlite, app[REPLICATION], app[AUTH], forms, settings, lookup, id_format, patient_ids, clock
+        queues, app[REPLICATION], app[AUTH], forms, settings, lookup, id_format, patient_ids, clock
     )
     await service.open()
-    sms = Sms(service, Outbox(sqlite, service.sealer, settings, clock), settings)
+    sms = Sms(service, Outbox(queues, service.sealer, settings, clock), settings)
     session = aiohttp.ClientSession() if settings.provider else None
     if settings.provider and session is not None:
         sms.provider = provider.AfricasTalking(settings.provider, session)
@@ -168,7 +174,7 @@ def _measure_queues(app: web.Application, sms: Sms, clock: Clock) -> None:
 
     async def read() -> None:
         moment = clock()
-        for queue in await sms.service.sqlite.read(lambda conn: store.queues(conn, moment)):
+        for queue in await sms.service.store.queues(moment):
             depth.labels(queue.name).set(queue.depth)
             waited = 0.0 if queue.oldest is None else (moment - queue.oldest).total_seconds()
             age.labels(queue.name).set(max(0.0, waited))
@@ -190,6 +196,8 @@ async def _scheduler(sms: Sms) -> None:
 
 
 async def send_through_provider(sms: Sms, sender: provider.AfricasTalking) -> int:
+    """Hand due messages to the provider: each is ``forwarded`` (ours alone) before it is sent,
+    and its provider id recorded after (see sms_gateway.outbox for the one window left)."""
     messages = await sms.outbox.take(sender.name, sms.settings.poll_batch)
     for message in messages:
         message_id, attempt = message.id.rsplit("-", 1)
@@ -198,9 +206,7 @@ async def send_through_provider(sms: Sms, sender: provider.AfricasTalking) -> in
         except provider.ProviderError as exc:
             await sms.outbox.failed(message_id, int(attempt), str(exc))
             continue
-        await sms.service.sqlite.write_tx(
-            partial(store.set_provider_id, message_id=message_id, provider_id=provider_id)
-        )
+        await sms.outbox.sent_to_provider(message_id, provider_id)
     return len(messages)
 
 
@@ -278,14 +284,11 @@ async def messages_for(request: web.Request, caller: Caller) -> dict[str, Any]:
     sms = request.app[SMS]
     filters = listing.Filters.from_query(request.query)
     places = _places(caller, filters)
-    sealer = sms.service.sealer
-
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        incoming = listing.incoming_rows(conn, filters, places)
-        outgoing = listing.outgoing_rows(conn, filters, places)
-        return {"incoming": incoming, "outgoing": outgoing}
-
-    rows = await sms.service.sqlite.read(run)
+    sealer, queues = sms.service.sealer, sms.service.store
+    rows = {
+        "incoming": await queues.incoming_rows(filters, places),
+        "outgoing": await queues.outgoing_rows(filters, places),
+    }
     ids = [f"in:{r['id']}" for r in rows["incoming"]] + [f"out:{r['id']}" for r in rows["outgoing"]]
     _audit_read(request, caller, ids)
     return {
@@ -305,7 +308,7 @@ def _day(value: str | None, zone: str, name: str, days: int = 0) -> str | None:
         return None
     try:
         day = dt.date.fromisoformat(value) + dt.timedelta(days=days)
-        return store.iso(dt.datetime.combine(day, dt.time(), ZoneInfo(zone)))
+        return iso(dt.datetime.combine(day, dt.time(), ZoneInfo(zone)))
     except (ValueError, OverflowError) as exc:  # not a date; or the year 1 or 9999
         raise BadRequest(f"{name} must be a date such as 2026-05-01") from exc
 
@@ -342,13 +345,12 @@ async def supervisor_page(request: web.Request, page: Page, caller: Caller) -> w
     except BadRequest as exc:
         return page.respond(templates.error_page(shell, "Bad filter", exc.reason), 400)
     sms, places = request.app[SMS], _places(caller, filters)
-
-    def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-        if box == "in":
-            return listing.incoming_rows(conn, filters, places)
-        return listing.outgoing_rows(conn, filters, places, by_seq=True)
-
-    rows, newer, older = _one_page(await sms.service.sqlite.read(run), filters)
+    queues = sms.service.store
+    if box == "in":
+        found = await queues.incoming_rows(filters, places)
+    else:
+        found = await queues.outgoing_rows(filters, places, by_seq=True)
+    rows, newer, older = _one_page(found, filters)
     _audit_read(request, caller, [f"{box}:{r['id']}" for r in rows])
     opened = listing.open_incoming if box == "in" else listing.open_outgoing
     view = sms_page.ListView(
@@ -373,13 +375,10 @@ async def message_page(request: web.Request, page: Page, caller: Caller) -> web.
         raise NotFound("No such message.")
     sms, message_id = request.app[SMS], int(raw)
 
-    def run(conn: sqlite3.Connection) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        row = listing.incoming_one(conn, message_id, caller.scope.read)
-        return row, [] if row is None else listing.caused_by(conn, message_id)
-
-    row, caused = await sms.service.sqlite.read(run)
+    row = await sms.service.store.incoming_one(message_id, caller.scope.read)
     if row is None:
         raise NotFound("No such message in your places.")
+    caused = await sms.service.store.caused_by(message_id)
     _audit_read(request, caller, [f"in:{message_id}", *(f"out:{r['id']}" for r in caused)])
     sealer = sms.service.sealer
     html = sms_page.message_page(
@@ -398,20 +397,18 @@ async def set_language(request: web.Request) -> web.Response:
     language = body.get("language")
     if language not in LANGUAGES:
         raise BadRequest(f"language must be one of {', '.join(LANGUAGES)}")
-    sms = request.app[SMS]
-
-    def run(conn: sqlite3.Connection) -> None:
-        user = accounts.get_user(conn, name)
-        if user is None:
-            raise NotFound(f"user {name!r} does not exist")
-        reach = caller.tree.descendants(user.places)
-        if caller.scope.capture is not None and not reach <= caller.scope.capture:
-            raise Forbidden(f"{name} works outside your area.")
-        store.set_language(conn, name, language)
-        if audit is not None:
-            detail = f"user {name}: language {language}"
-            audit.chain.note(conn, caller.name, "user_language", detail, caller.device)
-
+    sms, core = request.app[SMS], request.app[STORE]
+    user = await core.read(lambda conn: accounts.get_user(conn, name))  # accounts' own store
+    if user is None:
+        raise NotFound(f"user {name!r} does not exist")
+    reach = caller.tree.descendants(user.places)
+    if caller.scope.capture is not None and not reach <= caller.scope.capture:
+        raise Forbidden(f"{name} works outside your area.")
+    await sms.service.store.set_language(name, language)
     audit = request.app.get(AUDIT)
-    await sms.service.sqlite.write_tx(run)
+    if audit is not None:  # after the change it records (a separate store with CouchDB)
+        detail = f"user {name}: language {language}"
+        await core.write_tx(
+            lambda conn: audit.chain.note(conn, caller.name, "user_language", detail, caller.device)
+        )
     return json_response({"ok": True, "worker": name, "language": language})

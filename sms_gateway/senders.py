@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sync.store.sqlite import SqliteStore
-
 
 @dataclass(frozen=True)
 class Sender:
@@ -47,8 +45,11 @@ def sender_of(owner: Any) -> Sender:
     return Sender(str(worker), None if device is None else str(device), tuple(places), gone)
 
 
-def registry_lookup(store: SqliteStore) -> SenderLookup:
-    """The device registry's phone lookup; a lookup that knows nobody until it exists."""
+def registry_lookup(store: object) -> SenderLookup:
+    """The device registry's phone lookup; a lookup that knows nobody until it exists.
+
+    ``store`` is whatever the registry reads devices from: the SMS gateway only passes
+    it on (the registry owns its storage)."""
     try:
         module = importlib.import_module("device_registry.lookup")
     except ImportError:

@@ -7,8 +7,11 @@
                     ├─ carry out (sms_gateway.actions): documents through the core's writer
                     └─ outcome + reply + reminders in one transaction (state processed)
 
-A crash anywhere leaves the message ``stored``; at start-up (and every tick)
-the processor takes it up again.  Carrying it out again is harmless: the
+Several instances may share one store (sms_gateway.ports): each round
+*claims* its batch under a lease, so no two instances process a message at
+once; a message claimed by an instance that died is claimed again once its
+lease runs out.  A crash anywhere leaves the message ``stored``; at start-up
+(and every tick) the processor takes it up again.  Carrying it out again is harmless: the
 documents it creates have ids derived from the message and from the patient
 ID already recorded on it, and the outcome, the reply and the reminders are
 written in the same transaction that marks it processed.  An unexpected
@@ -21,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import structlog
@@ -33,9 +36,10 @@ import structlog
 from barcode.ids import IdFormat
 from barcode.ports import PatientIdStore
 from forms.model import Action, FormSet
-from sms_gateway import replies, store
+from sms_gateway import ports, replies
 from sms_gateway.actions import Context, NotWritten, Outcome, Registrar, Result
 from sms_gateway.parser import ParseFailure, ParseResult, Report, parse
+from sms_gateway.ports import SmsStore
 from sms_gateway.sealing import Sealer
 from sms_gateway.senders import Sender, SenderLookup
 from sms_gateway.settings import SmsSettings
@@ -43,7 +47,6 @@ from sync.auth import Authenticator
 from sync.errors import StoreUnavailable, Unauthorized
 from sync.replication.context import Caller
 from sync.replication.routes import Replication
-from sync.store.sqlite import SqliteStore
 
 log = structlog.get_logger("fieldsync.sms")
 ACCEPTED = frozenset({Outcome.REGISTERED, Outcome.RECORDED})
@@ -77,7 +80,7 @@ class Received:
 class _Item:
     """One message on its way through a processing round."""
 
-    message: store.StoredIncoming
+    message: ports.StoredIncoming
     content: str
     parsed: ParseResult
     sender: Sender | None = None
@@ -94,7 +97,7 @@ class _Item:
 class SmsService:
     def __init__(
         self,
-        sqlite: SqliteStore,
+        sms_store: SmsStore,
         rep: Replication,
         auth: Authenticator,
         forms: FormSet,
@@ -104,7 +107,9 @@ class SmsService:
         patient_ids: PatientIdStore,
         clock: Clock = utcnow,
     ) -> None:
-        self.sqlite = sqlite
+        self.store = sms_store
+        # This process, as the holder of its claims (the pid tells an operator which one).
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.auth = auth
         self.forms = forms
         self.settings = settings
@@ -118,7 +123,7 @@ class SmsService:
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        await self.sqlite.write_tx(store.create_tables)
+        await self.store.open()
         with contextlib.suppress(StoreUnavailable):  # keys in a CouchDB away: warmed on use
             await self.sealer.warm()
 
@@ -128,18 +133,18 @@ class SmsService:
         now = self.clock()
         await self.sealer.warm()  # sealed below, on the event loop (nothing to do once warm)
         rows = [self._sealed(m, now) for m in messages]
-        new = await self.sqlite.write_tx(lambda c: store.insert_incoming(c, rows, now))
+        new = await self.store.receive(rows, now)
         if new:
             self.wake.set()
         return new
 
-    def _sealed(self, message: Received, now: dt.datetime) -> store.NewIncoming:
+    def _sealed(self, message: Received, now: dt.datetime) -> ports.NewIncoming:
         key = uuid.uuid4().hex
         key_ref, sealed = self.sealer.seal(f"in:{key}", {"content": message.content})
         received = message.received_at
         if received is None or not OLDEST_PLAUSIBLE <= received <= now + CLOCK_SLACK:
             received = now
-        return store.NewIncoming(
+        return ports.NewIncoming(
             key,
             message.channel,
             message.external_id,
@@ -152,19 +157,20 @@ class SmsService:
 
     # -- processing --------------------------------------------------------------------------------
     async def process_pending(self) -> int:
-        """Process every stored message that is due; how many were taken up."""
+        """Process every stored message that is due and not claimed by another instance;
+        how many were taken up."""
         done = 0
         async with self._lock:
             while True:
-                batch = await self.sqlite.read(
-                    partial(store.unprocessed, now=self.clock(), limit=self.settings.process_batch)
+                batch = await self.store.claim_incoming(
+                    self.owner, self.clock(), self.settings.process_batch, self.settings.lease
                 )
                 if not batch:
                     return done
                 await self._round(batch)
                 done += len(batch)
 
-    async def _round(self, batch: list[store.StoredIncoming]) -> None:
+    async def _round(self, batch: list[ports.StoredIncoming]) -> None:
         finished: list[tuple[_Item, Result]] = []
         items = []
         for message in batch:
@@ -217,7 +223,7 @@ class SmsService:
                     result = Result(Outcome.FAILED, reply, item.place)
                 finished.append((item, result))
 
-    def _read(self, message: store.StoredIncoming) -> _Item:
+    def _read(self, message: ports.StoredIncoming) -> _Item:
         content = self.sealer.open(f"in:{message.key}", message.key_ref, message.content)
         text = str(content.get("content", ""))
         day = self.settings.window.local_day(message.received_at)
@@ -246,7 +252,7 @@ class SmsService:
             item.caller = callers[worker]
             item.place = _place(item.sender, item.caller)
         workers = {i.sender.worker for i in items if i.sender is not None}
-        chosen = await self.sqlite.read(lambda c: store.languages(c, workers))
+        chosen = await self.store.languages(workers)
         for item in items:
             worker = item.sender.worker if item.sender else ""
             item.language = chosen.get(worker, self.settings.language)
@@ -275,9 +281,11 @@ class SmsService:
         # again. A gap in the numbers, never an ID on two patients.
         ids = await self.patient_ids.allocate(self.id_format, len(needing), "sms")
         assigned = {i.message.id: pid for i, pid in zip(needing, ids, strict=True)}
-        await self.sqlite.write_tx(lambda conn: store.assign_patient_ids(conn, assigned))
+        # Another instance that took a message over (its lease ran out) may have recorded
+        # an ID first: the recorded one is the message's, ours is a gap.
+        carried = await self.store.assign_patient_ids(assigned)
         for item in needing:
-            item.extra["patient_id"] = assigned[item.message.id]
+            item.extra["patient_id"] = carried.get(item.message.id, assigned[item.message.id])
 
     def _actions(self, report: Report) -> frozenset[Action]:
         form = self.forms.get(report.code)
@@ -321,7 +329,7 @@ class SmsService:
     ) -> None:
         message = item.message
         retry_at = self.clock() + dt.timedelta(seconds=min(300, 2 ** (message.attempts + 1)))
-        attempts = await self.sqlite.write_tx(lambda c: store.postpone(c, message.id, retry_at))
+        attempts = await self.store.postpone(message.id, retry_at)
         with contextlib.suppress(Exception):
             log.error(
                 "sms_processing_failed", message=message.id, attempts=attempts, error=repr(exc)
@@ -338,7 +346,7 @@ class SmsService:
         done = [self._finished(item, result) for item, result in finished]
         strangers = {i.message.phone for i, r in finished if r.outcome in NOTICES}
         since = now - NOTICE_EVERY
-        noticed = await self.sqlite.read(lambda c: store.noticed(c, strangers, since))
+        noticed = await self.store.noticed(strangers, since)
         outgoing = []
         for item, result in finished:
             if not item.message.phone:
@@ -349,7 +357,7 @@ class SmsService:
                 noticed.add(item.message.phone)
             outgoing += self._outgoing(item, result)
         clears = [r.clear_reminders_of for _, r in finished if r.clear_reminders_of]
-        await self.sqlite.write_tx(lambda c: store.finish(c, done, outgoing, clears, now))
+        await self.store.finish(done, outgoing, clears, now)
         outcomes = Counter(result.outcome.value for _, result in finished)
         with contextlib.suppress(Exception):  # processed and committed: a log cannot undo that
             for item, result in finished:
@@ -363,14 +371,14 @@ class SmsService:
                     )
             log.info("sms_processed", messages=len(finished), **outcomes)
 
-    def _finished(self, item: _Item, result: Result) -> store.Finished:
+    def _finished(self, item: _Item, result: Result) -> ports.Finished:
         problems = item.extra.get("problems") or _problems(item.parsed)
         details_ref, details = self.sealer.seal(
             f"details:{item.message.key}",
             {"reply": result.reply, "detail": item.extra.get("detail")},
         )
         report_form = item.parsed.code if item.parsed.code else None
-        return store.Finished(
+        return ports.Finished(
             incoming_id=item.message.id,
             outcome=result.outcome.value,
             form=report_form,
@@ -384,7 +392,7 @@ class SmsService:
             docs=result.docs,
         )
 
-    def _outgoing(self, item: _Item, result: Result) -> list[store.NewOutgoing]:
+    def _outgoing(self, item: _Item, result: Result) -> list[ports.NewOutgoing]:
         message = item.message
         worker = item.sender.worker if item.sender else None
         place = result.place or item.place
@@ -399,7 +407,7 @@ class SmsService:
         for out_id, kind, text, due in texts:
             key_ref, sealed = self.sealer.seal(f"out:{out_id}", {"content": text})
             out.append(
-                store.NewOutgoing(
+                ports.NewOutgoing(
                     out_id,
                     message.channel,
                     message.phone,

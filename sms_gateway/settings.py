@@ -20,6 +20,8 @@ from sync.config import Config
 from sync.settings import Setting, shown
 
 PREFIX = "FIELDSYNC_SMS_"
+# A claim on a received message lasts this many ticks (60 s at the default tick).
+LEASE_TICKS = 12
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,12 @@ class SmsSettings:
     poll_batch: int = 50  # outgoing messages handed to a gateway per poll
     process_batch: int = 100  # incoming messages processed per round
     max_processing_attempts: int = 5
+
+    @property
+    def lease(self) -> dt.timedelta:
+        """How long an instance's claim on a received message lasts (sms_gateway.ports): a
+        round of processing takes a few seconds; an instance that died is taken over after."""
+        return dt.timedelta(seconds=LEASE_TICKS * self.tick_seconds)
 
     @property
     def zone(self) -> dt.tzinfo:

@@ -1,4 +1,5 @@
-"""The SMS tables, as plain functions over a connection (run on the store's threads).
+"""The embedded SMS adapter's SQL: plain functions over a connection (sms_gateway.embedded
+runs them on the store's threads; no other module reads these tables).
 
     sms_incoming   every message received, stored before it is parsed; ``state`` is
                    ``stored`` until processed, then ``processed`` with its ``outcome``.
@@ -23,9 +24,23 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
+from typing import Any
 
+from sms_gateway.listing import INCOMING_COLUMNS, OUTGOING_COLUMNS, Filters
 from sms_gateway.outgoing import OutEvent, OutState, RetryPolicy, step
+from sms_gateway.ports import (
+    Finished,
+    NewIncoming,
+    NewOutgoing,
+    Offered,
+    Queue,
+    StoredIncoming,
+    from_iso,
+    iso,
+)
+
+__all__ = ["Finished", "NewIncoming", "NewOutgoing", "Offered", "Queue", "StoredIncoming", "iso"]
 
 TABLES = (
     """CREATE TABLE IF NOT EXISTS sms_incoming(
@@ -60,40 +75,7 @@ def create_tables(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def from_iso(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
-
-
 # -- incoming ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class NewIncoming:
-    key: str
-    channel: str
-    external_id: str
-    phone: str
-    key_ref: str
-    content: bytes
-    sent_at: dt.datetime | None
-    received_at: dt.datetime
-
-
-@dataclass(frozen=True)
-class StoredIncoming:
-    id: int
-    key: str
-    channel: str
-    phone: str
-    key_ref: str
-    content: bytes
-    received_at: dt.datetime
-    attempts: int
-    patient_id: str | None
-
-
 def insert_incoming(
     conn: sqlite3.Connection, messages: Sequence[NewIncoming], now: dt.datetime
 ) -> int:
@@ -137,28 +119,19 @@ def count_unprocessed(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM sms_incoming WHERE state='stored'").fetchone()[0])
 
 
-def assign_patient_ids(conn: sqlite3.Connection, assigned: dict[int, str]) -> None:
+def assign_patient_ids(conn: sqlite3.Connection, assigned: dict[int, str]) -> dict[int, str]:
+    """Record each ID on its message unless it has one; the ID each message now carries."""
     conn.executemany(
         "UPDATE sms_incoming SET patient_id=? WHERE id=? AND patient_id IS NULL",
         [(pid, incoming_id) for incoming_id, pid in assigned.items()],
     )
-
-
-@dataclass(frozen=True)
-class Finished:
-    """What processing one message came to (written with its outgoing messages, at once)."""
-
-    incoming_id: int
-    outcome: str
-    form: str | None
-    worker: str | None
-    device: str | None
-    place: str | None
-    patient_id: str | None
-    problems: tuple[str, ...]
-    details_ref: str
-    details: bytes
-    docs: tuple[str, ...]
+    carried = {}
+    for incoming_id in assigned:
+        row = conn.execute("SELECT patient_id FROM sms_incoming WHERE id=?", (incoming_id,))
+        found = row.fetchone()
+        if found is not None and found[0] is not None:
+            carried[incoming_id] = str(found[0])
+    return carried
 
 
 def finish(
@@ -206,30 +179,6 @@ def postpone(conn: sqlite3.Connection, incoming_id: int, retry_at: dt.datetime) 
 
 
 # -- outgoing ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class NewOutgoing:
-    id: str
-    channel: str
-    phone: str
-    kind: str  # reply | reminder | notice (to an unknown number)
-    key_ref: str
-    content: bytes
-    due_at: dt.datetime
-    incoming_id: int | None
-    worker: str | None
-    place: str | None
-    patient_id: str | None
-
-
-@dataclass(frozen=True)
-class Offered:
-    id: str
-    attempt: int
-    phone: str
-    key_ref: str
-    content: bytes
-
-
 def insert_outgoing(
     conn: sqlite3.Connection, messages: Sequence[NewOutgoing], now: dt.datetime
 ) -> None:
@@ -374,14 +323,113 @@ def languages(conn: sqlite3.Connection, workers: Iterable[str]) -> dict[str, str
     return {r[0]: r[1] for r in rows}
 
 
+# -- listing (supervisors) ----------------------------------------------------------------------
+def _where(
+    filters: Filters, places: frozenset[str] | None, incoming: bool
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if places is not None:
+        marks = ",".join("?" * len(places))
+        unplaced = incoming and filters.place is None  # unknown senders, unless a place is asked
+        clause = f"place IN ({marks})"
+        clauses.append(f"(place IS NULL OR {clause})" if unplaced else clause)
+        params += sorted(places)
+    if filters.worker:
+        clauses.append("worker=?")
+        params.append(filters.worker)
+    if incoming and filters.form:
+        clauses.append("form=?")
+        params.append(filters.form)
+    if incoming and filters.outcome:
+        clauses.append("outcome=?")
+        params.append(filters.outcome)
+    if not incoming and filters.state:
+        clauses.append("state=?")
+        params.append(filters.state)
+    if not incoming and filters.kind:
+        clauses.append("kind=?")
+        params.append(filters.kind)
+    stamp = "received_at" if incoming else "created_at"
+    if filters.since:
+        clauses.append(f"{stamp}>=?")
+        params.append(filters.since)
+    if filters.until:
+        clauses.append(f"{stamp}<?")
+        params.append(filters.until)
+    seq = "id" if incoming else "rowid"  # outgoing: only when paged by it (outgoing_rows)
+    if filters.before is not None:
+        clauses.append(f"{seq}<?")
+        params.append(filters.before)
+    if filters.after is not None:
+        clauses.append(f"{seq}>?")
+        params.append(filters.after)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def incoming_rows(
+    conn: sqlite3.Connection, filters: Filters, places: frozenset[str] | None
+) -> list[dict[str, Any]]:
+    where, params = _where(filters, places, incoming=True)
+    order = "ASC" if filters.after is not None else "DESC"  # paging forward: nearest first
+    rows = conn.execute(
+        f"SELECT {', '.join(INCOMING_COLUMNS)} FROM sms_incoming{where} "
+        f"ORDER BY id {order} LIMIT ?",
+        [*params, filters.limit],
+    ).fetchall()
+    found = [dict(zip(INCOMING_COLUMNS, row, strict=True)) for row in rows]
+    for row in found:
+        row["seq"] = row["id"]
+    return found if order == "DESC" else found[::-1]
+
+
+def outgoing_rows(
+    conn: sqlite3.Connection,
+    filters: Filters,
+    places: frozenset[str] | None,
+    by_seq: bool = False,
+) -> list[dict[str, Any]]:
+    """Outgoing messages, newest first: by time queued (the JSON API, whose ``before`` and
+    ``after`` name incoming messages), or by row number, paged by it (``by_seq``: the page)."""
+    if not by_seq:
+        filters = replace(filters, before=None, after=None)
+    where, params = _where(filters, places, incoming=False)
+    if not by_seq:
+        order = "created_at DESC, id"
+    else:
+        order = "rowid ASC" if filters.after is not None else "rowid DESC"
+    rows = conn.execute(
+        f"SELECT rowid, {', '.join(OUTGOING_COLUMNS)} FROM sms_outgoing{where} "
+        f"ORDER BY {order} LIMIT ?",
+        [*params, filters.limit],
+    ).fetchall()
+    found = [{"seq": row[0], **dict(zip(OUTGOING_COLUMNS, row[1:], strict=True))} for row in rows]
+    return found[::-1] if filters.after is not None else found
+
+
+def incoming_one(
+    conn: sqlite3.Connection, message_id: int, places: frozenset[str] | None
+) -> dict[str, Any] | None:
+    """One incoming message, if ``places`` (None: all) may see it (unplaced ones: any staff)."""
+    where, params = _where(Filters(), places, incoming=True)
+    where += (" AND " if where else " WHERE ") + "id=?"
+    row = conn.execute(
+        f"SELECT {', '.join(INCOMING_COLUMNS)} FROM sms_incoming{where}", [*params, message_id]
+    ).fetchone()
+    return None if row is None else dict(zip(INCOMING_COLUMNS, row, strict=True))
+
+
+def caused_by(conn: sqlite3.Connection, message_id: int) -> list[dict[str, Any]]:
+    """The replies and reminders an incoming message caused, in the order they are due."""
+    rows = conn.execute(
+        f"SELECT {', '.join(OUTGOING_COLUMNS)} FROM sms_outgoing WHERE incoming_id=? "
+        "ORDER BY due_at, id",
+        (message_id,),
+    ).fetchall()
+    return [dict(zip(OUTGOING_COLUMNS, row, strict=True)) for row in rows]
+
+
 # -- queues (metrics) -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Queue:
-    name: str
-    depth: int
-    oldest: dt.datetime | None  # when the oldest message waiting joined the queue
-
-
 _QUEUES = (
     ("incoming", "SELECT count(*), min(stored_at) FROM sms_incoming WHERE state='stored'", False),
     ("outgoing_due", "SELECT count(*), min(due_at) FROM sms_outgoing "
@@ -399,3 +447,18 @@ def queues(conn: sqlite3.Connection, moment: dt.datetime) -> list[Queue]:
         depth, oldest = conn.execute(sql, (iso(moment),) if timed else ()).fetchone()
         found.append(Queue(name, int(depth), None if oldest is None else from_iso(oldest)))
     return found
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, list[tuple[str, str, int]]]:
+    """Incoming by (state, outcome), outgoing by (kind, state): ``fieldsync sms status``."""
+    incoming = conn.execute(
+        "SELECT state, coalesce(outcome, '-'), count(*) FROM sms_incoming GROUP BY 1, 2 "
+        "ORDER BY 1, 2"
+    ).fetchall()
+    outgoing = conn.execute(
+        "SELECT kind, state, count(*) FROM sms_outgoing GROUP BY 1, 2 ORDER BY 1, 2"
+    ).fetchall()
+    return {
+        "incoming": [(str(a), str(b), int(n)) for a, b, n in incoming],
+        "outgoing": [(str(a), str(b), int(n)) for a, b, n in outgoing],
+    }

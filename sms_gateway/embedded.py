@@ -1,0 +1,133 @@
+"""The embedded adapter of the SMS port (sms_gateway.ports): the data dir's SQLite file.
+
+Every write goes through the server's single writer (``SqliteStore.write_tx``),
+so a round of the processor, a poll and a status update never interleave inside
+a transaction; reads run on the store's reader threads.  One server process owns
+a data dir, and the service's lock lets one processing round run at a time, so
+:meth:`claim_incoming` needs no lease here: it hands out what is stored and due,
+as before the port existed.  The SQL itself is in :mod:`sms_gateway.store`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterable, Sequence
+from functools import partial
+
+from sms_gateway import store
+from sms_gateway.listing import Filters
+from sms_gateway.outgoing import OutEvent, OutState, RetryPolicy
+from sms_gateway.ports import (
+    LEASE,
+    Event,
+    Finished,
+    NewIncoming,
+    NewOutgoing,
+    Offered,
+    Queue,
+    Row,
+    StoredIncoming,
+)
+from sync.store.sqlite import SqliteStore
+
+
+class EmbeddedSms:
+    def __init__(self, sqlite: SqliteStore) -> None:
+        self.sqlite = sqlite
+
+    async def open(self) -> None:
+        await self.sqlite.write_tx(store.create_tables)
+
+    # -- incoming -------------------------------------------------------------------------
+    async def receive(self, messages: Sequence[NewIncoming], now: dt.datetime) -> int:
+        return await self.sqlite.write_tx(lambda c: store.insert_incoming(c, messages, now))
+
+    async def claim_incoming(
+        self, owner: str, now: dt.datetime, limit: int, lease: dt.timedelta = LEASE
+    ) -> list[StoredIncoming]:
+        return await self.sqlite.read(partial(store.unprocessed, now=now, limit=limit))
+
+    async def assign_patient_ids(self, assigned: dict[int, str]) -> dict[int, str]:
+        return await self.sqlite.write_tx(lambda c: store.assign_patient_ids(c, assigned))
+
+    async def postpone(self, incoming_id: int, retry_at: dt.datetime) -> int:
+        return await self.sqlite.write_tx(lambda c: store.postpone(c, incoming_id, retry_at))
+
+    async def finish(
+        self,
+        done: Sequence[Finished],
+        outgoing: Sequence[NewOutgoing],
+        clear_reminders_of: Iterable[str],
+        now: dt.datetime,
+    ) -> None:
+        clears = list(clear_reminders_of)
+        await self.sqlite.write_tx(lambda c: store.finish(c, done, outgoing, clears, now))
+
+    async def noticed(self, phones: Iterable[str], since: dt.datetime) -> set[str]:
+        numbers = set(phones)
+        return await self.sqlite.read(lambda c: store.noticed(c, numbers, since))
+
+    # -- outgoing -------------------------------------------------------------------------
+    async def take_due(
+        self, channel: str, now: dt.datetime, limit: int, reminders: bool
+    ) -> list[Offered]:
+        return await self.sqlite.write_tx(
+            lambda c: store.take_due(c, channel, now, limit, reminders)
+        )
+
+    async def apply_events(
+        self, events: Sequence[Event], policy: RetryPolicy, now: dt.datetime
+    ) -> list[OutState | None]:
+        def run(conn: sqlite3.Connection) -> list[OutState | None]:
+            return [
+                store.apply_event(conn, e.message_id, e.attempt, e.event, policy, now, e.reason)
+                for e in events
+            ]
+
+        return await self.sqlite.write_tx(run)
+
+    async def expire_silent(self, policy: RetryPolicy, now: dt.datetime) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            ids = store.silent_since(conn, now - policy.offer_timeout)
+            timeout = OutEvent.TIMEOUT
+            return sum(
+                store.apply_event(conn, i, None, timeout, policy, now) is not None for i in ids
+            )
+
+        return await self.sqlite.write_tx(run)
+
+    async def set_provider_id(self, message_id: str, provider_id: str) -> None:
+        await self.sqlite.write_tx(lambda c: store.set_provider_id(c, message_id, provider_id))
+
+    async def by_provider_id(self, provider_id: str) -> tuple[str, int] | None:
+        return await self.sqlite.read(lambda c: store.by_provider_id(c, provider_id))
+
+    # -- workers ----------------------------------------------------------------------------
+    async def set_language(self, worker: str, language: str) -> None:
+        await self.sqlite.write_tx(lambda c: store.set_language(c, worker, language))
+
+    async def languages(self, workers: Iterable[str]) -> dict[str, str]:
+        names = set(workers)
+        return await self.sqlite.read(lambda c: store.languages(c, names))
+
+    # -- supervisors and metrics ---------------------------------------------------------
+    async def queues(self, moment: dt.datetime) -> list[Queue]:
+        return await self.sqlite.read(lambda c: store.queues(c, moment))
+
+    async def counts(self) -> dict[str, list[tuple[str, str, int]]]:
+        return await self.sqlite.read(store.counts)
+
+    async def incoming_rows(self, filters: Filters, places: frozenset[str] | None) -> list[Row]:
+        return await self.sqlite.read(lambda c: store.incoming_rows(c, filters, places))
+
+    async def outgoing_rows(
+        self, filters: Filters, places: frozenset[str] | None, by_seq: bool = False
+    ) -> list[Row]:
+        return await self.sqlite.read(lambda c: store.outgoing_rows(c, filters, places, by_seq))
+
+    async def incoming_one(self, message_id: int, places: frozenset[str] | None) -> Row | None:
+        return await self.sqlite.read(lambda c: store.incoming_one(c, message_id, places))
+
+    async def caused_by(self, message_id: int) -> list[Row]:
+        return await self.sqlite.read(lambda c: store.caused_by(c, message_id))
