@@ -1,0 +1,65 @@
+"""The one place that picks the accounts adapters (sync.people_store.ports) from the config.
+
+    FIELDSYNC_COUCHDB_URL set     couchdb.CouchAccounts   (database ``<prefix>accounts``)
+                                  limits.CouchLoginLimits (counters shared by every instance)
+    otherwise                     embedded.EmbeddedAccounts (the data dir's SQLite file)
+                                  limits.LocalLoginLimits   (this process's counters)
+
+With CouchDB, the server adopts its data dir's users and places on start:
+those CouchDB lacks are created, none is overwritten (``CouchAccounts.adopt``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import structlog
+
+from sync import accounts
+from sync.audit import AuditLog
+from sync.config import Config
+from sync.people_store.couchdb import CouchAccounts
+from sync.people_store.embedded import EmbeddedAccounts
+from sync.people_store.limits import CouchLoginLimits, LocalLoginLimits
+from sync.people_store.ports import AccountStore, LoginLimits
+from sync.ratelimit import Limit
+from sync.store.couchdb.running import open_client
+from sync.store.sqlite import SqliteStore
+
+log = structlog.get_logger("fieldsync.accounts")
+
+
+@dataclass(frozen=True)
+class AccountPorts:
+    store: AccountStore
+    limits: LoginLimits
+    backend: str  # "embedded" or "couchdb", for the logs
+
+
+@contextlib.asynccontextmanager
+async def account_ports(
+    config: Config,
+    sqlite: SqliteStore,
+    limits: dict[str, Limit],
+    audit: AuditLog | None = None,
+    *,
+    adopt: bool = True,
+) -> AsyncIterator[AccountPorts]:
+    """The configured adapters, open for the ``async with``; ``adopt``: the server's start
+    (the management commands skip it)."""
+    if not config.couchdb_url:
+        yield AccountPorts(EmbeddedAccounts(sqlite, audit), LocalLoginLimits(limits), "embedded")
+        return
+    client = open_client(config)
+    try:
+        store = CouchAccounts.for_prefix(client, config.couchdb_prefix, audit)
+        if adopt:
+            users = await sqlite.read(accounts.list_users)
+            adopted = await store.adopt(users, await sqlite.read(accounts.list_places))
+            if adopted:
+                log.info("accounts_adopted", created=adopted)
+        yield AccountPorts(store, CouchLoginLimits(client, store, limits), "couchdb")
+    finally:
+        await client.close()
