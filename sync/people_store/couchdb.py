@@ -151,6 +151,7 @@ class CouchAccounts:
     ) -> User:
         accounts.validate_user_name(name)
         _check_password(password)
+        await self._ensure_db()
         await self._check_places([*places, *read_places])
         if role in (Role.CHW, Role.SUPERVISOR) and not places and not read_places:
             raise BadRequest(f"a {role.value} needs at least one --place or --read-place")
@@ -246,6 +247,7 @@ class CouchAccounts:
         self, place_id: str, parent: str | None, name: str | None, by: Actor | None
     ) -> Place:
         validate_place_id(place_id)
+        await self._ensure_db()
         if parent is not None:
             await self._check_parent(parent)
         place = Place(place_id, parent, name or place_id)
