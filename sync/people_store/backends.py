@@ -7,10 +7,13 @@
 
 With CouchDB, the server adopts its data dir's users and places on start:
 those CouchDB lacks are created, none is overwritten (``CouchAccounts.adopt``).
+The start tries once; with CouchDB away it serves anyway (every
+request answers 503 until CouchDB is back) and keeps trying in the background.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ import structlog
 from sync import accounts
 from sync.audit import AuditLog
 from sync.config import Config
+from sync.errors import StoreUnavailable
 from sync.people_store.couchdb import CouchAccounts
 from sync.people_store.embedded import EmbeddedAccounts
 from sync.people_store.limits import CouchLoginLimits, LocalLoginLimits
@@ -29,6 +33,7 @@ from sync.store.couchdb.running import open_client
 from sync.store.sqlite import SqliteStore
 
 log = structlog.get_logger("fieldsync.accounts")
+ADOPT_RETRY = 2.0
 
 
 @dataclass(frozen=True)
@@ -55,11 +60,35 @@ async def account_ports(
     client = open_client(config)
     try:
         store = CouchAccounts.for_prefix(client, config.couchdb_prefix, audit)
-        if adopt:
-            users = await sqlite.read(accounts.list_users)
-            adopted = await store.adopt(users, await sqlite.read(accounts.list_places))
-            if adopted:
-                log.info("accounts_adopted", created=adopted)
-        yield AccountPorts(store, CouchLoginLimits(client, store, limits), "couchdb")
+        adopting = None
+        if adopt and not await _adopted(store, sqlite):  # CouchDB away: in the background
+            adopting = asyncio.create_task(_adopt_until_done(store, sqlite))
+        try:
+            yield AccountPorts(store, CouchLoginLimits(client, store, limits), "couchdb")
+        finally:
+            if adopting is not None:
+                adopting.cancel()
+                await asyncio.gather(adopting, return_exceptions=True)
     finally:
         await client.close()
+
+
+async def _adopted(store: CouchAccounts, sqlite: SqliteStore) -> bool:
+    """Adopt the data dir's users and places; False when CouchDB cannot be reached."""
+    users = await sqlite.read(accounts.list_users)
+    places = await sqlite.read(accounts.list_places)
+    try:
+        adopted = await store.adopt(users, places)
+    except StoreUnavailable as exc:
+        log.warning("accounts_adopt_waiting", reason=exc.reason, retry_in=ADOPT_RETRY)
+        return False
+    if adopted:
+        log.info("accounts_adopted", created=adopted)
+    return True
+
+
+async def _adopt_until_done(store: CouchAccounts, sqlite: SqliteStore) -> None:
+    while True:
+        await asyncio.sleep(ADOPT_RETRY)
+        if await _adopted(store, sqlite):
+            return
