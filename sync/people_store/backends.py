@@ -25,7 +25,7 @@ from sync.audit import AuditLog
 from sync.config import Config
 from sync.errors import StoreUnavailable
 from sync.people_store.couchdb import CouchAccounts
-from sync.people_store.embedded import EmbeddedAccounts
+from sync.people_store.embedded import EmbeddedAccounts, copy_all, mirror_into
 from sync.people_store.limits import CouchLoginLimits, LocalLoginLimits
 from sync.people_store.ports import AccountStore, LoginLimits
 from sync.ratelimit import Limit
@@ -59,7 +59,7 @@ async def account_ports(
         return
     client = open_client(config)
     try:
-        store = CouchAccounts.for_prefix(client, config.couchdb_prefix, audit)
+        store = CouchAccounts.for_prefix(client, config.couchdb_prefix, audit, mirror_into(sqlite))
         adopting = None
         if adopt and not await _adopted(store, sqlite):  # CouchDB away: in the background
             adopting = asyncio.create_task(_adopt_until_done(store, sqlite))
@@ -84,6 +84,7 @@ async def _adopted(store: CouchAccounts, sqlite: SqliteStore) -> bool:
         return False
     if adopted:
         log.info("accounts_adopted", created=adopted)
+    await copy_all(sqlite, await store.list_users(), await store.list_places())
     return True
 
 

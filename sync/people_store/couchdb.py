@@ -40,7 +40,7 @@ import dataclasses
 import datetime as dt
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -78,20 +78,36 @@ def session_doc_id(session_id: str) -> str:
     return f"session:{sessions.id_hash(session_id)}"
 
 
+Mirror = Callable[[User | Place], Awaitable[None]]
+
+
 class CouchAccounts:
-    def __init__(self, client: CouchClient, db: str, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        client: CouchClient,
+        db: str,
+        audit: AuditLog | None = None,
+        mirror: Mirror | None = None,
+    ) -> None:
         self._client = client
         self._db = db
         self._audit = audit
+        # Told every user and place as changed here (the data dir's copy, for the
+        # domains that still read users from the embedded tables: backends).
+        self._mirror = mirror
         self._created = False
         self._creating = asyncio.Lock()
         self._purged = 0.0
 
     @classmethod
     def for_prefix(
-        cls, client: CouchClient, prefix: str, audit: AuditLog | None = None
+        cls,
+        client: CouchClient,
+        prefix: str,
+        audit: AuditLog | None = None,
+        mirror: Mirror | None = None,
     ) -> CouchAccounts:
-        return cls(client, prefix + DB_NAME, audit)
+        return cls(client, prefix + DB_NAME, audit, mirror)
 
     # -- reading ---------------------------------------------------------------------------
     async def lookup(self, name: str | None, session_id: str | None = None) -> Lookup:
@@ -170,6 +186,7 @@ class CouchAccounts:
             raise Conflict(f"user {name!r} already exists") from None
         detail = f"user {name}: role {role.value}, {details_of_scope(places, read_places)}"
         self._note(by, "user_add", detail)
+        await self._mirrored(user)
         return user
 
     async def set_places(
@@ -258,6 +275,7 @@ class CouchAccounts:
             raise Conflict(f"place {place_id!r} already exists") from None
         await self._bump_places()
         self._note(by, "place_add", f"place {place_id}, parent {parent or '-'}")
+        await self._mirrored(place)
         return place
 
     async def edit_place(
@@ -442,7 +460,9 @@ class CouchAccounts:
             doc["updated"] = _now()
 
         doc = await self._update(user_doc_id(name), checked, stamped)
-        return _user([doc]) or _never()
+        user = _user([doc]) or _never()
+        await self._mirrored(user)
+        return user
 
     async def _change_place(self, place_id: str, apply: Callable[[Doc], None]) -> Place:
         async def checked(leaves: list[Doc]) -> None:
@@ -451,7 +471,9 @@ class CouchAccounts:
 
         doc = await self._update(place_doc_id(place_id), checked, apply)
         await self._bump_places()
-        return _place(doc)
+        place = _place(doc)
+        await self._mirrored(place)
+        return place
 
     async def _bump_places(self) -> None:
         async def anything(leaves: list[Doc]) -> None:
@@ -538,6 +560,10 @@ class CouchAccounts:
                 with contextlib.suppress(PreconditionFailed):
                     await self._client.json("PUT", path(self._db))
                 self._created = True
+
+    async def _mirrored(self, value: User | Place) -> None:
+        if self._mirror is not None:
+            await self._mirror(value)
 
     def _note(self, by: Actor | None, action: str, detail: str) -> None:
         """The change's audit entry: recorded now, made safe before the answer goes out."""

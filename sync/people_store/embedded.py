@@ -5,17 +5,22 @@ The SQL itself lives in :mod:`sync.accounts`, :mod:`sync.people` and
 other domains still call inside their own transactions); this adapter runs them
 on the server's store: reads on its reader threads, changes in one transaction
 of its single writer, each change with its audit entry in that same transaction.
+
+With CouchDB, the same tables keep a copy of users and places (:func:`mirror_into`,
+:func:`copy_all`) for the code that still reads them there.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
+
+import structlog
 
 from sync import accounts, people, sessions
 from sync.audit import AuditLog
-from sync.errors import BadRequest
+from sync.errors import BadRequest, FieldsyncError
 from sync.people import Changed
 from sync.people_store.ports import Actor, Lookup, Opened, details_of_scope
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus
@@ -23,6 +28,7 @@ from sync.sessions import Lifetime
 from sync.store.sqlite import SqliteStore
 
 T = TypeVar("T")
+log = structlog.get_logger("fieldsync.accounts")
 
 
 class EmbeddedAccounts:
@@ -202,3 +208,40 @@ class EmbeddedAccounts:
     def _note(self, conn: sqlite3.Connection, by: Actor | None, action: str, detail: str) -> None:
         if self._audit is not None and by is not None:
             self._audit.chain.note(conn, by.name, action, detail, by.device)
+
+
+# -- the copy kept beside CouchDB -----------------------------------------------------------
+def mirror_into(sqlite: SqliteStore) -> Callable[[User | Place], Awaitable[None]]:
+    """Keep the data dir's tables a copy of what changes through this process.
+
+    The devices, SMS and console code still read users and places from those
+    tables (until they use this port); with one instance the copy is whole, with
+    several it holds what changed through this instance and what CouchDB held at
+    its start.  A copy that fails is logged, never the change's failure: CouchDB
+    holds the change already.
+    """
+
+    async def mirror(value: User | Place) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            if isinstance(value, User):
+                accounts.mirror_user(conn, value)
+            else:
+                accounts.mirror_places(conn, [value])
+
+        try:
+            await sqlite.write_tx(write)
+        except (FieldsyncError, sqlite3.Error) as exc:
+            log.warning("accounts_copy_failed", what=repr(value)[:80], error=str(exc))
+
+    return mirror
+
+
+async def copy_all(sqlite: SqliteStore, users: Sequence[User], places: Sequence[Place]) -> None:
+    """Refresh the data dir's copy with every user and place CouchDB holds (at start)."""
+
+    def write(conn: sqlite3.Connection) -> None:
+        accounts.mirror_places(conn, places)
+        for user in users:
+            accounts.mirror_user(conn, user)
+
+    await sqlite.write_tx(write)
