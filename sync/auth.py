@@ -21,8 +21,15 @@ right, within the same limits), and requests with the session cookie get the
 device check's own reason ("not enrolled", "reported stolen"), since the cookie
 already proves the password.
 
-Sessions are rows on the server (``sync.sessions``): logging out, an admin, or
-a changed password ends them.
+Users, places and sessions come through the accounts port
+(``sync.people_store``: the data dir's SQLite, or CouchDB shared by every
+instance).  The user and the session are read on every request, never cached,
+so a user disabled or a session ended through any instance (or the CLI) is
+refused from the next request; the place tree is kept until its version, read
+with the user, changes.  Sessions are stored on the server (``sync.sessions``):
+logging out, an admin, or a changed password ends them.  The login limits are
+the port's too: one process's window on the embedded store, counters shared in
+CouchDB by every instance otherwise (``sync.people_store.limits``).
 
 A disabled user (``sync.people``) is refused on every path (Basic, login,
 cookie, server-side work on their behalf) with a 401 that says so, once their

@@ -8,9 +8,9 @@ CouchDB, so the limit is the configured total across every instance (10 wrong
 passwords per name in 5 minutes means 10, whichever instances the guesses
 reach), rather than a per-instance share, which would need to know how many
 instances run and would block a worker sooner the more instances there are.
-One document per key, ``failures:<key>`` in ``<prefix>accounts``::
+One document per key, ``failures:<sha256 of the key>`` in ``<prefix>accounts``::
 
-    {"type": "failures", "key": "user:NAME", "times": [[at, token], ...]}
+    {"type": "failures", "key": "user:NAME" (cut to 200 characters), "times": [[at, token], ...]}
 
 ``at`` is wall-clock seconds (instances share no monotonic clock).  A
 reservation reads the document, drops what slid out of the window, refuses at
@@ -26,6 +26,7 @@ entry (its random token), retried on 409.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import secrets
 import time
@@ -38,6 +39,7 @@ from sync.ratelimit import FailureWindow, Limit, Limited, Reservation
 from sync.store.couchdb.client import CouchClient, path
 
 _TRIES = 50
+KEY_SHOWN = 200  # characters of a key kept in its document, for whoever reads it
 
 
 class LocalLoginLimits:
@@ -113,7 +115,7 @@ class CouchLoginLimits:
             wait = _wait([e[0] for e in entries], limit, at)
             if wait is not None:
                 raise Limited(wait)
-            body: dict[str, Any] = {"_id": _doc_id(key), "type": "failures", "key": key}
+            body: dict[str, Any] = {"_id": _doc_id(key), "type": "failures", "key": _shown(key)}
             body["times"] = [*entries, [at, token]]
             if leaves:
                 body["_rev"] = leaves[0]["_rev"]
@@ -136,7 +138,7 @@ class CouchLoginLimits:
                 "_id": _doc_id(key),
                 "_rev": leaves[0]["_rev"],
                 "type": "failures",
-                "key": key,
+                "key": _shown(key),
                 "times": kept,
             }
             try:
@@ -168,7 +170,14 @@ class CouchLoginLimits:
 
 
 def _doc_id(key: str) -> str:
-    return f"failures:{key}"
+    """The key's document: named by a digest, so a claimed name of any length or
+    spelling (the caller's text) makes a short, plain document id."""
+    return "failures:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+
+
+def _shown(key: str) -> str:
+    """A key as kept in its document: valid UTF-8, cut short."""
+    return key.encode("utf-8", "replace").decode("utf-8")[:KEY_SHOWN]
 
 
 def _entries(leaves: Sequence[Mapping[str, Any]], horizon: float) -> list[list[Any]]:

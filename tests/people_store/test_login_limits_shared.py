@@ -77,3 +77,13 @@ async def test_an_attempt_refused_on_one_key_counts_on_none(limiters: list[Login
     for _ in range(LIMITS["user"].failures - 1):
         assert await _try(limiters[0], ("user:carol",)) is not None
     assert await limiters[-1].retry_after(("user:carol",)) is None
+
+
+async def test_a_hostile_claimed_name_is_counted_like_any_other(
+    limiters: list[LoginLimits],
+) -> None:
+    """The name in a guess is the caller's text: any length, slashes, quotes, no UTF-8."""
+    keys = ("user:" + '../_design/"x\ud800' + "a" * 20_000,)
+    for n in range(LIMITS["user"].failures):
+        assert await _try(limiters[n % len(limiters)], keys) is not None
+    assert await _try(limiters[0], keys) is None
