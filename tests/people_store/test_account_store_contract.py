@@ -94,6 +94,11 @@ async def seeded(backend: Backend) -> AccountStore:
     return store
 
 
+async def status_of(store: AccountStore, name: str) -> UserStatus | None:
+    user = (await store.lookup(name)).user
+    return None if user is None else user.status
+
+
 # -- users ----------------------------------------------------------------------------------
 async def test_a_user_is_stored_with_a_scrypt_hash_and_read_back(backend: Backend) -> None:
     store = await seeded(backend)
@@ -142,12 +147,14 @@ async def test_the_rules_and_their_errors_are_the_same_everywhere(backend: Backe
 async def test_disable_enable_and_remove_show_through_the_other_adapter(backend: Backend) -> None:
     store, other = await seeded(backend), backend.second
     await other.disable_user("alice", ADMIN)
-    assert (await store.lookup("alice")).user.status is UserStatus.DISABLED  # type: ignore[union-attr]
+    assert await status_of(store, "alice") is UserStatus.DISABLED
     with pytest.raises(Conflict, match="already disabled"):
         await store.disable_user("alice", ADMIN)
     await store.enable_user("alice", ADMIN)
-    assert (await other.get_user("alice")).status is UserStatus.ACTIVE  # type: ignore[union-attr]
-    opened = await store.start_session((await store.get_user("alice")), 1000.0, LIFETIME)  # type: ignore[arg-type]
+    assert await status_of(other, "alice") is UserStatus.ACTIVE
+    alice = await store.get_user("alice")
+    assert alice is not None
+    opened = await store.start_session(alice, 1000.0, LIFETIME)
     assert opened.session_id is not None
     removed = await other.remove_user("alice", ADMIN)
     assert removed.status is UserStatus.REMOVED
