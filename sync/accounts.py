@@ -266,3 +266,44 @@ def server_secret(conn: sqlite3.Connection, key: str) -> bytes:
         )
         row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
     return bytes.fromhex(row[0])
+
+
+# -- the local copy kept beside CouchDB (sync.people_store.backends) ------------------------
+def mirror_user(conn: sqlite3.Connection, user: User) -> None:
+    """Write ``user`` as CouchDB has it into this data dir's table (insert or replace)."""
+    conn.execute(
+        "INSERT INTO users(name, role, password_hash, places, read_places, status, created, "
+        "updated) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET role=excluded.role, "
+        "password_hash=excluded.password_hash, places=excluded.places, "
+        "read_places=excluded.read_places, status=excluded.status, updated=excluded.updated",
+        (
+            user.name,
+            user.role.value,
+            user.password_hash,
+            json.dumps(list(user.places)),
+            json.dumps(list(user.read_places)),
+            user.status.value,
+            _now(),
+            _now(),
+        ),
+    )
+
+
+def mirror_places(conn: sqlite3.Connection, places: Sequence[Place]) -> None:
+    """Write ``places`` as CouchDB has them into this data dir's table, parents first."""
+    known = {p.id for p in list_places(conn)}
+    pending = list(places)
+    while pending:
+        ready = [p for p in pending if p.parent is None or p.parent in known]
+        if not ready:  # a parent this copy has never seen: leave the rest for the next copy
+            break
+        for place in ready:
+            conn.execute(
+                "INSERT INTO places(id, parent, name, created, retired) VALUES(?,?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET parent=excluded.parent, name=excluded.name, "
+                "retired=excluded.retired",
+                (place.id, place.parent, place.name, _now(), place.retired),
+            )
+            known.add(place.id)
+        pending = [p for p in pending if p not in ready]
+    bump_places(conn)

@@ -23,19 +23,16 @@ it checks its caller again at once.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from aiohttp import web
 
-from sync import accounts, people, sessions
-from sync.appkeys import STORE
-from sync.audit import audited
+from sync import accounts
+from sync.appkeys import ACCOUNTS
 from sync.errors import BadRequest, Forbidden, NotFound
 from sync.http import json_response, read_object
-from sync.people import Changed
+from sync.people_store.ports import AccountStore, Actor, details_of_scope
 from sync.replication.routes import REPLICATION
 from sync.scopes import Place, User
 
@@ -56,16 +53,20 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
-async def _require_admin(request: web.Request) -> tuple[str, str | None]:
+async def _require_admin(request: web.Request) -> Actor:
     """The admin (name, device) who asks: the audit trail names them."""
     caller = await request.app[REPLICATION].auth.require(request)
     if not caller.is_admin:
         raise Forbidden("Only admins manage places and users.")
-    return caller.name, caller.device
+    return Actor(caller.name, caller.device)
+
+
+def _people(request: web.Request) -> AccountStore:
+    return request.app[ACCOUNTS]
 
 
 def scope_detail(places: list[str], read_places: list[str]) -> str:
-    return f"places {','.join(places) or '-'}, read {','.join(read_places) or '-'}"
+    return details_of_scope(places, read_places)
 
 
 def _strings(body: dict[str, Any], key: str) -> list[str]:
@@ -86,7 +87,7 @@ def _string(body: dict[str, Any], key: str, required: bool = True) -> str | None
 
 async def list_places(request: web.Request) -> web.Response:
     await _require_admin(request)
-    places = await request.app[STORE].read(accounts.list_places)
+    places = await _people(request).list_places()
     return json_response([place_json(p) for p in places])
 
 
@@ -96,25 +97,20 @@ async def add_place(request: web.Request) -> web.Response:
     place_id, parent = _string(body, "id"), _string(body, "parent", required=False)
     name = _string(body, "name", required=False)
     assert place_id is not None
-
-    def run(conn: sqlite3.Connection) -> Place:
-        return accounts.add_place(conn, place_id, parent, name)
-
-    detail = f"place {place_id}, parent {parent or '-'}"
-    place = await request.app[STORE].write_tx(audited(request, who, "place_add", detail, run))
+    place = await _people(request).add_place(place_id, parent, name, who)
     return json_response(place_json(place), status=201)
 
 
 async def list_users(request: web.Request) -> web.Response:
     await _require_admin(request)
-    users = await request.app[STORE].read(accounts.list_users)
+    users = await _people(request).list_users()
     return json_response([user_json(u) for u in users])
 
 
 async def get_user(request: web.Request) -> web.Response:
     await _require_admin(request)
     name = request.match_info["name"]
-    user = await request.app[STORE].read(lambda c: accounts.get_user(c, name))
+    user = await _people(request).get_user(name)
     if user is None:
         raise NotFound(f"user {name!r} does not exist")
     return json_response(user_json(user))
@@ -127,12 +123,7 @@ async def add_user(request: web.Request) -> web.Response:
     role = accounts.parse_role(_string(body, "role") or "")
     places, read_places = _strings(body, "places"), _strings(body, "read_places")
     assert name is not None and password is not None
-
-    def run(conn: sqlite3.Connection) -> User:
-        return accounts.add_user(conn, name, role, password, places, read_places)
-
-    detail = f"user {name}: role {role.value}, {scope_detail(places, read_places)}"
-    user = await request.app[STORE].write_tx(audited(request, who, "user_add", detail, run))
+    user = await _people(request).add_user(name, role, password, places, read_places, who)
     return json_response(user_json(user), status=201)
 
 
@@ -141,12 +132,8 @@ async def set_places(request: web.Request) -> web.Response:
     body = await read_object(request)
     name = request.match_info["name"]
     places, read_places = _strings(body, "places"), _strings(body, "read_places")
-
-    def run(conn: sqlite3.Connection) -> User:
-        return accounts.set_places(conn, name, places, read_places)
-
-    detail = f"user {name}: {scope_detail(places, read_places)}"
-    user = await request.app[STORE].write_tx(audited(request, who, "user_places", detail, run))
+    user = await _people(request).set_places(name, places, read_places, who)
+    _wake(request)
     log.info("scope_changed", user=name, places=sorted(places), read_places=sorted(read_places))
     return json_response(user_json(user))
 
@@ -154,68 +141,44 @@ async def set_places(request: web.Request) -> web.Response:
 async def end_sessions(request: web.Request) -> web.Response:
     """Log a user out everywhere (a lost phone, a leaver): their cookies open nothing after."""
     who = await _require_admin(request)
-    name = request.match_info["name"]
-
-    def run(conn: sqlite3.Connection) -> int:
-        return sessions.logout_user(conn, name)
-
-    detail = f"user {name}: every session ended"
-    ended = await request.app[STORE].write_tx(audited(request, who, "user_logout", detail, run))
+    ended = await _people(request).logout_user(request.match_info["name"], who)
     return json_response({"ok": True, "ended": ended})
 
 
 # -- people and places change (sync.people) ----------------------------------------------
-T = TypeVar("T")
-Step = tuple[str, Callable[[sqlite3.Connection], Changed[T]]]
-
-
-async def _change(request: web.Request, who: tuple[str, str | None], steps: Sequence[Step[T]]) -> T:
-    """Changes of :mod:`sync.people` by the admin ``who``, in one transaction, each with its
-    audit entry (action, before -> after); then every open long poll wakes to check its
-    caller again."""
-
-    def run(conn: sqlite3.Connection) -> T:
-        done = [audited(request, who, action, _detail, fn)(conn) for action, fn in steps]
-        return done[-1].value
-
-    value = await request.app[STORE].write_tx(run)
+def _wake(request: web.Request) -> None:
+    """Every open long poll wakes to check its caller again (scope, status) at once."""
     request.app[REPLICATION].parts.notifier.wake_all()
-    return value
 
 
-def _detail(changed: Changed[Any]) -> str:
-    return changed.detail
-
-
-async def _user_change(
-    request: web.Request,
-    action: str,
-    event: str,
-    fn: Callable[[sqlite3.Connection, str], Changed[User]],
-) -> web.Response:
-    who = await _require_admin(request)
-    name = request.match_info["name"]
-    user = await _change(request, who, [(action, lambda conn: fn(conn, name))])
-    log.info(event, user=name, status=user.status.value, by=who[0])
+async def _user_changed(request: web.Request, who: Actor, user: User, event: str) -> web.Response:
+    _wake(request)
+    log.info(event, user=user.name, status=user.status.value, by=who.name)
     return json_response(user_json(user))
 
 
 async def disable_user(request: web.Request) -> web.Response:
-    return await _user_change(request, "user_disable", "user_disabled", people.disable_user)
+    who = await _require_admin(request)
+    user = await _people(request).disable_user(request.match_info["name"], who)
+    return await _user_changed(request, who, user, "user_disabled")
 
 
 async def enable_user(request: web.Request) -> web.Response:
-    return await _user_change(request, "user_enable", "user_enabled", people.enable_user)
+    who = await _require_admin(request)
+    user = await _people(request).enable_user(request.match_info["name"], who)
+    return await _user_changed(request, who, user, "user_enabled")
 
 
 async def remove_user(request: web.Request) -> web.Response:
-    return await _user_change(request, "user_remove", "user_removed", people.remove_user)
+    who = await _require_admin(request)
+    user = await _people(request).remove_user(request.match_info["name"], who)
+    return await _user_changed(request, who, user, "user_removed")
 
 
 async def get_place(request: web.Request) -> web.Response:
     await _require_admin(request)
     place_id = request.match_info["id"]
-    place = await request.app[STORE].read(lambda c: accounts.get_place(c, place_id))
+    place = await _people(request).get_place(place_id)
     if place is None:
         raise NotFound(f"place {place_id!r} does not exist")
     return json_response(place_json(place))
@@ -244,29 +207,25 @@ def _place_edits(body: dict[str, Any]) -> tuple[str | None, bool, str | None]:
 
 
 async def edit_place(request: web.Request) -> web.Response:
-    """Rename and/or move a place: one transaction, one audit entry per change."""
+    """Rename and/or move a place: one audit entry per change."""
     who = await _require_admin(request)
     place_id = request.match_info["id"]
     name, move, parent = _place_edits(await read_object(request))
-    steps: list[Step[Place]] = []
-    if name is not None:
-        steps.append(("place_rename", lambda conn: people.rename_place(conn, place_id, name)))
+    place = await _people(request).edit_place(place_id, name, move, parent, who)
+    _wake(request)
     if move:
-        steps.append(("place_move", lambda conn: people.move_place(conn, place_id, parent)))
-    place = await _change(request, who, steps)
-    if move:
-        log.info("place_moved", place=place_id, parent=parent, by=who[0])
+        log.info("place_moved", place=place_id, parent=parent, by=who.name)
     if name is not None:
-        log.info("place_renamed", place=place_id, by=who[0])
+        log.info("place_renamed", place=place_id, by=who.name)
     return json_response(place_json(place))
 
 
 async def retire_place(request: web.Request) -> web.Response:
     who = await _require_admin(request)
     place_id = request.match_info["id"]
-    steps: list[Step[Place]] = [("place_retire", lambda c: people.retire_place(c, place_id))]
-    place = await _change(request, who, steps)
-    log.info("place_retired", place=place_id, by=who[0])
+    place = await _people(request).retire_place(place_id, who)
+    _wake(request)
+    log.info("place_retired", place=place_id, by=who.name)
     return json_response(place_json(place))
 
 

@@ -36,12 +36,12 @@ from sync import (
 )
 from sync import audit as audit_trail
 from sync import metrics as app_metrics
-from sync.appkeys import AUTH, CONFIG, STORE
+from sync.appkeys import ACCOUNTS, AUTH, CONFIG, STORE
 from sync.audit import AUDIT, AuditLog, Chain
 from sync.auditcouch import CouchChain, new_instance_id
 from sync.auditjournal import Journal, journal_path, recover
 from sync.auditverify import AuditBroken, check_at_start
-from sync.auth import Authenticator
+from sync.auth import LOGIN_LIMITS, Authenticator
 from sync.config import Config
 from sync.datakeys.backends import data_key_store
 from sync.errors import (
@@ -55,6 +55,7 @@ from sync.errors import (
 from sync.extensions import EXTENSIONS
 from sync.http import json_response
 from sync.keys import KeyRing, MasterKey, load_master_key
+from sync.people_store.backends import account_ports
 from sync.replication import routes as replication_routes
 from sync.replication.changes import ChangesFeed, SnapshotRegistry
 from sync.replication.context import Notifier, Parts
@@ -185,20 +186,25 @@ async def _answering(
     )
     lifetime = Lifetime(config.session_seconds, config.session_idle_seconds)
     failed = app[app_metrics.METRICS].login_failures.inc
-    auth = Authenticator(
-        store,
-        lifetime,
-        config.https,
-        audit,
-        on_login_failed=failed,
-        device_checks=ext.device_checks,
-    )
-    app[STORE] = store
-    app[AUTH] = auth
-    feed = ChangesFeed(parts, reader, snapshots)
-    app[REPLICATION] = Replication(parts, reader, Writer(parts), feed, auth, config, server_uuid)
-    async with extensions.running(app, ext.workers):
-        yield
+    async with account_ports(config, store, LOGIN_LIMITS, audit) as people:
+        log.info("account_store", backend=people.backend)
+        auth = Authenticator(
+            people.store,
+            lifetime,
+            config.https,
+            audit,
+            on_login_failed=failed,
+            device_checks=ext.device_checks,
+            limits=people.limits,
+        )
+        app[STORE] = store
+        app[ACCOUNTS] = people.store
+        app[AUTH] = auth
+        feed = ChangesFeed(parts, reader, snapshots)
+        replication = Replication(parts, reader, Writer(parts), feed, auth, config, server_uuid)
+        app[REPLICATION] = replication
+        async with extensions.running(app, ext.workers):
+            yield
 
 
 async def _open_audit(store: SqliteStore, master: MasterKey, config: Config) -> AuditLog:

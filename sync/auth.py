@@ -21,8 +21,15 @@ right, within the same limits), and requests with the session cookie get the
 device check's own reason ("not enrolled", "reported stolen"), since the cookie
 already proves the password.
 
-Sessions are rows on the server (``sync.sessions``): logging out, an admin, or
-a changed password ends them.
+Users, places and sessions come through the accounts port
+(``sync.people_store``: the data dir's SQLite, or CouchDB shared by every
+instance).  The user and the session are read on every request, never cached,
+so a user disabled or a session ended through any instance (or the CLI) is
+refused from the next request; the place tree is kept until its version, read
+with the user, changes.  Sessions are stored on the server (``sync.sessions``):
+logging out, an admin, or a changed password ends them.  The login limits are
+the port's too: one process's window on the embedded store, counters shared in
+CouchDB by every instance otherwise (``sync.people_store.limits``).
 
 A disabled user (``sync.people``) is refused on every path (Basic, login,
 cookie, server-side work on their behalf) with a 401 that says so, once their
@@ -38,7 +45,6 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -51,11 +57,12 @@ from sync import accounts, requestlog, sessions
 from sync.audit import AuditLog
 from sync.errors import BadRequest, TooManyRequests, Unauthorized
 from sync.extensions import DeviceCheck
-from sync.ratelimit import FailureWindow, Limit, Limited, Reservation
+from sync.people_store.limits import LocalLoginLimits
+from sync.people_store.ports import AccountStore, LoginLimits
+from sync.ratelimit import Limit, Limited, Reservation
 from sync.replication.context import Caller
 from sync.scopes import PlaceTree, User, UserStatus
 from sync.sessions import Lifetime, Session
-from sync.store.sqlite import SqliteStore
 
 COOKIE = "AuthSession"
 # Failed logins before further attempts get 429: per user name, and per address
@@ -120,24 +127,26 @@ class DeviceRefused(Exception):
 class Authenticator:
     def __init__(
         self,
-        store: SqliteStore,
+        store: AccountStore,
         lifetime: Lifetime,
         https: bool = False,
         audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
         on_login_failed: Callable[[], None] | None = None,
         device_checks: Sequence[DeviceCheck] = (),
+        limits: LoginLimits | None = None,
     ) -> None:
-        self._store = store
+        self._store = store  # users, places and sessions (sync.people_store)
         self._on_login_failed = on_login_failed  # a metric: counts wrong names and passwords
         self.lifetime = lifetime
         self._https = https  # this server speaks TLS itself
         self._audit = audit
         self._clock = clock
         self._verified: OrderedDict[bytes, None] = OrderedDict()
-        self._tree: tuple[int, PlaceTree] | None = None
+        self._tree: tuple[str, PlaceTree] | None = None
         self.device_checks = tuple(device_checks)  # the packages' (sync.extensions)
-        self.failures = FailureWindow(LOGIN_LIMITS)
+        # Shared by every instance on CouchDB; this process's own on the embedded store.
+        self.failures = limits or LocalLoginLimits(LOGIN_LIMITS)
 
     async def caller(self, request: web.Request) -> Caller | None:
         """The authenticated caller of ``request`` (None without credentials)."""
@@ -190,10 +199,10 @@ class Authenticator:
             except DeviceRefused as exc:
                 refused = exc  # go the slow way: same limit, same scrypt, same answer
             else:
-                if found.device is not None or self.failures.retry_after(*keys) is None:
+                if found.device is not None or await self.failures.retry_after(keys) is None:
                     self._refuse_disabled(user)
                     return found
-        reservation = self._reserve(keys)
+        reservation = await self._reserve(keys)
         await self._verify(creds, user)
         assert user is not None
         if refused is None:
@@ -207,7 +216,7 @@ class Authenticator:
             # lost phone that keeps retrying can hold its worker's name at the limit for
             # a while; an enrolled phone with remembered credentials still gets through.)
             raise Unauthorized() from refused
-        self._accept(creds, user, reservation)
+        await self._accept(creds, user, reservation)
         self._refuse_disabled(user)
         return found
 
@@ -221,14 +230,14 @@ class Authenticator:
         the device check asks nothing of them there.)
         """
         user, tree, _ = await self._load(creds.name)
-        reservation = self._reserve(self._keys(creds.name, request.remote))
+        reservation = await self._reserve(self._keys(creds.name, request.remote))
         await self._verify(creds, user)
         assert user is not None
         try:
             found = await self._with_device(request, self._caller(user, tree))
         except DeviceRefused as refused:
             raise Unauthorized() from refused  # counted, as for Basic: the limit tells nothing
-        self._accept(creds, user, reservation)
+        await self._accept(creds, user, reservation)
         self._refuse_disabled(user)
         requestlog.note_caller(request, found)
         return found
@@ -237,9 +246,9 @@ class Authenticator:
     def _keys(name: str, remote: str | None) -> tuple[str, ...]:
         return (f"user:{name}", *([f"ip:{remote}"] if remote else []))
 
-    def _reserve(self, keys: tuple[str, ...]) -> Reservation:
+    async def _reserve(self, keys: tuple[str, ...]) -> Reservation:
         try:
-            return self.failures.reserve(*keys)
+            return await self.failures.reserve(keys)
         except Limited as exc:
             raise TooManyRequests(f"Too many failed logins; try again in {exc.wait} s.") from exc
 
@@ -255,8 +264,8 @@ class Authenticator:
                 self._on_login_failed()
             raise Unauthorized()
 
-    def _accept(self, creds: Credentials, user: User, reservation: Reservation) -> None:
-        self.failures.forgive(reservation)
+    async def _accept(self, creds: Credentials, user: User, reservation: Reservation) -> None:
+        await self.failures.forgive(reservation)
         key = self._cache_key(creds, user)
         self._verified[key] = None
         self._verified.move_to_end(key)
@@ -304,26 +313,20 @@ class Authenticator:
     async def _load(
         self, name: str | None, session_id: str | None = None
     ) -> tuple[User | None, PlaceTree, Session | None]:
-        """The user ``name`` (or the session's user), the place tree, and the session."""
-        cached = self._tree
+        """The user ``name`` (or the session's user), the place tree, and the session.
 
-        def run(
-            conn: sqlite3.Connection,
-        ) -> tuple[User | None, int, PlaceTree | None, Session | None]:
-            version = accounts.version(conn, "places_version")
-            tree = None if cached and cached[0] == version else accounts.place_tree(conn)
-            session = None if session_id is None else sessions.find(conn, session_id)
-            who = name if session_id is None else (session.user if session else None)
-            user = None if who is None else accounts.get_user(conn, who)
-            if user is not None and user.status is UserStatus.REMOVED:
-                user = None  # a removed name is an unknown name: same scrypt, same 401
-            return user, version, tree, session
-
-        user, version, tree, session = await self._store.read(run)
-        if tree is not None:
-            self._tree = (version, tree)
-        assert self._tree is not None
-        return user, self._tree[1], session
+        The user and the session are read on every request; the tree is kept
+        until its version changes (the version is read before the tree, so a tree
+        loaded after it is never older than it).
+        """
+        found = await self._store.lookup(name, session_id)
+        if self._tree is None or self._tree[0] != found.places_version:
+            self._tree = (found.places_version, await self._store.place_tree())
+        tree = self._tree[1]
+        user = found.user
+        if user is not None and user.status is UserStatus.REMOVED:
+            user = None  # a removed name is an unknown name: same scrypt, same 401
+        return user, tree, found.session
 
     # -- sessions ----------------------------------------------------------------
     async def start_session(
@@ -331,22 +334,16 @@ class Authenticator:
     ) -> None:
         """Open a server-side session and set its cookie: HttpOnly, SameSite=Lax, Secure
         when served over HTTPS (by this server, or by a trusted proxy in front of it)."""
-        now = self._clock()
-
-        def run(conn: sqlite3.Connection) -> str:
-            # Checked again in the session's own transaction: a user disabled or removed
-            # while their password was being checked gets no session.
-            current = accounts.get_user(conn, user.name)
-            if current is None or current.status is UserStatus.REMOVED:
-                raise Unauthorized()
-            if current.status is UserStatus.DISABLED:
-                raise AccountDisabled(disabled_reason(user.name))
-            sessions.purge(conn, self.lifetime, now)
-            return sessions.start(conn, user.name, user.password_hash, now)
-
+        opened = await self._store.start_session(user, self._clock(), self.lifetime)
+        # Read again as the session opens: a user disabled or removed while their
+        # password was being checked gets no session.
+        if opened.user is None:
+            raise Unauthorized()
+        if opened.session_id is None:
+            raise AccountDisabled(disabled_reason(user.name))
         response.set_cookie(
             COOKIE,
-            await self._store.write_tx(run),
+            opened.session_id,
             httponly=True,
             samesite="Lax",
             secure=self._https or request.secure,
@@ -360,7 +357,7 @@ class Authenticator:
         cookie = request.cookies.get(COOKIE)
         if not cookie:
             return
-        user = await self._store.write_tx(lambda conn: sessions.end(conn, cookie))
+        user = await self._store.end_session(cookie)
         if user is not None:
             self.record(user, "session_ended")
 
@@ -374,7 +371,7 @@ class Authenticator:
         ):
             raise Unauthorized("Your session has expired; log in again.")
         if now - session.last_seen >= sessions.TOUCH_EVERY:
-            await self._store.write_tx(lambda conn: sessions.touch(conn, cookie, now))
+            await self._store.touch_session(cookie, now)
         return self._caller(user, tree)
 
 

@@ -23,23 +23,23 @@ from typing import TextIO, cast
 import structlog
 from aiohttp import web
 
-from sync import accounts, audit, opening, packages, peoplecli, sessions
+from sync import accounts, audit, opening, packages, peoplecli
 from sync.clitools import (
     DATA_DIR_ENV,
     HELP_FORMAT,
     Commands,
     add_command,
     add_group,
-    audited,
     config_of,
     data_dir_option,
     one_of,
-    with_conn,
 )
 from sync.config import ConfigError, from_env
 from sync.errors import FieldsyncError
 from sync.keys import MASTER_KEY_ENV
-from sync.scopes import Role
+from sync.people_store import commands as people_commands
+from sync.people_store.ports import AccountStore, Actor
+from sync.scopes import Place, Role, User
 
 PASSWORD_ENV = "FIELDSYNC_PASSWORD"
 MASTER_KEY_FILE_ENV = "FIELDSYNC_MASTER_KEY_FILE"
@@ -149,21 +149,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- places and users ------------------------------------------------------------------
+# -- places and users (through the accounts port: sync.people_store) ------------------
 def cmd_place_add(args: argparse.Namespace) -> int:
-    detail = f"place {args.id}, parent {args.parent or '-'}"
-    place = audited(
-        args, "place_add", detail, lambda c: accounts.add_place(c, args.id, args.parent, args.name)
+    place = people_commands.run(
+        config_of(args), lambda port, by: port.add_place(args.id, args.parent, args.name, by)
     )
     print(f"place {place.id} added")
     return 0
 
 
 def cmd_place_list(args: argparse.Namespace) -> int:
-    for place in with_conn(args, accounts.list_places):
+    places = people_commands.run(config_of(args), _list_places, audited=False)
+    for place in places:
         retired = f"\tretired {place.retired[:10]}" if place.retired else ""
         print(f"{place.id}\t{place.parent or '-'}\t{place.name}{retired}")
     return 0
+
+
+async def _list_places(port: AccountStore, _: Actor) -> list[Place]:
+    return await port.list_places()
 
 
 def _password() -> str:
@@ -177,23 +181,18 @@ def _password() -> str:
 def cmd_user_add(args: argparse.Namespace) -> int:
     role = accounts.parse_role(args.role)
     password = _password()
-    detail = f"user {args.name}: role {role.value}, {_scope(args)}"
-    audited(
-        args,
-        "user_add",
-        detail,
-        lambda c: accounts.add_user(c, args.name, role, password, args.place, args.read_place),
+    people_commands.run(
+        config_of(args),
+        lambda port, by: port.add_user(args.name, role, password, args.place, args.read_place, by),
     )
     print(f"user {args.name} added ({role.value})")
     return 0
 
 
 def cmd_user_set_places(args: argparse.Namespace) -> int:
-    audited(
-        args,
-        "user_places",
-        f"user {args.name}: {_scope(args)}",
-        lambda c: accounts.set_places(c, args.name, args.place, args.read_place),
+    people_commands.run(
+        config_of(args),
+        lambda port, by: port.set_places(args.name, args.place, args.read_place, by),
     )
     log.info(
         "scope_changed",
@@ -208,48 +207,37 @@ def cmd_user_set_places(args: argparse.Namespace) -> int:
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
     password = _password()
-    audited(
-        args,
-        "user_password",
-        f"user {args.name}: password set",
-        lambda c: accounts.set_password(c, args.name, password),
+    people_commands.run(
+        config_of(args), lambda port, by: port.set_password(args.name, password, by)
     )
     print(f"user {args.name}: password changed")
     return 0
 
 
 def cmd_user_language(args: argparse.Namespace) -> int:
-    audited(
-        args,
-        "user_language",
-        f"user {args.name}: console language {args.language}",
-        lambda c: accounts.set_language(c, args.name, args.language),
+    people_commands.run(
+        config_of(args), lambda port, by: port.set_language(args.name, args.language, by)
     )
     print(f"user {args.name}: supervisor pages in {args.language}")
     return 0
 
 
 def cmd_user_logout(args: argparse.Namespace) -> int:
-    ended = audited(
-        args,
-        "user_logout",
-        f"user {args.name}: every session ended",
-        lambda c: sessions.logout_user(c, args.name),
-    )
+    ended = people_commands.run(config_of(args), lambda port, by: port.logout_user(args.name, by))
     print(f"user {args.name}: {ended} session(s) ended")
     return 0
 
 
-def _scope(args: argparse.Namespace) -> str:
-    return f"places {','.join(args.place) or '-'}, read {','.join(args.read_place) or '-'}"
-
-
 def cmd_user_list(args: argparse.Namespace) -> int:
-    for user in with_conn(args, accounts.list_users):
+    for user in people_commands.run(config_of(args), _list_users, audited=False):
         places, read = ",".join(user.places) or "-", ",".join(user.read_places) or "-"
         status = "" if user.active else f"\t{user.status.value}"
         print(f"{user.name}\t{user.role.value}\t{places}\t{read}{status}")
     return 0
+
+
+async def _list_users(port: AccountStore, _: Actor) -> list[User]:
+    return await port.list_users()
 
 
 # -- the parser: every command's help is plain text, written for the person typing it --

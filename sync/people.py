@@ -176,13 +176,13 @@ def retire_place(conn: sqlite3.Connection, place_id: str) -> Changed[Place]:
     active = [c for c in tree.children(place_id) if c not in tree.retired]
     if active:
         raise Conflict(
-            f"place {place_id!r} still has active places below it ({_few(active)}); "
+            f"place {place_id!r} still has active places below it ({few(active)}); "
             "retire or move them first"
         )
     assigned = assigned_users(conn, place_id)
     if assigned:
         raise Conflict(
-            f"place {place_id!r} still has users assigned ({_few(assigned)}); give them other "
+            f"place {place_id!r} still has users assigned ({few(assigned)}); give them other "
             "places first (fieldsync user set-places, or PUT /api/v1/users/NAME/places)"
         )
     stamp = _now()
@@ -201,6 +201,6 @@ def assigned_users(conn: sqlite3.Connection, place_id: str) -> list[str]:
     ]
 
 
-def _few(names: list[str]) -> str:
+def few(names: list[str]) -> str:
     shown = ", ".join(names[:_SHOWN])
     return shown if len(names) <= _SHOWN else f"{shown} and {len(names) - _SHOWN} more"

@@ -2,51 +2,44 @@
 
 The commands of :mod:`sync.people`, added to the ``user`` and ``place`` groups
 that :mod:`sync.cli` builds.  Like the other management commands they work on
-the data dir's file, server running or not; each change and its audit entry
-(actor ``cli:<os user>``, before -> after) commit together, and each counts from
-the next request of every user it touches.
+the deployment's accounts store (the data dir's file, or CouchDB when
+FIELDSYNC_COUCHDB_URL is set), server running or not, through the accounts port
+(:mod:`sync.people_store`); each change has its audit entry (actor ``cli:<os
+user>``, before -> after), and each counts from the next request of every user
+it touches, on every instance.
 """
 
 from __future__ import annotations
 
 import argparse
-import sqlite3
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
 
 import structlog
 
-from sync import audit, people
-from sync.clitools import Commands, add_command, audited, data_dir_option
+from sync import audit
+from sync.clitools import Commands, add_command, config_of, data_dir_option
 from sync.errors import BadRequest
-from sync.people import Changed
+from sync.people_store import commands as people_commands
+from sync.people_store.commands import Call
+from sync.people_store.ports import AccountStore, Actor
 from sync.scopes import Place, User
 
-T = TypeVar("T")
 log = structlog.get_logger("fieldsync")
-
-
-def _change(
-    args: argparse.Namespace, action: str, fn: Callable[[sqlite3.Connection], Changed[T]]
-) -> T:
-    changed = audited(args, action, lambda c: c.detail, fn)
-    return changed.value
 
 
 # -- users -------------------------------------------------------------------------------
 def _user_change(
     args: argparse.Namespace,
-    action: str,
     event: str,
-    fn: Callable[[sqlite3.Connection, str], Changed[User]],
+    change: Callable[[AccountStore, str, Actor], Awaitable[User]],
 ) -> User:
-    user = _change(args, action, lambda conn: fn(conn, args.name))
+    user = people_commands.run(config_of(args), lambda port, by: change(port, args.name, by))
     log.info(event, user=args.name, status=user.status.value, by=audit.cli_actor())
     return user
 
 
 def cmd_user_disable(args: argparse.Namespace) -> int:
-    _user_change(args, "user_disable", "user_disabled", people.disable_user)
+    _user_change(args, "user_disabled", lambda port, name, by: port.disable_user(name, by))
     print(
         f"user {args.name} disabled: their password, sessions and phones are refused "
         f"from their next request (fieldsync user enable {args.name} undoes it)"
@@ -55,13 +48,13 @@ def cmd_user_disable(args: argparse.Namespace) -> int:
 
 
 def cmd_user_enable(args: argparse.Namespace) -> int:
-    _user_change(args, "user_enable", "user_enabled", people.enable_user)
+    _user_change(args, "user_enabled", lambda port, name, by: port.enable_user(name, by))
     print(f"user {args.name} enabled: their password, sessions and phones work again")
     return 0
 
 
 def cmd_user_remove(args: argparse.Namespace) -> int:
-    _user_change(args, "user_remove", "user_removed", people.remove_user)
+    _user_change(args, "user_removed", lambda port, name, by: port.remove_user(name, by))
     print(
         f"user {args.name} removed: they can no longer log in, and the name will not be "
         "given out again; their documents and history stay. Collect their phones "
@@ -71,9 +64,13 @@ def cmd_user_remove(args: argparse.Namespace) -> int:
 
 
 # -- places ------------------------------------------------------------------------------
+def _place_change(args: argparse.Namespace, change: Call[Place]) -> Place:
+    return people_commands.run(config_of(args), change)
+
+
 def cmd_place_rename(args: argparse.Namespace) -> int:
-    place = _change(
-        args, "place_rename", lambda conn: people.rename_place(conn, args.id, args.name)
+    place = _place_change(
+        args, lambda port, by: port.edit_place(args.id, args.name, False, None, by)
     )
     log.info("place_renamed", place=args.id, by=audit.cli_actor())
     print(f"place {place.id} is now named {place.name!r}")
@@ -87,9 +84,7 @@ def cmd_place_move(args: argparse.Namespace) -> int:
             "or --root (no parent), one of the two"
         )
     parent = None if args.root else args.parent
-    place: Place = _change(
-        args, "place_move", lambda conn: people.move_place(conn, args.id, parent)
-    )
+    place = _place_change(args, lambda port, by: port.edit_place(args.id, None, True, parent, by))
     log.info("place_moved", place=args.id, parent=parent, by=audit.cli_actor())
     where = f"under {place.parent}" if place.parent else "a root (no parent)"
     print(f"place {place.id} is now {where}; scopes follow from each user's next request")
@@ -97,7 +92,7 @@ def cmd_place_move(args: argparse.Namespace) -> int:
 
 
 def cmd_place_retire(args: argparse.Namespace) -> int:
-    _change(args, "place_retire", lambda conn: people.retire_place(conn, args.id))
+    _place_change(args, lambda port, by: port.retire_place(args.id, by))
     log.info("place_retired", place=args.id, by=audit.cli_actor())
     print(
         f"place {args.id} retired: it takes no new documents, edits or people; its "

@@ -105,8 +105,10 @@ class ServerProcess:
             self.kill()
 
     def cli(self, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run ``fieldsync ARGS --data-dir DIR``; the password goes in FIELDSYNC_PASSWORD."""
-        env = dict(os.environ)
+        """Run ``fieldsync ARGS --data-dir DIR`` with the server's settings (so the user and
+        place commands reach the same accounts store); the password goes in
+        FIELDSYNC_PASSWORD."""
+        env = {**os.environ, **self.env}
         if password is not None:
             env["FIELDSYNC_PASSWORD"] = password
         command = [FIELDSYNC, *args, "--data-dir", str(self.data_dir)]

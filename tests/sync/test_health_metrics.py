@@ -15,6 +15,7 @@ from sync_fixtures import as_user
 
 from sms_gateway import store as sms_store
 from sync.app import create_app
+from sync.appkeys import STORE
 from sync.audit import AUDIT
 from sync.config import Config, ConfigError, from_env
 from sync.replication.routes import REPLICATION
@@ -63,7 +64,7 @@ async def test_ready_checks_the_embedded_store(client: Client) -> None:
 
 
 async def test_ready_answers_503_saying_which_check_failed(client: Client) -> None:
-    store = client.app[REPLICATION].auth._store  # the SQLite store the check reads
+    store = client.app[STORE]  # the SQLite store the check reads
 
     async def broken(_fn: Any) -> Any:
         raise sqlite3.OperationalError("disk I/O error")

@@ -1,0 +1,680 @@
+"""The CouchDB adapter of the accounts port (sync.people_store.ports): many instances, one truth.
+
+One database, ``<prefix>accounts``, holds::
+
+    user:<name>         {"type": "user", "name", "role", "places", "read_places",
+                         "password_hash" (scrypt, as in SQLite), "status", "language",
+                         "created", "updated"}
+    place:<id>          {"type": "place", "id", "parent", "name", "retired", "created"}
+    places_version      {"n"}: moved on after every change of a place
+    session:<sha256>    {"type": "session", "user", "password_tag", "created", "last_seen"}
+                        (the SHA-256 of the cookie value, never the value itself)
+
+Every read of a user or a session is a quorum read of all its live leaves
+(``_bulk_get``), never a cache: a user disabled through one instance is refused by
+every instance from the next request.  The place tree may be kept by a caller
+until :meth:`places_version` changes; the version document is written *after*
+the place, so a tree loaded after reading a version is never older than it.
+(An instance that dies between the two writes leaves the others on the old tree
+until the next change of a place: the one gap, and it costs only staleness.)
+
+Changes are read-modify-write against the winner's ``_rev``: a 409 (another
+instance wrote first) reads again and checks the rules again; a 202 (fewer than a
+quorum of copies took it, so a rival write may have forked the document) reads
+back, and when the document forked, writes the change again on the winner and
+deletes the other leaves.  Where leaves still disagree when read, a user's most
+restrictive status counts (removed, then disabled, then active).
+
+Limits, honestly: rules that look at more than one document ("the last active
+admin", "nobody is assigned to a place being retired", "a move must not make a
+loop") are checked on a read, not in a transaction, so two instances changing
+*different* documents at the same moment can each pass them.  Ending every
+session of a user and forgetting expired sessions scan the session documents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from sync import accounts, people, sessions
+from sync.audit import AuditLog
+from sync.errors import BadRequest, Conflict, NotFound, PreconditionFailed, StoreUnavailable
+from sync.people_store.ports import Actor, Lookup, Opened, details_of_scope
+from sync.scopes import Place, PlaceTree, Role, User, UserStatus, validate_place_id
+from sync.sessions import Lifetime, Session
+from sync.store.couchdb.client import CouchClient, path
+
+DB_NAME = "accounts"  # after the deployment's prefix
+VERSION_DOC = "places_version"
+PURGE_EVERY = 3600.0  # seconds between two sweeps of expired sessions, per instance
+_TRIES = 50
+_STRICTNESS = {UserStatus.ACTIVE: 0, UserStatus.DISABLED: 1, UserStatus.REMOVED: 2}
+
+Doc = dict[str, Any]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def user_doc_id(name: str) -> str:
+    return f"user:{name}"
+
+
+def place_doc_id(place_id: str) -> str:
+    return f"place:{place_id}"
+
+
+def session_doc_id(session_id: str) -> str:
+    return f"session:{sessions.id_hash(session_id)}"
+
+
+Mirror = Callable[[User | Place], Awaitable[None]]
+
+
+class CouchAccounts:
+    def __init__(
+        self,
+        client: CouchClient,
+        db: str,
+        audit: AuditLog | None = None,
+        mirror: Mirror | None = None,
+    ) -> None:
+        self._client = client
+        self._db = db
+        self._audit = audit
+        # Told every user and place as changed here (the data dir's copy, for the
+        # domains that still read users from the embedded tables: backends).
+        self._mirror = mirror
+        self._created = False
+        self._creating = asyncio.Lock()
+        self._purged = 0.0
+
+    @classmethod
+    def for_prefix(
+        cls,
+        client: CouchClient,
+        prefix: str,
+        audit: AuditLog | None = None,
+        mirror: Mirror | None = None,
+    ) -> CouchAccounts:
+        return cls(client, prefix + DB_NAME, audit, mirror)
+
+    # -- reading ---------------------------------------------------------------------------
+    async def lookup(self, name: str | None, session_id: str | None = None) -> Lookup:
+        await self._ensure_db()
+        first = [VERSION_DOC] if session_id is None else [VERSION_DOC, session_doc_id(session_id)]
+        if session_id is None and name is not None:
+            first.append(user_doc_id(name))  # Basic: one request for both
+        found = await self._client.leaves_by_id(self._db, first)
+        version = found.get(VERSION_DOC, [])
+        session = None
+        if session_id is not None:
+            session = _session(found.get(session_doc_id(session_id), []))
+            name = session.user if session is not None else None
+            user = None if name is None else await self.get_user(name)
+        else:
+            user = None if name is None else _user(found.get(user_doc_id(name), []))
+        return Lookup(user, session, _version(version))
+
+    async def places_version(self) -> str:
+        await self._ensure_db()
+        return _version(await self._leaves(VERSION_DOC))
+
+    async def place_tree(self) -> PlaceTree:
+        return PlaceTree(await self.list_places())
+
+    async def get_user(self, name: str) -> User | None:
+        await self._ensure_db()
+        return _user(await self._leaves(user_doc_id(name)))
+
+    async def list_users(self) -> list[User]:
+        docs = await self._prefixed("user:")
+        return [_user([doc]) or _never() for doc in docs]
+
+    async def get_place(self, place_id: str) -> Place | None:
+        await self._ensure_db()
+        leaves = await self._leaves(place_doc_id(place_id))
+        return _place(leaves[0]) if leaves else None
+
+    async def list_places(self) -> list[Place]:
+        return [_place(doc) for doc in await self._prefixed("place:")]
+
+    async def language(self, name: str) -> str:
+        await self._ensure_db()
+        leaves = await self._leaves(user_doc_id(name))
+        chosen = leaves[0].get("language") if leaves else None
+        return chosen if chosen in accounts.LANGUAGES else accounts.LANGUAGES[0]
+
+    # -- changing users ----------------------------------------------------------------------
+    async def add_user(
+        self,
+        name: str,
+        role: Role,
+        password: str,
+        places: Sequence[str],
+        read_places: Sequence[str],
+        by: Actor | None,
+    ) -> User:
+        accounts.validate_user_name(name)
+        _check_password(password)
+        await self._ensure_db()
+        await self._check_places([*places, *read_places])
+        if role in (Role.CHW, Role.SUPERVISOR) and not places and not read_places:
+            raise BadRequest(f"a {role.value} needs at least one --place or --read-place")
+        user = User(name, role, tuple(places), tuple(read_places), accounts.hash_password(password))
+        body = {**_user_body(user), "created": _now(), "updated": _now()}
+        try:
+            await self._client.put_status(path(self._db, user_doc_id(name)), body)
+        except Conflict:
+            existing = await self.get_user(name)
+            if existing is not None and existing.status is UserStatus.REMOVED:
+                raise Conflict(
+                    f"user {name!r} was removed, and a removed name is never given out again "
+                    "(the audit trail and the device history must keep naming one person); "
+                    "choose another"
+                ) from None
+            raise Conflict(f"user {name!r} already exists") from None
+        detail = f"user {name}: role {role.value}, {details_of_scope(places, read_places)}"
+        self._note(by, "user_add", detail)
+        await self._mirrored(user)
+        return user
+
+    async def set_places(
+        self, name: str, places: Sequence[str], read_places: Sequence[str], by: Actor | None
+    ) -> User:
+        async def check(user: User) -> None:
+            await self._check_places([*places, *read_places])
+
+        def apply(doc: Doc) -> None:
+            doc.update(places=list(places), read_places=list(read_places))
+
+        user = await self._change_user(name, check, apply)
+        self._note(by, "user_places", f"user {name}: {details_of_scope(places, read_places)}")
+        return user
+
+    async def set_password(self, name: str, password: str, by: Actor | None) -> None:
+        _check_password(password)
+        password_hash = accounts.hash_password(password)
+
+        def apply(doc: Doc) -> None:
+            doc["password_hash"] = password_hash
+
+        await self._change_user(name, _no_check, apply)
+        self._note(by, "user_password", f"user {name}: password set")
+
+    async def set_language(self, name: str, language: str, by: Actor | None) -> None:
+        if language not in accounts.LANGUAGES:
+            raise BadRequest(
+                f"language must be one of {', '.join(accounts.LANGUAGES)} (e.g. sw for Swahili)"
+            )
+
+        def apply(doc: Doc) -> None:
+            doc["language"] = language
+
+        await self._change_user(name, _no_check, apply)
+        self._note(by, "user_language", f"user {name}: console language {language}")
+
+    async def disable_user(self, name: str, by: Actor | None) -> User:
+        async def check(user: User) -> None:
+            if user.status is UserStatus.DISABLED:
+                raise Conflict(f"user {name!r} is already disabled")
+            await self._keep_an_admin(user, "disable")
+
+        user = await self._change_user(name, check, _status(UserStatus.DISABLED))
+        self._note(by, "user_disable", f"user {name}: active -> disabled")
+        return user
+
+    async def enable_user(self, name: str, by: Actor | None) -> User:
+        async def check(user: User) -> None:
+            if user.status is UserStatus.ACTIVE:
+                raise Conflict(f"user {name!r} is not disabled")
+
+        user = await self._change_user(name, check, _status(UserStatus.ACTIVE), enable=True)
+        self._note(by, "user_enable", f"user {name}: disabled -> active")
+        return user
+
+    async def remove_user(self, name: str, by: Actor | None) -> User:
+        before: list[UserStatus] = []
+
+        async def check(user: User) -> None:
+            await self._keep_an_admin(user, "remove")
+            before.append(user.status)
+
+        def apply(doc: Doc) -> None:
+            doc.update(status=UserStatus.REMOVED.value, password_hash=people.REMOVED_HASH)
+
+        user = await self._change_user(name, check, apply)
+        ended = await self._end_all(name)
+        was = before[-1].value if before else "active"
+        self._note(by, "user_remove", f"user {name}: {was} -> removed, {ended} session(s) ended")
+        return user
+
+    # -- changing places ---------------------------------------------------------------------
+    async def add_place(
+        self, place_id: str, parent: str | None, name: str | None, by: Actor | None
+    ) -> Place:
+        validate_place_id(place_id)
+        await self._ensure_db()
+        if parent is not None:
+            await self._check_parent(parent)
+        place = Place(place_id, parent, name or place_id)
+        body = {**_place_body(place), "created": _now()}
+        try:
+            await self._client.put_status(path(self._db, place_doc_id(place_id)), body)
+        except Conflict:
+            raise Conflict(f"place {place_id!r} already exists") from None
+        await self._bump_places()
+        self._note(by, "place_add", f"place {place_id}, parent {parent or '-'}")
+        await self._mirrored(place)
+        return place
+
+    async def edit_place(
+        self, place_id: str, name: str | None, move: bool, parent: str | None, by: Actor | None
+    ) -> Place:
+        if name is None and not move:
+            raise BadRequest('give "name" (a new name) and/or "parent" (a place id, or null)')
+        place = await self._existing_place(place_id)
+        if name is not None:
+            place = await self._rename(place, name, by)
+        if move:
+            place = await self._move(place, parent, by)
+        return place
+
+    async def _rename(self, place: Place, name: str, by: Actor | None) -> Place:
+        new_name = people.validate_place_name(name)
+        if new_name == place.name:
+            raise Conflict(f"place {place.id!r} is already named {new_name!r}")
+        changed = await self._change_place(place.id, lambda doc: doc.update(name=new_name))
+        self._note(by, "place_rename", f"place {place.id}: name {place.name!r} -> {new_name!r}")
+        return changed
+
+    async def _move(self, place: Place, parent: str | None, by: Actor | None) -> Place:
+        if parent == place.parent:
+            raise Conflict(f"place {place.id!r} is already under {parent or 'no parent (a root)'}")
+        if parent is not None:
+            await self._check_parent(parent)
+            tree = await self.place_tree()
+            if parent == place.id or place.id in tree.ancestors(parent):
+                raise BadRequest(
+                    f"cannot move place {place.id!r} under {parent!r}: {parent!r} lies inside "
+                    f"{place.id!r}, so the tree would loop; pick a parent outside it"
+                )
+        changed = await self._change_place(place.id, lambda doc: doc.update(parent=parent))
+        self._note(
+            by, "place_move", f"place {place.id}: parent {place.parent or '-'} -> {parent or '-'}"
+        )
+        return changed
+
+    async def retire_place(self, place_id: str, by: Actor | None) -> Place:
+        place = await self._existing_place(place_id)
+        if place.retired is not None:
+            raise Conflict(f"place {place_id!r} was already retired on {place.retired[:10]}")
+        tree = await self.place_tree()
+        active = [c for c in tree.children(place_id) if c not in tree.retired]
+        if active:
+            raise Conflict(
+                f"place {place_id!r} still has active places below it ({people.few(active)}); "
+                "retire or move them first"
+            )
+        assigned = [
+            u.name
+            for u in await self.list_users()
+            if u.status is not UserStatus.REMOVED and place_id in (*u.places, *u.read_places)
+        ]
+        if assigned:
+            raise Conflict(
+                f"place {place_id!r} still has users assigned ({people.few(assigned)}); give "
+                "them other places first (fieldsync user set-places, or PUT "
+                "/api/v1/users/NAME/places)"
+            )
+        stamp = _now()
+        changed = await self._change_place(place_id, lambda doc: doc.update(retired=stamp))
+        self._note(by, "place_retire", f"place {place_id}: active -> retired")
+        return changed
+
+    # -- sessions ------------------------------------------------------------------------------
+    async def start_session(self, user: User, now: float, lifetime: Lifetime) -> Opened:
+        current = await self.get_user(user.name)
+        if current is None or current.status is UserStatus.REMOVED:
+            return Opened(None, None)
+        if current.status is not UserStatus.ACTIVE:
+            return Opened(current, None)
+        await self._purge(lifetime, now)
+        session_id = secrets.token_urlsafe(32)
+        body = {
+            "type": "session",
+            "user": user.name,
+            "password_tag": sessions.password_tag(user.password_hash),
+            "created": now,
+            "last_seen": now,
+        }
+        # A new random id: no other writer, so 202 is as good as 201.
+        await self._client.put_status(path(self._db, session_doc_id(session_id)), body)
+        return Opened(current, session_id)
+
+    async def touch_session(self, session_id: str, now: float) -> None:
+        leaves = await self._leaves(session_doc_id(session_id))
+        if not leaves:
+            return
+        body = {**_bare(leaves[0]), "last_seen": now}
+        with contextlib.suppress(Conflict, NotFound):  # touched or ended meanwhile: fine
+            await self._client.put_status(path(self._db, session_doc_id(session_id)), body)
+
+    async def end_session(self, session_id: str) -> str | None:
+        await self._ensure_db()
+        leaves = await self._leaves(session_doc_id(session_id))
+        await self._delete(session_doc_id(session_id), leaves)
+        return str(leaves[0]["user"]) if leaves else None
+
+    async def logout_user(self, name: str, by: Actor | None) -> int:
+        if await self.get_user(name) is None:
+            raise NotFound(f"user {name!r} does not exist")
+        ended = await self._end_all(name)
+        self._note(by, "user_logout", f"user {name}: every session ended")
+        return ended
+
+    async def _end_all(self, name: str) -> int:
+        docs = [d for d in await self._prefixed("session:") if d.get("user") == name]
+        for doc in docs:
+            await self._delete(str(doc["_id"]), await self._leaves(str(doc["_id"])))
+        return len(docs)
+
+    async def _purge(self, lifetime: Lifetime, now: float) -> None:
+        """Forget sessions that can no longer be used, at most once per PURGE_EVERY here."""
+        if time.monotonic() - self._purged < PURGE_EVERY and self._purged:
+            return
+        self._purged = time.monotonic()
+        for doc in await self._prefixed("session:"):
+            session = _session([doc])
+            if session is not None and not lifetime.alive(session, now):
+                await self._delete(str(doc["_id"]), [doc])
+
+    # -- rules read from CouchDB -----------------------------------------------------------------
+    async def _check_places(self, places: Sequence[str]) -> None:
+        """Places a user may be given: they exist (404) and are not retired (409)."""
+        for place_id in places:
+            found = await self.get_place(place_id)
+            if found is None:
+                raise NotFound(f"place {place_id!r} does not exist")
+            if found.retired is not None:
+                raise Conflict(f"place {place_id!r} is retired: nobody can be assigned to it")
+
+    async def _check_parent(self, parent: str) -> None:
+        found = await self.get_place(parent)
+        if found is None:
+            raise NotFound(f"parent place {parent!r} does not exist")
+        if found.retired is not None:
+            raise Conflict(f"parent place {parent!r} is retired: it takes no new places")
+
+    async def _existing_place(self, place_id: str) -> Place:
+        place = await self.get_place(place_id)
+        if place is None:
+            raise NotFound(f"place {place_id!r} does not exist")
+        return place
+
+    async def _keep_an_admin(self, user: User, verb: str) -> None:
+        if user.role is not Role.ADMIN or user.status is not UserStatus.ACTIVE:
+            return
+        others = [
+            u
+            for u in await self.list_users()
+            if u.role is Role.ADMIN and u.status is UserStatus.ACTIVE and u.name != user.name
+        ]
+        if not others:
+            raise Conflict(
+                f"cannot {verb} {user.name!r}: it is the last active admin; add or enable "
+                "another admin first"
+            )
+
+    # -- read-modify-write -------------------------------------------------------------------
+    async def _change_user(
+        self,
+        name: str,
+        check: Callable[[User], Any],
+        apply: Callable[[Doc], None],
+        enable: bool = False,
+    ) -> User:
+        """Check the rules on the user as stored, then write ``apply``'d against its _rev."""
+
+        async def checked(leaves: list[Doc]) -> None:
+            user = _user(leaves)
+            if user is None:
+                raise NotFound(f"user {name!r} does not exist")
+            if user.status is UserStatus.REMOVED:
+                verb = "enabled again" if enable else "changed"
+                raise Conflict(f"user {name!r} was removed; a removed user cannot be {verb}")
+            await check(user)
+
+        def stamped(doc: Doc) -> None:
+            apply(doc)
+            doc["updated"] = _now()
+
+        doc = await self._update(user_doc_id(name), checked, stamped)
+        user = _user([doc]) or _never()
+        await self._mirrored(user)
+        return user
+
+    async def _change_place(self, place_id: str, apply: Callable[[Doc], None]) -> Place:
+        async def checked(leaves: list[Doc]) -> None:
+            if not leaves:
+                raise NotFound(f"place {place_id!r} does not exist")
+
+        doc = await self._update(place_doc_id(place_id), checked, apply)
+        await self._bump_places()
+        place = _place(doc)
+        await self._mirrored(place)
+        return place
+
+    async def _bump_places(self) -> None:
+        async def anything(leaves: list[Doc]) -> None:
+            return None
+
+        def bump(doc: Doc) -> None:
+            doc["n"] = int(doc.get("n", 0)) + 1
+
+        await self._update(VERSION_DOC, anything, bump)
+
+    async def _update(
+        self,
+        doc_id: str,
+        check: Callable[[list[Doc]], Any],
+        apply: Callable[[Doc], None],
+    ) -> Doc:
+        """One change of ``doc_id``: rules checked on what is stored, 409 retried, a fork
+        left by a 202 settled on the winner; the document as written."""
+        await self._ensure_db()
+        for _ in range(_TRIES):
+            leaves = await self._leaves(doc_id)
+            await check(leaves)
+            body = _bare(leaves[0]) if leaves else {"_id": doc_id}
+            apply(body)
+            try:
+                status = await self._client.put_status(path(self._db, doc_id), body)
+            except Conflict:
+                continue  # another instance wrote first: read and check again
+            if status == 202:
+                await self._settle(doc_id, apply)
+            return body
+        raise StoreUnavailable(
+            f"Could not change {doc_id} (too many concurrent writers); try again."
+        )
+
+    async def _settle(self, doc_id: str, apply: Callable[[Doc], None]) -> None:
+        """After a 202: if the document forked, the change again on the winner, others deleted."""
+        for _ in range(_TRIES):
+            leaves = await self._leaves(doc_id)
+            if len(leaves) <= 1:
+                return
+            body = _bare(leaves[0])
+            apply(body)
+            try:
+                await self._client.put_status(path(self._db, doc_id), body)
+            except Conflict:
+                continue
+            await self._delete(doc_id, leaves[1:])
+
+    async def _delete(self, doc_id: str, leaves: Sequence[Mapping[str, Any]]) -> None:
+        for leaf in leaves:
+            with contextlib.suppress(Conflict, NotFound):
+                await self._client.json(
+                    "DELETE", path(self._db, doc_id), params={"rev": str(leaf["_rev"])}
+                )
+
+    # -- CouchDB -----------------------------------------------------------------------------
+    async def database(self) -> str:
+        """The accounts database's name, once it exists (the login limits share it)."""
+        await self._ensure_db()
+        return self._db
+
+    async def _leaves(self, doc_id: str) -> list[Doc]:
+        found = await self._client.leaves_by_id(self._db, [doc_id])
+        return found.get(doc_id, [])
+
+    async def _prefixed(self, prefix: str) -> list[Doc]:
+        """Every document whose id starts with ``prefix`` (``_all_docs``, by id)."""
+        await self._ensure_db()
+        params = {
+            "startkey": _key(prefix),
+            "endkey": _key(prefix + "\ufff0"),
+            "include_docs": "true",
+        }
+        answer = await self._client.json("GET", path(self._db, "_all_docs"), params=params)
+        return [row["doc"] for row in answer.get("rows", []) if row.get("doc")]
+
+    async def _ensure_db(self) -> None:
+        """Create the database once per process (another instance may have made it)."""
+        if self._created:
+            return
+        async with self._creating:
+            if not self._created:
+                with contextlib.suppress(PreconditionFailed):
+                    await self._client.json("PUT", path(self._db))
+                self._created = True
+
+    async def _mirrored(self, value: User | Place) -> None:
+        if self._mirror is not None:
+            await self._mirror(value)
+
+    def _note(self, by: Actor | None, action: str, detail: str) -> None:
+        """The change's audit entry: recorded now, made safe before the answer goes out."""
+        if self._audit is not None and by is not None:
+            self._audit.record(by.name, action, None, (), by.device, detail=detail)
+
+    async def adopt(self, users: Sequence[User], places: Sequence[Place]) -> int:
+        """Create the users and places that CouchDB lacks (never overwrites one); how many.
+
+        The server adopts its data dir's accounts on start, so a deployment moved onto
+        CouchDB keeps its people; a name or place already in CouchDB wins.
+        """
+        await self._ensure_db()
+        docs = [
+            {"_id": user_doc_id(u.name), **_user_body(u), "created": _now(), "updated": _now()}
+            for u in users
+        ]
+        docs += [{"_id": place_doc_id(p.id), **_place_body(p), "created": _now()} for p in places]
+        if not docs:
+            return 0
+        answer = await self._client.json("POST", path(self._db, "_bulk_docs"), body={"docs": docs})
+        created = [r for r in answer if "error" not in r]
+        if any(str(r["id"]).startswith("place:") for r in created):
+            await self._bump_places()
+        return len(created)
+
+
+# -- documents <-> values ---------------------------------------------------------------------
+def _user_body(user: User) -> Doc:
+    return {
+        "type": "user",
+        "name": user.name,
+        "role": user.role.value,
+        "places": list(user.places),
+        "read_places": list(user.read_places),
+        "password_hash": user.password_hash,
+        "status": user.status.value,
+        "language": accounts.LANGUAGES[0],
+    }
+
+
+def _place_body(place: Place) -> Doc:
+    return {
+        "type": "place",
+        "id": place.id,
+        "parent": place.parent,
+        "name": place.name,
+        "retired": place.retired,
+    }
+
+
+def _user(leaves: Sequence[Mapping[str, Any]]) -> User | None:
+    """The user of the winning leaf, with the strictest status any live leaf holds."""
+    if not leaves:
+        return None
+    doc = leaves[0]
+    statuses = [UserStatus(str(leaf.get("status", "active"))) for leaf in leaves]
+    status = max(statuses, key=_STRICTNESS.__getitem__)
+    user = User(
+        str(doc["name"]),
+        Role(str(doc["role"])),
+        tuple(doc.get("places", [])),
+        tuple(doc.get("read_places", [])),
+        str(doc["password_hash"]),
+        status,
+    )
+    if status is UserStatus.REMOVED:
+        user = dataclasses.replace(user, password_hash=people.REMOVED_HASH)
+    return user
+
+
+def _place(doc: Mapping[str, Any]) -> Place:
+    return Place(str(doc["id"]), doc.get("parent"), str(doc["name"]), doc.get("retired"))
+
+
+def _session(leaves: Sequence[Mapping[str, Any]]) -> Session | None:
+    if not leaves:
+        return None
+    doc = leaves[0]
+    return Session(
+        str(doc["user"]), str(doc["password_tag"]), float(doc["created"]), float(doc["last_seen"])
+    )
+
+
+def _version(leaves: Sequence[Mapping[str, Any]]) -> str:
+    return str(leaves[0]["_rev"]) if leaves else "0"
+
+
+def _status(status: UserStatus) -> Callable[[Doc], None]:
+    def apply(doc: Doc) -> None:
+        doc["status"] = status.value
+
+    return apply
+
+
+async def _no_check(user: User) -> None:
+    return None
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 8:
+        raise BadRequest("password must be at least 8 characters")
+
+
+def _bare(doc: Mapping[str, Any]) -> Doc:
+    return {k: v for k, v in doc.items() if k not in ("_conflicts", "_revisions")}
+
+
+def _key(text: str) -> str:
+    return orjson.dumps(text).decode()
+
+
+def _never() -> User:
+    raise StoreUnavailable("CouchDB answered a user document without its fields")

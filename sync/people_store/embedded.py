@@ -1,0 +1,247 @@
+"""The embedded adapter of the accounts port (sync.people_store.ports): the data dir's SQLite.
+
+The SQL itself lives in :mod:`sync.accounts`, :mod:`sync.people` and
+:mod:`sync.sessions` (plain functions over a connection, which the CLI and
+other domains still call inside their own transactions); this adapter runs them
+on the server's store: reads on its reader threads, changes in one transaction
+of its single writer, each change with its audit entry in that same transaction.
+
+With CouchDB, the same tables keep a copy of users and places (:func:`mirror_into`,
+:func:`copy_all`) for the code that still reads them there.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import structlog
+
+from sync import accounts, people, sessions
+from sync.audit import AuditLog
+from sync.errors import BadRequest, FieldsyncError
+from sync.people import Changed
+from sync.people_store.ports import Actor, Lookup, Opened, details_of_scope
+from sync.scopes import Place, PlaceTree, Role, User, UserStatus
+from sync.sessions import Lifetime
+from sync.store.sqlite import SqliteStore
+
+T = TypeVar("T")
+log = structlog.get_logger("fieldsync.accounts")
+
+
+class EmbeddedAccounts:
+    def __init__(self, store: SqliteStore, audit: AuditLog | None = None) -> None:
+        self._store = store
+        self._audit = audit
+
+    # -- reading ---------------------------------------------------------------------------
+    async def lookup(self, name: str | None, session_id: str | None = None) -> Lookup:
+        def run(conn: sqlite3.Connection) -> Lookup:
+            version = accounts.version(conn, "places_version")  # one snapshot: all agree
+            session = None if session_id is None else sessions.find(conn, session_id)
+            who = name if session_id is None else (session.user if session else None)
+            user = None if who is None else accounts.get_user(conn, who)
+            return Lookup(user, session, str(version))
+
+        return await self._store.read(run)
+
+    async def places_version(self) -> str:
+        return str(await self._store.read(lambda c: accounts.version(c, "places_version")))
+
+    async def place_tree(self) -> PlaceTree:
+        return await self._store.read(accounts.place_tree)
+
+    async def get_user(self, name: str) -> User | None:
+        return await self._store.read(lambda c: accounts.get_user(c, name))
+
+    async def list_users(self) -> list[User]:
+        return await self._store.read(accounts.list_users)
+
+    async def get_place(self, place_id: str) -> Place | None:
+        return await self._store.read(lambda c: accounts.get_place(c, place_id))
+
+    async def list_places(self) -> list[Place]:
+        return await self._store.read(accounts.list_places)
+
+    async def language(self, name: str) -> str:
+        return await self._store.read(lambda c: accounts.language(c, name))
+
+    # -- changing users ----------------------------------------------------------------------
+    async def add_user(
+        self,
+        name: str,
+        role: Role,
+        password: str,
+        places: Sequence[str],
+        read_places: Sequence[str],
+        by: Actor | None,
+    ) -> User:
+        detail = f"user {name}: role {role.value}, {details_of_scope(places, read_places)}"
+        return await self._write(
+            by,
+            "user_add",
+            lambda c: accounts.add_user(c, name, role, password, places, read_places),
+            detail,
+        )
+
+    async def set_places(
+        self, name: str, places: Sequence[str], read_places: Sequence[str], by: Actor | None
+    ) -> User:
+        return await self._write(
+            by,
+            "user_places",
+            lambda c: accounts.set_places(c, name, places, read_places),
+            f"user {name}: {details_of_scope(places, read_places)}",
+        )
+
+    async def set_password(self, name: str, password: str, by: Actor | None) -> None:
+        await self._write(
+            by,
+            "user_password",
+            lambda c: accounts.set_password(c, name, password),
+            f"user {name}: password set",
+        )
+
+    async def set_language(self, name: str, language: str, by: Actor | None) -> None:
+        await self._write(
+            by,
+            "user_language",
+            lambda c: accounts.set_language(c, name, language),
+            f"user {name}: console language {language}",
+        )
+
+    async def disable_user(self, name: str, by: Actor | None) -> User:
+        return await self._change(by, "user_disable", lambda c: people.disable_user(c, name))
+
+    async def enable_user(self, name: str, by: Actor | None) -> User:
+        return await self._change(by, "user_enable", lambda c: people.enable_user(c, name))
+
+    async def remove_user(self, name: str, by: Actor | None) -> User:
+        return await self._change(by, "user_remove", lambda c: people.remove_user(c, name))
+
+    # -- changing places ---------------------------------------------------------------------
+    async def add_place(
+        self, place_id: str, parent: str | None, name: str | None, by: Actor | None
+    ) -> Place:
+        return await self._write(
+            by,
+            "place_add",
+            lambda c: accounts.add_place(c, place_id, parent, name),
+            f"place {place_id}, parent {parent or '-'}",
+        )
+
+    async def edit_place(
+        self, place_id: str, name: str | None, move: bool, parent: str | None, by: Actor | None
+    ) -> Place:
+        """Rename and/or move in one transaction, one audit entry per change."""
+
+        def run(conn: sqlite3.Connection) -> Place:
+            place = None
+            if name is not None:
+                renamed = people.rename_place(conn, place_id, name)
+                place = self._noted(conn, by, "place_rename", renamed)
+            if move:
+                moved = people.move_place(conn, place_id, parent)
+                place = self._noted(conn, by, "place_move", moved)
+            if place is None:
+                raise BadRequest('give "name" (a new name) and/or "parent" (a place id, or null)')
+            return place
+
+        return await self._store.write_tx(run)
+
+    async def retire_place(self, place_id: str, by: Actor | None) -> Place:
+        return await self._change(by, "place_retire", lambda c: people.retire_place(c, place_id))
+
+    # -- sessions ------------------------------------------------------------------------------
+    async def start_session(self, user: User, now: float, lifetime: Lifetime) -> Opened:
+        def run(conn: sqlite3.Connection) -> Opened:
+            # Read again in the session's own transaction: a user disabled or removed
+            # while their password was being checked gets no session.
+            current = accounts.get_user(conn, user.name)
+            if current is None or current.status is UserStatus.REMOVED:
+                return Opened(None, None)
+            if current.status is not UserStatus.ACTIVE:
+                return Opened(current, None)
+            sessions.purge(conn, lifetime, now)
+            return Opened(current, sessions.start(conn, user.name, user.password_hash, now))
+
+        return await self._store.write_tx(run)
+
+    async def touch_session(self, session_id: str, now: float) -> None:
+        await self._store.write_tx(lambda c: sessions.touch(c, session_id, now))
+
+    async def end_session(self, session_id: str) -> str | None:
+        return await self._store.write_tx(lambda c: sessions.end(c, session_id))
+
+    async def logout_user(self, name: str, by: Actor | None) -> int:
+        return await self._write(
+            by,
+            "user_logout",
+            lambda c: sessions.logout_user(c, name),
+            f"user {name}: every session ended",
+        )
+
+    # -- transactions with their audit entry ---------------------------------------------------
+    async def _write(
+        self, by: Actor | None, action: str, fn: Callable[[sqlite3.Connection], T], detail: str
+    ) -> T:
+        def run(conn: sqlite3.Connection) -> T:
+            result = fn(conn)
+            self._note(conn, by, action, detail)
+            return result
+
+        return await self._store.write_tx(run)
+
+    async def _change(
+        self, by: Actor | None, action: str, fn: Callable[[sqlite3.Connection], Changed[T]]
+    ) -> T:
+        return await self._store.write_tx(lambda c: self._noted(c, by, action, fn(c)))
+
+    def _noted(
+        self, conn: sqlite3.Connection, by: Actor | None, action: str, done: Changed[T]
+    ) -> T:
+        self._note(conn, by, action, done.detail)
+        return done.value
+
+    def _note(self, conn: sqlite3.Connection, by: Actor | None, action: str, detail: str) -> None:
+        if self._audit is not None and by is not None:
+            self._audit.chain.note(conn, by.name, action, detail, by.device)
+
+
+# -- the copy kept beside CouchDB -----------------------------------------------------------
+def mirror_into(sqlite: SqliteStore) -> Callable[[User | Place], Awaitable[None]]:
+    """Keep the data dir's tables a copy of what changes through this process.
+
+    The devices, SMS and console code still read users and places from those
+    tables (until they use this port); with one instance the copy is whole, with
+    several it holds what changed through this instance and what CouchDB held at
+    its start.  A copy that fails is logged, never the change's failure: CouchDB
+    holds the change already.
+    """
+
+    async def mirror(value: User | Place) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            if isinstance(value, User):
+                accounts.mirror_user(conn, value)
+            else:
+                accounts.mirror_places(conn, [value])
+
+        try:
+            await sqlite.write_tx(write)
+        except (FieldsyncError, sqlite3.Error) as exc:
+            log.warning("accounts_copy_failed", what=repr(value)[:80], error=str(exc))
+
+    return mirror
+
+
+async def copy_all(sqlite: SqliteStore, users: Sequence[User], places: Sequence[Place]) -> None:
+    """Refresh the data dir's copy with every user and place CouchDB holds (at start)."""
+
+    def write(conn: sqlite3.Connection) -> None:
+        accounts.mirror_places(conn, places)
+        for user in users:
+            accounts.mirror_user(conn, user)
+
+    await sqlite.write_tx(write)
