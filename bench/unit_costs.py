@@ -47,6 +47,7 @@ from bench.worker import TAG, WORKER_PLACE
 
 DEFAULT_PREFIX = "scal_"
 IDLE_SECONDS = 5.0
+NOISY_IDLE = 0.1  # CPU s per s: above it, another client shares the process
 FULL_PULLS = 2
 PUSHES = 2
 
@@ -214,6 +215,12 @@ def show(name: str, result: Mapping[str, Any]) -> None:
     }
     idle = ", ".join(f"{k} {v:.3f}" for k, v in result["idle_cpu_per_s"].items())
     log(f"\n  [{name}] idle CPU s per wall s: {idle}")
+    for process, rate in result["idle_cpu_per_s"].items():
+        if rate > NOISY_IDLE:
+            log(
+                f"  [{name}] warning: {process} spent {rate:.2f} CPU s per s while idle: another "
+                "client was using it, so its figures below are unreliable; run again when quiet"
+            )
     for key, label in labels.items():
         row = result[key]
         per = ", ".join(f"{k} {v:.3f} ms" for k, v in row["net_ms_per_unit"].items())
