@@ -13,8 +13,8 @@ fieldsync's process and, on the CouchDB backend, for CouchDB's own process (foun
 the port it listens on), each apart. CPU seconds, not wall time: on a shared, loaded
 machine the wall time says more about the neighbours than about the server. Each
 process's idle CPU rate (background watchers, CouchDB's own housekeeping, and any
-other client of the same CouchDB) is measured first and taken away, pro rata of the
-wall time of each measured block; the raw figures are printed too.
+other client of the same CouchDB) is measured for 5 s after the full pulls and taken
+away, pro rata of the wall time of each measured block; the raw figures are printed too.
 
 Sizes are small so that the whole run takes a few minutes: ``UNIT_SET`` documents in
 the phone's set (default 1,000, pushed first by her own phone: that push counts as
