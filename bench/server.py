@@ -110,7 +110,10 @@ class Server:
 
     # -- the CLI, on the same data dir while the server runs ---------------------------
     def cli(self, *args: str, password: str | None = None) -> str:
-        env = environment()
+        """Run a ``fieldsync`` command on this server's stores (its data dir, and the
+        document store of its settings: with issue 11, users, places and devices live in
+        CouchDB when the server's do)."""
+        env = environment(self.settings)
         if password is not None:
             env["FIELDSYNC_PASSWORD"] = password
         command = [FIELDSYNC, *args, "--data-dir", str(self.data_dir)]
