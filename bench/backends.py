@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bench import couch_seed, cpu
 from bench.seed import Seeded, Seeder
+from sync.datakeys.couchdb import CouchDataKeys
 from tests.couchdb_server import (
     POUCHDB_SERVER,
     couch_request,
@@ -184,6 +185,24 @@ class CouchSeeding:
 
     def add_places(self, places: Sequence[tuple[str, str | None]]) -> None:
         self.seeder.add_places(places)
+        asyncio.run(self._share_keys())
+
+    async def _share_keys(self) -> None:
+        """The seeder made the places' data keys in the data dir; a server on CouchDB reads
+        them from ``<prefix>keys`` (sync.datakeys): the same keys go there, still sealed."""
+        client = couch_seed.open_client(self.couch.url)
+        try:
+            store = CouchDataKeys.for_prefix(client, self.couch.prefix(self.tag))
+            keys = self.seeder.data_keys()
+            for start in range(0, len(keys), 50):
+                await asyncio.gather(
+                    *(
+                        store.add_async(k.place, k.version, k.wrapped, k.created)
+                        for k in keys[start : start + 50]
+                    )
+                )
+        finally:
+            await client.close()
 
     def seed(
         self, docs: Iterable[dict[str, Any]], keep: frozenset[str] = frozenset()

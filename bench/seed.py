@@ -23,6 +23,8 @@ from typing import Any
 
 from sync import accounts
 from sync.config import Config, from_env
+from sync.datakeys.embedded import EmbeddedDataKeys
+from sync.datakeys.ports import StoredKey
 from sync.keys import KeyRing, load_master_key
 from sync.replication.documents import new_rev, parse_incoming
 from sync.store.base import RevisionWrite, StoredRevision
@@ -164,6 +166,10 @@ class Seeder:
             for place, parent in places:
                 accounts.add_place(conn, place, parent, None)
                 self.keys.current(place)
+
+    def data_keys(self) -> list[StoredKey]:
+        """Every data key made so far, sealed under the master key as stored."""
+        return EmbeddedDataKeys(self._conn_ctx).all()
 
     def seal(self, raw: dict[str, Any], db: str = DB) -> Sealed:
         """``raw`` as ``Writer`` would store it: its ``1-<md5>`` rev and its body sealed.
