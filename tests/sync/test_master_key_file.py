@@ -19,10 +19,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
-from sync.keys import KeyError_, key_from_file
-
 FIELDSYNC = str(Path(sys.executable).parent / "fieldsync")
 READY_TIMEOUT = 20.0
 
@@ -96,11 +92,3 @@ def test_an_unreadable_key_file_stops_serve_with_a_clear_message(tmp_path: Path)
     assert "Traceback" not in result.stderr
     assert f"cannot read the master key file {not_a_file}" in result.stderr
     assert f"readable by user id {os.getuid()}" in result.stderr
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file of any mode")
-def test_a_key_file_without_read_permission_is_named(tmp_path: Path) -> None:
-    key_file = _secret(tmp_path / "secrets")
-    key_file.chmod(0)
-    with pytest.raises(KeyError_, match="Permission denied"):
-        key_from_file(key_file, create=False)
