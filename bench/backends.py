@@ -217,6 +217,7 @@ class CouchSeeding:
             seeding = couch_seed.CouchSeeder(self.seeder, client, self.couch.prefix(self.tag))
             done = await seeding.seed(docs, keep)
             self.requests += seeding.requests
+            await self._share_keys()  # keys made while sealing (places added another way)
             return done
         finally:
             await client.close()
