@@ -16,6 +16,7 @@ from sms_gateway.couchdb import CouchSms
 from sms_gateway.embedded import EmbeddedSms
 from sms_gateway.ports import SmsStore
 from sync.config import Config
+from sync.errors import StoreUnavailable
 from sync.store.couchdb.running import open_client
 from sync.store.schema import db_path
 from sync.store.sqlite import SqliteStore
@@ -32,7 +33,12 @@ async def sms_store(config: Config, sqlite: SqliteStore | None = None) -> AsyncI
         client = open_client(config)
         try:
             store: SmsStore = CouchSms.for_prefix(client, config.couchdb_prefix)
-            await store.open()
+            try:
+                await store.open()
+            except StoreUnavailable:
+                if sqlite is None:  # a command: it says CouchDB cannot be reached
+                    raise
+                # the server starts anyway: SmsService.open opens it once CouchDB answers
             yield store
         finally:
             await client.close()

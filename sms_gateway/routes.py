@@ -155,6 +155,7 @@ async def _sms_service(
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await service.close()
     if session is not None:
         await session.close()
 

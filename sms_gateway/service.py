@@ -121,11 +121,35 @@ class SmsService:
         self.registrar = Registrar(rep, forms, settings)
         self.wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._opening: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        await self.store.open()
+        """Open the queues; with CouchDB away, the server starts anyway (SMS routes answer
+        503 meanwhile) and the queues are opened once it answers (:meth:`_open_later`)."""
+        try:
+            await self.store.open()
+        except StoreUnavailable as exc:
+            log.warning("sms_store_not_open", reason=exc.reason)
+            self._opening = asyncio.create_task(self._open_later())
         with contextlib.suppress(StoreUnavailable):  # keys in a CouchDB away: warmed on use
             await self.sealer.warm()
+
+    async def _open_later(self, every: float = 2.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.store.open()
+            except StoreUnavailable:
+                continue
+            log.info("sms_store_open")
+            return
+
+    async def close(self) -> None:
+        """Stop opening the queues later, if that is still under way."""
+        if self._opening is not None:
+            self._opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._opening
 
     # -- in --------------------------------------------------------------------------------------
     async def receive(self, messages: Sequence[Received]) -> int:
