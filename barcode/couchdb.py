@@ -35,7 +35,6 @@ retirement that raced another write is never lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,8 +44,9 @@ import orjson
 from barcode.embedded import now
 from barcode.ids import IdFormat
 from barcode.ports import Block, Status, check_count, check_device, normalised
-from sync.errors import Conflict, PreconditionFailed, StoreError, StoreUnavailable
+from sync.errors import Conflict, StoreError, StoreUnavailable
 from sync.store.couchdb.client import CouchClient, path
+from sync.store.couchdb.once import CreatedOnce
 
 DB_NAME = "patient_ids"  # after the deployment's prefix
 BLOCKS_COUNTER = "counter:blocks"
@@ -64,8 +64,7 @@ class CouchPatientIds:
         self._claim_size = claim
         self._ranges: dict[str, tuple[int, int]] = {}  # counter id -> [next, end) still ours
         self._locks: dict[str, asyncio.Lock] = {}
-        self._created = False
-        self._creating = asyncio.Lock()
+        self._home = CreatedOnce(client, self._db)
 
     @classmethod
     def for_prefix(cls, client: CouchClient, prefix: str) -> CouchPatientIds:
@@ -212,13 +211,7 @@ class CouchPatientIds:
 
     async def _ensure_db(self) -> None:
         """Create the database once per process (another instance may have made it)."""
-        if self._created:
-            return
-        async with self._creating:
-            if not self._created:
-                with contextlib.suppress(PreconditionFailed):
-                    await self._client.json("PUT", path(self._db))
-                self._created = True
+        await self._home.ensure()
 
 
 def _block_doc_id(device: str, block_id: int) -> str:

@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 import orjson
 
 from sync.datakeys.ports import StoredKey, check_version
-from sync.errors import Conflict, PreconditionFailed, StoreError, StoreUnavailable
+from sync.errors import Conflict, StoreError, StoreUnavailable
 from sync.keys import KeyError_, MasterKey, label
 from sync.store.couchdb.client import CouchClient, path
+from sync.store.couchdb.once import CreatedOnce
 
 DB_NAME = "keys"  # after the deployment's prefix
 PREFIX = "dk:"
@@ -49,8 +49,7 @@ class CouchDataKeys:
         self._client = client
         self._db = db
         self._loop = loop
-        self._created = False
-        self._creating = asyncio.Lock()
+        self._home = CreatedOnce(client, self._db)
 
     @classmethod
     def for_prefix(cls, client: CouchClient, prefix: str) -> CouchDataKeys:
@@ -187,13 +186,7 @@ class CouchDataKeys:
 
     async def _ensure_db(self) -> None:
         """Create the database once per process (another instance may have made it)."""
-        if self._created:
-            return
-        async with self._creating:
-            if not self._created:
-                with contextlib.suppress(PreconditionFailed):
-                    await self._client.json("PUT", path(self._db))
-                self._created = True
+        await self._home.ensure()
 
 
 def _wrapped(doc: Mapping[str, Any]) -> bytes:

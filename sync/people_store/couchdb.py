@@ -34,7 +34,6 @@ session of a user and forgetting expired sessions scan the session documents.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
@@ -47,11 +46,12 @@ import orjson
 
 from sync import accounts, people, sessions
 from sync.audit import AuditLog
-from sync.errors import BadRequest, Conflict, NotFound, PreconditionFailed, StoreUnavailable
+from sync.errors import BadRequest, Conflict, NotFound, StoreUnavailable
 from sync.people_store.ports import Actor, Lookup, Opened, details_of_scope
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus, validate_place_id
 from sync.sessions import Lifetime, Session
 from sync.store.couchdb.client import CouchClient, path
+from sync.store.couchdb.once import CreatedOnce
 
 DB_NAME = "accounts"  # after the deployment's prefix
 VERSION_DOC = "places_version"
@@ -95,8 +95,7 @@ class CouchAccounts:
         # Told every user and place as changed here (the data dir's copy, for the
         # domains that still read users from the embedded tables: backends).
         self._mirror = mirror
-        self._created = False
-        self._creating = asyncio.Lock()
+        self._home = CreatedOnce(client, self._db)
         self._purged = 0.0
 
     @classmethod
@@ -553,13 +552,7 @@ class CouchAccounts:
 
     async def _ensure_db(self) -> None:
         """Create the database once per process (another instance may have made it)."""
-        if self._created:
-            return
-        async with self._creating:
-            if not self._created:
-                with contextlib.suppress(PreconditionFailed):
-                    await self._client.json("PUT", path(self._db))
-                self._created = True
+        await self._home.ensure()
 
     async def _mirrored(self, value: User | Place) -> None:
         if self._mirror is not None:
