@@ -20,8 +20,6 @@ cross-site HTML form cannot send): ``sync.intent`` refuses anything else.
 
 from __future__ import annotations
 
-import csv
-import io
 import sqlite3
 from typing import Any
 
@@ -36,7 +34,7 @@ from device_registry.model import CSV_COLUMNS, Device
 from device_registry.verdict import TOKEN_HEADER, Kind, Refusal
 from sync.audit import audited
 from sync.errors import BadRequest, UnsupportedMediaType
-from sync.http import integer, json_response, read_object
+from sync.http import csv_download, integer, json_response, read_object
 from sync.ratelimit import Limited
 
 log = structlog.get_logger("fieldsync.devices")
@@ -77,15 +75,7 @@ async def list_devices(request: web.Request) -> web.StreamResponse:
 
 
 def csv_response(devices: list[Device]) -> web.Response:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    writer.writerows(d.csv_row() for d in devices)
-    return web.Response(
-        text=out.getvalue(),
-        content_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="devices.csv"', **NO_STORE},
-    )
+    return csv_download("devices.csv", CSV_COLUMNS, (d.csv_row() for d in devices))
 
 
 async def add_device(request: web.Request) -> web.Response:

@@ -28,9 +28,7 @@ and kept :data:`SET_SIZE_SECONDS`; each worker's set is then a sum.
 from __future__ import annotations
 
 import asyncio
-import csv
 import datetime as dt
-import io
 import sqlite3
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -46,7 +44,7 @@ from sync.activity import ACTIVITY
 from sync.activity.ports import DayActivity
 from sync.appkeys import CONFIG, STORE
 from sync.errors import BadRequest, NotFound
-from sync.http import json_response
+from sync.http import csv_download, json_response
 from sync.refusals import REFUSALS
 from sync.replication.context import Caller
 from sync.replication.routes import REPLICATION
@@ -71,7 +69,6 @@ CSV_COLUMNS = (
     "refused",
 )
 _YES = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 @dataclass(frozen=True)
@@ -411,15 +408,7 @@ async def list_workers(request: web.Request) -> web.StreamResponse:
 
 
 def csv_response(rows: Sequence[WorkerRow]) -> web.Response:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    writer.writerows(r.csv_row() for r in rows)
-    return web.Response(
-        text=out.getvalue(),
-        content_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="workers.csv"', **NO_STORE},
-    )
+    return csv_download("workers.csv", CSV_COLUMNS, (r.csv_row() for r in rows))
 
 
 def setup_routes(app: web.Application) -> None:
