@@ -37,8 +37,9 @@ from sync import (
 from sync import audit as audit_trail
 from sync import metrics as app_metrics
 from sync.appkeys import ACCOUNTS, AUTH, CONFIG, STORE
-from sync.audit import AUDIT, AuditLog, Chain
-from sync.auditcouch import CouchChain, new_instance_id
+from sync.audit import AUDIT, AuditLog, Chain, ChainWriter
+from sync.audit_store.backends import instance_store
+from sync.auditcouch import new_instance_id
 from sync.auditjournal import Journal, journal_path, recover
 from sync.auditverify import AuditBroken, check_at_start
 from sync.auth import LOGIN_LIMITS, Authenticator
@@ -65,7 +66,6 @@ from sync.replication.writes import Writer
 from sync.sessions import Lifetime
 from sync.store import couchdb
 from sync.store.base import DocStore
-from sync.store.couchdb.running import open_client
 from sync.store.couchdb.store import AuditSink, CouchStore
 from sync.store.schema import db_path
 from sync.store.sqlite import SqliteStore
@@ -223,7 +223,7 @@ async def _open_audit(store: SqliteStore, master: MasterKey, config: Config) -> 
             )
         started = f"audit broken: {report.problem}"
     journal: Journal | None = await _open_journal(store, chain, config)
-    remote = _open_remote(config, master) if config.couchdb_url else None
+    remote = _open_remote(config, master)
     if remote is not None and journal is not None:  # what a crash left is moved: not used now
         journal.close()
         journal = None
@@ -249,12 +249,16 @@ async def _open_journal(store: SqliteStore, chain: Chain, config: Config) -> Jou
     return journal
 
 
-def _open_remote(config: Config, master: MasterKey) -> CouchChain:
-    """This process's own chain in CouchDB's ``<prefix>audit`` (a new instance id per start);
-    it starts with its first entry, so a CouchDB away at start only delays it."""
+def _open_remote(config: Config, master: MasterKey) -> ChainWriter | None:
+    """This process's own chain in the instances' audit store (CouchDB's ``<prefix>audit``,
+    a new instance id per start); it starts with its first entry, so a CouchDB away at
+    start only delays it.  None without CouchDB (the data dir's chain records all)."""
+    store = instance_store(config)
+    if store is None:
+        return None
     instance = new_instance_id()
     log.info("audit_instance", instance=instance, database=config.couchdb_prefix + "audit")
-    return CouchChain(open_client(config), config.couchdb_prefix, master, instance)
+    return ChainWriter(store, master, instance)
 
 
 def _audit_sink(store: SqliteStore, audit: AuditLog) -> AuditSink:

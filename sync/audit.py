@@ -31,23 +31,24 @@ whose entry a crash of the server could lose.
 
 With CouchDB configured (several instances), entries of reads, refusals and
 document writes go instead to this instance's own chain in CouchDB
-(:mod:`sync.auditcouch`, the :class:`Remote` of :class:`AuditLog`), stored before
-the answer goes out; admin changes and management commands, which change the
-data dir's file, keep their entry in the data dir's chain, in the same
-transaction.  ``fieldsync audit verify`` checks both.
+(:class:`ChainWriter` over :mod:`sync.audit_store.couchdb`, the :class:`Remote`
+of :class:`AuditLog`), stored before the answer goes out; admin changes and
+management commands, which change the data dir's file, keep their entry in the
+data dir's chain, in the same transaction.  ``fieldsync audit verify`` checks both.
+
+Storage is reached only through the audit port (:mod:`sync.audit_store`): the
+chain's arithmetic is :mod:`sync.audit_store.links`, the SQL is
+:mod:`sync.audit_store.embedded`.  The functions here that take a SQLite
+connection (:meth:`Chain.note`, :meth:`Chain.append`, :func:`chain`,
+:func:`note_cli`, :func:`rewrap_key`, ...) are the embedded adapter's way to
+append *inside a transaction the caller holds*, kept under their old names for
+the domains that call them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import datetime as dt
 import getpass
-import hashlib
-import hmac
-import json
-import secrets
-import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -55,51 +56,53 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import structlog
 from aiohttp import web
 
+from sync.audit_store import embedded
+from sync.audit_store.links import (
+    DATA_DIR,
+    GENESIS,
+    KEY_LABEL,
+    KEYED,
+    LONG_ID,
+    ChainKey,
+    Entry,
+    Head,
+    entry_hash,
+    named,
+    now,
+)
+from sync.audit_store.ports import AuditStore
 from sync.errors import FieldsyncError
-from sync.keys import KeyError_, MasterKey
+from sync.keys import MasterKey
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from sync.auditjournal import Journal
+
+    Writer = Callable[[Callable[[sqlite3.Connection], None]], Awaitable[None]]
+
+__all__ = [
+    "DATA_DIR",
+    "GENESIS",
+    "HEAD_META",
+    "KEYED",
+    "KEY_LABEL",
+    "KEY_META",
+    "LONG_ID",
+    "TRIGGER_NAMES",
+    "Entry",
+    "Head",
+    "entry_hash",
+    "named",
+    "now",
+]  # fmt: skip
 
 log = structlog.get_logger("fieldsync.audit")
 
-GENESIS = "0" * 64
-LONG_ID = 200  # characters; longer document ids are named by their SHA-256 in the trail
 MAX_MOVE_DELAY = 30.0  # seconds between retries of a failing journal move
-KEYED = "k1:"
-KEY_LABEL = b"fieldsync audit chain v1"
-KEY_META = "audit_chain_key"
-HEAD_META = "audit_head"
-TRIGGER_NAMES = ("audit_no_update", "audit_no_delete")
-TRIGGERS = tuple(
-    f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE {verb} ON audit "
-    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
-    for name, verb in zip(TRIGGER_NAMES, ("UPDATE", "DELETE"), strict=True)
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    ts: str
-    actor: str
-    device: str | None
-    action: str
-    db: str | None
-    doc_ids: tuple[str, ...]
-    detail: str | None = None
-
-
-def named(doc_ids: Sequence[str]) -> tuple[str, ...]:
-    """Document ids as the trail names them: a long id by its SHA-256, so that reading
-    documents with huge ids cannot make every read write megabytes of trail."""
-    return tuple(
-        i if len(i) <= LONG_ID else "sha256:" + hashlib.sha256(i.encode()).hexdigest()
-        for i in doc_ids
-    )
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
+KEY_META = embedded.KEY_META
+HEAD_META = embedded.HEAD_META
+TRIGGER_NAMES = embedded.TRIGGER_NAMES
 
 
 def cli_actor() -> str:
@@ -110,37 +113,9 @@ def cli_actor() -> str:
         return "cli:unknown"
 
 
-def entry_hash(previous: str, entry: Entry) -> str:
-    """The legacy, unkeyed link (entries written before the chain was keyed)."""
-    payload = json.dumps(
-        [entry.ts, entry.actor, entry.device, entry.action, entry.db, list(entry.doc_ids)],
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return hashlib.sha256((previous + payload).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Head:
-    id: int
-    hash: str
-    mac: str
-
-
-class Chain:
-    """The chain key and what it computes: entry MACs, the head checkpoint, appends."""
-
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-
-    def _mac(self, data: bytes) -> str:
-        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
-
-    def entry_mac(self, previous: str, entry_id: int, entry: Entry) -> str:
-        fields = [entry_id, entry.ts, entry.actor, entry.device, entry.action, entry.db]
-        fields += [list(entry.doc_ids), entry.detail]
-        payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
-        return KEYED + self._mac((previous + payload).encode())
+class Chain(ChainKey):
+    """The chain key (:class:`~sync.audit_store.links.ChainKey`), and the data dir's chain
+    appended inside a transaction the caller holds (the embedded adapter's SQL)."""
 
     def note(
         self,
@@ -153,72 +128,26 @@ class Chain:
         """Append one entry about no document (an admin change, a key operation)."""
         self.append(conn, [Entry(now(), actor, device, action, None, (), detail)])
 
-    def line_mac(self, payload: bytes) -> str:
-        """The MAC of a read-journal line (:mod:`sync.auditjournal`)."""
-        return self._mac(b"journal\x00" + payload)
-
-    def head_mac(self, entry_id: int, digest: str) -> str:
-        return self._mac(f"head\x00{entry_id}\x00{digest}".encode())
-
     def append(self, conn: sqlite3.Connection, entries: Sequence[Entry]) -> None:
         """Append entries and move the head (inside the caller's transaction).
 
         The link comes from the head checkpoint, not from the table's last row:
         rows deleted at the tail then show as a broken link, never as a clean chain.
         """
-        if not entries:
-            return
-        head = read_head(conn)
-        last = conn.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-        if head is not None:
-            previous, next_id = head.hash, max(head.id, last[0] if last else 0) + 1
-        elif last is None:
-            previous, next_id = GENESIS, 1
-        else:  # the first keyed entry after legacy ones seals them; a lost head stays visible
-            sealing = not str(last[1]).startswith(KEYED)
-            previous, next_id = (str(last[1]) if sealing else GENESIS), int(last[0]) + 1
-        for entry in entries:
-            digest = self.entry_mac(previous, next_id, entry)
-            conn.execute(
-                "INSERT INTO audit(id, ts, actor, device, action, db, doc_ids, detail, "
-                "prev_hash, hash) VALUES(?,?,?,?,?,?,?,?,?,?)",
-                (next_id, entry.ts, entry.actor, entry.device, entry.action, entry.db,
-                 json.dumps(list(entry.doc_ids), ensure_ascii=False), entry.detail, previous,
-                 digest),
-            )  # fmt: skip
-            previous, next_id = digest, next_id + 1
-        write_head(conn, Head(next_id - 1, previous, self.head_mac(next_id - 1, previous)))
+        embedded.append(conn, self, entries)
 
 
 def read_head(conn: sqlite3.Connection) -> Head | None:
-    row = conn.execute("SELECT value FROM meta WHERE key=?", (HEAD_META,)).fetchone()
-    if row is None:
-        return None
-    try:
-        found = json.loads(row[0])
-        return Head(int(found["id"]), str(found["hash"]), str(found["mac"]))
-    except (ValueError, KeyError, TypeError):
-        return Head(0, "", "")  # unreadable: verification reports it as forged
+    return embedded.read_head(conn)
 
 
 def write_head(conn: sqlite3.Connection, head: Head) -> None:
-    value = json.dumps({"id": head.id, "hash": head.hash, "mac": head.mac})
-    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)", (HEAD_META, value))
+    embedded.write_head(conn, head)
 
 
 def chain(conn: sqlite3.Connection, master: MasterKey, *, create: bool = True) -> Chain:
     """The data dir's chain, its key made (and wrapped by ``master``) on first use."""
-    row = conn.execute("SELECT value FROM meta WHERE key=?", (KEY_META,)).fetchone()
-    if row is not None:
-        return Chain(master.unwrap(KEY_LABEL, base64.b64decode(row[0])))
-    if not create:
-        raise KeyError_("this data dir has no audit chain key (the server never started?)")
-    key = secrets.token_bytes(32)
-    wrapped = base64.b64encode(master.wrap(KEY_LABEL, key)).decode()
-    conn.execute("INSERT INTO meta(key, value) VALUES(?,?)", (KEY_META, wrapped))
-    if conn.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None:
-        install_triggers(conn)  # a new trail; an old one keeps what it has (checked at start)
-    return Chain(key)
+    return Chain(embedded.chain_key(conn, master, create=create))
 
 
 def note_cli(conn: sqlite3.Connection, master: MasterKey, action: str, detail: str) -> None:
@@ -228,30 +157,16 @@ def note_cli(conn: sqlite3.Connection, master: MasterKey, action: str, detail: s
 
 def rewrap_key(conn: sqlite3.Connection, old: MasterKey, new: MasterKey) -> None:
     """Master-key rotation: the chain key follows the data keys (caller's transaction)."""
-    row = conn.execute("SELECT value FROM meta WHERE key=?", (KEY_META,)).fetchone()
-    if row is None:
-        return
-    wrapped = base64.b64decode(row[0])
-    try:
-        new.unwrap(KEY_LABEL, wrapped)
-        return  # already under the new key (a resumed run)
-    except KeyError_:
-        key = old.unwrap(KEY_LABEL, wrapped)
-    value = base64.b64encode(new.wrap(KEY_LABEL, key)).decode()
-    conn.execute("UPDATE meta SET value=? WHERE key=?", (value, KEY_META))
+    embedded.rewrap_key(conn, old, new)
 
 
 def install_triggers(conn: sqlite3.Connection) -> None:
     """Refuse UPDATE and DELETE on the trail (plain statements: safe inside a transaction)."""
-    for statement in TRIGGERS:
-        conn.execute(statement)
+    embedded.install_triggers(conn)
 
 
 def missing_triggers(conn: sqlite3.Connection) -> list[str]:
-    found = {
-        str(name) for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")
-    }
-    return [name for name in TRIGGER_NAMES if name not in found]
+    return embedded.missing_triggers(conn)
 
 
 @dataclass(frozen=True)
@@ -272,16 +187,56 @@ class AuditStamp:
             self.chain.append(conn, [self.entry(db, doc_ids)])
 
 
-Writer = Callable[[Callable[[sqlite3.Connection], None]], Awaitable[None]]
-
-
 class Remote(Protocol):
     """Where entries go instead of the data dir's chain when several instances record
-    (:class:`sync.auditcouch.CouchChain`): ``append`` returns once they are stored."""
+    (:class:`ChainWriter`): ``append`` returns once they are stored."""
 
     async def append(self, entries: Sequence[Entry]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class ChainWriter:
+    """This process's own chain in an audit store (the :class:`Remote` of :class:`AuditLog`).
+
+    It claims the chain (:meth:`AuditStore.start`: refused if the name is taken)
+    on its first append, so a server started while the store is away serves once
+    it is back; entries recorded meanwhile wait here, in order, and no answer
+    carrying them goes out.  Once started, the store numbers entries in call
+    order and keeps those of a failed append for the next (sync.audit_store.ports).
+    """
+
+    def __init__(self, store: AuditStore, master: MasterKey, name: str) -> None:
+        self.store = store
+        self.instance = name
+        self._master = master
+        self._key: ChainKey | None = None
+        self._waiting: list[Entry] = []  # recorded before the chain started
+        self._starting = asyncio.Lock()
+
+    @property
+    def started(self) -> bool:
+        return self._key is not None
+
+    async def append(self, entries: Sequence[Entry]) -> None:
+        """Store ``entries`` (and any that waited for the start) at the chain's end."""
+        self._waiting.extend(entries)
+        key = self._key or await self._start()
+        batch, self._waiting = self._waiting, []
+        await self.store.append(key, self.instance, batch)
+
+    async def _start(self) -> ChainKey:
+        async with self._starting:
+            if self._key is None:
+                key = await self.store.chain_key(self._master, create=True)
+                assert key is not None
+                await self.store.start(key, self.instance)
+                self._key = key
+                log.info("audit_chain_started", instance=self.instance)
+            return self._key
+
+    async def close(self) -> None:
+        await self.store.close()
 
 
 class AuditLog:

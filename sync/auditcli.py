@@ -11,6 +11,11 @@ CouchDB (:mod:`sync.auditcouch`), one line each: ``instance ID: audit chain ok:
 chain breaks.
 It needs the master key (``FIELDSYNC_MASTER_KEY`` or the key file), like the
 ``keys`` commands, and reads in one snapshot while a server runs.
+
+Storage is reached through the audit port (:mod:`sync.audit_store.backends`):
+the data dir's chain is read in one transaction of its SQLite file (one
+snapshot, the read journal beside it), the instances' chains through the
+CouchDB adapter.
 """
 
 from __future__ import annotations
@@ -19,31 +24,27 @@ import argparse
 import asyncio
 import sqlite3
 import sys
-from contextlib import closing
 from pathlib import Path
 
 from sync import audit, auditjournal, keyadmin
-from sync.auditcouch import ChainReport, verify_all
-from sync.auditverify import Report, verify
+from sync.audit_store import embedded
+from sync.audit_store.backends import instance_store
+from sync.audit_store.ports import AuditStore
+from sync.auditverify import ChainReport, Report, verify, verify_chains
 from sync.clitools import Commands, add_command, add_group, config_of, data_dir_option
-from sync.config import Config
 from sync.keys import KeyError_, MasterKey, load_master_key
-from sync.store.couchdb.running import open_client
-from sync.store.schema import connect, db_path
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     config = config_of(args)  # an existing data dir: checked by sync.cli.main
     master = load_master_key(config.key_file, create=False)
-    with closing(connect(db_path(config.data_dir), create=False)) as conn:
-        conn.execute("BEGIN")  # one consistent snapshot; never blocks the server's writer
-        try:
-            report = _verify(conn, master)
-            waiting = _journal_waiting(conn, config.data_dir, master)
-        finally:
-            conn.execute("ROLLBACK")
+    report, waiting = embedded.snapshot(
+        config.data_dir,
+        lambda conn: (_verify(conn, master), _journal_waiting(conn, config.data_dir, master)),
+    )
     print(report.summary())
-    chains = asyncio.run(_couch_chains(config, master)) if config.couchdb_url else []
+    store = instance_store(config)  # CouchDB's, when several instances record
+    chains = [] if store is None else asyncio.run(_instance_chains(store, master))
     for one in chains:
         print(one.summary())
     if waiting:
@@ -55,13 +56,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok and all(one.ok for one in chains) else 1
 
 
-async def _couch_chains(config: Config, master: MasterKey) -> list[ChainReport]:
-    """Every instance's chain in CouchDB's ``<prefix>audit`` (several instances record)."""
-    client = open_client(config)
+async def _instance_chains(store: AuditStore, master: MasterKey) -> list[ChainReport]:
+    """Every instance's chain in ``store`` (CouchDB's ``<prefix>audit``), then closed."""
     try:
-        return await verify_all(client, config.couchdb_prefix, master)
+        return await verify_chains(store, master)
     finally:
-        await client.close()
+        await store.close()
 
 
 def _journal_waiting(conn: sqlite3.Connection, data_dir: Path, master: MasterKey) -> int:
@@ -86,7 +86,7 @@ def _verify(conn: sqlite3.Connection, master: MasterKey) -> Report:
     try:
         chain = audit.chain(conn, master, create=False)
     except KeyError_:
-        if conn.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None:
+        if not embedded.has_entries(conn):
             return Report(0, 0, None, None)  # a new data dir: nothing recorded yet
         raise
     return verify(conn, chain)

@@ -23,6 +23,12 @@ nothing more is trusted, and the chain records the refusal (``journal_rejected``
 so the tampering stays on the record.  A torn last line (a crash in the middle
 of a write) is not an entry whose answer was sent, and is dropped.
 
+The journal belongs to the embedded store: the chain and the sequence number it
+moves into live in the data dir's SQLite file (:mod:`sync.audit_store.embedded`,
+whose functions :func:`move` and :func:`recover` call inside the caller's
+transaction).  With CouchDB, the server does not journal: entries go straight to
+the instance's chain there (:class:`sync.audit.ChainWriter`).
+
 What this does not cover: a power cut or kernel crash can lose the last fraction
 of a second of *read* entries (the file is not ``fsync``-ed per answer), and
 someone who can write the data dir can delete the journal's last lines (or the
@@ -35,21 +41,25 @@ from __future__ import annotations
 import hmac
 import json
 import os
-import sqlite3
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from sync.audit import Chain, Entry
+from sync.audit_store import embedded
 from sync.auditverify import AuditBroken
+
+if TYPE_CHECKING:
+    import sqlite3
 
 log = structlog.get_logger("fieldsync.audit")
 
 JOURNAL_FILE = "audit-journal.jsonl"
-SEQ_META = "audit_journal_seq"
+SEQ_META = embedded.SEQ_META
 
 
 def journal_path(data_dir: Path) -> Path:
@@ -90,8 +100,8 @@ def _entry(chain: Chain, line: bytes) -> tuple[int, Entry]:
 
 
 def committed_seq(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT value FROM meta WHERE key=?", (SEQ_META,)).fetchone()
-    return 0 if row is None else int(row[0])
+    """The last journal line moved into the chain (the embedded store keeps it in ``meta``)."""
+    return embedded.committed_seq(conn)
 
 
 def move(conn: sqlite3.Connection, chain: Chain, entries: Sequence[tuple[int, Entry]]) -> None:
@@ -100,8 +110,7 @@ def move(conn: sqlite3.Connection, chain: Chain, entries: Sequence[tuple[int, En
     fresh = [entry for seq, entry in entries if seq > done]
     chain.append(conn, fresh)
     if entries:
-        last = max(done, max(seq for seq, _ in entries))
-        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)", (SEQ_META, str(last)))
+        embedded.set_committed_seq(conn, max(done, max(seq for seq, _ in entries)))
 
 
 @dataclass(frozen=True)

@@ -11,24 +11,45 @@ last entries (the server's start-up check) and stops at the first bad entry:
 - *tail truncated* / *head checkpoint forged or missing*: the keyed head in
   ``meta`` must name the last row and its hash;
 - *triggers missing*: UPDATE and DELETE must still be refused.
+
+The walk is written once, over what the audit port (:mod:`sync.audit_store.ports`)
+gives: numbered, linked entries (:class:`~sync.audit_store.links.Linked`) and a
+keyed head.  The data dir's chain may start with legacy plain-SHA-256 entries and
+names its problems in rows and ids, as it always has; any other chain (one per
+server instance, in CouchDB) starts at a MAC of its name.  Where the adapter
+writes the head with the entries (``head_is_exact``) an entry past the head is
+forged; where the head follows the entries (CouchDB) such entries are an append
+whose process was killed, and fine.  :func:`verify` is the embedded store's way
+in (one snapshot of a SQLite connection); :func:`verify_store` and
+:func:`verify_chains` go through any adapter.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hmac
-import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sync.audit import GENESIS, KEYED, Chain, Entry, entry_hash, missing_triggers, read_head
+from sync.audit import Chain
 from sync.audit import chain as open_chain
+from sync.audit_store import embedded
+from sync.audit_store.links import (
+    DATA_DIR,
+    GENESIS,
+    KEYED,
+    ChainKey,
+    Head,
+    Linked,
+    entry_hash,
+    first_link,
+)
+from sync.audit_store.ports import AuditStore
 from sync.errors import StoreError
 from sync.keys import MasterKey
 
 UNSEALED = "no keyed entry yet"
-COLUMNS = "id, ts, actor, device, action, db, doc_ids, detail, prev_hash, hash"
 
 
 @dataclass(frozen=True)
@@ -67,81 +88,128 @@ class Report:
         )
 
 
+@dataclass(frozen=True)
+class Words:
+    """How problems are named: the data dir's chain in rows and ids, others in entries."""
+
+    gap: str
+    link: str
+    edited: str
+    truncated: str
+
+
+ROWS = Words(
+    "missing rows: ids {0}..{1} absent (id gap)",
+    "broken link: prev_hash is not the hash of the entry before",
+    "hash mismatch (row edited)",
+    "missing rows: tail truncated, ids {0}..{1} absent",
+)
+ENTRIES = Words(
+    "missing entries: seq {0}..{1} absent (a gap)",
+    "broken link: prev is not the hash of the entry before",
+    "hash mismatch (edited)",
+    "tail truncated, entries {0}..{1} absent",
+)
+
+
 @dataclass
 class _Walk:
-    chain: Chain
+    chain: ChainKey
     previous: str
     expected_id: int
+    words: Words = ROWS
+    legacy_allowed: bool = True
+    keep_hashes: bool = False  # a head that may lag (CouchDB) is checked against any entry
     keyed: bool = False
     count: int = 0
     legacy: int = 0
     first_ts: str | None = None
     last_ts: str | None = None
+    hashes: dict[int, str] = dataclasses.field(default_factory=dict)  # seq -> hash, for the head
 
-    def step(self, row: tuple[object, ...]) -> Problem | None:
-        entry_id, ts = int(str(row[0])), str(row[1])
-        problem = self._check(row, entry_id)
+    def __post_init__(self) -> None:
+        self.hashes[self.expected_id - 1] = self.previous
+
+    def step(self, one: Linked) -> Problem | None:
+        problem = self._check(one)
         if problem is not None:
-            return Problem(entry_id, ts, problem)
-        self.previous, self.expected_id = str(row[9]), entry_id + 1
+            return Problem(one.seq, one.entry.ts, problem)
+        self.previous, self.expected_id = one.hash, one.seq + 1
+        if self.keep_hashes:
+            self.hashes[one.seq] = one.hash
         self.count += 1
-        self.first_ts = self.first_ts or ts
-        self.last_ts = ts
+        self.first_ts = self.first_ts or one.entry.ts
+        self.last_ts = one.entry.ts
         return None
 
-    def _check(self, row: tuple[object, ...], entry_id: int) -> str | None:
-        if entry_id != self.expected_id:
-            return f"missing rows: ids {self.expected_id}..{entry_id - 1} absent (id gap)"
-        if row[8] != self.previous:
-            return "broken link: prev_hash is not the hash of the entry before"
-        entry = _entry(row)
-        digest = str(row[9])
-        if digest.startswith(KEYED):
+    def _check(self, one: Linked) -> str | None:
+        if one.seq != self.expected_id:
+            return self.words.gap.format(self.expected_id, one.seq - 1)
+        if one.prev != self.previous:
+            return self.words.link
+        if one.hash.startswith(KEYED):
             self.keyed = True
-            good = self.chain.entry_mac(self.previous, entry_id, entry)
-            return None if hmac.compare_digest(good, digest) else "hash mismatch (row edited)"
-        if self.keyed:
+            good = self.chain.entry_mac(self.previous, one.seq, one.entry)
+            return None if hmac.compare_digest(good, one.hash) else self.words.edited
+        if self.keyed or not self.legacy_allowed:
+            if not self.legacy_allowed:
+                return self.words.edited
             return "plain SHA-256 hash inside the keyed chain (recomputed without the key)"
         self.legacy += 1
-        return None if entry_hash(self.previous, entry) == digest else "hash mismatch (row edited)"
+        return None if entry_hash(self.previous, one.entry) == one.hash else self.words.edited
+
+    def run(self, entries: Iterable[Linked]) -> Problem | None:
+        for one in entries:
+            problem = self.step(one)
+            if problem is not None:
+                return problem
+        return None
+
+    def report(self, problem: Problem | None) -> Report:
+        return Report(self.count, self.legacy, self.first_ts, self.last_ts, problem)
 
 
-def _entry(row: tuple[object, ...]) -> Entry:
-    ids = tuple(str(i) for i in json.loads(str(row[6])))
-    device, db, detail = (None if v is None else str(v) for v in (row[3], row[5], row[7]))
-    return Entry(str(row[1]), str(row[2]), device, str(row[4]), db, ids, detail)
-
-
-def verify(conn: sqlite3.Connection, chain: Chain, *, last: int | None = None) -> Report:
-    """Check the whole chain, or (``last``) its last entries, head and triggers."""
+def verify(conn: sqlite3.Connection, chain: ChainKey, *, last: int | None = None) -> Report:
+    """Check the data dir's whole chain, or (``last``) its last entries, head and triggers
+    (one snapshot: the connection's open transaction)."""
     start = _start(conn, last)
-    anchor = conn.execute("SELECT hash FROM audit WHERE id=?", (start - 1,)).fetchone()
-    walk = _Walk(chain, GENESIS if anchor is None else str(anchor[0]), start)
-    rows: Iterable[tuple[object, ...]] = conn.execute(
-        f"SELECT {COLUMNS} FROM audit WHERE id>=? ORDER BY id", (start,)
-    )
-    problem = None
-    for row in rows:
-        problem = walk.step(row)
-        if problem is not None:
-            break
-    problem = problem or _head_problem(conn, chain, walk) or _trigger_problem(conn, walk)
-    return Report(walk.count, walk.legacy, walk.first_ts, walk.last_ts, problem)
+    anchor = embedded.hash_of(conn, start - 1)
+    walk = _Walk(chain, GENESIS if anchor is None else anchor, start)
+    problem = walk.run(embedded.rows(conn, DATA_DIR, start))
+    head = embedded.read_head(conn)
+    problem = problem or _head_problem(chain, walk, head, exact=True)
+    problem = problem or _guard_problem(embedded.missing_triggers(conn), walk)
+    return walk.report(problem)
+
+
+async def verify_store(store: AuditStore, key: ChainKey, name: str = DATA_DIR) -> Report:
+    """Check chain ``name`` of ``store`` from its first entry: links, MACs, no gap, the head
+    (and, for the data dir's chain, the store's own guards)."""
+    data_dir = name == DATA_DIR
+    words = ROWS if data_dir else ENTRIES
+    walk = _Walk(key, first_link(key, name), 1, words, data_dir, not store.head_is_exact)
+    problem = walk.run(await store.entries(name))
+    head = await store.head(name)
+    problem = problem or _head_problem(key, walk, head, exact=store.head_is_exact)
+    if data_dir:
+        problem = problem or _guard_problem(await store.guard_problems(), walk)
+    return walk.report(problem)
 
 
 def _start(conn: sqlite3.Connection, last: int | None) -> int:
     if last is None:
         return 1
-    head = read_head(conn)
-    top = conn.execute("SELECT max(id) FROM audit").fetchone()[0] or 0
-    return max(1, max(top, head.id if head else 0) - last + 1)
+    head = embedded.read_head(conn)
+    top = embedded.last_row(conn)
+    return max(1, max(top[0] if top else 0, head.id if head else 0) - last + 1)
 
 
-def _head_problem(conn: sqlite3.Connection, chain: Chain, walk: _Walk) -> Problem | None:
-    head = read_head(conn)
+def _head_problem(
+    chain: ChainKey, walk: _Walk, head: Head | None, *, exact: bool
+) -> Problem | None:
     last_id = walk.expected_id - 1
     if head is None:
-        if walk.keyed:
+        if walk.keyed or not walk.legacy_allowed:
             return Problem(None, None, "head checkpoint missing (rows deleted at the tail?)")
         if walk.count:
             return Problem(
@@ -151,21 +219,56 @@ def _head_problem(conn: sqlite3.Connection, chain: Chain, walk: _Walk) -> Proble
     if not hmac.compare_digest(chain.head_mac(head.id, head.hash), head.mac):
         return Problem(head.id, None, "head checkpoint forged (its MAC does not match)")
     if head.id > last_id:
-        return Problem(
-            last_id + 1, None, f"missing rows: tail truncated, ids {last_id + 1}..{head.id} absent"
-        )
-    if head.id < last_id:
+        return Problem(last_id + 1, None, walk.words.truncated.format(last_id + 1, head.id))
+    if head.id < last_id and exact:
         return Problem(head.id + 1, walk.last_ts, "entries after the head checkpoint (not ours)")
-    if head.hash != walk.previous:
+    reached = walk.previous if head.id == last_id else walk.hashes.get(head.id)
+    if head.hash != reached:
         return Problem(head.id, walk.last_ts, "hash mismatch with the head checkpoint")
     return None
 
 
-def _trigger_problem(conn: sqlite3.Connection, walk: _Walk) -> Problem | None:
-    missing = missing_triggers(conn)
+def _guard_problem(missing: list[str], walk: _Walk) -> Problem | None:
     if not missing or not walk.count:
         return None
     return Problem(None, None, f"triggers missing: {', '.join(missing)} (rows can be changed)")
+
+
+# -- every chain of a store (one per server instance) -------------------------------------------
+@dataclass(frozen=True)
+class ChainReport:
+    instance: str
+    entries: int
+    first_ts: str | None
+    last_ts: str | None
+    problem: str | None = None  # "entry SEQ (TIME): what", or about the chain as a whole
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def summary(self) -> str:
+        if self.problem is not None:
+            return f"instance {self.instance}: audit chain BROKEN at {self.problem}"
+        return (
+            f"instance {self.instance}: audit chain ok: {self.entries} entries, "
+            f"first {self.first_ts}, last {self.last_ts}"
+        )
+
+
+async def verify_chains(store: AuditStore, master: MasterKey) -> list[ChainReport]:
+    """Check every chain of ``store`` but the data dir's (several instances' chains)."""
+    key = await store.chain_key(master, create=False)
+    if key is None:
+        return []
+    reports = []
+    for name in await store.chains():
+        if name != DATA_DIR:
+            report = await verify_store(store, key, name)
+            problem = None if report.problem is None else str(report.problem)
+            reports.append(ChainReport(name, report.entries, report.first_ts, report.last_ts,
+                                       problem))  # fmt: skip
+    return reports
 
 
 TAIL_AT_START = 1000  # entries the server checks when it starts
