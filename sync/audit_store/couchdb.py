@@ -145,7 +145,10 @@ class CouchAudit:
         tail = _Tail(0, link, 0, link)
         async with self._opening:
             if chain in self._tails:
-                raise StoreError(f"audit chain {chain} is written already by this process")
+                raise StoreError(
+                    f"audit chain {chain} is started already by this process: two writers on "
+                    "one chain (each writer starts a chain of its own)"
+                )
             await self._move_head(key, chain, tail)
             self._tails[chain] = tail
 

@@ -263,7 +263,7 @@ async def test_chains_are_kept_apart(backend: Backend) -> None:
         await backend.store.append(key, name, reads(n + 1, actor=name))
     await backend.store.append(key, names[0], reads(1, 10, actor=names[0]))
     assert await backend.store.chains() == sorted(names)
-    for n, name in enumerate(names):
+    for name in names:
         stored = await backend.store.entries(name)
         assert {one.entry.actor for one in stored} == {name}
         assert [one.seq for one in stored] == list(range(1, len(stored) + 1))
@@ -282,7 +282,7 @@ async def test_starting_a_chain_that_exists_is_refused(backend: Backend) -> None
     assert "fresh" in await backend.store.chains()
     await backend.store.append(key, "fresh", reads(2))
     other = backend.store if backend.reopen is None else await backend.reopen()
-    with pytest.raises(StoreError, match="two writers on one chain|exists already|written"):
+    with pytest.raises(StoreError, match="two writers on one chain"):
         await other.start(key, "fresh")
     assert (await verified(backend, "fresh")).entries == 2
 
