@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sqlite3
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sync import audit, auditjournal, keyadmin
 from sync.audit_store import embedded
@@ -33,6 +33,9 @@ from sync.audit_store.ports import AuditStore
 from sync.auditverify import ChainReport, Report, verify, verify_chains
 from sync.clitools import Commands, add_command, add_group, config_of, data_dir_option
 from sync.keys import KeyError_, MasterKey, load_master_key
+
+if TYPE_CHECKING:
+    import sqlite3
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:

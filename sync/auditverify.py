@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sync.audit import Chain
 from sync.audit import chain as open_chain
@@ -48,6 +48,9 @@ from sync.audit_store.links import (
 from sync.audit_store.ports import AuditStore
 from sync.errors import StoreError
 from sync.keys import MasterKey
+
+if TYPE_CHECKING:
+    import sqlite3
 
 UNSEALED = "no keyed entry yet"
 

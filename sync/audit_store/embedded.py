@@ -293,6 +293,7 @@ class EmbeddedAudit:
 
     def __init__(self, transactions: Transactions) -> None:
         self._tx = transactions
+        self._unsent: dict[str, list[Entry]] = {}  # a failed append's, sent first by the next
 
     @classmethod
     async def opened(cls, transactions: Transactions) -> EmbeddedAudit:
@@ -322,7 +323,12 @@ class EmbeddedAudit:
 
     async def append(self, key: ChainKey, chain: str, entries: Sequence[Entry]) -> Head:
         check_name(chain)
-        head = await self._tx.write_tx(lambda conn: append(conn, key, list(entries), chain))
+        batch = self._unsent.pop(chain, []) + list(entries)  # in order: no await before this
+        try:
+            head = await self._tx.write_tx(lambda conn: append(conn, key, batch, chain))
+        except BaseException:
+            self._unsent[chain] = batch + self._unsent.get(chain, [])
+            raise
         return head if head is not None else key.head(0, first_link(key, chain))
 
     async def head(self, chain: str) -> Head | None:

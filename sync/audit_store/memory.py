@@ -29,7 +29,7 @@ class MemoryAudit:
 
     def __init__(self) -> None:
         self.sealed_key: str | None = None
-        self.chains_: dict[str, list[Linked]] = {}
+        self.by_chain: dict[str, list[Linked]] = {}
         self.heads: dict[str, Head] = {}
 
     async def chain_key(self, master: MasterKey, *, create: bool) -> ChainKey | None:
@@ -44,12 +44,12 @@ class MemoryAudit:
             self.sealed_key = reseal_key(old, new, self.sealed_key) or self.sealed_key
 
     async def start(self, key: ChainKey, chain: str) -> None:
-        if check_name(chain) in self.heads or self.chains_.get(chain):
+        if check_name(chain) in self.heads or self.by_chain.get(chain):
             raise StoreError(f"audit chain {chain} exists already: two writers on one chain")
         self.heads[chain] = key.head(0, first_link(key, chain))
 
     async def append(self, key: ChainKey, chain: str, entries: Sequence[Entry]) -> Head:
-        stored = self.chains_.setdefault(check_name(chain), [])
+        stored = self.by_chain.setdefault(check_name(chain), [])
         head = self.heads.get(chain)
         previous, seq = (head.hash, head.id) if head else (first_link(key, chain), 0)
         if stored and stored[-1].seq > seq:
@@ -64,10 +64,10 @@ class MemoryAudit:
         return self.heads.get(check_name(chain))
 
     async def entries(self, chain: str, first: int = 1) -> list[Linked]:
-        return [e for e in self.chains_.get(check_name(chain), []) if e.seq >= first]
+        return [e for e in self.by_chain.get(check_name(chain), []) if e.seq >= first]
 
     async def chains(self) -> list[str]:
-        return sorted(set(self.heads) | {name for name, e in self.chains_.items() if e})
+        return sorted(set(self.heads) | {name for name, e in self.by_chain.items() if e})
 
     async def guard_problems(self) -> list[str]:
         return []

@@ -25,24 +25,27 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
-from urllib.parse import quote
+from typing import TypeVar
+from urllib.parse import quote, urlsplit
 
 import pytest
 from couchdb_server import couch_request
 from couchdb_server import db_path as couch_path
+from tcp_cut import TcpCut, through
 
 from sync.audit_store.couchdb import CouchAudit, entry_doc_id
-from sync.audit_store.embedded import EmbeddedAudit, create_chains_table
+from sync.audit_store.embedded import EmbeddedAudit, Transactions, create_chains_table
 from sync.audit_store.links import DATA_DIR, ChainKey, Entry
 from sync.audit_store.memory import MemoryAudit
 from sync.audit_store.ports import AuditStore
 from sync.auditverify import Report, verify_chains, verify_store
-from sync.errors import StoreError
+from sync.errors import StoreError, StoreUnavailable
 from sync.keys import LocalMasterKey, key_from_file
 from sync.store.couchdb.client import CouchClient, Endpoint
 from sync.store.schema import db_path
 from sync.store.sqlite import SqliteStore
 
+T = TypeVar("T")
 ADAPTERS = ["memory", "embedded", "couchdb"]
 # The adapters whose storage outlives the adapter (a restart, a second process).
 LASTING = pytest.mark.parametrize("backend", ["embedded", "couchdb"], indirect=True)
@@ -67,6 +70,10 @@ class Backend:
     # A new adapter on the same storage (a restart, another process); None for memory.
     reopen: Callable[[], Awaitable[AuditStore]] | None = None
     couch: tuple[str, str] | None = None  # (url, prefix)
+    # An adapter on the same storage whose way there the test can cut, and the switch.
+    flaky: Callable[[], Awaitable[tuple[AuditStore, Callable[[bool], Awaitable[None]]]]] | None = (
+        None
+    )
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
     async def key(self) -> ChainKey:
@@ -81,7 +88,7 @@ class Backend:
 
     def _tamper_memory(self, action: str, chain: str, seq: int) -> None:
         assert isinstance(self.store, MemoryAudit)
-        stored = self.store.chains_[chain]
+        stored = self.store.by_chain[chain]
         i = seq - 1
         if action == "edit":
             one = stored[i]
@@ -145,12 +152,21 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         async def embedded_again() -> AuditStore:
             return EmbeddedAudit.on_file(tmp_path)  # another process's way in
 
-        yield Backend("embedded", store, master, tmp_path, embedded_again)
+        async def embedded_flaky() -> tuple[AuditStore, Callable[[bool], Awaitable[None]]]:
+            flaky = Flaky(sqlite)
+
+            async def down(state: bool) -> None:
+                flaky.down = state
+
+            return EmbeddedAudit(flaky), down
+
+        yield Backend("embedded", store, master, tmp_path, embedded_again, flaky=embedded_flaky)
         await sqlite.close()
         return
     url: str = request.getfixturevalue("couchdb_url")
     prefix: str = request.getfixturevalue("couch_prefix")
     opened: list[CouchClient] = []
+    cuts: list[TcpCut] = []
 
     def couch_store() -> CouchAudit:
         opened.append(CouchClient(Endpoint.parse(url)))
@@ -159,9 +175,39 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     async def couch_again() -> AuditStore:
         return couch_store()
 
-    yield Backend("couchdb", couch_store(), master, tmp_path, couch_again, (url, prefix))
+    async def couch_flaky() -> tuple[AuditStore, Callable[[bool], Awaitable[None]]]:
+        target = urlsplit(url)
+        cut = TcpCut(target.hostname or "127.0.0.1", target.port or 5984)
+        await cut.start()
+        cuts.append(cut)
+        opened.append(CouchClient(Endpoint.parse(through(url, cut)), timeout=5.0))
+
+        async def down(state: bool) -> None:
+            await (cut.cut() if state else cut.restore())
+
+        return CouchAudit.for_prefix(opened[-1], prefix), down
+
+    couch = (url, prefix)
+    yield Backend("couchdb", couch_store(), master, tmp_path, couch_again, couch, couch_flaky)
     for client in opened:
         await client.close()
+    for cut in cuts:
+        await cut.close()
+
+
+class Flaky:
+    """The server's writer, or nothing at all while ``down`` (a full disk, say)."""
+
+    def __init__(self, inner: Transactions) -> None:
+        self.inner, self.down = inner, False
+
+    async def write_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self.down:
+            raise StoreUnavailable("the disk is full (a test)")
+        return await self.inner.write_tx(fn)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.inner.read(fn)
 
 
 async def verified(backend: Backend, chain: str = CHAIN) -> Report:
@@ -317,6 +363,24 @@ async def test_two_ways_into_one_file_share_the_data_dir_chain(backend: Backend)
     )
     report = await verify_store(backend.store, key, DATA_DIR)
     assert report.ok and report.entries == 60, report.summary()
+
+
+@LASTING
+async def test_a_failed_append_is_stored_first_by_the_next(backend: Backend) -> None:
+    """Storage away: the append raises (its answer is not sent); once it is back, the
+    next append stores the failed one's entries first, in order, with no gap."""
+    assert backend.flaky is not None
+    store, down = await backend.flaky()
+    key = await backend.key()
+    await store.append(key, CHAIN, reads(2))
+    await down(True)
+    with pytest.raises(StoreUnavailable):
+        await store.append(key, CHAIN, reads(2, 2))
+    await down(False)
+    head = await store.append(key, CHAIN, reads(1, 4))
+    assert head.id == 5
+    assert [one.entry for one in await backend.store.entries(CHAIN)] == reads(5)
+    assert (await verified(backend)).ok
 
 
 @LASTING
