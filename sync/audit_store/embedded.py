@@ -241,7 +241,7 @@ def chain_names(conn: sqlite3.Connection) -> list[str]:
     names = {DATA_DIR} if has_entries(conn) or read_head(conn) else set()
     names |= {str(n) for (n,) in conn.execute("SELECT DISTINCT chain FROM audit_chains")}
     prefix = HEAD_META + ":"
-    for (meta_key,) in conn.execute("SELECT key FROM meta WHERE key LIKE 'audit_head:%'"):
+    for (meta_key,) in conn.execute("SELECT key FROM meta WHERE substr(key, 1, 11) = 'audit_head:'"):
         names.add(str(meta_key)[len(prefix) :])
     return sorted(names)
 
@@ -343,7 +343,8 @@ class EmbeddedAudit:
     async def guard_problems(self) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:
             missing = missing_triggers(conn) if has_entries(conn) else []
-            return missing + missing_triggers(conn, "audit_chains")
+            named = conn.execute("SELECT 1 FROM audit_chains LIMIT 1").fetchone() is not None
+            return missing + (missing_triggers(conn, "audit_chains") if named else [])
 
         return await self._tx.read(run)
 

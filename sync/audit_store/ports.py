@@ -26,9 +26,11 @@ checks each of them against every adapter):
   where its own was due raises ``StoreError`` ("two writers on one chain")
   instead of writing over it.
 - **Durable before answered.**  ``append`` returns only once its entries (and
-  those of any earlier failed append of the chain) are stored; if it raises,
-  the entries it had numbered are kept, in order, and stored first by the next
-  append of that chain, so a lost answer leaves neither a gap nor a duplicate.
+  those of any earlier failed append of the chain) are stored.  If it raises,
+  the adapter keeps its entries, in order, and stores them first at the next
+  append of that chain (CouchDB keeps them numbered, so a lost answer whose
+  write did land leaves neither a gap nor a duplicate); the caller must not
+  hand them in again.
 - **A kill mid-append never breaks a chain.**  Either nothing of an append is
   stored, or a prefix of it: the embedded store writes entries and head in one
   transaction; CouchDB's head is a lower bound written after the entries
