@@ -241,7 +241,8 @@ def chain_names(conn: sqlite3.Connection) -> list[str]:
     names = {DATA_DIR} if has_entries(conn) or read_head(conn) else set()
     names |= {str(n) for (n,) in conn.execute("SELECT DISTINCT chain FROM audit_chains")}
     prefix = HEAD_META + ":"
-    for (meta_key,) in conn.execute("SELECT key FROM meta WHERE substr(key, 1, 11) = 'audit_head:'"):
+    heads = "SELECT key FROM meta WHERE substr(key, 1, 11) = 'audit_head:'"
+    for (meta_key,) in conn.execute(heads):
         names.add(str(meta_key)[len(prefix) :])
     return sorted(names)
 
