@@ -27,9 +27,11 @@ their numbers and sent first by the next append, so a lost answer never leaves
 a gap or a duplicate.
 
 **Restart continues a chain.**  The first append of a chain in a process reads
-its end (the last entry, and the head) and links after it.  That is safe only
-when no other process writes the chain: :meth:`CouchAudit.start` is the way to
-claim a new chain, and refuses one that exists.
+its end (the last entry listed by ``_all_docs``, then by id, a quorum read, any
+entries past it that a lagging node did not list; and the head) and links after
+it.  That is safe only when no other process writes the chain:
+:meth:`CouchAudit.start` is the way to claim a new chain, and refuses one that
+exists.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ log = structlog.get_logger("fieldsync.audit")
 DB_NAME = "audit"  # after the deployment's prefix
 KEY_DOC = "key:chain"
 PAGE = 2000
+PROBE = 16  # entries read by id past the listed end of a chain, a request at a time
 _TRIES = 20
 
 
@@ -181,7 +184,7 @@ class CouchAudit:
                 return self._tails[chain]
             await self._home.ensure()
             head_leaves = await self._leaves(head_doc_id(chain))
-            last = await self._last_entry(chain)
+            last = await self._past(chain, await self._last_entry(chain))
             seq, digest = (0, first_link(key, chain)) if last is None else last
             head = _head(head_leaves[0]) if head_leaves else None
             if head is not None and head.id > seq:  # a truncated tail: the break stays visible
@@ -204,6 +207,19 @@ class CouchAudit:
         if not rows:
             return None
         return int(rows[0]["doc"]["seq"]), str(rows[0]["doc"]["hash"])
+
+    async def _past(self, chain: str, last: tuple[int, str] | None) -> tuple[int, str] | None:
+        """``last`` (from ``_all_docs``, which a lagging cluster node may answer), moved on
+        past any later entries a quorum read finds: never link after a stale end."""
+        while True:
+            seq = 0 if last is None else last[0]
+            ids = [entry_doc_id(chain, seq + n) for n in range(1, PROBE + 1)]
+            found = await self.client.leaves_by_id(self.db, ids)
+            for doc_id in ids:
+                if doc_id not in found:
+                    return last
+                doc = found[doc_id][0]
+                last = (int(doc["seq"]), str(doc["hash"]))
 
     async def _send(self, docs: list[dict[str, Any]]) -> None:
         answer = await self.client.json("POST", path(self.db, "_bulk_docs"), body={"docs": docs})
