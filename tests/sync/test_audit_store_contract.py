@@ -458,3 +458,34 @@ async def test_kill_9_mid_append_never_breaks_the_chain(backend: Backend) -> Non
     await after.append(key, "killed", reads(1))
     report = await verify_store(after, key, "killed")
     assert report.ok and report.entries == len(stored) + 1, report.summary()
+
+
+@pytest.mark.parametrize("backend", ["couchdb"], indirect=True)
+async def test_a_stale_listing_never_makes_a_restart_link_after_an_old_end(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer was killed before its head moved past entry 2 of 20, and a lagging
+    cluster node lists the chain only up to entry 2: the restarted writer finds the
+    rest by id (a quorum read) and links after entry 20."""
+    key = await backend.key()
+    await backend.store.append(key, CHAIN, reads(20))
+    stale = (await backend.store.entries(CHAIN))[1]
+    assert backend.couch is not None
+    url, prefix = backend.couch
+    head_at = couch_path(prefix + "audit") + "/" + quote(f"head:{CHAIN}", safe="")
+    status, head = couch_request(url, "GET", head_at)
+    lagging_head = key.head(stale.seq, stale.hash)
+    body = {**head, "seq": lagging_head.id, "hash": lagging_head.hash, "mac": lagging_head.mac}
+    assert couch_request(url, "PUT", head_at, body)[0] == 201
+    assert backend.reopen is not None
+    restarted = await backend.reopen()
+    assert isinstance(restarted, CouchAudit)
+
+    async def lagging(chain: str) -> tuple[int, str]:
+        return stale.seq, stale.hash
+
+    monkeypatch.setattr(restarted, "_last_entry", lagging)
+    head = await restarted.append(key, CHAIN, reads(1, 20))
+    assert head.id == 21
+    assert [one.entry for one in await backend.store.entries(CHAIN)] == reads(21)
+    assert (await verified(backend)).ok
