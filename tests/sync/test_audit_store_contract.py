@@ -474,6 +474,7 @@ async def test_a_stale_listing_never_makes_a_restart_link_after_an_old_end(
     url, prefix = backend.couch
     head_at = couch_path(prefix + "audit") + "/" + quote(f"head:{CHAIN}", safe="")
     status, head = couch_request(url, "GET", head_at)
+    assert status == 200, head
     lagging_head = key.head(stale.seq, stale.hash)
     body = {**head, "seq": lagging_head.id, "hash": lagging_head.hash, "mac": lagging_head.mac}
     assert couch_request(url, "PUT", head_at, body)[0] == 201
