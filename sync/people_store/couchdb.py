@@ -151,8 +151,7 @@ class CouchAccounts:
     async def language(self, name: str) -> str:
         await self._ensure_db()
         leaves = await self._leaves(user_doc_id(name))
-        chosen = leaves[0].get("language") if leaves else None
-        return chosen if chosen in accounts.LANGUAGES else accounts.LANGUAGES[0]
+        return accounts.known_language(leaves[0].get("language") if leaves else None)
 
     # -- changing users ----------------------------------------------------------------------
     async def add_user(
@@ -164,25 +163,18 @@ class CouchAccounts:
         read_places: Sequence[str],
         by: Actor | None,
     ) -> User:
-        accounts.validate_user_name(name)
-        _check_password(password)
+        accounts.check_new_user(name, role, password, places, read_places)
         await self._ensure_db()
         await self._check_places([*places, *read_places])
-        if role in (Role.CHW, Role.SUPERVISOR) and not places and not read_places:
-            raise BadRequest(f"a {role.value} needs at least one --place or --read-place")
         user = User(name, role, tuple(places), tuple(read_places), accounts.hash_password(password))
         body = {**_user_body(user), "created": _now(), "updated": _now()}
         try:
             await self._client.put_status(path(self._db, user_doc_id(name)), body)
         except Conflict:
             existing = await self.get_user(name)
-            if existing is not None and existing.status is UserStatus.REMOVED:
-                raise Conflict(
-                    f"user {name!r} was removed, and a removed name is never given out again "
-                    "(the audit trail and the device history must keep naming one person); "
-                    "choose another"
-                ) from None
-            raise Conflict(f"user {name!r} already exists") from None
+            if existing is None:  # deleted meanwhile by hand: still not ours to take
+                raise Conflict(f"user {name!r} already exists") from None
+            raise accounts.name_taken(name, existing) from None
         detail = f"user {name}: role {role.value}, {details_of_scope(places, read_places)}"
         self._note(by, "user_add", detail)
         await self._mirrored(user)
@@ -202,7 +194,7 @@ class CouchAccounts:
         return user
 
     async def set_password(self, name: str, password: str, by: Actor | None) -> None:
-        _check_password(password)
+        accounts.check_password(password)
         password_hash = accounts.hash_password(password)
 
         def apply(doc: Doc) -> None:
@@ -212,10 +204,7 @@ class CouchAccounts:
         self._note(by, "user_password", f"user {name}: password set")
 
     async def set_language(self, name: str, language: str, by: Actor | None) -> None:
-        if language not in accounts.LANGUAGES:
-            raise BadRequest(
-                f"language must be one of {', '.join(accounts.LANGUAGES)} (e.g. sw for Swahili)"
-            )
+        accounts.check_language(language)
 
         def apply(doc: Doc) -> None:
             doc["language"] = language
@@ -225,8 +214,7 @@ class CouchAccounts:
 
     async def disable_user(self, name: str, by: Actor | None) -> User:
         async def check(user: User) -> None:
-            if user.status is UserStatus.DISABLED:
-                raise Conflict(f"user {name!r} is already disabled")
+            people.check_disable(user)
             await self._keep_an_admin(user, "disable")
 
         user = await self._change_user(name, check, _status(UserStatus.DISABLED))
@@ -290,24 +278,15 @@ class CouchAccounts:
         return place
 
     async def _rename(self, place: Place, name: str, by: Actor | None) -> Place:
-        new_name = people.validate_place_name(name)
-        if new_name == place.name:
-            raise Conflict(f"place {place.id!r} is already named {new_name!r}")
+        new_name = people.check_rename(place, name)
         changed = await self._change_place(place.id, lambda doc: doc.update(name=new_name))
         self._note(by, "place_rename", f"place {place.id}: name {place.name!r} -> {new_name!r}")
         return changed
 
     async def _move(self, place: Place, parent: str | None, by: Actor | None) -> Place:
-        if parent == place.parent:
-            raise Conflict(f"place {place.id!r} is already under {parent or 'no parent (a root)'}")
-        if parent is not None:
+        if parent is not None and parent != place.parent:
             await self._check_parent(parent)
-            tree = await self.place_tree()
-            if parent == place.id or place.id in tree.ancestors(parent):
-                raise BadRequest(
-                    f"cannot move place {place.id!r} under {parent!r}: {parent!r} lies inside "
-                    f"{place.id!r}, so the tree would loop; pick a parent outside it"
-                )
+        people.check_move(place, parent, await self.place_tree())
         changed = await self._change_place(place.id, lambda doc: doc.update(parent=parent))
         self._note(
             by, "place_move", f"place {place.id}: parent {place.parent or '-'} -> {parent or '-'}"
@@ -316,26 +295,7 @@ class CouchAccounts:
 
     async def retire_place(self, place_id: str, by: Actor | None) -> Place:
         place = await self._existing_place(place_id)
-        if place.retired is not None:
-            raise Conflict(f"place {place_id!r} was already retired on {place.retired[:10]}")
-        tree = await self.place_tree()
-        active = [c for c in tree.children(place_id) if c not in tree.retired]
-        if active:
-            raise Conflict(
-                f"place {place_id!r} still has active places below it ({people.few(active)}); "
-                "retire or move them first"
-            )
-        assigned = [
-            u.name
-            for u in await self.list_users()
-            if u.status is not UserStatus.REMOVED and place_id in (*u.places, *u.read_places)
-        ]
-        if assigned:
-            raise Conflict(
-                f"place {place_id!r} still has users assigned ({people.few(assigned)}); give "
-                "them other places first (fieldsync user set-places, or PUT "
-                "/api/v1/users/NAME/places)"
-            )
+        people.check_retire(place, await self.place_tree(), await self.list_users())
         stamp = _now()
         changed = await self._change_place(place_id, lambda doc: doc.update(retired=stamp))
         self._note(by, "place_retire", f"place {place_id}: active -> retired")
@@ -402,38 +362,17 @@ class CouchAccounts:
     async def _check_places(self, places: Sequence[str]) -> None:
         """Places a user may be given: they exist (404) and are not retired (409)."""
         for place_id in places:
-            found = await self.get_place(place_id)
-            if found is None:
-                raise NotFound(f"place {place_id!r} does not exist")
-            if found.retired is not None:
-                raise Conflict(f"place {place_id!r} is retired: nobody can be assigned to it")
+            accounts.check_assignable(place_id, await self.get_place(place_id))
 
     async def _check_parent(self, parent: str) -> None:
-        found = await self.get_place(parent)
-        if found is None:
-            raise NotFound(f"parent place {parent!r} does not exist")
-        if found.retired is not None:
-            raise Conflict(f"parent place {parent!r} is retired: it takes no new places")
+        accounts.check_parent(parent, await self.get_place(parent))
 
     async def _existing_place(self, place_id: str) -> Place:
-        place = await self.get_place(place_id)
-        if place is None:
-            raise NotFound(f"place {place_id!r} does not exist")
-        return place
+        return people.existing_place(place_id, await self.get_place(place_id))
 
     async def _keep_an_admin(self, user: User, verb: str) -> None:
-        if user.role is not Role.ADMIN or user.status is not UserStatus.ACTIVE:
-            return
-        others = [
-            u
-            for u in await self.list_users()
-            if u.role is Role.ADMIN and u.status is UserStatus.ACTIVE and u.name != user.name
-        ]
-        if not others:
-            raise Conflict(
-                f"cannot {verb} {user.name!r}: it is the last active admin; add or enable "
-                "another admin first"
-            )
+        if user.role is Role.ADMIN and user.status is UserStatus.ACTIVE:
+            people.keep_an_admin(user, await self.list_users(), verb)
 
     # -- read-modify-write -------------------------------------------------------------------
     async def _change_user(
@@ -654,11 +593,6 @@ def _status(status: UserStatus) -> Callable[[Doc], None]:
 
 async def _no_check(user: User) -> None:
     return None
-
-
-def _check_password(password: str) -> None:
-    if len(password) < 8:
-        raise BadRequest("password must be at least 8 characters")
 
 
 def _bare(doc: Mapping[str, Any]) -> Doc:
