@@ -25,28 +25,32 @@ back, and when the document forked, writes the change again on the winner and
 deletes the other leaves.  Where leaves still disagree when read, a user's most
 restrictive status counts (removed, then disabled, then active).
 
-Limits, honestly: rules that look at more than one document ("the last active
-admin", "nobody is assigned to a place being retired", "a move must not make a
-loop") are checked on a read, not in a transaction, so two instances changing
-*different* documents at the same moment can each pass them.  Ending every
-session of a user and forgetting expired sessions scan the session documents.
+Rules that look at more than one document ("the last active admin", "nobody is
+assigned to a place being retired", "a move must not make a loop") are checked
+and written while holding one guard document (:mod:`sync.people_store.guard`), so
+two instances changing *different* documents at once cannot both pass them: one
+waits for the other.  Lists (users, places) take their ids from ``_all_docs`` and
+their bodies from a quorum read.  Ending every session of a user and forgetting
+expired sessions scan the session documents.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 
 from sync import accounts, people, sessions
 from sync.audit import AuditLog
 from sync.errors import BadRequest, Conflict, NotFound, StoreUnavailable
+from sync.people_store.guard import RulesGuard
 from sync.people_store.ports import Actor, Lookup, Opened, details_of_scope
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus, validate_place_id
 from sync.sessions import Lifetime, Session
@@ -79,6 +83,21 @@ def session_doc_id(session_id: str) -> str:
 
 
 Mirror = Callable[[User | Place], Awaitable[None]]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _guarded(
+    change: Callable[Concatenate[CouchAccounts, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[CouchAccounts, P], Coroutine[Any, Any, T]]:
+    """Run ``change`` holding the rules guard: its reads, checks and writes, alone."""
+
+    async def guarded(self: CouchAccounts, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        await self._ensure_db()
+        async with self._guard.held():
+            return await change(self, *args, **kwargs)
+
+    return guarded
 
 
 class CouchAccounts:
@@ -97,6 +116,7 @@ class CouchAccounts:
         self._mirror = mirror
         self._home = CreatedOnce(client, self._db)
         self._purged = 0.0
+        self._guard = RulesGuard(client, db)  # the rules across documents (sync.people_store.guard)
 
     @classmethod
     def for_prefix(
@@ -137,8 +157,7 @@ class CouchAccounts:
         return _user(await self._leaves(user_doc_id(name)))
 
     async def list_users(self) -> list[User]:
-        docs = await self._prefixed("user:")
-        return [_user([doc]) or _never() for doc in docs]
+        return [_user(leaves) or _never() for leaves in await self._prefixed_leaves("user:")]
 
     async def get_place(self, place_id: str) -> Place | None:
         await self._ensure_db()
@@ -146,7 +165,7 @@ class CouchAccounts:
         return _place(leaves[0]) if leaves else None
 
     async def list_places(self) -> list[Place]:
-        return [_place(doc) for doc in await self._prefixed("place:")]
+        return [_place(leaves[0]) for leaves in await self._prefixed_leaves("place:")]
 
     async def language(self, name: str) -> str:
         await self._ensure_db()
@@ -164,9 +183,14 @@ class CouchAccounts:
         by: Actor | None,
     ) -> User:
         accounts.check_new_user(name, role, password, places, read_places)
-        await self._ensure_db()
+        hashed = await asyncio.to_thread(accounts.hash_password, password)  # off the loop
+        user = User(name, role, tuple(places), tuple(read_places), hashed)
+        return await self._add_user(user, by)
+
+    @_guarded
+    async def _add_user(self, user: User, by: Actor | None) -> User:
+        name, role, places, read_places = user.name, user.role, user.places, user.read_places
         await self._check_places([*places, *read_places])
-        user = User(name, role, tuple(places), tuple(read_places), accounts.hash_password(password))
         body = {**_user_body(user), "created": _now(), "updated": _now()}
         try:
             await self._client.put_status(path(self._db, user_doc_id(name)), body)
@@ -180,6 +204,7 @@ class CouchAccounts:
         await self._mirrored(user)
         return user
 
+    @_guarded
     async def set_places(
         self, name: str, places: Sequence[str], read_places: Sequence[str], by: Actor | None
     ) -> User:
@@ -195,7 +220,7 @@ class CouchAccounts:
 
     async def set_password(self, name: str, password: str, by: Actor | None) -> None:
         accounts.check_password(password)
-        password_hash = accounts.hash_password(password)
+        password_hash = await asyncio.to_thread(accounts.hash_password, password)
 
         def apply(doc: Doc) -> None:
             doc["password_hash"] = password_hash
@@ -212,6 +237,7 @@ class CouchAccounts:
         await self._change_user(name, _no_check, apply)
         self._note(by, "user_language", f"user {name}: console language {language}")
 
+    @_guarded
     async def disable_user(self, name: str, by: Actor | None) -> User:
         async def check(user: User) -> None:
             people.check_disable(user)
@@ -230,6 +256,7 @@ class CouchAccounts:
         self._note(by, "user_enable", f"user {name}: disabled -> active")
         return user
 
+    @_guarded
     async def remove_user(self, name: str, by: Actor | None) -> User:
         before: list[UserStatus] = []
 
@@ -251,7 +278,12 @@ class CouchAccounts:
         self, place_id: str, parent: str | None, name: str | None, by: Actor | None
     ) -> Place:
         validate_place_id(place_id)
-        await self._ensure_db()
+        return await self._add_place(place_id, parent, name, by)
+
+    @_guarded
+    async def _add_place(
+        self, place_id: str, parent: str | None, name: str | None, by: Actor | None
+    ) -> Place:
         if parent is not None:
             await self._check_parent(parent)
         place = Place(place_id, parent, name or place_id)
@@ -270,6 +302,12 @@ class CouchAccounts:
     ) -> Place:
         if name is None and not move:
             raise BadRequest('give "name" (a new name) and/or "parent" (a place id, or null)')
+        return await self._edit_place(place_id, name, move, parent, by)
+
+    @_guarded
+    async def _edit_place(
+        self, place_id: str, name: str | None, move: bool, parent: str | None, by: Actor | None
+    ) -> Place:
         place = await self._existing_place(place_id)
         if name is not None:
             place = await self._rename(place, name, by)
@@ -293,6 +331,7 @@ class CouchAccounts:
         )
         return changed
 
+    @_guarded
     async def retire_place(self, place_id: str, by: Actor | None) -> Place:
         place = await self._existing_place(place_id)
         people.check_retire(place, await self.place_tree(), await self.list_users())
@@ -479,15 +518,21 @@ class CouchAccounts:
         return found.get(doc_id, [])
 
     async def _prefixed(self, prefix: str) -> list[Doc]:
-        """Every document whose id starts with ``prefix`` (``_all_docs``, by id)."""
+        """Every document whose id starts with ``prefix``, the winner of each, by id."""
+        return [leaves[0] for leaves in await self._prefixed_leaves(prefix)]
+
+    async def _prefixed_leaves(self, prefix: str) -> list[list[Doc]]:
+        """The live leaves of every document whose id starts with ``prefix``, by id.
+
+        The ids come from ``_all_docs`` (one copy's), the bodies from a quorum read
+        (``_bulk_get``): a change stored by a quorum is seen, whichever node answers.
+        """
         await self._ensure_db()
-        params = {
-            "startkey": _key(prefix),
-            "endkey": _key(prefix + "\ufff0"),
-            "include_docs": "true",
-        }
+        params = {"startkey": _key(prefix), "endkey": _key(prefix + "\ufff0")}
         answer = await self._client.json("GET", path(self._db, "_all_docs"), params=params)
-        return [row["doc"] for row in answer.get("rows", []) if row.get("doc")]
+        ids = [str(row["id"]) for row in answer.get("rows", [])]
+        found = await self._client.leaves_by_id(self._db, ids)
+        return [found[doc_id] for doc_id in ids if doc_id in found]
 
     async def _ensure_db(self) -> None:
         """Create the database once per process (another instance may have made it)."""
