@@ -9,6 +9,9 @@ With CouchDB, the server adopts its data dir's users and places on start:
 those CouchDB lacks are created, none is overwritten (``CouchAccounts.adopt``).
 The start tries once; with CouchDB away it serves anyway (every
 request answers 503 until CouchDB is back) and keeps trying in the background.
+Until the copy lands, a name CouchDB lacks answers 503 "accounts are not ready
+yet" (``AccountsNotReady``): never a 401, which would count against the
+worker's login limit.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ async def account_ports(
         store = CouchAccounts.for_prefix(client, config.couchdb_prefix, audit, mirror_into(sqlite))
         adopting = None
         if adopt and not await _adopted(store, sqlite):  # CouchDB away: in the background
+            store.adopting(True)  # until then an unknown name answers 503, not 401
             adopting = asyncio.create_task(_adopt_until_done(store, sqlite))
         try:
             yield AccountPorts(store, CouchLoginLimits(client, store, limits), "couchdb")
@@ -92,4 +96,5 @@ async def _adopt_until_done(store: CouchAccounts, sqlite: SqliteStore) -> None:
     while True:
         await asyncio.sleep(ADOPT_RETRY)
         if await _adopted(store, sqlite):
+            store.adopting(False)
             return

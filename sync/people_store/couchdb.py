@@ -51,7 +51,7 @@ from sync import accounts, people, sessions
 from sync.audit import AuditLog
 from sync.errors import BadRequest, Conflict, NotFound, StoreUnavailable
 from sync.people_store.guard import RulesGuard
-from sync.people_store.ports import Actor, Lookup, Opened, details_of_scope
+from sync.people_store.ports import AccountsNotReady, Actor, Lookup, Opened, details_of_scope
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus, validate_place_id
 from sync.sessions import Lifetime, Session
 from sync.store.couchdb.client import CouchClient, path
@@ -116,6 +116,7 @@ class CouchAccounts:
         self._mirror = mirror
         self._home = CreatedOnce(client, self._db)
         self._purged = 0.0
+        self._adopting = False  # the data dir's users are still to be copied in (backends)
         self._guard = RulesGuard(client, db)  # the rules across documents (sync.people_store.guard)
 
     @classmethod
@@ -127,6 +128,16 @@ class CouchAccounts:
         mirror: Mirror | None = None,
     ) -> CouchAccounts:
         return cls(client, prefix + DB_NAME, audit, mirror)
+
+    def adopting(self, pending: bool) -> None:
+        """Say whether this server's data dir still has users to copy into CouchDB.
+
+        Meanwhile a name (or session) CouchDB lacks may be one of them, so
+        :meth:`lookup` answers :class:`AccountsNotReady` (503) for it rather than "no
+        such user": a 401 would count against the name's login limit, and lock out
+        a worker whose only fault is that this server started while CouchDB was away.
+        """
+        self._adopting = pending
 
     # -- reading ---------------------------------------------------------------------------
     async def lookup(self, name: str | None, session_id: str | None = None) -> Lookup:
@@ -143,6 +154,8 @@ class CouchAccounts:
             user = None if name is None else await self.get_user(name)
         else:
             user = None if name is None else _user(found.get(user_doc_id(name), []))
+        if user is None and self._adopting and (name is not None or session_id is not None):
+            raise AccountsNotReady()  # perhaps in the data dir, not here yet: no 401
         return Lookup(user, session, _version(version))
 
     async def places_version(self) -> str:
