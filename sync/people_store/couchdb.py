@@ -1,14 +1,13 @@
 """The CouchDB adapter of the accounts port (sync.people_store.ports): many instances, one truth.
 
-One database, ``<prefix>accounts``, holds::
+One database, ``<prefix>accounts``, holds (bodies: :mod:`sync.people_store.couchdocs`)::
 
-    user:<name>         {"type": "user", "name", "role", "places", "read_places",
-                         "password_hash" (scrypt, as in SQLite), "status", "language",
-                         "created", "updated"}
-    place:<id>          {"type": "place", "id", "parent", "name", "retired", "created"}
+    user:<name>         a user, with the scrypt hash of their password (as in SQLite)
+    place:<id>          a place
     places_version      {"n"}: moved on after every change of a place
-    session:<sha256>    {"type": "session", "user", "password_tag", "created", "last_seen"}
-                        (the SHA-256 of the cookie value, never the value itself)
+    session:<sha256>    a session, under the SHA-256 of the cookie value (never the value)
+    rules_guard         held by a change the cross-document rules look at (``guard``)
+    failures:<sha256>   login-guessing counters (``limits``)
 
 Every read of a user or a session is a quorum read of all its live leaves
 (``_bulk_get``), never a cache: a user disabled through one instance is refused by
@@ -38,22 +37,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import orjson
-
 from sync import accounts, people, sessions
 from sync.audit import AuditLog
 from sync.errors import BadRequest, Conflict, NotFound, StoreUnavailable
+from sync.people_store.couchdocs import (
+    Doc,
+    bare,
+    json_key,
+    never,
+    place_body,
+    place_doc_id,
+    place_of,
+    session_doc_id,
+    session_of,
+    user_body,
+    user_doc_id,
+    user_of,
+    version_of,
+)
 from sync.people_store.guard import RulesGuard
 from sync.people_store.ports import AccountsNotReady, Actor, Lookup, Opened, details_of_scope
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus, validate_place_id
-from sync.sessions import Lifetime, Session
+from sync.sessions import Lifetime
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.once import CreatedOnce
 
@@ -61,25 +72,10 @@ DB_NAME = "accounts"  # after the deployment's prefix
 VERSION_DOC = "places_version"
 PURGE_EVERY = 3600.0  # seconds between two sweeps of expired sessions, per instance
 _TRIES = 50
-_STRICTNESS = {UserStatus.ACTIVE: 0, UserStatus.DISABLED: 1, UserStatus.REMOVED: 2}
-
-Doc = dict[str, Any]
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
-
-
-def user_doc_id(name: str) -> str:
-    return f"user:{name}"
-
-
-def place_doc_id(place_id: str) -> str:
-    return f"place:{place_id}"
-
-
-def session_doc_id(session_id: str) -> str:
-    return f"session:{sessions.id_hash(session_id)}"
 
 
 Mirror = Callable[[User | Place], Awaitable[None]]
@@ -149,36 +145,36 @@ class CouchAccounts:
         version = found.get(VERSION_DOC, [])
         session = None
         if session_id is not None:
-            session = _session(found.get(session_doc_id(session_id), []))
+            session = session_of(found.get(session_doc_id(session_id), []))
             name = session.user if session is not None else None
             user = None if name is None else await self.get_user(name)
         else:
-            user = None if name is None else _user(found.get(user_doc_id(name), []))
+            user = None if name is None else user_of(found.get(user_doc_id(name), []))
         if user is None and self._adopting and (name is not None or session_id is not None):
             raise AccountsNotReady()  # perhaps in the data dir, not here yet: no 401
-        return Lookup(user, session, _version(version))
+        return Lookup(user, session, version_of(version))
 
     async def places_version(self) -> str:
         await self._ensure_db()
-        return _version(await self._leaves(VERSION_DOC))
+        return version_of(await self._leaves(VERSION_DOC))
 
     async def place_tree(self) -> PlaceTree:
         return PlaceTree(await self.list_places())
 
     async def get_user(self, name: str) -> User | None:
         await self._ensure_db()
-        return _user(await self._leaves(user_doc_id(name)))
+        return user_of(await self._leaves(user_doc_id(name)))
 
     async def list_users(self) -> list[User]:
-        return [_user(leaves) or _never() for leaves in await self._prefixed_leaves("user:")]
+        return [user_of(leaves) or never() for leaves in await self._prefixed_leaves("user:")]
 
     async def get_place(self, place_id: str) -> Place | None:
         await self._ensure_db()
         leaves = await self._leaves(place_doc_id(place_id))
-        return _place(leaves[0]) if leaves else None
+        return place_of(leaves[0]) if leaves else None
 
     async def list_places(self) -> list[Place]:
-        return [_place(leaves[0]) for leaves in await self._prefixed_leaves("place:")]
+        return [place_of(leaves[0]) for leaves in await self._prefixed_leaves("place:")]
 
     async def language(self, name: str) -> str:
         await self._ensure_db()
@@ -204,7 +200,7 @@ class CouchAccounts:
     async def _add_user(self, user: User, by: Actor | None) -> User:
         name, role, places, read_places = user.name, user.role, user.places, user.read_places
         await self._check_places([*places, *read_places])
-        body = {**_user_body(user), "created": _now(), "updated": _now()}
+        body = {**user_body(user), "created": _now(), "updated": _now()}
         try:
             await self._client.put_status(path(self._db, user_doc_id(name)), body)
         except Conflict:
@@ -300,7 +296,7 @@ class CouchAccounts:
         if parent is not None:
             await self._check_parent(parent)
         place = Place(place_id, parent, name or place_id)
-        body = {**_place_body(place), "created": _now()}
+        body = {**place_body(place), "created": _now()}
         try:
             await self._client.put_status(path(self._db, place_doc_id(place_id)), body)
         except Conflict:
@@ -377,7 +373,7 @@ class CouchAccounts:
         leaves = await self._leaves(session_doc_id(session_id))
         if not leaves:
             return
-        body = {**_bare(leaves[0]), "last_seen": now}
+        body = {**bare(leaves[0]), "last_seen": now}
         with contextlib.suppress(Conflict, NotFound):  # touched or ended meanwhile: fine
             await self._client.put_status(path(self._db, session_doc_id(session_id)), body)
 
@@ -406,7 +402,7 @@ class CouchAccounts:
             return
         self._purged = time.monotonic()
         for doc in await self._prefixed("session:"):
-            session = _session([doc])
+            session = session_of([doc])
             if session is not None and not lifetime.alive(session, now):
                 await self._delete(str(doc["_id"]), [doc])
 
@@ -437,7 +433,7 @@ class CouchAccounts:
         """Check the rules on the user as stored, then write ``apply``'d against its _rev."""
 
         async def checked(leaves: list[Doc]) -> None:
-            user = _user(leaves)
+            user = user_of(leaves)
             if user is None:
                 raise NotFound(f"user {name!r} does not exist")
             if user.status is UserStatus.REMOVED:
@@ -450,7 +446,7 @@ class CouchAccounts:
             doc["updated"] = _now()
 
         doc = await self._update(user_doc_id(name), checked, stamped)
-        user = _user([doc]) or _never()
+        user = user_of([doc]) or never()
         await self._mirrored(user)
         return user
 
@@ -461,7 +457,7 @@ class CouchAccounts:
 
         doc = await self._update(place_doc_id(place_id), checked, apply)
         await self._bump_places()
-        place = _place(doc)
+        place = place_of(doc)
         await self._mirrored(place)
         return place
 
@@ -486,7 +482,7 @@ class CouchAccounts:
         for _ in range(_TRIES):
             leaves = await self._leaves(doc_id)
             await check(leaves)
-            body = _bare(leaves[0]) if leaves else {"_id": doc_id}
+            body = bare(leaves[0]) if leaves else {"_id": doc_id}
             apply(body)
             try:
                 status = await self._client.put_status(path(self._db, doc_id), body)
@@ -505,7 +501,7 @@ class CouchAccounts:
             leaves = await self._leaves(doc_id)
             if len(leaves) <= 1:
                 return
-            body = _bare(leaves[0])
+            body = bare(leaves[0])
             apply(body)
             try:
                 await self._client.put_status(path(self._db, doc_id), body)
@@ -541,7 +537,7 @@ class CouchAccounts:
         (``_bulk_get``): a change stored by a quorum is seen, whichever node answers.
         """
         await self._ensure_db()
-        params = {"startkey": _key(prefix), "endkey": _key(prefix + "\ufff0")}
+        params = {"startkey": json_key(prefix), "endkey": json_key(prefix + "\ufff0")}
         answer = await self._client.json("GET", path(self._db, "_all_docs"), params=params)
         ids = [str(row["id"]) for row in answer.get("rows", [])]
         found = await self._client.leaves_by_id(self._db, ids)
@@ -568,10 +564,10 @@ class CouchAccounts:
         """
         await self._ensure_db()
         docs = [
-            {"_id": user_doc_id(u.name), **_user_body(u), "created": _now(), "updated": _now()}
+            {"_id": user_doc_id(u.name), **user_body(u), "created": _now(), "updated": _now()}
             for u in users
         ]
-        docs += [{"_id": place_doc_id(p.id), **_place_body(p), "created": _now()} for p in places]
+        docs += [{"_id": place_doc_id(p.id), **place_body(p), "created": _now()} for p in places]
         if not docs:
             return 0
         answer = await self._client.json("POST", path(self._db, "_bulk_docs"), body={"docs": docs})
@@ -579,67 +575,6 @@ class CouchAccounts:
         if any(str(r["id"]).startswith("place:") for r in created):
             await self._bump_places()
         return len(created)
-
-
-# -- documents <-> values ---------------------------------------------------------------------
-def _user_body(user: User) -> Doc:
-    return {
-        "type": "user",
-        "name": user.name,
-        "role": user.role.value,
-        "places": list(user.places),
-        "read_places": list(user.read_places),
-        "password_hash": user.password_hash,
-        "status": user.status.value,
-        "language": accounts.LANGUAGES[0],
-    }
-
-
-def _place_body(place: Place) -> Doc:
-    return {
-        "type": "place",
-        "id": place.id,
-        "parent": place.parent,
-        "name": place.name,
-        "retired": place.retired,
-    }
-
-
-def _user(leaves: Sequence[Mapping[str, Any]]) -> User | None:
-    """The user of the winning leaf, with the strictest status any live leaf holds."""
-    if not leaves:
-        return None
-    doc = leaves[0]
-    statuses = [UserStatus(str(leaf.get("status", "active"))) for leaf in leaves]
-    status = max(statuses, key=_STRICTNESS.__getitem__)
-    user = User(
-        str(doc["name"]),
-        Role(str(doc["role"])),
-        tuple(doc.get("places", [])),
-        tuple(doc.get("read_places", [])),
-        str(doc["password_hash"]),
-        status,
-    )
-    if status is UserStatus.REMOVED:
-        user = dataclasses.replace(user, password_hash=people.REMOVED_HASH)
-    return user
-
-
-def _place(doc: Mapping[str, Any]) -> Place:
-    return Place(str(doc["id"]), doc.get("parent"), str(doc["name"]), doc.get("retired"))
-
-
-def _session(leaves: Sequence[Mapping[str, Any]]) -> Session | None:
-    if not leaves:
-        return None
-    doc = leaves[0]
-    return Session(
-        str(doc["user"]), str(doc["password_tag"]), float(doc["created"]), float(doc["last_seen"])
-    )
-
-
-def _version(leaves: Sequence[Mapping[str, Any]]) -> str:
-    return str(leaves[0]["_rev"]) if leaves else "0"
 
 
 def _status(status: UserStatus) -> Callable[[Doc], None]:
@@ -651,15 +586,3 @@ def _status(status: UserStatus) -> Callable[[Doc], None]:
 
 async def _no_check(user: User) -> None:
     return None
-
-
-def _bare(doc: Mapping[str, Any]) -> Doc:
-    return {k: v for k, v in doc.items() if k not in ("_conflicts", "_revisions")}
-
-
-def _key(text: str) -> str:
-    return orjson.dumps(text).decode()
-
-
-def _never() -> User:
-    raise StoreUnavailable("CouchDB answered a user document without its fields")
