@@ -72,8 +72,8 @@ class RulesGuard:
             token = await self._take()
             try:
                 yield
-            finally:
-                await self._give_back(token)
+            finally:  # a request cancelled here still gives it back (not after LEASE s)
+                await asyncio.shield(self._give_back(token))
 
     async def _take(self) -> str:
         deadline = time.monotonic() + self._wait
