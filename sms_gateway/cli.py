@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
 
 from sms_gateway.actions import Outcome
 from sms_gateway.backends import sms_store
 from sms_gateway.outgoing import OutState
 from sms_gateway.replies import LANGUAGES
-from sync import accounts
 from sync.clitools import (
     Commands,
     add_command,
@@ -25,9 +23,9 @@ from sync.clitools import (
     config_of,
     data_dir_option,
     one_of,
-    with_conn,
 )
 from sync.errors import BadRequest, NotFound
+from sync.people_store import commands as people_commands
 
 
 def register(subparsers: Commands) -> None:
@@ -68,7 +66,9 @@ def register(subparsers: Commands) -> None:
 def run_language(args: argparse.Namespace) -> int:
     if args.language not in LANGUAGES:
         raise BadRequest(f"language must be one of {', '.join(LANGUAGES)}")
-    user: Any = with_conn(args, lambda conn: accounts.get_user(conn, args.worker))
+    user = people_commands.run(  # the accounts port: the file's users, or CouchDB's
+        config_of(args), lambda port, _: port.get_user(args.worker), audited=False
+    )
     if user is None:
         raise NotFound(f"user {args.worker!r} does not exist")
 

@@ -54,8 +54,7 @@ from sms_gateway.replies import LANGUAGES
 from sms_gateway.senders import SenderLookup, registry_lookup
 from sms_gateway.service import Clock, SmsService, utcnow
 from sms_gateway.settings import SETTINGS, SmsSettings, from_config
-from sync import accounts
-from sync.appkeys import AUTH, CONFIG, STORE
+from sync.appkeys import ACCOUNTS, AUTH, CONFIG, STORE
 from sync.audit import AUDIT
 from sync.errors import BadRequest, FieldsyncError, Forbidden, NotFound
 from sync.extensions import Extensions
@@ -399,7 +398,7 @@ async def set_language(request: web.Request) -> web.Response:
     if language not in LANGUAGES:
         raise BadRequest(f"language must be one of {', '.join(LANGUAGES)}")
     sms, core = request.app[SMS], request.app[STORE]
-    user = await core.read(lambda conn: accounts.get_user(conn, name))  # accounts' own store
+    user = await request.app[ACCOUNTS].get_user(name)  # the accounts port: every instance's
     if user is None:
         raise NotFound(f"user {name!r} does not exist")
     reach = caller.tree.descendants(user.places)

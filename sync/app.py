@@ -21,8 +21,8 @@ from contextlib import suppress
 import structlog
 from aiohttp import web
 
+from sync import audit as audit_trail
 from sync import (
-    accounts,
     datadir,
     extensions,
     forwarded,
@@ -34,7 +34,6 @@ from sync import (
     readings,
     requestlog,
 )
-from sync import audit as audit_trail
 from sync import metrics as app_metrics
 from sync.appkeys import ACCOUNTS, AUTH, CONFIG, STORE
 from sync.audit import AUDIT, AuditLog, Chain, ChainWriter
@@ -68,6 +67,7 @@ from sync.store import couchdb
 from sync.store.base import DocStore
 from sync.store.couchdb.store import AuditSink, CouchStore
 from sync.store.schema import db_path
+from sync.store.server_secrets import server_secret
 from sync.store.sqlite import SqliteStore
 from sync.vault import Vault
 
@@ -271,9 +271,7 @@ def _audit_sink(store: SqliteStore, audit: AuditLog) -> AuditSink:
 
 
 def _server_identity(conn: sqlite3.Connection) -> tuple[bytes, str]:
-    return accounts.server_secret(conn, "cookie_secret"), accounts.server_secret(
-        conn, "server_uuid"
-    ).hex()[:32]
+    return server_secret(conn, "cookie_secret"), server_secret(conn, "server_uuid").hex()[:32]
 
 
 async def _ensure_db(store: DocStore, name: str) -> None:

@@ -59,6 +59,8 @@ cryptography) are turned into these at the boundary with ``raise ... from``.
     └── ServiceUnavailable         503 service_unavailable
         ├── StoreUnavailable       503 service_unavailable  (store.couchdb.client: CouchDB
         │                                                    unreachable, failing or refusing us)
+        ├── AccountsNotReady       503 service_unavailable  (people_store.ports: a server
+        │                                                    still copying its users into CouchDB)
         └── DecoderUnavailable     503 decoder_unavailable  (barcode.errors: no zbar)
 
 See https://docs.couchdb.org/en/stable/api/basics.html#http-status-codes

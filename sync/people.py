@@ -1,13 +1,13 @@
 """People and places change: disable, enable and remove users; rename, move and retire places.
 
-Plain functions over a connection, inside the caller's transaction (the CLI's
-``with_file``, the server's ``write_tx``), like :mod:`sync.accounts`.  Each
-returns a :class:`Changed`: the new state and a one-line ``detail`` saying what
-it was before and what it is now, for the audit entry written in the same
-transaction.  Nothing here is cached by the server: a user's status is read on
-every request (``sync.auth``), and every change to the tree bumps
-``places_version``, which every server checks on every request, so each change
-counts from the next request of every user it touches, server running or not.
+The rules themselves, as pure functions over values (users, places, the tree):
+every adapter of the accounts port (:mod:`sync.people_store`) checks them with the
+same errors.  A change returns a :class:`Changed`: the new state and a one-line
+``detail`` saying what it was before and what it is now, for its audit entry.
+Nothing is cached by the server: a user's status is read on every request
+(``sync.auth``), and every change to the tree moves its version, which every
+server checks on every request, so each change counts from the next request of
+every user it touches, server running or not.
 
 The rules, as the help texts say them:
 
@@ -36,16 +36,16 @@ The rules, as the help texts say them:
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import sqlite3
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from sync import accounts, sessions
 from sync.errors import BadRequest, Conflict, NotFound
-from sync.scopes import Place, Role, User, UserStatus
+from sync.scopes import Place, PlaceTree, Role, User, UserStatus
 from sync.unsafe_text import first_unsafe
+
+if TYPE_CHECKING:
+    import sqlite3
 
 T = TypeVar("T")
 PLACE_NAME_MAX = 200
@@ -61,25 +61,16 @@ class Changed(Generic[T]):
     detail: str
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
-
-
 # -- users -----------------------------------------------------------------------------
-def _set_status(conn: sqlite3.Connection, user: User, status: UserStatus) -> User:
-    conn.execute(
-        "UPDATE users SET status=?, updated=? WHERE name=?", (status.value, _now(), user.name)
-    )
-    return dataclasses.replace(user, status=status)
-
-
-def _keep_an_admin(conn: sqlite3.Connection, user: User, verb: str) -> None:
+def keep_an_admin(user: User, users: Iterable[User], verb: str) -> None:
+    """Refuse to disable or remove the last active admin (``users``: everyone stored)."""
     if user.role is not Role.ADMIN or user.status is not UserStatus.ACTIVE:
         return
-    others = conn.execute(
-        "SELECT COUNT(*) FROM users WHERE role=? AND status=? AND name<>?",
-        (Role.ADMIN.value, UserStatus.ACTIVE.value, user.name),
-    ).fetchone()[0]
+    others = [
+        u
+        for u in users
+        if u.role is Role.ADMIN and u.status is UserStatus.ACTIVE and u.name != user.name
+    ]
     if not others:
         raise Conflict(
             f"cannot {verb} {user.name!r}: it is the last active admin; add or enable "
@@ -87,41 +78,24 @@ def _keep_an_admin(conn: sqlite3.Connection, user: User, verb: str) -> None:
         )
 
 
-def disable_user(conn: sqlite3.Connection, name: str) -> Changed[User]:
-    """Refuse the user's password, sessions and devices until :func:`enable_user`."""
-    user = accounts.existing_user(conn, name)
+def check_disable(user: User) -> None:
     if user.status is UserStatus.DISABLED:
-        raise Conflict(f"user {name!r} is already disabled")
-    _keep_an_admin(conn, user, "disable")
-    return Changed(_set_status(conn, user, UserStatus.DISABLED), f"user {name}: active -> disabled")
+        raise Conflict(f"user {user.name!r} is already disabled")
 
 
-def enable_user(conn: sqlite3.Connection, name: str) -> Changed[User]:
-    """Let a disabled user work again: same password, sessions and enrolled phones."""
-    user = accounts.get_user(conn, name)
+def check_enable(name: str, user: User | None) -> User:
+    """A user who may be enabled: known (404), not removed (409), disabled (409)."""
     if user is None:
         raise NotFound(f"user {name!r} does not exist")
     if user.status is UserStatus.REMOVED:
         raise Conflict(f"user {name!r} was removed; a removed user cannot be enabled again")
     if user.status is UserStatus.ACTIVE:
         raise Conflict(f"user {name!r} is not disabled")
-    return Changed(_set_status(conn, user, UserStatus.ACTIVE), f"user {name}: disabled -> active")
-
-
-def remove_user(conn: sqlite3.Connection, name: str) -> Changed[User]:
-    """Remove for good: password erased, sessions ended, the row (and the name) kept."""
-    user = accounts.existing_user(conn, name)
-    _keep_an_admin(conn, user, "remove")
-    ended = sessions.end_all(conn, name)
-    conn.execute("UPDATE users SET password_hash=? WHERE name=?", (REMOVED_HASH, name))
-    removed = _set_status(conn, user, UserStatus.REMOVED)
-    detail = f"user {name}: {user.status.value} -> removed, {ended} session(s) ended"
-    return Changed(dataclasses.replace(removed, password_hash=REMOVED_HASH), detail)
+    return user
 
 
 # -- places ----------------------------------------------------------------------------
-def _existing_place(conn: sqlite3.Connection, place_id: str) -> Place:
-    place = accounts.get_place(conn, place_id)
+def existing_place(place_id: str, place: Place | None) -> Place:
     if place is None:
         raise NotFound(f"place {place_id!r} does not exist")
     return place
@@ -136,67 +110,48 @@ def validate_place_name(name: str) -> str:
     return text
 
 
-def rename_place(conn: sqlite3.Connection, place_id: str, name: str) -> Changed[Place]:
-    """A new display name; the id, which documents and scopes use, stays."""
-    place = _existing_place(conn, place_id)
+def check_rename(place: Place, name: str) -> str:
+    """The new name, cleaned; a name equal to the old one is refused (409)."""
     new_name = validate_place_name(name)
     if new_name == place.name:
-        raise Conflict(f"place {place_id!r} is already named {new_name!r}")
-    conn.execute("UPDATE places SET name=? WHERE id=?", (new_name, place_id))
-    accounts.bump_places(conn)
-    detail = f"place {place_id}: name {place.name!r} -> {new_name!r}"
-    return Changed(dataclasses.replace(place, name=new_name), detail)
+        raise Conflict(f"place {place.id!r} is already named {new_name!r}")
+    return new_name
 
 
-def move_place(conn: sqlite3.Connection, place_id: str, parent: str | None) -> Changed[Place]:
-    """Put a place (and all below it) under ``parent``, or make it a root (None)."""
-    place = _existing_place(conn, place_id)
+def check_move(place: Place, parent: str | None, tree: PlaceTree) -> None:
+    """A move that changes something and makes no loop (the parent's own checks aside)."""
     if parent == place.parent:
-        raise Conflict(f"place {place_id!r} is already under {parent or 'no parent (a root)'}")
-    if parent is not None:
-        accounts.check_parent(conn, parent)
-        tree = accounts.place_tree(conn)
-        if parent == place_id or place_id in tree.ancestors(parent):
-            raise BadRequest(
-                f"cannot move place {place_id!r} under {parent!r}: {parent!r} lies inside "
-                f"{place_id!r}, so the tree would loop; pick a parent outside it"
-            )
-    conn.execute("UPDATE places SET parent=? WHERE id=?", (parent, place_id))
-    accounts.bump_places(conn)
-    detail = f"place {place_id}: parent {place.parent or '-'} -> {parent or '-'}"
-    return Changed(dataclasses.replace(place, parent=parent), detail)
+        raise Conflict(f"place {place.id!r} is already under {parent or 'no parent (a root)'}")
+    if parent is not None and (parent == place.id or place.id in tree.ancestors(parent)):
+        raise BadRequest(
+            f"cannot move place {place.id!r} under {parent!r}: {parent!r} lies inside "
+            f"{place.id!r}, so the tree would loop; pick a parent outside it"
+        )
 
 
-def retire_place(conn: sqlite3.Connection, place_id: str) -> Changed[Place]:
-    """Stop a place taking documents and people; refused while it is still in use."""
-    place = _existing_place(conn, place_id)
+def check_retire(place: Place, tree: PlaceTree, users: Sequence[User]) -> None:
+    """A place that may be retired: not already, no active place below, nobody assigned."""
     if place.retired is not None:
-        raise Conflict(f"place {place_id!r} was already retired on {place.retired[:10]}")
-    tree = accounts.place_tree(conn)
-    active = [c for c in tree.children(place_id) if c not in tree.retired]
+        raise Conflict(f"place {place.id!r} was already retired on {place.retired[:10]}")
+    active = [c for c in tree.children(place.id) if c not in tree.retired]
     if active:
         raise Conflict(
-            f"place {place_id!r} still has active places below it ({few(active)}); "
+            f"place {place.id!r} still has active places below it ({few(active)}); "
             "retire or move them first"
         )
-    assigned = assigned_users(conn, place_id)
+    assigned = assigned_users(place.id, users)
     if assigned:
         raise Conflict(
-            f"place {place_id!r} still has users assigned ({few(assigned)}); give them other "
+            f"place {place.id!r} still has users assigned ({few(assigned)}); give them other "
             "places first (fieldsync user set-places, or PUT /api/v1/users/NAME/places)"
         )
-    stamp = _now()
-    conn.execute("UPDATE places SET retired=? WHERE id=?", (stamp, place_id))
-    accounts.bump_places(conn)
-    retired = dataclasses.replace(place, retired=stamp)
-    return Changed(retired, f"place {place_id}: active -> retired")
 
 
-def assigned_users(conn: sqlite3.Connection, place_id: str) -> list[str]:
+def assigned_users(place_id: str, users: Iterable[User]) -> list[str]:
     """Users (removed ones aside) who have ``place_id`` itself among their places."""
     return [
         u.name
-        for u in accounts.list_users(conn)
+        for u in users
         if u.status is not UserStatus.REMOVED and place_id in (*u.places, *u.read_places)
     ]
 
@@ -204,3 +159,17 @@ def assigned_users(conn: sqlite3.Connection, place_id: str) -> list[str]:
 def few(names: list[str]) -> str:
     shown = ", ".join(names[:_SHOWN])
     return shown if len(names) <= _SHOWN else f"{shown} and {len(names) - _SHOWN} more"
+
+
+# -- call-throughs to the embedded tables (remove once no caller is left) -----------------
+# The tests' seeding still changes users with a connection (tests/device_registry).
+def disable_user(conn: sqlite3.Connection, name: str) -> Changed[User]:
+    from sync.people_store import tables
+
+    return tables.disable_user(conn, name)
+
+
+def remove_user(conn: sqlite3.Connection, name: str) -> Changed[User]:
+    from sync.people_store import tables
+
+    return tables.remove_user(conn, name)

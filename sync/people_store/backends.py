@@ -9,6 +9,9 @@ With CouchDB, the server adopts its data dir's users and places on start:
 those CouchDB lacks are created, none is overwritten (``CouchAccounts.adopt``).
 The start tries once; with CouchDB away it serves anyway (every
 request answers 503 until CouchDB is back) and keeps trying in the background.
+Until the copy lands, a name CouchDB lacks answers 503 "accounts are not ready
+yet" (``AccountsNotReady``): never a 401, which would count against the
+worker's login limit.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from sync import accounts
 from sync.audit import AuditLog
 from sync.config import Config
 from sync.errors import StoreUnavailable
+from sync.people_store import tables
 from sync.people_store.couchdb import CouchAccounts
 from sync.people_store.embedded import EmbeddedAccounts, copy_all, mirror_into
 from sync.people_store.limits import CouchLoginLimits, LocalLoginLimits
@@ -62,6 +65,7 @@ async def account_ports(
         store = CouchAccounts.for_prefix(client, config.couchdb_prefix, audit, mirror_into(sqlite))
         adopting = None
         if adopt and not await _adopted(store, sqlite):  # CouchDB away: in the background
+            store.adopting(True)  # until then an unknown name answers 503, not 401
             adopting = asyncio.create_task(_adopt_until_done(store, sqlite))
         try:
             yield AccountPorts(store, CouchLoginLimits(client, store, limits), "couchdb")
@@ -75,8 +79,8 @@ async def account_ports(
 
 async def _adopted(store: CouchAccounts, sqlite: SqliteStore) -> bool:
     """Adopt the data dir's users and places; False when CouchDB cannot be reached."""
-    users = await sqlite.read(accounts.list_users)
-    places = await sqlite.read(accounts.list_places)
+    users = await sqlite.read(tables.list_users)
+    places = await sqlite.read(tables.list_places)
     try:
         adopted = await store.adopt(users, places)
     except StoreUnavailable as exc:
@@ -92,4 +96,5 @@ async def _adopt_until_done(store: CouchAccounts, sqlite: SqliteStore) -> None:
     while True:
         await asyncio.sleep(ADOPT_RETRY)
         if await _adopted(store, sqlite):
+            store.adopting(False)
             return

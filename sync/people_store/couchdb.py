@@ -1,14 +1,13 @@
 """The CouchDB adapter of the accounts port (sync.people_store.ports): many instances, one truth.
 
-One database, ``<prefix>accounts``, holds::
+One database, ``<prefix>accounts``, holds (bodies: :mod:`sync.people_store.couchdocs`)::
 
-    user:<name>         {"type": "user", "name", "role", "places", "read_places",
-                         "password_hash" (scrypt, as in SQLite), "status", "language",
-                         "created", "updated"}
-    place:<id>          {"type": "place", "id", "parent", "name", "retired", "created"}
+    user:<name>         a user, with the scrypt hash of their password (as in SQLite)
+    place:<id>          a place
     places_version      {"n"}: moved on after every change of a place
-    session:<sha256>    {"type": "session", "user", "password_tag", "created", "last_seen"}
-                        (the SHA-256 of the cookie value, never the value itself)
+    session:<sha256>    a session, under the SHA-256 of the cookie value (never the value)
+    rules_guard         held by a change the cross-document rules look at (``guard``)
+    failures:<sha256>   login-guessing counters (``limits``)
 
 Every read of a user or a session is a quorum read of all its live leaves
 (``_bulk_get``), never a cache: a user disabled through one instance is refused by
@@ -25,31 +24,47 @@ back, and when the document forked, writes the change again on the winner and
 deletes the other leaves.  Where leaves still disagree when read, a user's most
 restrictive status counts (removed, then disabled, then active).
 
-Limits, honestly: rules that look at more than one document ("the last active
-admin", "nobody is assigned to a place being retired", "a move must not make a
-loop") are checked on a read, not in a transaction, so two instances changing
-*different* documents at the same moment can each pass them.  Ending every
-session of a user and forgetting expired sessions scan the session documents.
+Rules that look at more than one document ("the last active admin", "nobody is
+assigned to a place being retired", "a move must not make a loop") are checked
+and written while holding one guard document (:mod:`sync.people_store.guard`), so
+two instances changing *different* documents at once cannot both pass them: one
+waits for the other.  Lists (users, places) take their ids from ``_all_docs`` and
+their bodies from a quorum read.  Ending every session of a user and forgetting
+expired sessions scan the session documents.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
-
-import orjson
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sync import accounts, people, sessions
 from sync.audit import AuditLog
 from sync.errors import BadRequest, Conflict, NotFound, StoreUnavailable
-from sync.people_store.ports import Actor, Lookup, Opened, details_of_scope
+from sync.people_store.couchdocs import (
+    Doc,
+    bare,
+    json_key,
+    never,
+    place_body,
+    place_doc_id,
+    place_of,
+    session_doc_id,
+    session_of,
+    user_body,
+    user_doc_id,
+    user_of,
+    version_of,
+)
+from sync.people_store.guard import RulesGuard
+from sync.people_store.ports import AccountsNotReady, Actor, Lookup, Opened, details_of_scope
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus, validate_place_id
-from sync.sessions import Lifetime, Session
+from sync.sessions import Lifetime
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.once import CreatedOnce
 
@@ -57,28 +72,28 @@ DB_NAME = "accounts"  # after the deployment's prefix
 VERSION_DOC = "places_version"
 PURGE_EVERY = 3600.0  # seconds between two sweeps of expired sessions, per instance
 _TRIES = 50
-_STRICTNESS = {UserStatus.ACTIVE: 0, UserStatus.DISABLED: 1, UserStatus.REMOVED: 2}
-
-Doc = dict[str, Any]
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-def user_doc_id(name: str) -> str:
-    return f"user:{name}"
-
-
-def place_doc_id(place_id: str) -> str:
-    return f"place:{place_id}"
-
-
-def session_doc_id(session_id: str) -> str:
-    return f"session:{sessions.id_hash(session_id)}"
-
-
 Mirror = Callable[[User | Place], Awaitable[None]]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _guarded(
+    change: Callable[Concatenate[CouchAccounts, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[CouchAccounts, P], Coroutine[Any, Any, T]]:
+    """Run ``change`` holding the rules guard: its reads, checks and writes, alone."""
+
+    async def guarded(self: CouchAccounts, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        await self._ensure_db()
+        async with self._guard.held():
+            return await change(self, *args, **kwargs)
+
+    return guarded
 
 
 class CouchAccounts:
@@ -97,6 +112,8 @@ class CouchAccounts:
         self._mirror = mirror
         self._home = CreatedOnce(client, self._db)
         self._purged = 0.0
+        self._adopting = False  # the data dir's users are still to be copied in (backends)
+        self._guard = RulesGuard(client, db)  # the rules across documents (sync.people_store.guard)
 
     @classmethod
     def for_prefix(
@@ -108,6 +125,16 @@ class CouchAccounts:
     ) -> CouchAccounts:
         return cls(client, prefix + DB_NAME, audit, mirror)
 
+    def adopting(self, pending: bool) -> None:
+        """Say whether this server's data dir still has users to copy into CouchDB.
+
+        Meanwhile a name (or session) CouchDB lacks may be one of them, so
+        :meth:`lookup` answers :class:`AccountsNotReady` (503) for it rather than "no
+        such user": a 401 would count against the name's login limit, and lock out
+        a worker whose only fault is that this server started while CouchDB was away.
+        """
+        self._adopting = pending
+
     # -- reading ---------------------------------------------------------------------------
     async def lookup(self, name: str | None, session_id: str | None = None) -> Lookup:
         await self._ensure_db()
@@ -118,41 +145,41 @@ class CouchAccounts:
         version = found.get(VERSION_DOC, [])
         session = None
         if session_id is not None:
-            session = _session(found.get(session_doc_id(session_id), []))
+            session = session_of(found.get(session_doc_id(session_id), []))
             name = session.user if session is not None else None
             user = None if name is None else await self.get_user(name)
         else:
-            user = None if name is None else _user(found.get(user_doc_id(name), []))
-        return Lookup(user, session, _version(version))
+            user = None if name is None else user_of(found.get(user_doc_id(name), []))
+        if user is None and self._adopting and (name is not None or session_id is not None):
+            raise AccountsNotReady()  # perhaps in the data dir, not here yet: no 401
+        return Lookup(user, session, version_of(version))
 
     async def places_version(self) -> str:
         await self._ensure_db()
-        return _version(await self._leaves(VERSION_DOC))
+        return version_of(await self._leaves(VERSION_DOC))
 
     async def place_tree(self) -> PlaceTree:
         return PlaceTree(await self.list_places())
 
     async def get_user(self, name: str) -> User | None:
         await self._ensure_db()
-        return _user(await self._leaves(user_doc_id(name)))
+        return user_of(await self._leaves(user_doc_id(name)))
 
     async def list_users(self) -> list[User]:
-        docs = await self._prefixed("user:")
-        return [_user([doc]) or _never() for doc in docs]
+        return [user_of(leaves) or never() for leaves in await self._prefixed_leaves("user:")]
 
     async def get_place(self, place_id: str) -> Place | None:
         await self._ensure_db()
         leaves = await self._leaves(place_doc_id(place_id))
-        return _place(leaves[0]) if leaves else None
+        return place_of(leaves[0]) if leaves else None
 
     async def list_places(self) -> list[Place]:
-        return [_place(doc) for doc in await self._prefixed("place:")]
+        return [place_of(leaves[0]) for leaves in await self._prefixed_leaves("place:")]
 
     async def language(self, name: str) -> str:
         await self._ensure_db()
         leaves = await self._leaves(user_doc_id(name))
-        chosen = leaves[0].get("language") if leaves else None
-        return chosen if chosen in accounts.LANGUAGES else accounts.LANGUAGES[0]
+        return accounts.known_language(leaves[0].get("language") if leaves else None)
 
     # -- changing users ----------------------------------------------------------------------
     async def add_user(
@@ -164,30 +191,29 @@ class CouchAccounts:
         read_places: Sequence[str],
         by: Actor | None,
     ) -> User:
-        accounts.validate_user_name(name)
-        _check_password(password)
-        await self._ensure_db()
+        accounts.check_new_user(name, role, password, places, read_places)
+        hashed = await asyncio.to_thread(accounts.hash_password, password)  # off the loop
+        user = User(name, role, tuple(places), tuple(read_places), hashed)
+        return await self._add_user(user, by)
+
+    @_guarded
+    async def _add_user(self, user: User, by: Actor | None) -> User:
+        name, role, places, read_places = user.name, user.role, user.places, user.read_places
         await self._check_places([*places, *read_places])
-        if role in (Role.CHW, Role.SUPERVISOR) and not places and not read_places:
-            raise BadRequest(f"a {role.value} needs at least one --place or --read-place")
-        user = User(name, role, tuple(places), tuple(read_places), accounts.hash_password(password))
-        body = {**_user_body(user), "created": _now(), "updated": _now()}
+        body = {**user_body(user), "created": _now(), "updated": _now()}
         try:
             await self._client.put_status(path(self._db, user_doc_id(name)), body)
         except Conflict:
             existing = await self.get_user(name)
-            if existing is not None and existing.status is UserStatus.REMOVED:
-                raise Conflict(
-                    f"user {name!r} was removed, and a removed name is never given out again "
-                    "(the audit trail and the device history must keep naming one person); "
-                    "choose another"
-                ) from None
-            raise Conflict(f"user {name!r} already exists") from None
+            if existing is None:  # deleted meanwhile by hand: still not ours to take
+                raise Conflict(f"user {name!r} already exists") from None
+            raise accounts.name_taken(name, existing) from None
         detail = f"user {name}: role {role.value}, {details_of_scope(places, read_places)}"
         self._note(by, "user_add", detail)
         await self._mirrored(user)
         return user
 
+    @_guarded
     async def set_places(
         self, name: str, places: Sequence[str], read_places: Sequence[str], by: Actor | None
     ) -> User:
@@ -202,8 +228,8 @@ class CouchAccounts:
         return user
 
     async def set_password(self, name: str, password: str, by: Actor | None) -> None:
-        _check_password(password)
-        password_hash = accounts.hash_password(password)
+        accounts.check_password(password)
+        password_hash = await asyncio.to_thread(accounts.hash_password, password)
 
         def apply(doc: Doc) -> None:
             doc["password_hash"] = password_hash
@@ -212,10 +238,7 @@ class CouchAccounts:
         self._note(by, "user_password", f"user {name}: password set")
 
     async def set_language(self, name: str, language: str, by: Actor | None) -> None:
-        if language not in accounts.LANGUAGES:
-            raise BadRequest(
-                f"language must be one of {', '.join(accounts.LANGUAGES)} (e.g. sw for Swahili)"
-            )
+        accounts.check_language(language)
 
         def apply(doc: Doc) -> None:
             doc["language"] = language
@@ -223,10 +246,10 @@ class CouchAccounts:
         await self._change_user(name, _no_check, apply)
         self._note(by, "user_language", f"user {name}: console language {language}")
 
+    @_guarded
     async def disable_user(self, name: str, by: Actor | None) -> User:
         async def check(user: User) -> None:
-            if user.status is UserStatus.DISABLED:
-                raise Conflict(f"user {name!r} is already disabled")
+            people.check_disable(user)
             await self._keep_an_admin(user, "disable")
 
         user = await self._change_user(name, check, _status(UserStatus.DISABLED))
@@ -242,6 +265,7 @@ class CouchAccounts:
         self._note(by, "user_enable", f"user {name}: disabled -> active")
         return user
 
+    @_guarded
     async def remove_user(self, name: str, by: Actor | None) -> User:
         before: list[UserStatus] = []
 
@@ -263,11 +287,16 @@ class CouchAccounts:
         self, place_id: str, parent: str | None, name: str | None, by: Actor | None
     ) -> Place:
         validate_place_id(place_id)
-        await self._ensure_db()
+        return await self._add_place(place_id, parent, name, by)
+
+    @_guarded
+    async def _add_place(
+        self, place_id: str, parent: str | None, name: str | None, by: Actor | None
+    ) -> Place:
         if parent is not None:
             await self._check_parent(parent)
         place = Place(place_id, parent, name or place_id)
-        body = {**_place_body(place), "created": _now()}
+        body = {**place_body(place), "created": _now()}
         try:
             await self._client.put_status(path(self._db, place_doc_id(place_id)), body)
         except Conflict:
@@ -282,6 +311,12 @@ class CouchAccounts:
     ) -> Place:
         if name is None and not move:
             raise BadRequest('give "name" (a new name) and/or "parent" (a place id, or null)')
+        return await self._edit_place(place_id, name, move, parent, by)
+
+    @_guarded
+    async def _edit_place(
+        self, place_id: str, name: str | None, move: bool, parent: str | None, by: Actor | None
+    ) -> Place:
         place = await self._existing_place(place_id)
         if name is not None:
             place = await self._rename(place, name, by)
@@ -290,52 +325,25 @@ class CouchAccounts:
         return place
 
     async def _rename(self, place: Place, name: str, by: Actor | None) -> Place:
-        new_name = people.validate_place_name(name)
-        if new_name == place.name:
-            raise Conflict(f"place {place.id!r} is already named {new_name!r}")
+        new_name = people.check_rename(place, name)
         changed = await self._change_place(place.id, lambda doc: doc.update(name=new_name))
         self._note(by, "place_rename", f"place {place.id}: name {place.name!r} -> {new_name!r}")
         return changed
 
     async def _move(self, place: Place, parent: str | None, by: Actor | None) -> Place:
-        if parent == place.parent:
-            raise Conflict(f"place {place.id!r} is already under {parent or 'no parent (a root)'}")
-        if parent is not None:
+        if parent is not None and parent != place.parent:
             await self._check_parent(parent)
-            tree = await self.place_tree()
-            if parent == place.id or place.id in tree.ancestors(parent):
-                raise BadRequest(
-                    f"cannot move place {place.id!r} under {parent!r}: {parent!r} lies inside "
-                    f"{place.id!r}, so the tree would loop; pick a parent outside it"
-                )
+        people.check_move(place, parent, await self.place_tree())
         changed = await self._change_place(place.id, lambda doc: doc.update(parent=parent))
         self._note(
             by, "place_move", f"place {place.id}: parent {place.parent or '-'} -> {parent or '-'}"
         )
         return changed
 
+    @_guarded
     async def retire_place(self, place_id: str, by: Actor | None) -> Place:
         place = await self._existing_place(place_id)
-        if place.retired is not None:
-            raise Conflict(f"place {place_id!r} was already retired on {place.retired[:10]}")
-        tree = await self.place_tree()
-        active = [c for c in tree.children(place_id) if c not in tree.retired]
-        if active:
-            raise Conflict(
-                f"place {place_id!r} still has active places below it ({people.few(active)}); "
-                "retire or move them first"
-            )
-        assigned = [
-            u.name
-            for u in await self.list_users()
-            if u.status is not UserStatus.REMOVED and place_id in (*u.places, *u.read_places)
-        ]
-        if assigned:
-            raise Conflict(
-                f"place {place_id!r} still has users assigned ({people.few(assigned)}); give "
-                "them other places first (fieldsync user set-places, or PUT "
-                "/api/v1/users/NAME/places)"
-            )
+        people.check_retire(place, await self.place_tree(), await self.list_users())
         stamp = _now()
         changed = await self._change_place(place_id, lambda doc: doc.update(retired=stamp))
         self._note(by, "place_retire", f"place {place_id}: active -> retired")
@@ -365,7 +373,7 @@ class CouchAccounts:
         leaves = await self._leaves(session_doc_id(session_id))
         if not leaves:
             return
-        body = {**_bare(leaves[0]), "last_seen": now}
+        body = {**bare(leaves[0]), "last_seen": now}
         with contextlib.suppress(Conflict, NotFound):  # touched or ended meanwhile: fine
             await self._client.put_status(path(self._db, session_doc_id(session_id)), body)
 
@@ -394,7 +402,7 @@ class CouchAccounts:
             return
         self._purged = time.monotonic()
         for doc in await self._prefixed("session:"):
-            session = _session([doc])
+            session = session_of([doc])
             if session is not None and not lifetime.alive(session, now):
                 await self._delete(str(doc["_id"]), [doc])
 
@@ -402,38 +410,17 @@ class CouchAccounts:
     async def _check_places(self, places: Sequence[str]) -> None:
         """Places a user may be given: they exist (404) and are not retired (409)."""
         for place_id in places:
-            found = await self.get_place(place_id)
-            if found is None:
-                raise NotFound(f"place {place_id!r} does not exist")
-            if found.retired is not None:
-                raise Conflict(f"place {place_id!r} is retired: nobody can be assigned to it")
+            accounts.check_assignable(place_id, await self.get_place(place_id))
 
     async def _check_parent(self, parent: str) -> None:
-        found = await self.get_place(parent)
-        if found is None:
-            raise NotFound(f"parent place {parent!r} does not exist")
-        if found.retired is not None:
-            raise Conflict(f"parent place {parent!r} is retired: it takes no new places")
+        accounts.check_parent(parent, await self.get_place(parent))
 
     async def _existing_place(self, place_id: str) -> Place:
-        place = await self.get_place(place_id)
-        if place is None:
-            raise NotFound(f"place {place_id!r} does not exist")
-        return place
+        return people.existing_place(place_id, await self.get_place(place_id))
 
     async def _keep_an_admin(self, user: User, verb: str) -> None:
-        if user.role is not Role.ADMIN or user.status is not UserStatus.ACTIVE:
-            return
-        others = [
-            u
-            for u in await self.list_users()
-            if u.role is Role.ADMIN and u.status is UserStatus.ACTIVE and u.name != user.name
-        ]
-        if not others:
-            raise Conflict(
-                f"cannot {verb} {user.name!r}: it is the last active admin; add or enable "
-                "another admin first"
-            )
+        if user.role is Role.ADMIN and user.status is UserStatus.ACTIVE:
+            people.keep_an_admin(user, await self.list_users(), verb)
 
     # -- read-modify-write -------------------------------------------------------------------
     async def _change_user(
@@ -446,7 +433,7 @@ class CouchAccounts:
         """Check the rules on the user as stored, then write ``apply``'d against its _rev."""
 
         async def checked(leaves: list[Doc]) -> None:
-            user = _user(leaves)
+            user = user_of(leaves)
             if user is None:
                 raise NotFound(f"user {name!r} does not exist")
             if user.status is UserStatus.REMOVED:
@@ -459,7 +446,7 @@ class CouchAccounts:
             doc["updated"] = _now()
 
         doc = await self._update(user_doc_id(name), checked, stamped)
-        user = _user([doc]) or _never()
+        user = user_of([doc]) or never()
         await self._mirrored(user)
         return user
 
@@ -470,7 +457,7 @@ class CouchAccounts:
 
         doc = await self._update(place_doc_id(place_id), checked, apply)
         await self._bump_places()
-        place = _place(doc)
+        place = place_of(doc)
         await self._mirrored(place)
         return place
 
@@ -495,7 +482,7 @@ class CouchAccounts:
         for _ in range(_TRIES):
             leaves = await self._leaves(doc_id)
             await check(leaves)
-            body = _bare(leaves[0]) if leaves else {"_id": doc_id}
+            body = bare(leaves[0]) if leaves else {"_id": doc_id}
             apply(body)
             try:
                 status = await self._client.put_status(path(self._db, doc_id), body)
@@ -514,7 +501,7 @@ class CouchAccounts:
             leaves = await self._leaves(doc_id)
             if len(leaves) <= 1:
                 return
-            body = _bare(leaves[0])
+            body = bare(leaves[0])
             apply(body)
             try:
                 await self._client.put_status(path(self._db, doc_id), body)
@@ -540,15 +527,21 @@ class CouchAccounts:
         return found.get(doc_id, [])
 
     async def _prefixed(self, prefix: str) -> list[Doc]:
-        """Every document whose id starts with ``prefix`` (``_all_docs``, by id)."""
+        """Every document whose id starts with ``prefix``, the winner of each, by id."""
+        return [leaves[0] for leaves in await self._prefixed_leaves(prefix)]
+
+    async def _prefixed_leaves(self, prefix: str) -> list[list[Doc]]:
+        """The live leaves of every document whose id starts with ``prefix``, by id.
+
+        The ids come from ``_all_docs`` (one copy's), the bodies from a quorum read
+        (``_bulk_get``): a change stored by a quorum is seen, whichever node answers.
+        """
         await self._ensure_db()
-        params = {
-            "startkey": _key(prefix),
-            "endkey": _key(prefix + "\ufff0"),
-            "include_docs": "true",
-        }
+        params = {"startkey": json_key(prefix), "endkey": json_key(prefix + "\ufff0")}
         answer = await self._client.json("GET", path(self._db, "_all_docs"), params=params)
-        return [row["doc"] for row in answer.get("rows", []) if row.get("doc")]
+        ids = [str(row["id"]) for row in answer.get("rows", [])]
+        found = await self._client.leaves_by_id(self._db, ids)
+        return [found[doc_id] for doc_id in ids if doc_id in found]
 
     async def _ensure_db(self) -> None:
         """Create the database once per process (another instance may have made it)."""
@@ -571,10 +564,10 @@ class CouchAccounts:
         """
         await self._ensure_db()
         docs = [
-            {"_id": user_doc_id(u.name), **_user_body(u), "created": _now(), "updated": _now()}
+            {"_id": user_doc_id(u.name), **user_body(u), "created": _now(), "updated": _now()}
             for u in users
         ]
-        docs += [{"_id": place_doc_id(p.id), **_place_body(p), "created": _now()} for p in places]
+        docs += [{"_id": place_doc_id(p.id), **place_body(p), "created": _now()} for p in places]
         if not docs:
             return 0
         answer = await self._client.json("POST", path(self._db, "_bulk_docs"), body={"docs": docs})
@@ -582,67 +575,6 @@ class CouchAccounts:
         if any(str(r["id"]).startswith("place:") for r in created):
             await self._bump_places()
         return len(created)
-
-
-# -- documents <-> values ---------------------------------------------------------------------
-def _user_body(user: User) -> Doc:
-    return {
-        "type": "user",
-        "name": user.name,
-        "role": user.role.value,
-        "places": list(user.places),
-        "read_places": list(user.read_places),
-        "password_hash": user.password_hash,
-        "status": user.status.value,
-        "language": accounts.LANGUAGES[0],
-    }
-
-
-def _place_body(place: Place) -> Doc:
-    return {
-        "type": "place",
-        "id": place.id,
-        "parent": place.parent,
-        "name": place.name,
-        "retired": place.retired,
-    }
-
-
-def _user(leaves: Sequence[Mapping[str, Any]]) -> User | None:
-    """The user of the winning leaf, with the strictest status any live leaf holds."""
-    if not leaves:
-        return None
-    doc = leaves[0]
-    statuses = [UserStatus(str(leaf.get("status", "active"))) for leaf in leaves]
-    status = max(statuses, key=_STRICTNESS.__getitem__)
-    user = User(
-        str(doc["name"]),
-        Role(str(doc["role"])),
-        tuple(doc.get("places", [])),
-        tuple(doc.get("read_places", [])),
-        str(doc["password_hash"]),
-        status,
-    )
-    if status is UserStatus.REMOVED:
-        user = dataclasses.replace(user, password_hash=people.REMOVED_HASH)
-    return user
-
-
-def _place(doc: Mapping[str, Any]) -> Place:
-    return Place(str(doc["id"]), doc.get("parent"), str(doc["name"]), doc.get("retired"))
-
-
-def _session(leaves: Sequence[Mapping[str, Any]]) -> Session | None:
-    if not leaves:
-        return None
-    doc = leaves[0]
-    return Session(
-        str(doc["user"]), str(doc["password_tag"]), float(doc["created"]), float(doc["last_seen"])
-    )
-
-
-def _version(leaves: Sequence[Mapping[str, Any]]) -> str:
-    return str(leaves[0]["_rev"]) if leaves else "0"
 
 
 def _status(status: UserStatus) -> Callable[[Doc], None]:
@@ -654,20 +586,3 @@ def _status(status: UserStatus) -> Callable[[Doc], None]:
 
 async def _no_check(user: User) -> None:
     return None
-
-
-def _check_password(password: str) -> None:
-    if len(password) < 8:
-        raise BadRequest("password must be at least 8 characters")
-
-
-def _bare(doc: Mapping[str, Any]) -> Doc:
-    return {k: v for k, v in doc.items() if k not in ("_conflicts", "_revisions")}
-
-
-def _key(text: str) -> str:
-    return orjson.dumps(text).decode()
-
-
-def _never() -> User:
-    raise StoreUnavailable("CouchDB answered a user document without its fields")

@@ -26,7 +26,9 @@ checks each against every adapter):
   (the audit trail's own flush).
 
 Errors: the server's :mod:`sync.errors` (BadRequest, NotFound, Conflict, and
-StoreUnavailable when the storage fails), with the same reasons on every adapter.
+StoreUnavailable when the storage fails), with the same reasons on every adapter;
+and :class:`AccountsNotReady` (503) from a lookup while a server copies its data
+dir's users into CouchDB (``sync.people_store.backends``).
 """
 
 from __future__ import annotations
@@ -35,9 +37,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from sync.errors import ServiceUnavailable
 from sync.ratelimit import Reservation
 from sync.scopes import Place, PlaceTree, Role, User
 from sync.sessions import Lifetime, Session
+
+
+class AccountsNotReady(ServiceUnavailable):
+    """503: the server cannot yet tell whether a name exists (its data dir's users are
+    still being copied into CouchDB); nothing was checked, nothing is counted."""
+
+    default_reason = "accounts are not ready yet; try again in a few seconds"
 
 
 @dataclass(frozen=True)

@@ -170,3 +170,41 @@ async def test_wrong_passwords_spread_over_two_instances_stop_at_the_limit(
     for server in (a, b):
         body = {"name": "bob", "password": PASSWORD}
         assert await status(http, "POST", f"{server.url}/_session", body=body) == 429
+
+
+async def test_changes_at_once_on_two_instances_keep_the_rules_across_documents(
+    pair: list[ServerProcess], http: aiohttp.ClientSession
+) -> None:
+    """Two admins disabling each other, and two moves that together would loop, sent at
+    once through A and B: one of each pair lands, the other is refused (the guard,
+    sync.people_store.guard), and an admin and a loop-free tree remain."""
+    a, b = pair
+    second = {"name": "admin2", "role": "admin", "password": PASSWORD}
+    added = await status(http, "POST", f"{a.url}/api/v1/users", headers=basic("admin"), body=second)
+    assert added == 201
+    answers = await asyncio.gather(
+        status(http, "POST", f"{a.url}/api/v1/users/admin2/disable", headers=basic("admin")),
+        status(http, "POST", f"{b.url}/api/v1/users/admin/disable", headers=basic("admin2")),
+    )
+    assert sorted(answers) == [200, 409], answers
+    left = "admin" if answers[0] == 200 else "admin2"  # the admin whose change landed
+    answers = await asyncio.gather(
+        status(
+            http,
+            "PATCH",
+            f"{a.url}/api/v1/places/area-a1",
+            headers=basic(left),
+            body={"parent": "area-a2"},
+        ),
+        status(
+            http,
+            "PATCH",
+            f"{b.url}/api/v1/places/area-a2",
+            headers=basic(left),
+            body={"parent": "area-a1"},
+        ),
+    )
+    assert sorted(answers) == [200, 400], answers
+    async with http.get(f"{b.url}/api/v1/places", headers=basic(left)) as resp:
+        places = {p["id"]: p["parent"] for p in await resp.json()}
+    assert "facility-a" in (places["area-a1"], places["area-a2"])  # still hangs from the tree

@@ -258,3 +258,88 @@ async def test_language_is_kept_per_user(backend: Backend) -> None:
     assert await store.language("nobody") == "en"
     with pytest.raises(BadRequest, match="language must be one of"):
         await store.set_language("alice", "fr", ADMIN)
+
+
+# -- rules across documents, two writers at once ---------------------------------------------
+# Each test starts the two changes together, one through each adapter (two instances on
+# one CouchDB; the server and the CLI on one file), several rounds: whatever the order,
+# the rule holds afterwards, and a refused change says why.
+ROUNDS = 4
+
+
+async def active_admins(store: AccountStore) -> list[str]:
+    users = await store.list_users()
+    return [u.name for u in users if u.role is Role.ADMIN and u.status is UserStatus.ACTIVE]
+
+
+async def test_two_writers_cannot_take_out_the_last_two_admins(backend: Backend) -> None:
+    store = await seeded(backend)
+    for n in range(ROUNDS):
+        pair = (f"admin-{n}a", f"admin-{n}b")
+        for name in pair:
+            await store.add_user(name, Role.ADMIN, PASSWORD, [], [], ADMIN)
+        for name in set(await active_admins(store)) - set(pair):
+            await store.disable_user(name, ADMIN)  # only the pair is left
+        removing = n % 2 == 1  # disable in one round, remove in the next
+        changes = [
+            (adapter.remove_user if removing else adapter.disable_user)(name, ADMIN)
+            for adapter, name in zip((store, backend.second), pair, strict=True)
+        ]
+        results = await asyncio.gather(*changes, return_exceptions=True)
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert len(refused) == 1, results
+        assert isinstance(refused[0], Conflict) and "last active admin" in refused[0].reason
+        assert await active_admins(backend.second) in ([pair[0]], [pair[1]])
+
+
+async def assigning(store: AccountStore, n: int, place: str) -> None:
+    """Give ``place`` to worker ``n``, a little later the higher ``n`` (the overlap varies)."""
+    await asyncio.sleep(n * 0.002)  # shapes the overlap only; nothing is timed
+    await store.set_places(f"worker-{n}", ["area-1", place], [], ADMIN)
+
+
+async def test_two_writers_cannot_retire_a_place_while_assigning_it(backend: Backend) -> None:
+    store = await seeded(backend)
+    workers = range(8)
+    for n in workers:
+        await store.add_user(f"worker-{n}", Role.CHW, PASSWORD, ["area-1"], [], ADMIN)
+    for round_ in range(ROUNDS):
+        place = f"area-new-{round_}"
+        await store.add_place(place, "district", None, ADMIN)
+        results = await asyncio.gather(
+            store.retire_place(place, ADMIN),
+            *(assigning(backend.second, n, place) for n in workers),
+            return_exceptions=True,
+        )
+        for refused in (r for r in results if isinstance(r, BaseException)):
+            assert isinstance(refused, Conflict), results
+        stored = await backend.second.get_place(place)
+        retired = stored is not None and stored.retired is not None
+        assigned = [
+            u.name
+            for u in await backend.second.list_users()
+            if u.status is not UserStatus.REMOVED and place in u.places
+        ]
+        assert not (retired and assigned), (retired, assigned)
+        assert retired or assigned  # one side won
+        for n in workers:
+            await store.set_places(f"worker-{n}", ["area-1"], [], ADMIN)
+
+
+async def test_two_writers_cannot_move_two_places_into_a_loop(backend: Backend) -> None:
+    store = await seeded(backend)
+    for n in range(ROUNDS):
+        x, y = f"x-{n}", f"y-{n}"
+        await store.add_place(x, "district", None, ADMIN)
+        await store.add_place(y, "district", None, ADMIN)
+        results = await asyncio.gather(
+            store.edit_place(x, None, True, y, ADMIN),
+            backend.second.edit_place(y, None, True, x, ADMIN),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert len(refused) == 1 and isinstance(refused[0], BadRequest), results
+        assert "loop" in refused[0].reason
+        tree = await backend.second.place_tree()
+        for place in (x, y):
+            assert "district" in tree.ancestors(place)  # still hangs from the root: no loop

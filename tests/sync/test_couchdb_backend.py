@@ -24,11 +24,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from couchdb_server import couch_request
 from couchdb_server import db_path as couch_path
-from sync_fixtures import Api, until_served
+from sync_fixtures import PASSWORD, Api, until_served
 from tcp_cut import TcpCut, through
 
 from sync import cli
 from sync.app import create_app
+from sync.auth import LOGIN_LIMITS
 from sync.config import Config, ConfigError, from_env
 from sync.datakeys.couchdb import doc_id as key_doc_id
 from sync.errors import (
@@ -39,6 +40,8 @@ from sync.errors import (
     StoreUnavailable,
     TooLarge,
 )
+from sync.people_store import backends
+from sync.people_store.couchdb import CouchAccounts
 from sync.replication.routes import REPLICATION
 from sync.store.couchdb import layout
 from sync.store.couchdb.client import CouchClient, Endpoint, path
@@ -119,7 +122,7 @@ async def test_a_server_started_while_couchdb_is_away_serves_once_it_is_back(
     assert status == 503, answer
     await cut.restore()
     # The users reach CouchDB by the server's copy, retried every 2 s (people_store.backends):
-    # until then alice is an unknown name, and each try counts as a failed login (10 allowed).
+    # until then alice's tries answer 503 "accounts are not ready yet", and none counts.
     for _ in range(60):
         status, answer = await api.call("GET", "/health", "alice")
         if status == 200:
@@ -127,6 +130,48 @@ async def test_a_server_started_while_couchdb_is_away_serves_once_it_is_back(
         await asyncio.sleep(0.5)
     assert status == 200, answer
     await api.bulk([{"_id": "p1", "place": "area-a1"}], user="alice")
+
+
+async def test_logins_while_the_users_are_copied_in_answer_503_and_count_for_nothing(
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    couch_config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Until a server has copied its data dir's users into CouchDB (CouchDB was away at its
+    start), a name CouchDB lacks answers 503 "accounts are not ready yet": never a 401,
+    which would count against the worker's login limit.  The test holds the copy back
+    (as CouchDB away would), tries more logins than the limit allows, then lets it land."""
+    let_through = asyncio.Event()
+    adopt = CouchAccounts.adopt
+
+    async def held_back(self: CouchAccounts, users: Any, places: Any) -> int:
+        if not let_through.is_set():
+            raise StoreUnavailable("held back by the test, as if CouchDB were away")
+        return await adopt(self, users, places)
+
+    monkeypatch.setattr(CouchAccounts, "adopt", held_back)
+    monkeypatch.setattr(backends, "ADOPT_RETRY", 0.05)
+    api = Api(await aiohttp_client(create_app(couch_config)))
+    for n in range(LOGIN_LIMITS["user"].failures + 5):
+        password = PASSWORD if n % 2 else "a wrong guess"
+        login = await api.client.post("/_session", json={"name": "alice", "password": password})
+        assert login.status == 503, await login.text()
+        assert "accounts are not ready yet" in (await login.json())["reason"]
+        status, answer = await api.call("GET", "/health", "alice")  # Basic, the same
+        assert status == 503 and "accounts are not ready yet" in answer["reason"], answer
+    let_through.set()
+    for _ in range(200):
+        status, answer = await api.call("GET", "/health", "alice")
+        if status != 503:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 200, answer  # not 429: none of the tries counted
+    login = await api.client.post("/_session", json={"name": "alice", "password": PASSWORD})
+    assert login.status == 200, await login.text()
+    wrong = await api.client.post("/_session", json={"name": "alice", "password": "wrong!!!"})
+    assert wrong.status == 401  # once copied in, a wrong password counts again
+    nobody = await api.client.post("/_session", json={"name": "nobody", "password": PASSWORD})
+    assert nobody.status == 401  # and an unknown name is unknown
 
 
 # -- the boundary maps every CouchDB answer to one of ours -------------------------
