@@ -73,6 +73,7 @@ from sms_gateway.ports import (
 )
 from sync.errors import Conflict, PreconditionFailed, StoreError, StoreUnavailable
 from sync.store.couchdb.client import CouchClient, path
+from sync.store.couchdb.lease import claim_write
 
 DB_NAME = "sms"  # after the deployment's prefix
 DESIGN = "_design/sms"
@@ -487,17 +488,8 @@ class CouchSms:
 
     async def _claim(self, body: Doc) -> bool:
         """Write ``body`` (with a fresh ``claim`` token) against its ``_rev``: True if this
-        write is the one that holds."""
-        try:
-            status = await self._client.put_status(self._path(body["_id"]), body)
-        except Conflict:  # another instance changed it first: it is theirs
-            return False
-        if status == 201:
-            return True
-        found = await self._client.leaves_by_id(self._db, [body["_id"]])
-        leaves = found.get(body["_id"], [])
-        # 202: ours only if no rival write landed through another node.
-        return len(leaves) == 1 and leaves[0].get("claim") == body["claim"]
+        write is the one that holds (:func:`sync.store.couchdb.lease.claim_write`)."""
+        return await claim_write(self._client, self._db, body)
 
     async def _update(
         self, doc_id: str, change: Callable[[Doc], Doc | None], create: bool = False

@@ -31,7 +31,12 @@ _SETTLE_EVERY = 15.0
 
 def open_store(config: Config) -> CouchStore:
     client = open_client(config)
-    return CouchStore(client, config.couchdb_prefix, config.couchdb_max_document_bytes)
+    return CouchStore(
+        client,
+        config.couchdb_prefix,
+        config.couchdb_max_document_bytes,
+        config.key_refresh_seconds,
+    )
 
 
 def open_client(config: Config) -> CouchClient:
