@@ -156,8 +156,8 @@ class CouchDataKeys:
             tombstones = []
             try:
                 for leaf in leaves:
-                    where = path(self._db, key_id)
-                    gone = await self._client.json("DELETE", where, params={"rev": str(leaf["_rev"])})
+                    rev = {"rev": str(leaf["_rev"])}
+                    gone = await self._client.json("DELETE", path(self._db, key_id), params=rev)
                     tombstones.append(str(gone["rev"]))
             except Conflict:
                 continue
