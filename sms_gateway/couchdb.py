@@ -55,6 +55,7 @@ from functools import partial
 from typing import Any
 
 from sms_gateway import couchdb_docs as shape
+from sms_gateway import sealing
 from sms_gateway import listing
 from sms_gateway.couchdb_docs import Doc
 from sms_gateway.listing import Filters
@@ -75,7 +76,7 @@ from sync.errors import Conflict, PreconditionFailed, StoreError, StoreUnavailab
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.lease import claim_write
 
-DB_NAME = "sms"  # after the deployment's prefix
+DB_NAME = sealing.COUCH_DB  # "sms", after the deployment's prefix
 DESIGN = "_design/sms"
 _TRIES = 30
 _EPOCH_US = 1_577_836_800_000_000  # 2020-01-01 in microseconds since 1970

@@ -99,6 +99,7 @@ def extend(ext: Extensions) -> None:
     ext.routes.append(setup_routes)
     ext.workers.append(sms_worker)
     ext.sealed_blobs.extend(sealing.COLUMNS)
+    ext.couch_sealed_blobs.append(sealing.COUCH_DOCS)
     ext.settings.extend(SETTINGS)
     ext.cli_commands.append(cli.register)
 
