@@ -116,7 +116,7 @@ class Lease:
             current = found.get(self.doc_id, [None])[0]
             now = self.clock()
             holder = _holder(current)
-            if holder is not None and holder.owner != self.owner and holder.until > now:
+            if _live_rival(holder, self.owner, now):
                 return holder
             body = self._body(current, now)
             if await claim_write(self.client, self.db, body):
@@ -156,6 +156,30 @@ class Lease:
         found = await self.client.leaves_by_id(self.db, [self.doc_id])
         holder = _holder(found.get(self.doc_id, [None])[0])
         return holder if holder is not None and holder.until > self.clock() else None
+
+
+def _live_rival(holder: Holder | None, owner: str, now: dt.datetime) -> bool:
+    return (
+        holder is not None
+        and holder.owner != owner
+        and holder.until > now
+        and not _gone_here(holder.owner)
+    )
+
+
+def _gone_here(owner: str) -> bool:
+    """Was the lease taken by a process of this machine that is no longer running (a command
+    killed with ``kill -9``)?  Then it is taken over at once, not after its expiry."""
+    host, _, rest = owner.rpartition("-")[0].rpartition("-")
+    if host != socket.gethostname() or not rest.isdigit():
+        return False
+    try:
+        os.kill(int(rest), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # running, as another user
+    return False
 
 
 def _holder(doc: dict[str, Any] | None) -> Holder | None:
