@@ -32,6 +32,7 @@ versions are kept: refused records are still kept in each instance's data dir
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import secrets
 from collections import Counter
@@ -46,6 +47,7 @@ from sync.audit import now as audit_now
 from sync.auditcouch import CouchChain
 from sync.couchsealed import Doc, SealedDocs, Slot, sealed_docs
 from sync.datakeys.couchdb import CouchDataKeys
+from sync.errors import FieldsyncError
 from sync.keyadmin import describe
 from sync.keys import KeyError_, MasterKey, key_ref, label, parse_key_ref, seal, unseal
 from sync.store.base import SHARED
@@ -140,11 +142,18 @@ class Rotation:
         self, docs: SealedDocs, couch_db: str, db: str, newest: dict[str, int], found: Pass
     ) -> None:
         after: str | None = None
+        pages = 0
         while True:
             self._check_lease()
             page = await self._page(docs, couch_db, after)
             if not page:
                 return
+            pages += 1
+            if pages % 50 == 0:
+                self.report(
+                    f"  {docs.name} in {couch_db}: {found.looked[docs.name]:,} looked at, "
+                    f"{found.resealed[docs.name]:,} re-sealed so far"
+                )
             after = str(page[-1]["_id"])
             changed = []
             for doc in page:
@@ -224,6 +233,8 @@ class Rotation:
                 kept.append(name)
             elif await self.keys.remove_async(key.place, key.version):
                 deleted.append(name)
+        if deleted:
+            await compact(self.client, self.keys.db)
         return deleted, kept
 
 
@@ -259,6 +270,13 @@ async def rotate(
 
 def _entry(action: str, detail: str) -> Entry:
     return Entry(audit_now(), cli_actor(), None, action, None, (), detail)
+
+
+async def compact(client: CouchClient, couch_db: str) -> None:
+    """Ask CouchDB to compact ``couch_db``, so that the old revisions of deleted key documents
+    (the wrapped keys) are dropped from its files; a server that refuses is left alone."""
+    with contextlib.suppress(FieldsyncError):
+        await client.json("POST", path(couch_db, "_compact"), body={})
 
 
 async def fieldsync_dbs(client: CouchClient, prefix: str) -> list[str]:

@@ -5,9 +5,12 @@ runs this instead of :func:`sync.shredding.shred`.  Under the rotation lease
 (:mod:`sync.couchrotation`: a rotation re-sealing the place's blobs meanwhile
 would race with it), for every fieldsync database ``D``:
 
-1. the place's data keys are deleted from ``<prefix>keys`` first: from then on
+1. the place gets a fresh data-key version, and after three times
+   ``FIELDSYNC_KEY_REFRESH_SECONDS`` (every instance seals the place's new data
+   with it by then) its older versions are deleted from ``<prefix>keys`` (and
+   purged, and the database compacted, where CouchDB allows): from then on
    nothing sealed under them opens, whatever copy survives (CouchDB's old
-   revisions until compaction, its backups, replicas);
+   document revisions until compaction, its backups, replicas);
 2. every document whose place it is: its meta, all its sealed bodies;
 3. bodies written in the place of documents that moved away (``rp``), and a
    body a meta holds inline (``wb``) of such a revision;
@@ -16,14 +19,18 @@ would race with it), for every fieldsync database ``D``:
    because a deleted id can be created again, and a later write in the place
    must never reuse a position a device's cursor has passed.
 
-A write into the place while this runs makes a new key (version 1 again) and is
-kept; run the command again to shred it too.  Old document revisions stay in
+A write into the place while this runs may be shredded with the rest or kept
+(under the fresh key); run the command again to shred what was kept.  Instances
+that opened the old keys hold them in memory until they restart.  Old document revisions stay in
 CouchDB until it compacts the databases (``POST /{db}/_compact``); they are
 unreadable without the deleted keys.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,9 +40,9 @@ import orjson
 from sync.audit import Entry, cli_actor
 from sync.audit import now as audit_now
 from sync.auditcouch import CouchChain
-from sync.couchrotation import LEASE_NAME, LEASE_SECONDS, fieldsync_dbs
+from sync.couchrotation import LEASE_NAME, LEASE_SECONDS, compact, fieldsync_dbs
 from sync.datakeys.couchdb import CouchDataKeys
-from sync.keys import KeyError_, MasterKey
+from sync.keys import KeyError_, MasterKey, label
 from sync.shredding import Shredded
 from sync.store.base import SHARED
 from sync.store.couchdb import layout
@@ -54,7 +61,9 @@ class _Count:
     entries: int = 0
 
 
-async def shred(client: CouchClient, prefix: str, master: MasterKey, place: str) -> Shredded:
+async def shred(
+    client: CouchClient, prefix: str, master: MasterKey, place: str, refresh_seconds: float
+) -> Shredded:
     """Shred ``place`` in CouchDB (steps above), audited in the CLI's chain in ``<prefix>audit``."""
     if place == SHARED:
         raise KeyError_("the shared key seals forms, settings, checkpoints and SMS: not shredded")
@@ -65,8 +74,11 @@ async def shred(client: CouchClient, prefix: str, master: MasterKey, place: str)
         versions = [k.version for k in await keys.all_async() if k.place == place]
         if not versions:
             raise KeyError_(f"place {place} has no data key: nothing to shred")
+        await _fresh_key(keys, master, place, max(versions) + 1)
+        await asyncio.sleep(3 * refresh_seconds)  # every instance seals with the fresh key now
         for version in versions:
             await keys.remove_async(place, version)
+        await compact(client, keys.db)
         count = _Count()
         for db in await fieldsync_dbs(client, prefix):
             await _shred_in(client, prefix, db, place, count)
@@ -79,6 +91,14 @@ async def shred(client: CouchClient, prefix: str, master: MasterKey, place: str)
     chain = CouchChain(client, prefix, master, f"cli-{owner}")
     await chain.append([Entry(audit_now(), cli_actor(), None, "key_shred", None, (), detail)])
     return done
+
+
+async def _fresh_key(keys: CouchDataKeys, master: MasterKey, place: str, version: int) -> None:
+    """A new version nobody held before, for what is written in the place from now on: an
+    instance that still has the old key in memory never seals new data with it after its
+    next refresh, and no version number is ever used for two keys."""
+    wrapped = master.wrap(label(place, version), secrets.token_bytes(32))
+    await keys.add_async(place, version, wrapped, dt.datetime.now(dt.UTC).isoformat())
 
 
 async def _shred_in(client: CouchClient, prefix: str, db: str, place: str, count: _Count) -> None:

@@ -195,7 +195,10 @@ def _shred_on_couchdb(config: Config, place: str) -> int:
     master = load_master_key(config.key_file, create=False)
     keybackends.check_opened(keybackends.couch_keys_stored(config), master, "CouchDB")
     done = keybackends.on_couchdb(
-        config, lambda client: couchshred.shred(client, config.couchdb_prefix, master, place)
+        config,
+        lambda client: couchshred.shred(
+            client, config.couchdb_prefix, master, place, config.key_refresh_seconds
+        ),
     )
     _said_shredded(done)
     print(

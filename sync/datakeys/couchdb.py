@@ -50,6 +50,7 @@ class CouchDataKeys:
         self._client = client
         self._db = db
         self._loop = loop
+        self.db = db  # the CouchDB database's name
         self._home = CreatedOnce(client, self._db)
 
     @classmethod

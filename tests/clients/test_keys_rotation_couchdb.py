@@ -315,8 +315,17 @@ async def test_shredding_a_place_in_couchdb(
         fresh = await _pulled(pouch, server, "fresh")
         assert not [i for i in fresh if i.startswith("b1-")]
         assert "a1-0" in fresh
+        # The place lives on: what is written there now is sealed under its fresh key.
+        later = {"_id": "later-b1", "place": "area-b1", "note": "after the shredding"}
+        async with session.put(
+            f"{server.url}/{DB}/later-b1", json=later, headers=basic_auth("admin")
+        ) as r:
+            assert r.status == 201, await r.text()
+        async with session.get(f"{server.url}/{DB}/later-b1", headers=basic_auth("admin")) as r:
+            assert (await r.json())["note"] == "after the shredding"
 
-    assert "area-b1" not in _key_versions(couchdb_url, couch_prefix)
+    # The shredded version is gone; a fresh one, that sealed nothing before, takes new data.
+    assert _key_versions(couchdb_url, couch_prefix)["area-b1"] == [2]
     # No meta, body, attachment or log entry names it; the audit trail (append-only, as in
     # the embedded store) still records who wrote and read it.
     everything = _everything_in_couchdb(couchdb_url, couch_prefix, but=couch_prefix + "audit")
