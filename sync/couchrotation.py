@@ -47,7 +47,7 @@ from sync.audit import now as audit_now
 from sync.auditcouch import CouchChain
 from sync.couchsealed import Doc, SealedDocs, Slot, sealed_docs
 from sync.datakeys.couchdb import CouchDataKeys
-from sync.errors import FieldsyncError
+from sync.errors import FieldsyncError, NotFound
 from sync.keyadmin import describe
 from sync.keys import KeyError_, MasterKey, key_ref, label, parse_key_ref, seal, unseal
 from sync.store.base import SHARED
@@ -102,6 +102,10 @@ class Rotation:
         for key in stored:
             latest[key.place] = max(latest.get(key.place, 0), key.version)
         chosen = sorted(latest) if places is None else list(dict.fromkeys(places))
+        if not chosen:
+            raise KeyError_(
+                f"there is no data key in CouchDB ({self.keys.db}) yet: nothing to rotate"
+            )
         newest = {}
         for place in chosen:
             if place not in latest:
@@ -175,7 +179,10 @@ class Rotation:
         }
         if docs.attachments:
             params["attachments"] = "true"
-        answer = await self.client.json("GET", path(couch_db, "_all_docs"), params=params)
+        try:
+            answer = await self.client.json("GET", path(couch_db, "_all_docs"), params=params)
+        except NotFound:  # a database not made yet (no SMS ever received): nothing sealed
+            return []
         if answer is None:
             return []
         rows = answer.get("rows", [])

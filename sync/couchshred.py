@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ from sync.audit import now as audit_now
 from sync.auditcouch import CouchChain
 from sync.couchrotation import LEASE_NAME, LEASE_SECONDS, compact, fieldsync_dbs
 from sync.datakeys.couchdb import CouchDataKeys
+from sync.errors import NotFound
 from sync.keys import KeyError_, MasterKey, label
 from sync.shredding import Shredded
 from sync.store.base import SHARED
@@ -62,7 +63,12 @@ class _Count:
 
 
 async def shred(
-    client: CouchClient, prefix: str, master: MasterKey, place: str, refresh_seconds: float
+    client: CouchClient,
+    prefix: str,
+    master: MasterKey,
+    place: str,
+    refresh_seconds: float,
+    report: Callable[[str], None],
 ) -> Shredded:
     """Shred ``place`` in CouchDB (steps above), audited in the CLI's chain in ``<prefix>audit``."""
     if place == SHARED:
@@ -75,7 +81,9 @@ async def shred(
         if not versions:
             raise KeyError_(f"place {place} has no data key: nothing to shred")
         await _fresh_key(keys, master, place, max(versions) + 1)
-        await asyncio.sleep(3 * refresh_seconds)  # every instance seals with the fresh key now
+        seconds = 3 * refresh_seconds
+        report(f"waiting {seconds:g} s for every instance to seal {place}'s data with a fresh key")
+        await asyncio.sleep(seconds)
         for version in versions:
             await keys.remove_async(place, version)
         await compact(client, keys.db)
@@ -195,7 +203,10 @@ async def _pages(
             "limit": str(PAGE + (after is not None)),
             "include_docs": "true" if include_docs else "false",
         }
-        answer = await client.json("GET", path(couch_db, "_all_docs"), params=params)
+        try:
+            answer = await client.json("GET", path(couch_db, "_all_docs"), params=params)
+        except NotFound:  # a database not made yet: nothing in it
+            return
         rows = [r for r in (answer or {}).get("rows", []) if r["id"] != after]
         if not rows:
             return

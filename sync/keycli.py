@@ -197,7 +197,12 @@ def _shred_on_couchdb(config: Config, place: str) -> int:
     done = keybackends.on_couchdb(
         config,
         lambda client: couchshred.shred(
-            client, config.couchdb_prefix, master, place, config.key_refresh_seconds
+            client,
+            config.couchdb_prefix,
+            master,
+            place,
+            config.key_refresh_seconds,
+            lambda line: print(line, flush=True),
         ),
     )
     _said_shredded(done)
