@@ -126,11 +126,19 @@ async def _pulled(pouch: PouchDriver, server: ServerProcess, name: str) -> dict[
 
 
 async def _writer(
-    session: aiohttp.ClientSession, server: ServerProcess, stop: asyncio.Event
+    session: aiohttp.ClientSession, server: ServerProcess, stop: asyncio.Event, marker: str
 ) -> list[str]:
-    """Push a document at a time as alice until told to stop; the ids the server took."""
+    """Push a document at a time as alice, and read an older one and its photo back, until
+    told to stop; the ids the server took."""
     written, number = [], 0
     while not stop.is_set():
+        older = f"{server.url}/{DB}/a1-{number % 12}"
+        async with session.get(older, headers=basic_auth("alice")) as resp:
+            assert resp.status == 200 and marker in (await resp.json())["note"]
+        async with session.get(
+            f"{server.url}/{DB}/a1-0/photo.png", headers=basic_auth("alice")
+        ) as resp:
+            assert resp.status == 200 and (await resp.read()).startswith(PHOTO)
         doc = {"_id": f"during-{number}", "place": "area-a1", "note": f"written during {number}"}
         async with session.post(
             f"{server.url}/{DB}/_bulk_docs", json={"docs": [doc]}, headers=basic_auth("alice")
@@ -190,7 +198,7 @@ async def test_rotation_while_serving_reseals_everything_and_deletes_the_old_key
         assert _key_versions(couchdb_url, couch_prefix) == {"": [1], "area-a1": [1], "area-b1": [1]}
 
         stop = asyncio.Event()
-        writing = asyncio.create_task(_writer(session, server, stop))
+        writing = asyncio.create_task(_writer(session, server, stop, marker))
         rotation = await asyncio.create_subprocess_exec(
             *_keys_command(server, "rotate", "--all"),
             env=_env(server),
