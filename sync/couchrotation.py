@@ -11,8 +11,8 @@
 3. **Wait.**  Every instance asks for a place's newest version at least every
    ``FIELDSYNC_KEY_REFRESH_SECONDS`` and keeps sealed bodies in memory no longer
    than that (:class:`sync.keys.KeyRing`, :class:`sync.store.couchdb.bodies.BodyCache`),
-   so after three times that no instance seals under an old version any more and
-   a write sealed just before has landed.
+   so after three times that (plus 5 s: :func:`settling_seconds`) no instance
+   seals under an old version any more and a write sealed just before has landed.
 4. **Re-seal.**  Every sealed blob in CouchDB under an older version of a chosen
    place (:mod:`sync.couchsealed`: bodies, attachments, checkpoints, bodies held
    in metas, and the packages', SMS texts) is opened and sealed again under the
@@ -54,6 +54,7 @@ from sync.store.base import SHARED
 from sync.store.couchdb import layout
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.lease import Lease, holding, new_owner
+from sync.store.couchdb.store import RECENT_SECONDS
 
 LEASE_NAME = "key-rotation"
 LEASE_SECONDS = 60.0
@@ -265,7 +266,7 @@ async def rotate(
         made = ", ".join(describe(p, v) for p, v in newest.items())
         report(f"new data keys: {made}")
         await chain.append([_entry("key_rotate", f"new data keys: {made}")])
-        seconds = 3 * refresh_seconds
+        seconds = settling_seconds(refresh_seconds)
         report(f"waiting {seconds:g} s for every instance to seal with the new keys")
         await asyncio.sleep(seconds)
         await run.reseal(newest)
@@ -273,6 +274,13 @@ async def rotate(
     done = Rotated(newest, deleted, kept)
     await chain.append([_entry("key_retire", audit_detail(done))])
     return done
+
+
+def settling_seconds(refresh_seconds: float) -> float:
+    """How long after a new version every instance seals with it, and no sealed copy under
+    an older one is kept in an instance's memory: three refresh periods, plus the few
+    seconds metas and pages read ahead are kept (they hold winners' sealed bodies)."""
+    return 3 * refresh_seconds + RECENT_SECONDS
 
 
 def _entry(action: str, detail: str) -> Entry:

@@ -40,7 +40,13 @@ import orjson
 from sync.audit import Entry, cli_actor
 from sync.audit import now as audit_now
 from sync.auditcouch import CouchChain
-from sync.couchrotation import LEASE_NAME, LEASE_SECONDS, compact, fieldsync_dbs
+from sync.couchrotation import (
+    LEASE_NAME,
+    LEASE_SECONDS,
+    compact,
+    fieldsync_dbs,
+    settling_seconds,
+)
 from sync.datakeys.couchdb import CouchDataKeys
 from sync.errors import NotFound
 from sync.keys import KeyError_, MasterKey, label
@@ -81,7 +87,7 @@ async def shred(
         if not versions:
             raise KeyError_(f"place {place} has no data key: nothing to shred")
         await _fresh_key(keys, master, place, max(versions) + 1)
-        seconds = 3 * refresh_seconds
+        seconds = settling_seconds(refresh_seconds)
         report(f"waiting {seconds:g} s for every instance to seal {place}'s data with a fresh key")
         await asyncio.sleep(seconds)
         for version in versions:

@@ -75,8 +75,9 @@ _REQUEST_BYTES = 16 * 1024 * 1024
 # catch-up whose bodies are fetched ahead of the ``_bulk_get`` that follows it.
 _BODY_CACHE_BYTES = 64 * 1024 * 1024
 _AHEAD_CHANGES = 32
-# Metas a changes page read, reused by the ``_bulk_get`` that follows it (get_metas).
-_RECENT_SECONDS = 5.0
+# Metas a changes page read, reused by the ``_bulk_get`` that follows it (get_metas), and
+# pages read ahead, kept this long (with the sealed bodies they hold: key rotation waits more).
+RECENT_SECONDS = _RECENT_SECONDS = 5.0
 _RECENT_METAS = 20_000
 # Catch-up pages read ahead, one per phone catching up (ahead.py).
 _PAGES_AHEAD = 256
