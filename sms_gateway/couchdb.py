@@ -55,7 +55,7 @@ from functools import partial
 from typing import Any
 
 from sms_gateway import couchdb_docs as shape
-from sms_gateway import listing
+from sms_gateway import listing, sealing
 from sms_gateway.couchdb_docs import Doc
 from sms_gateway.listing import Filters
 from sms_gateway.outgoing import OutEvent, OutState, RetryPolicy, step
@@ -73,25 +73,29 @@ from sms_gateway.ports import (
 )
 from sync.errors import Conflict, PreconditionFailed, StoreError, StoreUnavailable
 from sync.store.couchdb.client import CouchClient, path
+from sync.store.couchdb.lease import Lease, claim_write, once_per_tick
 
-DB_NAME = "sms"  # after the deployment's prefix
+DB_NAME = sealing.COUCH_DB  # "sms", after the deployment's prefix
 DESIGN = "_design/sms"
 _TRIES = 30
+TICK_LEASE = "sms-scheduler"  # in <prefix>leases: who does the scheduler's work
 _EPOCH_US = 1_577_836_800_000_000  # 2020-01-01 in microseconds since 1970
 _PAGE = 200  # rows read at a time when the listing filters rows itself
 
 
 class CouchSms:
-    def __init__(self, client: CouchClient, db: str) -> None:
+    def __init__(self, client: CouchClient, db: str, prefix: str = "") -> None:
         self._client = client
         self._db = db
+        self._prefix = prefix  # of <prefix>leases (the scheduler's lease)
+        self._ticks: dict[tuple[str, float], Lease] = {}
         self._last_number = 0
         self._docs: dict[int, str] = {}  # incoming id -> document id, for messages we claimed
         self._owner: str | None = None  # who claimed them: recorded as ``processed_by``
 
     @classmethod
     def for_prefix(cls, client: CouchClient, prefix: str) -> CouchSms:
-        return cls(client, prefix + DB_NAME)
+        return cls(client, prefix + DB_NAME, prefix)
 
     async def open(self) -> None:
         """Create the database and the design document (another instance may have made them)."""
@@ -341,6 +345,13 @@ class CouchSms:
         written = await self._update(f"out:{event.message_id}", change)
         return outcome[0] if written is not None and outcome else None
 
+    async def claim_tick(self, owner: str, seconds: float) -> bool:
+        lease = self._ticks.get((owner, seconds))
+        if lease is None:
+            lease = Lease(self._client, self._prefix, TICK_LEASE, owner, seconds, "SMS scheduler")
+            self._ticks = {(owner, seconds): lease}
+        return await once_per_tick(lease)
+
     async def expire_silent(self, policy: RetryPolicy, now: dt.datetime) -> int:
         cutoff = iso(now - policy.offer_timeout)
         rows = await self._view("forwarded", {"endkey": shape.key(cutoff)})
@@ -487,17 +498,8 @@ class CouchSms:
 
     async def _claim(self, body: Doc) -> bool:
         """Write ``body`` (with a fresh ``claim`` token) against its ``_rev``: True if this
-        write is the one that holds."""
-        try:
-            status = await self._client.put_status(self._path(body["_id"]), body)
-        except Conflict:  # another instance changed it first: it is theirs
-            return False
-        if status == 201:
-            return True
-        found = await self._client.leaves_by_id(self._db, [body["_id"]])
-        leaves = found.get(body["_id"], [])
-        # 202: ours only if no rival write landed through another node.
-        return len(leaves) == 1 and leaves[0].get("claim") == body["claim"]
+        write is the one that holds (:func:`sync.store.couchdb.lease.claim_write`)."""
+        return await claim_write(self._client, self._db, body)
 
     async def _update(
         self, doc_id: str, change: Callable[[Doc], Doc | None], create: bool = False

@@ -200,6 +200,12 @@ class SmsStore(Protocol):
         """Move each message on its event; None for an unknown, stale or unchanged one."""
         ...
 
+    async def claim_tick(self, owner: str, seconds: float) -> bool:
+        """Should ``owner`` (this instance) do the scheduler's work this tick?  One instance
+        at a time does: it holds a lease of ``seconds`` it renews each tick; when it dies,
+        another takes over once the lease ran out.  (Embedded: always, one process.)"""
+        ...
+
     async def expire_silent(self, policy: RetryPolicy, now: dt.datetime) -> int:
         """Forwarded messages with no status for ``policy.offer_timeout``: offered again (or
         failed when out of offers); how many moved."""

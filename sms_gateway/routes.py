@@ -98,6 +98,7 @@ def extend(ext: Extensions) -> None:
     ext.routes.append(setup_routes)
     ext.workers.append(sms_worker)
     ext.sealed_blobs.extend(sealing.COLUMNS)
+    ext.couch_sealed_blobs.append(sealing.COUCH_DOCS)
     ext.settings.extend(SETTINGS)
     ext.cli_commands.append(cli.register)
 
@@ -183,10 +184,17 @@ def _measure_queues(app: web.Application, sms: Sms, clock: Clock) -> None:
 
 
 async def _scheduler(sms: Sms) -> None:
-    """Every tick: offer silent messages again, and send through the provider if there is one."""
+    """Every tick: offer silent messages again, and send through the provider if there is one.
+
+    With several instances on one CouchDB, one of them does each tick's work: the one
+    holding the scheduler's lease (``SmsStore.claim_tick``, renewed each tick; taken
+    over by another within ``LEASE_TICKS`` ticks of its holder's death)."""
+    lease_seconds = sms.settings.lease.total_seconds()
     while True:
         await asyncio.sleep(sms.settings.tick_seconds)
         try:
+            if not await sms.service.store.claim_tick(sms.service.owner, lease_seconds):
+                continue
             await sms.outbox.expire_silent()
             if sms.provider is not None:
                 await send_through_provider(sms, sms.provider)

@@ -144,7 +144,8 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)  # last, after the workers (even a failed one)
         stack.push_async_callback(audit.close)
-        keys = KeyRing(master, await stack.enter_async_context(data_key_store(config, master)))
+        stored_keys = await stack.enter_async_context(data_key_store(config, master))
+        keys = KeyRing(master, stored_keys, config.key_refresh_seconds)
         if config.couchdb_url:
             documents = couch = couchdb.open_store(config)
             stack.push_async_callback(couch.close)

@@ -58,6 +58,9 @@ class Config:
     cloudant_iam_url: str | None = None
     couchdb_max_in_flight: int = 32
     couchdb_timeout_seconds: float = 30.0
+    # An instance asks for a place's newest data-key version at least this often (key rotation
+    # on CouchDB waits longer than this before it re-seals and deletes old versions).
+    key_refresh_seconds: float = 30.0
     # CouchDB's max_document_size (default; Cloudant: 1,000,000); bigger: refused per document.
     couchdb_max_document_bytes: int = 8_000_000
     # Bearer token that opens GET /metrics (sync.health); without one only admins read them.
@@ -209,6 +212,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_CLOUDANT_IAM_URL": ("cloudant_iam_url", public_url),
     "FIELDSYNC_COUCHDB_MAX_IN_FLIGHT": ("couchdb_max_in_flight", _count(1)),
     "FIELDSYNC_COUCHDB_TIMEOUT_SECONDS": ("couchdb_timeout_seconds", _seconds),
+    "FIELDSYNC_KEY_REFRESH_SECONDS": ("key_refresh_seconds", _seconds),
     "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": ("couchdb_max_document_bytes", _count(4096)),
     "FIELDSYNC_METRICS_TOKEN": ("metrics_token", metrics_token),
     "FIELDSYNC_LOG_LEVEL": ("log_level", _one_of(LOG_LEVELS)),

@@ -13,6 +13,7 @@ package appends to another's internals.
     device_checks  DeviceCheck     the device an authenticated request comes from, or a refusal
     intent_checks  IntentCheck     a cookie-authenticated change carries a token our page issued
     sealed_blobs   SealedBlobs     sealed columns ``fieldsync keys rotate`` re-seals
+    couch_sealed_blobs  SealedDocs sealed documents in CouchDB it re-seals (FIELDSYNC_COUCHDB_URL)
     settings       Setting         a FIELDSYNC_* setting, listed by ``fieldsync settings``
     cli_commands   AddCommands     a command group of the ``fieldsync`` command
 
@@ -42,6 +43,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from sync.clitools import Commands
+    from sync.couchsealed import SealedDocs
     from sync.rotation import SealedBlobs
     from sync.scopes import User
     from sync.settings import Setting
@@ -119,6 +121,7 @@ class Extensions:
     device_checks: list[DeviceCheck] = field(default_factory=list)
     intent_checks: list[IntentCheck] = field(default_factory=list)
     sealed_blobs: list[SealedBlobs] = field(default_factory=list)
+    couch_sealed_blobs: list[SealedDocs] = field(default_factory=list)
     settings: list[Setting] = field(default_factory=list)
     cli_commands: list[AddCommands] = field(default_factory=list)
 

@@ -5,7 +5,10 @@
     fieldsync keys rotate --place P | --all  data-key rotation (every blob re-sealed)
     fieldsync keys shred PLACE --confirm P   crypto-shredding a place
 
-All but ``list`` need the server stopped (they take the data dir's lock).
+All but ``list`` need the server stopped (they take the data dir's lock), except
+``rotate`` and ``shred`` with the documents in CouchDB (``FIELDSYNC_COUCHDB_URL``):
+those run while every instance serves, one at a time (a lease in CouchDB;
+:mod:`sync.couchrotation`, :mod:`sync.couchshred`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from sync import audit, datadir, keyadmin, rotation, shredding
+from sync import audit, couchrotation, couchshred, datadir, keyadmin, rotation, shredding
 from sync.clitools import (
     Commands,
     add_command,
@@ -30,6 +33,7 @@ from sync.clitools import (
     table,
     with_conn,
 )
+from sync.config import Config
 from sync.datakeys import backends as keybackends
 from sync.keys import KeyError_, key_from_file, load_master_key
 from sync.store.schema import connect, db_path
@@ -112,6 +116,8 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     config = config_of(args)
     if bool(args.place) == args.all:
         raise KeyError_("name the places to rotate (--place, repeatable) or give --all")
+    if config.couchdb_url:
+        return _rotate_on_couchdb(config, None if args.all else args.place)
     with datadir.exclusive(config.data_dir, "rotate the data keys"):
         master = load_master_key(config.key_file, create=False)
         with_conn(args, lambda c: keyadmin.check_master(c, master))
@@ -131,6 +137,39 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_on_couchdb(config: Config, places: list[str] | None) -> int:
+    """Rotation while the instances serve (sync.couchrotation); the data dir is not locked."""
+    master = load_master_key(config.key_file, create=False)
+    keybackends.check_opened(keybackends.couch_keys_stored(config), master, "CouchDB")
+    from sync.packages import extensions  # here: the package list imports this module
+
+    sealed = extensions().couch_sealed_blobs
+
+    def report(line: str) -> None:
+        print(line, flush=True)
+
+    done = keybackends.on_couchdb(
+        config,
+        lambda client: couchrotation.rotate(
+            client,
+            config.couchdb_prefix,
+            master,
+            places,
+            config.key_refresh_seconds,
+            sealed,
+            report,
+        ),
+    )
+    log.info("data_keys_rotated", places=places or "all", deleted=done.deleted, kept=done.kept)
+    print(f"old data keys deleted: {', '.join(done.deleted) or 'none'}")
+    if done.kept:
+        print(
+            f"old data keys kept: {', '.join(done.kept)}: the shared key seals the refused "
+            "records each instance keeps in its own data dir, which this command cannot see"
+        )
+    return 0
+
+
 def cmd_keys_shred(args: argparse.Namespace) -> int:
     """Crypto-shredding: a place's data keys and documents deleted for good."""
     config = config_of(args)
@@ -138,6 +177,8 @@ def cmd_keys_shred(args: argparse.Namespace) -> int:
         raise KeyError_(
             f"shredding cannot be undone: repeat the place's id, --confirm {args.place}"
         )
+    if config.couchdb_url:
+        return _shred_on_couchdb(config, args.place)
     with datadir.exclusive(config.data_dir, "shred a place"):
         master = load_master_key(config.key_file, create=False)
         with_conn(args, lambda c: keyadmin.check_master(c, master))
@@ -145,6 +186,34 @@ def cmd_keys_shred(args: argparse.Namespace) -> int:
         done = with_conn(args, lambda c: shredding.shred(c, args.place, audit.chain(c, master)))
         with closing(connect(db_path(config.data_dir), create=False)) as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page left in the log
+    _said_shredded(done)
+    return 0
+
+
+def _shred_on_couchdb(config: Config, place: str) -> int:
+    """Shredding in CouchDB while the instances serve (sync.couchshred)."""
+    master = load_master_key(config.key_file, create=False)
+    keybackends.check_opened(keybackends.couch_keys_stored(config), master, "CouchDB")
+    done = keybackends.on_couchdb(
+        config,
+        lambda client: couchshred.shred(
+            client,
+            config.couchdb_prefix,
+            master,
+            place,
+            config.key_refresh_seconds,
+            lambda line: print(line, flush=True),
+        ),
+    )
+    _said_shredded(done)
+    print(
+        "CouchDB keeps old revisions of the deleted documents until it compacts its databases "
+        "(POST /{db}/_compact); without the deleted keys they cannot be read."
+    )
+    return 0
+
+
+def _said_shredded(done: shredding.Shredded) -> None:
     log.warning(
         "place_shredded",
         place=done.place,
@@ -160,7 +229,6 @@ def cmd_keys_shred(args: argparse.Namespace) -> int:
         "key (keys rewrap) and destroy the old one to make them unreadable. Archives made by "
         "`fieldsync backup` carry their own master key: destroy those made before today."
     )
-    return 0
 
 
 def register(sub: Commands) -> None:
@@ -171,7 +239,8 @@ def register(sub: Commands) -> None:
         "the master key and the data keys",
         "The master key wraps the data keys; the data keys (one or more a place, and\n"
         "one for shared documents, local docs and SMS) seal what is stored.\n"
-        "Every keys command but list needs the server stopped.",
+        "Every keys command but list needs the server stopped, but rotate and\n"
+        "shred with the documents in CouchDB (FIELDSYNC_COUCHDB_URL).",
     )
     formats = "\n".join(f"  {name:<6} {what}" for name, what in LIST_FORMATS.items())
     listing = add_command(
@@ -208,9 +277,11 @@ def register(sub: Commands) -> None:
     rotate = add_command(
         keys,
         "rotate",
-        "new data keys for places, every record re-sealed (server stopped)",
+        "new data keys for places, every record re-sealed (server stopped, or CouchDB)",
         "Make new data keys for the places named (or all), re-seal everything\n"
-        "under them and delete the old keys. Give --place (repeatable) or --all.",
+        "under them and delete the old keys. Give --place (repeatable) or --all.\n"
+        "With FIELDSYNC_COUCHDB_URL set it runs while the instances serve (one\n"
+        "rotation at a time); run it again if it was stopped.",
     )
     rotate.add_argument(
         "--place", action="append", default=[], metavar="ID", help="a place (repeatable)"
@@ -221,7 +292,7 @@ def register(sub: Commands) -> None:
     shred = add_command(
         keys,
         "shred",
-        "delete a place's data keys and records for good (server stopped)",
+        "delete a place's data keys and records for good (server stopped, or CouchDB)",
         "Crypto-shred a place: delete its data keys and its documents for good.\n"
         "This cannot be undone; copies on phones and in old backups remain.",
     )

@@ -14,12 +14,14 @@ seam (wrap/unwrap) that a cloud KMS can implement.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
 import os
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +35,7 @@ from sync.errors import FieldsyncError, StoreError
 
 NONCE_BYTES = 12
 MASTER_KEY_ENV = "FIELDSYNC_MASTER_KEY"
+DEFAULT_REFRESH_SECONDS = 30.0  # as sync.config.Config.key_refresh_seconds
 
 
 class KeyError_(FieldsyncError):
@@ -147,15 +150,26 @@ class KeyRing:
     Where the wrapped keys live is the data-key port's business
     (:mod:`sync.datakeys`): the data dir's file, or CouchDB shared by every
     instance.  A connection factory of the data dir's file is accepted too.
+
+    The version new data is sealed with is asked for again once it is
+    ``refresh_seconds`` old, so that a rotation made while instances serve
+    (:mod:`sync.couchrotation`) reaches every instance within that time.
     """
 
-    def __init__(self, master: MasterKey, keys: DataKeyStore | ConnFactory) -> None:
+    def __init__(
+        self,
+        master: MasterKey,
+        keys: DataKeyStore | ConnFactory,
+        refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+    ) -> None:
         self._master = master
         self._keys: DataKeyStore = (
             EmbeddedDataKeys(keys) if callable(keys) else keys  # a connection factory
         )
         self._cache: dict[str, AESGCM] = {}
         self._current: dict[str, str] = {}
+        self._checked: dict[str, float] = {}  # when each place's current version was read
+        self._refresh = refresh_seconds
         self._lock = threading.Lock()
 
     def cached(self, key_ref: str) -> bool:
@@ -163,16 +177,23 @@ class KeyRing:
 
     def has_current(self, place: str) -> bool:
         ref = self._current.get(place)
-        return ref is not None and ref in self._cache
+        return ref is not None and ref in self._cache and not self._stale(place)
 
     def current(self, place: str) -> tuple[str, AESGCM]:
         """The key to seal new data of ``place`` with, as ``(key_ref, key)``."""
         ref = self._current.get(place)
-        if ref is None:
+        # On the event loop a stale version is still used (the port may not be called
+        # there); Vault.warm, off the loop before every write, has refreshed it.
+        if ref is None or (self._stale(place) and not _on_event_loop()):
             with self._lock:
                 ref = self._load_or_create(place)
                 self._current[place] = ref
+                self._checked[place] = time.monotonic()
         return ref, self.by_ref(ref)
+
+    def _stale(self, place: str) -> bool:
+        checked = self._checked.get(place)
+        return checked is None or time.monotonic() - checked >= self._refresh
 
     def by_ref(self, key_ref: str) -> AESGCM:
         key = self._cache.get(key_ref)
@@ -202,6 +223,14 @@ class KeyRing:
         stored = self._keys.add(place, 1, ours, dt.datetime.now(dt.UTC).isoformat())
         self._unwrapped(place, 1, stored)
         return key_ref(place, 1)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def key_ref(place: str, version: int) -> str:

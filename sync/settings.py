@@ -104,6 +104,8 @@ _CORE = {
     "holds more documents than this (the figure CHT warns at)",
     "FIELDSYNC_COUCHDB_MAX_IN_FLIGHT": "requests to CouchDB at once per fieldsync process",
     "FIELDSYNC_COUCHDB_TIMEOUT_SECONDS": "a CouchDB request unanswered this long is a 503",
+    "FIELDSYNC_KEY_REFRESH_SECONDS": "an instance looks for a newer data-key version this often "
+    "(`keys rotate` on CouchDB waits longer than this before re-sealing); every instance the same",
     "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": "CouchDB's `max_document_size` (Cloudant: "
     "`1000000`): a revision or attachment larger than this once sealed is refused alone "
     "(`too_large`)",

@@ -78,6 +78,15 @@ def on_couchdb(config: Config, work: Callable[[CouchClient], Awaitable[T]]) -> T
     return asyncio.run(run())
 
 
+def couch_keys_stored(config: Config) -> list[StoredKey]:
+    """The data keys in CouchDB, as stored (wrapped)."""
+
+    async def listed(client: CouchClient) -> list[StoredKey]:
+        return await CouchDataKeys(client, config.couchdb_prefix + DB_NAME, _loop()).all_async()
+
+    return on_couchdb(config, listed)
+
+
 def couch_keys(config: Config, master: MasterKey) -> list[DataKey]:
     """The data keys in CouchDB, each with whether ``master`` opens it (``keys list``)."""
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 import orjson
 
 from sync.datakeys.ports import StoredKey, check_version
-from sync.errors import Conflict, StoreError, StoreUnavailable
+from sync.errors import Conflict, FieldsyncError, StoreError, StoreUnavailable
 from sync.keys import KeyError_, MasterKey, label
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.once import CreatedOnce
@@ -49,6 +50,7 @@ class CouchDataKeys:
         self._client = client
         self._db = db
         self._loop = loop
+        self.db = db  # the CouchDB database's name
         self._home = CreatedOnce(client, self._db)
 
     @classmethod
@@ -69,6 +71,9 @@ class CouchDataKeys:
 
     def all(self) -> list[StoredKey]:
         return self._run(self.all_async())
+
+    def remove(self, place: str, version: int) -> bool:
+        return self._run(self.remove_async(place, version))
 
     def _run(self, work: Coroutine[Any, Any, T]) -> T:
         try:
@@ -139,6 +144,33 @@ class CouchDataKeys:
             for d in docs
         ]
         return sorted(found, key=lambda k: (k.place, k.version))
+
+    async def remove_async(self, place: str, version: int) -> bool:
+        """Delete every leaf of the version's document (a fork left by a cluster too), and
+        purge them where CouchDB allows it, so no old revision keeps the wrapped key."""
+        await self._ensure_db()
+        key_id = doc_id(place, version)
+        for _ in range(_TRIES):
+            leaves = await self._leaves(key_id)
+            if not leaves:
+                return False
+            tombstones = []
+            try:
+                for leaf in leaves:
+                    rev = {"rev": str(leaf["_rev"])}
+                    gone = await self._client.json("DELETE", path(self._db, key_id), params=rev)
+                    tombstones.append(str(gone["rev"]))
+            except Conflict:
+                continue
+            await self._purge(key_id, tombstones)
+            return True
+        raise StoreUnavailable(f"Could not delete data key {place or '(shared)'} v{version}.")
+
+    async def _purge(self, key_id: str, tombstones: list[str]) -> None:
+        """Purge the deleted branches (CouchDB keeps their old bodies, the wrapped key, until
+        compaction otherwise); a server without ``_purge`` keeps them until compaction."""
+        with contextlib.suppress(FieldsyncError):
+            await self._client.json("POST", path(self._db, "_purge"), body={key_id: tombstones})
 
     async def rewrap_async(self, old: MasterKey, new: MasterKey) -> tuple[int, int]:
         """Wrap every key under ``new``: ``(re-wrapped, already under new)``; resumable.

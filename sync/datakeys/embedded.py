@@ -49,6 +49,13 @@ class EmbeddedDataKeys:
             ).fetchall()
         return [StoredKey(str(p), int(v), bytes(w), str(c)) for p, v, w, c in rows]
 
+    def remove(self, place: str, version: int) -> bool:
+        with self._connect() as conn:
+            gone = conn.execute(
+                "DELETE FROM data_keys WHERE place=? AND version=?", (place, version)
+            ).rowcount
+        return gone > 0
+
 
 def wrapped_in(conn: sqlite3.Connection, place: str, version: int) -> bytes | None:
     row = conn.execute(

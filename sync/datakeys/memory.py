@@ -30,3 +30,7 @@ class MemoryDataKeys:
 
     def all(self) -> list[StoredKey]:
         return [self._keys[k] for k in sorted(self._keys)]
+
+    def remove(self, place: str, version: int) -> bool:
+        with self._lock:
+            return self._keys.pop((place, version), None) is not None

@@ -55,6 +55,14 @@ class DataKeyStore(Protocol):
         """Every stored key, by place then version (for listing and checking)."""
         ...
 
+    def remove(self, place: str, version: int) -> bool:
+        """Delete ``place:version`` for good (rotation, shredding); False if it was not there.
+
+        Whatever is still sealed under it can never be opened again: callers
+        remove only a version nothing refers to, or a place being shredded.
+        """
+        ...
+
 
 def check_version(version: int) -> None:
     """Refuse a version below 1 (each adapter's ``add`` checks it first)."""

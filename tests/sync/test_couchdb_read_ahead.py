@@ -488,3 +488,16 @@ async def test_a_checkpoint_saved_through_another_instance_is_refused_then_read_
     assert status == 201
     status, after = await _checkpoint(here, "GET")
     assert after["last_seq"] == "c" and after["_rev"] == last["rev"]
+
+
+async def test_a_body_is_kept_no_longer_than_its_age_limit() -> None:
+    """A data-key rotation deletes old key versions after a wait: a sealed copy kept here
+    past it could name a version that is gone, so it is read again from CouchDB."""
+    kept, fetch = BodyCache(1_000_000, max_age=60.0), Fetcher(PAIRS)
+    await kept.get("db1", PAIRS, fetch)
+    await kept.get("db1", PAIRS, fetch)
+    assert fetch.asked == [PAIRS]
+    aged, fetch = BodyCache(1_000_000, max_age=0.0), Fetcher(PAIRS)
+    await aged.get("db1", PAIRS, fetch)
+    await aged.get("db1", PAIRS, fetch)
+    assert fetch.asked == [PAIRS, PAIRS]

@@ -160,3 +160,24 @@ async def test_couchdb_adapter_refuses_a_call_on_the_event_loop(backend: Backend
     """Only the CouchDB adapter waits for the event loop, so only it can refuse this."""
     with pytest.raises(RuntimeError, match="worker thread"):
         backend.store.latest("area-1")
+
+
+async def test_a_removed_version_is_gone_for_every_writer_and_the_others_stay(
+    backend: Backend,
+) -> None:
+    """Rotation and shredding delete versions; a key ring asking afterwards finds none."""
+    store = backend.store
+    kept = secrets.token_bytes(60)
+    await call(store.add, "area-r", 1, secrets.token_bytes(60), NOW)
+    await call(store.add, "area-r", 2, kept, NOW)
+    assert await call(backend.second.remove, "area-r", 1) is True
+    assert await call(store.remove, "area-r", 1) is False  # already gone
+    assert await call(store.wrapped, "area-r", 1) is None
+    assert await call(backend.second.wrapped, "area-r", 1) is None
+    assert await call(store.wrapped, "area-r", 2) == kept
+    assert [(k.place, k.version) for k in await call(store.all)] == [("area-r", 2)]
+    if backend.kind == "couchdb":  # no live leaf of it left in CouchDB either
+        status, _ = couch_request(
+            backend.url, "GET", couch_path(backend.db) + "/dk:area-r:00000001"
+        )
+        assert status == 404

@@ -33,10 +33,17 @@ log = logging.getLogger(__name__)
 
 
 class BodyCache:
-    """Bodies by (database uuid, doc id, rev), least recently used out past ``max_bytes``."""
+    """Bodies by (database uuid, doc id, rev), least recently used out past ``max_bytes``.
 
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
+    A body is kept at most ``max_age`` seconds: a data-key rotation re-seals the
+    bodies in CouchDB and then deletes the old key versions
+    (:mod:`sync.couchrotation`), so a sealed copy kept here must not outlive the
+    rotation's wait (``2 * FIELDSYNC_KEY_REFRESH_SECONDS`` at least).
+    """
+
+    def __init__(self, max_bytes: int, max_age: float = 30.0) -> None:
+        self.max_bytes, self.max_age = max_bytes, max_age
+        self._when: dict[tuple[str, str, str], float] = {}
         self.hits = self.misses = 0
         self._kept: OrderedDict[tuple[str, str, str], StoredRevision] = OrderedDict()
         self._bytes = 0
@@ -52,8 +59,12 @@ class BodyCache:
             await asyncio.wait([asyncio.shield(f) for f in pending])
         found: dict[Pair, StoredRevision] = {}
         missing: list[Pair] = []
+        oldest = time.monotonic() - self.max_age
         for pair in dict.fromkeys(wanted):
             kept = self._kept.get((space, *pair))
+            if kept is not None and self._when.get((space, *pair), 0.0) < oldest:
+                self.forget(space, [pair])
+                kept = None
             if kept is None:
                 missing.append(pair)
             else:
@@ -102,15 +113,18 @@ class BodyCache:
             if old is not None:
                 self._bytes -= _size(old)
             self._kept[key] = stored
+            self._when[key] = time.monotonic()
             self._bytes += _size(stored)
         while self._bytes > self.max_bytes and self._kept:
-            _, dropped = self._kept.popitem(last=False)
+            gone, dropped = self._kept.popitem(last=False)
+            self._when.pop(gone, None)
             self._bytes -= _size(dropped)
 
     def forget(self, space: str, pairs: Sequence[Pair]) -> None:
         """Drop bodies this instance deleted (stemmed out of their trees)."""
         for pair in pairs:
             old = self._kept.pop((space, *pair), None)
+            self._when.pop((space, *pair), None)
             if old is not None:
                 self._bytes -= _size(old)
 

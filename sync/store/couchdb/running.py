@@ -5,7 +5,7 @@ Two loops run beside the server while the store is CouchDB:
 - the *watcher* long-polls the change log database, so that a write made by
   any fieldsync instance wakes this instance's long-polling ``_changes``;
 - the *settler* appends the log entries of writes whose instance stopped half
-  way (:meth:`CouchStore.settle`).
+  way (:meth:`CouchStore.settle`); one instance at a time (a lease in CouchDB).
 
 Both ride out an unreachable CouchDB: they log it, wait, and carry on.
 """
@@ -21,6 +21,7 @@ import structlog
 from sync.config import Config
 from sync.errors import FieldsyncError, PreconditionFailed
 from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.store.couchdb.lease import Lease, new_owner, once_per_tick
 from sync.store.couchdb.store import CouchStore
 
 log = structlog.get_logger()
@@ -31,7 +32,12 @@ _SETTLE_EVERY = 15.0
 
 def open_store(config: Config) -> CouchStore:
     client = open_client(config)
-    return CouchStore(client, config.couchdb_prefix, config.couchdb_max_document_bytes)
+    return CouchStore(
+        client,
+        config.couchdb_prefix,
+        config.couchdb_max_document_bytes,
+        config.key_refresh_seconds,
+    )
 
 
 def open_client(config: Config) -> CouchClient:
@@ -104,8 +110,13 @@ async def _watch(store: CouchStore, db: str, notify: Callable[[str], None]) -> N
 
 
 async def _settle(store: CouchStore, db: str) -> None:
+    """One instance at a time sweeps (the holder of the lease ``settle:<db>``); settling is
+    safe twice, so this only spares the others the work.  Taken over when its holder dies."""
+    lease = Lease(store.client, store.prefix, f"settle:{db}", new_owner(), 4 * _SETTLE_EVERY)
     while True:
         await asyncio.sleep(_SETTLE_EVERY)
+        if not await once_per_tick(lease):
+            continue
         try:
             settled = await store.settle(db)
         except FieldsyncError as exc:

@@ -75,8 +75,9 @@ _REQUEST_BYTES = 16 * 1024 * 1024
 # catch-up whose bodies are fetched ahead of the ``_bulk_get`` that follows it.
 _BODY_CACHE_BYTES = 64 * 1024 * 1024
 _AHEAD_CHANGES = 32
-# Metas a changes page read, reused by the ``_bulk_get`` that follows it (get_metas).
-_RECENT_SECONDS = 5.0
+# Metas a changes page read, reused by the ``_bulk_get`` that follows it (get_metas), and
+# pages read ahead, kept this long (with the sealed bodies they hold: key rotation waits more).
+RECENT_SECONDS = _RECENT_SECONDS = 5.0
 _RECENT_METAS = 20_000
 # Catch-up pages read ahead, one per phone catching up (ahead.py).
 _PAGES_AHEAD = 256
@@ -96,13 +97,20 @@ class _Settings:
 
 class CouchStore(LogStore):
     def __init__(
-        self, client: CouchClient, prefix: str = "fieldsync_", max_document_bytes: int = 8_000_000
+        self,
+        client: CouchClient,
+        prefix: str = "fieldsync_",
+        max_document_bytes: int = 8_000_000,
+        kept_seconds: float = 30.0,
     ) -> None:
+        """``kept_seconds``: the longest a sealed body or checkpoint is kept in memory (a
+        data-key rotation deletes old key versions after waiting longer than this)."""
         self.client = client
         self.prefix = prefix
         self.max_document_bytes = max_document_bytes
         self.log = PlaceLog(client)
-        self.bodies = BodyCache(_BODY_CACHE_BYTES)
+        self.bodies = BodyCache(_BODY_CACHE_BYTES, kept_seconds)
+        self._checkpoint_seconds = min(_CHECKPOINT_SECONDS, kept_seconds)
         self._recent = RecentMetas(_RECENT_SECONDS, _RECENT_METAS)
         self._ahead = PagesAhead(_RECENT_SECONDS, _PAGES_AHEAD)
         self.audit_sink: AuditSink | None = None
@@ -674,7 +682,7 @@ class CouchStore(LogStore):
         await self._settings_of(db)
         key = (db, owner, doc_id)
         kept = self._locals.get(key)
-        if kept is not None and time.monotonic() - kept[0] < _CHECKPOINT_SECONDS:
+        if kept is not None and time.monotonic() - kept[0] < self._checkpoint_seconds:
             return kept[1]
         doc = await self._get(db, path(self._data(db), layout.local_id(owner, doc_id)))
         if doc is None:
