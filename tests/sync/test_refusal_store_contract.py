@@ -1,22 +1,29 @@
-"""One contract for the refused-records port (sync.refusals.ports): embedded and memory alike.
+"""One contract for the refused-records port (sync.refusals.ports): every adapter alike.
 
 The embedded adapter runs on a real SQLite file through the server's store
-(``SqliteStore``); the memory one is a dict.  Bodies are opaque sealed bytes here.
-Pruning is driven by an injected clock (``prune_once``), never by waiting.
+(``SqliteStore``); the memory one is a dict; the CouchDB one runs on a CouchDB-API
+server (pouchdb-server, or a real CouchDB with FIELDSYNC_TEST_COUCHDB_URL), where a
+second client and adapter on the same database stands for a second instance.
+Bodies are opaque sealed bytes here.  Pruning is driven by an injected clock
+(``prune_once``), never by waiting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from couchdb_server import couch_request
 
+from sync.refusals.couchdb import CouchRefusals
 from sync.refusals.embedded import EmbeddedRefusals
 from sync.refusals.memory import MemoryRefusals
 from sync.refusals.ports import Cursor, NewRefusal, RefusalStore, SealedBody
 from sync.refusals.routes import prune_once
+from sync.store.couchdb.client import CouchClient, Endpoint
 from sync.store.schema import db_path, initialise
 from sync.store.sqlite import SqliteStore
 
@@ -37,15 +44,42 @@ def refused(
     )  # fmt: skip
 
 
-@pytest.fixture(params=["embedded", "memory"])
+@pytest.fixture(params=["embedded", "memory", "couchdb"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RefusalStore]:
     if request.param == "memory":
         yield MemoryRefusals()
+        return
+    if request.param == "couchdb":
+        async with couch_pair(request) as (first, _):
+            yield first
         return
     initialise(db_path(tmp_path))
     sqlite = SqliteStore(db_path(tmp_path))
     yield await EmbeddedRefusals.opened(sqlite)
     await sqlite.close()
+
+
+class couch_pair:  # noqa: N801 - used as a context manager, like contextlib's
+    """Two adapters, each with its own client, on one CouchDB database: two instances."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self.url: str = request.getfixturevalue("couchdb_url")
+        self.prefix: str = request.getfixturevalue("couch_prefix")
+        self.clients = [CouchClient(Endpoint.parse(self.url)) for _ in range(2)]
+
+    async def __aenter__(self) -> tuple[CouchRefusals, CouchRefusals]:
+        first, second = (CouchRefusals.for_prefix(c, self.prefix) for c in self.clients)
+        return first, second
+
+    async def __aexit__(self, *_: object) -> None:
+        for client in self.clients:
+            await client.close()
+
+
+@pytest.fixture
+async def two(request: pytest.FixtureRequest) -> AsyncIterator[tuple[RefusalStore, RefusalStore]]:
+    async with couch_pair(request) as pair:
+        yield pair
 
 
 async def test_a_refusal_is_kept_with_everything_it_says(store: RefusalStore) -> None:
@@ -135,3 +169,61 @@ async def test_pruning_with_an_injected_clock(store: RefusalStore) -> None:
     assert await prune_once(store, 90, lambda: much_later) == 1
     assert await store.for_workers(None, 10) == []
     assert await store.counts(["alice"]) == {}
+
+
+# -- two instances on one CouchDB ---------------------------------------------------------
+
+
+async def test_two_instances_recording_one_refusal_at_once_lose_no_count(
+    two: tuple[RefusalStore, RefusalStore],
+) -> None:
+    first, second = two
+    rounds = [
+        store.record([refused("r1", minute, times=2)], per_worker=10)
+        for minute in range(10)
+        for store in (first, second)
+    ]
+    await asyncio.gather(*rounds)  # 20 writers on one document: 409s, read again, retried
+    [kept] = await second.for_workers(["alice"], 10)
+    assert (kept.count, kept.first_at, kept.last_at) == (40, at(0), at(9))
+    assert await first.counts(["alice"]) == {"alice": 1}
+    found = await first.get(kept.id)
+    assert found is not None and found[1] == SealedBody("ref-1", b"sealed r1", False)
+
+
+async def test_two_instances_cutting_at_once_count_each_dropped_refusal_once(
+    two: tuple[RefusalStore, RefusalStore],
+) -> None:
+    first, second = two
+    await asyncio.gather(
+        first.record([refused(f"a{i}", i) for i in range(6)], per_worker=3),
+        second.record([refused(f"b{i}", i + 0.5) for i in range(6)], per_worker=3),
+    )
+    for store in (first, second):  # whatever the interleaving, the cap holds afterwards
+        await store.record([refused("late", 100)], per_worker=3)
+    kept = await first.for_workers(["alice"], 10)
+    assert len(kept) == 3 and kept[0].doc_id == "late"
+    assert await second.counts(["alice"]) == {"alice": 13}
+
+
+async def test_two_instances_pruning_at_once_delete_each_refusal_once(
+    two: tuple[RefusalStore, RefusalStore],
+) -> None:
+    first, second = two
+    await first.record([refused(f"r{i}", i) for i in range(30)], per_worker=100)
+    later = T0 + dt.timedelta(days=91)
+    gone = await asyncio.gather(*(prune_once(s, 90, lambda: later) for s in (first, second)))
+    assert sum(gone) == 30
+    assert await second.for_workers(None, 100) == []
+
+
+async def test_no_body_is_stored_in_plaintext_in_couchdb(
+    two: tuple[RefusalStore, RefusalStore], couchdb_url: str, couch_prefix: str
+) -> None:
+    first, _ = two
+    await first.record([refused("r1", 0)], per_worker=10)
+    [kept] = await first.for_workers(None, 10)
+    status, doc = couch_request(couchdb_url, "GET", f"/{couch_prefix}refusals/r:{kept.id}")
+    assert status == 200
+    assert "sealed r1" not in str(doc)  # the sealed body is an attachment, not a field
+    assert set(doc["_attachments"]) == {"body"}
