@@ -1,8 +1,8 @@
 """The one place that chooses the sync-activity adapter (sync.activity.ports) from the config.
 
-    FIELDSYNC_COUCHDB_URL set     sync.activity.couchdb    (database ``<prefix>activity``,
-                                                            shared by every instance)
-    otherwise                     sync.activity.embedded   (the data dir's SQLite file)
+FIELDSYNC_COUCHDB_URL set     sync.activity.couchdb    (database ``<prefix>activity``,
+                                                        shared by every instance)
+otherwise                     sync.activity.embedded   (the data dir's SQLite file)
 """
 
 from __future__ import annotations

@@ -185,7 +185,8 @@ class CouchActivity:
         found = []
         for row in answer.get("rows", []):
             day, worker, *device = row["key"]
-            found.append(DayActivity(worker, device[0] if device else "", day, *_pair(row["value"])))
+            syncs, docs = _pair(row["value"])
+            found.append(DayActivity(worker, device[0] if device else "", day, syncs, docs))
         return found
 
     async def totals(self, since: str) -> dict[str, tuple[int, int]]:

@@ -1,8 +1,8 @@
 """The one place that chooses the refused-records adapter (sync.refusals.ports) from the config.
 
-    FIELDSYNC_COUCHDB_URL set     sync.refusals.couchdb    (database ``<prefix>refusals``,
-                                                            shared by every instance)
-    otherwise                     sync.refusals.embedded   (the data dir's SQLite file)
+FIELDSYNC_COUCHDB_URL set     sync.refusals.couchdb    (database ``<prefix>refusals``,
+                                                        shared by every instance)
+otherwise                     sync.refusals.embedded   (the data dir's SQLite file)
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ Bodies are opaque sealed bytes here.  Pruning is driven by an injected clock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -59,20 +60,21 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await sqlite.close()
 
 
-class couch_pair:  # noqa: N801 - used as a context manager, like contextlib's
+@contextlib.asynccontextmanager
+async def couch_pair(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[CouchRefusals, CouchRefusals]]:
     """Two adapters, each with its own client, on one CouchDB database: two instances."""
-
-    def __init__(self, request: pytest.FixtureRequest) -> None:
-        self.url: str = request.getfixturevalue("couchdb_url")
-        self.prefix: str = request.getfixturevalue("couch_prefix")
-        self.clients = [CouchClient(Endpoint.parse(self.url)) for _ in range(2)]
-
-    async def __aenter__(self) -> tuple[CouchRefusals, CouchRefusals]:
-        first, second = (CouchRefusals.for_prefix(c, self.prefix) for c in self.clients)
-        return first, second
-
-    async def __aexit__(self, *_: object) -> None:
-        for client in self.clients:
+    url: str = request.getfixturevalue("couchdb_url")
+    prefix: str = request.getfixturevalue("couch_prefix")
+    clients = [CouchClient(Endpoint.parse(url)) for _ in range(2)]
+    try:
+        yield (
+            CouchRefusals.for_prefix(clients[0], prefix),
+            CouchRefusals.for_prefix(clients[1], prefix),
+        )
+    finally:
+        for client in clients:
             await client.close()
 
 
