@@ -9,7 +9,7 @@ One database, ``<prefix>refusals``, holds two kinds of document::
     dropped:<worker>    refusals cut by the per-worker cap: counts {<instance>: n}, last_at
 
 plus ``_design/refusals`` (views ``by_worker`` [worker, last_at, ident] with a
-``_count``, and ``by_time`` [last_at, ident]).
+``_count``, and ``by_time`` [last_at, ident] -> worker).
 
 - **One document per refusal, named by it.**  ``ident`` (the page's id) is 52 bits
   of the SHA-256 of (worker, doc id, rev), so every instance recording the same
@@ -53,13 +53,13 @@ VIEWS = {
     },
     "by_time": {
         "map": "function (doc) { if (doc.type === 'refusal') "
-        "{ emit([doc.last_at, doc.ident], null); } }",
+        "{ emit([doc.last_at, doc.ident], doc.worker); } }",
     },
 }
 VERSION = 1
 FEW_WORKERS = 20  # more workers than this with refusals: one walk of by_time, filtered
 PAGE = 500  # rows a request when walking a view
-_TRIES = 20
+_TRIES = 50
 MAX = "\ufff0"  # sorts after any text a key holds here
 
 
@@ -143,6 +143,8 @@ class CouchRefusals:
         counts: dict[str, int] = doc["counts"]
         counts[self._instance] = counts.get(self._instance, 0) + sum(n.times for n in news)
         doc["last_at"] = max([doc["last_at"], *(n.at for n in news)])
+        # Instances record at once: the first refusal is the earliest, whoever created it.
+        doc["first_at"] = min([doc["first_at"], *(n.at for n in news)])
         return doc
 
     # -- the per-worker cap -------------------------------------------------------------
@@ -242,24 +244,25 @@ class CouchRefusals:
     async def _walk(
         self, workers: frozenset[str] | None, limit: int, cursor: Cursor | None
     ) -> list[Refusal]:
-        """Newest first along ``by_time``, keeping ``workers``' (None: all) until ``limit``."""
+        """Newest first along ``by_time``, keeping ``workers``' (None: all) until ``limit``;
+        the view names each row's worker, so only the documents kept are read."""
         start: list[Any] = [{}] if cursor is None else [cursor.last_at, cursor.id]
-        kept: list[Refusal] = []
+        ids: list[str] = []
         skip = 0
-        while len(kept) < limit:
+        while len(ids) < limit:
             params = {"descending": "true", "limit": str(PAGE), "skip": str(skip)}
             params["startkey"] = _json(start)
             answer = await self._client.json("GET", self._design.view("by_time"), params=params)
             rows = answer.get("rows", [])
-            for refusal in await self._refusals([row["id"] for row in rows]):
-                older = cursor is None or _order(refusal) < (cursor.last_at, cursor.id)
-                if older and (workers is None or refusal.worker in workers):
-                    kept.append(refusal)
+            for row in rows:
+                older = cursor is None or tuple(row["key"]) < (cursor.last_at, cursor.id)
+                if older and (workers is None or row.get("value") in workers):
+                    ids.append(str(row["id"]))
             if len(rows) < PAGE:
                 break
             start, skip = rows[-1]["key"], 1
-        kept.sort(key=_order, reverse=True)
-        return kept[:limit]
+        kept = await self._refusals(ids[:limit])
+        return sorted(kept, key=_order, reverse=True)
 
     async def _refusals(self, ids: list[str]) -> list[Refusal]:
         """The refusals of ``ids``, each read whole (every leaf merged), in ``ids``' order."""
@@ -275,9 +278,8 @@ class CouchRefusals:
         doc = merged(leaves)
         if "body" not in doc.get("_attachments", {}) or not doc.get("key_ref"):
             return _refusal(doc), None
-        try:
-            params = {"rev": str(doc["_rev"])}
-            data = await self._client.raw(path(self._db, key, "body"), params=params)
+        try:  # the body never changes once written: the latest revision's is the one
+            data = await self._client.raw(path(self._db, key, "body"))
         except NotFound:  # deleted in between (pruned, cut)
             return None
         return _refusal(doc), SealedBody(str(doc["key_ref"]), data, bool(doc.get("truncated")))

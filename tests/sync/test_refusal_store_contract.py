@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from couchdb_server import couch_request
 
+from sync.refusals import couchdb as couch_refusals
 from sync.refusals.couchdb import CouchRefusals
 from sync.refusals.embedded import EmbeddedRefusals
 from sync.refusals.memory import MemoryRefusals
@@ -229,3 +230,19 @@ async def test_no_body_is_stored_in_plaintext_in_couchdb(
     assert status == 200
     assert "sealed r1" not in str(doc)  # the sealed body is an attachment, not a field
     assert set(doc["_attachments"]) == {"body"}
+
+
+async def test_many_workers_are_read_along_the_time_view(
+    two: tuple[RefusalStore, RefusalStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past FEW_WORKERS workers with refusals, one walk of by_time filtered by worker."""
+    monkeypatch.setattr(couch_refusals, "FEW_WORKERS", 1)
+    first, _ = two
+    await first.record([refused(f"r{i}", i) for i in range(5)], per_worker=10)
+    await first.record([refused("b1", 2.5, worker="bob")], per_worker=10)
+    await first.record([refused("c1", 3.5, worker="carol")], per_worker=10)
+    page = await first.for_workers(["alice", "bob"], 2)
+    assert [r.doc_id for r in page] == ["r4", "r3"]
+    cursor = str(Cursor(page[-1].last_at, page[-1].id))
+    rest = await first.for_workers(["alice", "bob"], 10, before=cursor)
+    assert [r.doc_id for r in rest] == ["b1", "r2", "r1", "r0"]
