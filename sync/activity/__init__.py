@@ -2,7 +2,9 @@
 
     ports      the ActivityStore port and its DayActivity bucket
     embedded   the SQLite adapter (table ``sync_activity``)
+    couchdb    the CouchDB adapter (``<prefix>activity``: every instance's counts add up)
     memory     the in-memory adapter
+    backends   the one place that picks the adapter from the configuration
     recorder   counting in memory, flushed every few seconds and at a clean stop
 
 The replication handlers call :func:`heard` and :func:`received`; the supervisor
@@ -18,9 +20,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from sync.activity.embedded import EmbeddedActivity
+from sync.activity.backends import activity_store
 from sync.activity.recorder import ActivityRecorder
-from sync.appkeys import STORE
+from sync.appkeys import CONFIG, STORE
 
 ACTIVITY = web.AppKey("activity", ActivityRecorder)
 
@@ -40,12 +42,14 @@ def received(app: web.Application, worker: str, device: str | None, count: int) 
 
 
 async def recording(app: web.Application) -> AsyncIterator[None]:
-    """Worker: the activity table, and its flushes; what is counted is written at stop."""
-    recorder = ActivityRecorder(await EmbeddedActivity.opened(app[STORE]))
-    app[ACTIVITY] = recorder
-    task = asyncio.get_running_loop().create_task(recorder.run())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await recorder.flush()
+    """Worker: the activity store (sync.activity.backends), and its flushes; what is
+    counted is written at stop."""
+    async with activity_store(app[CONFIG], app[STORE]) as store:
+        recorder = ActivityRecorder(store)
+        app[ACTIVITY] = recorder
+        task = asyncio.get_running_loop().create_task(recorder.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await recorder.flush()

@@ -2,7 +2,10 @@
 
     ActivityStore                   the port (a typing.Protocol)
     ├── sync.activity.embedded      SQLite, one row per (worker, device, day)
+    ├── sync.activity.couchdb       CouchDB ``<prefix>activity``, one document per instance
+    │                               and (worker, device, day), summed on read
     └── sync.activity.memory        a dict, for tests
+    (sync.activity.backends picks one from the configuration)
 
 One :class:`DayActivity` is a day bucket: on UTC day ``day`` (``YYYY-MM-DD``), the
 device ``device`` (its serial; ``""`` when the request came without one) of

@@ -1,8 +1,10 @@
 """Refused records: every document the server refused from a phone, kept so a supervisor sees it.
 
     ports       the RefusalStore port and the Refusal record
-    embedded    the SQLite adapter (the one the server uses, with either document backend)
+    embedded    the SQLite adapter (the embedded store)
+    couchdb     the CouchDB adapter (``<prefix>refusals``, shared by every instance)
     memory      a dict, for tests
+    backends    the one place that picks the adapter from the configuration
     reasons     which errors are refusals; each reason in plain words, and what to do
     sealing     refused bodies sealed under the shared data key
     recorder    noting refusals in the push, writing them behind it

@@ -2,7 +2,9 @@
 
     RefusalStore                    the port (a typing.Protocol)
     ├── sync.refusals.embedded      SQLite, inside the server's single writer
+    ├── sync.refusals.couchdb       CouchDB ``<prefix>refusals``, shared by every instance
     └── sync.refusals.memory        a dict, for tests
+    (sync.refusals.backends picks one from the configuration)
 
 A refusal is one (worker, document id, revision) the server would not take, with
 the device it came from, when it was first and last refused, why (a reason code

@@ -6,10 +6,10 @@
 
 :func:`extend` registers the route, the worker (:func:`refusals_worker`: opens the
 store, hands the recorder to the replication handlers, prunes daily), the sealed
-column (re-sealed by ``fieldsync keys rotate``).  The store is the embedded
-adapter whichever document backend runs: with ``FIELDSYNC_COUCHDB_URL`` set the
-refusals still live in the instance's SQLite file (no CouchDB adapter yet), so
-behind a load balancer each instance lists the refusals it answered.
+column (re-sealed by ``fieldsync keys rotate``).  The store is chosen by
+:mod:`sync.refusals.backends`: with ``FIELDSYNC_COUCHDB_URL`` set the refusals live
+in CouchDB's ``<prefix>refusals``, shared by every instance, so behind a load
+balancer each instance lists the refusals any of them answered.
 """
 
 from __future__ import annotations
@@ -24,14 +24,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from sync import accounts
-from sync.appkeys import AUTH, CONFIG, STORE
+from sync.appkeys import ACCOUNTS, AUTH, CONFIG, STORE
 from sync.audit import AUDIT
 from sync.errors import BadRequest, Forbidden
 from sync.extensions import Extensions
 from sync.http import json_response
 from sync.refusals import REFUSALS
-from sync.refusals.embedded import EmbeddedRefusals
+from sync.refusals.backends import refusal_store
 from sync.refusals.ports import Cursor, Refusal, RefusalStore
 from sync.refusals.reasons import words
 from sync.refusals.recorder import Clock, Recorder, iso, utcnow
@@ -63,22 +62,24 @@ def setup_routes(app: web.Application) -> None:
 
 
 async def refusals_worker(app: web.Application) -> AsyncIterator[None]:
-    """Worker: the store (embedded), the recorder the pushes use, the daily pruning."""
+    """Worker: the store (sync.refusals.backends), the recorder the pushes use, the daily
+    pruning."""
     config = app[CONFIG]
     clock = app.get(CLOCK, utcnow)
-    store = await EmbeddedRefusals.opened(app[STORE])
-    replication = app[REPLICATION]
-    recorder = Recorder(store, Sealer(replication.parts.vault), config.refusals_per_worker, clock)
-    app[REFUSALS] = store
-    app[RECORDER] = recorder
-    replication.refusals = recorder
-    pruning = asyncio.create_task(_prune_daily(store, config.refusal_retention_days, clock))
-    yield
-    replication.refusals = None
-    pruning.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await pruning
-    await recorder.drain()
+    async with refusal_store(config, app[STORE]) as store:
+        replication = app[REPLICATION]
+        sealer = Sealer(replication.parts.vault)
+        recorder = Recorder(store, sealer, config.refusals_per_worker, clock)
+        app[REFUSALS] = store
+        app[RECORDER] = recorder
+        replication.refusals = recorder
+        pruning = asyncio.create_task(_prune_daily(store, config.refusal_retention_days, clock))
+        yield
+        replication.refusals = None
+        pruning.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruning
+        await recorder.drain()
 
 
 async def prune_once(store: RefusalStore, days: int, clock: Clock = utcnow) -> int:
@@ -131,7 +132,7 @@ async def visible_workers(app: web.Application, caller: Caller) -> frozenset[str
     """
     if caller.scope.read is None:
         return None
-    users = await app[STORE].read(accounts.list_users)
+    users = await app[ACCOUNTS].list_users()
     return frozenset(
         u.name for u in users if any(caller.scope.can_read(p) for p in u.places or u.read_places)
     )

@@ -5,7 +5,8 @@ report whose weeks break the form; both come back per document as ``forbidden``
 (PouchDB counts them as ``doc_write_failures``) and both are listed by
 ``GET /api/v1/refusals`` for her supervisor, with the reason, the phone's serial
 and a count that a second push of the same revisions raises.  Runs on both
-document backends: refusals live in the embedded store either way.
+document backends: refusals live in the embedded store, or in CouchDB's
+``<prefix>refusals`` with the CouchDB backend (sync.refusals.backends).
 """
 
 from __future__ import annotations

@@ -1,23 +1,37 @@
-"""The sync-activity port: one contract over both adapters, and the recorder's sessions."""
+"""The sync-activity port: one contract over every adapter, and the recorder's sessions.
+
+The CouchDB adapter runs on a CouchDB-API server (pouchdb-server, or a real CouchDB
+with FIELDSYNC_TEST_COUCHDB_URL); two adapters with their own clients on one
+database stand for two instances writing at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from sync.activity.couchdb import CouchActivity
 from sync.activity.embedded import EmbeddedActivity
 from sync.activity.memory import MemoryActivity
 from sync.activity.ports import ActivityStore, DayActivity
 from sync.activity.recorder import ActivityRecorder
+from sync.errors import StoreUnavailable
+from sync.store.couchdb.client import CouchClient, Endpoint
 from sync.store.sqlite import SqliteStore
 
 
-@pytest.fixture(params=["embedded", "memory"])
+@pytest.fixture(params=["embedded", "memory", "couchdb"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ActivityStore]:
     if request.param == "memory":
         yield MemoryActivity()
+        return
+    if request.param == "couchdb":
+        client = CouchClient(Endpoint.parse(request.getfixturevalue("couchdb_url")))
+        yield CouchActivity.for_prefix(client, request.getfixturevalue("couch_prefix"))
+        await client.close()
         return
     sqlite = SqliteStore(tmp_path / "fieldsync.sqlite3")
     try:
@@ -91,3 +105,74 @@ async def test_a_failed_flush_keeps_the_counts_for_the_next() -> None:
     store.fail = False
     await recorder.flush()
     assert await store.days("2026-01-01") == [DayActivity("alice", "", "2026-05-01", 1, 3)]
+
+
+# -- two instances on one CouchDB ---------------------------------------------------------
+
+
+@pytest.fixture
+async def two(couchdb_url: str, couch_prefix: str) -> AsyncIterator[list[CouchActivity]]:
+    clients = [CouchClient(Endpoint.parse(couchdb_url)) for _ in range(2)]
+    yield [CouchActivity.for_prefix(c, couch_prefix) for c in clients]
+    for client in clients:
+        await client.close()
+
+
+async def test_two_instances_flushing_at_once_add_up(two: list[CouchActivity]) -> None:
+    flushes = [
+        store.add(
+            [
+                DayActivity("alice", "A1", "2026-05-01", 1, n),
+                DayActivity("bob", "B1", "2026-05-01", 1, 1),
+            ]
+        )
+        for n in range(1, 11)
+        for store in two
+    ]
+    await asyncio.gather(*flushes)
+    for store in two:
+        assert await store.totals("2026-05-01") == {"alice": (20, 110), "bob": (20, 20)}
+        assert await store.days("2026-05-01", ["alice"]) == [
+            DayActivity("alice", "A1", "2026-05-01", 20, 110)
+        ]
+
+
+class LostAnswers:
+    """A client whose answers to writes are lost after CouchDB took them (while ``lose``)."""
+
+    def __init__(self, client: CouchClient) -> None:
+        self.client, self.lose = client, False
+
+    async def json(self, method: str, where: str, **kwargs: object) -> object:
+        answer = await self.client.json(method, where, **kwargs)  # type: ignore[arg-type]
+        if self.lose and where.endswith("_bulk_docs"):
+            raise StoreUnavailable("CouchDB timed out (TimeoutError); try again shortly.")
+        return answer
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.client, name)
+
+
+async def test_a_write_retried_after_a_lost_answer_counts_once(
+    couchdb_url: str, couch_prefix: str
+) -> None:
+    client = CouchClient(Endpoint.parse(couchdb_url))
+    flaky = LostAnswers(client)
+    store = CouchActivity.for_prefix(flaky, couch_prefix)  # type: ignore[arg-type]
+    recorder = ActivityRecorder(store, today=lambda: "2026-05-01")
+    try:
+        recorder.heard("alice", "A1")
+        recorder.received("alice", "A1", 2)
+        await recorder.flush()
+        recorder.received("alice", "A1", 3)
+        flaky.lose = True
+        with pytest.raises(StoreUnavailable):
+            await recorder.flush()  # CouchDB took it; the recorder keeps the 3 anyway
+        flaky.lose = False
+        recorder.received("alice", "A1", 4)
+        await recorder.flush()
+        assert await store.totals("2026-05-01") == {"alice": (1, 9)}
+        reader = CouchActivity.for_prefix(client, couch_prefix)
+        assert await reader.days("2026-05-01") == [DayActivity("alice", "A1", "2026-05-01", 1, 9)]
+    finally:
+        await client.close()

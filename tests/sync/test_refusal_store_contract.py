@@ -1,22 +1,31 @@
-"""One contract for the refused-records port (sync.refusals.ports): embedded and memory alike.
+"""One contract for the refused-records port (sync.refusals.ports): every adapter alike.
 
 The embedded adapter runs on a real SQLite file through the server's store
-(``SqliteStore``); the memory one is a dict.  Bodies are opaque sealed bytes here.
-Pruning is driven by an injected clock (``prune_once``), never by waiting.
+(``SqliteStore``); the memory one is a dict; the CouchDB one runs on a CouchDB-API
+server (pouchdb-server, or a real CouchDB with FIELDSYNC_TEST_COUCHDB_URL), where a
+second client and adapter on the same database stands for a second instance.
+Bodies are opaque sealed bytes here.  Pruning is driven by an injected clock
+(``prune_once``), never by waiting.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from couchdb_server import couch_request
 
+from sync.refusals import couchdb as couch_refusals
+from sync.refusals.couchdb import CouchRefusals
 from sync.refusals.embedded import EmbeddedRefusals
 from sync.refusals.memory import MemoryRefusals
 from sync.refusals.ports import Cursor, NewRefusal, RefusalStore, SealedBody
 from sync.refusals.routes import prune_once
+from sync.store.couchdb.client import CouchClient, Endpoint
 from sync.store.schema import db_path, initialise
 from sync.store.sqlite import SqliteStore
 
@@ -37,15 +46,43 @@ def refused(
     )  # fmt: skip
 
 
-@pytest.fixture(params=["embedded", "memory"])
+@pytest.fixture(params=["embedded", "memory", "couchdb"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RefusalStore]:
     if request.param == "memory":
         yield MemoryRefusals()
+        return
+    if request.param == "couchdb":
+        async with couch_pair(request) as (first, _):
+            yield first
         return
     initialise(db_path(tmp_path))
     sqlite = SqliteStore(db_path(tmp_path))
     yield await EmbeddedRefusals.opened(sqlite)
     await sqlite.close()
+
+
+@contextlib.asynccontextmanager
+async def couch_pair(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[CouchRefusals, CouchRefusals]]:
+    """Two adapters, each with its own client, on one CouchDB database: two instances."""
+    url: str = request.getfixturevalue("couchdb_url")
+    prefix: str = request.getfixturevalue("couch_prefix")
+    clients = [CouchClient(Endpoint.parse(url)) for _ in range(2)]
+    try:
+        yield (
+            CouchRefusals.for_prefix(clients[0], prefix),
+            CouchRefusals.for_prefix(clients[1], prefix),
+        )
+    finally:
+        for client in clients:
+            await client.close()
+
+
+@pytest.fixture
+async def two(request: pytest.FixtureRequest) -> AsyncIterator[tuple[RefusalStore, RefusalStore]]:
+    async with couch_pair(request) as pair:
+        yield pair
 
 
 async def test_a_refusal_is_kept_with_everything_it_says(store: RefusalStore) -> None:
@@ -135,3 +172,77 @@ async def test_pruning_with_an_injected_clock(store: RefusalStore) -> None:
     assert await prune_once(store, 90, lambda: much_later) == 1
     assert await store.for_workers(None, 10) == []
     assert await store.counts(["alice"]) == {}
+
+
+# -- two instances on one CouchDB ---------------------------------------------------------
+
+
+async def test_two_instances_recording_one_refusal_at_once_lose_no_count(
+    two: tuple[RefusalStore, RefusalStore],
+) -> None:
+    first, second = two
+    rounds = [
+        store.record([refused("r1", minute, times=2)], per_worker=10)
+        for minute in range(10)
+        for store in (first, second)
+    ]
+    await asyncio.gather(*rounds)  # 20 writers on one document: 409s, read again, retried
+    [kept] = await second.for_workers(["alice"], 10)
+    assert (kept.count, kept.first_at, kept.last_at) == (40, at(0), at(9))
+    assert await first.counts(["alice"]) == {"alice": 1}
+    found = await first.get(kept.id)
+    assert found is not None and found[1] == SealedBody("ref-1", b"sealed r1", False)
+
+
+async def test_two_instances_cutting_at_once_count_each_dropped_refusal_once(
+    two: tuple[RefusalStore, RefusalStore],
+) -> None:
+    first, second = two
+    await asyncio.gather(
+        first.record([refused(f"a{i}", i) for i in range(6)], per_worker=3),
+        second.record([refused(f"b{i}", i + 0.5) for i in range(6)], per_worker=3),
+    )
+    for store in (first, second):  # whatever the interleaving, the cap holds afterwards
+        await store.record([refused("late", 100)], per_worker=3)
+    kept = await first.for_workers(["alice"], 10)
+    assert len(kept) == 3 and kept[0].doc_id == "late"
+    assert await second.counts(["alice"]) == {"alice": 13}
+
+
+async def test_two_instances_pruning_at_once_delete_each_refusal_once(
+    two: tuple[RefusalStore, RefusalStore],
+) -> None:
+    first, second = two
+    await first.record([refused(f"r{i}", i) for i in range(30)], per_worker=100)
+    later = T0 + dt.timedelta(days=91)
+    gone = await asyncio.gather(*(prune_once(s, 90, lambda: later) for s in (first, second)))
+    assert sum(gone) == 30
+    assert await second.for_workers(None, 100) == []
+
+
+async def test_no_body_is_stored_in_plaintext_in_couchdb(
+    two: tuple[RefusalStore, RefusalStore], couchdb_url: str, couch_prefix: str
+) -> None:
+    first, _ = two
+    await first.record([refused("r1", 0)], per_worker=10)
+    [kept] = await first.for_workers(None, 10)
+    status, doc = couch_request(couchdb_url, "GET", f"/{couch_prefix}refusals/r:{kept.id}")
+    assert status == 200
+    assert "sealed r1" not in str(doc)  # the sealed body is an attachment, not a field
+    assert set(doc["_attachments"]) == {"body"}
+
+
+async def test_many_workers_are_read_along_the_time_view(
+    two: tuple[RefusalStore, RefusalStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past FEW_WORKERS workers with refusals, one walk of by_time filtered by worker."""
+    monkeypatch.setattr(couch_refusals, "FEW_WORKERS", 1)
+    first, _ = two
+    await first.record([refused(f"r{i}", i) for i in range(5)], per_worker=10)
+    await first.record([refused("b1", 2.5, worker="bob")], per_worker=10)
+    await first.record([refused("c1", 3.5, worker="carol")], per_worker=10)
+    page = await first.for_workers(["alice", "bob"], 2)
+    assert [r.doc_id for r in page] == ["r4", "r3"]
+    cursor = str(Cursor(page[-1].last_at, page[-1].id))
+    rest = await first.for_workers(["alice", "bob"], 10, before=cursor)
+    assert [r.doc_id for r in rest] == ["b1", "r2", "r1", "r0"]
