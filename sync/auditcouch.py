@@ -155,7 +155,7 @@ class CouchChain:
         for entry in self._waiting:
             self._seq += 1
             digest = chain.entry_mac(self._previous, self._seq, entry)
-            self._unsent.append(_doc(self.instance, self._seq, self._previous, digest, entry))
+            self._unsent.append(entry_doc(self.instance, self._seq, self._previous, digest, entry))
             self._previous = digest
         self._waiting = []
 
@@ -214,7 +214,7 @@ class CouchChain:
         return str(leaves[0]["_rev"])
 
 
-def _doc(instance: str, seq: int, previous: str, digest: str, entry: Entry) -> dict[str, Any]:
+def entry_doc(instance: str, seq: int, previous: str, digest: str, entry: Entry) -> dict[str, Any]:
     return {
         "_id": entry_doc_id(instance, seq),
         "instance": instance,

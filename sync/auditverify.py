@@ -94,7 +94,7 @@ class _Walk:
             return f"missing rows: ids {self.expected_id}..{entry_id - 1} absent (id gap)"
         if row[8] != self.previous:
             return "broken link: prev_hash is not the hash of the entry before"
-        entry = _entry(row)
+        entry = row_entry(row)
         digest = str(row[9])
         if digest.startswith(KEYED):
             self.keyed = True
@@ -106,7 +106,7 @@ class _Walk:
         return None if entry_hash(self.previous, entry) == digest else "hash mismatch (row edited)"
 
 
-def _entry(row: tuple[object, ...]) -> Entry:
+def row_entry(row: tuple[object, ...]) -> Entry:
     ids = tuple(str(i) for i in json.loads(str(row[6])))
     device, db, detail = (None if v is None else str(v) for v in (row[3], row[5], row[7]))
     return Entry(str(row[1]), str(row[2]), device, str(row[4]), db, ids, detail)

@@ -172,6 +172,28 @@ class PlaceLog:
                 self._ids_per_entry[key] = sum(len(e.ids) for e in run) / len(run)
         return runs
 
+    async def migrated_position(self, log_db: str, place: str, seq: int) -> int:
+        """The position of ``place``'s last entry that ``fieldsync migrate`` wrote for an
+        embedded sequence at most ``seq`` (0 if none): a binary search over the entries.
+
+        Migrate writes a place's entries first, in the embedded store's order, each with
+        its ``embedded_seq``; entries written since have none.  So "has an embedded seq of
+        at most ``seq``" holds for positions 1..k and for none after: about log2(tail)
+        reads, once per place and phone.  An entry missing (a hole) counts as not holding,
+        which can only give a lower position: changes sent twice, none skipped.
+        """
+        low, high = 0, await self._read_tail(log_db, place) + 1  # low holds, high does not
+        while high - low > 1:
+            middle = (low + high) // 2
+            found = await self.client.leaves_by_id(log_db, [layout.entry_id(place, middle)])
+            leaves = found.get(layout.entry_id(place, middle), [])
+            number = leaves[0].get("embedded_seq") if leaves else None
+            if isinstance(number, int) and number <= seq:
+                low = middle
+            else:
+                high = middle
+        return low
+
     def first_window(self, log_db: str, done: Mapping[str, int], limit: int) -> int:
         """The window of a walk's first read: one key per place (2), unless this instance
         knows that a few places hold entries after ``done``; then about as many entries as
