@@ -57,7 +57,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     master = load_master_key(config.key_file, create=False)
     with datadir.exclusive(config.data_dir, "migrate"):
         try:
-            return asyncio.run(migrate(config, master, sys.stdout, args.sample))
+            return asyncio.run(
+                migrate(config, master, sys.stdout, args.sample, check_only=args.check_only)
+            )
         except KeyboardInterrupt:
             print(
                 "\nfieldsync: migrate interrupted; what was written is kept. Run the same "
@@ -67,8 +69,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             return 130
 
 
-async def migrate(config: Config, master: MasterKey, out: TextIO, sample: int = SAMPLE) -> int:
-    """Every step, then the check; the exit status."""
+async def migrate(
+    config: Config,
+    master: MasterKey,
+    out: TextIO,
+    sample: int = SAMPLE,
+    *,
+    check_only: bool = False,
+) -> int:
+    """Every step (unless ``check_only``), then the check; the exit status."""
     with closing(connect(db_path(config.data_dir), create=False)) as conn:
         keyadmin.check_master(conn, master)
         conn.execute("BEGIN")  # one snapshot for the whole run
@@ -77,7 +86,7 @@ async def migrate(config: Config, master: MasterKey, out: TextIO, sample: int = 
             await _reachable(client)
             ctx = Context(conn, client, config.couchdb_prefix, master, out)
             out.write(f"migrating {config.data_dir} into CouchDB at {client.endpoint.shown}\n")
-            for step in STEPS:
+            for step in [] if check_only else STEPS:
                 await step.copy(ctx)
             return await _summary(ctx, sample)
         finally:
@@ -140,6 +149,11 @@ def register(sub: Commands) -> None:
         default=SAMPLE,
         metavar="N",
         help=f"documents whose bodies are opened and compared at the end (default {SAMPLE})",
+    )
+    command.add_argument(
+        "--check-only",
+        action="store_true",
+        help="copy nothing: only compare the counts and the sample (after an earlier run)",
     )
     data_dir_option(command)
     command.set_defaults(func=cmd_migrate)

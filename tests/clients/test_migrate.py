@@ -275,16 +275,18 @@ async def test_a_run_stopped_half_way_is_finished_by_the_next(
 ) -> None:
     await admin.bulk_docs(make_docs("area-a1", 250, "p"))
     org.stop()
-    calls = 0
+    meta = couch_env["FIELDSYNC_COUCHDB_PREFIX"] + "health"
+    metas_written = 0
     real = documents.put_missing
 
-    async def failing(*args: Any, **kwargs: Any) -> int:
+    async def failing(client: Any, couch_db: str, docs: list[Any], same: Any) -> int:
         """CouchDB lost in the middle of the second batch: its bodies written, not its metas."""
-        nonlocal calls
-        calls += 1
-        if calls == 5:
-            raise StoreUnavailable("CouchDB went away")
-        return await real(*args, **kwargs)
+        nonlocal metas_written
+        if couch_db == meta and docs[0]["_id"].startswith("d:"):
+            metas_written += 1
+            if metas_written == 2:
+                raise StoreUnavailable("CouchDB went away")
+        return await real(client, couch_db, docs, same)
 
     monkeypatch.setattr(documents, "put_missing", failing)
     config = dataclasses.replace(
@@ -296,7 +298,6 @@ async def test_a_run_stopped_half_way_is_finished_by_the_next(
     master = load_master_key(config.key_file, create=False)
     with pytest.raises(StoreUnavailable):
         await run.migrate(config, master, io.StringIO())
-    meta = couch_env["FIELDSYNC_COUCHDB_PREFIX"] + "health"
     assert _info(couchdb_url, meta)["doc_count"] == 100 + 1  # the first batch, the design doc
     monkeypatch.setattr(documents, "put_missing", real)
 
@@ -304,7 +305,7 @@ async def test_a_run_stopped_half_way_is_finished_by_the_next(
     assert done.returncode == 0, done.stdout + done.stderr
     assert _info(couchdb_url, meta)["doc_count"] == 250 + 1  # each document once
     assert _info(couchdb_url, meta + "$log")["doc_count"] == 250  # one entry each, no repeat
-    assert _info(couchdb_url, meta + "$data")["doc_count"] == 250 + 3  # bodies, settings, marker
+    assert _info(couchdb_url, meta + "$data")["doc_count"] == 250 + 2  # bodies, settings, marker
 
 
 def _info(couchdb_url: str, name: str) -> dict[str, Any]:
@@ -327,6 +328,10 @@ async def test_the_check_catches_a_body_corrupted_in_couchdb(
     body["body"] = base64.b64encode(bytes(sealed)).decode()
     status, _ = couch_request(couchdb_url, "PUT", f"{data}/{quote(body['_id'], safe='')}", body)
     assert status == 201
-    checked = migrate(org.data_dir, couch_env)
+    checked = migrate(org.data_dir, couch_env, "--check-only")
     assert checked.returncode == 1
-    assert "MISMATCH" in checked.stdout and "p-003" in checked.stdout, checked.stdout
+    assert "MISMATCH health/p-003" in checked.stdout, checked.stdout
+    assert "the CouchDB body does not open" in checked.stdout
+    again = migrate(org.data_dir, couch_env)  # a second copy refuses to paper over it
+    assert again.returncode == 1
+    assert "already holds" in again.stderr and "p-003" in again.stderr, again.stderr
