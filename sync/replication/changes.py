@@ -89,8 +89,10 @@ class ChangesFeed:
         """``since`` as the client sent it, in the form this store's feed reads."""
         if isinstance(self.parts.store, LogStore):
             admin = caller.scope.read is None
-            if not admin and tokens.is_embedded(raw):  # a checkpoint from before migrate
-                return tokens.parse(raw)
+            if tokens.is_embedded(raw):  # a checkpoint made before `fieldsync migrate`
+                # An admin's feed is CouchDB's own, unrelated to the embedded sequence:
+                # it starts over (sends everything again, skips nothing).
+                return GlobalToken(None) if admin else tokens.parse(raw)
             return vector.parse(raw, admin=admin)
         return tokens.parse(raw)
 
