@@ -2,13 +2,14 @@
 
 One step per domain, in order (:data:`sync.migrate.steps.STEPS`)::
 
+    data keys     wrapped per-place keys (they stay sealed under the master key)
     documents     revision trees, sealed bodies, attachments, per-place logs, _local checkpoints
     accounts      users, places, sessions
-    data keys     wrapped per-place keys (they stay sealed under the master key)
     patient IDs   every ID handed out or retired, device blocks, the counters
     SMS           incoming and outgoing messages, the workers' languages
     audit         the embedded chain, copied as a chain of its own
-    devices       nothing yet (the devices port is not there yet): said in the output
+    devices       through the devices port's export/import when it is installed; until
+                  then nothing, said in the output and the summary
 
 Every write names its CouchDB id and is skipped when that id is already there and
 equal, so a run that was stopped half-way is finished by running it again.  The

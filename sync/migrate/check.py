@@ -23,21 +23,10 @@ from sync.errors import FieldsyncError
 from sync.keys import KeyRing
 from sync.migrate import source
 from sync.migrate.couch import present
-from sync.migrate.steps import Context, Target
+from sync.migrate.steps import Context, Count, Target
 from sync.store.base import StoredRevision
 from sync.store.couchdb.store import CouchStore
 from sync.vault import Vault
-
-
-@dataclass(frozen=True)
-class Count:
-    what: str
-    embedded: int
-    in_couchdb: int
-
-    @property
-    def ok(self) -> bool:
-        return self.in_couchdb == self.embedded
 
 
 @dataclass(frozen=True)

@@ -269,19 +269,3 @@ async def sms_targets(ctx: Context) -> list[Target]:
         Target("SMS to send or sent", db, [d["_id"] for d in _outgoing(ctx.conn)]),
         Target("SMS workers' languages", db, [d["_id"] for d in _workers(ctx.conn)]),
     ]
-
-
-# -- devices -------------------------------------------------------------------------------
-DEVICES_SKIPPED = (
-    "NOT COPIED: the devices port (export/import) is not in this version yet; the device "
-    "inventory, enrolment codes and device tokens stay in the data dir. Run migrate again "
-    "after upgrading to a version whose devices step copies them."
-)
-
-
-async def copy_nothing(ctx: Context) -> None:
-    ctx.out.write(f"devices: {DEVICES_SKIPPED}\n")
-
-
-async def no_targets(ctx: Context) -> list[Target]:
-    return []

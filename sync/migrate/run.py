@@ -28,7 +28,7 @@ from sync.clitools import Commands, add_command, config_of, data_dir_option
 from sync.config import Config, ConfigError
 from sync.config import couchdb_url as checked_url
 from sync.keys import MasterKey, load_master_key
-from sync.migrate import audit, check, documents, domains
+from sync.migrate import audit, check, devices, documents, domains
 from sync.migrate.steps import Context, Step
 from sync.store.couchdb.client import CouchClient
 from sync.store.couchdb.running import open_client
@@ -43,7 +43,12 @@ STEPS: list[Step] = [
     Step("patient IDs", domains.copy_patient_ids, domains.patient_id_targets),
     Step("SMS", domains.copy_sms, domains.sms_targets),
     Step("audit", audit.copy, audit.targets),
-    Step("devices", domains.copy_nothing, domains.no_targets, skipped=domains.DEVICES_SKIPPED),
+    Step(
+        "devices",
+        devices.copy,
+        counts=devices.counts,
+        skipped=lambda: None if devices.port() else devices.SKIPPED,
+    ),
 ]
 SAMPLE = 100  # documents whose bodies are opened on both sides
 
@@ -103,11 +108,12 @@ async def _summary(ctx: Context, sample: int) -> int:
     out, ok = ctx.out, True
     out.write("\ncheck                                embedded  in CouchDB\n")
     for step in STEPS:
-        if step.skipped:
-            out.write(f"  {step.name:<34} {step.skipped}\n")
+        skipped = step.skipped()
+        if skipped:
+            out.write(f"  {step.name:<34} {skipped}\n")
             continue
-        for target in await step.targets(ctx):
-            found = await check.count(ctx, target)
+        counted = [await check.count(ctx, t) for t in await step.targets(ctx)]
+        for found in counted + await step.counts(ctx):
             ok = ok and found.ok
             mark = "ok" if found.ok else "MISMATCH"
             out.write(f"  {found.what:<34} {found.embedded:>8}  {found.in_couchdb:>10}  {mark}\n")
