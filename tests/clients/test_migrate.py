@@ -207,6 +207,9 @@ async def test_an_embedded_deployment_moves_to_couchdb_and_the_phone_carries_on(
     on_couch = ServerProcess(org.data_dir, org.port, tmp_path / "couch.log", couch_env)
     on_couch.start()
     try:
+        # A new connection pool: the old one's kept-alive connections died with the old process.
+        await admin.session.close()
+        admin = Admin(aiohttp.ClientSession(headers=basic("admin")), on_couch)
         await admin.bulk_docs(make_docs("area-a1", 2, "after"))
         proxy.changes_rows = 0
         again = await pouch.call("replicate", source=phone(on_couch, proxy, token), target="phone")
@@ -242,6 +245,7 @@ async def test_an_embedded_deployment_moves_to_couchdb_and_the_phone_carries_on(
             assert not set((await resp.json())["ids"]) & set(seeded["ids"])
         assert await sms_rows(admin, on_couch) == sms
     finally:
+        await admin.session.close()
         on_couch.stop()
     verified = on_couch.cli("audit", "verify")
     assert "instance embedded-" in verified.stdout, verified.stdout
