@@ -2,7 +2,7 @@
 
 The embedded chain is checked first (every MAC and link, the keyed head): a
 broken one is refused, since copying it would give tampered entries fresh,
-valid MACs.  Its entries then become the chain ``embedded-<server id>`` in
+valid MACs.  Its entries then become the chain ``embedded-<id>`` in
 ``<prefix>audit`` (:mod:`sync.auditcouch`): same sequence numbers, times, actors,
 actions, documents and details, linked and MACed under the key every instance
 shares, with its head; ``fieldsync audit verify`` checks it with the others.
@@ -11,9 +11,10 @@ The data dir keeps its own chain, which ``audit verify`` also checks.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from sync import accounts, audit
+from sync import audit
 from sync.auditcouch import (
     DB_NAME,
     KEY_DOC,
@@ -41,8 +42,9 @@ class AuditBroken(FieldsyncError):
 
 
 def instance(ctx: Context) -> str:
-    """The copied chain's name: the data dir's server id, the same on every run."""
-    return "embedded-" + accounts.server_secret(ctx.conn, "server_uuid").hex()[:16]
+    """The copied chain's name, the same on every run: from its first entry's MAC."""
+    first = ctx.conn.execute("SELECT hash FROM audit WHERE id=1").fetchone()
+    return "embedded-" + hashlib.sha256(str(first[0] if first else "").encode()).hexdigest()[:16]
 
 
 def _embedded_chain(ctx: Context) -> audit.Chain | None:

@@ -41,6 +41,8 @@ MARKER = "migrated"  # in $data: which embedded database this one was copied fro
 
 
 async def copy(ctx: Context) -> None:
+    if not source.databases(ctx.conn):
+        ctx.out.write("documents: none (the server has not made its database yet)\n")
     for db in source.databases(ctx.conn):
         await _prepare(ctx, db)
         await _copy_docs(ctx, db)

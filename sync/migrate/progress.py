@@ -17,7 +17,7 @@ class Progress:
         self.name, self.total, self.done = name, total, 0
         self._out = out or sys.stdout
         self._tty = self._out.isatty()
-        self._shown = 0.0
+        self._shown = time.monotonic()  # plain lines: the first after _EVERY seconds
 
     def advance(self, count: int) -> None:
         self.done += count
