@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import signal
 import sys
 from contextlib import closing
 from typing import TextIO
@@ -60,6 +61,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--couchdb-url {args.couchdb_url!r}: {exc}") from None
     config = dataclasses.replace(config_of(args), couchdb_url=url)
     master = load_master_key(config.key_file, create=False)
+    signal.signal(signal.SIGTERM, _interrupted)  # `kill`: stopped like Ctrl-C, said the same
     with datadir.exclusive(config.data_dir, "migrate"):
         try:
             return asyncio.run(
@@ -72,6 +74,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 130
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 async def migrate(
