@@ -27,7 +27,7 @@ from sync import accounts as embedded_accounts
 from sync.datakeys.couchdb import DB_NAME as KEYS
 from sync.datakeys.couchdb import CouchDataKeys
 from sync.datakeys.couchdb import doc_id as key_doc_id
-from sync.errors import Conflict
+from sync.errors import Conflict, StoreUnavailable
 from sync.migrate import source
 from sync.migrate.couch import Doc, Mismatch, always, ensure_db, put_missing
 from sync.migrate.progress import Progress
@@ -196,7 +196,10 @@ async def _at_least(ctx: Context, db: str, counter: str, number: int) -> None:
             body["_rev"] = leaves[0]["_rev"]
         with contextlib.suppress(Conflict):  # an instance claimed meanwhile: read again
             await ctx.client.put_status(path(db, counter), body)
-    raise Mismatch(f"could not move the patient-ID counter {counter} on in {db}; run again")
+    raise StoreUnavailable(
+        f"could not move the patient-ID counter {counter} on in {db} (instances kept "
+        "claiming numbers meanwhile); run migrate again"
+    )
 
 
 async def patient_id_targets(ctx: Context) -> list[Target]:
