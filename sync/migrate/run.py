@@ -106,8 +106,15 @@ async def migrate(
 
 
 async def _reachable(client: CouchClient) -> None:
-    """A first request, so that a wrong URL or password is said before anything else."""
-    await client.json("GET", "/")
+    """A first request, so that a wrong URL or password is said before anything else;
+    and a fieldsync server (it speaks CouchDB's protocol too) is not taken for CouchDB."""
+    welcome = await client.json("GET", "/")
+    vendor = welcome.get("vendor", {}) if isinstance(welcome, dict) else {}
+    if isinstance(vendor, dict) and vendor.get("name") == "fieldsync":
+        raise ConfigError(
+            f"--couchdb-url {client.endpoint.shown} is a fieldsync server, not CouchDB: give "
+            "the address of the CouchDB (or Cloudant) server itself"
+        )
 
 
 async def _summary(ctx: Context, sample: int) -> int:

@@ -265,6 +265,15 @@ def test_an_unreachable_couchdb_is_said_clearly(org: ServerProcess, tmp_path: Pa
     away = migrate(org.data_dir, env, url=f"http://127.0.0.1:{free_port()}")
     assert away.returncode == 1
     assert "cannot be reached" in away.stderr, away.stderr
+    other = ServerProcess(tmp_path / "other", free_port(), tmp_path / "other.log")
+    other.cli("init")
+    other.start()
+    try:  # another fieldsync server's address: it speaks CouchDB's protocol, but is not one
+        itself = migrate(org.data_dir, env, url=other.url)
+    finally:
+        other.stop()
+    assert itself.returncode == 2
+    assert "is a fieldsync server, not CouchDB" in itself.stderr, itself.stderr
     bad = migrate(org.data_dir, env, url="couchdb.example.org")
     assert bad.returncode == 2
     assert "--couchdb-url" in bad.stderr and "http" in bad.stderr, bad.stderr
