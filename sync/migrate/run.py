@@ -58,7 +58,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     try:
         url = checked_url(args.couchdb_url)
     except ValueError as exc:
-        raise ConfigError(f"--couchdb-url {args.couchdb_url!r}: {exc}") from None
+        # The value is not repeated: it may hold a password.
+        raise ConfigError(f"--couchdb-url {exc}") from None
     config = dataclasses.replace(config_of(args), couchdb_url=url)
     master = load_master_key(config.key_file, create=False)
     signal.signal(signal.SIGTERM, _interrupted)  # `kill`: stopped like Ctrl-C, said the same

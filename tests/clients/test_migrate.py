@@ -274,9 +274,10 @@ def test_an_unreachable_couchdb_is_said_clearly(org: ServerProcess, tmp_path: Pa
         other.stop()
     assert itself.returncode == 2
     assert "is a fieldsync server, not CouchDB" in itself.stderr, itself.stderr
-    bad = migrate(org.data_dir, env, url="couchdb.example.org")
+    bad = migrate(org.data_dir, env, url="admin:secret-pw@couchdb.example.org")
     assert bad.returncode == 2
-    assert "--couchdb-url" in bad.stderr and "http" in bad.stderr, bad.stderr
+    assert "--couchdb-url must be an http(s) URL" in bad.stderr, bad.stderr
+    assert "secret-pw" not in bad.stderr + bad.stdout
 
 
 async def test_a_run_stopped_half_way_is_finished_by_the_next(
