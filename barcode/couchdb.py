@@ -91,12 +91,12 @@ class CouchPatientIds:
             "ids": list(block.ids),
         }
         # The id is unique (a claimed block number): no other writer, so 202 is fine.
-        await self._client.put_status(path(self._db, _block_doc_id(device, block_id)), body)
+        await self._client.put_status(path(self._db, block_doc_id(device, block_id)), body)
         return block
 
     async def blocks_of(self, device: str) -> list[Block]:
         await self._ensure_db()
-        start = _block_doc_id(device, 0)[:-12]
+        start = block_doc_id(device, 0)[:-12]
         params = {
             "startkey": _key(start),
             "endkey": _key(start + "\ufff0"),
@@ -214,7 +214,7 @@ class CouchPatientIds:
         await self._home.ensure()
 
 
-def _block_doc_id(device: str, block_id: int) -> str:
+def block_doc_id(device: str, block_id: int) -> str:
     return f"block:{device}:{block_id:012d}"
 
 

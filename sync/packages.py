@@ -17,17 +17,18 @@ from sync import activity, auditcli, health, keycli, openapi
 from sync import api as admin_api
 from sync.backup import cli as backup_cli
 from sync.extensions import Extend, Extensions, collect
+from sync.migrate import run as migrate_run
 from sync.refusals import routes as refusals_routes
 
 
 def core(ext: Extensions) -> None:
     """The core's own: health and metrics, the admin API, the OpenAPI document; the
-    ``keys`` and ``audit`` commands; the sync-activity recorder.  (The replication routes
-    are not here: they match nearly any path, so the app factory adds them after everything
-    else.)"""
+    ``keys``, ``audit`` and ``migrate`` commands; the sync-activity recorder.  (The
+    replication routes are not here: they match nearly any path, so the app factory adds
+    them after everything else.)"""
     ext.routes.extend((health.setup_routes, admin_api.setup_routes, openapi.setup_routes))
     ext.workers.append(activity.recording)
-    ext.cli_commands.extend((keycli.register, auditcli.register))
+    ext.cli_commands.extend((keycli.register, auditcli.register, migrate_run.register))
 
 
 PACKAGES: tuple[Extend, ...] = (

@@ -159,7 +159,7 @@ class CouchAudit:
         check_name(chain)
         tail = self._tails.get(chain) or await self._open(key, chain)
         for one in key.link(tail.previous, tail.seq + 1, entries):
-            tail.unsent.append(_doc(chain, one))
+            tail.unsent.append(entry_doc(chain, one))
             tail.seq, tail.previous = one.seq, one.hash
         mine = tail.seq
         async with tail.lock:
@@ -328,7 +328,8 @@ class CouchAudit:
         return (await self.client.leaves_by_id(self.db, [doc_id])).get(doc_id, [])
 
 
-def _doc(chain: str, one: Linked) -> dict[str, Any]:
+def entry_doc(chain: str, one: Linked) -> dict[str, Any]:
+    """The document of one linked entry (also written by ``fieldsync migrate``)."""
     e = one.entry
     return {
         "_id": entry_doc_id(chain, one.seq),

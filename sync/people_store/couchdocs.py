@@ -36,7 +36,12 @@ def place_doc_id(place_id: str) -> str:
 
 
 def session_doc_id(session_id: str) -> str:
-    return f"session:{sessions.id_hash(session_id)}"
+    return session_doc_id_of_hash(sessions.id_hash(session_id))
+
+
+def session_doc_id_of_hash(id_hash: str) -> str:
+    """A session's id from the hash the embedded store keeps (``fieldsync migrate``)."""
+    return f"session:{id_hash}"
 
 
 def user_body(user: User) -> Doc:

@@ -88,7 +88,12 @@ class ChangesFeed:
     def parse_since(self, raw: object, caller: Caller) -> Token:
         """``since`` as the client sent it, in the form this store's feed reads."""
         if isinstance(self.parts.store, LogStore):
-            return vector.parse(raw, admin=caller.scope.read is None)
+            admin = caller.scope.read is None
+            if tokens.is_embedded(raw):  # a checkpoint made before `fieldsync migrate`
+                # An admin's feed is CouchDB's own, unrelated to the embedded sequence:
+                # it starts over (sends everything again, skips nothing).
+                return GlobalToken(None) if admin else tokens.parse(raw)
+            return vector.parse(raw, admin=admin)
         return tokens.parse(raw)
 
     async def update_seq(self, db: str, caller: Caller, info: DbInfo) -> str | int:
@@ -143,6 +148,8 @@ class ChangesFeed:
         if isinstance(query.since, VectorToken):
             known = await _resolve(store, db, query.since)
             positions = {p: known.get(p, (0, 0)) for p in read}
+        elif isinstance(query.since, SinceToken):
+            positions = await self._migrated(store, db, read, query.since)
         else:  # "now"
             tails = await store.log_tails(db, read)
             positions = {p: (n, 0) for p, n in tails.items()}
@@ -156,6 +163,26 @@ class ChangesFeed:
         if exhausted or last is None:
             last = state.token()
         return ChangesPage(results, last.render(), 0 if exhausted else 1)
+
+    async def _migrated(
+        self, store: LogStore, db: str, read: frozenset[str], since: SinceToken
+    ) -> dict[str, Position]:
+        """Where an embedded store's token stands in the logs ``fieldsync migrate`` wrote
+        (ADR 0001, *Moving from the embedded store*): the places its snapshot covered at
+        their position for ``since.seq``, those a back-fill had reached at theirs for the
+        back-fill's sequence, the others (new to the scope) from their start."""
+        covered = read
+        if since.snapshot is not None:
+            covered = read & (await self.snapshots.places(since.snapshot) or frozenset())
+        positions = {
+            p: (n, 0) for p, n in (await store.migrated_positions(db, since.seq, covered)).items()
+        }
+        fill = since.backfill
+        if fill is not None and fill.target == tokens.snapshot_hash(read):
+            filled = read - covered
+            for p, n in (await store.migrated_positions(db, fill.done_upto, filled)).items():
+                positions[p] = (n, 0)
+        return {p: positions.get(p, (0, 0)) for p in read}
 
     async def _descending_page(
         self, db: str, caller: Caller, query: ChangesQuery, current: str | None, upto: int

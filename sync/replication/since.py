@@ -63,6 +63,16 @@ def parse(raw: object) -> SinceToken:
     return SinceToken(int(seq), snap, backfill)
 
 
+def is_embedded(raw: object) -> bool:
+    """Whether ``raw`` is an embedded store's token other than 0 (a number, or ``SEQ-SNAP``):
+    a CouchDB-backed server reads it as a checkpoint made before ``fieldsync migrate``."""
+    if isinstance(raw, bool):
+        return False
+    if isinstance(raw, int):
+        return raw > 0
+    return isinstance(raw, str) and raw not in ("0", "now") and bool(_TOKEN_RE.match(raw.strip()))
+
+
 def snapshot_hash(places: frozenset[str]) -> str:
     digest = hashlib.sha256("\x00".join(sorted(places)).encode()).hexdigest()
     return digest[:16]

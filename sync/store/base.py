@@ -310,3 +310,10 @@ class LogStore(DocStore):
     @abc.abstractmethod
     async def wait_for_change(self, db: str, timeout: float) -> bool:
         """Wait until any instance writes to ``db``; False on timeout."""
+
+    async def migrated_positions(self, db: str, seq: int, places: frozenset[str]) -> dict[str, int]:
+        """Where a client that had read an embedded store up to its sequence ``seq`` stands
+        in each place's log, when ``fieldsync migrate`` wrote the log (ADR 0001, *Moving
+        from the embedded store*).  A store without migrated entries answers 0 for every
+        place: the client reads its set again, and skips nothing."""
+        return dict.fromkeys(places, 0)

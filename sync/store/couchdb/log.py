@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from sync.store.couchdb.client import CouchClient, path
 # append (its writer failed between taking and writing it can't happen: a
 # create is one request) -- or an entry CouchDB has not shown us yet.  We wait.
 _APPEND_TRIES = 50
+_MIGRATED_KEPT = 100_000  # positions of old tokens kept (a few MB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,9 @@ class PlaceLog:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._waiting: dict[tuple[str, str], _Batch] = {}
         self._ids_per_entry: dict[tuple[str, str], float] = {}  # as last read
+        # (log db, place, embedded seq) -> position: migrated entries never change, so a
+        # phone's old token costs its binary search once per instance, not per request.
+        self._migrated: OrderedDict[tuple[str, str, int], int] = OrderedDict()
 
     def forget(self, log_db: str) -> None:
         """Drop what is known of ``log_db``'s tails (the database was deleted or created)."""
@@ -62,6 +67,8 @@ class PlaceLog:
             del self._tails[key]
         for key in [k for k in self._ids_per_entry if k[0] == log_db]:
             del self._ids_per_entry[key]
+        for found in [k for k in self._migrated if k[0] == log_db]:
+            del self._migrated[found]
         for key in [k for k, lock in self._locks.items() if k[0] == log_db and not lock.locked()]:
             del self._locks[key]
 
@@ -171,6 +178,42 @@ class PlaceLog:
                 self._tails[key] = max(self._tails.get(key, 0), run[-1].position)
                 self._ids_per_entry[key] = sum(len(e.ids) for e in run) / len(run)
         return runs
+
+    async def migrated_position(self, log_db: str, place: str, seq: int) -> int:
+        """The position of ``place``'s last entry that ``fieldsync migrate`` wrote for an
+        embedded sequence at most ``seq`` (0 if none): a binary search over the entries.
+
+        Migrate writes a place's entries first, in the embedded store's order, each with
+        its ``embedded_seq``; entries written since have none.  So "has an embedded seq of
+        at most ``seq``" holds for positions 1..k and for none after: about log2(tail)
+        reads, once per place, token and instance (kept).  A place whose first entry was
+        not migrated costs one read.  An entry missing (a hole) counts as not holding,
+        which can only give a lower position: changes sent twice, none skipped.
+        """
+        key = (log_db, place, seq)
+        if key in self._migrated:
+            self._migrated.move_to_end(key)
+            return self._migrated[key]
+        low, high = 0, 2  # low holds, high does not: entry 1 first
+        if await self._holds(log_db, place, 1, seq):
+            low, high = 1, await self._read_tail(log_db, place) + 1
+        while high - low > 1:
+            middle = (low + high) // 2
+            if await self._holds(log_db, place, middle, seq):
+                low = middle
+            else:
+                high = middle
+        self._migrated[key] = low
+        if len(self._migrated) > _MIGRATED_KEPT:
+            self._migrated.popitem(last=False)
+        return low
+
+    async def _holds(self, log_db: str, place: str, position: int, seq: int) -> bool:
+        """Whether the entry at ``position`` was migrated for an embedded seq <= ``seq``."""
+        entry = layout.entry_id(place, position)
+        leaves = (await self.client.leaves_by_id(log_db, [entry])).get(entry, [])
+        number = leaves[0].get("embedded_seq") if leaves else None
+        return isinstance(number, int) and not isinstance(number, bool) and number <= seq
 
     def first_window(self, log_db: str, done: Mapping[str, int], limit: int) -> int:
         """The window of a walk's first read: one key per place (2), unless this instance

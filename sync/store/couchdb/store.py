@@ -403,7 +403,7 @@ class CouchStore(LogStore):
         bodies = {
             layout.body_id(w.doc_id, w.path[0]): _body_doc(w) for p in planned for w in p.bodies()
         }
-        blobs = [_attachment_doc(b) for p in planned for w in p.written for b in w.attachments]
+        blobs = [attachment_doc(b) for p in planned for w in p.written for b in w.attachments]
         answers = await self._bulk_bounded(self._data(db), [*bodies.values(), *blobs])
         taken = {str(a["id"]) for a in answers if a.get("error") and a.get("id") in bodies}
         if taken:
@@ -595,6 +595,14 @@ class CouchStore(LogStore):
             self._tails[(db, places)] = known
         return dict(known[1])
 
+    async def migrated_positions(self, db: str, seq: int, places: frozenset[str]) -> dict[str, int]:
+        await self._settings_of(db)
+        order = sorted(places)
+        found = await asyncio.gather(
+            *(self.log.migrated_position(self._log(db), p, seq) for p in order)
+        )
+        return dict(zip(order, found, strict=True))
+
     async def save_cursor(self, db: str, key: str, positions: Mapping[str, Position]) -> None:
         await self._settings_of(db)
         if (db, key) in self._cursors:
@@ -783,7 +791,7 @@ def _design() -> dict[str, Any]:
     return doc
 
 
-def _attachment_doc(blob: AttachmentBlob) -> dict[str, Any]:
+def attachment_doc(blob: AttachmentBlob) -> dict[str, Any]:
     return {
         "_id": layout.attachment_id(blob.digest, blob.place),
         "key_ref": blob.key_ref,
