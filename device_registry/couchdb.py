@@ -80,6 +80,11 @@ class CouchDevices:
         self.home = CreatedOnce(client, db)
         self._serials: OrderedDict[str, str] = OrderedDict()
 
+    @property
+    def client(self) -> CouchClient:
+        """The CouchDB client (tests count what a request asks of CouchDB through it)."""
+        return self._client
+
     @classmethod
     def for_prefix(cls, client: CouchClient, prefix: str, accounts: AccountStore) -> CouchDevices:
         return cls(client, prefix + couchdb_docs.DB_NAME, accounts)
