@@ -78,7 +78,8 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     clients = [CouchClient(Endpoint.parse(url)) for _ in range(2)]
     people = [CouchAccounts.for_prefix(c, prefix) for c in clients]
     await _people(people[0])
-    first, second = (CouchDevices.for_prefix(c, prefix, a) for c, a in zip(clients, people))
+    pairs = zip(clients, people, strict=True)
+    first, second = (CouchDevices.for_prefix(c, prefix, a) for c, a in pairs)
     yield Backend("couchdb", first, second, people[0], clients)
     for client in clients:
         await client.close()
@@ -122,7 +123,8 @@ async def test_a_serial_an_imei_and_an_active_number_are_held_once(backend: Back
         await _add(backend.second, "A1", IMEIS[2])
     with pytest.raises(Conflict, match=f"IMEI {IMEIS[1]} is already registered to device A1"):
         await _add(backend.second, "B2", IMEIS[1])
-    with pytest.raises(Conflict, match=re.escape(f"phone number {PHONE} is in use by active device A1")):
+    in_use = re.escape(f"phone number {PHONE} is in use by active device A1")
+    with pytest.raises(Conflict, match=in_use):
         await _add(backend.second, "B2", IMEIS[2], phone=PHONE)
     await backend.store.mark("A1", DeviceStatus.RETIRED, "admin", UNLIMITED, "", None)
     await _add(backend.second, "B2", IMEIS[2], phone=PHONE)  # a retired phone's SIM is free
@@ -185,7 +187,7 @@ async def test_a_newer_code_voids_the_older(backend: Backend) -> None:
 async def test_revocation_through_one_way_in_counts_at_the_next_binding(
     backend: Backend,
 ) -> None:
-    token, digest = await _enrolled(backend)
+    _, digest = await _enrolled(backend)
     before = await backend.second.binding(digest)
     assert before is not None and before[1].revoked is None and before[1].serial == "A1"
     await backend.store.mark("A1", DeviceStatus.LOST, "admin", UNLIMITED, "", None)
@@ -245,7 +247,7 @@ async def test_refusals_are_kept_and_listed_newest_first(backend: Backend) -> No
             "GET",
             "/health/_changes",
             "lost",
-        )  # fmt: skip
+        )
         for n, s in enumerate(("A1", "B2", "A1"))
     ]
     await backend.store.record_refusals(attempts[:2])
@@ -272,7 +274,7 @@ async def test_the_sender_of_an_sms_is_the_assigned_phone(backend: Backend) -> N
 async def test_export_and_import_copy_everything_once(
     backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    token, digest = await _enrolled(backend)
+    _, digest = await _enrolled(backend)
     await _add(backend.store, "B2", IMEIS[1], phone=PHONE, place="area-1")
     dump = await backend.store.export_all()
     target = tmp_path / "copy"
@@ -295,10 +297,11 @@ async def test_refusal_limits_are_shared_by_instances(couchdb_url: str, couch_pr
     clients = [CouchClient(Endpoint.parse(couchdb_url)) for _ in range(2)]
     try:
         people = [CouchAccounts.for_prefix(c, couch_prefix) for c in clients]
-        stores = [CouchDevices.for_prefix(c, couch_prefix, a) for c, a in zip(clients, people)]
+        pairs = zip(clients, people, strict=True)
+        stores = [CouchDevices.for_prefix(c, couch_prefix, a) for c, a in pairs]
         limits = [
             CouchRefusalLimits(c, s.home, {"device": Limit(5, 600.0)})
-            for c, s in zip(clients, stores)
+            for c, s in zip(clients, stores, strict=True)
         ]
         waits = [await limits[n % 2].fail(("device:A1",)) for n in range(8)]
         assert waits[:5] == [None] * 5 and all(w is not None for w in waits[5:])
