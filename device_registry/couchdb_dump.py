@@ -8,6 +8,7 @@ answers a conflict for each document already there, and it is kept.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +88,7 @@ async def import_rows(store: CouchDevices, dump: Mapping[str, Sequence[Mapping[s
         serial = serials.get(row["device"], "?")
         docs.append(
             {
-                "_id": f"history:{serial}:{row['at']!s}:imported-{int(row['id']):012d}",
+                "_id": f"history:{serial}:{_ns(row['at'])}:imported-{int(row['id']):012d}",
                 "type": "history",
                 "serial": serial,
                 **_pick(row, HISTORY_FIELDS),
@@ -116,7 +117,7 @@ async def import_rows(store: CouchDevices, dump: Mapping[str, Sequence[Mapping[s
     for row in dump.get("device_refusals", ()):
         docs.append(
             {
-                "_id": f"refusal:{row['at']!s}:imported-{int(row['id']):012d}",
+                "_id": f"refusal:{_ns(row['at'])}:imported-{int(row['id']):012d}",
                 "type": "refusal",
                 **_pick(row, TABLES["device_refusals"][1:]),
             }
@@ -151,6 +152,15 @@ def _device_docs(
     if row.get("phone") and row.get("status") in {s.value for s in ACTIVE}:
         docs.append({"_id": claim_id("phone", str(row["phone"])), **claim})
     return docs
+
+
+def _ns(at: Any) -> str:
+    """``at`` (UTC ISO 8601) as the nanoseconds the adapter's own ids start with, so
+    imported entries sort among native ones by time."""
+    moment = dt.datetime.fromisoformat(str(at))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return f"{int(moment.timestamp()) * 1_000_000_000:020d}"
 
 
 def _pick(row: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:

@@ -331,3 +331,34 @@ async def test_couchdb_binding_costs_one_request_per_sync(
         assert asked == [f"POST /{couch_prefix}devices/_bulk_get"] * 5
     finally:
         await client.close()
+
+
+async def test_an_embedded_dump_moves_into_couchdb_with_its_tokens_and_history(
+    tmp_path: Path, couchdb_url: str, couch_prefix: str
+) -> None:
+    """The migrate direction: what a data dir holds, imported into CouchDB, keeps working."""
+    sqlite = SqliteStore(db_path(tmp_path))
+    client = CouchClient(Endpoint.parse(couchdb_url))
+    try:
+        await _people(EmbeddedAccounts(sqlite))
+        embedded = await EmbeddedDevices.opened(sqlite)
+        source = Backend("embedded", embedded, embedded, EmbeddedAccounts(sqlite))
+        _, digest = await _enrolled(source)
+        await _add(embedded, "B2", IMEIS[1], phone=PHONE, place="area-1")
+        accounts = CouchAccounts.for_prefix(client, couch_prefix)
+        await _people(accounts)
+        couch = CouchDevices.for_prefix(client, couch_prefix, accounts)
+        dump = await embedded.export_all()
+        assert await couch.import_all(dump) > 0
+        assert await couch.import_all(dump) == 0  # again: nothing new
+        found = await couch.binding(digest)
+        assert found is not None and found[1].revoked is None
+        assert await couch.history("A1") == await embedded.history("A1")
+        with pytest.raises(Conflict, match=f"IMEI {IMEIS[1]}"):
+            await _add(couch, "C3", IMEIS[1])  # the claims came too
+        await couch.mark("A1", DeviceStatus.LOST, "admin", UNLIMITED, "", None)
+        actions = [e.action for e in await couch.history("A1")]
+        assert actions[:2] == ["lost", "enrolled"]  # new entries sort after imported ones
+    finally:
+        await client.close()
+        await sqlite.close()
