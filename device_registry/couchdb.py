@@ -38,9 +38,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-import orjson
-
 from device_registry import codes, couchdb_docs, inventory
+from device_registry.couchdb_base import DevicesDatabase
 from device_registry.couchdb_docs import Doc, claim_id, code_id, device_id, token_id
 from device_registry.dump import TABLES
 from device_registry.enrolment import (
@@ -60,11 +59,10 @@ from device_registry.model import Device, DeviceOwner, HistoryEntry, NewDevice
 from device_registry.ports import DeviceKey, Heard, Note
 from device_registry.status import ACTIVE, DeviceStatus
 from device_registry.verdict import TokenBinding
-from sync.errors import Conflict, NotFound, StoreError, StoreUnavailable
+from sync.errors import Conflict, NotFound, StoreUnavailable
 from sync.people_store.ports import AccountStore
 from sync.scopes import Scope, User
 from sync.store.couchdb.client import CouchClient, path
-from sync.store.couchdb.once import CreatedOnce
 
 CLAIM_GRACE = 120.0  # seconds a claim without its device yet counts as an add in progress
 _TRIES = 50
@@ -72,18 +70,11 @@ _SERIALS_KEPT = 100_000  # token hash -> serial, remembered (a token's device ne
 _REFUSALS_READ = 5_000  # newest refused attempts looked through for one scope's
 
 
-class CouchDevices:
+class CouchDevices(DevicesDatabase):
     def __init__(self, client: CouchClient, db: str, accounts: AccountStore) -> None:
-        self._client = client
-        self._db = db
+        super().__init__(client, db)
         self._accounts = accounts
-        self.home = CreatedOnce(client, db)
         self._serials: OrderedDict[str, str] = OrderedDict()
-
-    @property
-    def client(self) -> CouchClient:
-        """The CouchDB client (tests count what a request asks of CouchDB through it)."""
-        return self._client
 
     @classmethod
     def for_prefix(cls, client: CouchClient, prefix: str, accounts: AccountStore) -> CouchDevices:
@@ -470,11 +461,10 @@ class CouchDevices:
             return None
         serial = str(token["serial"])
         self._remember(token_hash, serial)
-        device = _first(found.get(device_id(serial)))
-        if device is None:  # first sight of this token here: one more read
-            device = await self._doc(device_id(serial))
-            if device is None:
-                return None
+        leaves = found.get(device_id(serial)) or await self._leaves(device_id(serial))
+        if not leaves:  # (the second read: first sight of this token in this process)
+            return None
+        device = _strictest(leaves, token_hash)
         revoked = None
         if device.get("token") != token_hash:
             revoked = token.get("revoked_reason") or device.get("revoked") or "revoked"
@@ -539,71 +529,11 @@ class CouchDevices:
 
         return await import_rows(self, dump)
 
-    # -- CouchDB -------------------------------------------------------------------------------
-    async def database(self) -> str:
-        await self.home.ensure()
-        return self._db
-
+    # -- the registry's values ------------------------------------------------------------------
     async def _device(self, doc: Mapping[str, Any]) -> Device:
         worker = doc.get("worker")
         user: User | None = None if not worker else await self._accounts.get_user(str(worker))
         return couchdb_docs.device_of(doc, user)
-
-    async def _leaves(self, doc_id: str) -> list[Doc]:
-        await self.home.ensure()
-        found = await self._client.leaves_by_id(self._db, [doc_id])
-        return found.get(doc_id, [])
-
-    async def _doc(self, doc_id: str) -> Doc | None:
-        leaves = await self._leaves(doc_id)
-        return leaves[0] if leaves else None
-
-    async def _range(
-        self, prefix: str, descending: bool = False, limit: int | None = None
-    ) -> list[Doc]:
-        await self.home.ensure()
-        low, high = _key(prefix), _key(prefix + "\ufff0")
-        params = {
-            "startkey": high if descending else low,
-            "endkey": low if descending else high,
-            "include_docs": "true",
-        }
-        if descending:
-            params["descending"] = "true"
-        if limit is not None:
-            params["limit"] = str(limit)
-        answer = await self._client.json("GET", path(self._db, "_all_docs"), params=params)
-        return [row["doc"] for row in answer.get("rows", []) if row.get("doc")]
-
-    async def _put(self, body: Doc) -> None:
-        """Write ``body`` (against its ``_rev``, or create it); Conflict when that fails."""
-        await self.home.ensure()
-        await self._client.put_status(path(self._db, str(body["_id"])), body)
-
-    async def _create(self, body: Doc) -> None:
-        """Create a document of a name nobody else writes; Conflict if it is there."""
-        await self._put(body)
-
-    async def bulk(self, docs: Sequence[Doc]) -> int:
-        """Create ``docs`` in one request; how many were new (a conflict: already there)."""
-        return await self._bulk(docs)
-
-    async def _bulk(self, docs: Sequence[Doc]) -> int:
-        if not docs:
-            return 0
-        await self.home.ensure()
-        where = path(self._db, "_bulk_docs")
-        answer = await self._client.json("POST", where, body={"docs": list(docs)})
-        new = 0
-        for result in answer:
-            if "error" not in result:
-                new += 1
-            elif result["error"] != "conflict":
-                raise StoreError(
-                    f"CouchDB refused {result.get('id')}: {result['error']}: "
-                    f"{result.get('reason', '')}"
-                )
-        return new
 
     def _noted(self, note: Note | None) -> None:
         """Record ``note``'s audit entry (the trail makes it safe before the answer)."""
@@ -627,6 +557,17 @@ def _holds(doc: Mapping[str, Any], kind: str, value: str) -> bool:
     return doc.get("phone") == value and doc.get("status") in active
 
 
+def _strictest(leaves: Sequence[Doc], token_hash: str) -> Doc:
+    """The leaf of a device document to judge a token by: a write that went to fewer than a
+    quorum of copies (202) may have forked the document, and a revocation on any side of
+    the fork must hold, so a leaf that no longer names the token, or that takes the
+    device from its worker, wins over CouchDB's winner."""
+    for leaf in leaves:
+        if leaf.get("token") != token_hash or leaf.get("status") != DeviceStatus.ASSIGNED.value:
+            return leaf
+    return leaves[0]
+
+
 def _first(leaves: list[Doc] | None) -> Doc | None:
     return leaves[0] if leaves else None
 
@@ -637,7 +578,3 @@ def without(doc: Mapping[str, Any]) -> Doc:
 
 def _seconds() -> float:
     return dt.datetime.now(dt.UTC).timestamp()
-
-
-def _key(text: str) -> str:
-    return orjson.dumps(text).decode()

@@ -30,23 +30,23 @@ if TYPE_CHECKING:
 
 async def export_docs(store: CouchDevices) -> dict[str, list[dict[str, Any]]]:
     """Every document, as the embedded store's rows (devices numbered from 1 by serial)."""
-    devices = await store._range("device:")
+    devices = await store.range("device:")
     ids = {str(d["serial"]): n for n, d in enumerate(devices, start=1)}
     found: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
     for doc in devices:
         found["devices"].append({"id": ids[str(doc["serial"])], **_pick(doc, DEVICE_FIELDS)})
-    history = await store._range("history:")
+    history = await store.range("history:")
     for n, doc in enumerate(history, start=1):
         row = {"id": n, "device": ids.get(str(doc["serial"])), **_pick(doc, HISTORY_FIELDS)}
         found["device_history"].append(row)
     by_serial = {str(d["serial"]): d for d in devices}
-    for doc in await store._range("code:"):
+    for doc in await store.range("code:"):
         device = by_serial.get(str(doc["serial"]), {})
         found["enrolment_codes"].append(_code_row(doc, ids, device))
-    for doc in await store._range("token:"):
+    for doc in await store.range("token:"):
         device = by_serial.get(str(doc["serial"]), {})
         found["device_tokens"].append(_token_row(doc, ids, device))
-    refusals = await store._range("refusal:")
+    refusals = await store.range("refusal:")
     columns = TABLES["device_refusals"][1:]
     for n, doc in enumerate(refusals, start=1):
         found["device_refusals"].append({"id": n, **_pick(doc, columns)})
