@@ -40,7 +40,7 @@ from typing import Any
 
 from device_registry import codes, couchdb_docs, inventory
 from device_registry.couchdb_base import DevicesDatabase
-from device_registry.couchdb_docs import Doc, claim_id, code_id, device_id, token_id
+from device_registry.couchdb_docs import Doc, claim_id, code_id, device_id, gone_id, token_id
 from device_registry.dump import TABLES
 from device_registry.enrolment import (
     CODE_LIFETIME,
@@ -111,13 +111,23 @@ class CouchDevices(DevicesDatabase):
         return DeviceOwner(str(doc["serial"]), user.name, user.places, str(doc["status"]))
 
     async def _latest_gone(self, phone: str) -> Doc | None:
-        """The number's latest lost or stolen phone (a look through every device)."""
-        gone = [
-            d
-            for d in await self._range("device:")
-            if d.get("phone") == phone and d.get("status") in GONE and d.get("worker")
-        ]
-        return max(gone, key=lambda d: str(d.get("updated") or ""), default=None)
+        """The number's latest lost or stolen phone (``gone:<number>`` names it)."""
+        mark = await self._doc(gone_id(phone))
+        doc = None if mark is None else await self._doc(device_id(str(mark["serial"])))
+        return doc if doc is not None and doc.get("status") in GONE else None
+
+    async def _mark_gone(self, after: Doc) -> None:
+        """Name the phone as its number's latest lost or stolen one (a write per loss)."""
+        body: Doc = {"_id": gone_id(str(after["phone"])), "type": "gone", "serial": after["serial"]}
+        for _ in range(_TRIES):
+            leaves = await self._leaves(body["_id"])
+            if leaves:
+                body["_rev"] = leaves[0]["_rev"]
+            try:
+                await self._put(body)
+            except Conflict:
+                continue
+            return
 
     # -- changing the inventory ------------------------------------------------------------
     async def add(
@@ -240,6 +250,8 @@ class CouchDevices(DevicesDatabase):
             await self._release("phone", str(before["phone"]), serial)
         if change.revoke is not None and before.get("token"):
             await self._note_revoked(str(before["token"]), change.revoke)
+        if after.get("phone") and after.get("status") in GONE and after.get("worker"):
+            await self._mark_gone(after)
 
     # -- claims ------------------------------------------------------------------------------
     async def _claim(self, kind: str, value: str, serial: str, scope: Scope) -> None:

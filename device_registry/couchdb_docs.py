@@ -10,6 +10,8 @@ One database, ``<prefix>devices``::
                              "revoked": why the last live token stopped being live}
     claim:imei:<IMEI>       {"type": "claim", "serial", "at"}   who holds an IMEI, or an
     claim:phone:<E.164>     {"type": "claim", "serial", "at"}   active device's SIM number
+    gone:<E.164>            {"type": "gone", "serial"}  the number's latest lost or stolen
+                            phone (its texts are flagged to the worker's supervisor)
     code:<sha256 of code>   {"type": "code", serial, worker, issued_by, created, expires,
                              used, "by": the redemption that used it}
     token:<sha256 of token> {"type": "token", serial, worker, created, revoked?, revoked_reason?}
@@ -72,6 +74,10 @@ def device_id(serial: str) -> str:
 
 def claim_id(kind: str, value: str) -> str:
     return f"claim:{kind}:{value}"
+
+
+def gone_id(phone: str) -> str:
+    return f"gone:{phone}"
 
 
 def code_id(code_hash: str) -> str:

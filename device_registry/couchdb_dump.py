@@ -19,9 +19,11 @@ from device_registry.couchdb_docs import (
     claim_id,
     code_id,
     device_id,
+    gone_id,
     token_id,
 )
 from device_registry.dump import TABLES
+from device_registry.lookup import GONE
 from device_registry.status import ACTIVE
 
 if TYPE_CHECKING:
@@ -151,6 +153,8 @@ def _device_docs(
     docs += [{"_id": claim_id("imei", v), **claim} for v in (row["imei"], row.get("imei2")) if v]
     if row.get("phone") and row.get("status") in {s.value for s in ACTIVE}:
         docs.append({"_id": claim_id("phone", str(row["phone"])), **claim})
+    if row.get("phone") and row.get("status") in GONE and row.get("worker"):
+        docs.append({"_id": gone_id(str(row["phone"])), "type": "gone", "serial": serial})
     return docs
 
 

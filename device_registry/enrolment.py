@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from device_registry import codes, status, validators
 from device_registry.model import Device
 from device_registry.status import DeviceStatus
 from sync.errors import Conflict, Forbidden
-
-if TYPE_CHECKING:
-    import sqlite3
 
 CODE_LIFETIME = dt.timedelta(hours=24)
 
@@ -140,17 +136,3 @@ class RefusedAttempt:
     method: str
     path: str
     reason: str
-
-
-# -- call-throughs to the embedded adapter's SQL, for code that runs it itself ---------------
-def enrol(
-    conn: sqlite3.Connection,
-    code: str,
-    serial: str,
-    worker: str,
-    now: dt.datetime | None = None,
-    versions: tuple[str, str] = ("", ""),
-) -> Enrolment:
-    from device_registry import embedded_sql
-
-    return embedded_sql.enrol(conn, code, serial, worker, now, versions)

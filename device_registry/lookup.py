@@ -24,11 +24,9 @@ from device_registry.status import DeviceStatus
 from sync.errors import BadRequest
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from device_registry.ports import DeviceStore
 
-__all__ = ["GONE", "DeviceOwner", "device_for_phone", "owner_of_phone", "remember"]
+__all__ = ["GONE", "DeviceOwner", "device_for_phone", "remember"]
 
 GONE = (DeviceStatus.LOST.value, DeviceStatus.STOLEN.value)
 _OPENED: weakref.WeakKeyDictionary[Any, DeviceStore] = weakref.WeakKeyDictionary()
@@ -57,11 +55,3 @@ async def device_for_phone(store: object, phone: str) -> DeviceOwner | None:
 
         devices = EmbeddedDevices(cast(Transactions, store))
     return await devices.owner_of_phone(phone)
-
-
-def owner_of_phone(conn: sqlite3.Connection, phone: str) -> DeviceOwner | None:
-    """Call-through to the embedded adapter's SQL, inside the caller's transaction."""
-    from device_registry import embedded_sql
-
-    found = number(phone)
-    return None if found is None else embedded_sql.owner_of_phone(conn, found)

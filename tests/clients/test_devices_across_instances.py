@@ -6,7 +6,8 @@ FIELDSYNC_TEST_COUCHDB_URL).  Devices, codes, tokens and the refusal counters
 live in ``<prefix>devices`` (device_registry.couchdb), so:
 
 - a phone enrolled through A syncs, with a real PouchDB, through B;
-- a phone marked lost on A is refused on its very next request through B;
+- a phone marked lost on A (or stolen with ``fieldsync device mark`` next to B) is
+  refused on its very next request through either;
 - refused attempts of one phone spread over A and B stop at the configured total
   (10 in 10 minutes, ``device_registry.guard.DEFAULT_LIMITS``), not twice that.
 """
@@ -119,10 +120,7 @@ async def test_refusals_of_one_phone_over_both_instances_stop_at_the_limit(
     a, b = pair
     token = await _enrolled_through(admins[0], a)
     assert await _changes(b, token) == 200
-    async with admins[1].session.post(
-        f"{b.url}/api/v1/devices/A1/status", json={"status": "stolen", "reason": "taken"}
-    ) as resp:
-        assert resp.status == 200, await resp.text()
+    b.cli("device", "mark", "A1", "stolen", "--reason", "taken")  # the CLI next to B
     statuses = [await _changes((a, b)[n % 2], token) for n in range(LIMIT + 2)]
     # Per-instance counters would allow LIMIT on each (2 x LIMIT in all); shared: LIMIT.
     assert statuses == [401] * LIMIT + [429, 429]
