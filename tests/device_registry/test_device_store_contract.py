@@ -307,6 +307,10 @@ async def test_refusal_limits_are_shared_by_instances(couchdb_url: str, couch_pr
         assert waits[:5] == [None] * 5 and all(w is not None for w in waits[5:])
         with pytest.raises(Limited):
             await limits[1].reserve(("device:A1",))
+        asked: list[str] = []
+        clients[0].observe = lambda method, where, params, body: asked.append(where)
+        assert all([await limits[0].fail(("device:A1",)) for _ in range(20)])
+        assert asked == []  # a flood from a limited phone no longer reaches CouchDB
     finally:
         for client in clients:
             await client.close()
