@@ -137,6 +137,20 @@ class CouchDevices(DevicesDatabase):
             raise inventory.serial_taken(new.serial)
         inventory.check_new(new, await self._accounts.place_tree(), scope)
         device, entry = inventory.added(new, actor)
+        body, entries = couchdb_docs.device_doc(device), [entry]
+        if worker is not None:  # assigned in the same write: never left half done
+            user = inventory.check_worker(await self._accounts.get_user(worker), worker, scope)
+            assigned = inventory.plan_assign(device, user, actor)
+            body.update(assigned.fields)
+            entries += [assigned.entry] if assigned.entry is not None else []
+        await self._claim_all(new, scope, body)
+        for each in entries:
+            await self._create(couchdb_docs.history_doc(new.serial, each))
+        self._noted(note)
+        return await self._device(body)
+
+    async def _claim_all(self, new: NewDevice, scope: Scope, body: Doc) -> None:
+        """Claim the new device's IMEIs and number, then create it; or let go and Conflict."""
         claims = [("imei", v) for v in (new.imei, new.imei2) if v]
         claims += [("phone", new.phone)] if new.phone else []
         taken: list[tuple[str, str]] = []
@@ -145,20 +159,13 @@ class CouchDevices(DevicesDatabase):
                 await self._claim(kind, value, new.serial, scope)
                 taken.append((kind, value))
             try:
-                await self._create(couchdb_docs.device_doc(device))
+                await self._create(body)
             except Conflict as exc:  # the same serial, added meanwhile through another instance
                 raise inventory.serial_taken(new.serial) from exc
         except Conflict:
             for kind, value in taken:
                 await self._release(kind, value, new.serial)
             raise
-        await self._create(couchdb_docs.history_doc(new.serial, entry))
-        if worker is not None:
-            await self._change(new.serial, scope, self._plan_assign(worker, actor, scope, ""))
-        self._noted(note)
-        found = await self.get(new.serial)
-        assert found is not None
-        return found
 
     async def edit(
         self,

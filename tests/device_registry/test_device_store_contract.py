@@ -32,7 +32,7 @@ from device_registry.enrolment import EnrolmentRefused, RefusedAttempt
 from device_registry.limits import CouchRefusalLimits
 from device_registry.ports import DeviceStore, Heard
 from device_registry.status import DeviceStatus
-from sync.errors import Conflict
+from sync.errors import Conflict, NotFound
 from sync.people_store.couchdb import CouchAccounts
 from sync.people_store.embedded import EmbeddedAccounts
 from sync.people_store.ports import AccountStore
@@ -133,6 +133,13 @@ async def test_a_serial_an_imei_and_an_active_number_are_held_once(backend: Back
         await _add(backend.store, "C3", IMEIS[3])
     await backend.second.edit("B2", {"imei2": ""}, "admin", UNLIMITED, None)
     await _add(backend.store, "C3", IMEIS[3])  # let go by the edit
+
+
+async def test_an_add_refused_for_its_worker_leaves_nothing_behind(backend: Backend) -> None:
+    with pytest.raises(NotFound, match="unknown worker 'nobody'"):
+        await _add(backend.store, "A1", IMEIS[0], phone=PHONE, worker="nobody")
+    assert await backend.second.list_all() == []
+    await _add(backend.second, "B2", IMEIS[0], phone=PHONE)  # its IMEI and number are free
 
 
 async def test_concurrent_adds_of_one_imei_leave_one_device(backend: Backend) -> None:
