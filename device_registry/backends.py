@@ -28,11 +28,14 @@ from device_registry.couchdb import CouchDevices
 from device_registry.embedded import EmbeddedDevices, Transactions
 from device_registry.limits import CouchRefusalLimits, LocalRefusalLimits
 from device_registry.ports import DeviceStore, RefusalLimits
+from sync import accounts
 from sync.config import Config
 from sync.errors import StoreUnavailable
+from sync.keys import load_master_key
 from sync.people_store.ports import AccountStore
 from sync.ratelimit import Limit
 from sync.store.couchdb.running import open_client
+from sync.store.sqlite import SqliteStore
 
 log = structlog.get_logger("fieldsync.devices")
 ADOPT_RETRY = 2.0
@@ -43,6 +46,20 @@ class DevicePorts:
     store: DeviceStore
     limits: RefusalLimits
     backend: str  # "embedded" or "couchdb", for the logs
+
+
+async def pages_secret(ports: DevicePorts, config: Config, sqlite: SqliteStore) -> bytes:
+    """What the supervisor pages sign CSRF tokens with: the data dir's secret, or with
+    CouchDB one secret shared (sealed) by every instance; the data dir's while CouchDB
+    cannot be reached (forms then work on the instance that showed them)."""
+    own = await sqlite.write_tx(lambda c: accounts.server_secret(c, "device_registry_secret"))
+    if not isinstance(ports.store, CouchDevices):
+        return own
+    try:
+        return await ports.store.shared_secret(load_master_key(config.key_file, create=False))
+    except StoreUnavailable as exc:
+        log.warning("devices_secret_local", reason=exc.reason)
+        return own
 
 
 @contextlib.asynccontextmanager

@@ -31,6 +31,7 @@ holds when several instances share the database:
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import secrets
 from collections import OrderedDict
@@ -60,10 +61,13 @@ from device_registry.ports import DeviceKey, Heard, Note
 from device_registry.status import ACTIVE, DeviceStatus
 from device_registry.verdict import TokenBinding
 from sync.errors import Conflict, NotFound, StoreUnavailable
+from sync.keys import MasterKey
 from sync.people_store.ports import AccountStore
 from sync.scopes import Scope, User
 from sync.store.couchdb.client import CouchClient, path
 
+SECRET_ID = "secret:csrf"
+SECRET_LABEL = b"fieldsync device registry csrf secret v1"
 CLAIM_GRACE = 120.0  # seconds a claim without its device yet counts as an add in progress
 _TRIES = 50
 _SERIALS_KEPT = 100_000  # token hash -> serial, remembered (a token's device never changes)
@@ -547,6 +551,24 @@ class CouchDevices(DevicesDatabase):
         from device_registry.couchdb_dump import import_rows
 
         return await import_rows(self, dump)
+
+    # -- the pages' signing secret -------------------------------------------------------------
+    async def shared_secret(self, master: MasterKey) -> bytes:
+        """The secret every instance signs the pages' CSRF tokens with: made by the first
+        instance, kept sealed under the master key (``secret:csrf``), unsealed by the others
+        (a form shown by one instance is posted to another behind a load balancer)."""
+        for _ in range(_TRIES):
+            found = await self._doc(SECRET_ID)
+            if found is not None:
+                return master.unwrap(SECRET_LABEL, base64.b64decode(found["sealed"]))
+            fresh = secrets.token_bytes(32)
+            sealed = base64.b64encode(master.wrap(SECRET_LABEL, fresh)).decode()
+            try:
+                await self._create({"_id": SECRET_ID, "type": "secret", "sealed": sealed})
+            except Conflict:
+                continue  # another instance made it first: use theirs
+            return fresh
+        raise StoreUnavailable("Could not read the pages' shared secret; try again.")
 
     # -- the registry's values ------------------------------------------------------------------
     async def _device(self, doc: Mapping[str, Any]) -> Device:

@@ -19,6 +19,8 @@ One database, ``<prefix>devices``::
                              action, from_status, to_status, from_worker, to_worker, reason}
     refusal:<ns>:<random>   one refused attempt (``device_registry.enrolment.RefusedAttempt``)
     failures:<sha256 of key>  the refusal limits' counters (``device_registry.limits``)
+    secret:csrf             {"sealed": the pages' CSRF signing secret, wrapped by the
+                             master key}: one secret for every instance
 
 Only hashes of codes and tokens are stored (as in the embedded store).  A
 token is live while its device's ``token`` names it: revoking is one write of

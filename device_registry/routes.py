@@ -16,10 +16,9 @@ import structlog
 from aiohttp import web
 
 from device_registry import api, cli, lookup, pages, refusal_pages, worker_pages, workers
-from device_registry.backends import device_ports
+from device_registry.backends import device_ports, pages_secret
 from device_registry.context import REGISTRY, Registry
 from device_registry.guard import DEFAULT_LIMITS, BackgroundWrites, DeviceGuard
-from sync import accounts
 from sync.appkeys import ACCOUNTS, CONFIG, STORE
 from sync.extensions import Extensions
 from sync.metrics import METRICS
@@ -55,9 +54,9 @@ log = structlog.get_logger("fieldsync.devices")
 async def registry(app: web.Application) -> AsyncIterator[None]:
     """Worker: the device port and guard; the guard's background writes drained at stop."""
     sqlite, config = app[STORE], app[CONFIG]
-    secret = await sqlite.write_tx(lambda c: accounts.server_secret(c, "device_registry_secret"))
     async with device_ports(config, app[ACCOUNTS], dict(DEFAULT_LIMITS), sqlite) as ports:
         log.info("device_store", backend=ports.backend)
+        secret = await pages_secret(ports, config, sqlite)
         lookup.remember(sqlite, ports.store)  # the SMS gateway asks with the SQLite store
         writes = BackgroundWrites(ports.store)
         refusals = app[METRICS].device_refusals

@@ -16,6 +16,7 @@ codes and tokens, and copy itself with ``export_all``/``import_all``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -33,6 +34,7 @@ from device_registry.limits import CouchRefusalLimits
 from device_registry.ports import DeviceStore, Heard
 from device_registry.status import DeviceStatus
 from sync.errors import Conflict, NotFound
+from sync.keys import KeyError_, LocalMasterKey
 from sync.people_store.couchdb import CouchAccounts
 from sync.people_store.embedded import EmbeddedAccounts
 from sync.people_store.ports import AccountStore
@@ -373,3 +375,26 @@ async def test_an_embedded_dump_moves_into_couchdb_with_its_tokens_and_history(
     finally:
         await client.close()
         await sqlite.close()
+
+
+async def test_instances_share_one_sealed_secret_for_the_pages(
+    couchdb_url: str, couch_prefix: str
+) -> None:
+    """A form shown by one instance is posted to another: both sign with one secret, kept
+    in CouchDB only wrapped by the master key."""
+    master, other = LocalMasterKey(bytes(32)), LocalMasterKey(bytes(range(32)))
+    clients = [CouchClient(Endpoint.parse(couchdb_url)) for _ in range(2)]
+    try:
+        accounts = CouchAccounts.for_prefix(clients[0], couch_prefix)
+        stores = [CouchDevices.for_prefix(c, couch_prefix, accounts) for c in clients]
+        secrets = await asyncio.gather(*(stores[n % 2].shared_secret(master) for n in range(10)))
+        assert len(set(secrets)) == 1 and len(secrets[0]) == 32
+        stored = json.dumps(await stores[0].range("secret:"))
+        assert (
+            secrets[0].hex() not in stored and base64.b64encode(secrets[0]).decode() not in stored
+        )
+        with pytest.raises(KeyError_):
+            await stores[1].shared_secret(other)  # another master key cannot open it
+    finally:
+        for client in clients:
+            await client.close()
