@@ -32,6 +32,7 @@ holds when several instances share the database:
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import secrets
 from collections import OrderedDict
@@ -234,9 +235,7 @@ class CouchDevices(DevicesDatabase):
             change = await plan(device)
             await self._claim_for(change, scope)
             body = _applied(doc, change)
-            try:
-                await self._put(body)
-            except Conflict:
+            if not await self._stands(body):
                 continue
             await self._after(doc, body, change)
             return await self._device(body)
@@ -322,9 +321,7 @@ class CouchDevices(DevicesDatabase):
                 raise NotAssigned(device)
             expires = stamp(moment + CODE_LIFETIME)
             await self._ensure_code(key, device, actor, stamp(moment), expires)
-            try:
-                await self._put({**without(doc), "code": key})
-            except Conflict:
+            if not await self._stands({**without(doc), "code": key}):
                 continue
             entry = inventory.note_entry(
                 device, actor, "enrolment code issued", f"for {device.worker}"
@@ -451,9 +448,7 @@ class CouchDevices(DevicesDatabase):
             body["revoked"] = "re_enrolled" if doc.get("token") else doc.get("revoked")
             body["app_version"] = app_version or doc.get("app_version", "")
             body["os_version"] = os_version or doc.get("os_version", "")
-            try:
-                await self._put(body)
-            except Conflict:
+            if not await self._stands(body):
                 continue
             return doc, body
         raise StoreUnavailable(f"Could not enrol device {serial}: too busy; try again.")
@@ -487,7 +482,7 @@ class CouchDevices(DevicesDatabase):
         leaves = found.get(device_id(serial)) or await self._leaves(device_id(serial))
         if not leaves:  # (the second read: first sight of this token in this process)
             return None
-        device = _strictest(leaves, token_hash)
+        device = strictest_leaf(leaves, token_hash)
         revoked = None
         if device.get("token") != token_hash:
             revoked = token.get("revoked_reason") or device.get("revoked") or "revoked"
@@ -511,11 +506,8 @@ class CouchDevices(DevicesDatabase):
                     body["app_version"] = seen.app_version
                 if seen.os_version:
                     body["os_version"] = seen.os_version
-                try:
-                    await self._put(body)
-                except Conflict:
-                    continue
-                break
+                if await self._stands(body):
+                    break
 
     async def record_refusals(self, attempts: Sequence[RefusedAttempt]) -> None:
         if not attempts:
@@ -551,6 +543,32 @@ class CouchDevices(DevicesDatabase):
         from device_registry.couchdb_dump import import_rows
 
         return await import_rows(self, dump)
+
+    # -- writing a device ----------------------------------------------------------------------
+    async def _stands(self, body: Doc) -> bool:
+        """Write a device document against the ``_rev`` it was read at; whether the write
+        stands.  A 409 does not.  A 202 (fewer than a quorum of copies took it) may have
+        forked the document with a rival write through another node: then it stands only
+        as CouchDB's winner; otherwise its leaf is deleted and the caller reads the winner
+        and decides again, like after a 409.  (A leaf left by a writer that died meanwhile
+        stays: ``binding`` judges by the strictest leaf, so a revocation in it holds.)"""
+        mark = secrets.token_hex(8)
+        body = {**body, "write": mark}
+        try:
+            status = await self._client.put_status(path(self._db, str(body["_id"])), body)
+        except Conflict:
+            return False
+        if status == 201:
+            return True
+        leaves = await self._leaves(str(body["_id"]))
+        if leaves and leaves[0].get("write") == mark:
+            return True
+        for leaf in leaves:
+            if leaf.get("write") == mark:
+                where = path(self._db, str(body["_id"]))
+                with contextlib.suppress(Conflict, NotFound):
+                    await self._client.json("DELETE", where, params={"rev": str(leaf["_rev"])})
+        return False
 
     # -- the pages' signing secret -------------------------------------------------------------
     async def shared_secret(self, master: MasterKey) -> bytes:
@@ -598,7 +616,7 @@ def _holds(doc: Mapping[str, Any], kind: str, value: str) -> bool:
     return doc.get("phone") == value and doc.get("status") in active
 
 
-def _strictest(leaves: Sequence[Doc], token_hash: str) -> Doc:
+def strictest_leaf(leaves: Sequence[Doc], token_hash: str) -> Doc:
     """The leaf of a device document to judge a token by: a write that went to fewer than a
     quorum of copies (202) may have forked the document, and a revocation on any side of
     the fork must hold, so a leaf that no longer names the token, or that takes the

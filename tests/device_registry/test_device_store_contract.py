@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from device_registry import codes, inventory
-from device_registry.couchdb import CouchDevices
+from device_registry.couchdb import CouchDevices, strictest_leaf
 from device_registry.embedded import EmbeddedDevices
 from device_registry.enrolment import EnrolmentRefused, RefusedAttempt
 from device_registry.limits import CouchRefusalLimits
@@ -398,3 +398,52 @@ async def test_instances_share_one_sealed_secret_for_the_pages(
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_a_revocation_on_the_losing_side_of_a_fork_still_holds(
+    couchdb_url: str, couch_prefix: str
+) -> None:
+    """A write that reached fewer than a quorum of copies (202) can fork a device document
+    in a cluster; whichever side CouchDB picks, a revocation on either side must hold."""
+    client = CouchClient(Endpoint.parse(couchdb_url))
+    try:
+        accounts = CouchAccounts.for_prefix(client, couch_prefix)
+        await _people(accounts)
+        store = CouchDevices.for_prefix(client, couch_prefix, accounts)
+        _, digest = await _enrolled(Backend("couchdb", store, store, accounts))
+        db = await store.database()
+        [doc] = (await client.leaves_by_id(db, ["device:A1"]))["device:A1"]
+        position, parent = str(doc["_rev"]).split("-")
+        child = int(position) + 1
+        sides = [
+            {**doc, "_rev": f"{child}-{'f' * 32}"},  # the winner: still live
+            {**doc, "_rev": f"{child}-{'0' * 32}", "token": None, "status": "lost"},
+        ]
+        for side in sides:
+            side["_revisions"] = {"start": child, "ids": [side["_rev"].split("-")[1], parent]}
+        body = {"docs": sides, "new_edits": False}
+        await client.json("POST", f"/{db}/_bulk_docs", body=body)
+        if len((await client.leaves_by_id(db, ["device:A1"]))["device:A1"]) < 2:
+            pytest.skip("this CouchDB-API server's _bulk_get answers the winner only")
+        found = await store.binding(digest)
+        assert found is not None and found[1].revoked is not None
+        assert found[1].status is DeviceStatus.LOST
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    ("leaves", "judged"),
+    [
+        ([("T", "assigned")], 0),  # no fork: the one leaf
+        ([("T", "assigned"), ("T", "assigned")], 0),  # both live: CouchDB's winner
+        ([("T", "assigned"), (None, "lost")], 1),  # revoked on the losing side: that side
+        ([("U", "assigned"), ("T", "assigned")], 0),  # enrolled again on the winning side
+        ([("T", "assigned"), ("T", "in_repair")], 1),  # out of the worker's hands
+    ],
+)
+def test_a_forked_device_is_judged_by_itsstrictest_leaf_leaf(
+    leaves: list[tuple[str | None, str]], judged: int
+) -> None:
+    docs = [{"token": token, "status": status, "n": n} for n, (token, status) in enumerate(leaves)]
+    assert strictest_leaf(docs, "T")["n"] == judged
