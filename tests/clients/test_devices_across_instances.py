@@ -8,6 +8,8 @@ live in ``<prefix>devices`` (device_registry.couchdb), so:
 - a phone enrolled through A syncs, with a real PouchDB, through B;
 - a phone marked lost on A (or stolen with ``fieldsync device mark`` next to B) is
   refused on its very next request through either;
+- a supervisor page's form shown by A is accepted by B (one CSRF secret, sealed
+  in CouchDB, though each data dir has its own);
 - refused attempts of one phone spread over A and B stop at the configured total
   (10 in 10 minutes, ``device_registry.guard.DEFAULT_LIMITS``), not twice that.
 """
@@ -15,9 +17,11 @@ live in ``<prefix>devices`` (device_registry.couchdb), so:
 from __future__ import annotations
 
 import base64
+import re
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import aiohttp
@@ -26,6 +30,7 @@ from pouch import PouchDriver, PouchError
 from realserver import DB, PASSWORD, Admin, ServerProcess, free_port, make_docs
 
 from device_registry.guard import DEFAULT_LIMITS
+from sync.store.schema import db_path
 
 TOKEN = "X-Device-Token"
 IMEI = "490154203237518"
@@ -45,6 +50,8 @@ def pair(
         for number in (1, 2):
             data = tmp_path / f"data{number}"
             shutil.copytree(template, data)
+            with closing(sqlite3.connect(db_path(data))) as conn, conn:  # each its own secret
+                conn.execute("DELETE FROM meta WHERE key='device_registry_secret'")
             server = ServerProcess(data, free_port(), tmp_path / f"server{number}.log", env)
             server.start()
             stack.callback(server.stop)
@@ -129,3 +136,22 @@ async def test_refusals_of_one_phone_over_both_instances_stop_at_the_limit(
             refusals = (await resp.json())["refusals"]
     assert {r["serial"] for r in refusals} == {"A1"}
     assert len(refusals) == LIMIT + 2  # recorded by both instances, listed by either
+
+
+async def test_a_form_shown_by_one_instance_is_accepted_by_the_other(
+    pair: list[ServerProcess],
+) -> None:
+    a, b = pair
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as browser:
+        async with browser.get(f"{a.url}/supervisor/login") as page:
+            nonce = page.cookies["fieldsync_csrf"].value
+            found = re.search(r'name="csrf" value="([^"]+)"', await page.text())
+        assert found is not None
+        form = {"name": "sam", "password": PASSWORD, "csrf": found.group(1)}
+        async with browser.post(
+            f"{b.url}/supervisor/login",
+            data=form,
+            headers={"Cookie": f"fieldsync_csrf={nonce}"},
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303, await resp.text()
