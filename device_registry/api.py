@@ -20,7 +20,6 @@ cross-site HTML form cannot send): ``sync.intent`` refuses anything else.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import structlog
@@ -28,11 +27,10 @@ from aiohttp import web
 
 from device_registry import enrolment, inventory, qr, status
 from device_registry.codes import qr_payload
-from device_registry.context import device_list, parts, server_url, staff
+from device_registry.context import device_list, note, parts, server_url, staff
 from device_registry.guard import APP_VERSION_HEADER, OS_VERSION_HEADER, header_value
 from device_registry.model import CSV_COLUMNS, Device
 from device_registry.verdict import TOKEN_HEADER, Kind, Refusal
-from sync.audit import audited
 from sync.errors import BadRequest, UnsupportedMediaType
 from sync.http import csv_download, integer, json_response, read_object
 from sync.ratelimit import Limited
@@ -92,29 +90,19 @@ async def add_device(request: web.Request) -> web.Response:
         notes=_text(body, "notes") or "",
     )
     worker = _text(body, "worker")
-
-    def run(conn: sqlite3.Connection) -> Device:
-        device = inventory.add(conn, new, caller.name, caller.scope)
-        if worker is not None:
-            device = inventory.assign(conn, new.serial, worker, caller.name, caller.scope)
-        return device
-
     detail = f"device {new.serial}: place {new.place or '-'}, worker {worker or '-'}"
-    who = (caller.name, caller.device)
-    device = await parts(request).store.write_tx(audited(request, who, "device_add", detail, run))
+    said = note(request, caller, "device_add", detail)
+    device = await parts(request).devices.add(new, caller.name, caller.scope, worker, said)
     return json_response(device.to_json(), status=201)
 
 
 async def get_device(request: web.Request) -> web.Response:
     caller = await staff(request)
     serial = request.match_info["serial"]
-
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        device = inventory.visible(conn, serial, caller.scope)
-        entries = inventory.history(conn, device)
-        return {**device.to_json(), "history": [e.to_json() for e in entries]}
-
-    return json_response(await parts(request).store.read(run))
+    devices = parts(request).devices
+    device = inventory.visible(await devices.get(serial), serial, caller.scope)
+    entries = await devices.history(device.serial)
+    return json_response({**device.to_json(), "history": [e.to_json() for e in entries]})
 
 
 async def edit_device(request: web.Request) -> web.Response:
@@ -122,16 +110,10 @@ async def edit_device(request: web.Request) -> web.Response:
     body = await _body(request)
     changes = {key: _text(body, key) for key in body}
     serial = request.match_info["serial"]
-    detail = f"device {serial}: {', '.join(sorted(changes))} changed"
-    device = await parts(request).store.write_tx(
-        audited(
-            request,
-            (caller.name, caller.device),
-            "device_edit",
-            detail,
-            lambda conn: inventory.edit(conn, serial, changes, caller.name, caller.scope),
-        )
+    said = note(
+        request, caller, "device_edit", f"device {serial}: {', '.join(sorted(changes))} changed"
     )
+    device = await parts(request).devices.edit(serial, changes, caller.name, caller.scope, said)
     return json_response(device.to_json())
 
 
@@ -140,14 +122,9 @@ async def assign_device(request: web.Request) -> web.Response:
     body = await _body(request)
     worker, reason = _text(body, "worker", required=True) or "", _text(body, "reason") or ""
     serial = request.match_info["serial"]
-    device = await parts(request).store.write_tx(
-        audited(
-            request,
-            (caller.name, caller.device),
-            "device_assign",
-            f"device {serial}: worker {worker}",
-            lambda conn: inventory.assign(conn, serial, worker, caller.name, caller.scope, reason),
-        )
+    said = note(request, caller, "device_assign", f"device {serial}: worker {worker}")
+    device = await parts(request).devices.assign(
+        serial, worker, caller.name, caller.scope, reason, said
     )
     return json_response(device.to_json())
 
@@ -158,14 +135,9 @@ async def set_status(request: web.Request) -> web.Response:
     target = status.parse(_text(body, "status", required=True) or "")
     reason = _text(body, "reason") or ""
     serial = request.match_info["serial"]
-    device = await parts(request).store.write_tx(
-        audited(
-            request,
-            (caller.name, caller.device),
-            "device_status",
-            f"device {serial}: status {target.value}",
-            lambda conn: inventory.mark(conn, serial, target, caller.name, caller.scope, reason),
-        )
+    said = note(request, caller, "device_status", f"device {serial}: status {target.value}")
+    device = await parts(request).devices.mark(
+        serial, target, caller.name, caller.scope, reason, said
     )
     return json_response(device.to_json())
 
@@ -173,15 +145,8 @@ async def set_status(request: web.Request) -> web.Response:
 async def issue_code(request: web.Request) -> web.Response:
     caller = await staff(request)
     serial = request.match_info["serial"]
-    issued = await parts(request).store.write_tx(
-        audited(
-            request,
-            (caller.name, caller.device),
-            "device_code",
-            f"device {serial}: enrolment code issued",
-            lambda conn: enrolment.issue_code(conn, serial, caller.name, caller.scope),
-        )
-    )
+    said = note(request, caller, "device_code", f"device {serial}: enrolment code issued")
+    issued = await parts(request).devices.issue_code(serial, caller.name, caller.scope, None, said)
     payload = qr_payload(issued.code, issued.serial, server_url(parts(request).config))
     body = {
         "code": issued.code,
@@ -210,18 +175,16 @@ async def enroll(request: web.Request) -> web.Response:
     versions = (header_value(request, APP_VERSION_HEADER), header_value(request, OS_VERSION_HEADER))
     serial = (serial or "")[:64]
     try:  # counted before the code is looked up: parallel guesses cannot pass the limit
-        reservation = guard.limiter.reserve(user_key)
+        reservation = await guard.limiter.reserve((user_key,))
     except Limited:
         refusal = Refusal(Kind.ENROLMENT, "too many failed enrolment attempts", serial)
-        guard.refuse(request, caller.user, refusal, user_key)
+        await guard.refuse(request, caller.user, refusal, user_key)
     try:
-        done = await p.store.write_tx(
-            lambda conn: enrolment.enrol(conn, code, serial, caller.name, versions=versions)
-        )
+        done = await p.devices.enrol(code, serial, caller.name, versions=versions)
     except enrolment.EnrolmentRefused as exc:
         refusal = Refusal(Kind.ENROLMENT, exc.reason, serial)
-        guard.refuse(request, caller.user, refusal, error=exc)  # already counted
-    guard.limiter.forgive(reservation)
+        await guard.refuse(request, caller.user, refusal, error=exc)  # already counted
+    await guard.limiter.forgive(reservation)
     log.info("device_enrolled", serial=done.serial, worker=done.worker)
     body = {"device_token": done.token, "serial": done.serial, "worker": done.worker}
     return json_response({**body, "header": TOKEN_HEADER}, status=201, headers=NO_STORE)
@@ -232,15 +195,16 @@ async def _known_code(request: web.Request, code: str, serial: str) -> None:
     p = parts(request)
     guard, ip_key = p.registry.guard, f"ip:{request.remote or '-'}"
     try:  # counted before the look-up: parallel guesses cannot pass the limit
-        reservation = guard.limiter.reserve(ip_key)
+        reservation = await guard.limiter.reserve((ip_key,))
     except Limited:
         refusal = Refusal(Kind.ENROLMENT, "too many failed enrolment attempts", serial)
-        guard.refuse(request, None, refusal, ip_key)
+        await guard.refuse(request, None, refusal, ip_key)
     try:
-        await p.store.read(lambda conn: enrolment.check_known(conn, code))
+        await p.devices.check_known(code)
     except enrolment.EnrolmentRefused as exc:
-        guard.refuse(request, None, Refusal(Kind.ENROLMENT, exc.reason, serial), error=exc)
-    guard.limiter.forgive(reservation)
+        refused = Refusal(Kind.ENROLMENT, exc.reason, serial)
+        await guard.refuse(request, None, refused, error=exc)
+    await guard.limiter.forgive(reservation)
 
 
 async def list_refusals(request: web.Request) -> web.Response:
@@ -248,15 +212,11 @@ async def list_refusals(request: web.Request) -> web.Response:
     p = parts(request)
     limit = integer(request, "limit", 100, minimum=1) or 100
     await p.registry.guard.writes.drain()
-
-    def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-        serials = None
-        if not caller.is_admin:
-            devices = inventory.list_all(conn)
-            serials = frozenset(d.serial for d in devices if d.visible_to(caller.scope))
-        return enrolment.refusals(conn, serials, min(limit, 1000))
-
-    return json_response({"refusals": await p.store.read(run)})
+    serials = None
+    if not caller.is_admin:
+        devices = await p.devices.list_all()
+        serials = frozenset(d.serial for d in devices if d.visible_to(caller.scope))
+    return json_response({"refusals": await p.devices.refusals(serials, min(limit, 1000))})
 
 
 def setup_routes(app: web.Application) -> None:

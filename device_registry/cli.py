@@ -7,35 +7,44 @@
     fieldsync device mark SERIAL STATUS [--reason TEXT]   (STATUS: lost, stolen, found, ...)
     fieldsync device list [--status S] [--format table|csv|json]
 
-Every command takes ``--data-dir`` and works while the server runs (the same
-SQLite file, WAL): marking a phone lost here refuses its very next request.
+Every command takes ``--data-dir`` and works while the server runs: it goes
+through the same device port as the server (``device_registry.backends``: the
+data dir's SQLite file, or CouchDB with ``FIELDSYNC_COUCHDB_URL``), so marking a
+phone lost here refuses its very next request through every instance.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import getpass
 import json
-import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from device_registry import codes, enrolment, inventory, schema, status
+from device_registry import codes, enrolment, inventory, status
+from device_registry.backends import device_ports
 from device_registry.model import CSV_COLUMNS, Device
+from device_registry.ports import DeviceStore
 from device_registry.status import DeviceStatus
 from sync.clitools import (
     Commands,
     add_command,
     add_group,
+    config_of,
     data_dir_option,
     one_of,
     table,
-    with_conn,
 )
+from sync.config import Config
 from sync.errors import Conflict
+from sync.people_store.backends import account_ports
 from sync.scopes import UNLIMITED
+from sync.store.schema import db_path, with_file
+from sync.store.sqlite import SqliteStore
 
 T = TypeVar("T")
 
@@ -160,12 +169,28 @@ def _actor() -> str:
         return "cli"
 
 
-def _run(args: argparse.Namespace, fn: Callable[[sqlite3.Connection], T]) -> T:
-    def with_tables(conn: sqlite3.Connection) -> T:
-        schema.ensure(conn)
-        return fn(conn)
+def _run(args: argparse.Namespace, call: Callable[[DeviceStore], Awaitable[T]]) -> T:
+    """``call(port)`` on the configured adapter, on a thread of its own (so a command
+    also works when called from code that already runs an event loop)."""
+    config = config_of(args)
+    with ThreadPoolExecutor(1, thread_name_prefix="fieldsync-command") as pool:
+        return pool.submit(asyncio.run, _on_port(config, call)).result()
 
-    return with_conn(args, with_tables)
+
+async def _on_port(config: Config, call: Callable[[DeviceStore], Awaitable[T]]) -> T:
+    if not config.couchdb_url:
+        async with device_ports(config, None, {}) as ports:
+            return await call(ports.store)
+    with_file(config.data_dir, lambda conn: None)  # a mistyped --data-dir is refused
+    sqlite = SqliteStore(db_path(config.data_dir), readers=1)
+    try:  # workers and places: from the accounts port, like the server
+        async with (
+            account_ports(config, sqlite, {}, None, adopt=False) as people,
+            device_ports(config, people.store, {}) as ports,
+        ):
+            return await call(ports.store)
+    finally:
+        await sqlite.close()
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -179,7 +204,7 @@ def run_add(args: argparse.Namespace) -> int:
         args.place,
         args.notes,
     )
-    device = _run(args, lambda conn: inventory.add(conn, new, _actor(), UNLIMITED))
+    device = _run(args, lambda port: port.add(new, _actor(), UNLIMITED, None, None))
     print(f"device {device.serial} added (in stock)")
     return 0
 
@@ -187,9 +212,7 @@ def run_add(args: argparse.Namespace) -> int:
 def run_assign(args: argparse.Namespace) -> int:
     device = _run(
         args,
-        lambda conn: inventory.assign(
-            conn, args.serial, args.worker, _actor(), UNLIMITED, args.reason
-        ),
+        lambda port: port.assign(args.serial, args.worker, _actor(), UNLIMITED, args.reason, None),
     )
     print(f"device {device.serial} assigned to {device.worker}")
     return 0
@@ -198,7 +221,7 @@ def run_assign(args: argparse.Namespace) -> int:
 def run_enrol_code(args: argparse.Namespace) -> int:
     try:
         issued = _run(
-            args, lambda conn: enrolment.issue_code(conn, args.serial, _actor(), UNLIMITED)
+            args, lambda port: port.issue_code(args.serial, _actor(), UNLIMITED, None, None)
         )
     except enrolment.NotAssigned as exc:
         raise Conflict(_what_to_type(exc), error=exc.error_token) from exc
@@ -242,7 +265,7 @@ def run_mark(args: argparse.Namespace) -> int:
     target = status.parse(args.status)
     device = _run(
         args,
-        lambda conn: inventory.mark(conn, args.serial, target, _actor(), UNLIMITED, args.reason),
+        lambda port: port.mark(args.serial, target, _actor(), UNLIMITED, args.reason, None),
     )
     print(f"device {device.serial} is now {device.status.value}")
     return 0
@@ -250,7 +273,7 @@ def run_mark(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     wanted = status.parse(args.status) if args.status else None
-    devices = [d for d in _run(args, inventory.list_all) if wanted in (None, d.status)]
+    devices = [d for d in _run(args, lambda port: port.list_all()) if wanted in (None, d.status)]
     if args.format == "json":
         print(json.dumps([d.to_json() for d in devices], indent=2))
     elif args.format == "csv":

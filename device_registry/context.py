@@ -9,16 +9,18 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from device_registry import inventory, listing
+from device_registry import listing
 from device_registry.guard import DeviceGuard
 from device_registry.model import Device
-from sync.appkeys import AUTH, CONFIG, STORE
+from device_registry.ports import DeviceStore, Note
+from sync.appkeys import ACCOUNTS, AUTH, CONFIG
+from sync.audit import AUDIT
 from sync.auth import Authenticator
 from sync.config import Config
 from sync.errors import Forbidden
+from sync.people_store.ports import AccountStore
 from sync.replication.context import Caller
 from sync.scopes import Role
-from sync.store.sqlite import SqliteStore
 
 STAFF = frozenset({Role.SUPERVISOR, Role.ADMIN})
 
@@ -27,6 +29,7 @@ STAFF = frozenset({Role.SUPERVISOR, Role.ADMIN})
 class Registry:
     guard: DeviceGuard
     secret: bytes  # signs CSRF tokens
+    devices: DeviceStore  # the device port (device_registry.backends)
 
 
 REGISTRY = web.AppKey("device_registry", Registry)
@@ -34,7 +37,8 @@ REGISTRY = web.AppKey("device_registry", Registry)
 
 @dataclass(frozen=True)
 class Parts:
-    store: SqliteStore
+    devices: DeviceStore
+    accounts: AccountStore
     auth: Authenticator
     config: Config
     registry: Registry
@@ -42,7 +46,16 @@ class Parts:
 
 def parts(request: web.Request) -> Parts:
     app = request.app
-    return Parts(app[STORE], app[AUTH], app[CONFIG], app[REGISTRY])
+    registry = app[REGISTRY]
+    return Parts(registry.devices, app[ACCOUNTS], app[AUTH], app[CONFIG], registry)
+
+
+def note(request: web.Request, caller: Caller, action: str, detail: str) -> Note | None:
+    """The audit entry of a change ``caller`` makes (None when the app keeps no trail)."""
+    log = request.app.get(AUDIT)
+    if log is None:
+        return None
+    return Note(log, caller.name, caller.device, action, detail)
 
 
 def is_staff(caller: Caller | None) -> bool:
@@ -62,7 +75,7 @@ async def device_list(
 ) -> tuple[listing.DeviceQuery, list[Device], dict[str, int]]:
     """The caller's devices the query asks for, and the count per status."""
     query = listing.parse_query(params, statuses)
-    devices = await request.app[STORE].read(inventory.list_all)
+    devices = await request.app[REGISTRY].devices.list_all()
     mine = [d for d in devices if d.visible_to(caller.scope)]
     subtree = caller.tree.descendants([query.place]) if query.place else None
     chosen, counts = listing.select(mine, query, subtree, dt.datetime.now(dt.UTC))

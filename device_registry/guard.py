@@ -6,14 +6,16 @@ it comes from a CHW (any route but the enrolment call itself), or from any other
 non-admin user on the replication surface (``/{db}...``): a supervisor's phone
 holds a whole district's records, so it is bound to its device and revoked like
 a CHW's.  The supervisor console and the JSON APIs stay open to a browser without
-a token; admins are exempt.  The token is looked up on every request (one
-primary-key read): no cache can let a revoked device through.
+a token; admins are exempt.  The token is looked up on every request
+(``DeviceStore.binding``: one primary-key read embedded, one ``_bulk_get`` in
+CouchDB): no cache can let a revoked device through.
 
-A refused request gets a 401 that says why, and is recorded (table
-``device_refusals``); when it came with Basic credentials ``sync.auth`` answers
+A refused request gets a 401 that says why, and is recorded (the device port's
+``record_refusals``); when it came with Basic credentials ``sync.auth`` answers
 the 401 of a wrong password instead, so a refusal never confirms a password.
 Too many refusals from one device or one address within a window turn further
-*refusals* into 429s; a valid device is never slowed down, so
+*refusals* into 429s (counted by the RefusalLimits port: with CouchDB, shared by
+every instance); a valid device is never slowed down, so
 a stolen phone behind a carrier's shared address cannot lock out the honest
 phones behind it.
 
@@ -25,26 +27,25 @@ write a minute (``touch_every``).
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from functools import partial
 from typing import NoReturn
 
 import structlog
 from aiohttp import web
 
-from device_registry import codes, enrolment
+from device_registry import codes
 from device_registry.enrolment import RefusedAttempt
 from device_registry.inventory import now
+from device_registry.limits import LocalRefusalLimits
+from device_registry.ports import DeviceKey, DeviceStore, Heard, RefusalLimits
 from device_registry.verdict import TOKEN_HEADER, Refusal, judge, no_token
 from sync.config import Config
 from sync.errors import FieldsyncError, TooManyRequests, Unauthorized
-from sync.ratelimit import FailureWindow, Limit
+from sync.ratelimit import Limit
 from sync.replication.routes import is_replication
 from sync.scopes import Role, User
-from sync.store.sqlite import SqliteStore
 
 ENROLL_PATH = "/api/v1/devices/enroll"
 APP_VERSION_HEADER = "X-App-Version"
@@ -61,11 +62,11 @@ log = structlog.get_logger("fieldsync.devices")
 class BackgroundWrites:
     """Writes nobody waits for, batched into one transaction per turn of the writer."""
 
-    def __init__(self, store: SqliteStore, max_pending: int = 10_000) -> None:
+    def __init__(self, store: DeviceStore, max_pending: int = 10_000) -> None:
         self._store = store
         self._max_pending = max_pending
         self._refusals: list[RefusedAttempt] = []
-        self._touches: dict[int, tuple[str, str, str]] = {}
+        self._touches: dict[DeviceKey, Heard] = {}
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
 
@@ -76,8 +77,8 @@ class BackgroundWrites:
         self._refusals.append(attempt)
         self._kick()
 
-    def touch(self, device_id: int, at: str, app_version: str, os_version: str) -> None:
-        self._touches[device_id] = (at, app_version, os_version)
+    def touch(self, device: DeviceKey, at: str, app_version: str, os_version: str) -> None:
+        self._touches[device] = Heard(at, app_version, os_version)
         self._kick()
 
     def _kick(self) -> None:
@@ -89,7 +90,8 @@ class BackgroundWrites:
             refusals, self._refusals = self._refusals, []
             touches, self._touches = self._touches, {}
             try:
-                await self._store.write_tx(partial(_write, refusals=refusals, touches=touches))
+                await self._store.record_refusals(refusals)
+                await self._store.heard(touches)
             except Exception:
                 log.exception("device_writes_failed", refusals=len(refusals))
 
@@ -97,17 +99,6 @@ class BackgroundWrites:
         """Wait until everything submitted so far is written."""
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
-
-
-def _write(
-    conn: sqlite3.Connection,
-    refusals: list[RefusedAttempt],
-    touches: dict[int, tuple[str, str, str]],
-) -> None:
-    if refusals:
-        enrolment.record_refusals(conn, refusals)
-    for device_id, (at, app_version, os_version) in touches.items():
-        enrolment.touch(conn, device_id, at, app_version, os_version)
 
 
 def needs_device(request: web.Request, user: User) -> bool:
@@ -122,10 +113,10 @@ def needs_device(request: web.Request, user: User) -> bool:
 class DeviceGuard:
     def __init__(
         self,
-        store: SqliteStore,
+        store: DeviceStore,
         config: Config,
         writes: BackgroundWrites,
-        limiter: FailureWindow | None = None,
+        limiter: RefusalLimits | None = None,
         touch_every: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         on_refused: Callable[[str], None] | None = None,
@@ -134,10 +125,10 @@ class DeviceGuard:
         self._config = config
         self._on_refused = on_refused  # a metric: refusals by kind (verdict.Kind values)
         self.writes = writes
-        self.limiter = limiter or FailureWindow(dict(DEFAULT_LIMITS))
+        self.limiter = limiter or LocalRefusalLimits(dict(DEFAULT_LIMITS))
         self.touch_every = touch_every
         self._clock = clock
-        self._heard: OrderedDict[int, tuple[float | None, str, str]] = OrderedDict()
+        self._heard: OrderedDict[DeviceKey, tuple[float | None, str, str]] = OrderedDict()
 
     async def check(self, request: web.Request, user: User) -> str | None:
         """The ``DeviceCheck`` of ``sync.auth``: the device's serial, or a refusal."""
@@ -148,19 +139,20 @@ class DeviceGuard:
         if not token:
             if not self._config.require_enrolment:
                 return None
-            self.refuse(request, user, no_token(), ip_key, f"user:{user.name}")
+            await self.refuse(request, user, no_token(), ip_key, f"user:{user.name}")
         digest = codes.token_hash(token)
         found = None
         if len(token) <= _MAX_TOKEN:
-            found = await self._store.read(lambda conn: enrolment.binding(conn, digest))
+            found = await self._store.binding(digest)
         verdict = judge(None if found is None else found[1], user.name)
         if isinstance(verdict, Refusal):
-            self.refuse(request, user, verdict, ip_key, f"device:{verdict.serial or digest[:32]}")
+            device_key = f"device:{verdict.serial or digest[:32]}"
+            await self.refuse(request, user, verdict, ip_key, device_key)
         assert found is not None and isinstance(verdict, str)
         self._heard_from(found[0], request)
         return verdict
 
-    def refuse(
+    async def refuse(
         self,
         request: web.Request,
         user: User | None,
@@ -169,8 +161,7 @@ class DeviceGuard:
         error: FieldsyncError | None = None,
     ) -> NoReturn:
         """Record the refused attempt and raise ``error`` (a 401 by default; 429 over a limit)."""
-        wait = self.limiter.retry_after(*keys)
-        self.limiter.fail(*keys)
+        wait = await self.limiter.fail(keys) if keys else None
         attempt = RefusedAttempt(
             at=now(),
             ip=request.remote,
@@ -200,7 +191,7 @@ class DeviceGuard:
             )
         raise error or Unauthorized(refusal.reason)
 
-    def _heard_from(self, device_id: int, request: web.Request) -> None:
+    def _heard_from(self, device_id: DeviceKey, request: web.Request) -> None:
         app_version = header_value(request, APP_VERSION_HEADER)
         os_version = header_value(request, OS_VERSION_HEADER)
         moment = self._clock()

@@ -6,60 +6,52 @@ must not be able to file reports in its former holder's name.  Such a phone is
 still named (``status`` lost or stolen, the worker it was with and their places),
 so its messages are flagged to that worker's supervisor and the sender is told
 to contact them, rather than that the phone is unknown.
+
+The SMS gateway calls :func:`device_for_phone` with whatever it was given as the
+registry's store: the device port itself, or the server's SQLite store, which
+stands for the device port the registry opened over it (``remember``) — so
+with CouchDB the gateway finds the phones every instance shares.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from dataclasses import dataclass
+import weakref
+from typing import TYPE_CHECKING, Any, cast
 
 from device_registry import validators
+from device_registry.model import DeviceOwner
 from device_registry.status import DeviceStatus
-from sync import accounts
 from sync.errors import BadRequest
-from sync.store.sqlite import SqliteStore
 
+if TYPE_CHECKING:
+    from device_registry.ports import DeviceStore
 
-@dataclass(frozen=True)
-class DeviceOwner:
-    serial: str
-    worker: str
-    places: tuple[str, ...]  # the worker's capture places: where their reports belong
-    status: str = DeviceStatus.ASSIGNED.value  # or lost / stolen: reports refused, flagged
-
+__all__ = ["GONE", "DeviceOwner", "device_for_phone", "remember"]
 
 GONE = (DeviceStatus.LOST.value, DeviceStatus.STOLEN.value)
+_OPENED: weakref.WeakKeyDictionary[Any, DeviceStore] = weakref.WeakKeyDictionary()
 
 
-def owner_of_phone(conn: sqlite3.Connection, phone: str) -> DeviceOwner | None:
+def remember(sqlite: object, devices: DeviceStore) -> None:
+    """``devices`` is the registry's port for the server whose SQLite store is ``sqlite``."""
+    _OPENED[sqlite] = devices
+
+
+def number(phone: str) -> str | None:
+    """The E.164 number, or None for something that is not one."""
     try:
-        number = validators.phone(phone)
+        return validators.phone(phone)
     except BadRequest:
         return None
-    try:
-        row = conn.execute(
-            "SELECT serial, worker, status FROM devices WHERE phone=? AND status=? "
-            "AND worker IS NOT NULL",
-            (number, DeviceStatus.ASSIGNED.value),
-        ).fetchone()
-        if row is None:  # the number's latest lost or stolen phone, if any
-            row = conn.execute(
-                "SELECT serial, worker, status FROM devices WHERE phone=? AND status IN (?,?) "
-                "AND worker IS NOT NULL ORDER BY updated DESC, id DESC LIMIT 1",
-                (number, *GONE),
-            ).fetchone()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return None  # the registry's tables are made at start-up: none yet, nobody known
-        raise
-    if row is None:
-        return None
-    user = accounts.get_user(conn, row[1])
-    if user is None:
-        return None
-    return DeviceOwner(row[0], user.name, user.places, row[2])
 
 
-async def device_for_phone(store: SqliteStore, phone: str) -> DeviceOwner | None:
+async def device_for_phone(store: object, phone: str) -> DeviceOwner | None:
     """The active device with this SIM number and the worker holding it, or None."""
-    return await store.read(lambda conn: owner_of_phone(conn, phone))
+    devices: DeviceStore | None = _OPENED.get(store)
+    if devices is None and hasattr(store, "owner_of_phone"):  # the port itself
+        devices = cast("DeviceStore", store)
+    if devices is None:  # a store the registry never opened: its own tables
+        from device_registry.embedded import EmbeddedDevices, Transactions
+
+        devices = EmbeddedDevices(cast(Transactions, store))
+    return await devices.owner_of_phone(phone)

@@ -131,6 +131,16 @@ def _csv_safe(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class DeviceOwner:
+    """Who texts from a phone number (``device_registry.lookup``)."""
+
+    serial: str
+    worker: str
+    places: tuple[str, ...]  # the worker's capture places: where their reports belong
+    status: str = DeviceStatus.ASSIGNED.value  # or lost / stolen: reports refused, flagged
+
+
+@dataclass(frozen=True)
 class NewDevice:
     """A device as it is added to the inventory (validated by ``inventory.add``)."""
 

@@ -24,7 +24,6 @@ device, so reloading does not repeat it.
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -32,13 +31,11 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from device_registry import console, csrf, enrolment, inventory, qr, status, templates
+from device_registry import console, csrf, inventory, qr, status, templates
 from device_registry.codes import qr_payload
-from device_registry.context import device_list, is_staff, parts, server_url
-from device_registry.model import Device, HistoryEntry
+from device_registry.context import device_list, is_staff, note, parts, server_url
+from device_registry.ports import DeviceStore, Note
 from device_registry.templates import GRAVE, STATUS_NAMES, device_url
-from sync import accounts
-from sync.audit import audited
 from sync.auth import COOKIE as SESSION_COOKIE
 from sync.auth import AccountDisabled, Credentials
 from sync.errors import BadRequest, FieldsyncError, NotFound, TooManyRequests, Unauthorized
@@ -149,9 +146,7 @@ def staff_page(handler: StaffHandler) -> Callable[[web.Request], Awaitable[web.S
         caller = await _caller(request)
         if caller is None:
             return _to_login(request)
-        page.language = await parts(request).store.read(
-            lambda conn: accounts.language(conn, caller.name)
-        )
+        page.language = await parts(request).accounts.language(caller.name)
         try:
             return await handler(request, page, caller)
         except _Expired:
@@ -267,7 +262,7 @@ def readable_places(caller: Caller) -> list[tuple[str, str]]:
 async def workers_in_scope(request: web.Request, caller: Caller, writable: bool) -> list[str]:
     """The CHWs and supervisors in the caller's read (or capture) scope; to assign a phone
     to (``writable``), only active ones."""
-    users = await parts(request).store.read(accounts.list_users)
+    users = await parts(request).accounts.list_users()
     allowed = caller.scope.can_write if writable else caller.scope.can_read
     return [
         u.name
@@ -286,14 +281,11 @@ async def _device_page(
     error: FieldsyncError | None = None,
 ) -> web.Response:
     serial = request.match_info["serial"]
-
-    def run(conn: sqlite3.Connection) -> tuple[Device, list[HistoryEntry], list[Any]]:
-        device = inventory.visible(conn, serial, caller.scope)
-        refused = enrolment.refusals(conn, frozenset({device.serial}), 10)
-        return device, inventory.history(conn, device), refused
-
+    devices = parts(request).devices
     await parts(request).registry.guard.writes.drain()
-    device, history, refusals = await parts(request).store.read(run)
+    device = inventory.visible(await devices.get(serial), serial, caller.scope)
+    refusals = await devices.refusals(frozenset({device.serial}), 10)
+    history = await devices.history(device.serial)
     view = templates.DeviceView(
         device=device,
         history=history,
@@ -313,7 +305,7 @@ async def device(request: web.Request, page: Page, caller: Caller) -> web.Stream
     return await _device_page(request, page, caller, notice=DONE.get(request.query.get("done", "")))
 
 
-Change = Callable[[sqlite3.Connection, str, Caller, Form], str]
+Change = Callable[[DeviceStore, str, Caller, Form, Note | None], Awaitable[str]]
 
 
 def _action(change: Change) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -324,15 +316,9 @@ def _action(change: Change) -> Callable[[web.Request], Awaitable[web.StreamRespo
         form = await page.form()
         serial = request.match_info["serial"]
         try:
-            done = await parts(request).store.write_tx(
-                audited(
-                    request,
-                    (caller.name, caller.device),
-                    f"device_{change.__name__.strip('_')}",
-                    _detail(change, serial, form),
-                    lambda conn: change(conn, serial, caller, form),
-                )
-            )
+            action = f"device_{change.__name__.strip('_')}"
+            said = note(request, caller, action, _detail(change, serial, form))
+            done = await change(parts(request).devices, serial, caller, form, said)
         except NotFound:
             raise
         except FieldsyncError as exc:
@@ -350,13 +336,17 @@ def _detail(change: Change, serial: str, form: Form) -> str:
     return f"device {serial}: {name}{said} (supervisor page)"
 
 
-def _assign(conn: sqlite3.Connection, serial: str, caller: Caller, form: Form) -> str:
+async def _assign(
+    devices: DeviceStore, serial: str, caller: Caller, form: Form, said: Note | None
+) -> str:
     worker, reason = str(form.get("worker", "")), str(form.get("reason", ""))
-    inventory.assign(conn, serial, worker, caller.name, caller.scope, reason)
+    await devices.assign(serial, worker, caller.name, caller.scope, reason, said)
     return "assigned"
 
 
-def _status(conn: sqlite3.Connection, serial: str, caller: Caller, form: Form) -> str:
+async def _status(
+    devices: DeviceStore, serial: str, caller: Caller, form: Form, said: Note | None
+) -> str:
     target = status.parse(str(form.get("status", "")))
     reason = str(form.get("reason", "")).strip()
     if target in GRAVE and (form.get("confirm") != "yes" or not reason):
@@ -364,13 +354,15 @@ def _status(conn: sqlite3.Connection, serial: str, caller: Caller, form: Form) -
             f"To mark this phone {STATUS_NAMES[target].lower()}, say why and tick "
             '"Yes, I am sure": it stops syncing at once.'
         )
-    inventory.mark(conn, serial, target, caller.name, caller.scope, str(form.get("reason", "")))
+    await devices.mark(serial, target, caller.name, caller.scope, str(form.get("reason", "")), said)
     return target.value
 
 
-def _edit(conn: sqlite3.Connection, serial: str, caller: Caller, form: Form) -> str:
+async def _edit(
+    devices: DeviceStore, serial: str, caller: Caller, form: Form, said: Note | None
+) -> str:
     changes = {key: str(form.get(key, "")) for key in ("model", "phone", "notes") if key in form}
-    inventory.edit(conn, serial, changes, caller.name, caller.scope)
+    await devices.edit(serial, changes, caller.name, caller.scope, said)
     return "edited"
 
 
@@ -379,14 +371,10 @@ async def enrolment_code(request: web.Request, page: Page, caller: Caller) -> we
     await page.form()
     serial = request.match_info["serial"]
     try:
-        issued = await parts(request).store.write_tx(
-            audited(
-                request,
-                (caller.name, caller.device),
-                "device_code",
-                f"device {serial}: enrolment code issued (supervisor page)",
-                lambda conn: enrolment.issue_code(conn, serial, caller.name, caller.scope),
-            )
+        detail = f"device {serial}: enrolment code issued (supervisor page)"
+        said = note(request, caller, "device_code", detail)
+        issued = await parts(request).devices.issue_code(
+            serial, caller.name, caller.scope, None, said
         )
     except NotFound:
         raise
@@ -405,9 +393,7 @@ async def choose_language(request: web.Request, page: Page, caller: Caller) -> w
         text = f"language must be one of {', '.join(console.LANGUAGES)}"
         html = templates.error_page(shell_for(page, caller, ""), "Bad request", text)
         return page.respond(html, 400)
-    await parts(request).store.write_tx(
-        lambda conn: accounts.set_language(conn, caller.name, chosen)
-    )
+    await parts(request).accounts.set_language(caller.name, chosen, None)
     return _redirect(_next(form.get("next")))
 
 

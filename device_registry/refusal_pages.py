@@ -30,8 +30,7 @@ from device_registry import console, templates
 from device_registry.console import Shell
 from device_registry.pages import Page, shell_for, staff_page
 from device_registry.templates import e
-from sync import accounts
-from sync.appkeys import STORE
+from sync.appkeys import ACCOUNTS
 from sync.errors import BadRequest, NotFound
 from sync.refusals import REFUSALS
 from sync.refusals.ports import Refusal
@@ -248,7 +247,7 @@ async def refusals_page(request: web.Request, page: Page, caller: Caller) -> web
 
 
 async def _everyone(request: web.Request) -> list[str]:
-    return [u.name for u in await request.app[STORE].read(accounts.list_users)]
+    return [u.name for u in await request.app[ACCOUNTS].list_users()]
 
 
 @staff_page

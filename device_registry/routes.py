@@ -2,23 +2,24 @@
 
 :func:`extend` registers them (:mod:`sync.extensions`): the routes of the JSON
 API and the supervisor pages, a worker that creates the registry's tables and
-opens the device guard (its background writes are drained when it stops), the
+opens the device port (``device_registry.backends``) and the device guard (its
+background writes are drained when it stops), the
 device check every authenticated request passes, and the pages' CSRF token as
 an intent check.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import web
 
-from device_registry import api, cli, pages, refusal_pages, schema, worker_pages, workers
+from device_registry import api, cli, lookup, pages, refusal_pages, worker_pages, workers
+from device_registry.backends import device_ports, pages_secret
 from device_registry.context import REGISTRY, Registry
-from device_registry.guard import BackgroundWrites, DeviceGuard
-from sync import accounts
-from sync.appkeys import CONFIG, STORE
+from device_registry.guard import DEFAULT_LIMITS, BackgroundWrites, DeviceGuard
+from sync.appkeys import ACCOUNTS, CONFIG, STORE
 from sync.extensions import Extensions
 from sync.metrics import METRICS
 from sync.scopes import User
@@ -47,21 +48,28 @@ async def device_check(request: web.Request, user: User) -> str | None:
     return await request.app[REGISTRY].guard.check(request, user)
 
 
-def _prepare(conn: sqlite3.Connection) -> bytes:
-    schema.ensure(conn)
-    return accounts.server_secret(conn, "device_registry_secret")
+log = structlog.get_logger("fieldsync.devices")
 
 
 async def registry(app: web.Application) -> AsyncIterator[None]:
-    """Worker: the registry's tables and device guard; its background writes drained at stop."""
-    store = app[STORE]
-    secret = await store.write_tx(_prepare)
-    writes = BackgroundWrites(store)
-    refusals = app[METRICS].device_refusals
-    guard = DeviceGuard(
-        store, app[CONFIG], writes, on_refused=lambda kind: refusals.labels(kind).inc()
-    )
-    app[REGISTRY] = Registry(guard, secret)
-    app[workers.SET_SIZES] = workers.SetSizes()
-    yield
-    await writes.drain()
+    """Worker: the device port and guard; the guard's background writes drained at stop."""
+    sqlite, config = app[STORE], app[CONFIG]
+    async with device_ports(config, app[ACCOUNTS], dict(DEFAULT_LIMITS), sqlite) as ports:
+        log.info("device_store", backend=ports.backend)
+        secret = await pages_secret(ports, config, sqlite)
+        lookup.remember(sqlite, ports.store)  # the SMS gateway asks with the SQLite store
+        writes = BackgroundWrites(ports.store)
+        refusals = app[METRICS].device_refusals
+        guard = DeviceGuard(
+            ports.store,
+            config,
+            writes,
+            limiter=ports.limits,
+            on_refused=lambda kind: refusals.labels(kind).inc(),
+        )
+        app[REGISTRY] = Registry(guard, secret, ports.store)
+        app[workers.SET_SIZES] = workers.SetSizes()
+        try:
+            yield
+        finally:
+            await writes.drain()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sqlite3
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,10 +38,9 @@ from aiohttp import web
 
 from device_registry.context import REGISTRY, staff
 from device_registry.status import DeviceStatus
-from sync import accounts
 from sync.activity import ACTIVITY
 from sync.activity.ports import DayActivity
-from sync.appkeys import CONFIG, STORE
+from sync.appkeys import ACCOUNTS, CONFIG
 from sync.errors import BadRequest, NotFound
 from sync.http import csv_download, json_response
 from sync.refusals import REFUSALS
@@ -253,7 +251,7 @@ SET_SIZES = web.AppKey("worker_set_sizes", SetSizes)
 
 
 async def _count_places(app: web.Application) -> dict[str, int]:
-    places = [p.id for p in await app[STORE].read(accounts.list_places)] + [SHARED]
+    places = [p.id for p in await app[ACCOUNTS].list_places()] + [SHARED]
     try:
         return await app[REPLICATION].parts.store.live_counts(app[CONFIG].db_name, places)
     except NotFound:
@@ -278,7 +276,7 @@ async def worker_rows(
     set size, activity and refusals."""
     if REGISTRY in app:
         await app[REGISTRY].guard.writes.drain()  # last syncs of the last seconds show at once
-    users, by_worker = await app[STORE].read(lambda conn: _people_and_phones(conn, only))
+    users, by_worker = await _people_and_phones(app, only)
     workers = visible_workers(users, caller)
     names = [u.name for u in workers]
     sizes = await app[SET_SIZES].per_place(app) if SET_SIZES in app else {}
@@ -346,22 +344,21 @@ def latest(devices: Iterable[WorkerDevice]) -> tuple[str | None, str]:
     return newest.last_sync, newest.app_version
 
 
-def _people_and_phones(
-    conn: sqlite3.Connection, only: str | None
+async def _people_and_phones(
+    app: web.Application, only: str | None
 ) -> tuple[list[User], dict[str, tuple[WorkerDevice, ...]]]:
-    """The users (or only the one named ``only``) and the phones each holds, in one read."""
-    columns = "SELECT serial, status, last_sync, app_version, worker FROM devices"
+    """The users (or only the one named ``only``) and the phones each holds."""
+    people = app[ACCOUNTS]
     if only is None:
-        users = accounts.list_users(conn)
-        rows = conn.execute(f"{columns} WHERE worker IS NOT NULL ORDER BY serial")
+        users = await people.list_users()
     else:
-        one = accounts.get_user(conn, only)
+        one = await people.get_user(only)
         users = [] if one is None else [one]
-        rows = conn.execute(f"{columns} WHERE worker=? ORDER BY serial", (only,))
     found: dict[str, list[WorkerDevice]] = {}
-    for serial, status, last_sync, app_version, worker in rows:
-        phone = WorkerDevice(serial, DeviceStatus(status), last_sync, app_version)
-        found.setdefault(worker, []).append(phone)
+    for device in await app[REGISTRY].devices.list_all():  # by serial
+        if device.worker is not None and only in (None, device.worker):
+            phone = WorkerDevice(device.serial, device.status, device.last_sync, device.app_version)
+            found.setdefault(device.worker, []).append(phone)
     return users, {w: tuple(ds) for w, ds in found.items()}
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from device_helpers import IMEIS, Client, Devices, as_user
 
-from device_registry import enrolment
+from device_registry import embedded_sql, enrolment
 from device_registry.context import REGISTRY
-from device_registry.lookup import DeviceOwner, device_for_phone, owner_of_phone
+from device_registry.lookup import DeviceOwner, device_for_phone
 from sync.app import create_app
 from sync.appkeys import STORE
 from sync.config import Config
@@ -241,7 +241,7 @@ async def test_codes_expire(client: Client, devices: Devices) -> None:
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=25)
 
     def run(conn: sqlite3.Connection) -> enrolment.Enrolment:
-        return enrolment.enrol(conn, code, "A1", "alice", now=later)
+        return embedded_sql.enrol(conn, code, "A1", "alice", now=later)
 
     with pytest.raises(enrolment.EnrolmentRefused, match="expired at"):
         await client.app[STORE].write_tx(run)
@@ -469,7 +469,7 @@ async def test_phone_number_to_worker_and_place(client: Client, devices: Devices
 
 def test_lookup_before_the_registry_has_tables_knows_nobody() -> None:
     with closing(sqlite3.connect(":memory:")) as conn:
-        assert owner_of_phone(conn, "+254712345678") is None
+        assert embedded_sql.owner_of_phone(conn, "+254712345678") is None
 
 
 async def test_a_long_poll_of_a_phone_marked_lost_meanwhile_sends_nothing(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from device_helpers import IMEIS, Client, Devices, as_user
 
-from device_registry import enrolment
+from device_registry import embedded_sql
 from device_registry.context import REGISTRY
 from device_registry.verdict import TOKEN_HEADER
 from sync.audit import AuditLog
@@ -122,14 +122,14 @@ async def test_a_known_device_syncs_through_a_lock_but_its_password_alone_does_n
 async def test_parallel_enrolment_code_guesses_never_pass_the_limit(
     client: Client, devices: Devices, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real, tried = enrolment.check_known, []
+    real, tried = embedded_sql.check_known, []
 
     def busy_reader(*args: Any, **kwargs: Any) -> None:
         tried.append(args[1])
         time.sleep(0.02)  # a loaded store: the guesses queue up behind each other
         real(*args, **kwargs)
 
-    monkeypatch.setattr(enrolment, "check_known", busy_reader)
+    monkeypatch.setattr(embedded_sql, "check_known", busy_reader)
     client.app[REGISTRY].guard.limiter.limits.update(ip=Limit(5, 600.0))
     await devices.add("A1", IMEIS[0], worker="alice")
     code = await devices.code("A1")

@@ -1,0 +1,152 @@
+"""The device adapter's CouchDB plumbing: one database, documents read by id or by prefix.
+
+Reads of one document take every live leaf (``CouchClient.leaves_by_id``: a
+quorum read, forks included); lists read an id range of ``_all_docs`` (ids are
+prefixed by kind, ``device_registry.couchdb_docs``).  The database is created
+on first use, once per process.  A device document is written through
+:meth:`DevicesDatabase._stands` (what a 202 means for it); the pages' shared
+signing secret is kept here too, sealed.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import secrets
+from collections.abc import Sequence
+
+import orjson
+
+from device_registry.couchdb_docs import Doc
+from sync.errors import Conflict, NotFound, StoreError, StoreUnavailable
+from sync.keys import MasterKey
+from sync.store.couchdb.client import CouchClient, path
+from sync.store.couchdb.once import CreatedOnce
+
+SECRET_ID = "secret:csrf"
+SECRET_LABEL = b"fieldsync device registry csrf secret v1"
+_TRIES = 50
+
+
+class DevicesDatabase:
+    def __init__(self, client: CouchClient, db: str) -> None:
+        self._client = client
+        self._db = db
+        self.home = CreatedOnce(client, db)
+
+    @property
+    def client(self) -> CouchClient:
+        """The CouchDB client (tests count what a request asks of CouchDB through it)."""
+        return self._client
+
+    async def database(self) -> str:
+        await self.home.ensure()
+        return self._db
+
+    async def bulk(self, docs: Sequence[Doc]) -> int:
+        """Create ``docs`` in one request; how many were new (a conflict: already there)."""
+        return await self._bulk(docs)
+
+    async def range(self, prefix: str) -> list[Doc]:
+        """Every document whose id starts with ``prefix``, by id."""
+        return await self._range(prefix)
+
+    async def _leaves(self, doc_id: str) -> list[Doc]:
+        await self.home.ensure()
+        found = await self._client.leaves_by_id(self._db, [doc_id])
+        return found.get(doc_id, [])
+
+    async def _doc(self, doc_id: str) -> Doc | None:
+        leaves = await self._leaves(doc_id)
+        return leaves[0] if leaves else None
+
+    async def _range(
+        self, prefix: str, descending: bool = False, limit: int | None = None
+    ) -> list[Doc]:
+        await self.home.ensure()
+        low, high = _key(prefix), _key(prefix + "\ufff0")
+        params = {
+            "startkey": high if descending else low,
+            "endkey": low if descending else high,
+            "include_docs": "true",
+        }
+        if descending:
+            params["descending"] = "true"
+        if limit is not None:
+            params["limit"] = str(limit)
+        answer = await self._client.json("GET", path(self._db, "_all_docs"), params=params)
+        return [row["doc"] for row in answer.get("rows", []) if row.get("doc")]
+
+    async def _put(self, body: Doc) -> None:
+        """Write ``body`` (against its ``_rev``, or create it); Conflict when that fails."""
+        await self.home.ensure()
+        await self._client.put_status(path(self._db, str(body["_id"])), body)
+
+    async def _create(self, body: Doc) -> None:
+        """Create a document of a name nobody else writes; Conflict if it is there."""
+        await self._put(body)
+
+    async def _bulk(self, docs: Sequence[Doc]) -> int:
+        if not docs:
+            return 0
+        await self.home.ensure()
+        where = path(self._db, "_bulk_docs")
+        answer = await self._client.json("POST", where, body={"docs": list(docs)})
+        new = 0
+        for result in answer:
+            if "error" not in result:
+                new += 1
+            elif result["error"] != "conflict":
+                raise StoreError(
+                    f"CouchDB refused {result.get('id')}: {result['error']}: "
+                    f"{result.get('reason', '')}"
+                )
+        return new
+
+    # -- writing a device ----------------------------------------------------------------------
+    async def _stands(self, body: Doc) -> bool:
+        """Write a device document against the ``_rev`` it was read at; whether the write
+        stands.  A 409 does not.  A 202 (fewer than a quorum of copies took it) may have
+        forked the document with a rival write through another node: then it stands only
+        as CouchDB's winner; otherwise its leaf is deleted and the caller reads the winner
+        and decides again, like after a 409.  (A leaf left by a writer that died meanwhile
+        stays: ``binding`` judges by the strictest leaf, so a revocation in it holds.)"""
+        mark = secrets.token_hex(8)
+        body = {**body, "write": mark}
+        try:
+            status = await self._client.put_status(path(self._db, str(body["_id"])), body)
+        except Conflict:
+            return False
+        if status == 201:
+            return True
+        leaves = await self._leaves(str(body["_id"]))
+        if leaves and leaves[0].get("write") == mark:
+            return True
+        for leaf in leaves:
+            if leaf.get("write") == mark:
+                where = path(self._db, str(body["_id"]))
+                with contextlib.suppress(Conflict, NotFound):
+                    await self._client.json("DELETE", where, params={"rev": str(leaf["_rev"])})
+        return False
+
+    # -- the pages' signing secret -------------------------------------------------------------
+    async def shared_secret(self, master: MasterKey) -> bytes:
+        """The secret every instance signs the pages' CSRF tokens with: made by the first
+        instance, kept sealed under the master key (``secret:csrf``), unsealed by the others
+        (a form shown by one instance is posted to another behind a load balancer)."""
+        for _ in range(_TRIES):
+            found = await self._doc(SECRET_ID)
+            if found is not None:
+                return master.unwrap(SECRET_LABEL, base64.b64decode(found["sealed"]))
+            fresh = secrets.token_bytes(32)
+            sealed = base64.b64encode(master.wrap(SECRET_LABEL, fresh)).decode()
+            try:
+                await self._create({"_id": SECRET_ID, "type": "secret", "sealed": sealed})
+            except Conflict:
+                continue  # another instance made it first: use theirs
+            return fresh
+        raise StoreUnavailable("Could not read the pages' shared secret; try again.")
+
+
+def _key(text: str) -> str:
+    return orjson.dumps(text).decode()

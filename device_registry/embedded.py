@@ -1,0 +1,220 @@
+"""The embedded adapter of the device port (device_registry.ports): the data dir's SQLite file.
+
+:class:`EmbeddedDevices` runs each call as one transaction through the store's
+single writer (``SqliteStore.write_tx``; reads through ``read``), or, for the
+management commands, as one ``BEGIN IMMEDIATE`` on the data dir's file
+(:meth:`EmbeddedDevices.on_file`, safe while the server runs).  SQLite has one
+writer, so a check and the write it guards cannot interleave with another
+change: that is what makes serials, IMEIs, numbers and codes unique here.  The
+SQL is :mod:`device_registry.embedded_sql`; the tables
+:mod:`device_registry.embedded_schema`.  An admin change's audit entry is
+appended to the data dir's chain in the change's own transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from device_registry import embedded_schema, embedded_sql
+from device_registry.dump import TABLES
+from device_registry.enrolment import Enrolment, IssuedCode, RefusedAttempt
+from device_registry.lookup import number
+from device_registry.model import Device, DeviceOwner, HistoryEntry, NewDevice
+from device_registry.ports import DeviceKey, Heard, Note
+from device_registry.status import DeviceStatus
+from device_registry.verdict import TokenBinding
+from sync.scopes import Scope
+from sync.store.schema import with_file
+
+T = TypeVar("T")
+
+
+class Transactions(Protocol):
+    """Where the SQL runs: ``SqliteStore`` (the server) or the data dir's file (CLI)."""
+
+    async def write_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+
+class _FileTransactions:
+    """Each call one transaction on the data dir's file, tables made first."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+
+    async def write_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run(conn: sqlite3.Connection) -> T:
+            embedded_schema.ensure(conn)
+            return fn(conn)
+
+        return await asyncio.to_thread(with_file, self._data_dir, run)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.write_tx(fn)
+
+
+def _noted(note: Note | None, fn: Callable[[sqlite3.Connection], T]) -> Callable[..., T]:
+    """``fn`` with ``note``'s audit entry appended in its transaction when it works."""
+
+    def run(conn: sqlite3.Connection) -> T:
+        result = fn(conn)
+        if note is not None:
+            note.log.chain.note(conn, note.actor, note.action, note.detail, note.device)
+        return result
+
+    return run
+
+
+class EmbeddedDevices:
+    """The port over SQLite: each call one transaction of ``transactions``."""
+
+    def __init__(self, transactions: Transactions) -> None:
+        self._tx = transactions
+
+    @classmethod
+    async def opened(cls, transactions: Transactions) -> EmbeddedDevices:
+        """The adapter, once its tables exist."""
+        await transactions.write_tx(embedded_schema.ensure)
+        return cls(transactions)
+
+    @classmethod
+    def on_file(cls, data_dir: Path) -> EmbeddedDevices:
+        """For the CLI: each call opens the data dir's file (safe while the server runs)."""
+        return cls(_FileTransactions(data_dir))
+
+    # -- reading ---------------------------------------------------------------------------
+    async def get(self, serial: str) -> Device | None:
+        return await self._tx.read(lambda conn: embedded_sql.get(conn, serial))
+
+    async def list_all(self) -> list[Device]:
+        return await self._tx.read(embedded_sql.list_all)
+
+    async def history(self, serial: str) -> list[HistoryEntry]:
+        return await self._tx.read(lambda conn: embedded_sql.history(conn, serial))
+
+    async def owner_of_phone(self, phone: str) -> DeviceOwner | None:
+        found = number(phone)
+        if found is None:
+            return None
+        return await self._tx.read(lambda conn: embedded_sql.owner_of_phone(conn, found))
+
+    # -- changing ----------------------------------------------------------------------------
+    async def add(
+        self, new: NewDevice, actor: str, scope: Scope, worker: str | None, note: Note | None
+    ) -> Device:
+        def run(conn: sqlite3.Connection) -> Device:
+            device = embedded_sql.add(conn, new, actor, scope)
+            if worker is not None:
+                device = embedded_sql.assign(conn, new.serial, worker, actor, scope)
+            return device
+
+        return await self._tx.write_tx(_noted(note, run))
+
+    async def edit(
+        self,
+        serial: str,
+        changes: Mapping[str, str | None],
+        actor: str,
+        scope: Scope,
+        note: Note | None,
+    ) -> Device:
+        return await self._tx.write_tx(
+            _noted(note, lambda conn: embedded_sql.edit(conn, serial, changes, actor, scope))
+        )
+
+    async def assign(
+        self, serial: str, worker: str, actor: str, scope: Scope, reason: str, note: Note | None
+    ) -> Device:
+        return await self._tx.write_tx(
+            _noted(
+                note, lambda conn: embedded_sql.assign(conn, serial, worker, actor, scope, reason)
+            )
+        )
+
+    async def mark(
+        self,
+        serial: str,
+        target: DeviceStatus,
+        actor: str,
+        scope: Scope,
+        reason: str,
+        note: Note | None,
+    ) -> Device:
+        return await self._tx.write_tx(
+            _noted(note, lambda conn: embedded_sql.mark(conn, serial, target, actor, scope, reason))
+        )
+
+    # -- enrolment ---------------------------------------------------------------------------
+    async def issue_code(
+        self, serial: str, actor: str, scope: Scope, now: dt.datetime | None, note: Note | None
+    ) -> IssuedCode:
+        return await self._tx.write_tx(
+            _noted(note, lambda conn: embedded_sql.issue_code(conn, serial, actor, scope, now))
+        )
+
+    async def check_known(self, code: str) -> None:
+        await self._tx.read(lambda conn: embedded_sql.check_known(conn, code))
+
+    async def enrol(
+        self,
+        code: str,
+        serial: str,
+        worker: str,
+        now: dt.datetime | None = None,
+        versions: tuple[str, str] = ("", ""),
+    ) -> Enrolment:
+        return await self._tx.write_tx(
+            lambda conn: embedded_sql.enrol(conn, code, serial, worker, now, versions)
+        )
+
+    # -- every request -----------------------------------------------------------------------
+    async def binding(self, token_hash: str) -> tuple[DeviceKey, TokenBinding] | None:
+        return await self._tx.read(lambda conn: embedded_sql.binding(conn, token_hash))
+
+    async def heard(self, heard: Mapping[DeviceKey, Heard]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            for key, seen in heard.items():
+                embedded_sql.touch(conn, int(key), seen.at, seen.app_version, seen.os_version)
+
+        if heard:
+            await self._tx.write_tx(run)
+
+    async def record_refusals(self, attempts: Sequence[RefusedAttempt]) -> None:
+        if attempts:
+            await self._tx.write_tx(lambda conn: embedded_sql.record_refusals(conn, attempts))
+
+    async def refusals(self, serials: frozenset[str] | None, limit: int) -> list[dict[str, Any]]:
+        return await self._tx.read(lambda conn: embedded_sql.refusals(conn, serials, limit))
+
+    # -- moving a deployment -------------------------------------------------------------------
+    async def export_all(self) -> dict[str, list[dict[str, Any]]]:
+        return await self._tx.read(export_rows)
+
+    async def import_all(self, dump: Mapping[str, Sequence[Mapping[str, Any]]]) -> int:
+        return await self._tx.write_tx(lambda conn: import_rows(conn, dump))
+
+
+def export_rows(conn: sqlite3.Connection) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the registry's tables, by table (see ``device_registry.dump``)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for table, columns in TABLES.items():
+        cursor = conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY rowid")
+        found[table] = [dict(zip(columns, row, strict=True)) for row in cursor]
+    return found
+
+
+def import_rows(conn: sqlite3.Connection, dump: Mapping[str, Sequence[Mapping[str, Any]]]) -> int:
+    """Insert the rows not there yet (by primary key); how many were new."""
+    new = 0
+    for table, columns in TABLES.items():
+        marks = ",".join("?" * len(columns))
+        sql = f"INSERT OR IGNORE INTO {table}({', '.join(columns)}) VALUES({marks})"
+        for row in dump.get(table, ()):
+            new += conn.execute(sql, [row.get(c) for c in columns]).rowcount
+    return new
