@@ -215,13 +215,27 @@ def run_backend(
     idle = idle_rates(pids)
     pids["load generator"] = os.getpid()
     before = {name: cpu.seconds(pid) for name, pid in pids.items()}
+    asked = couch_requests(backend)
     started = time.perf_counter()
     tally = asyncio.run(run_fleet(phones, DB, size.period, size.rounds))
     wall = time.perf_counter() - started
     spent = {name: _spent(before[name], cpu.seconds(pid)) for name, pid in pids.items()}
+    asked = _spent(asked, couch_requests(backend))
     for server in instances:
         server.stop()
-    return figures(backend.name, count, tally, wall, spent, idle)
+    out = figures(backend.name, count, tally, wall, spent, idle)
+    if asked is not None:
+        out["couchdb_requests_per_sync"] = round(asked / max(1, out["syncs"].get("count", 0)), 1)
+    return out
+
+
+def couch_requests(backend: Backend) -> float | None:
+    """CouchDB's count of HTTP requests it has answered (its node's statistics), or None
+    on the embedded store. Counts every client of that CouchDB, not only ours."""
+    if not isinstance(backend, stores.CouchBackend):
+        return None
+    status, stats = backend.couch.request("GET", "/_node/_local/_stats/couchdb/httpd/requests")
+    return float(stats["value"]) if status == 200 and isinstance(stats, dict) else None
 
 
 def _spent(before: float | None, after: float | None) -> float | None:
@@ -312,6 +326,9 @@ def show(result: dict[str, Any]) -> None:
                 f"  [{name}] CPU per sync, {process}: {row['raw_ms']:.2f} ms "
                 f"({net}{row['raw_s']:.1f} CPU s in all)"
             )
+    if "couchdb_requests_per_sync" in result:
+        asked = result["couchdb_requests_per_sync"]
+        log(f"  [{name}] CouchDB requests per sync (all its clients): {asked:.1f}")
     held = "held" if result["goal_held"] else "NOT held"
     log(f"  [{name}] goal: p99 per sync < {result['goal_p99_ms']:.0f} ms, no error: {held}")
 
