@@ -272,7 +272,7 @@ async def run_fleet(phones: Sequence[Phone], db: str, period: float, rounds: int
             delay = began + at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tally.late.append(max(0.0, -delay))
+            tally.late.append(max(0.0, time.perf_counter() - began - at))
             task = asyncio.create_task(fleet.sync(phones[device]))
             running.add(task)
             task.add_done_callback(running.discard)
