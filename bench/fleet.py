@@ -40,11 +40,13 @@ import json
 import os
 import random
 import shutil
+import signal
 import tempfile
 import time
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from bench import backends as stores
@@ -350,6 +352,7 @@ def phase_fleet(
 
 def main() -> int:
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    signal.signal(signal.SIGTERM, _raise_exit)  # stop the servers and delete the databases
     servers: list[Server] = []
     with ExitStack() as stack:
         backends, couch = stack.enter_context(stores.opened())
@@ -367,6 +370,10 @@ def main() -> int:
     out.write_text(json.dumps(results, indent=2) + "\n")
     log(f"\nresults: {out}")
     return 0
+
+
+def _raise_exit(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _stop_all(servers: list[Server]) -> None:
