@@ -42,6 +42,7 @@ from yarl import URL
 
 REQUEST_TIMEOUT = 30.0  # a request slower than this counts as an error
 CHANGES_LIMIT = 100  # PouchDB's batch_size
+PHONE_CONNECTIONS = 6  # a browser's (and PouchDB's fetch's) connections per host
 
 
 # -- the plan of a no-op sync (pure) -----------------------------------------------------
@@ -166,55 +167,57 @@ class SyncFailed(Exception):
     """A request of a no-op sync answered what a no-op sync does not get."""
 
 
-class Fleet:
-    """The aiohttp client of every phone (one connection pool, loopback only)."""
+class PhoneClient:
+    """One phone's requests over ``http`` (loopback only), timed into ``tally``."""
 
-    def __init__(self, session: aiohttp.ClientSession, db: str, tally: Tally) -> None:
-        self.session, self.db, self.tally = session, db, tally
+    def __init__(self, http: aiohttp.ClientSession, db: str, tally: Tally, phone: Phone) -> None:
+        self.http, self.db, self.tally, self.phone = http, db, tally, phone
 
-    async def _get(self, phone: Phone, step: Step, since: str = "") -> Any:
+    async def _get(self, step: Step, since: str = "") -> Any:
+        phone = self.phone
         url = URL(phone.server + step.path.replace("{since}", quote(since, safe="")), encoded=True)
         started = time.perf_counter()
-        async with self.session.get(url, headers=phone.headers()) as response:
+        async with self.http.get(url, headers=phone.headers()) as response:
             body = await response.read()
             self.tally.requests[step.what].append(time.perf_counter() - started)
             if response.status != 200:
                 raise SyncFailed(f"{step.what} as {phone.worker}: {response.status} {body[:200]!r}")
         return _json(body, step, phone)
 
-    async def _pull(self, phone: Phone, lane: list[Step]) -> None:
+    async def _pull(self, lane: list[Step]) -> None:
         since = ""
         for step in lane:
-            answer = await self._get(phone, step, since)
+            answer = await self._get(step, since)
             if step.what.startswith("GET _local"):
                 since = str(answer["last_seq"])
             elif step.what == "GET _changes" and answer.get("results"):
-                raise SyncFailed(f"_changes as {phone.worker} was not empty: not a no-op sync")
+                raise SyncFailed(f"_changes as {self.phone.worker} was not empty: not a no-op")
 
-    async def _push(self, phone: Phone, lane: list[Step]) -> None:
+    async def _push(self, lane: list[Step]) -> None:
         for step in lane:
-            await self._get(phone, step)
+            await self._get(step)
 
-    async def sync(self, phone: Phone) -> None:
-        """One no-op sync of ``phone``; its duration goes to the tally, or its error."""
-        opening, pull, push = noop_plan(self.db, phone.serial)
+    async def sync(self) -> None:
+        """One no-op sync; its duration goes to the tally, or its error."""
+        opening, pull, push = noop_plan(self.db, self.phone.serial)
         started = time.perf_counter()
         try:
-            await self._get(phone, opening)
-            await asyncio.gather(self._pull(phone, pull), self._push(phone, push))
+            await self._get(opening)
+            await asyncio.gather(self._pull(pull), self._push(push))
         except (SyncFailed, aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
             self.tally.errors.append(f"{type(exc).__name__}: {exc}")
             return
         self.tally.syncs.append(time.perf_counter() - started)
 
-    async def prepare(self, phone: Phone) -> None:
+    async def prepare(self) -> None:
         """The phone's earlier syncs, before the timed rounds: read its whole set (so the
         pull checkpoint holds the server's last sequence) and store both checkpoints, as
         PouchDB does after a first sync. Also proves the credentials and the token."""
+        phone = self.phone
         since: Any = 0
         while True:
             step = Step("prepare", f"/{self.db}/_changes?style=all_docs&since={{since}}&limit=100")
-            answer = await self._get(phone, step, str(since))
+            answer = await self._get(step, str(since))
             since = answer["last_seq"]
             if not answer["results"]:
                 break
@@ -228,7 +231,7 @@ class Fleet:
                 "last_seq": last_seq,
             }
             url = URL(phone.server + path, encoded=True)
-            async with self.session.put(url, json=body, headers=phone.headers()) as response:
+            async with self.http.put(url, json=body, headers=phone.headers()) as response:
                 if response.status != 201:
                     text = await response.text()
                     raise SyncFailed(f"checkpoint of {phone.serial}: {response.status} {text}")
@@ -241,41 +244,45 @@ def _json(body: bytes, step: Step, phone: Phone) -> Any:
         raise SyncFailed(f"{step.what} as {phone.worker}: not JSON") from exc
 
 
-def session(limit: int = 0) -> aiohttp.ClientSession:
+def session(limit: int = PHONE_CONNECTIONS) -> aiohttp.ClientSession:
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit), timeout=timeout)
 
 
 async def prepare_all(phones: Sequence[Phone], db: str, parallel: int = 8) -> None:
     """Every phone's checkpoints, ``parallel`` phones at a time (not timed)."""
-    async with session() as http:
-        fleet = Fleet(http, db, Tally())
-        gate = asyncio.Semaphore(parallel)
+    async with session(limit=0) as http:
+        tally, gate = Tally(), asyncio.Semaphore(parallel)
 
         async def one(phone: Phone) -> None:
             async with gate:
-                await fleet.prepare(phone)
+                await PhoneClient(http, db, tally, phone).prepare()
 
         await asyncio.gather(*(one(p) for p in phones))
 
 
 async def run_fleet(phones: Sequence[Phone], db: str, period: float, rounds: int) -> Tally:
     """Every phone syncs once a ``period`` for ``rounds`` periods; returns when the last
-    sync has answered (or timed out: nothing waits longer than REQUEST_TIMEOUT)."""
+    sync has answered (or timed out: nothing waits longer than REQUEST_TIMEOUT).
+
+    Each sync opens its own connections (as a phone that wakes once a period does:
+    a mobile network keeps no connection that long) and closes them at its end."""
     tally = Tally()
-    plan = schedule(len(phones), period, rounds)
-    async with session() as http:
-        fleet = Fleet(http, db, tally)
-        began = time.perf_counter()
-        running: set[asyncio.Task[None]] = set()
-        for at, device in plan:
-            delay = began + at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tally.late.append(max(0.0, time.perf_counter() - began - at))
-            task = asyncio.create_task(fleet.sync(phones[device]))
-            running.add(task)
-            task.add_done_callback(running.discard)
-        if running:
-            await asyncio.gather(*running)
+
+    async def one(phone: Phone) -> None:
+        async with session() as http:
+            await PhoneClient(http, db, tally, phone).sync()
+
+    began = time.perf_counter()
+    running: set[asyncio.Task[None]] = set()
+    for at, device in schedule(len(phones), period, rounds):
+        delay = began + at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tally.late.append(max(0.0, time.perf_counter() - began - at))
+        task = asyncio.create_task(one(phones[device]))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    if running:
+        await asyncio.gather(*running)
     return tally
