@@ -218,6 +218,7 @@ def run_backend(
     pids["load generator"] = os.getpid()
     before = {name: cpu.seconds(pid) for name, pid in pids.items()}
     asked = couch_requests(backend)
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     tally = asyncio.run(run_fleet(phones, DB, size.period, size.rounds))
     wall = time.perf_counter() - started
@@ -226,6 +227,7 @@ def run_backend(
     for server in instances:
         server.stop()
     out = figures(backend.name, count, tally, wall, spent, idle)
+    out["load_average"] = {"before": round(load, 1), "after": round(os.getloadavg()[0], 1)}
     if asked is not None:
         out["couchdb_requests_per_sync"] = round(asked / max(1, out["syncs"].get("count", 0)), 1)
     return out
@@ -298,6 +300,11 @@ def show(result: dict[str, Any]) -> None:
     log(
         f"  [{name}] {result['instances']} instance(s), {s.get('count', 0):,} syncs in "
         f"{result['wall_s']:.0f} s ({result['sync_rate_per_s']:.1f}/s), errors {result['errors']}"
+    )
+    load = result["load_average"]
+    log(
+        f"  [{name}] load average {load['before']:.1f} before, {load['after']:.1f} after "
+        f"on {os.cpu_count()} CPUs (other work on the machine lengthens every figure)"
     )
     if s.get("count"):
         log(
