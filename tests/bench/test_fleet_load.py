@@ -122,7 +122,8 @@ def test_places_form_a_tree_with_an_area_per_phone() -> None:
     for place, parent in tree:
         assert parent is None or parent in seen  # parents first
         seen.add(place)
-    parents = dict(tree)
+    assert [place for place, parent in tree if parent is None] == ["country"]
+    parents = {place: parent for place, parent in tree if parent is not None}
     assert all(parents[a].startswith("facility-") for a in areas)
     assert max(Counter(parents[a] for a in areas).values()) == 10
     facilities = {parents[a] for a in areas}
