@@ -11,9 +11,13 @@ B. (:mod:`bench.scale`) a CHW whose set is 200 documents in databases of 10k, 10
 C, D. the barcode corpus and the SMS gateway (the store does not matter to them).
 E. (:mod:`bench.console`) the supervisor's Workers page and ``/api/v1/workers`` for
    2,000 workers on the embedded store (target: the page in under 300 ms).
+F. (:mod:`bench.fleet`) 1,000 phones, each a no-op sync once a minute for 3 minutes,
+   through three instances on one CouchDB and through one on the embedded store
+   (goal: p99 per sync under 100 ms); server CPU per sync.
 
 ``BENCH_QUICK=1`` divides every size by 10. ``BENCH_KEEP=1`` keeps the temp dir and
-the CouchDB databases. ``BENCH_PHASES=worker,scale,barcode,sms,console`` picks phases.
+the CouchDB databases. ``BENCH_PHASES=worker,scale,barcode,sms,console,fleet`` picks
+phases (``BENCH_QUICK=1`` makes the fleet 100 phones for 30 s).
 ``BENCH_PROFILE=1`` records py-spy profiles of the servers (collapsed stacks) into
 ``bench/results/profile-*.txt`` (py-spy on PATH, or ``BENCH_PYSPY=/path/to/py-spy``);
 ``BENCH_PROFILE=idle`` samples idle threads too (time spent waiting on CouchDB).
@@ -35,7 +39,7 @@ from types import FrameType
 from typing import Any
 
 from bench import backends as stores
-from bench import couch_seed, report
+from bench import couch_seed, fleet, report
 from bench.client import PouchClient
 from bench.measure import RESULTS, Measurement, Sizes, fmt_count, log, ratio
 from bench.scale import ScaleDb, phase_scale
@@ -54,7 +58,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _raise_exit)
     began = time.perf_counter()
     log(f"fieldsync bench{' (BENCH_QUICK: sizes ÷ 10)' if sizes.quick else ''}")
-    phases = set(os.environ.get("BENCH_PHASES", "worker,scale,barcode,sms,console").split(","))
+    phases = set(
+        os.environ.get("BENCH_PHASES", "worker,scale,barcode,sms,console,fleet").split(",")
+    )
     load = os.getloadavg()[0]
     if load > 0.5:
         log(f"  note: load average {load:.1f} before starting; other work skews the timings")
@@ -84,6 +90,9 @@ def main() -> int:
         scale: list[ScaleDb] = []
         if "scale" in phases:
             scale = phase_scale(sizes, root, client, backends, servers)
+        fleet_results = None
+        if "fleet" in phases:
+            fleet_results = fleet.phase_fleet(sizes.quick, root, backends, servers)
         if keep:
             log(f"\n  kept {root}" + (f" and the databases {couch.base}*" if couch else ""))
 
@@ -119,6 +128,7 @@ def main() -> int:
             "ratios": ratios,
             "seeding": seeding,
             **domains,
+            **({"fleet": fleet_results} if fleet_results is not None else {}),
             "elapsed_s": round(elapsed, 1),
         }
     )
@@ -195,7 +205,7 @@ def domain_benches(phases: set[str], quick: bool) -> dict[str, Any]:
 
 
 def _delete_couch_dbs(couch: stores.Couch, sizes: Sizes) -> None:
-    tags = [TAG, PEER_TAG, "check"] + [f"s{fmt_count(t).lower()}" for t in sizes.totals]
+    tags = [TAG, PEER_TAG, "check", fleet.TAG] + [f"s{fmt_count(t).lower()}" for t in sizes.totals]
     gone = [name for tag in tags for name in couch.delete(tag)]
     log(f"  deleted {len(gone)} CouchDB databases of the bench ({couch.base}*)")
 
