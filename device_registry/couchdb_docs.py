@@ -34,6 +34,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from device_registry.dump import TABLES
 from device_registry.model import Device, HistoryEntry
 from device_registry.status import DeviceStatus
 from sync.scopes import User
@@ -41,33 +42,8 @@ from sync.scopes import User
 Doc = dict[str, Any]
 
 DB_NAME = "devices"  # after the deployment's prefix
-DEVICE_FIELDS = (
-    "serial",
-    "imei",
-    "imei2",
-    "model",
-    "os_version",
-    "app_version",
-    "phone",
-    "worker",
-    "place",
-    "issued",
-    "status",
-    "last_sync",
-    "notes",
-    "created",
-    "updated",
-)
-HISTORY_FIELDS = (
-    "at",
-    "actor",
-    "action",
-    "from_status",
-    "to_status",
-    "from_worker",
-    "to_worker",
-    "reason",
-)
+DEVICE_FIELDS = TABLES["devices"][1:]  # a row's columns but its number
+HISTORY_FIELDS = TABLES["device_history"][2:]  # an entry's columns but its number and device
 
 
 def device_id(serial: str) -> str:

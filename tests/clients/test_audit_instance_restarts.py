@@ -13,46 +13,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
-from contextlib import ExitStack
-from pathlib import Path
 
 import aiohttp
-import pytest
 from couchdb_server import couch_request
 from couchdb_server import db_path as couch_path
-from realserver import FIELDSYNC, ServerProcess, free_port
-from shared_org import PLACES, basic_auth, seed
-
-from sync.keys import key_from_file
+from realserver import FIELDSYNC, ServerProcess
+from shared_org import basic_auth
+from test_audit_across_instances import env, instances  # noqa: F401  (the same two instances)
 
 DB = "health"
-
-
-@pytest.fixture
-def env(tmp_path: Path, couchdb_url: str, couch_prefix: str) -> dict[str, str]:
-    master_file = tmp_path / "secrets" / "master.key"
-    key_from_file(master_file, create=True)
-    return {
-        "FIELDSYNC_MASTER_KEY_FILE": str(master_file),
-        "FIELDSYNC_COUCHDB_URL": couchdb_url,
-        "FIELDSYNC_COUCHDB_PREFIX": couch_prefix,
-        "FIELDSYNC_REQUIRE_ENROLMENT": "0",
-    }
-
-
-@pytest.fixture
-def instances(tmp_path: Path, env: dict[str, str]) -> Iterator[list[ServerProcess]]:
-    with ExitStack() as stack:
-        servers = []
-        for number in (1, 2):
-            data = tmp_path / f"data{number}"
-            seed(data, PLACES)
-            server = ServerProcess(data, free_port(), tmp_path / f"server{number}.log", env)
-            server.start()
-            stack.callback(server.stop)
-            servers.append(server)
-        yield servers
 
 
 async def _act(
@@ -85,7 +54,10 @@ def _recorded(couchdb_url: str, prefix: str) -> dict[str, set[tuple[str, str]]]:
 
 
 async def test_a_restarted_instance_starts_a_new_chain_and_all_verify(
-    instances: list[ServerProcess], env: dict[str, str], couchdb_url: str, couch_prefix: str
+    instances: list[ServerProcess],  # noqa: F811  (fixtures shared with the other audit test)
+    env: dict[str, str],  # noqa: F811
+    couchdb_url: str,
+    couch_prefix: str,
 ) -> None:
     first, second = instances
     async with aiohttp.ClientSession() as session:
