@@ -18,11 +18,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import web
 
 from sync.activity.backends import activity_store
 from sync.activity.recorder import ActivityRecorder
 from sync.appkeys import CONFIG, STORE
+from sync.errors import FieldsyncError
+
+log = structlog.get_logger("fieldsync.activity")
 
 ACTIVITY = web.AppKey("activity", ActivityRecorder)
 
@@ -52,4 +56,7 @@ async def recording(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await recorder.flush()
+        try:
+            await recorder.flush()
+        except FieldsyncError:  # the store is away: the stop goes on, the loss is logged
+            log.warning("activity_lost_at_stop", buckets=recorder.pending)

@@ -81,6 +81,7 @@ def test_the_walk_finds_every_command_group() -> None:
         "user",
         "keys",
         "audit",
+        "migrate",
         "patient-id",
         "device",
         "sms",

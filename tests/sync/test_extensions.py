@@ -261,6 +261,7 @@ def test_the_commands_groups_are_the_registered_ones_in_order() -> None:
     assert _commands(registered) == [
         "keys",
         "audit",
+        "migrate",
         "patient-id",
         "device",
         "sms",
