@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +133,23 @@ class ServerProcess:
             "password": password,
             "headers": sent,
         }
+
+
+@contextmanager
+def servers_from(
+    template: Path, tmp_path: Path, env: dict[str, str], count: int = 2
+) -> Iterator[list[ServerProcess]]:
+    """``count`` servers, each on its own copy of the ``template`` data dir, stopped after."""
+    with ExitStack() as stack:
+        servers = []
+        for number in range(1, count + 1):
+            data = tmp_path / f"data{number}"
+            shutil.copytree(template, data)
+            server = ServerProcess(data, free_port(), tmp_path / f"server{number}.log", env)
+            server.start()
+            stack.callback(server.stop)
+            servers.append(server)
+        yield servers
 
 
 class Admin:

@@ -18,13 +18,13 @@ import base64
 import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack, closing
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from realserver import DB, PASSWORD, ServerProcess, free_port
+from realserver import DB, PASSWORD, ServerProcess, servers_from
 
 from sync.auth import COOKIE, LOGIN_LIMITS
 from sync.keys import KeyRing, load_master_key
@@ -50,15 +50,7 @@ def pair(
         "FIELDSYNC_COUCHDB_PREFIX": couch_prefix,
         "FIELDSYNC_REQUIRE_ENROLMENT": "0",
     }
-    with ExitStack() as stack:
-        servers = []
-        for number in (1, 2):
-            data = tmp_path / f"data{number}"
-            shutil.copytree(template, data)
-            server = ServerProcess(data, free_port(), tmp_path / f"server{number}.log", env)
-            server.start()
-            stack.callback(server.stop)
-            servers.append(server)
+    with servers_from(template, tmp_path, env) as servers:
         yield servers
 
 

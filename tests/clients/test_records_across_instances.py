@@ -26,7 +26,6 @@ import shutil
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -34,7 +33,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aiohttp
 import pytest
 from couchdb_server import couch_request
-from realserver import DB, PASSWORD, ServerProcess, free_port
+from realserver import DB, PASSWORD, ServerProcess, servers_from
 
 from sync.auth import COOKIE
 from sync.keys import load_master_key
@@ -53,15 +52,7 @@ def pair(
         "FIELDSYNC_COUCHDB_PREFIX": couch_prefix,
         "FIELDSYNC_REQUIRE_ENROLMENT": "0",
     }
-    with ExitStack() as stack:
-        servers = []
-        for number in (1, 2):
-            data = tmp_path / f"data{number}"
-            shutil.copytree(template, data)
-            server = ServerProcess(data, free_port(), tmp_path / f"server{number}.log", env)
-            server.start()
-            stack.callback(server.stop)
-            servers.append(server)
+    with servers_from(template, tmp_path, env) as servers:
         yield servers
 
 
