@@ -61,6 +61,9 @@ class Config:
     # An instance asks for a place's newest data-key version at least this often (key rotation
     # on CouchDB waits longer than this before it re-seals and deletes old versions).
     key_refresh_seconds: float = 30.0
+    # With CouchDB, an instance answers a caller it read this recently without reading again:
+    # a change made on another instance applies here within this bound (0: read every time).
+    accounts_cache_seconds: float = 0.5
     # CouchDB's max_document_size (default; Cloudant: 1,000,000); bigger: refused per document.
     couchdb_max_document_bytes: int = 8_000_000
     # Bearer token that opens GET /metrics (sync.health); without one only admins read them.
@@ -96,6 +99,20 @@ def _yes(value: str) -> bool:
     if word in ("0", "false", "no", "off"):
         return False
     raise ValueError("must be one of 1/true/yes/on or 0/false/no/off")
+
+
+def _cache_seconds(value: str) -> float:
+    """How long a caller read from CouchDB may be reused: 0 (never) up to 60 seconds."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_ACCOUNTS_CACHE_SECONDS:
+        raise ValueError(
+            "must be a number of seconds from 0 (read every time) to "
+            f"{MAX_ACCOUNTS_CACHE_SECONDS:g}, e.g. 1 or 0.5"
+        )
+    return seconds
 
 
 def _seconds(value: str) -> float:
@@ -168,6 +185,7 @@ def time_zone(value: str) -> str:
     return name
 
 
+MAX_ACCOUNTS_CACHE_SECONDS = 60.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 
@@ -213,6 +231,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_COUCHDB_MAX_IN_FLIGHT": ("couchdb_max_in_flight", _count(1)),
     "FIELDSYNC_COUCHDB_TIMEOUT_SECONDS": ("couchdb_timeout_seconds", _seconds),
     "FIELDSYNC_KEY_REFRESH_SECONDS": ("key_refresh_seconds", _seconds),
+    "FIELDSYNC_ACCOUNTS_CACHE_SECONDS": ("accounts_cache_seconds", _cache_seconds),
     "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": ("couchdb_max_document_bytes", _count(4096)),
     "FIELDSYNC_METRICS_TOKEN": ("metrics_token", metrics_token),
     "FIELDSYNC_LOG_LEVEL": ("log_level", _one_of(LOG_LEVELS)),

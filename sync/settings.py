@@ -106,6 +106,10 @@ _CORE = {
     "FIELDSYNC_COUCHDB_TIMEOUT_SECONDS": "a CouchDB request unanswered this long is a 503",
     "FIELDSYNC_KEY_REFRESH_SECONDS": "an instance looks for a newer data-key version this often "
     "(`keys rotate` on CouchDB waits longer than this before re-sealing); every instance the same",
+    "FIELDSYNC_ACCOUNTS_CACHE_SECONDS": "with CouchDB, a caller read this recently is not read "
+    "again: a user disabled or a scope changed on another instance applies here within this "
+    "bound (at once on the instance that made the change); `0` reads on every request; "
+    "at most `60`",
     "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": "CouchDB's `max_document_size` (Cloudant: "
     "`1000000`): a revision or attachment larger than this once sealed is refused alone "
     "(`too_large`)",

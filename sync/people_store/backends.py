@@ -62,7 +62,13 @@ async def account_ports(
         return
     client = open_client(config)
     try:
-        store = CouchAccounts.for_prefix(client, config.couchdb_prefix, audit, mirror_into(sqlite))
+        store = CouchAccounts.for_prefix(
+            client,
+            config.couchdb_prefix,
+            audit,
+            mirror_into(sqlite),
+            config.accounts_cache_seconds,
+        )
         adopting = None
         if adopt and not await _adopted(store, sqlite):  # CouchDB away: in the background
             store.adopting(True)  # until then an unknown name answers 503, not 401

@@ -63,6 +63,7 @@ from sync.people_store.couchdocs import (
 )
 from sync.people_store.guard import RulesGuard
 from sync.people_store.ports import AccountsNotReady, Actor, Lookup, Opened, details_of_scope
+from sync.people_store.recent import RecentLookups
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus, validate_place_id
 from sync.sessions import Lifetime
 from sync.store.couchdb.client import CouchClient, path
@@ -103,6 +104,8 @@ class CouchAccounts:
         db: str,
         audit: AuditLog | None = None,
         mirror: Mirror | None = None,
+        recent_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._db = db
@@ -114,6 +117,8 @@ class CouchAccounts:
         self._purged = 0.0
         self._adopting = False  # the data dir's users are still to be copied in (backends)
         self._guard = RulesGuard(client, db)  # the rules across documents (sync.people_store.guard)
+        # Callers read a moment ago (sync.people_store.recent): forgotten after every write here.
+        self._recent: RecentLookups[Lookup] = RecentLookups(recent_seconds, clock=clock)
 
     @classmethod
     def for_prefix(
@@ -122,8 +127,9 @@ class CouchAccounts:
         prefix: str,
         audit: AuditLog | None = None,
         mirror: Mirror | None = None,
+        recent_seconds: float = 0.0,
     ) -> CouchAccounts:
-        return cls(client, prefix + DB_NAME, audit, mirror)
+        return cls(client, prefix + DB_NAME, audit, mirror, recent_seconds)
 
     def adopting(self, pending: bool) -> None:
         """Say whether this server's data dir still has users to copy into CouchDB.
@@ -137,6 +143,17 @@ class CouchAccounts:
 
     # -- reading ---------------------------------------------------------------------------
     async def lookup(self, name: str | None, session_id: str | None = None) -> Lookup:
+        """One ``_bulk_get`` (the version, and the user or session), unless the same caller
+        was read less than ``recent_seconds`` ago and nothing was written here since."""
+        key = (name, session_id)
+        if (kept := self._recent.get(key)) is not None:
+            return kept
+        before = self._recent.generation
+        found = await self._lookup(name, session_id)
+        self._recent.put(key, found, before)
+        return found
+
+    async def _lookup(self, name: str | None, session_id: str | None) -> Lookup:
         await self._ensure_db()
         first = [VERSION_DOC] if session_id is None else [VERSION_DOC, session_doc_id(session_id)]
         if session_id is None and name is not None:
@@ -208,6 +225,7 @@ class CouchAccounts:
             if existing is None:  # deleted meanwhile by hand: still not ours to take
                 raise Conflict(f"user {name!r} already exists") from None
             raise accounts.name_taken(name, existing) from None
+        self._recent.forget()  # a name answered "unknown" a moment ago is known now
         detail = f"user {name}: role {role.value}, {details_of_scope(places, read_places)}"
         self._note(by, "user_add", detail)
         await self._mirrored(user)
@@ -479,6 +497,17 @@ class CouchAccounts:
         """One change of ``doc_id``: rules checked on what is stored, 409 retried, a fork
         left by a 202 settled on the winner; the document as written."""
         await self._ensure_db()
+        try:
+            return await self._try_update(doc_id, check, apply)
+        finally:
+            self._recent.forget()  # whatever the outcome: the next lookup reads again
+
+    async def _try_update(
+        self,
+        doc_id: str,
+        check: Callable[[list[Doc]], Any],
+        apply: Callable[[Doc], None],
+    ) -> Doc:
         for _ in range(_TRIES):
             leaves = await self._leaves(doc_id)
             await check(leaves)
@@ -510,6 +539,7 @@ class CouchAccounts:
             await self._delete(doc_id, leaves[1:])
 
     async def _delete(self, doc_id: str, leaves: Sequence[Mapping[str, Any]]) -> None:
+        self._recent.forget()
         for leaf in leaves:
             with contextlib.suppress(Conflict, NotFound):
                 await self._client.json(
@@ -571,6 +601,7 @@ class CouchAccounts:
         if not docs:
             return 0
         answer = await self._client.json("POST", path(self._db, "_bulk_docs"), body={"docs": docs})
+        self._recent.forget()
         created = [r for r in answer if "error" not in r]
         if any(str(r["id"]).startswith("place:") for r in created):
             await self._bump_places()

@@ -9,6 +9,11 @@ FIELDSYNC_TEST_COUCHDB_URL).  Users, places and sessions live in the
 - a user disabled on A is refused by B on the very next request, Basic or cookie;
 - a scope changed on A (the admin API) or with the CLI applies on B at once;
 - wrong passwords spread over A and B stop at the configured total.
+
+Those run with ``FIELDSYNC_ACCOUNTS_CACHE_SECONDS=0`` (every request reads its
+caller).  With the default bound, a caller read a moment ago is answered again
+for that long: a change shows at once on the instance that made it and on the
+other within the bound (the last test).
 """
 
 from __future__ import annotations
@@ -31,13 +36,28 @@ from sync.keys import KeyRing, load_master_key
 from sync.store.schema import connections, db_path
 
 LIMIT = LOGIN_LIMITS["user"].failures
+CACHE_SECONDS = 2.0
 
 
 @pytest.fixture
 def pair(
     tmp_path: Path, org_data: Path, couchdb_url: str, couch_prefix: str
 ) -> Iterator[list[ServerProcess]]:
-    """Two servers started from one template, on one CouchDB."""
+    """Two servers started from one template, on one CouchDB, reading callers every time."""
+    yield from _servers(tmp_path, org_data, couchdb_url, couch_prefix, cache_seconds=0.0)
+
+
+@pytest.fixture
+def bounded_pair(
+    tmp_path: Path, org_data: Path, couchdb_url: str, couch_prefix: str
+) -> Iterator[list[ServerProcess]]:
+    """The same, each keeping a caller it read for CACHE_SECONDS."""
+    yield from _servers(tmp_path, org_data, couchdb_url, couch_prefix, cache_seconds=CACHE_SECONDS)
+
+
+def _servers(
+    tmp_path: Path, org_data: Path, couchdb_url: str, couch_prefix: str, cache_seconds: float
+) -> Iterator[list[ServerProcess]]:
     template = tmp_path / "template"
     shutil.copytree(org_data, template)
     keys = KeyRing(load_master_key(template / "master.key", create=True), _conns(template))
@@ -49,6 +69,7 @@ def pair(
         "FIELDSYNC_COUCHDB_URL": couchdb_url,
         "FIELDSYNC_COUCHDB_PREFIX": couch_prefix,
         "FIELDSYNC_REQUIRE_ENROLMENT": "0",
+        "FIELDSYNC_ACCOUNTS_CACHE_SECONDS": str(cache_seconds),
     }
     with servers_from(template, tmp_path, env) as servers:
         yield servers
@@ -200,3 +221,22 @@ async def test_changes_at_once_on_two_instances_keep_the_rules_across_documents(
     async with http.get(f"{b.url}/api/v1/places", headers=basic(left)) as resp:
         places = {p["id"]: p["parent"] for p in await resp.json()}
     assert "facility-a" in (places["area-a1"], places["area-a2"])  # still hangs from the tree
+
+
+async def test_with_the_bound_a_disable_applies_here_at_once_and_there_within_it(
+    bounded_pair: list[ServerProcess], http: aiohttp.ClientSession
+) -> None:
+    a, b = bounded_pair
+    for server in (a, b):  # each has read alice a moment ago
+        assert await status(http, "GET", f"{server.url}/{DB}/", headers=basic("alice")) == 200
+    disable = f"{a.url}/api/v1/users/alice/disable"
+    assert await status(http, "POST", disable, headers=basic("admin")) == 200
+    assert await status(http, "GET", f"{a.url}/{DB}/", headers=basic("alice")) == 401
+    seen = []
+    for _ in range(int(CACHE_SECONDS * 10) + 100):  # the bound, and room for a slow machine
+        seen.append(await status(http, "GET", f"{b.url}/{DB}/", headers=basic("alice")))
+        if seen[-1] == 401:
+            break
+        await asyncio.sleep(0.1)
+    assert seen[-1] == 401, seen
+    assert set(seen) <= {200, 401}, seen

@@ -1,0 +1,60 @@
+"""Callers read a moment ago, answered again without asking the store.
+
+A phone's sync is a burst of requests (PouchDB 9's no-op sync: nine in well
+under a second), and on CouchDB each one read its caller afresh: most of what
+CouchDB did for a fleet of phones.  :class:`RecentLookups` keeps each answer for
+``seconds`` (``FIELDSYNC_ACCOUNTS_CACHE_SECONDS``), so a change made on another
+instance (a user disabled, a scope changed, a session ended) applies here within
+that bound; a change made through this instance applies at once, because the
+adapter calls :meth:`forget` after every write.
+
+An answer read while a write was under way is never kept: :meth:`put` takes the
+generation seen *before* the read and drops the answer if a :meth:`forget` came
+between.  Nothing here is shared between processes; the device check (a phone
+marked lost or stolen) is not cached at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+MOST = 10_000  # answers kept at once; past it, all are dropped (names a guesser made up, say)
+
+
+class RecentLookups(Generic[V]):
+    def __init__(
+        self, seconds: float, most: int = MOST, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.seconds = seconds
+        self._most = most
+        self._clock = clock
+        self._kept: dict[Hashable, tuple[float, V]] = {}
+        self.generation = 0
+
+    def get(self, key: Hashable) -> V | None:
+        """The answer kept for ``key`` if it is younger than ``seconds``."""
+        kept = self._kept.get(key)
+        if kept is None:
+            return None
+        if self._clock() - kept[0] >= self.seconds:
+            del self._kept[key]
+            return None
+        return kept[1]
+
+    def put(self, key: Hashable, value: V, generation: int) -> None:
+        """Keep ``value``, read when :attr:`generation` was ``generation``, unless a
+        write came since (or keeping is off)."""
+        if self.seconds <= 0 or generation != self.generation:
+            return
+        if len(self._kept) >= self._most:
+            self._kept.clear()
+        self._kept[key] = (self._clock(), value)
+
+    def forget(self) -> None:
+        """A write went through this instance: nothing read before it is answered again."""
+        self.generation += 1
+        self._kept.clear()
