@@ -57,7 +57,8 @@ from bench.measure import PASSWORD, RESULTS, log
 from bench.seed import record
 from bench.server import DB, Server, imei
 from bench.unit_costs import idle_rates
-from device_registry import enrolment, inventory
+from device_registry import embedded_sql as devices
+from device_registry import inventory
 from device_registry import schema as device_schema
 from sync import accounts
 from sync.cli import configure_logging
@@ -165,10 +166,10 @@ def people_and_phones(data_dir: Path, areas: list[str]) -> list[Phone]:
         for n in range(len(areas)):
             serial, worker = f"FLEET-{n:05d}", _worker(n)
             new = inventory.validate_new(serial, imei(serial), model="Tecno Spark 8")
-            inventory.add(conn, new, ACTOR, UNLIMITED)
-            inventory.assign(conn, serial, worker, ACTOR, UNLIMITED)
-            code = enrolment.issue_code(conn, serial, ACTOR, UNLIMITED).code
-            token = enrolment.enrol(conn, code, serial, worker).token
+            devices.add(conn, new, ACTOR, UNLIMITED)
+            devices.assign(conn, serial, worker, ACTOR, UNLIMITED)
+            code = devices.issue_code(conn, serial, ACTOR, UNLIMITED).code
+            token = devices.enrol(conn, code, serial, worker).token
             phones.append(Phone(serial, worker, PASSWORD, token, ""))
         conn.execute("COMMIT")
     return phones
