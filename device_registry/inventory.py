@@ -10,10 +10,6 @@ the same things with the same words.
 ``scope`` is the actor's: a device outside their read scope does not exist for
 them (404), one they only read cannot be changed by them (403).  The CLI acts
 with ``UNLIMITED``.
-
-``add``, ``assign``, ``mark`` and ``list_all`` over a ``sqlite3.Connection``
-remain as call-throughs to the embedded adapter's SQL for code outside the
-registry (the SMS gateway's tests and bench seed devices so).
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from device_registry import validators
 from device_registry.model import Device, HistoryEntry, NewDevice
@@ -34,9 +30,6 @@ from device_registry.status import (
 )
 from sync.errors import BadRequest, Conflict, Forbidden, NotFound
 from sync.scopes import PlaceTree, Role, Scope, User
-
-if TYPE_CHECKING:
-    import sqlite3
 
 EDITABLE = ("model", "os_version", "phone", "imei2", "place", "notes")
 
@@ -281,37 +274,3 @@ def _entry(
         to_worker=to_worker,
         reason=validators.text(reason, "reason", 500),
     )
-
-
-# -- call-throughs for code outside the registry (seeding the embedded store) ---------------
-def add(conn: sqlite3.Connection, new: NewDevice, actor: str, scope: Scope) -> Device:
-    from device_registry import embedded_sql
-
-    return embedded_sql.add(conn, new, actor, scope)
-
-
-def assign(
-    conn: sqlite3.Connection, serial: str, worker: str, actor: str, scope: Scope, reason: str = ""
-) -> Device:
-    from device_registry import embedded_sql
-
-    return embedded_sql.assign(conn, serial, worker, actor, scope, reason)
-
-
-def mark(
-    conn: sqlite3.Connection,
-    serial: str,
-    target: DeviceStatus,
-    actor: str,
-    scope: Scope,
-    reason: str = "",
-) -> Device:
-    from device_registry import embedded_sql
-
-    return embedded_sql.mark(conn, serial, target, actor, scope, reason)
-
-
-def list_all(conn: sqlite3.Connection) -> list[Device]:
-    from device_registry import embedded_sql
-
-    return embedded_sql.list_all(conn)

@@ -142,7 +142,7 @@ class DeviceOwner:
 
 @dataclass(frozen=True)
 class NewDevice:
-    """A device as it is added to the inventory (validated by ``inventory.add``)."""
+    """A device as it is added to the inventory (validated by ``inventory.validate_new``)."""
 
     serial: str
     imei: str

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from barcode.checkdigit import Scheme, append_check_char
-from device_registry import inventory
+from device_registry import embedded_sql, inventory
 from device_registry import schema as device_schema
 from sync import accounts
 from sync.scopes import UNLIMITED, Role
@@ -59,8 +59,8 @@ def seed(data_dir: Path, workers: int) -> None:
             accounts.add_user(conn, f"chw{n}", Role.CHW, PASSWORD, [f"area-{n}"])
             imei = append_check_char(f"35{n:012d}", Scheme.LUHN10)
             new = inventory.validate_new(f"SN-{n}", imei, phone=phone_of(n))
-            inventory.add(conn, new, "bench", UNLIMITED)
-            inventory.assign(conn, f"SN-{n}", f"chw{n}", "bench", UNLIMITED)
+            embedded_sql.add(conn, new, "bench", UNLIMITED)
+            embedded_sql.assign(conn, f"SN-{n}", f"chw{n}", "bench", UNLIMITED)
         conn.execute("COMMIT")
 
 

@@ -36,7 +36,7 @@ from couchdb_server import couch_request
 from couchdb_server import db_path as couch_path
 from realserver import DB, ServerProcess, free_port
 
-from device_registry import inventory
+from device_registry import embedded_sql, inventory
 from device_registry import schema as device_schema
 from sms_gateway import medic
 from sms_gateway.couchdb_docs import incoming_doc_id
@@ -67,10 +67,10 @@ def seed(data_dir: Path) -> None:
     with closing(connect(db_path(data_dir))) as conn:
         device_schema.ensure(conn)
         for serial, imei, phone, worker in DEVICES:
-            inventory.add(
+            embedded_sql.add(
                 conn, inventory.validate_new(serial, imei, phone=phone), "test", UNLIMITED
             )
-            inventory.assign(conn, serial, worker, "test", UNLIMITED)
+            embedded_sql.assign(conn, serial, worker, "test", UNLIMITED)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ import shared_org
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from device_registry import inventory
+from device_registry import embedded_sql, inventory
 from device_registry import schema as device_schema
 from sms_gateway.routes import SMS, Sms
 from sync.app import create_app
@@ -56,8 +56,8 @@ def seed(data_dir: Path) -> None:
         device_schema.ensure(conn)
         for serial, imei, phone, worker in DEVICES:
             new = inventory.validate_new(serial, imei, phone=phone)
-            inventory.add(conn, new, "test", UNLIMITED)
-            inventory.assign(conn, serial, worker, "test", UNLIMITED)
+            embedded_sql.add(conn, new, "test", UNLIMITED)
+            embedded_sql.assign(conn, serial, worker, "test", UNLIMITED)
 
 
 def as_user(name: str, password: str = PASSWORD) -> dict[str, str]:
