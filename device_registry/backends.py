@@ -1,12 +1,12 @@
 """The one place that chooses the device adapters (device_registry.ports) from the config.
 
-    FIELDSYNC_COUCHDB_URL set     couchdb.CouchDevices       (database ``<prefix>devices``)
-                                  limits.CouchRefusalLimits  (counters shared by instances)
-    otherwise                     embedded.EmbeddedDevices   (the data dir's SQLite file)
-                                  limits.LocalRefusalLimits  (this process's counters)
+    FIELDSYNC_COUCHDB_URL set     couchdb.CouchDevices               (database ``<prefix>devices``)
+                                  couchdb_limits.CouchRefusalLimits  (counters shared by instances)
+    otherwise                     embedded.EmbeddedDevices           (the data dir's SQLite file)
+                                  limits.LocalRefusalLimits          (this process's counters)
 
 The server (``device_registry.routes``) and the ``fieldsync device`` commands
-both come here, so a phone marked lost from the command line is refused by
+(:func:`command_ports`) both come here, so a phone marked lost from the command line is refused by
 every instance at its next request.
 
 With CouchDB, the server adopts its data dir's devices on start (a data dir
@@ -25,16 +25,19 @@ from dataclasses import dataclass
 import structlog
 
 from device_registry.couchdb import CouchDevices
+from device_registry.couchdb_limits import CouchRefusalLimits
 from device_registry.embedded import EmbeddedDevices, Transactions
-from device_registry.limits import CouchRefusalLimits, LocalRefusalLimits
+from device_registry.limits import LocalRefusalLimits
 from device_registry.ports import DeviceStore, RefusalLimits
 from sync import accounts
 from sync.config import Config
 from sync.errors import StoreUnavailable
 from sync.keys import load_master_key
+from sync.people_store.backends import account_ports
 from sync.people_store.ports import AccountStore
 from sync.ratelimit import Limit
 from sync.store.couchdb.running import open_client
+from sync.store.schema import db_path, with_file
 from sync.store.sqlite import SqliteStore
 
 log = structlog.get_logger("fieldsync.devices")
@@ -95,6 +98,27 @@ async def device_ports(
     else:
         embedded = EmbeddedDevices.on_file(config.data_dir)
     yield DevicePorts(embedded, LocalRefusalLimits(limits), "embedded")
+
+
+@contextlib.asynccontextmanager
+async def command_ports(config: Config) -> AsyncIterator[DevicePorts]:
+    """The adapters for a ``fieldsync device`` command, which has no server store: the
+    embedded one opens the data dir's file for each call; with CouchDB, workers and
+    places come from the accounts port opened over that file, like the server's."""
+    if not config.couchdb_url:
+        async with device_ports(config, None, {}) as ports:
+            yield ports
+        return
+    with_file(config.data_dir, lambda conn: None)  # a mistyped --data-dir is refused
+    sqlite = SqliteStore(db_path(config.data_dir), readers=1)
+    try:
+        async with (
+            account_ports(config, sqlite, {}, None, adopt=False) as people,
+            device_ports(config, people.store, {}) as ports,
+        ):
+            yield ports
+    finally:
+        await sqlite.close()
 
 
 async def _adopted(store: CouchDevices, sqlite: Transactions) -> bool:

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from device_registry import codes, enrolment, inventory, status
-from device_registry.backends import device_ports
+from device_registry.backends import command_ports
 from device_registry.model import CSV_COLUMNS, Device
 from device_registry.ports import DeviceStore
 from device_registry.status import DeviceStatus
@@ -41,10 +41,7 @@ from sync.clitools import (
 )
 from sync.config import Config
 from sync.errors import Conflict
-from sync.people_store.backends import account_ports
 from sync.scopes import UNLIMITED
-from sync.store.schema import db_path, with_file
-from sync.store.sqlite import SqliteStore
 
 T = TypeVar("T")
 
@@ -178,19 +175,8 @@ def _run(args: argparse.Namespace, call: Callable[[DeviceStore], Awaitable[T]]) 
 
 
 async def _on_port(config: Config, call: Callable[[DeviceStore], Awaitable[T]]) -> T:
-    if not config.couchdb_url:
-        async with device_ports(config, None, {}) as ports:
-            return await call(ports.store)
-    with_file(config.data_dir, lambda conn: None)  # a mistyped --data-dir is refused
-    sqlite = SqliteStore(db_path(config.data_dir), readers=1)
-    try:  # workers and places: from the accounts port, like the server
-        async with (
-            account_ports(config, sqlite, {}, None, adopt=False) as people,
-            device_ports(config, people.store, {}) as ports,
-        ):
-            return await call(ports.store)
-    finally:
-        await sqlite.close()
+    async with command_ports(config) as ports:
+        return await call(ports.store)
 
 
 def run_add(args: argparse.Namespace) -> int:

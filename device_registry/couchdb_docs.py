@@ -18,7 +18,7 @@ One database, ``<prefix>devices``::
     history:<SERIAL>:<ns>:<random>   one history entry, {"type": "history", serial, at, actor,
                              action, from_status, to_status, from_worker, to_worker, reason}
     refusal:<ns>:<random>   one refused attempt (``device_registry.enrolment.RefusedAttempt``)
-    failures:<sha256 of key>  the refusal limits' counters (``device_registry.limits``)
+    failures:<sha256 of key>  the refusal limits' counters (``device_registry.couchdb_limits``)
     secret:csrf             {"sealed": the pages' CSRF signing secret, wrapped by the
                              master key}: one secret for every instance
 

@@ -4,7 +4,8 @@
     ├── device_registry.embedded    SQLite, inside the server's single writer
     └── device_registry.couchdb     CouchDB / Cloudant, safe with many instances
     RefusalLimits                   the guard's refused-attempt counters
-                                    (device_registry.limits: this process's, or shared)
+                                    (device_registry.limits: this process's;
+                                    device_registry.couchdb_limits: shared)
 
 ``device_registry.backends`` is the one place that picks them.  Whichever
 adapter runs, these hold (tests/device_registry/test_device_store_contract.py

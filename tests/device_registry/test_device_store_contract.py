@@ -30,9 +30,9 @@ from couchdb_server import ENV_URL
 
 from device_registry import codes, inventory
 from device_registry.couchdb import CouchDevices, strictest_leaf
+from device_registry.couchdb_limits import CouchRefusalLimits
 from device_registry.embedded import EmbeddedDevices
 from device_registry.enrolment import EnrolmentRefused, RefusedAttempt
-from device_registry.limits import CouchRefusalLimits
 from device_registry.ports import DeviceStore, Heard
 from device_registry.status import DeviceStatus
 from sync.errors import Conflict, NotFound
