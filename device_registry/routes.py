@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from device_registry import api, cli, lookup, pages, refusal_pages, worker_pages, workers
+from device_registry import api, cli, pages, refusal_pages, worker_pages, workers
 from device_registry.backends import device_ports, pages_secret
 from device_registry.context import REGISTRY, Registry
 from device_registry.guard import DEFAULT_LIMITS, BackgroundWrites, DeviceGuard
@@ -57,7 +57,6 @@ async def registry(app: web.Application) -> AsyncIterator[None]:
     async with device_ports(config, app[ACCOUNTS], dict(DEFAULT_LIMITS), sqlite) as ports:
         log.info("device_store", backend=ports.backend)
         secret = await pages_secret(ports, config, sqlite)
-        lookup.remember(sqlite, ports.store)  # the SMS gateway asks with the SQLite store
         writes = BackgroundWrites(ports.store)
         refusals = app[METRICS].device_refusals
         guard = DeviceGuard(

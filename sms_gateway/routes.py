@@ -129,9 +129,8 @@ async def _sms_service(
     config = app[CONFIG]
     settings = from_config(config)
     forms = forms_of(app)
-    sqlite = app[STORE]
     overrides = app.get(OVERRIDES, Overrides())
-    lookup = overrides.lookup or registry_lookup(sqlite)
+    lookup = overrides.lookup or registry_lookup(app)
     clock = overrides.clock or utcnow
     id_format = BarcodeSettings.from_mapping(config.extra.get("barcode", {})).id_format
     service = SmsService(

@@ -1,6 +1,6 @@
 """Who sent a message: phone → device → worker → place, from the device registry.
 
-The registry's contract is ``device_registry.lookup.device_for_phone(store,
+The registry's contract is ``device_registry.lookup.device_for_phone(app,
 phone) -> DeviceOwner | None`` (a frozen dataclass with the device serial,
 the worker's name and place(s), and the device's ``status``: ``assigned``, or
 ``lost``/``stolen`` for a phone reported gone, whose messages are flagged and
@@ -13,7 +13,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,11 @@ def sender_of(owner: Any) -> Sender:
     return Sender(str(worker), None if device is None else str(device), tuple(places), gone)
 
 
-def registry_lookup(store: object) -> SenderLookup:
+def registry_lookup(app: web.Application) -> SenderLookup:
     """The device registry's phone lookup; a lookup that knows nobody until it exists.
 
-    ``store`` is whatever the registry reads devices from: the SMS gateway only passes
-    it on (the registry owns its storage)."""
+    ``app`` is the running server: the SMS gateway only passes it on, and the registry
+    finds its device port there when a phone is looked up (it owns its storage)."""
     try:
         module = importlib.import_module("device_registry.lookup")
     except ImportError:
@@ -59,7 +62,7 @@ def registry_lookup(store: object) -> SenderLookup:
     async def lookup(phone: str) -> Sender | None:
         if device_for_phone is None:
             return None
-        owner = await device_for_phone(store, phone)
+        owner = await device_for_phone(app, phone)
         return None if owner is None or not getattr(owner, "worker", True) else sender_of(owner)
 
     return lookup

@@ -28,8 +28,9 @@ one start-up context the app factory installs (:mod:`sync.app`):
 5. the workers stop, in reverse order; then the core closes what it opened.
 
 So a worker relies on the core, not on another package's worker.  (Where a
-package reads another's tables while it runs -- the SMS processor looks phones
-up in the device registry's -- :mod:`sync.packages` lists the owner first.)
+package asks another's port while it runs -- the SMS processor looks phones up
+through the device registry's, found when it asks -- :mod:`sync.packages` lists
+the owner first, so the port is open for as long as the asker runs.)
 """
 
 from __future__ import annotations

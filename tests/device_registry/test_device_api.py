@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from aiohttp import web
 from device_helpers import IMEIS, Client, Devices, as_user
 
 from device_registry import embedded_sql, enrolment
@@ -20,6 +21,7 @@ from device_registry.lookup import DeviceOwner, device_for_phone
 from sync.app import create_app
 from sync.appkeys import STORE
 from sync.config import Config
+from sync.errors import StoreUnavailable
 from sync.ratelimit import Limit
 
 CHANGES = "/health/_changes"
@@ -453,18 +455,24 @@ async def test_sync_requests_update_last_sync_and_versions_at_most_once_a_minute
 async def test_phone_number_to_worker_and_place(client: Client, devices: Devices) -> None:
     await devices.add("A1", IMEIS[0], worker="alice", phone="+254712345678")
     await devices.add("S1", IMEIS[1], place="area-b1", phone="+254700000002")
-    store = client.app[STORE]
-    assert await device_for_phone(store, "+254 712 345 678") == DeviceOwner(
+    app = client.app
+    assert await device_for_phone(app, "+254 712 345 678") == DeviceOwner(
         "A1", "alice", ("area-a1",)
     )
-    assert await device_for_phone(store, "+254700000002") is None  # in stock: nobody's
-    assert await device_for_phone(store, "0712345678") is None  # not E.164
+    assert await device_for_phone(app, "+254700000002") is None  # in stock: nobody's
+    assert await device_for_phone(app, "0712345678") is None  # not E.164
     await devices.mark("A1", "stolen")  # still named, so its texts are flagged, never recorded
-    assert await device_for_phone(store, "+254712345678") == DeviceOwner(
+    assert await device_for_phone(app, "+254712345678") == DeviceOwner(
         "A1", "alice", ("area-a1",), "stolen"
     )
     await devices.mark("A1", "found")
-    assert await device_for_phone(store, "+254712345678") is None  # in stock again: nobody's
+    assert await device_for_phone(app, "+254712345678") is None  # in stock again: nobody's
+
+
+async def test_a_lookup_while_the_registry_is_not_open_fails() -> None:
+    """The SMS processor then holds the message back rather than call its sender unknown."""
+    with pytest.raises(StoreUnavailable):
+        await device_for_phone(web.Application(), "+254712345678")
 
 
 def test_lookup_before_the_registry_has_tables_knows_nobody() -> None:
