@@ -65,7 +65,9 @@ from sync.replication.writes import Writer
 from sync.sessions import Lifetime
 from sync.store import couchdb
 from sync.store.base import DocStore
+from sync.store.couchdb.readings import couch_reading
 from sync.store.couchdb.store import AuditSink, CouchStore
+from sync.store.readings import sqlite_reading
 from sync.store.schema import db_path
 from sync.store.server_secrets import server_secret
 from sync.store.sqlite import SqliteStore
@@ -159,7 +161,10 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
             await _ensure_db(store, config.db_name)
             where = "embedded"
         await store.write_tx(lambda c: keyadmin.set_documents_backend(c, where))
-        readings.install(app, config.db_name, store, documents, audit, couch)
+        stores = [sqlite_reading(store)]
+        if couch is not None:
+            stores.append(couch_reading(couch, config.db_name))
+        readings.install(app, config.db_name, stores, documents, audit)
         async for _ in _answering(
             app, config, store, documents, notifier, audit, keys, server_uuid
         ):

@@ -1,6 +1,9 @@
 """The core's readiness checks and scrape-time gauges: the stores and the audit trail.
 
-Installed by the app factory once the stores are open (it knows which backend runs):
+Installed by the app factory once the stores are open; it knows which backend
+runs and hands over each open store's :class:`StoreReading`
+(:mod:`sync.store.readings` for the data dir's SQLite file,
+:mod:`sync.store.couchdb.readings` for CouchDB):
 
     store_size_bytes{store}     sqlite: the store file and its WAL; couchdb: the file
                                 sizes CouchDB reports for the deployment's databases
@@ -11,53 +14,38 @@ Installed by the app factory once the stores are open (it knows which backend ru
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import sqlite3
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import Gauge
 
 from sync import health
 from sync.audit import AuditLog
-from sync.errors import StoreUnavailable
 from sync.metrics import METRICS
 from sync.store.base import DocStore
-from sync.store.couchdb.client import CouchClient, path
-from sync.store.couchdb.layout import data_db, log_db, meta_db
-from sync.store.couchdb.store import CouchStore
-from sync.store.sqlite import SqliteStore
 
 
-def _trivial(conn: sqlite3.Connection) -> None:
-    conn.execute("SELECT 1").fetchone()
+@dataclass(frozen=True)
+class StoreReading:
+    """How one open store says it is ready, and how many bytes it takes on disk."""
 
-
-async def couch_up(client: CouchClient) -> None:
-    """CouchDB's ``/_up`` says ok; a server without ``/_up`` (pouchdb-server) must answer ``/``."""
-    answer = await client.json("GET", "/_up", accept=(200, 404))
-    if isinstance(answer, dict) and answer.get("status") == "ok":
-        return
-    if isinstance(answer, dict) and answer.get("error") == "not_found":
-        await client.json("GET", "/")
-        return
-    status = answer.get("status") if isinstance(answer, dict) else None
-    raise StoreUnavailable(f"CouchDB at {client.endpoint.shown} is up but not ready ({status})")
+    check: str  # the readiness check's name
+    ready: health.Check
+    label: str  # its ``store`` label of ``fieldsync_store_size_bytes``
+    size: Callable[[], Awaitable[int]]
 
 
 def install(
     app: web.Application,
     db_name: str,
-    sqlite: SqliteStore,
+    stores: Sequence[StoreReading],
     documents: DocStore,
     audit: AuditLog,
-    couch: CouchStore | None,
 ) -> None:
-    health.add_check(app, "store", lambda: sqlite.read(_trivial))
-    if couch is not None:
-        client = couch.client
-        health.add_check(app, "couchdb", lambda: couch_up(client))
+    for store in stores:
+        health.add_check(app, store.check, store.ready)
     metrics = app[METRICS]
     registry = metrics.registry
     size = Gauge(
@@ -80,9 +68,8 @@ def install(
     )
 
     async def read_stores() -> None:
-        size.labels("sqlite").set(_file_sizes(sqlite.path))
-        if couch is not None:
-            size.labels("couchdb").set(await _couch_sizes(couch, db_name))
+        for store in stores:
+            size.labels(store.label).set(await store.size())
         count.set((await documents.db_info(db_name, None)).doc_count)
 
     async def read_audit() -> None:
@@ -92,25 +79,6 @@ def install(
 
     metrics.add_source(read_stores)
     metrics.add_source(read_audit)
-
-
-def _file_sizes(db: Path) -> int:
-    total = 0
-    for part in (db, db.with_name(db.name + "-wal")):
-        with contextlib.suppress(FileNotFoundError):
-            total += part.stat().st_size
-    return total
-
-
-async def _couch_sizes(couch: CouchStore, db: str) -> int:
-    """The ``sizes.file`` CouchDB reports for the databases of ``db`` (0 where it gives none)."""
-    total = 0
-    for name in (meta_db(couch.prefix, db), data_db(couch.prefix, db), log_db(couch.prefix, db)):
-        info = await couch.client.json("GET", path(name), accept=(200, 404))
-        sizes = info.get("sizes") if isinstance(info, dict) else None
-        if isinstance(sizes, dict) and isinstance(sizes.get("file"), int):
-            total += sizes["file"]
-    return total
 
 
 def _age(iso: str) -> float:

@@ -1,0 +1,44 @@
+"""CouchDB as the core's readings see it (:mod:`sync.readings`).
+
+Ready when ``/_up`` says so; its size is the file sizes CouchDB reports for the
+deployment's databases.
+"""
+
+from __future__ import annotations
+
+from sync.errors import StoreUnavailable
+from sync.readings import StoreReading
+from sync.store.couchdb.client import CouchClient, path
+from sync.store.couchdb.layout import data_db, log_db, meta_db
+from sync.store.couchdb.store import CouchStore
+
+
+def couch_reading(couch: CouchStore, db_name: str) -> StoreReading:
+    """The ``couchdb`` readiness check and size."""
+    client = couch.client
+    return StoreReading(
+        "couchdb", lambda: couch_up(client), "couchdb", lambda: _couch_sizes(couch, db_name)
+    )
+
+
+async def couch_up(client: CouchClient) -> None:
+    """CouchDB's ``/_up`` says ok; a server without ``/_up`` (pouchdb-server) must answer ``/``."""
+    answer = await client.json("GET", "/_up", accept=(200, 404))
+    if isinstance(answer, dict) and answer.get("status") == "ok":
+        return
+    if isinstance(answer, dict) and answer.get("error") == "not_found":
+        await client.json("GET", "/")
+        return
+    status = answer.get("status") if isinstance(answer, dict) else None
+    raise StoreUnavailable(f"CouchDB at {client.endpoint.shown} is up but not ready ({status})")
+
+
+async def _couch_sizes(couch: CouchStore, db: str) -> int:
+    """The ``sizes.file`` CouchDB reports for the databases of ``db`` (0 where it gives none)."""
+    total = 0
+    for name in (meta_db(couch.prefix, db), data_db(couch.prefix, db), log_db(couch.prefix, db)):
+        info = await couch.client.json("GET", path(name), accept=(200, 404))
+        sizes = info.get("sizes") if isinstance(info, dict) else None
+        if isinstance(sizes, dict) and isinstance(sizes.get("file"), int):
+            total += sizes["file"]
+    return total
