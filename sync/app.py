@@ -29,7 +29,6 @@ from sync import (
     headers,
     intent,
     keyadmin,
-    opening,
     packages,
     readings,
     requestlog,
@@ -63,7 +62,7 @@ from sync.replication.reads import Reader
 from sync.replication.routes import REPLICATION, Replication, close_longpolls
 from sync.replication.writes import Writer
 from sync.sessions import Lifetime
-from sync.store import couchdb
+from sync.store import couchdb, opening
 from sync.store.base import DocStore
 from sync.store.couchdb.readings import couch_reading
 from sync.store.couchdb.store import AuditSink, CouchStore

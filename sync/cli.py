@@ -2,7 +2,7 @@
 
 ``fieldsync init`` makes a data dir (``serve`` makes one too); every other
 command that takes ``--data-dir`` works only on one that exists, and refuses a
-directory without a store before writing anything (:mod:`sync.opening`).
+directory without a store before writing anything (:mod:`sync.store.opening`).
 Management commands open the same SQLite file as a running server (WAL), so
 they work while it runs; a changed scope takes effect on the user's next request.
 The ``keys`` commands that change keys (:mod:`sync.keycli`) need it stopped.
@@ -23,7 +23,7 @@ from typing import TextIO, cast
 import structlog
 from aiohttp import web
 
-from sync import accounts, audit, opening, packages, peoplecli
+from sync import accounts, audit, packages, peoplecli
 from sync.clitools import (
     DATA_DIR_ENV,
     HELP_FORMAT,
@@ -40,6 +40,7 @@ from sync.keys import MASTER_KEY_ENV
 from sync.people_store import commands as people_commands
 from sync.people_store.ports import AccountStore, Actor
 from sync.scopes import Place, Role, User
+from sync.store import opening
 
 PASSWORD_ENV = "FIELDSYNC_PASSWORD"
 MASTER_KEY_FILE_ENV = "FIELDSYNC_MASTER_KEY_FILE"

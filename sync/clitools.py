@@ -1,4 +1,4 @@
-"""What every ``fieldsync`` command module builds with: parsers, the data dir, the store.
+"""What every ``fieldsync`` command module builds with: parsers, the data dir, output text.
 
 The top-level command (:mod:`sync.cli`) and each package's command group (an
 ``AddCommands`` of :mod:`sync.extensions`) use these, so that every command's
@@ -9,26 +9,22 @@ help reads alike and every command finds its data dir the same way:
     data_dir_option(parser)                    ``--data-dir DIR`` (default ./data or
                                                FIELDSYNC_DATA_DIR)
     config_of(args)                            the settings, with the data dir given
-    with_conn(args, fn)                        ``fn(conn)`` in one transaction on its store
-    audited(args, action, detail, fn)          the same, with its audit entry in that transaction
     one_of(values), table(head, rows)          help and output text
+
+A command that works on the data dir's SQLite file itself opens it through
+:mod:`sync.store.cliconn`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from sync import audit, keyadmin
 from sync.config import Config, from_env
-from sync.keys import load_master_key
-from sync.store.schema import with_file
 
-T = TypeVar("T")
 DATA_DIR_ENV = "FIELDSYNC_DATA_DIR"
 HELP_FORMAT = argparse.RawDescriptionHelpFormatter
 Commands = Any  # argparse's sub-parsers action (generic only to type checkers)
@@ -92,31 +88,3 @@ def config_of(args: argparse.Namespace) -> Config:
     if getattr(args, "data_dir", None):
         config = dataclasses.replace(config, data_dir=Path(args.data_dir))
     return config
-
-
-def with_conn(args: argparse.Namespace, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """``fn(conn)`` in one transaction on the store of the command's data dir."""
-    return with_file(config_of(args).data_dir, fn)
-
-
-def audited(
-    args: argparse.Namespace,
-    action: str,
-    detail: str | Callable[[T], str],
-    fn: Callable[[sqlite3.Connection], T],
-) -> T:
-    """``fn`` and its audit entry (actor ``cli:<os user>``) in one transaction.
-
-    ``detail`` may be worked out from ``fn``'s result (before and after a change).
-    """
-    config = config_of(args)
-    master = load_master_key(config.key_file, create=False)
-
-    def run(conn: sqlite3.Connection) -> T:
-        keyadmin.check_master(conn, master)
-        result = fn(conn)
-        said = detail if isinstance(detail, str) else detail(result)
-        audit.chain(conn, master).note(conn, audit.cli_actor(), action, said)
-        return result
-
-    return with_file(config.data_dir, run)

@@ -31,11 +31,11 @@ from sync.clitools import (
     data_dir_option,
     one_of,
     table,
-    with_conn,
 )
 from sync.config import Config
 from sync.datakeys import backends as keybackends
 from sync.keys import KeyError_, key_from_file, load_master_key
+from sync.store.cliconn import with_conn
 from sync.store.schema import connect, db_path
 
 log = structlog.get_logger("fieldsync.keys")

@@ -78,7 +78,7 @@ def load_master_key(key_file: Path, *, create: bool) -> LocalMasterKey:
     """The master key from ``FIELDSYNC_MASTER_KEY`` (base64) or ``key_file``.
 
     With ``create`` (``init`` and ``serve`` only) a missing key file is made (mode 0600);
-    :func:`sync.opening.check_master_key` has refused first if keys sealed under
+    :func:`sync.store.opening.check_master_key` has refused first if keys sealed under
     another master key are there.
     """
     raw = os.environ.get(MASTER_KEY_ENV)

@@ -23,9 +23,10 @@ import structlog
 
 from sync import audit, keyadmin
 from sync.backup import archive, shares
-from sync.clitools import Commands, add_command, config_of, data_dir_option, with_conn
+from sync.clitools import Commands, add_command, config_of, data_dir_option
 from sync.extensions import Extensions
 from sync.keys import MASTER_KEY_ENV, load_master_key
+from sync.store.cliconn import with_conn
 
 log = structlog.get_logger("fieldsync.backup")
 

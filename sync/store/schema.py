@@ -3,7 +3,7 @@
 One file holds everything (``fieldsync.sqlite3`` under the data dir), in WAL
 mode so the CLI can change users and places while the server runs.  Only
 :func:`initialise` makes the file (``fieldsync init`` and ``serve``, see
-:mod:`sync.opening`); :func:`with_file`, the management commands' way in, opens
+:mod:`sync.store.opening`); :func:`with_file`, the management commands' way in, opens
 one that exists and refuses a data dir without it (:class:`NoStore`).
 """
 
