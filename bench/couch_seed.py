@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.seed import DB, Sealed, Seeded, Seeder, record
-from sync.config import Config
+from sync.config import Config, Endpoint
 from sync.errors import NotFound, PreconditionFailed, StoreUnavailable
 from sync.replication.revtree import RevNode
 from sync.store.base import RevisionWrite, StoredRevision
 from sync.store.couchdb import layout, metas
-from sync.store.couchdb.client import CouchClient, Endpoint, path
+from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.store import CouchStore
 
 # Ids per log entry: a phone that syncs every few forms (BENCH_LOG_ENTRY_DOCS to change).

@@ -8,12 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sync.forwarded import Network, parse_networks
 
 MiB = 1024 * 1024
+# Where Cloudant's IAM tokens are fetched when FIELDSYNC_CLOUDANT_IAM_URL is unset.
+DEFAULT_TOKEN_URL = "https://iam.cloud.ibm.com/identity/token"
 
 
 @dataclass(frozen=True)
@@ -150,10 +152,36 @@ def public_url(value: str) -> str:
     return url.geturl().rstrip("/")
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where CouchDB is and how to sign in, parsed from ``FIELDSYNC_COUCHDB_URL``."""
+
+    base: str  # scheme://host:port[/path], without credentials, no trailing slash
+    user: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str, user: str | None = None, password: str | None = None) -> Endpoint:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as http://admin:pw@127.0.0.1:5984")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or a fragment")
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        from_url_user = parts.username and unquote(parts.username)
+        from_url_pw = parts.password and unquote(parts.password)
+        return cls(base, user or from_url_user or None, password or from_url_pw or None)
+
+    @property
+    def shown(self) -> str:
+        """The address for messages: never the credentials."""
+        return self.base
+
+
 def couchdb_url(value: str) -> str:
     """``http(s)://[user:password@]host:port``: where the CouchDB or Cloudant server is."""
-    from sync.store.couchdb.client import Endpoint
-
     Endpoint.parse(value)
     return value.strip()
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from sync.config import Config, setting_fields
+from sync.config import DEFAULT_TOKEN_URL, Config, setting_fields
 
 START = "<!-- settings:start (made by `make readme-settings`; do not edit by hand) -->"
 END = "<!-- settings:end -->"
@@ -146,9 +146,6 @@ _ELSEWHERE = (
 
 def _unset() -> dict[str, str]:
     """Settings whose Config default is None but which mean something when unset."""
-    # Imported here: the IAM client pulls in requests, too slow for every CLI command.
-    from sync.store.couchdb.iam import DEFAULT_TOKEN_URL
-
     return {
         "FIELDSYNC_MASTER_KEY_FILE": "`<data dir>/master.key`",
         "FIELDSYNC_CLOUDANT_IAM_URL": f"`{DEFAULT_TOKEN_URL}`",

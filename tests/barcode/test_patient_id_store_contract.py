@@ -31,7 +31,8 @@ from barcode.embedded import EmbeddedPatientIds
 from barcode.ids import IdFormat
 from barcode.memory import MemoryPatientIds
 from barcode.ports import Block, PatientIdStore, Status
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.config import Endpoint
+from sync.store.couchdb.client import CouchClient
 from sync.store.schema import db_path
 from sync.store.sqlite import SqliteStore
 

@@ -35,6 +35,7 @@ from device_registry.embedded import EmbeddedDevices
 from device_registry.enrolment import EnrolmentRefused, RefusedAttempt
 from device_registry.ports import DeviceStore, Heard
 from device_registry.status import DeviceStatus
+from sync.config import Endpoint
 from sync.errors import Conflict, NotFound
 from sync.keys import KeyError_, LocalMasterKey
 from sync.people_store.couchdb import CouchAccounts
@@ -42,7 +43,7 @@ from sync.people_store.embedded import EmbeddedAccounts
 from sync.people_store.ports import AccountStore
 from sync.ratelimit import Limit, Limited
 from sync.scopes import UNLIMITED, Role
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.store.couchdb.client import CouchClient
 from sync.store.schema import db_path
 from sync.store.sqlite import SqliteStore
 

@@ -28,13 +28,14 @@ from couchdb_server import couch_request
 from couchdb_server import db_path as couch_path
 
 from sync import accounts
+from sync.config import Endpoint
 from sync.errors import BadRequest, Conflict, NotFound
 from sync.people_store.couchdb import CouchAccounts
 from sync.people_store.embedded import EmbeddedAccounts
 from sync.people_store.ports import AccountStore, Actor
 from sync.scopes import Role, UserStatus
 from sync.sessions import Lifetime
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.store.couchdb.client import CouchClient
 from sync.store.schema import db_path
 from sync.store.sqlite import SqliteStore
 

@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from sync.config import Endpoint
 from sync.people_store.couchdb import CouchAccounts
 from sync.people_store.limits import CouchLoginLimits, LocalLoginLimits
 from sync.people_store.ports import LoginLimits
 from sync.ratelimit import Limit, Limited, Reservation
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.store.couchdb.client import CouchClient
 
 LIMITS = {"user": Limit(10, 300.0), "ip": Limit(25, 300.0)}
 

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from sync.config import Endpoint
 from sync.errors import StoreUnavailable
 from sync.people_store.couchdb import CouchAccounts
 from sync.people_store.guard import RulesGuard
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.store.couchdb.client import CouchClient
 
 
 @pytest.fixture

@@ -26,9 +26,10 @@ from sms_gateway.ports import NewOutgoing
 from sms_gateway.routes import Sms, _scheduler
 from sms_gateway.sealing import Sealer
 from sms_gateway.settings import SmsSettings
+from sync.config import Endpoint
 from sync.datakeys.memory import MemoryDataKeys
 from sync.keys import KeyRing, LocalMasterKey
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.store.couchdb.client import CouchClient
 from sync.vault import Vault
 
 NOON = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)  # inside the default send hours

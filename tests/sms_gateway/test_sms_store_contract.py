@@ -27,7 +27,8 @@ from sms_gateway.embedded import EmbeddedSms
 from sms_gateway.listing import Filters
 from sms_gateway.outgoing import OutEvent, OutState, RetryPolicy
 from sms_gateway.ports import Event, Finished, NewIncoming, NewOutgoing, SmsStore
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.config import Endpoint
+from sync.store.couchdb.client import CouchClient
 from sync.store.schema import db_path
 from sync.store.sqlite import SqliteStore
 

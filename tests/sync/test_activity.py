@@ -18,8 +18,9 @@ from sync.activity.embedded import EmbeddedActivity
 from sync.activity.memory import MemoryActivity
 from sync.activity.ports import ActivityStore, DayActivity
 from sync.activity.recorder import ActivityRecorder
+from sync.config import Endpoint
 from sync.errors import StoreUnavailable
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.store.couchdb.client import CouchClient
 from sync.store.sqlite import SqliteStore
 
 

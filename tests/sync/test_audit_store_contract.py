@@ -39,9 +39,10 @@ from sync.audit_store.links import DATA_DIR, ChainKey, Entry
 from sync.audit_store.memory import MemoryAudit
 from sync.audit_store.ports import AuditStore
 from sync.auditverify import Report, verify_chains, verify_store
+from sync.config import Endpoint
 from sync.errors import StoreError, StoreUnavailable
 from sync.keys import LocalMasterKey, key_from_file
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.store.couchdb.client import CouchClient
 from sync.store.schema import db_path
 from sync.store.sqlite import SqliteStore
 
@@ -410,7 +411,8 @@ async def main(kind, where, prefix, key_file):
         store = EmbeddedAudit.on_file(Path(where))
     else:
         from sync.audit_store.couchdb import CouchAudit
-        from sync.store.couchdb.client import CouchClient, Endpoint
+        from sync.config import Endpoint
+        from sync.store.couchdb.client import CouchClient
         store = CouchAudit.for_prefix(CouchClient(Endpoint.parse(where)), prefix)
     key = await store.chain_key(master, create=True)
     n = 0

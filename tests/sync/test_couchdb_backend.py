@@ -30,7 +30,7 @@ from tcp_cut import TcpCut, through
 from sync import cli
 from sync.app import create_app
 from sync.auth import LOGIN_LIMITS
-from sync.config import Config, ConfigError, from_env
+from sync.config import Config, ConfigError, Endpoint, from_env
 from sync.datakeys.couchdb import doc_id as key_doc_id
 from sync.errors import (
     Conflict,
@@ -44,7 +44,7 @@ from sync.people_store import backends
 from sync.people_store.couchdb import CouchAccounts
 from sync.replication.routes import REPLICATION
 from sync.store.couchdb import layout
-from sync.store.couchdb.client import CouchClient, Endpoint, path
+from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.store import CouchStore
 from sync.store.schema import db_path
 

@@ -19,10 +19,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from sync.config import from_env
+from sync.config import DEFAULT_TOKEN_URL, from_env
 from sync.errors import ServiceUnavailable
 from sync.store.couchdb import open_store
-from sync.store.couchdb.iam import DEFAULT_TOKEN_URL, IamTokenSource
+from sync.store.couchdb.iam import IamTokenSource
 
 APIKEY = "apikey-Zq81-test"
 GRANT = "urn:ibm:params:oauth:grant-type:apikey"

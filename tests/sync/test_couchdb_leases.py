@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.config import Endpoint
+from sync.store.couchdb.client import CouchClient
 from sync.store.couchdb.lease import Lease, LeaseTaken, holding, new_owner, once_per_tick
 
 START = dt.datetime(2026, 12, 2, 10, 0, tzinfo=dt.UTC)

@@ -26,12 +26,13 @@ import pytest
 from couchdb_server import couch_request
 from couchdb_server import db_path as couch_path
 
+from sync.config import Endpoint
 from sync.datakeys.couchdb import CouchDataKeys, doc_id
 from sync.datakeys.embedded import EmbeddedDataKeys
 from sync.datakeys.memory import MemoryDataKeys
 from sync.datakeys.ports import DataKeyStore
 from sync.keys import KeyRing, LocalMasterKey, seal, unseal
-from sync.store.couchdb.client import CouchClient, Endpoint, path
+from sync.store.couchdb.client import CouchClient, path
 from sync.store.schema import connections, db_path, initialise
 
 ADAPTERS = ["memory", "embedded", "couchdb"]

@@ -20,10 +20,11 @@ from shared_org import PLACES, seed
 from sync import cli
 from sync.audit import Entry, now
 from sync.auditcouch import CouchChain, entry_doc_id
+from sync.config import Endpoint
 from sync.datakeys.couchdb import CouchDataKeys
 from sync.errors import StoreError
 from sync.keys import KeyError_, KeyRing, LocalMasterKey, key_from_file
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.store.couchdb.client import CouchClient
 
 PLACES_WITH_KEYS = ["", "area-a1", "area-b1"]
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from sync.config import Endpoint
 from sync.migrate import devices
 from sync.migrate.steps import Context
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.store.couchdb.client import CouchClient
 
 ROWS = {"devices": [{"id": 1, "serial": "A1"}, {"id": 2, "serial": "A2"}], "codes": []}
 

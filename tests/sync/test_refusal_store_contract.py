@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 from couchdb_server import couch_request
 
+from sync.config import Endpoint
 from sync.refusals import couchdb as couch_refusals
 from sync.refusals.couchdb import CouchRefusals
 from sync.refusals.embedded import EmbeddedRefusals
 from sync.refusals.memory import MemoryRefusals
 from sync.refusals.ports import Cursor, NewRefusal, RefusalStore, SealedBody
 from sync.refusals.routes import prune_once
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.store.couchdb.client import CouchClient
 from sync.store.schema import db_path, initialise
 from sync.store.sqlite import SqliteStore
 

@@ -48,6 +48,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sync import audit
+from sync.config import Endpoint
 from sync.errors import (
     BadRequest,
     Conflict,
@@ -75,7 +76,7 @@ from sync.store.base import (
     WriteResult,
 )
 from sync.store.couchdb import layout
-from sync.store.couchdb.client import CouchClient, Endpoint, path
+from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.store import CouchStore
 from sync.store.memory import MemoryStore
 from sync.store.rules import DocumentElsewhere as Elsewhere  # a Forbidden the writer counts

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 
+from sync.config import Endpoint
 from sync.errors import (
     Conflict,
     FieldsyncError,
@@ -39,34 +39,6 @@ KEYS_PER_REQUEST = 100
 
 # Produces the Authorization header of a request (Cloudant's IAM bearer tokens).
 HeaderSource = Callable[[], Awaitable[str]]
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where CouchDB is and how to sign in, parsed from ``FIELDSYNC_COUCHDB_URL``."""
-
-    base: str  # scheme://host:port[/path], without credentials, no trailing slash
-    user: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str, user: str | None = None, password: str | None = None) -> Endpoint:
-        parts = urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as http://admin:pw@127.0.0.1:5984")
-        if parts.query or parts.fragment:
-            raise ValueError("must not carry a query or a fragment")
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        netloc = host if parts.port is None else f"{host}:{parts.port}"
-        base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        from_url_user = parts.username and unquote(parts.username)
-        from_url_pw = parts.password and unquote(parts.password)
-        return cls(base, user or from_url_user or None, password or from_url_pw or None)
-
-    @property
-    def shown(self) -> str:
-        """The address for messages: never the credentials."""
-        return self.base
 
 
 def path(*segments: str) -> str:

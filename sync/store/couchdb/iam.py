@@ -41,9 +41,9 @@ import structlog
 from ibm_cloud_sdk_core import ApiException  # type: ignore[import-untyped]
 from ibm_cloud_sdk_core.authenticators import IAMAuthenticator  # type: ignore[import-untyped]
 
+from sync.config import DEFAULT_TOKEN_URL
 from sync.errors import ServiceUnavailable
 
-DEFAULT_TOKEN_URL = "https://iam.cloud.ibm.com/identity/token"
 # The sdk appends this path to whatever URL it is given (after stripping it if present).
 TOKEN_PATH = "/identity/token"
 # IBM's tokens live an hour; asking for a new one 5 minutes early leaves room for a slow IAM.

@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator, Callable
 
 import structlog
 
-from sync.config import Config
+from sync.config import Config, Endpoint
 from sync.errors import FieldsyncError, PreconditionFailed
-from sync.store.couchdb.client import CouchClient, Endpoint
+from sync.store.couchdb.client import CouchClient
 from sync.store.couchdb.lease import Lease, new_owner, once_per_tick
 from sync.store.couchdb.store import CouchStore
 
