@@ -13,8 +13,6 @@ CouchDB-style.
 from __future__ import annotations
 
 import contextlib
-import json
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 
@@ -68,7 +66,8 @@ from sync.store.couchdb.readings import couch_reading
 from sync.store.couchdb.store import AuditSink, CouchStore
 from sync.store.readings import sqlite_reading
 from sync.store.schema import db_path
-from sync.store.server_secrets import server_secret
+from sync.store.server_secrets import server_identity
+from sync.store.snapshots import load_snapshot, save_snapshot
 from sync.store.sqlite import SqliteStore
 from sync.vault import Vault
 
@@ -138,7 +137,7 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     except BaseException:
         await store.close()
         raise
-    _, server_uuid = await store.write_tx(_server_identity)
+    _, server_uuid = await store.write_tx(server_identity)
     documents: DocStore = store
     couch: CouchStore | None = None
     notifier = Notifier()
@@ -186,8 +185,8 @@ async def _answering(
     parts = Parts(documents, Vault(keys), notifier, validators, audit=audit)
     reader = Reader(parts)
     snapshots = SnapshotRegistry(
-        lambda h, p: store.write_tx(lambda c: _save_snapshot(c, h, p)),
-        lambda h: store.read(lambda c: _load_snapshot(c, h)),
+        lambda h, p: store.write_tx(lambda c: save_snapshot(c, h, p)),
+        lambda h: store.read(lambda c: load_snapshot(c, h)),
     )
     lifetime = Lifetime(config.session_seconds, config.session_idle_seconds)
     failed = app[app_metrics.METRICS].login_failures.inc
@@ -275,25 +274,9 @@ def _audit_sink(store: SqliteStore, audit: AuditLog) -> AuditSink:
     return lambda stamp, db, ids: store.write_tx(lambda c: stamp.append(c, db, ids))
 
 
-def _server_identity(conn: sqlite3.Connection) -> tuple[bytes, str]:
-    return server_secret(conn, "cookie_secret"), server_secret(conn, "server_uuid").hex()[:32]
-
-
 async def _ensure_db(store: DocStore, name: str) -> None:
     with suppress(PreconditionFailed):
         await store.create_db(name)
-
-
-def _save_snapshot(conn: sqlite3.Connection, digest: str, places: frozenset[str]) -> None:
-    conn.execute(
-        "INSERT OR IGNORE INTO scope_snapshots(hash, places) VALUES(?,?)",
-        (digest, json.dumps(sorted(places))),
-    )
-
-
-def _load_snapshot(conn: sqlite3.Connection, digest: str) -> frozenset[str] | None:
-    row = conn.execute("SELECT places FROM scope_snapshots WHERE hash=?", (digest,)).fetchone()
-    return None if row is None else frozenset(json.loads(row[0]))
 
 
 def create_app(config: Config) -> web.Application:

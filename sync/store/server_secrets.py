@@ -22,3 +22,8 @@ def server_secret(conn: sqlite3.Connection, key: str) -> bytes:
         )
         row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
     return bytes.fromhex(row[0])
+
+
+def server_identity(conn: sqlite3.Connection) -> tuple[bytes, str]:
+    """The cookie secret and the server's uuid (32 hex digits)."""
+    return server_secret(conn, "cookie_secret"), server_secret(conn, "server_uuid").hex()[:32]
