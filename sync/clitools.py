@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sync import audit, keyadmin
+from sync.audit_store import embedded as embedded_audit
 from sync.config import Config, from_env
+from sync.datakeys import embedded_admin
 from sync.keys import load_master_key
 from sync.store.schema import with_file
 
@@ -113,10 +114,10 @@ def audited(
     master = load_master_key(config.key_file, create=False)
 
     def run(conn: sqlite3.Connection) -> T:
-        keyadmin.check_master(conn, master)
+        embedded_admin.check_master(conn, master)
         result = fn(conn)
         said = detail if isinstance(detail, str) else detail(result)
-        audit.chain(conn, master).note(conn, audit.cli_actor(), action, said)
+        embedded_audit.note_cli(conn, master, action, said)
         return result
 
     return with_file(config.data_dir, run)

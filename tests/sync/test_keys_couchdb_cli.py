@@ -19,7 +19,7 @@ from shared_org import PLACES, seed
 
 from sync import cli
 from sync.audit import Entry, now
-from sync.auditcouch import CouchChain, entry_doc_id
+from sync.couchaudit import CouchChain, entry_doc_id
 from sync.datakeys.couchdb import CouchDataKeys
 from sync.errors import StoreError
 from sync.keys import KeyError_, KeyRing, LocalMasterKey, key_from_file
