@@ -28,6 +28,7 @@ from device_registry.model import Device, DeviceOwner, HistoryEntry, NewDevice
 from device_registry.ports import DeviceKey, Heard, Note
 from device_registry.status import DeviceStatus
 from device_registry.verdict import TokenBinding
+from sync.audit_store import embedded as embedded_audit
 from sync.scopes import Scope
 from sync.store.schema import with_file
 
@@ -65,7 +66,8 @@ def _noted(note: Note | None, fn: Callable[[sqlite3.Connection], T]) -> Callable
     def run(conn: sqlite3.Connection) -> T:
         result = fn(conn)
         if note is not None:
-            note.log.chain.note(conn, note.actor, note.action, note.detail, note.device)
+            chain = note.log.chain
+            embedded_audit.note(conn, chain, note.actor, note.action, note.detail, note.device)
         return result
 
     return run

@@ -56,6 +56,7 @@ from sms_gateway.service import Clock, SmsService, utcnow
 from sms_gateway.settings import SETTINGS, SmsSettings, from_config
 from sync.appkeys import ACCOUNTS, AUTH, CONFIG, STORE
 from sync.audit import AUDIT
+from sync.audit_store import embedded as embedded_audit
 from sync.errors import BadRequest, FieldsyncError, Forbidden, NotFound
 from sync.extensions import Extensions
 from sync.http import json_response, read_form, read_object
@@ -416,6 +417,8 @@ async def set_language(request: web.Request) -> web.Response:
     if audit is not None:  # after the change it records (a separate store with CouchDB)
         detail = f"user {name}: language {language}"
         await core.write_tx(
-            lambda conn: audit.chain.note(conn, caller.name, "user_language", detail, caller.device)
+            lambda conn: embedded_audit.note(
+                conn, audit.chain, caller.name, "user_language", detail, caller.device
+            )
         )
     return json_response({"ok": True, "worker": name, "language": language})

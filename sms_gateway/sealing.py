@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sync.couchsealed import HIGH, SealedDocs, Slot
-from sync.rotation import Column
+from sync.datakeys.embedded_rotation import Column
 from sync.store.base import SHARED, StoredRevision
 from sync.vault import Vault, body_aad
 

@@ -26,20 +26,24 @@ from sync import (
     forwarded,
     headers,
     intent,
-    keyadmin,
     packages,
     readings,
     requestlog,
 )
 from sync import metrics as app_metrics
 from sync.appkeys import ACCOUNTS, AUTH, CONFIG, STORE
-from sync.audit import AUDIT, AuditLog, Chain, ChainWriter
+from sync.audit import AUDIT, AuditLog, ChainWriter
+from sync.audit_store import embedded as embedded_audit
 from sync.audit_store.backends import instance_store
-from sync.auditcouch import new_instance_id
-from sync.auditjournal import Journal, journal_path, recover
-from sync.auditverify import AuditBroken, check_at_start
+from sync.audit_store.embedded_journal import ServerChain, recover
+from sync.audit_store.embedded_verify import check_at_start
+from sync.audit_store.links import ChainKey
+from sync.auditjournal import Journal, journal_path
+from sync.auditverify import AuditBroken
 from sync.auth import LOGIN_LIMITS, Authenticator
 from sync.config import Config
+from sync.couchaudit import new_instance_id
+from sync.datakeys import embedded_admin
 from sync.datakeys.backends import data_key_store
 from sync.errors import (
     FieldsyncError,
@@ -132,7 +136,7 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
     store = SqliteStore(path)
     try:
         master = load_master_key(config.key_file, create=True)
-        await store.read(lambda conn: keyadmin.check_master(conn, master))
+        await store.read(lambda conn: embedded_admin.check_master(conn, master))
         audit = await _open_audit(store, master, config)
     except BaseException:
         await store.close()
@@ -158,7 +162,7 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
         else:
             await _ensure_db(store, config.db_name)
             where = "embedded"
-        await store.write_tx(lambda c: keyadmin.set_documents_backend(c, where))
+        await store.write_tx(lambda c: embedded_admin.set_documents_backend(c, where))
         stores = [sqlite_reading(store)]
         if couch is not None:
             stores.append(couch_reading(couch, config.db_name))
@@ -231,7 +235,7 @@ async def _open_audit(store: SqliteStore, master: MasterKey, config: Config) -> 
     if remote is not None and journal is not None:  # what a crash left is moved: not used now
         journal.close()
         journal = None
-    audit = AuditLog(store.write_tx, chain, journal, remote=remote)
+    audit = AuditLog(ServerChain(store.write_tx, chain), journal, remote=remote)
     audit.record("server", "server_start", None, (), detail=started)
     try:
         await audit.flush()
@@ -242,7 +246,7 @@ async def _open_audit(store: SqliteStore, master: MasterKey, config: Config) -> 
     return audit
 
 
-async def _open_journal(store: SqliteStore, chain: Chain, config: Config) -> Journal:
+async def _open_journal(store: SqliteStore, chain: ChainKey, config: Config) -> Journal:
     """The read journal, after moving into the chain what a crash left in it."""
     path = journal_path(config.data_dir)
     moved, next_seq = await store.write_tx(lambda c: recover(c, chain, path))
@@ -271,7 +275,9 @@ def _audit_sink(store: SqliteStore, audit: AuditLog) -> AuditSink:
     remote = audit.remote
     if remote is not None:
         return lambda stamp, db, ids: remote.append([stamp.entry(db, ids)] if ids else [])
-    return lambda stamp, db, ids: store.write_tx(lambda c: stamp.append(c, db, ids))
+    return lambda stamp, db, ids: store.write_tx(
+        lambda c: embedded_audit.append_write(c, stamp, db, ids)
+    )
 
 
 async def _ensure_db(store: DocStore, name: str) -> None:

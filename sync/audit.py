@@ -38,11 +38,12 @@ data dir's chain, in the same transaction.  ``fieldsync audit verify`` checks bo
 
 Storage is reached only through the audit port (:mod:`sync.audit_store`): the
 chain's arithmetic is :mod:`sync.audit_store.links`, the SQL is
-:mod:`sync.audit_store.embedded`.  The functions here that take a SQLite
-connection (:meth:`Chain.note`, :meth:`Chain.append`, :func:`chain`,
-:func:`note_cli`, :func:`rewrap_key`, ...) are the embedded adapter's way to
-append *inside a transaction the caller holds*, kept under their old names for
-the domains that call them.
+:mod:`sync.audit_store.embedded`, whose plain functions append *inside a
+transaction the caller holds* (:func:`~sync.audit_store.embedded.note`,
+:func:`~sync.audit_store.embedded.note_cli`,
+:func:`~sync.audit_store.embedded.append_write`), and the server's writes into
+the data dir's chain are :mod:`sync.audit_store.embedded_journal` (the
+:class:`Local` of :class:`AuditLog`).
 """
 
 from __future__ import annotations
@@ -51,12 +52,10 @@ import asyncio
 import getpass
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from aiohttp import web
-
-from sync.audit_store import embedded
 
 # Entry, now, Head and the chain's constants are named here too (by other domains, tests).
 from sync.audit_store.links import GENESIS as GENESIS
@@ -71,19 +70,12 @@ from sync.errors import FieldsyncError
 from sync.keys import MasterKey
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from sync.auditjournal import Journal
-
-    Writer = Callable[[Callable[[sqlite3.Connection], None]], Awaitable[None]]
 
 
 log = structlog.get_logger("fieldsync.audit")
 
 MAX_MOVE_DELAY = 30.0  # seconds between retries of a failing journal move
-KEY_META = embedded.KEY_META
-HEAD_META = embedded.HEAD_META
-TRIGGER_NAMES = embedded.TRIGGER_NAMES
 
 
 def cli_actor() -> str:
@@ -94,67 +86,12 @@ def cli_actor() -> str:
         return "cli:unknown"
 
 
-class Chain(ChainKey):
-    """The chain key (:class:`~sync.audit_store.links.ChainKey`), and the data dir's chain
-    appended inside a transaction the caller holds (the embedded adapter's SQL)."""
-
-    def note(
-        self,
-        conn: sqlite3.Connection,
-        actor: str,
-        action: str,
-        detail: str,
-        device: str | None = None,
-    ) -> None:
-        """Append one entry about no document (an admin change, a key operation)."""
-        self.append(conn, [Entry(now(), actor, device, action, None, (), detail)])
-
-    def append(self, conn: sqlite3.Connection, entries: Sequence[Entry]) -> None:
-        """Append entries and move the head (inside the caller's transaction).
-
-        The link comes from the head checkpoint, not from the table's last row:
-        rows deleted at the tail then show as a broken link, never as a clean chain.
-        """
-        embedded.append(conn, self, entries)
-
-
-def read_head(conn: sqlite3.Connection) -> Head | None:
-    return embedded.read_head(conn)
-
-
-def write_head(conn: sqlite3.Connection, head: Head) -> None:
-    embedded.write_head(conn, head)
-
-
-def chain(conn: sqlite3.Connection, master: MasterKey, *, create: bool = True) -> Chain:
-    """The data dir's chain, its key made (and wrapped by ``master``) on first use."""
-    return Chain(embedded.chain_key(conn, master, create=create))
-
-
-def note_cli(conn: sqlite3.Connection, master: MasterKey, action: str, detail: str) -> None:
-    """An entry for a management command (actor ``cli:<os user>``), in its transaction."""
-    chain(conn, master).note(conn, cli_actor(), action, detail)
-
-
-def rewrap_key(conn: sqlite3.Connection, old: MasterKey, new: MasterKey) -> None:
-    """Master-key rotation: the chain key follows the data keys (caller's transaction)."""
-    embedded.rewrap_key(conn, old, new)
-
-
-def install_triggers(conn: sqlite3.Connection) -> None:
-    """Refuse UPDATE and DELETE on the trail (plain statements: safe inside a transaction)."""
-    embedded.install_triggers(conn)
-
-
-def missing_triggers(conn: sqlite3.Connection) -> list[str]:
-    return embedded.missing_triggers(conn)
-
-
 @dataclass(frozen=True)
 class AuditStamp:
-    """Who writes and why: the store appends it inside the write's own transaction."""
+    """Who writes and why: the store appends its entry inside the write's own transaction
+    (on SQLite, :func:`sync.audit_store.embedded.append_write`)."""
 
-    chain: Chain
+    chain: ChainKey
     actor: str
     device: str | None
     action: str = "write"
@@ -163,9 +100,20 @@ class AuditStamp:
     def entry(self, db: str | None, doc_ids: Sequence[str]) -> Entry:
         return Entry(now(), self.actor, self.device, self.action, db, named(doc_ids), self.detail)
 
-    def append(self, conn: sqlite3.Connection, db: str | None, doc_ids: Sequence[str]) -> None:
-        if doc_ids:
-            self.chain.append(conn, [self.entry(db, doc_ids)])
+
+class Local(Protocol):
+    """The data dir's chain as the server writes it, each call one transaction of the
+    store's single writer (:class:`sync.audit_store.embedded_journal.ServerChain`)."""
+
+    chain: ChainKey
+
+    async def append(self, entries: Sequence[Entry]) -> None:
+        """Link ``entries`` after the chain's end (a group commit)."""
+        ...
+
+    async def move(self, entries: Sequence[tuple[int, Entry]]) -> None:
+        """Move journaled entries (numbered by the journal) into the chain, once each."""
+        ...
 
 
 class Remote(Protocol):
@@ -236,15 +184,14 @@ class AuditLog:
 
     def __init__(
         self,
-        write: Writer,
-        chain: Chain,
+        local: Local,
         journal: Journal | None = None,
         commit_delay: float = 0.2,
         remote: Remote | None = None,
     ) -> None:
-        self._write = write
+        self._local = local
         self.remote = remote
-        self.chain = chain
+        self.chain = local.chain
         self._journal = journal
         self._delay = commit_delay
         self._pending: list[Entry] = []
@@ -302,7 +249,7 @@ class AuditLog:
             if not entries:
                 return
             try:
-                await self._write(lambda conn: self.chain.append(conn, entries))
+                await self._local.append(entries)
             except BaseException:
                 self._pending[:0] = entries
                 raise
@@ -329,7 +276,7 @@ class AuditLog:
             if self._journal is None or not self._journaled:
                 return
             moving = list(self._journaled)
-            await self._write(self._journal.mover(self.chain, moving))
+            await self._local.move(moving)
             del self._journaled[: len(moving)]
             if not self._journaled:
                 self._journal.empty()
@@ -351,32 +298,6 @@ class AuditLog:
 
 
 AUDIT = web.AppKey("audit", AuditLog)
-T = TypeVar("T")
-
-
-def audited(
-    request: web.Request,
-    who: tuple[str, str | None],
-    action: str,
-    detail: str | Callable[[T], str],
-    fn: Callable[[sqlite3.Connection], T],
-) -> Callable[[sqlite3.Connection], T]:
-    """``fn`` with an entry (``who`` = actor, device) appended in its transaction when it works.
-
-    For admin changes (users, places, devices, settings): the change and its
-    entry commit together or not at all.  ``detail`` may be worked out from
-    ``fn``'s result (what it was before, what it is now).
-    """
-    audit = request.app.get(AUDIT)
-
-    def run(conn: sqlite3.Connection) -> T:
-        result = fn(conn)
-        if audit is not None:
-            said = detail if isinstance(detail, str) else detail(result)
-            audit.chain.note(conn, who[0], action, said, who[1])
-        return result
-
-    return run
 
 
 async def flush_before_answer(request: web.Request, response: web.StreamResponse) -> None:

@@ -6,16 +6,16 @@ Checks the whole audit chain (every MAC and link, no id gap, the keyed head,
 the triggers) and prints one line: ``audit chain ok: N entries, first …, last …``
 (exit 0) or ``audit chain BROKEN at entry ID (TIME): what is wrong`` (exit 1).
 With ``FIELDSYNC_COUCHDB_URL`` set it then checks every instance's chain in
-CouchDB (:mod:`sync.auditcouch`), one line each: ``instance ID: audit chain ok:
+CouchDB (:mod:`sync.couchaudit`), one line each: ``instance ID: audit chain ok:
 …`` or ``instance ID: audit chain BROKEN at entry SEQ (TIME): …``; exit 1 if any
 chain breaks.
 It needs the master key (``FIELDSYNC_MASTER_KEY`` or the key file), like the
 ``keys`` commands, and reads in one snapshot while a server runs.
 
-Storage is reached through the audit port (:mod:`sync.audit_store.backends`):
-the data dir's chain is read in one transaction of its SQLite file (one
-snapshot, the read journal beside it), the instances' chains through the
-CouchDB adapter.
+Storage is reached through the audit port's adapters: the data dir's chain is
+read in one transaction of its SQLite file (one snapshot, the read journal
+beside it: :mod:`sync.audit_store.embedded_verify`), the instances' chains
+through the CouchDB adapter (:mod:`sync.audit_store.backends`).
 """
 
 from __future__ import annotations
@@ -23,28 +23,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from sync import audit, auditjournal, keyadmin
-from sync.audit_store import embedded
 from sync.audit_store.backends import instance_store
+from sync.audit_store.embedded_verify import check_data_dir
 from sync.audit_store.ports import AuditStore
-from sync.auditverify import ChainReport, Report, verify, verify_chains
+from sync.auditjournal import Contents
+from sync.auditverify import ChainReport, verify_chains
 from sync.clitools import Commands, add_command, add_group, config_of, data_dir_option
-from sync.keys import KeyError_, MasterKey, load_master_key
-
-if TYPE_CHECKING:
-    import sqlite3
+from sync.keys import MasterKey, load_master_key
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     config = config_of(args)  # an existing data dir: checked by sync.cli.main
     master = load_master_key(config.key_file, create=False)
-    report, waiting = embedded.snapshot(
-        config.data_dir,
-        lambda conn: (_verify(conn, master), _journal_waiting(conn, config.data_dir, master)),
-    )
+    report, journal = check_data_dir(config.data_dir, master)
+    waiting = _journal_waiting(journal)
     print(report.summary())
     store = instance_store(config)  # CouchDB's, when several instances record
     chains = [] if store is None else asyncio.run(_instance_chains(store, master))
@@ -67,14 +60,10 @@ async def _instance_chains(store: AuditStore, master: MasterKey) -> list[ChainRe
         await store.close()
 
 
-def _journal_waiting(conn: sqlite3.Connection, data_dir: Path, master: MasterKey) -> int:
+def _journal_waiting(contents: Contents | None) -> int:
     """Entries in the read journal not yet in the chain (0 for a data dir without one)."""
-    try:
-        chain = audit.chain(conn, master, create=False)
-    except KeyError_:
+    if contents is None:
         return 0
-    done = auditjournal.committed_seq(conn)
-    contents = auditjournal.read(auditjournal.journal_path(data_dir), chain, done)
     if contents.problem is not None:
         print(
             f"the read journal holds {contents.rejected} line(s) the next start will refuse "
@@ -82,17 +71,6 @@ def _journal_waiting(conn: sqlite3.Connection, data_dir: Path, master: MasterKey
             file=sys.stderr,
         )
     return len(contents.entries)
-
-
-def _verify(conn: sqlite3.Connection, master: MasterKey) -> Report:
-    keyadmin.check_master(conn, master)
-    try:
-        chain = audit.chain(conn, master, create=False)
-    except KeyError_:
-        if not embedded.has_entries(conn):
-            return Report(0, 0, None, None)  # a new data dir: nothing recorded yet
-        raise
-    return verify(conn, chain)
 
 
 def register(sub: Commands) -> None:

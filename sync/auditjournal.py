@@ -17,17 +17,18 @@ cannot forge an entry); ``seq`` grows by one per entry across the file's
 lifetime, and the last ``seq`` moved into the chain is kept in ``meta`` in the
 same transaction as the move, so a crash between that commit and emptying the
 file never appends an entry twice.  At start the server moves whatever a crash
-left here (:func:`recover`): lines must follow on from that ``seq`` one by one
-with good MACs; from the first that does not (a forged, edited or removed line)
+left here: lines must follow on from that ``seq`` one by one with good MACs
+(:func:`read`); from the first that does not (a forged, edited or removed line)
 nothing more is trusted, and the chain records the refusal (``journal_rejected``)
 so the tampering stays on the record.  A torn last line (a crash in the middle
 of a write) is not an entry whose answer was sent, and is dropped.
 
-The journal belongs to the embedded store: the chain and the sequence number it
-moves into live in the data dir's SQLite file (:mod:`sync.audit_store.embedded`,
-whose functions :func:`move` and :func:`recover` call inside the caller's
-transaction).  With CouchDB, the server does not journal: entries go straight to
-the instance's chain there (:class:`sync.audit.ChainWriter`).
+This module is the file.  The journal belongs to the embedded store: the chain
+and the sequence number it moves into live in the data dir's SQLite file, and
+the moves are :mod:`sync.audit_store.embedded_journal` (``move`` at every
+commit, ``recover`` at start, inside the caller's transaction).  With CouchDB,
+the server does not journal: entries go straight to the instance's chain there
+(:class:`sync.audit.ChainWriter`).
 
 What this does not cover: a power cut or kernel crash can lose the last fraction
 of a second of *read* entries (the file is not ``fsync``-ed per answer), and
@@ -42,31 +43,21 @@ import hmac
 import json
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import structlog
-
-from sync.audit import Chain, Entry
-from sync.audit_store import embedded
+from sync.audit_store.links import ChainKey, Entry
 from sync.auditverify import AuditBroken
 
-if TYPE_CHECKING:
-    import sqlite3
-
-log = structlog.get_logger("fieldsync.audit")
-
 JOURNAL_FILE = "audit-journal.jsonl"
-SEQ_META = embedded.SEQ_META
 
 
 def journal_path(data_dir: Path) -> Path:
     return data_dir / JOURNAL_FILE
 
 
-def _line(chain: Chain, seq: int, entry: Entry) -> bytes:
+def _line(chain: ChainKey, seq: int, entry: Entry) -> bytes:
     fields = [seq, entry.ts, entry.actor, entry.device, entry.action, entry.db]
     fields += [list(entry.doc_ids), entry.detail]
     payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
@@ -79,7 +70,7 @@ def _text(value: object) -> str | None:
     return value
 
 
-def _entry(chain: Chain, line: bytes) -> tuple[int, Entry]:
+def _entry(chain: ChainKey, line: bytes) -> tuple[int, Entry]:
     """One journal line, its MAC checked (ValueError when it is no good line)."""
     fields = json.loads(line)
     if not isinstance(fields, list) or len(fields) != 9:
@@ -99,20 +90,6 @@ def _entry(chain: Chain, line: bytes) -> tuple[int, Entry]:
     return seq, entry
 
 
-def committed_seq(conn: sqlite3.Connection) -> int:
-    """The last journal line moved into the chain (the embedded store keeps it in ``meta``)."""
-    return embedded.committed_seq(conn)
-
-
-def move(conn: sqlite3.Connection, chain: Chain, entries: Sequence[tuple[int, Entry]]) -> None:
-    """Append journaled entries to the chain, once each (inside the caller's transaction)."""
-    done = committed_seq(conn)
-    fresh = [entry for seq, entry in entries if seq > done]
-    chain.append(conn, fresh)
-    if entries:
-        embedded.set_committed_seq(conn, max(done, max(seq for seq, _ in entries)))
-
-
 @dataclass(frozen=True)
 class Contents:
     """What the journal holds after ``done``: good entries, and the first problem if any."""
@@ -122,7 +99,7 @@ class Contents:
     rejected: int = 0
 
 
-def read(path: Path, chain: Chain, done: int = 0) -> Contents:
+def read(path: Path, chain: ChainKey, done: int = 0) -> Contents:
     """The entries after ``done``, in order, up to the first line that is not to be trusted."""
     raw = _raw(path)
     lines = raw.split(b"\n")[:-1]  # what follows the last newline was torn
@@ -155,7 +132,7 @@ def _raw(path: Path) -> bytes:
 class Journal:
     """The open journal file of a running server (one writer: the event loop)."""
 
-    def __init__(self, path: Path, next_seq: int, chain: Chain) -> None:
+    def __init__(self, path: Path, next_seq: int, chain: ChainKey) -> None:
         self.path = path
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
         try:
@@ -180,13 +157,6 @@ class Journal:
         self.next_seq += len(entries)
         return numbered
 
-    @staticmethod
-    def mover(
-        chain: Chain, entries: Sequence[tuple[int, Entry]]
-    ) -> Callable[[sqlite3.Connection], None]:
-        """What the store's writer runs to move ``entries`` into the chain."""
-        return lambda conn: move(conn, chain, entries)
-
     def empty(self) -> None:
         """Everything in the file is in the chain: start it afresh (no system call when
         it is empty already: the server asks before nearly every answer)."""
@@ -196,20 +166,3 @@ class Journal:
 
     def close(self) -> None:
         os.close(self._fd)
-
-
-def recover(conn: sqlite3.Connection, chain: Chain, path: Path) -> tuple[int, int]:
-    """Move what a crash left in the journal into the chain (caller's transaction).
-
-    Returns (entries moved, the next sequence number to use).  Lines that cannot be
-    trusted are not moved; the chain records that they were refused.
-    """
-    done = committed_seq(conn)
-    contents = read(path, chain, done)
-    move(conn, chain, contents.entries)
-    if contents.problem is not None:
-        detail = f"{contents.rejected} journal line(s) refused: {contents.problem}"
-        chain.note(conn, "server", "journal_rejected", detail)
-        log.error("audit_journal_rejected", problem=contents.problem, lines=contents.rejected)
-    last = contents.entries[-1][0] if contents.entries else done
-    return len(contents.entries), max(done, last) + 1

@@ -19,9 +19,10 @@ names its problems in rows and ids, as it always has; any other chain (one per
 server instance, in CouchDB) starts at a MAC of its name.  Where the adapter
 writes the head with the entries (``head_is_exact``) an entry past the head is
 forged; where the head follows the entries (CouchDB) such entries are an append
-whose process was killed, and fine.  :func:`verify` is the embedded store's way
-in (one snapshot of a SQLite connection); :func:`verify_store` and
-:func:`verify_chains` go through any adapter.
+whose process was killed, and fine.  :func:`verify_store` and
+:func:`verify_chains` go through any adapter; the embedded store's way in (one
+snapshot of a SQLite connection, and the server's start-up check of the tail)
+is :mod:`sync.audit_store.embedded_verify`, over the same :class:`Walk`.
 """
 
 from __future__ import annotations
@@ -30,14 +31,9 @@ import dataclasses
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from sync.audit import Chain
-from sync.audit import chain as open_chain
-from sync.audit_store import embedded
 from sync.audit_store.links import (
     DATA_DIR,
-    GENESIS,
     KEYED,
     ChainKey,
     Head,
@@ -48,9 +44,6 @@ from sync.audit_store.links import (
 from sync.audit_store.ports import AuditStore
 from sync.errors import StoreError
 from sync.keys import MasterKey
-
-if TYPE_CHECKING:
-    import sqlite3
 
 UNSEALED = "no keyed entry yet"
 
@@ -116,7 +109,9 @@ ENTRIES = Words(
 
 
 @dataclass
-class _Walk:
+class Walk:
+    """One pass along a chain's entries, in order, stopping at the first bad one."""
+
     chain: ChainKey
     previous: str
     expected_id: int
@@ -172,44 +167,23 @@ class _Walk:
         return Report(self.count, self.legacy, self.first_ts, self.last_ts, problem)
 
 
-def verify(conn: sqlite3.Connection, chain: ChainKey, *, last: int | None = None) -> Report:
-    """Check the data dir's whole chain, or (``last``) its last entries, head and triggers
-    (one snapshot: the connection's open transaction)."""
-    start = _start(conn, last)
-    anchor = embedded.hash_of(conn, start - 1)
-    walk = _Walk(chain, GENESIS if anchor is None else anchor, start)
-    problem = walk.run(embedded.rows(conn, DATA_DIR, start))
-    head = embedded.read_head(conn)
-    problem = problem or _head_problem(chain, walk, head, exact=True)
-    problem = problem or _guard_problem(embedded.missing_triggers(conn), walk)
-    return walk.report(problem)
-
-
 async def verify_store(store: AuditStore, key: ChainKey, name: str = DATA_DIR) -> Report:
     """Check chain ``name`` of ``store`` from its first entry: links, MACs, no gap, the head
     (and, for the data dir's chain, the store's own guards)."""
     data_dir = name == DATA_DIR
     words = ROWS if data_dir else ENTRIES
-    walk = _Walk(key, first_link(key, name), 1, words, data_dir, not store.head_is_exact)
+    walk = Walk(key, first_link(key, name), 1, words, data_dir, not store.head_is_exact)
     problem = walk.run(await store.entries(name))
     head = await store.head(name)
-    problem = problem or _head_problem(key, walk, head, exact=store.head_is_exact)
+    problem = problem or head_problem(key, walk, head, exact=store.head_is_exact)
     if data_dir:
-        problem = problem or _guard_problem(await store.guard_problems(), walk)
+        problem = problem or guard_problem(await store.guard_problems(), walk)
     return walk.report(problem)
 
 
-def _start(conn: sqlite3.Connection, last: int | None) -> int:
-    if last is None:
-        return 1
-    head = embedded.read_head(conn)
-    top = embedded.last_row(conn)
-    return max(1, max(top[0] if top else 0, head.id if head else 0) - last + 1)
-
-
-def _head_problem(
-    chain: ChainKey, walk: _Walk, head: Head | None, *, exact: bool
-) -> Problem | None:
+def head_problem(chain: ChainKey, walk: Walk, head: Head | None, *, exact: bool) -> Problem | None:
+    """What is wrong with ``head`` once ``walk`` has reached the chain's end (exact: no
+    entry may lie past it)."""
     last_id = walk.expected_id - 1
     if head is None:
         if walk.keyed or not walk.legacy_allowed:
@@ -231,7 +205,8 @@ def _head_problem(
     return None
 
 
-def _guard_problem(missing: list[str], walk: _Walk) -> Problem | None:
+def guard_problem(missing: list[str], walk: Walk) -> Problem | None:
+    """The storage's missing guards, a problem once the chain holds entries."""
     if not missing or not walk.count:
         return None
     return Problem(None, None, f"triggers missing: {', '.join(missing)} (rows can be changed)")
@@ -274,24 +249,8 @@ async def verify_chains(store: AuditStore, master: MasterKey) -> list[ChainRepor
     return reports
 
 
-TAIL_AT_START = 1000  # entries the server checks when it starts
-
-
 class AuditBroken(StoreError):
     """The trail failed the start-up check (under ``StoreError`` in :mod:`sync.errors`)."""
 
     error = "audit_broken"
     default_reason = "The audit trail does not verify."
-
-
-def check_at_start(conn: sqlite3.Connection, master: MasterKey) -> tuple[Chain, Report]:
-    """The chain (its key made on first start) and how its tail, head and triggers look.
-
-    A legacy chain (plain SHA-256, from before the chain was keyed) is not a
-    fault here: the server's first keyed entry seals it.
-    """
-    chain = open_chain(conn, master)
-    report = verify(conn, chain, last=TAIL_AT_START)
-    if report.problem is not None and report.problem.what.startswith(UNSEALED):
-        report = dataclasses.replace(report, problem=None)
-    return chain, report

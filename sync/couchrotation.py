@@ -1,7 +1,7 @@
 """Data-key rotation with the documents in CouchDB, while fieldsync instances keep serving.
 
 ``fieldsync keys rotate`` with ``FIELDSYNC_COUCHDB_URL`` set runs this instead of
-:mod:`sync.rotation` (whose data dir holds no documents then).  The steps:
+:mod:`sync.datakeys.embedded_rotation` (whose data dir holds no documents then).  The steps:
 
 1. **Lease.**  The run holds the lease ``key-rotation`` in ``<prefix>leases``
    (:mod:`sync.store.couchdb.lease`), renewed while it runs, so two operators or
@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sync.audit import Entry, cli_actor
 from sync.audit import now as audit_now
-from sync.auditcouch import CouchChain
+from sync.couchaudit import CouchChain
 from sync.couchsealed import Doc, SealedDocs, Slot, sealed_docs
 from sync.datakeys.couchdb import CouchDataKeys
 from sync.errors import FieldsyncError, NotFound

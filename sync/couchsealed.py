@@ -1,6 +1,6 @@
 """Where sealed blobs live in CouchDB, for data-key rotation (:mod:`sync.couchrotation`).
 
-The CouchDB counterpart of :data:`sync.rotation.CORE`: each :class:`SealedDocs`
+The CouchDB counterpart of :data:`sync.datakeys.embedded_rotation.CORE`: each :class:`SealedDocs`
 names a range of document ids in a CouchDB database, and how to find the sealed
 blobs (key ref, blob, associated data) in one of those documents and put
 re-sealed ones back.  The core's (docs/adr/0001-couchdb-layout.md)::

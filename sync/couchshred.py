@@ -1,7 +1,7 @@
 """Crypto-shredding a place whose documents live in CouchDB.
 
 ``fieldsync keys shred PLACE --confirm PLACE`` with ``FIELDSYNC_COUCHDB_URL`` set
-runs this instead of :func:`sync.shredding.shred`.  Under the rotation lease
+runs this instead of :func:`sync.datakeys.embedded_shred.shred`.  Under the rotation lease
 (:mod:`sync.couchrotation`: a rotation re-sealing the place's blobs meanwhile
 would race with it), for every fieldsync database ``D``:
 
@@ -39,7 +39,7 @@ import orjson
 
 from sync.audit import Entry, cli_actor
 from sync.audit import now as audit_now
-from sync.auditcouch import CouchChain
+from sync.couchaudit import CouchChain
 from sync.couchrotation import (
     LEASE_NAME,
     LEASE_SECONDS,
@@ -49,8 +49,8 @@ from sync.couchrotation import (
 )
 from sync.datakeys.couchdb import CouchDataKeys
 from sync.errors import NotFound
+from sync.keyadmin import Shredded
 from sync.keys import KeyError_, MasterKey, label
-from sync.shredding import Shredded
 from sync.store.base import SHARED
 from sync.store.couchdb import layout
 from sync.store.couchdb.client import CouchClient, path

@@ -45,7 +45,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from sync.clitools import Commands
     from sync.couchsealed import SealedDocs
-    from sync.rotation import SealedBlobs
+    from sync.datakeys.embedded_rotation import SealedBlobs
     from sync.scopes import User
     from sync.settings import Setting
 

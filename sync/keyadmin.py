@@ -1,18 +1,16 @@
-"""Looking after the master key: checking it opens the data dir, listing keys, re-wrapping.
+"""What the ``fieldsync keys`` commands say about keys, whichever store holds them.
 
-Re-wrapping is master-key rotation: every data key is unwrapped with the old
-master key and wrapped with the new one, in one transaction, so the data itself
-(bodies, attachments, SMS texts) is untouched and a failure changes nothing.
-It is resumable: a data key that the new master key already opens is left as it
-is, so running the command again after an interruption finishes the work.
+A data key as people read it, whether a master key opens it, and what a
+re-wrap (master-key rotation) or a shredding did.  The commands' work on the
+data dir's SQLite file is :mod:`sync.datakeys.embedded_admin`,
+:mod:`sync.datakeys.embedded_rotation` and :mod:`sync.datakeys.embedded_shred`;
+with the documents in CouchDB, :mod:`sync.couchrotation` and :mod:`sync.couchshred`.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
-from sync import audit
 from sync.datakeys.ports import StoredKey
 from sync.keys import KeyError_, MasterKey, label
 
@@ -36,7 +34,8 @@ def describe(place: str, version: int) -> str:
     return f"{place or '(shared)'} v{version}"
 
 
-def _opens(master: MasterKey, place: str, version: int, wrapped: bytes) -> bool:
+def unwraps(master: MasterKey, place: str, version: int, wrapped: bytes) -> bool:
+    """Whether ``master`` unwraps the data key ``place:version`` wrapped as ``wrapped``."""
     try:
         master.unwrap(label(place, version), wrapped)
     except KeyError_:
@@ -46,30 +45,7 @@ def _opens(master: MasterKey, place: str, version: int, wrapped: bytes) -> bool:
 
 def opens(master: MasterKey, key: StoredKey) -> bool:
     """Whether ``master`` unwraps ``key`` (a key stored by any adapter of the data-key port)."""
-    return _opens(master, key.place, key.version, key.wrapped)
-
-
-def list_keys(conn: sqlite3.Connection, master: MasterKey) -> list[DataKey]:
-    rows = conn.execute(
-        "SELECT place, version, created, wrapped FROM data_keys ORDER BY place, version"
-    ).fetchall()
-    return [DataKey(p, v, c, _opens(master, p, v, bytes(w))) for p, v, c, w in rows]
-
-
-def check_master(conn: sqlite3.Connection, master: MasterKey) -> None:
-    """Refuse a master key that does not open this data dir's data keys (a few of them)."""
-    rows = conn.execute(
-        "SELECT place, version, wrapped FROM data_keys ORDER BY rowid LIMIT ?",
-        (CHECKED_AT_START,),
-    ).fetchall()
-    refused = [describe(p, v) for p, v, w in rows if not _opens(master, p, v, bytes(w))]
-    if refused:
-        raise KeyError_(
-            f"the master key does not open {len(refused)} of the {len(rows)} data keys "
-            f"checked (first: {refused[0]}): this data dir was written with another master "
-            "key. Set FIELDSYNC_MASTER_KEY or FIELDSYNC_MASTER_KEY_FILE to that key (after "
-            "`fieldsync keys rewrap`, to the new one)."
-        )
+    return unwraps(master, key.place, key.version, key.wrapped)
 
 
 @dataclass(frozen=True)
@@ -78,46 +54,10 @@ class Rewrapped:
     already: int
 
 
-def rewrap(conn: sqlite3.Connection, old: MasterKey, new: MasterKey) -> Rewrapped:
-    """Wrap every data key under ``new`` (inside the caller's transaction).
-
-    A key that neither master key opens stops the whole run (nothing is changed):
-    it would otherwise be lost for good.
-    """
-    rows = conn.execute("SELECT place, version, wrapped FROM data_keys").fetchall()
-    done = already = 0
-    for place, version, wrapped in rows:
-        name = label(place, version)
-        if _opens(new, place, version, bytes(wrapped)):
-            already += 1
-            continue
-        try:
-            key = old.unwrap(name, bytes(wrapped))
-        except KeyError_ as exc:
-            raise KeyError_(
-                f"data key {describe(place, version)} opens with neither the current master key "
-                "nor the new one; nothing was changed"
-            ) from exc
-        conn.execute(
-            "UPDATE data_keys SET wrapped=? WHERE place=? AND version=?",
-            (new.wrap(name, key), place, version),
-        )
-        done += 1
-    audit.rewrap_key(conn, old, new)
-    detail = f"master key rotated: {done} data keys re-wrapped, {already} already under it"
-    audit.note_cli(conn, new, "key_rewrap", detail)
-    return Rewrapped(done, already)
-
-
-def documents_backend(conn: sqlite3.Connection) -> str:
-    """Where the server last kept its documents: "embedded", or "CouchDB at URL"."""
-    row = conn.execute("SELECT value FROM meta WHERE key='documents_backend'").fetchone()
-    return "embedded" if row is None else str(row[0])
-
-
-def set_documents_backend(conn: sqlite3.Connection, backend: str) -> None:
-    conn.execute(
-        "INSERT INTO meta(key, value) VALUES('documents_backend', ?) "
-        "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-        (backend,),
-    )
+@dataclass(frozen=True)
+class Shredded:
+    place: str
+    keys: int
+    documents: int
+    revisions: int
+    attachments: int

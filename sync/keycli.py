@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import structlog
 
-from sync import audit, couchrotation, couchshred, datadir, keyadmin, rotation, shredding
+from sync import couchrotation, couchshred, datadir, keyadmin
 from sync.clitools import (
     Commands,
     add_command,
@@ -34,9 +32,9 @@ from sync.clitools import (
 )
 from sync.config import Config
 from sync.datakeys import backends as keybackends
+from sync.datakeys import embedded_admin, embedded_rotation, embedded_shred
 from sync.keys import KeyError_, key_from_file, load_master_key
 from sync.store.cliconn import with_conn
-from sync.store.schema import connect, db_path
 
 log = structlog.get_logger("fieldsync.keys")
 
@@ -53,7 +51,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     if config.couchdb_url:  # every instance's keys live there (sync.datakeys.couchdb)
         found = keybackends.couch_keys(config, master)
     else:
-        found = with_conn(args, lambda c: keyadmin.list_keys(c, master))
+        found = with_conn(args, lambda c: embedded_admin.list_keys(c, master))
     if args.format == "json":
         objects = [{**dataclasses.asdict(k), "ref": k.ref} for k in found]
         print(json.dumps(objects, indent=2))
@@ -83,7 +81,7 @@ def cmd_keys_rewrap(args: argparse.Namespace) -> int:
         new = key_from_file(new_file, create=True)
         if new.key == old.key:
             raise KeyError_("the new master key is the current one; give a new key file")
-        done = with_conn(args, lambda c: keyadmin.rewrap(c, old, new))
+        done = with_conn(args, lambda c: embedded_admin.rewrap(c, old, new))
         if config.couchdb_url:  # the keys every instance shares, and the audit chain key
             shared, shared_already = keybackends.couch_rewrap(config, old, new)
             done = keyadmin.Rewrapped(done.rewrapped + shared, done.already + shared_already)
@@ -97,20 +95,6 @@ def cmd_keys_rewrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def _documents_here(conn: sqlite3.Connection, what: str) -> None:
-    """Refuse to re-seal or delete data keys whose documents this data dir does not hold.
-
-    Rotation deletes the key versions nothing in the data dir refers to any more; with
-    the documents in CouchDB that would be every version still sealing them.
-    """
-    backend = keyadmin.documents_backend(conn)
-    if backend != "embedded":
-        raise KeyError_(
-            f"cannot {what}: this server keeps its documents in {backend}, and re-sealing "
-            "or shredding them there is not supported yet; its data keys are left as they are"
-        )
-
-
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     """New data-key versions, every blob re-sealed under them, the old versions deleted."""
     config = config_of(args)
@@ -120,13 +104,13 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         return _rotate_on_couchdb(config, None if args.all else args.place)
     with datadir.exclusive(config.data_dir, "rotate the data keys"):
         master = load_master_key(config.key_file, create=False)
-        with_conn(args, lambda c: keyadmin.check_master(c, master))
-        with_conn(args, lambda c: _documents_here(c, "rotate the data keys"))
+        with_conn(args, lambda c: embedded_admin.check_master(c, master))
+        with_conn(args, lambda c: embedded_admin.check_documents_here(c, "rotate the data keys"))
         places = None if args.all else args.place
         from sync.packages import extensions  # here: the package list imports this module
 
         sealed = extensions().sealed_blobs
-        done = rotation.rotate(
+        done = embedded_rotation.rotate(
             config.data_dir, master, places, lambda line: print(line, flush=True), sealed
         )
     log.info("data_keys_rotated", places=places or "all", deleted=done.deleted, kept=done.kept)
@@ -181,11 +165,10 @@ def cmd_keys_shred(args: argparse.Namespace) -> int:
         return _shred_on_couchdb(config, args.place)
     with datadir.exclusive(config.data_dir, "shred a place"):
         master = load_master_key(config.key_file, create=False)
-        with_conn(args, lambda c: keyadmin.check_master(c, master))
-        with_conn(args, lambda c: _documents_here(c, "shred a place"))
-        done = with_conn(args, lambda c: shredding.shred(c, args.place, audit.chain(c, master)))
-        with closing(connect(db_path(config.data_dir), create=False)) as conn:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page left in the log
+        with_conn(args, lambda c: embedded_admin.check_master(c, master))
+        with_conn(args, lambda c: embedded_admin.check_documents_here(c, "shred a place"))
+        done = with_conn(args, lambda c: embedded_shred.shred(c, args.place, master))
+        embedded_shred.truncate_log(config.data_dir)
     _said_shredded(done)
     return 0
 
@@ -213,7 +196,7 @@ def _shred_on_couchdb(config: Config, place: str) -> int:
     return 0
 
 
-def _said_shredded(done: shredding.Shredded) -> None:
+def _said_shredded(done: keyadmin.Shredded) -> None:
     log.warning(
         "place_shredded",
         place=done.place,

@@ -6,8 +6,9 @@
 
 A sealed blob is ``nonce (12 bytes) || ciphertext+tag``.  ``key_ref`` is
 ``"place:version"`` and is stored beside the blob in the clear.  Rewrapping under
-a new master key (:mod:`sync.keyadmin`), rotating data keys (:mod:`sync.rotation`)
-and crypto-shredding a place (:mod:`sync.shredding`) are ``fieldsync keys`` commands.
+a new master key (:mod:`sync.datakeys.embedded_admin`), rotating data keys
+(:mod:`sync.datakeys.embedded_rotation`) and crypto-shredding a place
+(:mod:`sync.datakeys.embedded_shred`) are ``fieldsync keys`` commands.
 The master key never touches the store; :class:`MasterKey` is the KMS-shaped
 seam (wrap/unwrap) that a cloud KMS can implement.
 """

@@ -10,8 +10,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from sync import audit
-from sync.auditjournal import committed_seq, journal_path, read
+from sync.audit_store import embedded
+from sync.auditjournal import journal_path, read
 from sync.keys import load_master_key
 from sync.store.schema import connect, db_path, initialise
 
@@ -31,8 +31,8 @@ def _journaled(conn: sqlite3.Connection, data_dir: Path) -> list[Row]:
     path = journal_path(data_dir)
     if not path.exists() or path.stat().st_size == 0:
         return []  # (no chain key needed: a test may have rotated the master key)
-    chain = audit.chain(conn, load_master_key(data_dir / "master.key", create=False))
-    contents = read(path, chain, committed_seq(conn))
+    chain = embedded.open_chain(conn, load_master_key(data_dir / "master.key", create=False))
+    contents = read(path, chain, embedded.committed_seq(conn))
     assert contents.problem is None, contents.problem
     return [
         (e.actor, e.device, e.action, e.db, json.dumps(list(e.doc_ids)), e.detail)
@@ -45,5 +45,5 @@ def trail_file(tmp_path: Path) -> sqlite3.Connection:
     path = tmp_path / "a.sqlite3"
     initialise(path)
     connection = connect(path)
-    audit.install_triggers(connection)
+    embedded.install_triggers(connection)
     return connection

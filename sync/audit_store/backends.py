@@ -10,7 +10,7 @@
 
 The server (:mod:`sync.app`) and ``fieldsync audit verify`` (:mod:`sync.auditcli`)
 come here, so they never look in different places; key rotation re-seals the
-CouchDB chain key on the client it already holds (:func:`sync.auditcouch.rewrap_chain_key`,
+CouchDB chain key on the client it already holds (:func:`sync.couchaudit.rewrap_chain_key`,
 the same adapter, the same ``<prefix>audit``).
 """
 

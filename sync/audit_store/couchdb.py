@@ -2,7 +2,7 @@
 
 With ``FIELDSYNC_COUCHDB_URL`` set, several server instances record at once.
 Each owns a chain of its own (named by a new instance id at every start, see
-:mod:`sync.auditcouch`), so no append has to win a race::
+:mod:`sync.couchaudit`), so no append has to win a race::
 
     key:chain                    the chain key, sealed by the master key (made once,
                                  by whichever instance starts first; 409: take the winner's)

@@ -6,7 +6,8 @@ table, its keyed head and the sealed chain key in ``meta``::
     audit(id PK, ts, actor, device, action, db, doc_ids JSON, detail, prev_hash, hash)
     meta  audit_chain_key          the chain key, wrapped by the master key (base64)
           audit_head               {"id", "hash", "mac"}: written with every append
-          audit_journal_seq        the last read-journal line moved in (sync.auditjournal)
+          audit_journal_seq        the last read-journal line moved in
+                                   (sync.audit_store.embedded_journal)
 
 Any other chain (a store holds several, like CouchDB's) lives in ``audit_chains``,
 its head in ``meta`` under ``audit_head:<chain>``::
@@ -20,8 +21,9 @@ show as a broken link, never as a clean chain; entries and head are written in
 one transaction (:attr:`EmbeddedAudit.head_is_exact`).
 
 The plain functions take the connection of a transaction that is already open:
-that is how an admin change and its entry commit together
-(:meth:`sync.audit.Chain.note` calls :func:`append`).  :class:`EmbeddedAudit`
+that is how an admin change and its entry commit together (:func:`note`,
+:func:`note_cli`), and a document write and its entry (:func:`append_write`).
+:class:`EmbeddedAudit`
 runs each port call as one transaction of the server's single writer, or, for
 the CLI, as one ``BEGIN IMMEDIATE`` on the data dir's file; SQLite's one writer
 is what keeps two writers off a chain.
@@ -37,6 +39,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from sync.audit import AuditStamp, cli_actor
 from sync.audit_store.links import (
     DATA_DIR,
     KEYED,
@@ -45,6 +48,7 @@ from sync.audit_store.links import (
     Head,
     Linked,
     first_link,
+    now,
     reseal_key,
     seal_key,
     unseal_key,
@@ -95,6 +99,11 @@ def chain_key(conn: sqlite3.Connection, master: MasterKey, *, create: bool = Tru
     if conn.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None:
         install_triggers(conn)  # a new trail; an old one keeps what it has (checked at start)
     return key
+
+
+def open_chain(conn: sqlite3.Connection, master: MasterKey, *, create: bool = True) -> ChainKey:
+    """The data dir's chain, its key made (and wrapped by ``master``) on first use."""
+    return ChainKey(chain_key(conn, master, create=create))
 
 
 def has_key(conn: sqlite3.Connection) -> bool:
@@ -184,6 +193,32 @@ def append(
     return head
 
 
+def note(
+    conn: sqlite3.Connection,
+    key: ChainKey,
+    actor: str,
+    action: str,
+    detail: str,
+    device: str | None = None,
+) -> None:
+    """Append one entry about no document (an admin change, a key operation)."""
+    append(conn, key, [Entry(now(), actor, device, action, None, (), detail)])
+
+
+def note_cli(conn: sqlite3.Connection, master: MasterKey, action: str, detail: str) -> None:
+    """An entry for a management command (actor ``cli:<os user>``), in its transaction."""
+    note(conn, open_chain(conn, master), cli_actor(), action, detail)
+
+
+def append_write(
+    conn: sqlite3.Connection, stamp: AuditStamp, db: str | None, doc_ids: Sequence[str]
+) -> None:
+    """The entry of a document write, appended in the write's own transaction (none when
+    nothing was written)."""
+    if doc_ids:
+        append(conn, stamp.chain, [stamp.entry(db, doc_ids)])
+
+
 def _end(conn: sqlite3.Connection, key: ChainKey, chain: str) -> tuple[str, int]:
     """What the next entry links to, and its number (the head first, then the rows)."""
     head, last = read_head(conn, chain), last_row(conn, chain)
@@ -257,7 +292,7 @@ def start(conn: sqlite3.Connection, key: ChainKey, chain: str) -> None:
     write_head(conn, key.head(0, first_link(key, chain)), chain)
 
 
-# -- the read journal's bookkeeping (sync.auditjournal) -----------------------------------------
+# -- the read journal's bookkeeping (sync.audit_store.embedded_journal) ----------------------
 def committed_seq(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT value FROM meta WHERE key=?", (SEQ_META,)).fetchone()
     return 0 if row is None else int(row[0])

@@ -44,9 +44,9 @@ never in the clear.  Errors: ``ValueError`` for a bad chain name, the server's
 
 **Same transaction as the change it records.**  On the embedded store, admin
 changes append their entry inside their own SQLite transaction
-(:func:`sync.audit_store.embedded.append`, reached through
-:meth:`sync.audit.Chain.note`): the change and its entry commit together or not
-at all.  CouchDB has no transaction spanning two documents; there the change's
+(:func:`sync.audit_store.embedded.append`, through
+:func:`~sync.audit_store.embedded.note`): the change and its entry commit
+together or not at all.  CouchDB has no transaction spanning two documents; there the change's
 entry is recorded by :meth:`sync.audit.AuditLog.record` and stored in the
 instance's chain before the answer goes out (:func:`sync.audit.flush_before_answer`);
 a failed append answers 500, so no caller is told of a change whose entry is

@@ -32,10 +32,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sync import audit, keyadmin
+from sync import keyadmin
+from sync.audit_store import embedded as embedded_audit
 from sync.backup import sealed, shares
 from sync.backup.sealed import ArchiveError, Header
 from sync.backup.snapshot import copy_store
+from sync.datakeys import embedded_admin
 from sync.errors import FieldsyncError
 from sync.keys import KeyError_, LocalMasterKey
 from sync.store.schema import DB_FILE, connect, db_path, in_transaction
@@ -121,13 +123,15 @@ def _opens_everything(copy: Path, master: LocalMasterKey) -> None:
     with closing(sqlite3.connect(copy)) as conn:
         shut = [
             keyadmin.describe(k.place, k.version)
-            for k in keyadmin.list_keys(conn, master)
+            for k in embedded_admin.list_keys(conn, master)
             if not k.opens
         ]
-        chained = conn.execute("SELECT 1 FROM meta WHERE key=?", (audit.KEY_META,)).fetchone()
+        chained = conn.execute(
+            "SELECT 1 FROM meta WHERE key=?", (embedded_audit.KEY_META,)
+        ).fetchone()
         if chained and not shut:
             try:
-                audit.chain(conn, master, create=False)
+                embedded_audit.open_chain(conn, master, create=False)
             except KeyError_:
                 shut = ["the audit chain key"]
     if shut:
@@ -147,7 +151,7 @@ def _exists(out: Path) -> FieldsyncError:
 
 def _manifest(data_dir: Path, copy: Path, master: LocalMasterKey, store_bytes: int) -> bytes:
     with closing(sqlite3.connect(copy)) as conn:
-        backend = keyadmin.documents_backend(conn)
+        backend = embedded_admin.documents_backend(conn)
     fields = {
         "store_bytes": store_bytes,
         "master_key": base64.b64encode(master.key).decode(),
@@ -322,8 +326,8 @@ def _check_store(work: Path, header: Header, given: Sequence[shares.Share]) -> N
         detail = f"restored from backup {header.archive_id} of {header.created} (shares {numbers})"
 
         def note(c: sqlite3.Connection) -> None:
-            keyadmin.check_master(c, master)
-            audit.note_cli(c, master, "restore", detail)
+            embedded_admin.check_master(c, master)
+            embedded_audit.note_cli(c, master, "restore", detail)
 
         in_transaction(conn, note)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -21,9 +21,10 @@ from typing import TextIO
 import segno
 import structlog
 
-from sync import audit, keyadmin
+from sync.audit_store import embedded as embedded_audit
 from sync.backup import archive, shares
 from sync.clitools import Commands, add_command, config_of, data_dir_option
+from sync.datakeys import embedded_admin
 from sync.extensions import Extensions
 from sync.keys import MASTER_KEY_ENV, load_master_key
 from sync.store.cliconn import with_conn
@@ -43,8 +44,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     config = config_of(args)
     shares.check_counts(args.threshold, args.shares)
     master = load_master_key(config.key_file, create=False)
-    with_conn(args, lambda c: keyadmin.check_master(c, master))
-    backend = with_conn(args, keyadmin.documents_backend)
+    with_conn(args, lambda c: embedded_admin.check_master(c, master))
+    backend = with_conn(args, embedded_admin.documents_backend)
     if backend != "embedded":
         _say(
             f"warning: this server keeps its documents in {backend}; the archive holds the "
@@ -64,7 +65,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         f"backup {header.archive_id} written to {out.name}: {written.bytes} bytes, "
         f"{header.threshold} of {header.shares} shares"
     )
-    with_conn(args, lambda c: audit.note_cli(c, master, "backup", detail))
+    with_conn(args, lambda c: embedded_audit.note_cli(c, master, "backup", detail))
     log.info(
         "backup_written",
         archive_id=header.archive_id,

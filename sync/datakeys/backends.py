@@ -18,8 +18,8 @@ from typing import TypeVar
 
 import structlog
 
-from sync.auditcouch import rewrap_chain_key
 from sync.config import Config
+from sync.couchaudit import rewrap_chain_key
 from sync.datakeys.couchdb import DB_NAME, CouchDataKeys
 from sync.datakeys.embedded import EmbeddedDataKeys
 from sync.datakeys.ports import DataKeyStore, StoredKey
@@ -40,7 +40,7 @@ async def data_key_store(config: Config, master: MasterKey) -> AsyncIterator[Dat
 
     With CouchDB, a master key that does not open the keys already there is
     refused here (if CouchDB answers), before anything is sealed (the embedded store is checked by
-    :func:`sync.keyadmin.check_master` on the file).
+    :func:`sync.datakeys.embedded_admin.check_master` on the file).
     """
     if config.couchdb_url:
         client = open_client(config)

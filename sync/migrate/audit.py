@@ -3,7 +3,7 @@
 The embedded chain is checked first (every MAC and link, the keyed head): a
 broken one is refused, since copying it would give tampered entries fresh,
 valid MACs.  Its entries then become the chain ``embedded-<id>`` in
-``<prefix>audit`` (:mod:`sync.auditcouch`): same sequence numbers, times, actors,
+``<prefix>audit`` (:mod:`sync.couchaudit`): same sequence numbers, times, actors,
 actions, documents and details, linked and MACed under the key every instance
 shares, with its head; ``fieldsync audit verify`` checks it with the others.
 The data dir keeps its own chain, which ``audit verify`` also checks.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sync import audit
 from sync.audit_store.couchdb import (
     DB_NAME,
     KEY_DOC,
@@ -23,9 +22,10 @@ from sync.audit_store.couchdb import (
     entry_doc_id,
     head_doc_id,
 )
+from sync.audit_store.embedded import open_chain
 from sync.audit_store.embedded import rows as chain_rows
-from sync.audit_store.links import Linked, genesis
-from sync.auditverify import verify
+from sync.audit_store.embedded_verify import verify
+from sync.audit_store.links import ChainKey, Linked, genesis
 from sync.errors import Conflict, FieldsyncError
 from sync.keys import KeyError_
 from sync.migrate.couch import ensure_db, fields, put_missing
@@ -48,9 +48,9 @@ def instance(ctx: Context) -> str:
     return "embedded-" + hashlib.sha256(str(first[0] if first else "").encode()).hexdigest()[:16]
 
 
-def _embedded_chain(ctx: Context) -> audit.Chain | None:
+def _embedded_chain(ctx: Context) -> ChainKey | None:
     try:
-        return audit.chain(ctx.conn, ctx.master, create=False)
+        return open_chain(ctx.conn, ctx.master, create=False)
     except KeyError_:
         return None  # never started: nothing recorded
 

@@ -24,10 +24,11 @@ import sys
 from contextlib import closing
 from typing import TextIO
 
-from sync import datadir, keyadmin
+from sync import datadir
 from sync.clitools import Commands, add_command, config_of, data_dir_option
 from sync.config import Config, ConfigError
 from sync.config import couchdb_url as checked_url
+from sync.datakeys import embedded_admin
 from sync.keys import MasterKey, load_master_key
 from sync.migrate import audit, check, devices, documents, domains
 from sync.migrate.steps import Context, Step
@@ -91,7 +92,7 @@ async def migrate(
 ) -> int:
     """Every step (unless ``check_only``), then the check; the exit status."""
     with closing(connect(db_path(config.data_dir), create=False)) as conn:
-        keyadmin.check_master(conn, master)
+        embedded_admin.check_master(conn, master)
         conn.execute("BEGIN")  # one snapshot for the whole run
         client = open_client(config)
         try:

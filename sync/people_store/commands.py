@@ -15,9 +15,13 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from sync import audit, keyadmin
-from sync.audit import AuditLog, Chain
+from sync import audit
+from sync.audit import AuditLog
+from sync.audit_store import embedded
+from sync.audit_store.embedded_journal import ServerChain
+from sync.audit_store.links import ChainKey
 from sync.config import Config
+from sync.datakeys import embedded_admin
 from sync.keys import load_master_key
 from sync.people_store.backends import account_ports
 from sync.people_store.ports import AccountStore, Actor
@@ -55,8 +59,8 @@ async def _trail(store: SqliteStore, config: Config) -> AuditLog:
     """The data dir's audit chain, once the master key proves it opens this data dir."""
     master = load_master_key(config.key_file, create=False)
 
-    def opened(conn: sqlite3.Connection) -> Chain:
-        keyadmin.check_master(conn, master)
-        return audit.chain(conn, master)
+    def opened(conn: sqlite3.Connection) -> ChainKey:
+        embedded_admin.check_master(conn, master)
+        return embedded.open_chain(conn, master)
 
-    return AuditLog(store.write_tx, await store.write_tx(opened))
+    return AuditLog(ServerChain(store.write_tx, await store.write_tx(opened)))

@@ -19,6 +19,7 @@ from typing import TypeVar
 import structlog
 
 from sync.audit import AuditLog
+from sync.audit_store import embedded as embedded_audit
 from sync.errors import BadRequest, FieldsyncError
 from sync.people import Changed
 from sync.people_store import tables
@@ -207,7 +208,7 @@ class EmbeddedAccounts:
 
     def _note(self, conn: sqlite3.Connection, by: Actor | None, action: str, detail: str) -> None:
         if self._audit is not None and by is not None:
-            self._audit.chain.note(conn, by.name, action, detail, by.device)
+            embedded_audit.note(conn, self._audit.chain, by.name, action, detail, by.device)
 
 
 # -- the copy kept beside CouchDB -----------------------------------------------------------

@@ -6,7 +6,8 @@
     memory      a dict, for tests
     backends    the one place that picks the adapter from the configuration
     reasons     which errors are refusals; each reason in plain words, and what to do
-    sealing     refused bodies sealed under the shared data key
+    sealing     refused bodies sealed under the shared data key (``embedded_sealing``:
+                their column in SQLite, which ``fieldsync keys rotate`` re-seals)
     recorder    noting refusals in the push, writing them behind it
     routes      GET /api/v1/refusals, the recorder and the daily pruning (a worker)
 

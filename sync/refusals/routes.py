@@ -31,10 +31,11 @@ from sync.extensions import Extensions
 from sync.http import json_response
 from sync.refusals import REFUSALS
 from sync.refusals.backends import refusal_store
+from sync.refusals.embedded_sealing import COLUMN
 from sync.refusals.ports import Cursor, Refusal, RefusalStore
 from sync.refusals.reasons import words
 from sync.refusals.recorder import Clock, Recorder, iso, utcnow
-from sync.refusals.sealing import COLUMN, Sealer
+from sync.refusals.sealing import Sealer
 from sync.replication.context import Caller
 from sync.replication.routes import REPLICATION
 from sync.scopes import Role

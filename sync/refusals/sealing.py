@@ -6,21 +6,16 @@ texts are), not under the place it names.  The bytes kept are the body's JSON, o
 its first ``MAX_BODY_BYTES`` when longer (then not valid JSON by itself).  The
 associated data binds each blob to its row's worker, document id and revision,
 so blobs cannot be swapped between rows.  ``fieldsync keys rotate`` re-seals them
-(:data:`COLUMN`, registered as ``sealed_blobs``).
+(:data:`sync.refusals.embedded_sealing.COLUMN`, registered as ``sealed_blobs``).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections import Counter
-from collections.abc import Sequence
-from typing import Any
 
 from sync.refusals.ports import SealedBody
-from sync.rotation import Blob, Column
 from sync.store.base import SHARED, AttachmentBlob
-from sync.vault import Vault, attachment_aad
+from sync.vault import Vault
 
 NAMESPACE = "_refusals"  # not a database name (those start with a letter)
 
@@ -47,36 +42,3 @@ class Sealer:
         name = row_name(worker, doc_id, rev)
         blob = AttachmentBlob(name, SHARED, body.key_ref, 0, body.data)
         return self._vault.open_attachment(NAMESPACE, blob)
-
-
-def _aad(fields: Sequence[Any]) -> bytes:
-    return attachment_aad(NAMESPACE, SHARED, row_name(fields[0], fields[1], fields[2]))
-
-
-class _Refused:
-    """The sealed column for ``fieldsync keys rotate``; nothing to do before the table exists
-    (a data dir whose server never started with this version)."""
-
-    name = "refused records"
-    _column = Column(
-        "refused records", "refused_docs", "key_ref", "body", "t.worker, t.doc_id, t.rev", _aad
-    )
-
-    def batch(self, conn: sqlite3.Connection, after: int, limit: int) -> list[Blob]:
-        return self._column.batch(conn, after, limit) if _exists(conn) else []
-
-    def store(self, conn: sqlite3.Connection, blob: Blob, key_ref: str, data: bytes) -> None:
-        self._column.store(conn, blob, key_ref, data)
-
-    def refs(self, conn: sqlite3.Connection) -> Counter[str]:
-        return self._column.refs(conn) if _exists(conn) else Counter()
-
-
-def _exists(conn: sqlite3.Connection) -> bool:
-    found = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='refused_docs'"
-    ).fetchone()
-    return found is not None
-
-
-COLUMN = _Refused()

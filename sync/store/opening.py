@@ -24,7 +24,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from sync.audit import KEY_META
+from sync.audit_store.embedded import KEY_META
 from sync.config import Config
 from sync.errors import FieldsyncError
 from sync.keys import MASTER_KEY_ENV, MasterKeyMissing, key_from_file

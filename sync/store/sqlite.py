@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sync.audit_store.embedded import append_write
 from sync.errors import Conflict, NotFound, PreconditionFailed, StoreError
 from sync.replication import revtree
 from sync.store import rules
@@ -259,7 +260,7 @@ class SqliteStore(SeqStore):
                 written += [w.doc_id] if wrote else []
             conn.execute("UPDATE dbs SET update_seq=? WHERE id=?", (seq, db_id))
             if audit is not None:
-                audit.append(conn, db, sorted(set(written)))
+                append_write(conn, audit, db, sorted(set(written)))
             return results
 
         return await self.write_tx(run)

@@ -14,7 +14,10 @@ import pytest
 from audit_disk import trail_file
 
 from sync import audit
-from sync.auditverify import verify
+from sync.audit_store import embedded
+from sync.audit_store.embedded_journal import ServerChain
+from sync.audit_store.embedded_verify import verify
+from sync.audit_store.links import ChainKey
 
 KEY = secrets.token_bytes(32)
 
@@ -31,10 +34,10 @@ def _entries(n: int, start: int = 0) -> list[audit.Entry]:
     ]
 
 
-def _chain(conn: sqlite3.Connection, n: int = 5) -> audit.Chain:
-    chain = audit.Chain(KEY)
-    chain.append(conn, _entries(3))
-    chain.append(conn, _entries(n - 3, 3))
+def _chain(conn: sqlite3.Connection, n: int = 5) -> ChainKey:
+    chain = ChainKey(KEY)
+    embedded.append(conn, chain, _entries(3))
+    embedded.append(conn, chain, _entries(n - 3, 3))
     return chain
 
 
@@ -42,7 +45,7 @@ def _untriggered(conn: sqlite3.Connection) -> None:
     conn.executescript("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")
 
 
-def _problem(conn: sqlite3.Connection, chain: audit.Chain) -> tuple[int | None, str]:
+def _problem(conn: sqlite3.Connection, chain: ChainKey) -> tuple[int | None, str]:
     report = verify(conn, chain)
     assert report.problem is not None, report.summary()
     return report.problem.id, report.problem.what
@@ -79,7 +82,7 @@ def test_a_changed_trail_names_its_first_bad_entry(
     chain = _chain(conn)
     _untriggered(conn)
     conn.execute(statement)
-    audit.install_triggers(conn)  # put back: only the chain can tell
+    embedded.install_triggers(conn)  # put back: only the chain can tell
     assert _problem(conn, chain) == problem
 
 
@@ -87,8 +90,8 @@ def test_entries_appended_after_truncation_show_the_break(conn: sqlite3.Connecti
     chain = _chain(conn)
     _untriggered(conn)
     conn.execute("DELETE FROM audit WHERE id>=4")
-    audit.install_triggers(conn)
-    chain.append(conn, _entries(1, 9))  # the server goes on writing: it follows the head
+    embedded.install_triggers(conn)
+    embedded.append(conn, chain, _entries(1, 9))  # the server goes on writing: it follows the head
     assert _problem(conn, chain) == (6, "missing rows: ids 4..5 absent (id gap)")
 
 
@@ -123,12 +126,12 @@ def test_a_row_recomputed_under_another_key_is_named(conn: sqlite3.Connection) -
     chain = _chain(conn)
     _untriggered(conn)
     conn.execute("UPDATE audit SET actor='mallory' WHERE id=5")
-    forger = audit.Chain(secrets.token_bytes(32))
+    forger = ChainKey(secrets.token_bytes(32))
     previous = conn.execute("SELECT hash FROM audit WHERE id=4").fetchone()[0]
     entry = audit.Entry("2026-01-01T00:00:04", "mallory", "dev-1", "read", "health", ("doc-4",))
     digest = forger.entry_mac(previous, 5, entry)
     conn.execute("UPDATE audit SET hash=? WHERE id=5", (digest,))
-    audit.write_head(conn, audit.Head(5, digest, forger.head_mac(5, digest)))
+    embedded.write_head(conn, audit.Head(5, digest, forger.head_mac(5, digest)))
     assert _problem(conn, chain) == (5, "hash mismatch (row edited)")
 
 
@@ -144,11 +147,11 @@ def test_dropped_triggers_are_named(conn: sqlite3.Connection) -> None:
 def test_a_forged_or_lost_head_is_named(conn: sqlite3.Connection) -> None:
     chain = _chain(conn)
     conn.execute("UPDATE meta SET value=? WHERE key=?", ('{"id":5,"hash":"k1:00","mac":"00"}',
-                                                       audit.HEAD_META))  # fmt: skip
+                                                       embedded.HEAD_META))  # fmt: skip
     assert _problem(conn, chain) == (5, "head checkpoint forged (its MAC does not match)")
-    conn.execute("DELETE FROM meta WHERE key=?", (audit.HEAD_META,))
+    conn.execute("DELETE FROM meta WHERE key=?", (embedded.HEAD_META,))
     assert _problem(conn, chain) == (None, "head checkpoint missing (rows deleted at the tail?)")
-    chain.append(conn, _entries(1, 9))  # a lost head stays visible in the chain itself
+    embedded.append(conn, chain, _entries(1, 9))  # a lost head stays visible in the chain itself
     assert _problem(conn, chain) == (
         6,
         "broken link: prev_hash is not the hash of the entry before",
@@ -171,9 +174,9 @@ def _legacy(conn: sqlite3.Connection, n: int) -> None:
 
 def test_a_legacy_chain_is_sealed_by_the_first_keyed_entry(conn: sqlite3.Connection) -> None:
     _legacy(conn, 3)
-    chain = audit.Chain(KEY)
+    chain = ChainKey(KEY)
     assert _problem(conn, chain)[1].startswith("no keyed entry yet")
-    chain.append(conn, _entries(2, 3))
+    embedded.append(conn, chain, _entries(2, 3))
     report = verify(conn, chain)
     assert report.ok, report.summary()
     assert (report.entries, report.legacy) == (5, 3)
@@ -182,8 +185,8 @@ def test_a_legacy_chain_is_sealed_by_the_first_keyed_entry(conn: sqlite3.Connect
 
 def test_a_recomputed_legacy_part_breaks_the_seal(conn: sqlite3.Connection) -> None:
     _legacy(conn, 3)
-    chain = audit.Chain(KEY)
-    chain.append(conn, _entries(2, 3))
+    chain = ChainKey(KEY)
+    embedded.append(conn, chain, _entries(2, 3))
     _untriggered(conn)
     conn.execute("UPDATE audit SET doc_ids='[\"doc-x\"]' WHERE id=2")
     previous = conn.execute("SELECT hash FROM audit WHERE id=1").fetchone()[0]
@@ -207,7 +210,7 @@ def test_the_tail_check_reads_only_the_last_entries(conn: sqlite3.Connection) ->
     chain = _chain(conn, 10)
     _untriggered(conn)
     conn.execute("UPDATE audit SET actor='mallory' WHERE id=2")
-    audit.install_triggers(conn)
+    embedded.install_triggers(conn)
     assert verify(conn, chain, last=5).ok  # the start-up check: the tail holds
     assert _problem(conn, chain) == (2, "hash mismatch (row edited)")  # the full walk
 
@@ -226,12 +229,12 @@ async def test_concurrent_flushes_share_one_transaction(conn: sqlite3.Connection
     writes: list[int] = []
     release = asyncio.Event()
 
-    async def write(fn: Callable[[sqlite3.Connection], None]) -> None:
+    async def write(fn: Callable[[sqlite3.Connection], object]) -> None:
         writes.append(0)
         await release.wait()  # the disk is slow: others pile up meanwhile
         fn(conn)
 
-    log = audit.AuditLog(write, audit.Chain(KEY))
+    log = audit.AuditLog(ServerChain(write, ChainKey(KEY)))
     log.record("alice", "read", "health", ["a"])
     first = asyncio.ensure_future(log.flush())
     await asyncio.sleep(0)

@@ -16,8 +16,12 @@ from sync_fixtures import Api, Client, running
 
 from sync import audit, cli
 from sync.audit import AUDIT
-from sync.auditjournal import Journal, committed_seq, journal_path, read, recover
-from sync.auditverify import AuditBroken, verify
+from sync.audit_store.embedded import committed_seq
+from sync.audit_store.embedded_journal import recover
+from sync.audit_store.embedded_verify import verify
+from sync.audit_store.links import ChainKey
+from sync.auditjournal import Journal, journal_path, read
+from sync.auditverify import AuditBroken
 from sync.config import Config
 from sync.store.schema import connect
 
@@ -41,7 +45,7 @@ def _chain_ids(conn: sqlite3.Connection) -> list[str]:
 def test_a_crash_leaves_entries_that_the_next_start_moves_once(
     conn: sqlite3.Connection, tmp_path: Path
 ) -> None:
-    chain, path = audit.Chain(secrets.token_bytes(32)), tmp_path / "journal"
+    chain, path = ChainKey(secrets.token_bytes(32)), tmp_path / "journal"
     journal = Journal(path, 1, chain)
     journal.append(_reads(3))
     with path.open("ab") as torn:  # a crash in the middle of the next write
@@ -71,7 +75,7 @@ def test_a_tampered_journal_is_refused_from_the_first_bad_line_on_record(
     conn: sqlite3.Connection, tmp_path: Path, tamper: Any, why: str
 ) -> None:
     """Whoever can edit the file but lacks the master key can neither forge nor hide."""
-    chain, path = audit.Chain(secrets.token_bytes(32)), tmp_path / "journal"
+    chain, path = ChainKey(secrets.token_bytes(32)), tmp_path / "journal"
     Journal(path, 1, chain).append(_reads(3))
     path.write_bytes(b"".join(tamper(path.read_bytes().splitlines(keepends=True))))
     moved, _ = recover(conn, chain, path)
@@ -82,14 +86,14 @@ def test_a_tampered_journal_is_refused_from_the_first_bad_line_on_record(
 
 
 def test_a_line_made_under_another_key_is_refused(conn: sqlite3.Connection, tmp_path: Path) -> None:
-    chain, path = audit.Chain(secrets.token_bytes(32)), tmp_path / "journal"
-    Journal(path, 1, audit.Chain(secrets.token_bytes(32))).append(_reads(1))
+    chain, path = ChainKey(secrets.token_bytes(32)), tmp_path / "journal"
+    Journal(path, 1, ChainKey(secrets.token_bytes(32))).append(_reads(1))
     assert recover(conn, chain, path) == (0, 1)
     assert conn.execute("SELECT count(*) FROM audit WHERE action='read'").fetchone() == (0,)
 
 
 def test_a_journal_that_is_no_plain_file_stops_the_start(tmp_path: Path) -> None:
-    chain, path = audit.Chain(secrets.token_bytes(32)), tmp_path / "journal"
+    chain, path = ChainKey(secrets.token_bytes(32)), tmp_path / "journal"
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     path.symlink_to(victim)
@@ -155,13 +159,13 @@ async def test_a_failing_move_backs_off_and_keeps_the_entries(
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
         if len(slept) == 3:
-            monkeypatch.setattr(log, "_write", real_write)  # the disk has room again
+            monkeypatch.setattr(log._local, "_write", real_write)  # the disk has room again
         await real_sleep(0)
 
     if log._mover is not None:
         await log._mover  # the start's own entry has moved: the mover is idle
-    real_write = log._write
-    monkeypatch.setattr(log, "_write", failing)
+    real_write = log._local._write
+    monkeypatch.setattr(log._local, "_write", failing)
     monkeypatch.setattr(audit.asyncio, "sleep", sleep)
     await api.bulk([{"_id": "p1", "place": "area-a1"}], user="alice")
     await api.call("GET", "/health/p1", "alice")

@@ -15,8 +15,9 @@ from audit_disk import on_disk
 from structlog.testing import capture_logs
 from sync_fixtures import Api, Client, as_user, running
 
-from sync import audit, cli
+from sync import cli
 from sync.audit import AUDIT
+from sync.audit_store import embedded
 from sync.auditverify import AuditBroken
 from sync.config import Config
 from sync.store.schema import db_path
@@ -48,10 +49,10 @@ async def test_a_write_entry_commits_with_the_write(
 async def test_a_write_whose_entry_fails_is_not_written(
     api: Api, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: audit.Chain, conn: sqlite3.Connection, entries: object) -> None:
+    def broken(conn: sqlite3.Connection, key: object, entries: object, chain: str = "") -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(audit.Chain, "append", broken)
+    monkeypatch.setattr(embedded, "append", broken)
     status, body = await api.call("POST", "/health/_bulk_docs", "admin", {"docs": [{"_id": "x"}]})
     assert status == 500, body
     monkeypatch.undo()
@@ -92,7 +93,7 @@ def _tamper(data_dir: Path) -> None:
         conn.executescript(
             "DROP TRIGGER audit_no_update; UPDATE audit SET actor='mallory' WHERE id=1;"
         )
-        audit.install_triggers(conn)
+        embedded.install_triggers(conn)
         conn.commit()
 
 

@@ -35,8 +35,8 @@ from sync.clitools import HELP_FORMAT
 from sync.config import Config
 from sync.extensions import EXTENSIONS, Extensions, collect
 from sync.intent import INTENT_CHECKS
+from sync.refusals import embedded_sealing as refusal_sealing
 from sync.refusals import routes as refusals_routes
-from sync.refusals import sealing as refusal_sealing
 from sync.replication import routes as replication_routes
 from sync.replication.routes import REPLICATION
 from sync.store.schema import db_path

@@ -19,8 +19,8 @@ from shared_org import PLACES, seed
 
 from sync import cli
 from sync.audit import Entry, now
-from sync.auditcouch import CouchChain, entry_doc_id
 from sync.config import Endpoint
+from sync.couchaudit import CouchChain, entry_doc_id
 from sync.datakeys.couchdb import CouchDataKeys
 from sync.errors import StoreError
 from sync.keys import KeyError_, KeyRing, LocalMasterKey, key_from_file

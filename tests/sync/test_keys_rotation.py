@@ -17,9 +17,10 @@ from aiohttp.test_utils import TestClient
 from sync_fixtures import Api, as_user, running
 
 from sms_gateway.sealing import Sealer
-from sync import cli, rotation
+from sync import cli
 from sync.appkeys import STORE
 from sync.config import Config
+from sync.datakeys import embedded_rotation as rotation
 from sync.replication.routes import REPLICATION
 from sync.store.schema import db_path
 

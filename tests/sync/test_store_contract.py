@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -48,6 +47,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sync import audit
+from sync.audit_store.links import ChainKey
 from sync.config import Endpoint
 from sync.errors import (
     BadRequest,
@@ -1335,7 +1335,7 @@ async def _audited(store: DocStore) -> list[tuple[str, str, str | None, tuple[st
 
 
 async def test_a_write_appends_its_audit_entry_naming_what_it_wrote(store: DocStore) -> None:
-    stamp = audit.AuditStamp(audit.Chain(b"k" * 32), "alice", "dev-1")
+    stamp = audit.AuditStamp(ChainKey(b"k" * 32), "alice", "dev-1")
     await store.write(DB, [rw("a", "1-a"), rw("b", "1-b")], stamp)
     results = await store.write(
         DB,
@@ -1356,20 +1356,17 @@ async def test_a_write_appends_its_audit_entry_naming_what_it_wrote(store: DocSt
 
 
 class BrokenStamp(audit.AuditStamp):
-    def append(self, conn: Any, db: str | None, doc_ids: Sequence[str]) -> None:
-        raise sqlite3.OperationalError("disk I/O error")
-
     def entry(self, db: str | None, doc_ids: Sequence[str]) -> audit.Entry:
         raise OSError("no room for the entry")
 
 
 async def test_a_failing_audit_append_fails_the_write(store: DocStore) -> None:
     with pytest.raises((StoreError, OSError)):
-        await store.write(DB, [rw("a", "1-a")], BrokenStamp(audit.Chain(b"k" * 32), "alice", None))
+        await store.write(DB, [rw("a", "1-a")], BrokenStamp(ChainKey(b"k" * 32), "alice", None))
 
 
 @on_transactional_stores
 async def test_a_failing_audit_append_takes_the_write_with_it(store: DocStore) -> None:
     with pytest.raises((StoreError, OSError)):
-        await store.write(DB, [rw("a", "1-a")], BrokenStamp(audit.Chain(b"k" * 32), "alice", None))
+        await store.write(DB, [rw("a", "1-a")], BrokenStamp(ChainKey(b"k" * 32), "alice", None))
     assert await store.get_metas(DB, ["a"]) == {}

@@ -16,23 +16,18 @@ dir, which hold the wrapped data keys too: rotate the master key afterwards
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from contextlib import closing
+from pathlib import Path
 
-from sync import audit
-from sync.keys import KeyError_
+from sync.audit import cli_actor
+from sync.audit_store import embedded
+from sync.keyadmin import Shredded
+from sync.keys import KeyError_, MasterKey
 from sync.store.base import SHARED
+from sync.store.schema import connect, db_path
 
 
-@dataclass(frozen=True)
-class Shredded:
-    place: str
-    keys: int
-    documents: int
-    revisions: int
-    attachments: int
-
-
-def shred(conn: sqlite3.Connection, place: str, chain: audit.Chain) -> Shredded:
+def shred(conn: sqlite3.Connection, place: str, master: MasterKey) -> Shredded:
     """Delete the place's keys and documents (inside the caller's transaction, audited there)."""
     if place == SHARED:
         raise KeyError_("the shared key seals forms, settings, checkpoints and SMS: not shredded")
@@ -55,6 +50,11 @@ def shred(conn: sqlite3.Connection, place: str, chain: audit.Chain) -> Shredded:
         f"place {place}: {keys} data keys, {documents} documents, "
         f"{revisions} revisions, {attachments} attachments"
     )
-    entry = audit.Entry(audit.now(), audit.cli_actor(), None, "key_shred", None, (), detail)
-    chain.append(conn, [entry])
+    embedded.note(conn, embedded.open_chain(conn, master), cli_actor(), "key_shred", detail)
     return done
+
+
+def truncate_log(data_dir: Path) -> None:
+    """Empty the write-ahead log once shredded: no old page of the place left in it."""
+    with closing(connect(db_path(data_dir), create=False)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -1,4 +1,5 @@
-"""Data-key rotation: a new key version per place, every blob re-sealed under it, old ones gone.
+"""Data-key rotation on the data dir's SQLite file: a new key version per place, every blob
+re-sealed under it, old ones gone (with the documents in CouchDB: :mod:`sync.couchrotation`).
 
 ``fieldsync keys rotate`` runs with the server stopped (it holds the data dir's
 lock) and in small transactions, so it can be stopped at any point and run again:
@@ -30,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from sync import audit
+from sync.audit_store import embedded
 from sync.keyadmin import describe
 from sync.keys import KeyError_, KeyRing, MasterKey, key_ref, label, parse_key_ref, seal, unseal
 from sync.replication.context import LOCAL_SEALED, local_name
@@ -291,7 +292,7 @@ def _added(
 ) -> dict[str, int]:
     newest = add_versions(conn, master, chosen(conn))
     detail = "new data keys: " + ", ".join(describe(p, v) for p, v in newest.items())
-    audit.note_cli(conn, master, "key_rotate", detail)
+    embedded.note_cli(conn, master, "key_rotate", detail)
     return newest
 
 
@@ -305,5 +306,5 @@ def _retired(
     detail = (
         f"old data keys deleted: {', '.join(deleted) or 'none'}; kept: {', '.join(kept) or 'none'}"
     )
-    audit.note_cli(conn, master, "key_retire", detail)
+    embedded.note_cli(conn, master, "key_retire", detail)
     return deleted, kept
