@@ -405,7 +405,7 @@ async def set_language(request: web.Request) -> web.Response:
     language = body.get("language")
     if language not in LANGUAGES:
         raise BadRequest(f"language must be one of {', '.join(LANGUAGES)}")
-    sms, core = request.app[SMS], request.app[STORE]
+    sms = request.app[SMS]
     user = await request.app[ACCOUNTS].get_user(name)  # the accounts port: every instance's
     if user is None:
         raise NotFound(f"user {name!r} does not exist")
@@ -414,9 +414,7 @@ async def set_language(request: web.Request) -> web.Response:
         raise Forbidden(f"{name} works outside your area.")
     await sms.service.store.set_language(name, language)
     audit = request.app.get(AUDIT)
-    if audit is not None:  # after the change it records (a separate store with CouchDB)
+    if audit is not None:  # after the change it records; on disk before the answer (sync.audit)
         detail = f"user {name}: language {language}"
-        await core.write_tx(
-            lambda conn: audit.chain.note(conn, caller.name, "user_language", detail, caller.device)
-        )
+        audit.record(caller.name, "user_language", None, (), caller.device, detail=detail)
     return json_response({"ok": True, "worker": name, "language": language})
