@@ -1,9 +1,9 @@
 """The one place that picks the accounts adapters (sync.people_store.ports) from the config.
 
-    FIELDSYNC_COUCHDB_URL set     couchdb.CouchAccounts   (database ``<prefix>accounts``)
-                                  limits.CouchLoginLimits (counters shared by every instance)
-    otherwise                     embedded.EmbeddedAccounts (the data dir's SQLite file)
-                                  limits.LocalLoginLimits   (this process's counters)
+    FIELDSYNC_COUCHDB_URL set  couchdb.CouchAccounts           (database ``<prefix>accounts``)
+                               couchdb_limits.CouchLoginLimits (shared by every instance)
+    otherwise                  embedded.EmbeddedAccounts       (the data dir's SQLite file)
+                               limits.LocalLoginLimits         (this process's counters)
 
 With CouchDB, the server adopts its data dir's users and places on start:
 those CouchDB lacks are created, none is overwritten (``CouchAccounts.adopt``).
@@ -28,8 +28,9 @@ from sync.config import Config
 from sync.errors import StoreUnavailable
 from sync.people_store import tables
 from sync.people_store.couchdb import CouchAccounts
+from sync.people_store.couchdb_limits import CouchLoginLimits
 from sync.people_store.embedded import EmbeddedAccounts, copy_all, mirror_into
-from sync.people_store.limits import CouchLoginLimits, LocalLoginLimits
+from sync.people_store.limits import LocalLoginLimits
 from sync.people_store.ports import AccountStore, LoginLimits
 from sync.ratelimit import Limit
 from sync.store.couchdb.running import open_client
