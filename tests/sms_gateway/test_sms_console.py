@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sms_fixtures import ALICE_PHONE, BOB_PHONE, STRANGER_PHONE, Client, Gateway, as_user
 
-from sms_gateway import store
+from sms_gateway import embedded_sql
 from sync import accounts
 from sync.config import Config
 from sync.scopes import Role
@@ -30,7 +30,7 @@ def in_swahili(data_dir: Path, name: str, table: str = "console") -> None:
         if table == "console":
             accounts.set_language(conn, name, "sw")
         else:
-            store.set_language(conn, name, "sw")
+            embedded_sql.set_language(conn, name, "sw")
         conn.commit()
 
 
