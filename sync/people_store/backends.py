@@ -26,7 +26,7 @@ import structlog
 from sync.audit import AuditLog
 from sync.config import Config
 from sync.errors import StoreUnavailable
-from sync.people_store import tables
+from sync.people_store import embedded_tables
 from sync.people_store.couchdb import CouchAccounts
 from sync.people_store.couchdb_limits import CouchLoginLimits
 from sync.people_store.embedded import EmbeddedAccounts, copy_all, mirror_into
@@ -80,8 +80,8 @@ async def account_ports(
 
 async def _adopted(store: CouchAccounts, sqlite: SqliteStore) -> bool:
     """Adopt the data dir's users and places; False when CouchDB cannot be reached."""
-    users = await sqlite.read(tables.list_users)
-    places = await sqlite.read(tables.list_places)
+    users = await sqlite.read(embedded_tables.list_users)
+    places = await sqlite.read(embedded_tables.list_places)
     try:
         adopted = await store.adopt(users, places)
     except StoreUnavailable as exc:
