@@ -8,4 +8,5 @@ couchdb_guard    one change at a time of what the cross-document rules look at
 limits           login-guessing counters of one process (the embedded store)
 couchdb_limits   login-guessing counters shared in CouchDB by every instance
 backends         the one place that picks the adapters from the configuration
+commands         the management commands (``fieldsync user/place ...``) over the port
 """
