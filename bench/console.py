@@ -34,6 +34,7 @@ from device_registry.worker_pages import PAGE_SIZE
 from sync import accounts
 from sync.activity import embedded as activity_tables
 from sync.activity.ports import DayActivity
+from sync.people_store import embedded_tables
 from sync.scopes import Role
 from sync.store.schema import connect, db_path, initialise
 
@@ -61,16 +62,16 @@ def seed(data_dir: Path, workers: int) -> None:
 
 
 def _people(conn: Any, workers: int) -> None:
-    accounts.add_place(conn, "country", None, "Country")
+    embedded_tables.add_place(conn, "country", None, "Country")
     for d in range(DISTRICTS):
-        accounts.add_place(conn, f"district-{d}", "country", f"District {d}")
+        embedded_tables.add_place(conn, f"district-{d}", "country", f"District {d}")
     now = dt.datetime.now(dt.UTC).isoformat()
     conn.executemany(
         "INSERT INTO places(id, parent, name, created) VALUES(?,?,?,?)",
         [(f"area-{n}", f"district-{n % DISTRICTS}", f"Area {n}", now) for n in range(workers)],
     )
-    accounts.bump_places(conn)
-    accounts.add_user(conn, SUPERVISOR, Role.SUPERVISOR, PASSWORD, ["country"])
+    embedded_tables.bump_places(conn)
+    embedded_tables.add_user(conn, SUPERVISOR, Role.SUPERVISOR, PASSWORD, ["country"])
     hashed = accounts.hash_password(PASSWORD)  # once: scrypt for 2,000 users takes minutes
     conn.executemany(
         "INSERT INTO users(name, role, password_hash, places, read_places, created, updated) "

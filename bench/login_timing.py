@@ -19,9 +19,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from sync import accounts
 from sync.app import create_app
 from sync.config import Config
+from sync.people_store import embedded_tables
 from sync.scopes import Role
 from sync.store.schema import with_file
 
@@ -40,7 +40,7 @@ async def timed(client: TestClient[Any, Any], name: str, password: str) -> float
 
 
 async def measure(data_dir: Path) -> tuple[float, float]:
-    with_file(data_dir, lambda c: accounts.add_user(c, "alice", Role.ADMIN, "correct horse"))
+    with_file(data_dir, lambda c: embedded_tables.add_user(c, "alice", Role.ADMIN, "correct horse"))
     client: TestClient[Any, Any] = TestClient(TestServer(create_app(Config(data_dir=data_dir))))
     await client.start_server()
     try:

@@ -192,7 +192,7 @@ def domain_benches(phases: set[str], quick: bool) -> dict[str, Any]:
         log("\n[C] barcode photos: decode rate and time")
         results["barcode"] = barcode_bench.run(quick)
     if "sms" in phases:
-        from sms_gateway import bench as sms_bench
+        from bench import sms as sms_bench
 
         log("\n[D] coded SMS through the real gateway endpoint")
         results["sms"] = sms_bench.run(quick)

@@ -21,11 +21,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sync import accounts
 from sync.config import Config, from_env
 from sync.datakeys.embedded import EmbeddedDataKeys
 from sync.datakeys.ports import StoredKey
 from sync.keys import KeyRing, load_master_key
+from sync.people_store import embedded_tables
 from sync.replication.documents import new_rev, parse_incoming
 from sync.store.base import RevisionWrite, StoredRevision
 from sync.store.schema import connect, connections, db_path, initialise
@@ -164,7 +164,7 @@ class Seeder:
         """``(id, parent)`` pairs, parents first, with their data keys, in one transaction."""
         with self._transaction() as conn:
             for place, parent in places:
-                accounts.add_place(conn, place, parent, None)
+                embedded_tables.add_place(conn, place, parent, None)
                 self.keys.current(place)
 
     def data_keys(self) -> list[StoredKey]:

@@ -29,7 +29,6 @@ from device_registry.couchdb_limits import CouchRefusalLimits
 from device_registry.embedded import EmbeddedDevices, Transactions
 from device_registry.limits import LocalRefusalLimits
 from device_registry.ports import DeviceStore, RefusalLimits
-from sync import accounts
 from sync.config import Config
 from sync.errors import StoreUnavailable
 from sync.keys import load_master_key
@@ -38,6 +37,7 @@ from sync.people_store.ports import AccountStore
 from sync.ratelimit import Limit
 from sync.store.couchdb.running import open_client
 from sync.store.schema import db_path, with_file
+from sync.store.server_secrets import server_secret
 from sync.store.sqlite import SqliteStore
 
 log = structlog.get_logger("fieldsync.devices")
@@ -55,7 +55,7 @@ async def pages_secret(ports: DevicePorts, config: Config, sqlite: SqliteStore) 
     """What the supervisor pages sign CSRF tokens with: the data dir's secret, or with
     CouchDB one secret shared (sealed) by every instance; the data dir's while CouchDB
     cannot be reached (forms then work on the instance that showed them)."""
-    own = await sqlite.write_tx(lambda c: accounts.server_secret(c, "device_registry_secret"))
+    own = await sqlite.write_tx(lambda c: server_secret(c, "device_registry_secret"))
     if not isinstance(ports.store, CouchDevices):
         return own
     try:

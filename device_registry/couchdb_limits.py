@@ -2,7 +2,7 @@
 
 :class:`CouchRefusalLimits` keeps the counters in the devices database, one
 document per key, exactly as the login limits keep theirs
-(:class:`sync.people_store.limits.CouchLoginLimits`, whose code it reuses:
+(:class:`sync.people_store.couchdb_limits.CouchLoginLimits`, whose code it reuses:
 ``failures:<sha256 of the key>``, written against the ``_rev`` read, 409 read
 again, every leaf of a fork counted).  So "10 refusals of one device in 10
 minutes" means 10 whichever instances the attempts reach.  Once a key is
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, cast
 
-from sync.people_store.limits import CouchLoginLimits
+from sync.people_store.couchdb_limits import CouchLoginLimits
 from sync.ratelimit import Limit, Limited
 from sync.store.couchdb.client import CouchClient
 from sync.store.couchdb.once import CreatedOnce

@@ -40,7 +40,7 @@ from device_registry.lookup import GONE
 from device_registry.model import Device, DeviceOwner, HistoryEntry, NewDevice
 from device_registry.status import ACTIVE, DeviceStatus
 from device_registry.verdict import TokenBinding
-from sync import accounts
+from sync.people_store import embedded_tables
 from sync.scopes import Scope, UserStatus
 
 log = structlog.get_logger("fieldsync.devices")
@@ -115,7 +115,7 @@ def history(conn: sqlite3.Connection, serial: str) -> list[HistoryEntry]:
 def add(conn: sqlite3.Connection, new: NewDevice, actor: str, scope: Scope) -> Device:
     if get(conn, new.serial) is not None:
         raise inventory.serial_taken(new.serial)
-    inventory.check_new(new, accounts.place_tree(conn), scope)
+    inventory.check_new(new, embedded_tables.place_tree(conn), scope)
     _check_imeis(conn, (new.imei, new.imei2 or ""), None, scope)
     if new.phone is not None:
         _check_phone(conn, new.phone, None, scope)
@@ -149,7 +149,7 @@ def edit(
     scope: Scope,
 ) -> Device:
     device = inventory.managed(get(conn, serial), serial, scope)
-    tree = accounts.place_tree(conn) if "place" in changes else _NO_TREE
+    tree = embedded_tables.place_tree(conn) if "place" in changes else _NO_TREE
     return _apply(conn, inventory.plan_edit(device, changes, actor, scope, tree), scope)
 
 
@@ -157,7 +157,7 @@ def assign(
     conn: sqlite3.Connection, serial: str, worker: str, actor: str, scope: Scope, reason: str = ""
 ) -> Device:
     device = inventory.managed(get(conn, serial), serial, scope)
-    user = inventory.check_worker(accounts.get_user(conn, worker), worker, scope)
+    user = inventory.check_worker(embedded_tables.get_user(conn, worker), worker, scope)
     return _apply(conn, inventory.plan_assign(device, user, actor, reason), scope)
 
 
@@ -402,7 +402,7 @@ def owner_of_phone(conn: sqlite3.Connection, number: str) -> DeviceOwner | None:
         raise
     if row is None:
         return None
-    user = accounts.get_user(conn, row[1])
+    user = embedded_tables.get_user(conn, row[1])
     if user is None:
         return None
     return DeviceOwner(row[0], user.name, user.places, row[2])

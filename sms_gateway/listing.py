@@ -149,7 +149,8 @@ def matches(
     row: Mapping[str, Any], filters: Filters, places: frozenset[str] | None, incoming: bool
 ) -> bool:
     """Whether a row passes ``filters`` and ``places``: the embedded adapter's WHERE clause
-    (sms_gateway.store), for adapters that filter rows themselves (``seq`` bounds included)."""
+    (sms_gateway.embedded_sql), for adapters that filter rows themselves (``seq`` bounds
+    included)."""
     place = row.get("place")
     if places is not None:
         unplaced = incoming and filters.place is None  # unknown senders, unless a place is asked

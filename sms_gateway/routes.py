@@ -56,7 +56,6 @@ from sms_gateway.service import Clock, SmsService, utcnow
 from sms_gateway.settings import SETTINGS, SmsSettings, from_config
 from sync.appkeys import ACCOUNTS, AUTH, CONFIG, STORE
 from sync.audit import AUDIT
-from sync.audit_store import embedded as embedded_audit
 from sync.errors import BadRequest, FieldsyncError, Forbidden, NotFound
 from sync.extensions import Extensions
 from sync.http import json_response, read_form, read_object
@@ -405,7 +404,7 @@ async def set_language(request: web.Request) -> web.Response:
     language = body.get("language")
     if language not in LANGUAGES:
         raise BadRequest(f"language must be one of {', '.join(LANGUAGES)}")
-    sms, core = request.app[SMS], request.app[STORE]
+    sms = request.app[SMS]
     user = await request.app[ACCOUNTS].get_user(name)  # the accounts port: every instance's
     if user is None:
         raise NotFound(f"user {name!r} does not exist")
@@ -414,11 +413,7 @@ async def set_language(request: web.Request) -> web.Response:
         raise Forbidden(f"{name} works outside your area.")
     await sms.service.store.set_language(name, language)
     audit = request.app.get(AUDIT)
-    if audit is not None:  # after the change it records (a separate store with CouchDB)
+    if audit is not None:  # after the change it records; on disk before the answer (sync.audit)
         detail = f"user {name}: language {language}"
-        await core.write_tx(
-            lambda conn: embedded_audit.note(
-                conn, audit.chain, caller.name, "user_language", detail, caller.device
-            )
-        )
+        audit.record(caller.name, "user_language", None, (), caller.device, detail=detail)
     return json_response({"ok": True, "worker": name, "language": language})

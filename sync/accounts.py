@@ -4,9 +4,9 @@ Whichever adapter stores the accounts (:mod:`sync.people_store`), the same
 checks run with the same errors.  Passwords are stored as scrypt hashes
 (``scrypt$n$r$p$salt$hash``, RFC 7914).
 
-The SQL lives in :mod:`sync.people_store.tables`, which only the embedded adapter
-uses.  The call-throughs at the end of this module keep the callers that still
-read the tables with a connection working until they use the port.
+The SQL lives in :mod:`sync.people_store.embedded_tables`, for the embedded
+adapters and the seeders that fill a data dir's file; everything else reaches
+accounts through the port (:mod:`sync.people_store.ports`).
 """
 
 from __future__ import annotations
@@ -16,16 +16,10 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from sync.errors import BadRequest, Conflict, NotFound
 from sync.scopes import Place, Role, User, UserStatus
 from sync.unsafe_text import first_unsafe
-
-if TYPE_CHECKING:
-    import sqlite3
-
-    from sync.scopes import PlaceTree
 
 # The languages the supervisor pages speak (a user's own choice, ``users.language``).
 LANGUAGES = ("en", "sw")
@@ -139,98 +133,3 @@ def check_language(language: str) -> None:
 def known_language(chosen: object) -> str:
     """A stored language, or English when none (or an unknown one) is stored."""
     return chosen if isinstance(chosen, str) and chosen in LANGUAGES else LANGUAGES[0]
-
-
-# -- call-throughs to the embedded tables (remove once no caller is left) -----------------
-# device_registry/ (pages, refusal_pages, workers, lookup, inventory; routes: the
-# server secret, now sync.store.server_secrets),
-# sync/refusals/routes.py, and the benches' and tests' seeding still call these
-# with a connection of the data dir's file.  New code uses sync.people_store.
-# (Each imports the tables late: the tables module imports this one.)
-def get_user(conn: sqlite3.Connection, name: str) -> User | None:
-    from sync.people_store import tables
-
-    return tables.get_user(conn, name)
-
-
-def list_users(conn: sqlite3.Connection) -> list[User]:
-    from sync.people_store import tables
-
-    return tables.list_users(conn)
-
-
-def get_place(conn: sqlite3.Connection, place_id: str) -> Place | None:
-    from sync.people_store import tables
-
-    return tables.get_place(conn, place_id)
-
-
-def list_places(conn: sqlite3.Connection) -> list[Place]:
-    from sync.people_store import tables
-
-    return tables.list_places(conn)
-
-
-def place_tree(conn: sqlite3.Connection) -> PlaceTree:
-    from sync.people_store import tables
-
-    return tables.place_tree(conn)
-
-
-def language(conn: sqlite3.Connection, name: str) -> str:
-    from sync.people_store import tables
-
-    return tables.language(conn, name)
-
-
-def set_language(conn: sqlite3.Connection, name: str, language: str) -> None:
-    from sync.people_store import tables
-
-    tables.set_language(conn, name, language)
-
-
-def server_secret(conn: sqlite3.Connection, key: str) -> bytes:
-    from sync.store.server_secrets import server_secret
-
-    return server_secret(conn, key)
-
-
-def add_place(
-    conn: sqlite3.Connection, place_id: str, parent: str | None, name: str | None
-) -> Place:
-    from sync.people_store import tables
-
-    return tables.add_place(conn, place_id, parent, name)
-
-
-def bump_places(conn: sqlite3.Connection) -> None:
-    from sync.people_store import tables
-
-    tables.bump_places(conn)
-
-
-def add_user(
-    conn: sqlite3.Connection,
-    name: str,
-    role: Role,
-    password: str,
-    places: Sequence[str] = (),
-    read_places: Sequence[str] = (),
-) -> User:
-    from sync.people_store import tables
-
-    return tables.add_user(conn, name, role, password, places, read_places)
-
-
-def set_places(
-    conn: sqlite3.Connection, name: str, places: Sequence[str], read_places: Sequence[str]
-) -> User:
-    from sync.people_store import tables
-
-    return tables.set_places(conn, name, places, read_places)
-
-
-def set_password(conn: sqlite3.Connection, name: str, password: str) -> None:
-    from sync.people_store import tables
-
-    tables.set_password(conn, name, password)

@@ -38,14 +38,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from sync.errors import BadRequest, Conflict, NotFound
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus
 from sync.unsafe_text import first_unsafe
-
-if TYPE_CHECKING:
-    import sqlite3
 
 T = TypeVar("T")
 PLACE_NAME_MAX = 200
@@ -159,17 +156,3 @@ def assigned_users(place_id: str, users: Iterable[User]) -> list[str]:
 def few(names: list[str]) -> str:
     shown = ", ".join(names[:_SHOWN])
     return shown if len(names) <= _SHOWN else f"{shown} and {len(names) - _SHOWN} more"
-
-
-# -- call-throughs to the embedded tables (remove once no caller is left) -----------------
-# The tests' seeding still changes users with a connection (tests/device_registry).
-def disable_user(conn: sqlite3.Connection, name: str) -> Changed[User]:
-    from sync.people_store import tables
-
-    return tables.disable_user(conn, name)
-
-
-def remove_user(conn: sqlite3.Connection, name: str) -> Changed[User]:
-    from sync.people_store import tables
-
-    return tables.remove_user(conn, name)

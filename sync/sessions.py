@@ -1,7 +1,7 @@
 """Server-side sessions: the ``AuthSession`` cookie names a stored session, so it can be ended.
 
     sessions(id_hash PRIMARY KEY, user, password_tag, created, last_seen)
-    (the embedded table, sync.people_store.tables; CouchDB: ``session:<id_hash>``)
+    (the embedded table, sync.people_store.embedded_tables; CouchDB: ``session:<id_hash>``)
 
 The cookie holds a random id; only its SHA-256 is stored, so a copy of the
 database opens no session.  A session ends when its row is gone (log out, the
@@ -21,10 +21,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import sqlite3
 
 TOUCH_EVERY = 60.0
 
@@ -52,11 +48,3 @@ def id_hash(session_id: str) -> str:
 
 def password_tag(password_hash: str) -> str:
     return hashlib.sha256(password_hash.encode()).hexdigest()[:32]
-
-
-# -- call-throughs to the embedded tables (remove once no caller is left) -----------------
-# The tests' seeding still opens sessions with a connection (tests/device_registry).
-def start(conn: sqlite3.Connection, user: str, password_hash: str, now: float) -> str:
-    from sync.people_store import tables
-
-    return tables.start_session(conn, user, password_hash, now)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
-from sync import accounts
+from sync.people_store import embedded_tables
 from sync.scopes import Role
 from sync.store.schema import connect, db_path, initialise
 
@@ -59,9 +59,9 @@ def seed(
     initialise(path)
     with closing(connect(path)) as conn:
         for place, parent in places:
-            accounts.add_place(conn, place, parent, None)
+            embedded_tables.add_place(conn, place, parent, None)
         for name, role, captured, read in users:
-            accounts.add_user(conn, name, role, password, captured, read)
+            embedded_tables.add_user(conn, name, role, password, captured, read)
 
 
 def basic_auth(name: str, password: str = PASSWORD) -> dict[str, str]:

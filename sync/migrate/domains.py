@@ -23,7 +23,6 @@ from barcode.couchdb import DB_NAME as PATIENT_IDS
 from sms_gateway import couchdb_docs as sms_docs
 from sms_gateway.couchdb import DB_NAME as SMS
 from sms_gateway.couchdb import CouchSms
-from sync import accounts as embedded_accounts
 from sync.datakeys.couchdb import DB_NAME as KEYS
 from sync.datakeys.couchdb import CouchDataKeys
 from sync.datakeys.couchdb import doc_id as key_doc_id
@@ -32,6 +31,7 @@ from sync.migrate import source
 from sync.migrate.couch import Doc, Mismatch, always, ensure_db, put_missing
 from sync.migrate.progress import Progress
 from sync.migrate.steps import Context, Target
+from sync.people_store import embedded_tables
 from sync.people_store.couchdb import DB_NAME as ACCOUNTS
 from sync.people_store.couchdb import CouchAccounts
 from sync.people_store.couchdocs import place_doc_id, session_doc_id_of_hash, user_doc_id
@@ -42,8 +42,8 @@ _BATCH = 200
 
 # -- accounts ------------------------------------------------------------------------------
 async def copy_accounts(ctx: Context) -> None:
-    users = embedded_accounts.list_users(ctx.conn)
-    places = embedded_accounts.list_places(ctx.conn)
+    users = embedded_tables.list_users(ctx.conn)
+    places = embedded_tables.list_places(ctx.conn)
     sessions = _sessions(ctx.conn)
     progress = Progress("accounts", len(users) + len(places) + len(sessions), ctx.out)
     store = CouchAccounts.for_prefix(ctx.client, ctx.prefix)
@@ -80,8 +80,8 @@ def _sessions(conn: sqlite3.Connection) -> list[Doc]:
 
 async def accounts_targets(ctx: Context) -> list[Target]:
     db = ctx.prefix + ACCOUNTS
-    users = embedded_accounts.list_users(ctx.conn)
-    places = embedded_accounts.list_places(ctx.conn)
+    users = embedded_tables.list_users(ctx.conn)
+    places = embedded_tables.list_places(ctx.conn)
     return [
         Target("users", db, [user_doc_id(u.name) for u in users]),
         Target("places", db, [place_doc_id(p.id) for p in places]),

@@ -26,7 +26,7 @@ restrictive status counts (removed, then disabled, then active).
 
 Rules that look at more than one document ("the last active admin", "nobody is
 assigned to a place being retired", "a move must not make a loop") are checked
-and written while holding one guard document (:mod:`sync.people_store.guard`), so
+and written while holding one guard document (:mod:`sync.people_store.couchdb_guard`), so
 two instances changing *different* documents at once cannot both pass them: one
 waits for the other.  Lists (users, places) take their ids from ``_all_docs`` and
 their bodies from a quorum read.  Ending every session of a user and forgetting
@@ -46,6 +46,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sync import accounts, people, sessions
 from sync.audit import AuditLog
 from sync.errors import BadRequest, Conflict, NotFound, StoreUnavailable
+from sync.people_store.couchdb_guard import RulesGuard
 from sync.people_store.couchdocs import (
     Doc,
     bare,
@@ -61,7 +62,6 @@ from sync.people_store.couchdocs import (
     user_of,
     version_of,
 )
-from sync.people_store.guard import RulesGuard
 from sync.people_store.ports import AccountsNotReady, Actor, Lookup, Opened, details_of_scope
 from sync.people_store.recent import RecentLookups
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus, validate_place_id
@@ -116,7 +116,7 @@ class CouchAccounts:
         self._home = CreatedOnce(client, self._db)
         self._purged = 0.0
         self._adopting = False  # the data dir's users are still to be copied in (backends)
-        self._guard = RulesGuard(client, db)  # the rules across documents (sync.people_store.guard)
+        self._guard = RulesGuard(client, db)  # the rules across documents (couchdb_guard)
         # Callers read a moment ago (sync.people_store.recent): forgotten after every write here.
         self._recent: RecentLookups[Lookup] = RecentLookups(recent_seconds, clock=clock)
 

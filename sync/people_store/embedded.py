@@ -1,6 +1,6 @@
 """The embedded adapter of the accounts port (sync.people_store.ports): the data dir's SQLite.
 
-The SQL itself lives in :mod:`sync.people_store.tables` (plain functions over a
+The SQL itself lives in :mod:`sync.people_store.embedded_tables` (plain functions over a
 connection, keeping the pure rules of :mod:`sync.accounts` and :mod:`sync.people`);
 this adapter runs them on the server's store: reads on its reader threads,
 changes in one transaction of its single writer, each change with its audit
@@ -22,7 +22,7 @@ from sync.audit import AuditLog
 from sync.audit_store import embedded as embedded_audit
 from sync.errors import BadRequest, FieldsyncError
 from sync.people import Changed
-from sync.people_store import tables
+from sync.people_store import embedded_tables
 from sync.people_store.ports import Actor, Lookup, Opened, details_of_scope
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus
 from sync.sessions import Lifetime
@@ -40,34 +40,34 @@ class EmbeddedAccounts:
     # -- reading ---------------------------------------------------------------------------
     async def lookup(self, name: str | None, session_id: str | None = None) -> Lookup:
         def run(conn: sqlite3.Connection) -> Lookup:
-            version = tables.places_version(conn)  # one snapshot: all agree
-            session = None if session_id is None else tables.find_session(conn, session_id)
+            version = embedded_tables.places_version(conn)  # one snapshot: all agree
+            session = None if session_id is None else embedded_tables.find_session(conn, session_id)
             who = name if session_id is None else (session.user if session else None)
-            user = None if who is None else tables.get_user(conn, who)
+            user = None if who is None else embedded_tables.get_user(conn, who)
             return Lookup(user, session, str(version))
 
         return await self._store.read(run)
 
     async def places_version(self) -> str:
-        return str(await self._store.read(tables.places_version))
+        return str(await self._store.read(embedded_tables.places_version))
 
     async def place_tree(self) -> PlaceTree:
-        return await self._store.read(tables.place_tree)
+        return await self._store.read(embedded_tables.place_tree)
 
     async def get_user(self, name: str) -> User | None:
-        return await self._store.read(lambda c: tables.get_user(c, name))
+        return await self._store.read(lambda c: embedded_tables.get_user(c, name))
 
     async def list_users(self) -> list[User]:
-        return await self._store.read(tables.list_users)
+        return await self._store.read(embedded_tables.list_users)
 
     async def get_place(self, place_id: str) -> Place | None:
-        return await self._store.read(lambda c: tables.get_place(c, place_id))
+        return await self._store.read(lambda c: embedded_tables.get_place(c, place_id))
 
     async def list_places(self) -> list[Place]:
-        return await self._store.read(tables.list_places)
+        return await self._store.read(embedded_tables.list_places)
 
     async def language(self, name: str) -> str:
-        return await self._store.read(lambda c: tables.language(c, name))
+        return await self._store.read(lambda c: embedded_tables.language(c, name))
 
     # -- changing users ----------------------------------------------------------------------
     async def add_user(
@@ -83,7 +83,7 @@ class EmbeddedAccounts:
         return await self._write(
             by,
             "user_add",
-            lambda c: tables.add_user(c, name, role, password, places, read_places),
+            lambda c: embedded_tables.add_user(c, name, role, password, places, read_places),
             detail,
         )
 
@@ -93,7 +93,7 @@ class EmbeddedAccounts:
         return await self._write(
             by,
             "user_places",
-            lambda c: tables.set_places(c, name, places, read_places),
+            lambda c: embedded_tables.set_places(c, name, places, read_places),
             f"user {name}: {details_of_scope(places, read_places)}",
         )
 
@@ -101,7 +101,7 @@ class EmbeddedAccounts:
         await self._write(
             by,
             "user_password",
-            lambda c: tables.set_password(c, name, password),
+            lambda c: embedded_tables.set_password(c, name, password),
             f"user {name}: password set",
         )
 
@@ -109,18 +109,20 @@ class EmbeddedAccounts:
         await self._write(
             by,
             "user_language",
-            lambda c: tables.set_language(c, name, language),
+            lambda c: embedded_tables.set_language(c, name, language),
             f"user {name}: console language {language}",
         )
 
     async def disable_user(self, name: str, by: Actor | None) -> User:
-        return await self._change(by, "user_disable", lambda c: tables.disable_user(c, name))
+        return await self._change(
+            by, "user_disable", lambda c: embedded_tables.disable_user(c, name)
+        )
 
     async def enable_user(self, name: str, by: Actor | None) -> User:
-        return await self._change(by, "user_enable", lambda c: tables.enable_user(c, name))
+        return await self._change(by, "user_enable", lambda c: embedded_tables.enable_user(c, name))
 
     async def remove_user(self, name: str, by: Actor | None) -> User:
-        return await self._change(by, "user_remove", lambda c: tables.remove_user(c, name))
+        return await self._change(by, "user_remove", lambda c: embedded_tables.remove_user(c, name))
 
     # -- changing places ---------------------------------------------------------------------
     async def add_place(
@@ -129,7 +131,7 @@ class EmbeddedAccounts:
         return await self._write(
             by,
             "place_add",
-            lambda c: tables.add_place(c, place_id, parent, name),
+            lambda c: embedded_tables.add_place(c, place_id, parent, name),
             f"place {place_id}, parent {parent or '-'}",
         )
 
@@ -141,10 +143,10 @@ class EmbeddedAccounts:
         def run(conn: sqlite3.Connection) -> Place:
             place = None
             if name is not None:
-                renamed = tables.rename_place(conn, place_id, name)
+                renamed = embedded_tables.rename_place(conn, place_id, name)
                 place = self._noted(conn, by, "place_rename", renamed)
             if move:
-                moved = tables.move_place(conn, place_id, parent)
+                moved = embedded_tables.move_place(conn, place_id, parent)
                 place = self._noted(conn, by, "place_move", moved)
             if place is None:
                 raise BadRequest('give "name" (a new name) and/or "parent" (a place id, or null)')
@@ -153,34 +155,38 @@ class EmbeddedAccounts:
         return await self._store.write_tx(run)
 
     async def retire_place(self, place_id: str, by: Actor | None) -> Place:
-        return await self._change(by, "place_retire", lambda c: tables.retire_place(c, place_id))
+        return await self._change(
+            by, "place_retire", lambda c: embedded_tables.retire_place(c, place_id)
+        )
 
     # -- sessions ------------------------------------------------------------------------------
     async def start_session(self, user: User, now: float, lifetime: Lifetime) -> Opened:
         def run(conn: sqlite3.Connection) -> Opened:
             # Read again in the session's own transaction: a user disabled or removed
             # while their password was being checked gets no session.
-            current = tables.get_user(conn, user.name)
+            current = embedded_tables.get_user(conn, user.name)
             if current is None or current.status is UserStatus.REMOVED:
                 return Opened(None, None)
             if current.status is not UserStatus.ACTIVE:
                 return Opened(current, None)
-            tables.purge_sessions(conn, lifetime, now)
-            return Opened(current, tables.start_session(conn, user.name, user.password_hash, now))
+            embedded_tables.purge_sessions(conn, lifetime, now)
+            return Opened(
+                current, embedded_tables.start_session(conn, user.name, user.password_hash, now)
+            )
 
         return await self._store.write_tx(run)
 
     async def touch_session(self, session_id: str, now: float) -> None:
-        await self._store.write_tx(lambda c: tables.touch_session(c, session_id, now))
+        await self._store.write_tx(lambda c: embedded_tables.touch_session(c, session_id, now))
 
     async def end_session(self, session_id: str) -> str | None:
-        return await self._store.write_tx(lambda c: tables.end_session(c, session_id))
+        return await self._store.write_tx(lambda c: embedded_tables.end_session(c, session_id))
 
     async def logout_user(self, name: str, by: Actor | None) -> int:
         return await self._write(
             by,
             "user_logout",
-            lambda c: tables.logout_user(c, name),
+            lambda c: embedded_tables.logout_user(c, name),
             f"user {name}: every session ended",
         )
 
@@ -225,9 +231,9 @@ def mirror_into(sqlite: SqliteStore) -> Callable[[User | Place], Awaitable[None]
     async def mirror(value: User | Place) -> None:
         def write(conn: sqlite3.Connection) -> None:
             if isinstance(value, User):
-                tables.mirror_user(conn, value)
+                embedded_tables.mirror_user(conn, value)
             else:
-                tables.mirror_places(conn, [value])
+                embedded_tables.mirror_places(conn, [value])
 
         try:
             await sqlite.write_tx(write)
@@ -241,8 +247,8 @@ async def copy_all(sqlite: SqliteStore, users: Sequence[User], places: Sequence[
     """Refresh the data dir's copy with every user and place CouchDB holds (at start)."""
 
     def write(conn: sqlite3.Connection) -> None:
-        tables.mirror_places(conn, places)
+        embedded_tables.mirror_places(conn, places)
         for user in users:
-            tables.mirror_user(conn, user)
+            embedded_tables.mirror_user(conn, user)
 
     await sqlite.write_tx(write)

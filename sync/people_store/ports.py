@@ -3,7 +3,7 @@
     AccountStore                    the port (a typing.Protocol)
     ├── sync.people_store.embedded  SQLite, inside the server's single writer
     └── sync.people_store.couchdb   CouchDB / Cloudant, safe with many instances
-    LoginLimits                     the login-guessing counters (sync.people_store.limits)
+    LoginLimits                     the login-guessing counters (limits, couchdb_limits)
 
 Whichever adapter runs, these hold (tests/people_store/test_account_store_contract.py
 checks each against every adapter):

@@ -29,9 +29,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from sync import accounts
 from sync.app import create_app
 from sync.config import Config
+from sync.people_store import embedded_tables
 from sync.scopes import Role
 from sync.store.schema import connect, db_path, initialise
 
@@ -55,9 +55,9 @@ def seed(data_dir: Path) -> None:
     initialise(path)
     with closing(connect(path)) as conn:
         for place, parent in PLACES:
-            accounts.add_place(conn, place, parent, None)
+            embedded_tables.add_place(conn, place, parent, None)
         for name, role, places in USERS:
-            accounts.add_user(conn, name, role, PASSWORD, places, [])
+            embedded_tables.add_user(conn, name, role, PASSWORD, places, [])
 
 
 def as_user(name: str) -> dict[str, str]:

@@ -190,7 +190,7 @@ async def test_changes_at_once_on_two_instances_keep_the_rules_across_documents(
 ) -> None:
     """Two admins disabling each other, and two moves that together would loop, sent at
     once through A and B: one of each pair lands, the other is refused (the guard,
-    sync.people_store.guard), and an admin and a loop-free tree remain."""
+    sync.people_store.couchdb_guard), and an admin and a loop-free tree remain."""
     a, b = pair
     second = {"name": "admin2", "role": "admin", "password": PASSWORD}
     added = await status(http, "POST", f"{a.url}/api/v1/users", headers=basic("admin"), body=second)

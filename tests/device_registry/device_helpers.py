@@ -31,8 +31,8 @@ from aiohttp.test_utils import TestClient
 
 from device_registry.context import REGISTRY
 from device_registry.verdict import TOKEN_HEADER
-from sync import accounts, sessions
 from sync.appkeys import STORE
+from sync.people_store import embedded_tables
 from sync.scopes import Role
 
 PASSWORD = shared_org.PASSWORD
@@ -107,9 +107,9 @@ class Devices:
         standing (a session outlives a later revocation; each request then says why)."""
 
         def run(conn: sqlite3.Connection) -> str:
-            found = accounts.get_user(conn, user)
+            found = embedded_tables.get_user(conn, user)
             assert found is not None
-            return sessions.start(conn, user, found.password_hash, time.time())
+            return embedded_tables.start_session(conn, user, found.password_hash, time.time())
 
         return await self.client.app[STORE].write_tx(run)
 

@@ -15,17 +15,17 @@ from device_helpers import IMEIS, Client, Devices
 from test_device_pages import csrf_of, fleet, log_in
 
 from device_registry.console import Shell
-from sync import accounts
 from sync.app import create_app
 from sync.cli import main
 from sync.config import Config, ConfigError, from_env
 from sync.keys import load_master_key
+from sync.people_store import embedded_tables
 from sync.store.schema import connect, db_path, initialise
 
 
 def name_place(data_dir: Path, place: str, parent: str, name: str) -> None:
     with closing(connect(db_path(data_dir))) as conn:
-        accounts.add_place(conn, place, parent, name)
+        embedded_tables.add_place(conn, place, parent, name)
         conn.commit()
 
 
@@ -75,7 +75,10 @@ async def test_a_supervisor_switches_to_swahili_and_back(
     assert "Historia" in device and "Vitendo" in device and "Imekabidhiwa" in device
     # Only sam's pages changed: the choice is his own.
     with closing(connect(db_path(data_dir))) as conn:
-        assert accounts.language(conn, "sam") == "sw" and accounts.language(conn, "admin") == "en"
+        assert (
+            embedded_tables.language(conn, "sam") == "sw"
+            and embedded_tables.language(conn, "admin") == "en"
+        )
     form = {"csrf": csrf_of(html), "language": "en", "next": "//evil.example/"}
     response = await client.post("/supervisor/language", data=form, allow_redirects=False)
     assert response.headers["Location"] == "/supervisor/workers"  # never off the site: home
@@ -102,7 +105,7 @@ def test_an_admin_sets_a_language_from_the_command_line(
     assert main(["user", "language", "sam", "sw", "--data-dir", str(data_dir)]) == 0
     assert "user sam: supervisor pages in sw" in capsys.readouterr().out
     with closing(connect(db_path(data_dir))) as conn:
-        assert accounts.language(conn, "sam") == "sw"
+        assert embedded_tables.language(conn, "sam") == "sw"
     with pytest.raises(SystemExit):
         main(["user", "language", "sam", "fr", "--data-dir", str(data_dir)])
 
@@ -220,6 +223,6 @@ def test_an_older_data_dir_gains_the_language_column(tmp_path: Path) -> None:
         conn.commit()
     initialise(path)
     with closing(connect(path)) as conn:
-        assert accounts.language(conn, "sam") == "en"
-        accounts.set_language(conn, "sam", "sw")
-        assert accounts.language(conn, "sam") == "sw"
+        assert embedded_tables.language(conn, "sam") == "en"
+        embedded_tables.set_language(conn, "sam", "sw")
+        assert embedded_tables.language(conn, "sam") == "sw"

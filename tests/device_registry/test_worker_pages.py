@@ -12,8 +12,8 @@ from test_workers_api import _org, _synced
 
 from device_registry.console import SWAHILI
 from device_registry.worker_pages import WORDS
-from sync import accounts
 from sync.appkeys import STORE
+from sync.people_store import embedded_tables
 from sync.refusals.routes import RECORDER
 
 
@@ -88,7 +88,7 @@ def test_swahili_words_are_merged() -> None:
 
 async def test_a_long_list_is_paged(client: Client) -> None:
     def run(conn: sqlite3.Connection) -> None:
-        alice = accounts.get_user(conn, "alice")
+        alice = embedded_tables.get_user(conn, "alice")
         assert alice is not None
         conn.executemany(
             "INSERT INTO users(name, role, password_hash, places, read_places, created, updated) "

@@ -17,20 +17,20 @@ from typing import Any
 import pytest
 from device_helpers import IMEIS, PASSWORD, Client, Devices, as_user
 
-from sync import accounts, people
 from sync.activity import ACTIVITY, recorder
 from sync.app import create_app
 from sync.appkeys import STORE
 from sync.config import Config
+from sync.people_store import embedded_tables
 from sync.scopes import Role
 from sync.store.schema import connect, db_path
 
 
 async def _org(devices: Devices) -> None:
     def run(conn: sqlite3.Connection) -> None:
-        accounts.add_place(conn, "area-a3", "facility-a", '=HYPERLINK("http://x")')
-        accounts.add_user(conn, "carla", Role.SUPERVISOR, PASSWORD, ["district-c"], [])
-        accounts.add_user(conn, "dave", Role.CHW, PASSWORD, ["area-a3"], [])
+        embedded_tables.add_place(conn, "area-a3", "facility-a", '=HYPERLINK("http://x")')
+        embedded_tables.add_user(conn, "carla", Role.SUPERVISOR, PASSWORD, ["district-c"], [])
+        embedded_tables.add_user(conn, "dave", Role.CHW, PASSWORD, ["area-a3"], [])
 
     await devices.client.app[STORE].write_tx(run)
 
@@ -193,8 +193,10 @@ async def test_counts_are_written_at_a_clean_stop(
 
 async def test_disabled_workers_are_shown_and_removed_ones_are_not(devices: Devices) -> None:
     await _org(devices)
-    await devices.client.app[STORE].write_tx(lambda conn: people.disable_user(conn, "dave"))
+    await devices.client.app[STORE].write_tx(
+        lambda conn: embedded_tables.disable_user(conn, "dave")
+    )
     accounts_of = {w["name"]: w["account"] for w in await _workers(devices)}
     assert accounts_of == {"alice": "active", "bob": "active", "dave": "disabled"}
-    await devices.client.app[STORE].write_tx(lambda conn: people.remove_user(conn, "dave"))
+    await devices.client.app[STORE].write_tx(lambda conn: embedded_tables.remove_user(conn, "dave"))
     assert [w["name"] for w in await _workers(devices)] == ["alice", "bob"]

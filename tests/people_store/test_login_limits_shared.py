@@ -1,4 +1,4 @@
-"""Login-guessing limits (sync.people_store.limits): one total across every instance.
+"""Login-guessing limits (sync.people_store.couchdb_limits): one total across every instance.
 
 Two CouchLoginLimits on two clients of one CouchDB stand for two fieldsync
 instances; guesses spread over both, all at once, still stop at the configured
@@ -15,7 +15,8 @@ import pytest
 
 from sync.config import Endpoint
 from sync.people_store.couchdb import CouchAccounts
-from sync.people_store.limits import CouchLoginLimits, LocalLoginLimits
+from sync.people_store.couchdb_limits import CouchLoginLimits
+from sync.people_store.limits import LocalLoginLimits
 from sync.people_store.ports import LoginLimits
 from sync.ratelimit import Limit, Limited, Reservation
 from sync.store.couchdb.client import CouchClient

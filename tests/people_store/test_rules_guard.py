@@ -1,4 +1,4 @@
-"""The accounts guard (sync.people_store.guard): one holder at a time across instances.
+"""The accounts guard (sync.people_store.couchdb_guard): one holder at a time across instances.
 
 Two RulesGuards on two clients of one CouchDB stand for two fieldsync instances.
 The cross-document rules rely on three things: holders never overlap, a holder
@@ -16,7 +16,7 @@ import pytest
 from sync.config import Endpoint
 from sync.errors import StoreUnavailable
 from sync.people_store.couchdb import CouchAccounts
-from sync.people_store.guard import RulesGuard
+from sync.people_store.couchdb_guard import RulesGuard
 from sync.store.couchdb.client import CouchClient
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sms_fixtures import ALICE_PHONE, BOB_PHONE, STRANGER_PHONE, Client, Gateway, as_user
 
-from sms_gateway import store
-from sync import accounts
+from sms_gateway import embedded_sql
 from sync.config import Config
+from sync.people_store import embedded_tables
 from sync.scopes import Role
 from sync.store.schema import connect, db_path
 
@@ -21,16 +21,16 @@ from sync.store.schema import connect, db_path
 def add_supervisor(data_dir: Path, name: str, places: list[str]) -> None:
     """A supervisor of ``places`` only (district-b: none of alice's messages)."""
     with closing(connect(db_path(data_dir))) as conn:
-        accounts.add_user(conn, name, Role.SUPERVISOR, "correct horse battery", places)
+        embedded_tables.add_user(conn, name, Role.SUPERVISOR, "correct horse battery", places)
         conn.commit()
 
 
 def in_swahili(data_dir: Path, name: str, table: str = "console") -> None:
     with closing(connect(db_path(data_dir))) as conn:
         if table == "console":
-            accounts.set_language(conn, name, "sw")
+            embedded_tables.set_language(conn, name, "sw")
         else:
-            store.set_language(conn, name, "sw")
+            embedded_sql.set_language(conn, name, "sw")
         conn.commit()
 
 

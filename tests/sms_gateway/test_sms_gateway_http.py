@@ -5,9 +5,26 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from sms_fixtures import ALICE_PHONE, BOB_PHONE, STRANGER_PHONE, Client, FakeClock, Gateway, as_user
+from audit_disk import on_disk
+from couchdb_server import couch_request
+from couchdb_server import db_path as couch_path
+from sms_fixtures import (
+    ALICE_PHONE,
+    BOB_PHONE,
+    STRANGER_PHONE,
+    Client,
+    FakeClock,
+    Gateway,
+    as_user,
+    make_app,
+)
+
+from sync.config import Config
 
 JANE = "Jane registered, ID 10000X. EDD 2025-01-15. ANC reminders will follow."
 
@@ -221,6 +238,39 @@ async def test_language_is_set_by_staff_within_their_area(client: Client) -> Non
     bad = {"language": "fr"}
     assert (await client.put(url.format("alice"), json=bad, headers=as_user("sam"))).status == 400
     assert (await client.put(url.format("zed"), json=body, headers=as_user("admin"))).status == 404
+
+
+async def test_a_language_set_is_on_the_trail_when_the_answer_goes_out(
+    client: Client, data_dir: Path
+) -> None:
+    url = "/api/v1/sms/workers/bob/language"
+    body = {"language": "sw"}
+    assert (await client.put(url, json=body, headers=as_user("sam"))).status == 403
+    assert (await client.put(url, json=body, headers=as_user("admin"))).status == 200
+    detail = "user bob: language sw"
+    assert on_disk(data_dir, "user_language") == [
+        ("admin", None, "user_language", None, "[]", detail)
+    ]
+
+
+async def test_with_couchdb_a_language_set_is_on_the_instances_chain_there(
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    config: Config,
+    couchdb_url: str,
+    couch_prefix: str,
+    data_dir: Path,
+) -> None:
+    couch = replace(config, couchdb_url=couchdb_url, couchdb_prefix=couch_prefix)
+    client = await aiohttp_client(make_app(couch))
+    url = "/api/v1/sms/workers/bob/language"
+    response = await client.put(url, json={"language": "sw"}, headers=as_user("admin"))
+    assert response.status == 200
+    where = couch_path(couch_prefix + "audit") + "/_all_docs?include_docs=true"
+    status, body = couch_request(couchdb_url, "GET", where)
+    assert status == 200
+    entries = [r["doc"] for r in body["rows"] if r["doc"].get("action") == "user_language"]
+    assert [(e["actor"], e["detail"]) for e in entries] == [("admin", "user bob: language sw")]
+    assert on_disk(data_dir, "user_language") == []  # not the data dir's chain
 
 
 async def test_the_time_a_phone_claims_is_used_only_when_plausible(gateway: Gateway) -> None:

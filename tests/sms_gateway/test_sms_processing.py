@@ -10,7 +10,7 @@ import pytest
 from sms_fixtures import ALICE_PHONE, BOB_PHONE, Client, FakeClock, Gateway, as_user
 
 from barcode.checkdigit import append_check_char
-from sms_gateway import store
+from sms_gateway import embedded_sql
 from sms_gateway.service import Received
 
 JANE = "10000X"
@@ -135,7 +135,7 @@ async def test_a_crash_before_the_outcome_is_recorded_writes_nothing_twice(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = gateway.sms.service
-    real_finish = store.finish
+    real_finish = embedded_sql.finish
     calls = 0
 
     def crash_once(*args: Any, **kwargs: Any) -> None:
@@ -145,7 +145,7 @@ async def test_a_crash_before_the_outcome_is_recorded_writes_nothing_twice(
             raise RuntimeError("power cut")  # after the documents, before the outcome
         real_finish(*args, **kwargs)
 
-    monkeypatch.setattr(store, "finish", crash_once)
+    monkeypatch.setattr(embedded_sql, "finish", crash_once)
     await service.receive([Received("gateway", "m-1", ALICE_PHONE, "P 3 Jane")])
     with contextlib.suppress(RuntimeError):  # unless the background processor hit it first
         await service.process_pending()

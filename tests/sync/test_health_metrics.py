@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sync_fixtures import as_user
 
-from sms_gateway import store as sms_store
+from sms_gateway import embedded_sql as sms_sql
 from sync.app import create_app
 from sync.appkeys import STORE
 from sync.audit import AUDIT
@@ -186,9 +186,9 @@ async def test_scrape_time_gauges_store_audit_and_sms(metered: Client) -> None:
 
 def test_sms_queues_count_waiting_messages_and_their_age() -> None:
     now = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
-    ago = lambda minutes: sms_store.iso(now - dt.timedelta(minutes=minutes))  # noqa: E731
+    ago = lambda minutes: sms_sql.iso(now - dt.timedelta(minutes=minutes))  # noqa: E731
     conn = sqlite3.connect(":memory:")
-    sms_store.create_tables(conn)
+    sms_sql.create_tables(conn)
     for n, (state, stored) in enumerate([("stored", 30), ("stored", 5), ("processed", 90)]):
         conn.execute(
             "INSERT INTO sms_incoming(key, channel, external_id, phone, key_ref, content, "
@@ -203,7 +203,7 @@ def test_sms_queues_count_waiting_messages_and_their_age() -> None:
             (f"o{n}", "medic", "+254700000001", "reply", "r", b"", state, ago(due), offered,
              ago(90), ago(90)),
         )  # fmt: skip
-    queues = {q.name: q for q in sms_store.queues(conn, now)}
+    queues = {q.name: q for q in sms_sql.queues(conn, now)}
     assert queues["incoming"].depth == 2
     assert queues["incoming"].oldest == now - dt.timedelta(minutes=30)
     assert queues["outgoing_due"].depth == 1  # the other reminder is not due for an hour

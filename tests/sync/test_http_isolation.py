@@ -18,7 +18,7 @@ from unittest import mock
 import pytest
 from sync_fixtures import Api, Client, as_user
 
-from sync import accounts
+from sync.people_store import embedded_tables
 from sync.store.schema import connect, db_path
 
 NOT_FOUND = {"error": "not_found", "reason": "missing"}
@@ -285,7 +285,7 @@ async def test_old_revision_of_a_moved_document_is_hidden(api: Api) -> None:
 # -- scope growth ----------------------------------------------------------------------
 def give_alice_area_b1(data_dir: Path) -> None:
     with closing(connect(db_path(data_dir))) as conn:
-        accounts.set_places(conn, "alice", ["area-a1", "area-b1"], [])
+        embedded_tables.set_places(conn, "alice", ["area-a1", "area-b1"], [])
 
 
 async def pull_all(api: Api, user: str, since: Any, limit: int = 2) -> tuple[list[str], Any]:

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from sync_fixtures import Api, running, until_served
 
-from sync import accounts
 from sync.config import Config
 from sync.keys import load_master_key
 from sync.migrate import run
+from sync.people_store import embedded_tables
 from sync.replication import since
 from sync.store.schema import with_file
 
@@ -66,7 +66,8 @@ async def test_a_token_from_before_the_move_sends_what_it_would_have_sent(
         await api.call("PUT", "/health/a1-02", "admin", {**a1[2], "_rev": await _rev(api, "a1-02")})
         expected = {t: (await _feed(api, "alice", t))[0] for t in (partway, whole)}
     with_file(
-        config.data_dir, lambda c: accounts.set_places(c, "alice", ["area-a1", "area-a2"], [])
+        config.data_dir,
+        lambda c: embedded_tables.set_places(c, "alice", ["area-a1", "area-a2"], []),
     )
 
     couch = dataclasses.replace(config, couchdb_url=couchdb_url, couchdb_prefix=couch_prefix)

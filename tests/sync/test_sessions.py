@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from sync_fixtures import PASSWORD, Client, as_user
 
-from sync import accounts, sessions
+from sync import sessions
 from sync.appkeys import STORE
 from sync.cli import main
 from sync.config import Config, from_env
+from sync.people_store import embedded_tables
 from sync.store.schema import with_file
 
 ALICE = {"name": "alice", "password": PASSWORD}
@@ -147,7 +148,7 @@ async def test_a_new_password_ends_every_session(client: Client, data_dir: Path)
     cookie = await login(client)
 
     def change(conn: sqlite3.Connection) -> None:
-        accounts.set_password(conn, "alice", "a new password")
+        embedded_tables.set_password(conn, "alice", "a new password")
 
     with_file(data_dir, change)  # as ``fieldsync user passwd`` does, server running
     assert await status(client, cookie) == 401

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sync_fixtures import Api
 
-from sync import accounts
 from sync.errors import BadRequest
+from sync.people_store import embedded_tables
 from sync.replication.since import Backfill, SinceToken, parse, snapshot_hash
 from sync.store.schema import connect, db_path
 
@@ -77,7 +77,7 @@ def ids(body: dict[str, Any]) -> list[str]:
 
 def set_places(data_dir: Path, user: str, places: list[str]) -> None:
     with closing(connect(db_path(data_dir))) as conn:
-        accounts.set_places(conn, user, places, [])
+        embedded_tables.set_places(conn, user, places, [])
 
 
 async def seed(api: Api) -> None:

@@ -9,9 +9,11 @@
 Plain functions over a connection, inside the caller's transaction (the
 embedded adapter's ``write_tx``); the rules they keep are the pure ones of
 :mod:`sync.accounts` and :mod:`sync.people`, so every adapter refuses the same
-changes with the same errors.  Only :mod:`sync.people_store.embedded` imports
-this module (and, until their callers use the port, the call-throughs left in
-:mod:`sync.accounts`, :mod:`sync.people` and :mod:`sync.sessions`).
+changes with the same errors.  The embedded adapter
+(:mod:`sync.people_store.embedded`) runs them; so do the other embedded
+adapters that read users and places in their own transactions
+(``device_registry.embedded_sql``), the migration, and the seeders of the
+benches and tests that fill a data dir's file before a server opens it.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from typing import Any
 from barcode.checkdigit import Scheme, append_check_char
 from device_registry import embedded_sql, inventory
 from device_registry import schema as device_schema
-from sync import accounts
+from sync.people_store import embedded_tables
 from sync.scopes import UNLIMITED, Role
 from sync.store.schema import connect, db_path, initialise
 
@@ -51,12 +51,12 @@ def seed(data_dir: Path, workers: int) -> None:
     initialise(path)
     with closing(connect(path)) as conn:
         conn.execute("BEGIN")
-        accounts.add_place(conn, "district", None, None)
-        accounts.add_user(conn, "gw", Role.GATEWAY, PASSWORD)
+        embedded_tables.add_place(conn, "district", None, None)
+        embedded_tables.add_user(conn, "gw", Role.GATEWAY, PASSWORD)
         device_schema.ensure(conn)
         for n in range(workers):
-            accounts.add_place(conn, f"area-{n}", "district", None)
-            accounts.add_user(conn, f"chw{n}", Role.CHW, PASSWORD, [f"area-{n}"])
+            embedded_tables.add_place(conn, f"area-{n}", "district", None)
+            embedded_tables.add_user(conn, f"chw{n}", Role.CHW, PASSWORD, [f"area-{n}"])
             imei = append_check_char(f"35{n:012d}", Scheme.LUHN10)
             new = inventory.validate_new(f"SN-{n}", imei, phone=phone_of(n))
             embedded_sql.add(conn, new, "bench", UNLIMITED)
