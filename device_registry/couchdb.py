@@ -266,20 +266,18 @@ class CouchDevices(DevicesDatabase):
             leaves = await self._leaves(doc_id)
             body: Doc = {"_id": doc_id, "type": "claim", "serial": serial, "at": _seconds()}
             if leaves:
-                holder = str(leaves[0].get("serial"))
-                if holder == serial:
+                if str(leaves[0].get("serial")) == serial:
                     return
-                if await self._still_held(leaves[0], kind, value):
-                    other = await self.get(holder)
-                    if kind == "imei":
-                        raise inventory.imei_taken(value, other, holder, scope)
-                    raise inventory.phone_taken(value, other, holder, scope)
+                for leaf in leaves:  # a fork's other leaf may name the phone that holds it
+                    holder = str(leaf.get("serial"))
+                    if holder != serial and await self._still_held(leaf, kind, value):
+                        other = await self.get(holder)
+                        if kind == "imei":
+                            raise inventory.imei_taken(value, other, holder, scope)
+                        raise inventory.phone_taken(value, other, holder, scope)
                 body["_rev"] = leaves[0]["_rev"]
-            try:
-                await self._put(body)
-            except Conflict:
-                continue
-            return
+            if await self._stands(body):  # a 202 never holds a claim: read again
+                return
         raise StoreUnavailable(f"Could not claim {kind} {value}: too busy; try again.")
 
     async def _still_held(self, claim: Mapping[str, Any], kind: str, value: str) -> bool:

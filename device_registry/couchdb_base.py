@@ -11,14 +11,13 @@ signing secret is kept here too, sealed.
 from __future__ import annotations
 
 import base64
-import contextlib
 import secrets
 from collections.abc import Sequence
 
 import orjson
 
 from device_registry.couchdb_docs import Doc
-from sync.errors import Conflict, NotFound, StoreError, StoreUnavailable
+from sync.errors import StoreError, StoreUnavailable
 from sync.keys import MasterKey
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.once import CreatedOnce
@@ -105,29 +104,17 @@ class DevicesDatabase:
 
     # -- writing a device ----------------------------------------------------------------------
     async def _stands(self, body: Doc) -> bool:
-        """Write a device document against the ``_rev`` it was read at; whether the write
-        stands.  A 409 does not.  A 202 (fewer than a quorum of copies took it) may have
-        forked the document with a rival write through another node: then it stands only
-        as CouchDB's winner; otherwise its leaf is deleted and the caller reads the winner
-        and decides again, like after a 409.  (A leaf left by a writer that died meanwhile
-        stays: ``binding`` judges by the strictest leaf, so a revocation in it holds.)"""
-        mark = secrets.token_hex(8)
-        body = {**body, "write": mark}
-        try:
-            status = await self._client.put_status(path(self._db, str(body["_id"])), body)
-        except Conflict:
-            return False
-        if status == 201:
-            return True
-        leaves = await self._leaves(str(body["_id"]))
-        if leaves and leaves[0].get("write") == mark:
-            return True
-        for leaf in leaves:
-            if leaf.get("write") == mark:
-                where = path(self._db, str(body["_id"]))
-                with contextlib.suppress(Conflict, NotFound):
-                    await self._client.json("DELETE", where, params={"rev": str(leaf["_rev"])})
-        return False
+        """Write a document against the ``_rev`` it was read at (or create it); whether the
+        write stands.  A 409 does not.  Nor does a 202: fewer than a quorum of copies took
+        it, so a rival write may hold the others, and that rival may have had its 201 (at
+        most one writer can: each copy takes one of two writes from the same revision).
+        Keeping a 202 "if it is CouchDB's winner" let both stand on a three-node cluster
+        (two phones with one IMEI): ``CouchClient.put_alone``.  (A leaf left by a writer
+        that died meanwhile stays: ``binding`` judges by the strictest leaf, so a
+        revocation in it holds.)"""
+        marked = {**body, "write": secrets.token_hex(8)}
+        await self.home.ensure()
+        return await self._client.put_alone(self._db, marked, "write")
 
     # -- the pages' signing secret -------------------------------------------------------------
     async def shared_secret(self, master: MasterKey) -> bytes:
@@ -140,11 +127,9 @@ class DevicesDatabase:
                 return master.unwrap(SECRET_LABEL, base64.b64decode(found["sealed"]))
             fresh = secrets.token_bytes(32)
             sealed = base64.b64encode(master.wrap(SECRET_LABEL, fresh)).decode()
-            try:
-                await self._create({"_id": SECRET_ID, "type": "secret", "sealed": sealed})
-            except Conflict:
-                continue  # another instance made it first: use theirs
-            return fresh
+            if await self._stands({"_id": SECRET_ID, "type": "secret", "sealed": sealed}):
+                return fresh
+            # another instance made it first (409), or may have (202): read theirs
         raise StoreUnavailable("Could not read the pages' shared secret; try again.")
 
 

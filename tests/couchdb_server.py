@@ -43,6 +43,12 @@ class CouchServerError(RuntimeError):
     """pouchdb-server could not be started."""
 
 
+def clustered(url: str) -> bool:
+    """Whether the CouchDB at ``url`` is a cluster of several nodes (a real one, on demand)."""
+    status, body = couch_request(url, "GET", "/_membership")
+    return status == 200 and len(body.get("cluster_nodes", [])) > 1
+
+
 def couch_request(url: str, method: str, path: str, json: Any = None) -> tuple[int, Any]:
     """Send one request to ``url + path``; return the status and the decoded JSON body.
 

@@ -15,8 +15,10 @@ the limit, and otherwise writes itself in against the ``_rev`` it read: two
 instances reserving at once cannot both write the same ``_rev`` (409: the loser
 reads again and counts the winner's failure), so parallel guesses spread over
 any number of instances never pass the limit.  A 202 (fewer than a quorum of
-copies took the write) may leave a fork; reads count the failures of every live
-leaf, so a fork only ever counts more.  Forgiving removes the reservation's own
+copies took the write: a rival may have counted from the same revision on the
+others) is taken back and read again, like a 409 (``CouchClient.put_alone``); a
+fork left all the same (a writer that died) only ever counts more, since reads
+count the failures of every live leaf.  Forgiving removes the reservation's own
 entry (its random token), retried on 409.  One server on the embedded store
 counts in its own process instead (:mod:`sync.people_store.limits`).
 """
@@ -101,10 +103,8 @@ class CouchLoginLimits:
             body["times"] = [*entries, [at, token]]
             if leaves:
                 body["_rev"] = leaves[0]["_rev"]
-            try:
-                await self._client.put_status(path(await self._db(), _doc_id(key)), body)
-            except Conflict:
-                continue  # another attempt was counted first: read again
+            if not await self._written(body):
+                continue  # another attempt was counted first (or may have been): read again
             await self._drop_forks(key, leaves[1:])
             return
         raise StoreUnavailable("Could not count a login attempt; try again shortly.")
@@ -123,12 +123,16 @@ class CouchLoginLimits:
                 "key": _shown(key),
                 "times": kept,
             }
-            try:
-                await self._client.put_status(path(await self._db(), _doc_id(key)), body)
-            except Conflict:
+            if not await self._written(body):
                 continue
             await self._drop_forks(key, leaves[1:])
             return
+
+    async def _written(self, body: dict[str, Any]) -> bool:
+        """Whether this write of the counter stands: a 409 or a 202 does not (a rival may
+        have counted from the same revision: ``CouchClient.put_alone``)."""
+        marked = {**body, "write": secrets.token_hex(8)}
+        return await self._client.put_alone(await self._db(), marked, "write")
 
     async def _drop_forks(self, key: str, losers: Sequence[Mapping[str, Any]]) -> None:
         """The other leaves' failures were merged into our write: delete those leaves."""

@@ -13,6 +13,7 @@ https://docs.couchdb.org/en/stable/api/basics.html#http-status-codes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -134,6 +135,33 @@ class CouchClient:
     async def put_status(self, where: str, body: Any) -> int:
         """``PUT`` a document; 201 (a quorum of copies took it) or 202 (fewer did)."""
         return (await self._send("PUT", where, None, body, None, None, (201, 202)))[1]
+
+    async def put_alone(self, couch_db: str, body: Mapping[str, Any], mark: str) -> bool:
+        """``PUT`` a document that only one writer may change from a revision (a claim, a
+        counter, a device); whether this write stands.  ``body[mark]`` must be a fresh
+        random token: it finds our leaf again.
+
+        201 stands.  409 does not: a rival wrote first.  Nor does 202: fewer than a quorum
+        of copies took it, so a rival may hold the others, and that rival may have had
+        its 201 (at most one writer can: each copy takes one of two writes from the same
+        revision).  Keeping a 202 that "is the only leaf" or "is CouchDB's winner", as
+        read a moment later, let two writers both stand on a three-node cluster; so the
+        202's leaf is deleted and the caller reads and decides again, as after a 409.
+        """
+        doc_id = str(body["_id"])
+        try:
+            status = await self.put_status(path(couch_db, doc_id), body)
+        except Conflict:
+            return False
+        if status == 201:
+            return True
+        found = await self.leaves_by_id(couch_db, [doc_id])
+        for leaf in found.get(doc_id, []):
+            if leaf.get(mark) == body[mark]:
+                with contextlib.suppress(Conflict, NotFound):
+                    params = {"rev": str(leaf["_rev"])}
+                    await self.json("DELETE", path(couch_db, doc_id), params=params)
+        return False
 
     async def raw(self, where: str, *, params: Mapping[str, str] | None = None) -> bytes:
         """``GET`` an answer as bytes (an attachment)."""

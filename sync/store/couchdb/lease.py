@@ -4,10 +4,9 @@ Two shapes of the same idea, both written against CouchDB's ``_rev`` (optimistic
 concurrency), both safe on a cluster:
 
 - :func:`claim_write` writes a document that claims something (an SMS message,
-  a lease) and says whether *this* write is the one that holds: 409 means a
-  rival changed it first; after a 202 (fewer than a quorum of copies took it, so
-  a rival write may also have landed through another node) the document is read
-  back, and the claim holds only if it is the one live leaf and carries our token.
+  a lease) and says whether *this* write is the one that holds: only a 201
+  (``CouchClient.put_alone``); 409 means a rival changed it first, and a 202 (fewer
+  than a quorum of copies took it: a rival may hold the others) is taken back.
 - :class:`Lease` is a named lease, one document in ``<prefix>leases``::
 
       lease:<name>   {"type": "lease", "owner", "until" (UTC ISO 8601), "what",
@@ -32,8 +31,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sync.errors import Conflict, FieldsyncError, StoreUnavailable
-from sync.store.couchdb.client import CouchClient, path
+from sync.errors import FieldsyncError, StoreUnavailable
+from sync.store.couchdb.client import CouchClient
 from sync.store.couchdb.once import CreatedOnce
 
 DB_NAME = "leases"  # after the deployment's prefix
@@ -54,15 +53,7 @@ def new_owner() -> str:
 async def claim_write(client: CouchClient, couch_db: str, body: dict[str, Any]) -> bool:
     """Write ``body`` (with its ``_rev``, if any, and a fresh ``claim`` token) and say
     whether this write is the one that holds."""
-    try:
-        status = await client.put_status(path(couch_db, body["_id"]), body)
-    except Conflict:  # another writer changed it first: it is theirs
-        return False
-    if status == 201:
-        return True
-    found = await client.leaves_by_id(couch_db, [body["_id"]])
-    leaves = found.get(body["_id"], [])
-    return len(leaves) == 1 and leaves[0].get("claim") == body["claim"]
+    return await client.put_alone(couch_db, body, "claim")  # 409 or 202: not ours
 
 
 @dataclass(frozen=True)
