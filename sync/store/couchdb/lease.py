@@ -38,6 +38,7 @@ from sync.store.couchdb.once import CreatedOnce
 DB_NAME = "leases"  # after the deployment's prefix
 PREFIX = "lease:"
 _TRIES = 5
+_FORK_READS, _FORK_WAIT = 5, 0.05  # seconds between reads of a forked lease
 Clock = Callable[[], dt.datetime]
 
 
@@ -103,8 +104,7 @@ class Lease:
         """Take (or renew) the lease: None if it is ours now, else who holds it."""
         await self._home.ensure()
         for _ in range(_TRIES):
-            found = await self.client.leaves_by_id(self.db, [self.doc_id])
-            current = found.get(self.doc_id, [None])[0]
+            current = await self._settled()
             now = self.clock()
             holder = _holder(current)
             if _live_rival(holder, self.owner, now):
@@ -113,6 +113,19 @@ class Lease:
             if await claim_write(self.client, self.db, body):
                 return None
         raise StoreUnavailable(f"Could not take the lease {self.name}: too many rival writes.")
+
+    async def _settled(self) -> dict[str, Any] | None:
+        """The lease document's winner, read again while it is forked: a fork is most often
+        a 202 being taken back (``CouchClient.put_alone``), whose writer holds nothing, so
+        naming it as the holder would be wrong.  A fork that stays (its writer died before
+        taking it back) is read as it is after a few tries."""
+        for attempt in range(_FORK_READS):
+            found = await self.client.leaves_by_id(self.db, [self.doc_id])
+            leaves = found.get(self.doc_id, [])
+            if len(leaves) <= 1 or attempt == _FORK_READS - 1:
+                return leaves[0] if leaves else None
+            await asyncio.sleep(_FORK_WAIT)
+        return None
 
     def _body(self, current: dict[str, Any] | None, now: dt.datetime) -> dict[str, Any]:
         mine = current is not None and current.get("owner") == self.owner
