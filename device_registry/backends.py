@@ -83,7 +83,9 @@ async def device_ports(
         client = open_client(config)
         adopting = None
         try:
-            store = CouchDevices.for_prefix(client, config.couchdb_prefix, accounts)
+            store = CouchDevices.for_prefix(
+                client, config.couchdb_prefix, accounts, config.devices_cache_seconds
+            )
             if sqlite is not None and not await _adopted(store, sqlite):
                 adopting = asyncio.create_task(_adopt_until_done(store, sqlite))
             yield DevicePorts(store, CouchRefusalLimits(client, store.home, limits), "couchdb")

@@ -21,8 +21,14 @@ holds when several instances share the database:
   leaf.
 - **Revocation** is a field of the device document (``token``: the one live
   token's hash), written with the change that revokes; :meth:`binding` reads
-  the token and device documents in one ``_bulk_get`` on every request (the
-  token's serial, which never changes, is remembered to name the device).
+  the token and device documents in one ``_bulk_get`` (the token's serial,
+  which never changes, is remembered to name the device).  A live binding is
+  answered again for ``recent_seconds`` (``FIELDSYNC_DEVICES_CACHE_SECONDS``),
+  counted from when its read was *sent*; so every change that can refuse a
+  phone (edit, assign, mark, enrol) waits that long after its write before it
+  returns: once it is answered, every instance's kept binding was read after
+  the write, and the phone's next request through any instance is refused
+  (docs/adr/0006).  Every instance must have the same bound.
 - **History** entries and refused attempts are documents of their own, named
   uniquely: written by any number of instances, none is lost.
 - **Audit**: an admin change's entry is recorded right after its write and made
@@ -31,8 +37,10 @@ holds when several instances share the database:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -61,24 +69,49 @@ from device_registry.status import ACTIVE, DeviceStatus
 from device_registry.verdict import TokenBinding
 from sync.errors import Conflict, NotFound, StoreUnavailable
 from sync.people_store.ports import AccountStore
+from sync.recent import RecentLookups
 from sync.scopes import Scope, User
 from sync.store.couchdb.client import CouchClient, path
 
 CLAIM_GRACE = 120.0  # seconds a claim without its device yet counts as an add in progress
 _TRIES = 50
 _SERIALS_KEPT = 100_000  # token hash -> serial, remembered (a token's device never changes)
-_REFUSALS_READ = 5_000  # newest refused attempts looked through for one scope's
+_REFUSALS_READ = 5_000
+_BINDING_FIELDS = ("token", "status", "worker")  # what a binding reads of a device document  # newest refused attempts looked through for one scope's
+
+
+Bound = tuple[DeviceKey, TokenBinding]
 
 
 class CouchDevices(DevicesDatabase):
-    def __init__(self, client: CouchClient, db: str, accounts: AccountStore) -> None:
+    def __init__(
+        self,
+        client: CouchClient,
+        db: str,
+        accounts: AccountStore,
+        recent_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         super().__init__(client, db)
         self._accounts = accounts
         self._serials: OrderedDict[str, str] = OrderedDict()
+        # Live bindings read a moment ago (module docstring): forgotten after every change here.
+        self._recent: RecentLookups[Bound] = RecentLookups(recent_seconds, clock=clock)
+        self._sleep = sleep
 
     @classmethod
-    def for_prefix(cls, client: CouchClient, prefix: str, accounts: AccountStore) -> CouchDevices:
-        return cls(client, prefix + couchdb_docs.DB_NAME, accounts)
+    def for_prefix(
+        cls, client: CouchClient, prefix: str, accounts: AccountStore, recent_seconds: float = 0.0
+    ) -> CouchDevices:
+        return cls(client, prefix + couchdb_docs.DB_NAME, accounts, recent_seconds)
+
+    async def _wait_out(self) -> None:
+        """After a change that can refuse a phone: forget what is kept here, and return only
+        once every instance's kept binding must have been read after the change."""
+        self._recent.forget()
+        if self._recent.seconds > 0:
+            await self._sleep(self._recent.seconds)
 
     # -- reading ---------------------------------------------------------------------------
     async def get(self, serial: str) -> Device | None:
@@ -232,8 +265,14 @@ class CouchDevices(DevicesDatabase):
             body = _applied(doc, change)
             if not await self._stands(body):
                 continue
-            await self._after(doc, body, change)
-            return await self._device(body)
+            try:
+                await self._after(doc, body, change)
+                return await self._device(body)
+            finally:  # it stands, whatever follows
+                if any(doc.get(k) != body.get(k) for k in _BINDING_FIELDS):
+                    await self._wait_out()
+                else:
+                    self._recent.forget()
         raise StoreUnavailable(f"Could not change device {serial}: too busy; try again.")
 
     async def _claim_for(self, change: Change, scope: Scope) -> None:
@@ -369,6 +408,10 @@ class CouchDevices(DevicesDatabase):
             }
         )
         before, after = await self._bind(device, key, digest, worker, moment, versions)
+        if before.get("token"):  # the older token is revoked
+            await self._wait_out()
+        else:
+            self._recent.forget()
         if before.get("token"):
             await self._note_revoked(str(before["token"]), "re_enrolled")
         entry = inventory.note_entry(await self._device(after), worker, "enrolled")
@@ -461,7 +504,16 @@ class CouchDevices(DevicesDatabase):
             return
 
     # -- every request -----------------------------------------------------------------------
-    async def binding(self, token_hash: str) -> tuple[DeviceKey, TokenBinding] | None:
+    async def binding(self, token_hash: str) -> Bound | None:
+        if (kept := self._recent.get(token_hash)) is not None:
+            return kept
+        generation, sent = self._recent.generation, self._recent.now()
+        found = await self._read_binding(token_hash)
+        if found is not None and found[1].revoked is None:
+            self._recent.put(token_hash, found, generation, read_at=sent)
+        return found
+
+    async def _read_binding(self, token_hash: str) -> Bound | None:
         ids = [token_id(token_hash)]
         serial = self._serials.get(token_hash)
         if serial is not None:

@@ -20,10 +20,12 @@ checks them against every adapter):
   a newer code, or the device changing hands, voids it.  Only the SHA-256 of a
   code or a token is stored, never the code or token itself.
 - **At most one live token per device; revocation counts at once.**
-  :meth:`DeviceStore.binding` reads the token and its device as they are now
-  (no cache may hide a revocation): a phone marked lost, given to someone
-  else or enrolled again through any instance is refused at its next request
-  through every instance.
+  :meth:`DeviceStore.binding` reads the token and its device as they are now,
+  as far as any change already answered goes: a phone marked lost, given to
+  someone else or enrolled again through any instance is refused at its next
+  request through every instance once that change has returned.  (An adapter
+  that answers a binding again for a moment, as the CouchDB one does, makes
+  such changes wait that moment out before they return: docs/adr/0006.)
 - **History is never lost.**  Every change of status or worker (and each
   enrolment) is recorded as an entry of its own; two changes at once both keep
   theirs.

@@ -1,6 +1,7 @@
 """Whether a request from a worker's app may go on, and why not.
 
-The device check (``guard``) looks the token up (one indexed read, never cached)
+The device check (``guard``) looks the token up (one indexed read; on CouchDB kept
+for a moment, which changes that refuse a phone wait out: docs/adr/0006)
 and hands what it found to :func:`judge`; the answer is either the device's
 serial (the request goes on, attributed to that device) or a :class:`Refusal`
 whose reason is sent back with the 401, so the app and the supervisor can tell

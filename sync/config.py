@@ -66,6 +66,9 @@ class Config:
     # With CouchDB, an instance answers a caller it read this recently without reading again:
     # a change made on another instance applies here within this bound (0: read every time).
     accounts_cache_seconds: float = 0.5
+    # With CouchDB, a phone's device binding read this recently is used again; a change that
+    # can refuse a phone waits this long before it is answered (every instance the same).
+    devices_cache_seconds: float = 0.5
     # CouchDB's max_document_size (default; Cloudant: 1,000,000); bigger: refused per document.
     couchdb_max_document_bytes: int = 8_000_000
     # Bearer token that opens GET /metrics (sync.health); without one only admins read them.
@@ -113,6 +116,21 @@ def _cache_seconds(value: str) -> float:
         raise ValueError(
             "must be a number of seconds from 0 (read every time) to "
             f"{MAX_ACCOUNTS_CACHE_SECONDS:g}, e.g. 1 or 0.5"
+        )
+    return seconds
+
+
+def _device_cache_seconds(value: str) -> float:
+    """How long a device binding read from CouchDB may be reused: 0 up to 5 seconds (a
+    change that can refuse a phone waits that long before it is answered)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_DEVICES_CACHE_SECONDS:
+        raise ValueError(
+            "must be a number of seconds from 0 (read on every request) to "
+            f"{MAX_DEVICES_CACHE_SECONDS:g}, e.g. 0.5"
         )
     return seconds
 
@@ -214,6 +232,7 @@ def time_zone(value: str) -> str:
 
 
 MAX_ACCOUNTS_CACHE_SECONDS = 60.0
+MAX_DEVICES_CACHE_SECONDS = 5.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 
@@ -260,6 +279,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_COUCHDB_TIMEOUT_SECONDS": ("couchdb_timeout_seconds", _seconds),
     "FIELDSYNC_KEY_REFRESH_SECONDS": ("key_refresh_seconds", _seconds),
     "FIELDSYNC_ACCOUNTS_CACHE_SECONDS": ("accounts_cache_seconds", _cache_seconds),
+    "FIELDSYNC_DEVICES_CACHE_SECONDS": ("devices_cache_seconds", _device_cache_seconds),
     "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": ("couchdb_max_document_bytes", _count(4096)),
     "FIELDSYNC_METRICS_TOKEN": ("metrics_token", metrics_token),
     "FIELDSYNC_LOG_LEVEL": ("log_level", _one_of(LOG_LEVELS)),

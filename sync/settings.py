@@ -110,6 +110,10 @@ _CORE = {
     "again: a user disabled or a scope changed on another instance applies here within this "
     "bound (at once on the instance that made the change); `0` reads on every request; "
     "at most `60`",
+    "FIELDSYNC_DEVICES_CACHE_SECONDS": "with CouchDB, a phone's device read this recently "
+    "is not read again; a change that can refuse a phone (lost, stolen, reassigned, enrolled "
+    "again) waits this long before it is answered, so once answered it holds on every "
+    "instance; `0` reads on every request; at most `5`; every instance the same",
     "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": "CouchDB's `max_document_size` (Cloudant: "
     "`1000000`): a revision or attachment larger than this once sealed is refused alone "
     "(`too_large`)",

@@ -63,7 +63,7 @@ from sync.people_store.couchdocs import (
     version_of,
 )
 from sync.people_store.ports import AccountsNotReady, Actor, Lookup, Opened, details_of_scope
-from sync.people_store.recent import RecentLookups
+from sync.recent import RecentLookups
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus, validate_place_id
 from sync.sessions import Lifetime
 from sync.store.couchdb.client import CouchClient, path
@@ -117,7 +117,7 @@ class CouchAccounts:
         self._purged = 0.0
         self._adopting = False  # the data dir's users are still to be copied in (backends)
         self._guard = RulesGuard(client, db)  # the rules across documents (couchdb_guard)
-        # Callers read a moment ago (sync.people_store.recent): forgotten after every write here.
+        # Callers read a moment ago (sync.recent): forgotten after every write here.
         self._recent: RecentLookups[Lookup] = RecentLookups(recent_seconds, clock=clock)
 
     @classmethod

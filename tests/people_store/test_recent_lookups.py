@@ -1,4 +1,4 @@
-"""Callers read a moment ago (sync.people_store.recent), on the CouchDB accounts adapter.
+"""Callers read a moment ago (sync.recent), on the CouchDB accounts adapter.
 
 A no-op sync is nine requests in well under a second; each read its caller from
 CouchDB.  With ``FIELDSYNC_ACCOUNTS_CACHE_SECONDS`` an instance answers the same
@@ -19,7 +19,7 @@ import pytest
 from sync.config import ConfigError, from_env
 from sync.people_store.couchdb import DB_NAME, CouchAccounts
 from sync.people_store.ports import Actor
-from sync.people_store.recent import RecentLookups
+from sync.recent import RecentLookups
 from sync.scopes import Role, UserStatus
 from sync.sessions import Lifetime
 from sync.store.couchdb.client import KEYS_PER_REQUEST, CouchClient, Endpoint

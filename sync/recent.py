@@ -10,8 +10,10 @@ adapter calls :meth:`forget` after every write.
 
 An answer read while a write was under way is never kept: :meth:`put` takes the
 generation seen *before* the read and drops the answer if a :meth:`forget` came
-between.  Nothing here is shared between processes; the device check (a phone
-marked lost or stolen) is not cached at all.
+between.  Nothing here is shared between processes.  The device check keeps its
+bindings here too (``device_registry.couchdb``), counted from when the read was
+sent, and there every change that can refuse a phone waits the bound out before
+it is answered (docs/adr/0006).
 """
 
 from __future__ import annotations
@@ -45,14 +47,19 @@ class RecentLookups(Generic[V]):
             return None
         return kept[1]
 
-    def put(self, key: Hashable, value: V, generation: int) -> None:
+    def now(self) -> float:
+        """This cache's clock: what :meth:`put` takes as ``read_at``."""
+        return self._clock()
+
+    def put(self, key: Hashable, value: V, generation: int, read_at: float | None = None) -> None:
         """Keep ``value``, read when :attr:`generation` was ``generation``, unless a
-        write came since (or keeping is off)."""
+        write came since (or keeping is off).  Its age counts from ``read_at`` (when
+        the read was sent, :meth:`now`) if given, else from now."""
         if self.seconds <= 0 or generation != self.generation:
             return
         if len(self._kept) >= self._most:
             self._kept.clear()
-        self._kept[key] = (self._clock(), value)
+        self._kept[key] = (self._clock() if read_at is None else read_at, value)
 
     def forget(self) -> None:
         """A write went through this instance: nothing read before it is answered again."""
