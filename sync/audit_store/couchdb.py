@@ -13,10 +13,13 @@ Each owns a chain of its own (named by a new instance id at every start, see
 Entries are created with ``_bulk_docs`` without ``_rev``: a conflict is either
 an earlier try of ours whose answer was lost (same hash: fine) or another
 writer on the chain (a bug: refused with ``StoreError``, nothing overwritten).
-The head moves after the entries, so it is a lower bound
-(:attr:`CouchAudit.head_is_exact` is False): entries past it are those of an
-append whose process was killed before the head moved; a chain shorter than
-its head lost entries at its tail.
+The head moves after the entries, at most once every ``HEAD_EVERY`` second
+while entries keep coming (then once more, a moment after the last; and at
+close), so it is a lower bound (:attr:`CouchAudit.head_is_exact` is False):
+entries past it are those appended since it last moved, or by a process killed
+before it moved; a chain shorter than its head lost entries at its tail (the
+last second's entries are covered by the links alone).  Moving it with every
+append doubled the audit trail's writes, one per page of a phone's pull.
 
 **Durable before answered.**  ``append`` returns once CouchDB answered that it
 stored the entries (201, or 202: on fewer than a quorum of copies).  Entries are
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +70,7 @@ log = structlog.get_logger("fieldsync.audit")
 DB_NAME = "audit"  # after the deployment's prefix
 KEY_DOC = "key:chain"
 PAGE = 2000
+HEAD_EVERY = 1.0  # seconds: a chain's head moves at most this often while entries come
 PROBE = 16  # entries read by id past the listed end of a chain, a request at a time
 _TRIES = 20
 
@@ -89,6 +94,10 @@ class _Tail:
     head_rev: str | None = None
     unsent: list[dict[str, Any]] = field(default_factory=list)  # numbered, not known stored
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    head_seq: int = -1  # what the stored head says, as far as this process wrote it
+    head_moved: float = -HEAD_EVERY  # when (monotonic)
+    head_later: asyncio.Task[None] | None = None  # the move a moment after the last append
+    key: ChainKey | None = None  # the chain's key, for that move
 
 
 class CouchAudit:
@@ -152,12 +161,18 @@ class CouchAudit:
                     f"audit chain {chain} is started already by this process: two writers on "
                     "one chain (each writer starts a chain of its own)"
                 )
+            if await self._last_entry(chain) is not None:  # a head may lag: entries tell
+                raise StoreError(
+                    f"audit chain {chain} has entries already: two writers on one chain "
+                    "(each writer starts a chain of its own)"
+                )
             await self._move_head(key, chain, tail)
             self._tails[chain] = tail
 
     async def append(self, key: ChainKey, chain: str, entries: Sequence[Entry]) -> Head:
         check_name(chain)
         tail = self._tails.get(chain) or await self._open(key, chain)
+        tail.key = key
         for one in key.link(tail.previous, tail.seq + 1, entries):
             tail.unsent.append(entry_doc(chain, one))
             tail.seq, tail.previous = one.seq, one.hash
@@ -172,10 +187,27 @@ class CouchAudit:
         await self._send(sending)
         del tail.unsent[: len(sending)]
         tail.stored, tail.stored_hash = int(sending[-1]["seq"]), str(sending[-1]["hash"])
+        if time.monotonic() - tail.head_moved >= HEAD_EVERY:
+            await self._head_follows(key, chain, tail)
+        elif tail.head_later is None:
+            tail.head_later = asyncio.create_task(self._head_later(key, chain, tail))
+
+    async def _head_follows(self, key: ChainKey, chain: str, tail: _Tail) -> None:
+        """Move the head to what is stored (if behind); a failure leaves it a lower bound."""
+        if tail.head_seq >= tail.stored:
+            return
         try:
             await self._move_head(key, chain, tail)
         except FieldsyncError:  # stored all the same; the head is a lower bound
             log.exception("audit_head_not_moved", chain=chain)
+
+    async def _head_later(self, key: ChainKey, chain: str, tail: _Tail) -> None:
+        try:
+            await asyncio.sleep(max(0.0, tail.head_moved + HEAD_EVERY - time.monotonic()))
+            async with tail.lock:
+                await self._head_follows(key, chain, tail)
+        finally:
+            tail.head_later = None
 
     async def _open(self, key: ChainKey, chain: str) -> _Tail:
         """This process's first append to ``chain``: continue after what is stored."""
@@ -255,6 +287,7 @@ class CouchAudit:
                 tail.head_rev = await self._own_head_rev(chain, seq)
                 continue
             tail.head_rev = str(answer["rev"])
+            tail.head_seq, tail.head_moved = seq, time.monotonic()
             return
         raise StoreError(f"could not move the head of audit chain {chain}")
 
@@ -273,6 +306,10 @@ class CouchAudit:
     # -- reading ----------------------------------------------------------------------------
     async def head(self, chain: str) -> Head | None:
         check_name(chain)
+        mine = self._tails.get(chain)
+        if mine is not None and mine.key is not None:  # ours: first move it to what is stored
+            async with mine.lock:
+                await self._head_follows(mine.key, chain, mine)
         if not await self._exists():
             return None
         leaves = await self._leaves(head_doc_id(chain))
@@ -299,6 +336,16 @@ class CouchAudit:
         return []  # nothing in CouchDB refuses an edit: the MACs and links are the guard
 
     async def close(self) -> None:
+        """The heads of this process's chains follow what is stored, then the client closes."""
+        for tail in self._tails.values():
+            if tail.head_later is not None:
+                tail.head_later.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await tail.head_later
+        for chain, tail in self._tails.items():
+            if tail.key is not None:
+                async with tail.lock:
+                    await self._head_follows(tail.key, chain, tail)
         await self.client.close()
 
     async def _docs(

@@ -230,9 +230,11 @@ class CouchStore(LogStore):
         settings = await self._settings_of(name)
         known = self._infos.get((name, places))
         if known is None or time.monotonic() - known[0] >= _INFO_SECONDS:
-            info = await self.client.json("GET", path(self._meta(name)))
             live, deleted = await listing.counts(self.client, self._meta(name), places)
-            known = (time.monotonic(), (info.get("update_seq", 0), live, deleted))
+            seq: int | str = 0  # a worker's update_seq is made of its places' log tails
+            if not places:
+                seq = (await self.client.json("GET", path(self._meta(name)))).get("update_seq", 0)
+            known = (time.monotonic(), (seq, live, deleted))
             if len(self._infos) > 10_000:
                 self._infos.clear()
             self._infos[(name, places)] = known
