@@ -76,8 +76,8 @@ from sync.store.couchdb.client import CouchClient, path
 CLAIM_GRACE = 120.0  # seconds a claim without its device yet counts as an add in progress
 _TRIES = 50
 _SERIALS_KEPT = 100_000  # token hash -> serial, remembered (a token's device never changes)
-_REFUSALS_READ = 5_000
-_BINDING_FIELDS = ("token", "status", "worker")  # what a binding reads of a device document  # newest refused attempts looked through for one scope's
+_REFUSALS_READ = 5_000  # newest refused attempts looked through for one scope's
+_BINDING_FIELDS = ("token", "status", "worker")  # what a binding reads of a device document
 
 
 Bound = tuple[DeviceKey, TokenBinding]
