@@ -198,8 +198,8 @@ class CouchAudit:
             return
         try:
             await self._move_head(key, chain, tail)
-        except FieldsyncError:  # stored all the same; the head is a lower bound
-            log.exception("audit_head_not_moved", chain=chain)
+        except FieldsyncError as exc:  # stored all the same; the head is a lower bound
+            log.warning("audit_head_not_moved", chain=chain, reason=exc.reason)
 
     async def _head_later(self, key: ChainKey, chain: str, tail: _Tail) -> None:
         try:

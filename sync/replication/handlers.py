@@ -156,6 +156,7 @@ async def changes(
         raise BadRequest("descending=true is only supported with feed=normal, not longpoll")
     if feed == "normal":
         page = await rep.feed.page(t.db, caller, query)
+        rep.parts.store.expect_more(t.db, caller.name, page.pending > 0)
         return json_response(
             {"results": page.results, "last_seq": page.last_seq, "pending": page.pending}
         )
@@ -172,6 +173,7 @@ async def _longpoll(
         timeout_ms / 1000, rep.config.longpoll_max_seconds
     )
     notifier = rep.parts.notifier
+    rep.parts.store.expect_more(t.db, caller.name, False)  # live: every save goes to the store
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     # A client gone away is no error: the write that finds the connection closed ends it.
     with suppress(ConnectionResetError):

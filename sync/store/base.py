@@ -226,6 +226,12 @@ class DocStore(abc.ABC):
     @abc.abstractmethod
     async def delete_local(self, db: str, owner: str, doc_id: str, rev: str | None) -> None: ...
 
+    def expect_more(self, db: str, owner: str, more: bool) -> None:
+        """A hint from the changes feed: it just sent ``owner`` a full page of ``db`` (more
+        to come) or reached the end.  A store may save that owner's checkpoints lazily
+        while more are coming (sync.store.couchdb.checkpoints); this one ignores it."""
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None: ...
 

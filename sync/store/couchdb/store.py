@@ -55,6 +55,7 @@ from sync.store.base import (
 from sync.store.couchdb import ahead, feed, layout, listing, metas, plans
 from sync.store.couchdb.ahead import PagesAhead
 from sync.store.couchdb.bodies import BodyCache, RecentMetas
+from sync.store.couchdb.checkpoints import Key, LaterSaves, Unsaved
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.log import PlaceLog
 from sync.store.couchdb.plans import Plan
@@ -85,6 +86,7 @@ _PAGES_AHEAD = 256
 # its checkpoint before saving it after every batch.  One saved meanwhile through another
 # instance is seen once it expires, or at once by the save (409): see get_local.
 _CHECKPOINT_SECONDS = 10.0
+_CHECKPOINT_HOLD = 1.0  # a phone catching up: its checkpoint written at most this often
 _CHECKPOINTS_KEPT = 10_000
 
 
@@ -123,6 +125,7 @@ class CouchStore(LogStore):
         # (db, owner, id) -> (our rev, CouchDB's _rev) of checkpoints this instance last saw
         self._local_revs: dict[tuple[str, str, str], tuple[str, str]] = {}
         self._locals: dict[tuple[str, str, str], tuple[float, LocalDoc]] = {}
+        self._later = LaterSaves(self._write_held, _CHECKPOINT_HOLD)
         self._tails: dict[
             tuple[str, frozenset[str]], tuple[float, dict[str, int]]
         ] = {}  # (db, key) -> cursor
@@ -138,6 +141,7 @@ class CouchStore(LogStore):
         return layout.log_db(self.prefix, db)
 
     async def close(self) -> None:
+        await self._later.flush()
         await self._ahead.close()
         await self.bodies.close()
         await self.client.close()
@@ -216,6 +220,7 @@ class CouchStore(LogStore):
             del self._local_revs[local]
         for local in [k for k in self._locals if k[0] == name]:
             del self._locals[local]
+        self._later.forget_db(name)
         self._forget_infos(name)
 
     async def list_dbs(self) -> list[str]:
@@ -718,13 +723,49 @@ class CouchStore(LogStore):
         ``_rev`` seen by the read is used for the save; if another instance saved it
         meanwhile, CouchDB's 409 sends us the long way: read, compare, save."""
         key = (db, owner, doc_id)
-        try:
-            rev = await self._save_local(db, owner, doc_id, expected_rev, body)
-        except Conflict:
-            self._locals.pop(key, None)  # saved elsewhere: the next read asks CouchDB
-            raise
+        known = self._local_revs.get(key)
+        if (
+            known is not None
+            and expected_rev == known[0]
+            and key in self._locals
+            and self._later.may_hold(db, owner)
+        ):  # a phone catching up: written a moment later (sync.store.couchdb.checkpoints)
+            await self._settings_of(db)
+            rev = _next_local_rev(known[0])
+            self._local_revs[key] = (rev, known[1])
+            self._later.hold(key, rev, body)
+            self._keep_local(key, LocalDoc(doc_id, rev, body))
+            return rev
+        async with self._later.lock(key):
+            self._later.take(key)  # this save carries the newest
+            try:
+                rev = await self._save_local(db, owner, doc_id, expected_rev, body)
+            except Conflict:
+                self._locals.pop(key, None)  # saved elsewhere: the next read asks CouchDB
+                raise
         self._keep_local(key, LocalDoc(doc_id, rev, body))
         return rev
+
+    def expect_more(self, db: str, owner: str, more: bool) -> None:
+        self._later.expect_more(db, owner, more)
+
+    async def _write_held(self, key: Key, held: Unsaved) -> None:
+        """A save answered earlier, into CouchDB now (sync.store.couchdb.checkpoints)."""
+        known = self._local_revs.get(key)
+        if known is None:
+            return  # forgotten since (deleted, or refused): nothing to write
+        db, owner, doc_id = key
+        fresh = {"owner": owner, "id": doc_id, "rev": held.rev, "body": layout.b64(held.body)}
+        where = path(self._data(db), layout.local_id(owner, doc_id))
+        try:
+            answer = await self.client.json("PUT", where, body={**fresh, "_rev": known[1]})
+        except Conflict:  # saved elsewhere meanwhile: theirs stands, the phone reads it
+            self._local_revs.pop(key, None)
+            self._locals.pop(key, None)
+            return
+        now = self._local_revs.get(key)
+        if now is not None:
+            self._local_revs[key] = (now[0], str(answer["rev"]))
 
     async def _save_local(
         self, db: str, owner: str, doc_id: str, expected_rev: str | None, body: bytes
@@ -756,6 +797,7 @@ class CouchStore(LogStore):
 
     async def delete_local(self, db: str, owner: str, doc_id: str, rev: str | None) -> None:
         self._locals.pop((db, owner, doc_id), None)
+        self._later.take((db, owner, doc_id))
         await self._settings_of(db)
         where = path(self._data(db), layout.local_id(owner, doc_id))
         current = await self._get(db, where)
