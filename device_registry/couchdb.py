@@ -96,8 +96,9 @@ class CouchDevices(DevicesDatabase):
         super().__init__(client, db)
         self._accounts = accounts
         self._serials: OrderedDict[str, str] = OrderedDict()
+        self._read_docs: OrderedDict[str, Doc] = OrderedDict()  # serial -> device, last read
         # Live bindings read a moment ago (module docstring): forgotten after every change here.
-        self._recent: RecentLookups[Bound] = RecentLookups(recent_seconds, clock=clock)
+        self._recent: RecentLookups[Bound | None] = RecentLookups(recent_seconds, clock=clock)
         self._sleep = sleep
 
     @classmethod
@@ -505,13 +506,11 @@ class CouchDevices(DevicesDatabase):
 
     # -- every request -----------------------------------------------------------------------
     async def binding(self, token_hash: str) -> Bound | None:
-        if (kept := self._recent.get(token_hash)) is not None:
-            return kept
-        generation, sent = self._recent.generation, self._recent.now()
-        found = await self._read_binding(token_hash)
-        if found is not None and found[1].revoked is None:
-            self._recent.put(token_hash, found, generation, read_at=sent)
-        return found
+        """Read, or answered again (a live binding only) within the bound from the read's
+        send, or shared with a read of it already under way (module docstring)."""
+        return await self._recent.read_once(
+            token_hash, lambda: self._read_binding(token_hash), _live
+        )
 
     async def _read_binding(self, token_hash: str) -> Bound | None:
         ids = [token_id(token_hash)]
@@ -528,6 +527,10 @@ class CouchDevices(DevicesDatabase):
         if not leaves:  # (the second read: first sight of this token in this process)
             return None
         device = strictest_leaf(leaves, token_hash)
+        if len(leaves) == 1:  # what the next last-sync write starts from (heard)
+            self._read_docs[serial] = leaves[0]
+            if len(self._read_docs) > _SERIALS_KEPT:
+                self._read_docs.popitem(last=False)
         revoked = None
         if device.get("token") != token_hash:
             revoked = token.get("revoked_reason") or device.get("revoked") or "revoked"
@@ -542,8 +545,9 @@ class CouchDevices(DevicesDatabase):
 
     async def heard(self, heard: Mapping[DeviceKey, Heard]) -> None:
         for serial, seen in heard.items():
+            read = self._read_docs.pop(serial, None)  # the device check's read: 409 if stale
             for _ in range(_TRIES):
-                doc = await self._doc(device_id(serial))
+                doc, read = read or await self._doc(device_id(serial)), None
                 if doc is None:
                     break
                 body = {**without(doc), "last_sync": seen.at}
@@ -638,3 +642,9 @@ def without(doc: Mapping[str, Any]) -> Doc:
 
 def _seconds() -> float:
     return dt.datetime.now(dt.UTC).timestamp()
+
+
+def _live(found: Bound | None) -> bool:
+    """A binding worth answering again: the token is live (revoked and unknown ones are read
+    every time, so a phone just enrolled elsewhere is never "unknown" from memory)."""
+    return found is not None and found[1].revoked is None

@@ -366,9 +366,20 @@ class CouchSms:
         return moved
 
     async def set_provider_id(self, message_id: str, provider_id: str) -> None:
+        def point(doc: Doc) -> Doc:
+            return {**doc, "type": "pid", "message": message_id}
+
+        await self._update(shape.provider_doc_id(provider_id), point, create=True)
         await self._update(f"out:{message_id}", lambda doc: {**doc, "provider_id": provider_id})
 
     async def by_provider_id(self, provider_id: str) -> tuple[str, int] | None:
+        """By the pointer document (read by id); messages copied by ``fieldsync migrate``
+        have none, and are found by the ``provider`` view."""
+        pointer = await self._winner(shape.provider_doc_id(provider_id))
+        if pointer is not None:
+            out = await self._winner(f"out:{pointer['message']}")
+            if out is not None and out.get("provider_id") == provider_id:
+                return str(out["id"]), int(out["attempt"])
         params = {"key": shape.key(provider_id), "include_docs": "true", "limit": "1"}
         rows = [row["doc"] for row in await self._view("provider", params) if row.get("doc")]
         return (rows[0]["id"], int(rows[0]["attempt"])) if rows else None

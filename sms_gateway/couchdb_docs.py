@@ -54,6 +54,13 @@ def due(doc: Mapping[str, Any], channel: str, now: str, reminders: bool) -> bool
     )
 
 
+def provider_doc_id(provider_id: str) -> str:
+    """The pointer from a provider's message id to our message: read by id (a quorum read),
+    so a delivery report through any instance finds a message sent a moment ago, which a
+    view on a cluster may not list yet."""
+    return "pid:" + hashlib.sha256(provider_id.encode()).hexdigest()[:40]
+
+
 def incoming_doc_id(channel: str, external_id: str) -> str:
     """One id per (channel, gateway id): a repeat is the same document."""
     digest = hashlib.sha256(f"{channel}\x1f{external_id}".encode()).hexdigest()[:40]

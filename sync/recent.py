@@ -18,8 +18,9 @@ it is answered (docs/adr/0006).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -35,7 +36,43 @@ class RecentLookups(Generic[V]):
         self._most = most
         self._clock = clock
         self._kept: dict[Hashable, tuple[float, V]] = {}
+        self._reading: dict[Hashable, tuple[float, int, asyncio.Future[V]]] = {}
         self.generation = 0
+
+    async def read_once(
+        self, key: Hashable, read: Callable[[], Awaitable[V]], keep: Callable[[V], bool]
+    ) -> V:
+        """The answer for ``key``: kept, or the one a read already under way will give (if
+        it was sent less than ``seconds`` ago and no write came since), or ``read()``'s,
+        kept if ``keep`` says so.  A joined answer that ``keep`` refuses is read again:
+        only answers worth keeping are shared."""
+        if self.seconds <= 0:
+            return await read()
+        if (kept := self.get(key)) is not None:
+            return kept
+        under_way = self._reading.get(key)
+        if under_way is not None:
+            sent, generation, future = under_way
+            if generation == self.generation and self._clock() - sent < self.seconds:
+                with_it = await asyncio.shield(future)
+                if keep(with_it):
+                    return with_it
+        generation, sent = self.generation, self._clock()
+        future = asyncio.get_running_loop().create_future()
+        self._reading[key] = (sent, generation, future)
+        try:
+            found = await read()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # nobody may be waiting: no "never retrieved" warning
+            raise
+        finally:
+            if self._reading.get(key, (0.0, 0, None))[2] is future:
+                del self._reading[key]
+        future.set_result(found)
+        if keep(found):
+            self.put(key, found, generation, read_at=sent)
+        return found
 
     def get(self, key: Hashable) -> V | None:
         """The answer kept for ``key`` if it is younger than ``seconds``."""

@@ -145,13 +145,9 @@ class CouchAccounts:
     async def lookup(self, name: str | None, session_id: str | None = None) -> Lookup:
         """One ``_bulk_get`` (the version, and the user or session), unless the same caller
         was read less than ``recent_seconds`` ago and nothing was written here since."""
-        key = (name, session_id)
-        if (kept := self._recent.get(key)) is not None:
-            return kept
-        before = self._recent.generation
-        found = await self._lookup(name, session_id)
-        self._recent.put(key, found, before)
-        return found
+        return await self._recent.read_once(
+            (name, session_id), lambda: self._lookup(name, session_id), _always
+        )
 
     async def _lookup(self, name: str | None, session_id: str | None) -> Lookup:
         await self._ensure_db()
@@ -617,3 +613,7 @@ def _status(status: UserStatus) -> Callable[[Doc], None]:
 
 async def _no_check(user: User) -> None:
     return None
+
+
+def _always(found: Lookup) -> bool:
+    return True

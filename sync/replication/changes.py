@@ -96,6 +96,16 @@ class ChangesFeed:
             return vector.parse(raw, admin=admin)
         return tokens.parse(raw)
 
+    async def described(self, db: str, caller: Caller) -> tuple[DbInfo, str | int]:
+        """The database's info for this caller, and its ``update_seq`` as they see it; a
+        worker's on a log store read together (the counts and the places' tails)."""
+        store, read = self.parts.store, caller.scope.read
+        if isinstance(store, LogStore) and read is not None:
+            info, tails = await asyncio.gather(store.db_info(db, read), store.log_tails(db, read))
+            return info, VectorToken({p: (n, 0) for p, n in tails.items()}).render()
+        info = await store.db_info(db, read)
+        return info, await self.update_seq(db, caller, info)
+
     async def update_seq(self, db: str, caller: Caller, info: DbInfo) -> str | int:
         """The database's ``update_seq`` as this caller sees it: a token of "now"."""
         read, store_seq = caller.scope.read, info.update_seq

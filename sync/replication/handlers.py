@@ -64,8 +64,7 @@ def read_options(request: web.Request) -> ReadOptions:
 async def db_info(
     request: web.Request, rep: Replication, caller: Caller, t: Target
 ) -> web.Response:
-    info = await rep.parts.store.db_info(t.db, caller.scope.read)
-    update_seq = await rep.feed.update_seq(t.db, caller, info)
+    info, update_seq = await rep.feed.described(t.db, caller)
     return json_response(
         {
             "db_name": info.name,

@@ -11,6 +11,7 @@ change that cannot refuse does not wait; revoked and unknown tokens are not kept
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 
 from device_registry import codes, inventory
 from device_registry.couchdb import CouchDevices
+from device_registry.ports import Heard
 from device_registry.status import DeviceStatus
 from sync.config import ConfigError, Endpoint, from_env
 from sync.people_store.couchdb import CouchAccounts
@@ -195,3 +197,35 @@ def test_the_setting_takes_zero_to_five_seconds(value: str) -> None:
 def test_the_setting_refuses_anything_else(value: str) -> None:
     with pytest.raises(ConfigError, match=r"FIELDSYNC_DEVICES_CACHE_SECONDS.*from 0"):
         from_env(env={"FIELDSYNC_DEVICES_CACHE_SECONDS": value})
+
+
+async def test_checks_at_the_same_moment_share_one_read(pair: Pair) -> None:
+    digest = await _enrolled(pair.here)
+    await pair.there.binding(digest)  # first sight of the token: learns its device
+    pair.clock.now += 1
+    pair.asked.clear()
+    found = await asyncio.gather(*(pair.there.binding(digest) for _ in range(6)))
+    assert all(f is not None and f[1].revoked is None for f in found)
+    assert pair.asked == ["POST _bulk_get"]  # the pull and push lanes of one sync, say
+
+
+async def test_the_last_sync_write_starts_from_the_checks_read(pair: Pair) -> None:
+    digest = await _enrolled(pair.here)
+    found = await pair.there.binding(digest)
+    assert found is not None
+    pair.asked.clear()
+    await pair.there.heard({found[0]: Heard("2026-12-03T10:00:00Z", "2.1.0", "")})
+    assert [a.split()[0] for a in pair.asked] == ["PUT"]  # no read before the write
+    device = await pair.here.get("A1")
+    assert device is not None and device.last_sync == "2026-12-03T10:00:00Z"
+
+
+async def test_a_last_sync_write_on_a_stale_read_reads_again_and_lands(pair: Pair) -> None:
+    digest = await _enrolled(pair.here)
+    found = await pair.there.binding(digest)
+    assert found is not None
+    await pair.here.edit("A1", {"notes": "cracked screen"}, "admin", UNLIMITED, None)
+    await pair.there.heard({found[0]: Heard("2026-12-03T10:05:00Z")})
+    device = await pair.here.get("A1")
+    assert device is not None
+    assert (device.last_sync, device.notes) == ("2026-12-03T10:05:00Z", "cracked screen")

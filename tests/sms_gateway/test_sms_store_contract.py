@@ -260,6 +260,33 @@ async def test_a_provider_id_names_its_message(backend: Backend) -> None:
     assert await backend.second.by_provider_id("ATXid_2") is None
 
 
+@ONLY_COUCHDB
+async def test_a_provider_id_is_found_by_id_not_by_a_view_that_may_lag(couch: Backend) -> None:
+    """On a cluster a view may not list a write of a moment ago: the report of a message
+    sent through one instance, arriving through another, must still find it."""
+    await couch.store.finish([], [outgoing(1, None)], [], NOW)
+    [offered] = await couch.store.take_due("gateway", NOW, 10, reminders=True)
+    await couch.store.set_provider_id(offered.id, "ATXid_9")
+    second = couch.second
+    assert isinstance(second, CouchSms)
+    asked: list[str] = []
+    second._client.observe = lambda method, where, *_: asked.append(where)
+    assert await second.by_provider_id("ATXid_9") == (offered.id, 1)
+    second._client.observe = None
+    assert asked and not any("_view" in where for where in asked), asked
+
+
+@ONLY_COUCHDB
+async def test_a_provider_id_without_its_pointer_is_found_by_the_view(couch: Backend) -> None:
+    """Messages copied by ``fieldsync migrate`` carry the provider id but no pointer."""
+    await couch.store.finish([], [outgoing(1, None)], [], NOW)
+    [offered] = await couch.store.take_due("gateway", NOW, 10, reminders=True)
+    store = couch.store
+    assert isinstance(store, CouchSms)
+    await store._update(f"out:{offered.id}", lambda doc: {**doc, "provider_id": "ATXold"})
+    assert await couch.second.by_provider_id("ATXold") == (offered.id, 1)
+
+
 async def test_languages_and_notices(backend: Backend) -> None:
     await backend.store.set_language("alice", "sw")
     await backend.second.set_language("alice", "en")
