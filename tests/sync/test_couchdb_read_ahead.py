@@ -271,6 +271,43 @@ async def test_the_page_after_a_full_page_is_read_ahead(
     assert not store._ahead._pages  # the last page was not full: nothing more read
 
 
+async def test_two_pages_are_read_ahead_of_a_phone_catching_up_and_no_more(
+    aiohttp_client: Callable[..., Awaitable[Client]], config: Config
+) -> None:
+    """PouchDB asks for its next page as soon as it has one: the page after next is read
+    too, so the phone does not wait for CouchDB; a third is not read before it asks."""
+    api = await _served(aiohttp_client, config)
+    await api.bulk([{"_id": f"c{n:03d}", "place": "area-a1", "n": n} for n in range(170)])
+    store = _store(api)
+    status, first = await api.call("GET", "/health/_changes", "alice", style="all_docs", limit="40")
+    assert status == 200 and len(first["results"]) == 40
+    for _ in range(50):  # the chain of reads ahead settles
+        tasks = [task for _, task in store._ahead._pages.values()]
+        await asyncio.gather(*tasks)
+        if len(store._ahead._pages) == len(tasks):
+            break
+    assert len(store._ahead._pages) == 2  # pages 2 and 3, not 4
+    asked = await _watched(api)
+    since, ids = first["last_seq"], [r["id"] for r in first["results"]]
+    for _ in range(2):
+        status, page = await api.call(
+            "GET", "/health/_changes", "alice", style="all_docs", limit="40", since=since
+        )
+        assert status == 200 and len(page["results"]) == 40
+        since, ids = page["last_seq"], ids + [r["id"] for r in page["results"]]
+    # Both were read ahead; the one log read is page 4's, started once page 3 was served
+    # (one page ahead only would have read page 3 while page 2 was served: two reads).
+    assert len([a for a in asked if "%24log" in a]) <= 1, asked
+    while True:
+        status, page = await api.call(
+            "GET", "/health/_changes", "alice", style="all_docs", limit="40", since=since
+        )
+        since, ids = page["last_seq"], ids + [r["id"] for r in page["results"]]
+        if len(page["results"]) < 40:
+            break
+    assert sorted(ids) == [f"c{n:03d}" for n in range(170)]  # every document once
+
+
 async def test_a_write_drops_the_pages_read_ahead_of_it(
     aiohttp_client: Callable[..., Awaitable[Client]], config: Config
 ) -> None:

@@ -4,7 +4,10 @@ A phone catching up asks for changes a page at a time (PouchDB: ``limit`` 100),
 and each page costs fieldsync two CouchDB round trips one after the other: the
 log entries, then the metas they name.  When a page comes back full, the page
 after it is the one the phone will ask for next (its ``since`` is this page's
-end), so it is read at once, in the background, and handed over when asked.
+end), so it is read at once, in the background, and handed over when asked;
+and when that one comes back full, the one after it too, up to two pages ahead
+of the phone (PouchDB asks for its next page as soon as it has one, so one page
+ahead was still read while the phone waited).
 
 A page read ahead is as good as a page read from a replica a moment behind: the
 walk's rules (``feed``) send a document only from the log entry of the version
@@ -49,6 +52,17 @@ class PagesAhead:
         space: str, places: frozenset[str], cursor: Mapping[str, Position], limit: int
     ) -> Hashable:
         return (space, places, tuple(sorted(cursor.items())), limit)
+
+    def has(self, key: Hashable) -> bool:
+        return key in self._pages
+
+    def pending(self, space: str, places: frozenset[str], limit: int) -> int:
+        """Pages read ahead (or being read) for one phone's walk, not taken yet."""
+        return sum(
+            1
+            for k in self._pages
+            if isinstance(k, tuple) and k[0] == space and k[1] == places and k[3] == limit
+        )
 
     async def take(self, key: Hashable) -> LogPage | None:
         """The page read ahead for exactly this request, or None (then read it now)."""

@@ -82,6 +82,7 @@ RECENT_SECONDS = _RECENT_SECONDS = 5.0
 _RECENT_METAS = 20_000
 # Catch-up pages read ahead, one per phone catching up (ahead.py).
 _PAGES_AHEAD = 256
+_PAGES_AHEAD_OF_ONE = 2  # pages of one phone's catch-up read before it asks
 # Checkpoints this instance saved or read, given again for a few seconds: PouchDB reads
 # its checkpoint before saving it after every batch.  One saved meanwhile through another
 # instance is seen once it expires, or at once by the save (409): see get_local.
@@ -553,13 +554,39 @@ class CouchStore(LogStore):
         page = await self._ahead.take(key)
         if page is None:
             page = await self._read_page(db, settings.uuid, places, cursor, limit)
+        self._next_ahead(db, settings.uuid, places, cursor, limit, page)
+        return page
+
+    def _next_ahead(
+        self,
+        db: str,
+        space: str,
+        places: frozenset[str],
+        cursor: Mapping[str, Position],
+        limit: int,
+        page: LogPage,
+    ) -> None:
+        """After a full page of a catch-up: read the next one, unless it is being read or
+        ``_PAGES_AHEAD_OF_ONE`` pages of this walk are waiting already."""
         changes = sum(1 for row in page.rows if row.change is not None)
-        if changes >= max(limit, _AHEAD_CHANGES) and not page.exhausted:
-            following = ahead.after(cursor, page)
-            self._ahead.start(
-                PagesAhead.key(settings.uuid, places, following, limit),
-                self._read_page(db, settings.uuid, places, following, limit),
-            )
+        if changes < max(limit, _AHEAD_CHANGES) or page.exhausted:
+            return
+        following = ahead.after(cursor, page)
+        key = PagesAhead.key(space, places, following, limit)
+        if self._ahead.has(key) or self._ahead.pending(space, places, limit) >= _PAGES_AHEAD_OF_ONE:
+            return
+        self._ahead.start(key, self._read_ahead(db, space, places, following, limit))
+
+    async def _read_ahead(
+        self,
+        db: str,
+        space: str,
+        places: frozenset[str],
+        cursor: Mapping[str, Position],
+        limit: int,
+    ) -> LogPage:
+        page = await self._read_page(db, space, places, cursor, limit)
+        self._next_ahead(db, space, places, cursor, limit, page)
         return page
 
     async def _read_page(
