@@ -35,10 +35,15 @@ class Meta:
     places: dict[str, str]  # rev -> place, for revisions whose body is stored
     losers: list[str] = field(default_factory=list)  # forked branches to delete on next write
     winner_body: StoredRevision | None = None  # the winner's sealed body, when held inline
+    _winner: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def winner(self) -> str:
-        return revtree.winner(self.tree)
+        """CouchDB's winning revision of ``tree`` (worked out once: a meta's tree is never
+        changed in place)."""
+        if self._winner is None:
+            self._winner = revtree.winner(self.tree)
+        return self._winner
 
     def as_doc_meta(self) -> DocMeta:
         win = self.winner
@@ -48,8 +53,9 @@ class Meta:
 
     def as_change(self) -> Change:
         """The document's latest change; its ``seq`` is the document's version."""
-        tree, win = self.tree, self.winner
-        leaves = tuple((r, tree[r].deleted) for r in revtree.sorted_leaves(tree))
+        tree, ordered = self.tree, revtree.sorted_leaves(self.tree)
+        win = self._winner = ordered[0]  # the winner comes first
+        leaves = tuple((r, tree[r].deleted) for r in ordered)
         return Change(self.version, self.doc_id, self.place, win, tree[win].deleted, leaves)
 
 
