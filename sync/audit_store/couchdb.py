@@ -320,7 +320,28 @@ class CouchAudit:
         if not await self._exists():
             return []
         start, end = entry_doc_id(chain, max(first, 0)), entry_doc_id(chain, 0)[:-12] + "\ufff0"
-        return [_linked(doc) async for doc in self._docs(start, end, include_docs=True)]
+        listed = {
+            (one := _linked(doc)).seq: one
+            async for doc in self._docs(start, end, include_docs=True)
+        }
+        return await self._filled(chain, max(first, 1), listed)
+
+    async def _filled(self, chain: str, first: int, listed: dict[int, Linked]) -> list[Linked]:
+        """What ``_all_docs`` listed, with what a lagging copy of a cluster left out read by
+        id (quorum reads): the numbers missing between ``first`` and the last listed, and
+        any entries past it.  A gap or a cut tail that remains is really there."""
+        top = max(listed, default=first - 1)
+        missing = [n for n in range(first, top + 1) if n not in listed]
+        while True:
+            ids = [entry_doc_id(chain, n) for n in missing]
+            ids += [entry_doc_id(chain, top + n) for n in range(1, PROBE + 1)]
+            found = await self.client.leaves_by_id(self.db, ids)
+            for leaves in found.values():
+                one = _linked(leaves[0])
+                listed[one.seq] = one
+            if entry_doc_id(chain, top + PROBE) not in found:
+                return [listed[n] for n in sorted(listed)]
+            missing, top = [], top + PROBE
 
     async def chains(self) -> list[str]:
         if not await self._exists():

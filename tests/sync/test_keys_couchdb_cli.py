@@ -117,6 +117,7 @@ def test_an_edited_or_truncated_chain_in_couchdb_fails_verification(
             chain = CouchChain(client, couch_prefix, master, instance)
             for n in range(count):
                 await chain.append([Entry(now(), "alice", None, "read", "health", (f"p{n}",))])
+            await chain.close()  # as a server stops: the head follows its entries
         finally:
             await client.close()
 
