@@ -106,33 +106,28 @@ def _yes(value: str) -> bool:
     raise ValueError("must be one of 1/true/yes/on or 0/false/no/off")
 
 
-def _cache_seconds(value: str) -> float:
-    """How long a caller read from CouchDB may be reused: 0 (never) up to 60 seconds."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= MAX_ACCOUNTS_CACHE_SECONDS:
-        raise ValueError(
-            "must be a number of seconds from 0 (read every time) to "
-            f"{MAX_ACCOUNTS_CACHE_SECONDS:g}, e.g. 1 or 0.5"
-        )
-    return seconds
+def _seconds_up_to(most: float, zero: str, example: str) -> Callable[[str], float]:
+    """A parser of a number of seconds from 0 (``zero`` says what 0 does) up to ``most``."""
+
+    def parse(value: str) -> float:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds <= most:
+            raise ValueError(
+                f"must be a number of seconds from 0 ({zero}) to {most:g}, e.g. {example}"
+            )
+        return seconds
+
+    return parse
 
 
-def _device_cache_seconds(value: str) -> float:
-    """How long a device binding read from CouchDB may be reused: 0 up to 5 seconds (a
-    change that can refuse a phone waits that long before it is answered)."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= MAX_DEVICES_CACHE_SECONDS:
-        raise ValueError(
-            "must be a number of seconds from 0 (read on every request) to "
-            f"{MAX_DEVICES_CACHE_SECONDS:g}, e.g. 0.5"
-        )
-    return seconds
+# How long a caller read from CouchDB may be reused.
+_cache_seconds = _seconds_up_to(60.0, "read every time", "1 or 0.5")
+# How long a device binding read from CouchDB may be reused (a change that can refuse a
+# phone waits that long before it is answered).
+_device_cache_seconds = _seconds_up_to(5.0, "read on every request", "0.5")
 
 
 def _seconds(value: str) -> float:
@@ -231,8 +226,6 @@ def time_zone(value: str) -> str:
     return name
 
 
-MAX_ACCOUNTS_CACHE_SECONDS = 60.0
-MAX_DEVICES_CACHE_SECONDS = 5.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 

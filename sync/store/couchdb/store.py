@@ -575,19 +575,7 @@ class CouchStore(LogStore):
         key = PagesAhead.key(space, places, following, limit)
         if self._ahead.has(key) or self._ahead.pending(space, places, limit) >= _PAGES_AHEAD_OF_ONE:
             return
-        self._ahead.start(key, self._read_ahead(db, space, places, following, limit))
-
-    async def _read_ahead(
-        self,
-        db: str,
-        space: str,
-        places: frozenset[str],
-        cursor: Mapping[str, Position],
-        limit: int,
-    ) -> LogPage:
-        page = await self._read_page(db, space, places, cursor, limit)
-        self._next_ahead(db, space, places, cursor, limit, page)
-        return page
+        self._ahead.start(key, self._read_page(db, space, places, following, limit, ahead=True))
 
     async def _read_page(
         self,
@@ -596,13 +584,17 @@ class CouchStore(LogStore):
         places: frozenset[str],
         cursor: Mapping[str, Position],
         limit: int,
+        ahead: bool = False,
     ) -> LogPage:
+        """A page from CouchDB; one read ``ahead`` has the next read ahead in turn."""
         page, read = await feed.place_changes(
             self.client, self.log, self._meta(db), self._log(db), places, cursor, limit
         )
         self._recent.keep(space, {i: m.as_doc_meta() for i, m in read.items()})
         self._keep_bodies(space, read.values())
         self._fetch_ahead(db, space, [r.change for r in page.rows if r.change])
+        if ahead:
+            self._next_ahead(db, space, places, cursor, limit, page)
         return page
 
     async def global_changes(
