@@ -742,6 +742,7 @@ class CouchStore(LogStore):
         ``_rev`` seen by the read is used for the save; if another instance saved it
         meanwhile, CouchDB's 409 sends us the long way: read, compare, save."""
         key = (db, owner, doc_id)
+        await self._settings_of(db)
         known = self._local_revs.get(key)
         if (
             known is not None
@@ -749,7 +750,6 @@ class CouchStore(LogStore):
             and key in self._locals
             and self._later.may_hold(db, owner)
         ):  # a phone catching up: written a moment later (sync.store.couchdb.checkpoints)
-            await self._settings_of(db)
             rev = _next_local_rev(known[0])
             self._local_revs[key] = (rev, known[1])
             self._later.hold(key, rev, body)
