@@ -11,9 +11,14 @@ admins, its backups) never sees a data key in the clear.
 Creating a version is a ``PUT`` without ``_rev`` of that fixed id, so when two
 instances create a place's first key at once, one wins and the other gets 409:
 the loser reads the winner's key and uses it.  A 201 means a quorum of copies
-took ours, which no rival write of the same new id can also reach; after a 202
-(fewer than a quorum did) the document is read back (every live leaf, a quorum
-read) and CouchDB's winner is used, the one every later read answers too.
+took ours, which no rival write of the same new id can also reach.  A 202 (fewer
+than a quorum did) does not stand: the writer takes its leaf back and reads again
+(``CouchClient.put_alone``), because a rival may have had its 201 for another key
+meanwhile.  Keeping a 202 that was CouchDB's winner a moment later let two
+instances seal with two different first keys of one place on a three-node
+cluster.  While a creator's 202 is being taken back, the document has two leaves
+with two different keys: a reader waits that moment out (``_settled``) rather
+than pick one.
 
 The port is synchronous (see :mod:`sync.datakeys.ports`): each call is run on
 the event loop the adapter was made on, from the caller's worker thread.
@@ -24,10 +29,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import secrets
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 import orjson
+import structlog
 
 from sync.datakeys.ports import StoredKey, check_version
 from sync.errors import Conflict, FieldsyncError, StoreError, StoreUnavailable
@@ -37,7 +44,11 @@ from sync.store.couchdb.once import CreatedOnce
 
 DB_NAME = "keys"  # after the deployment's prefix
 PREFIX = "dk:"
+log = structlog.get_logger("fieldsync.keys")
 _TRIES = 20
+_MARK = "creator"  # a random token per creating write: finds its leaf, tells creators apart
+_SETTLE_TRIES = 40  # x _SETTLE_PAUSE: a 202 is taken back at once, unless its writer died
+_SETTLE_PAUSE = 0.025
 T = TypeVar("T")
 
 
@@ -91,7 +102,7 @@ class CouchDataKeys:
     # -- the same, on the event loop --------------------------------------------------------
     async def wrapped_async(self, place: str, version: int) -> bytes | None:
         await self._ensure_db()
-        leaves = await self._leaves(doc_id(place, version))
+        leaves = await self._settled(doc_id(place, version))
         return _wrapped(leaves[0]) if leaves else None
 
     async def latest_async(self, place: str) -> int | None:
@@ -111,23 +122,20 @@ class CouchDataKeys:
         await self._ensure_db()
         key_id = doc_id(place, version)
         body = {
+            "_id": key_id,
             "place": place,
             "version": version,
             "created": created,
             "wrapped": base64.b64encode(wrapped).decode(),
+            _MARK: secrets.token_hex(8),
         }
         for _ in range(_TRIES):
-            leaves = await self._leaves(key_id)
+            leaves = await self._settled(key_id)
             if leaves:  # made before (by us or another instance): that one it is
                 return _wrapped(leaves[0])
-            try:
-                status = await self._client.put_status(path(self._db, key_id), body)
-            except Conflict:  # another instance created it first: read the winner
-                continue
-            if status == 201:
+            if await self._client.put_alone(self._db, body, _MARK):
                 return wrapped
-            # 202: a rival may have written the same id through another node; use the
-            # winner every later read answers (ours, unless CouchDB chose the rival's).
+            # 409, or a 202 taken back: read again (a rival's key, or try once more)
         raise StoreUnavailable(f"Could not store data key {place or '(shared)'} v{version}.")
 
     async def all_async(self) -> list[StoredKey]:
@@ -212,6 +220,18 @@ class CouchDataKeys:
         raise StoreUnavailable(f"Could not re-wrap data key {place or '(shared)'} v{version}.")
 
     # -- CouchDB ------------------------------------------------------------------------
+    async def _settled(self, key_id: str) -> list[dict[str, Any]]:
+        """The key document's leaves, once no creator's 202 is being taken back: leaves
+        with different creators' marks are two keys, and only one will stay.  (Leaves of
+        one creator, from two re-wraps at once, hold the same key.)"""
+        for _ in range(_SETTLE_TRIES):
+            leaves = await self._leaves(key_id)
+            if len({leaf.get(_MARK) for leaf in leaves}) <= 1:
+                return leaves
+            await asyncio.sleep(_SETTLE_PAUSE)
+        log.warning("data_key_forked", id=key_id, leaves=len(leaves))
+        return leaves
+
     async def _leaves(self, key_id: str) -> list[dict[str, Any]]:
         found = await self._client.leaves_by_id(self._db, [key_id])
         return found.get(key_id, [])
