@@ -49,6 +49,8 @@ the data dir's chain are :mod:`sync.audit_store.embedded_journal` (the
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import getpass
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -198,6 +200,13 @@ class AuditLog:
         self._journaled: list[tuple[int, Entry]] = []
         self._lock = asyncio.Lock()
         self._mover: asyncio.Task[None] | None = None
+        # With a remote: entries are numbered as recorded; every one up to ``_stored`` is
+        # stored.  Appends under way carry the number of the last entry they hold (the
+        # remote keeps a failed append's entries for the next, and an append returns once
+        # everything handed to it before is stored).
+        self._recorded = 0
+        self._stored = 0
+        self._sending: list[tuple[int, asyncio.Future[None]]] = []
 
     def record(
         self,
@@ -210,6 +219,10 @@ class AuditLog:
         detail: str | None = None,
     ) -> None:
         self._pending.append(Entry(now(), actor, device, action, db, named(doc_ids), detail))
+        self._recorded += 1
+        stake = _STAKE.get(None)
+        if stake is not None:  # what this request's answer waits for
+            stake[0] = self._recorded
 
     def stamp(
         self, actor: str, device: str | None, action: str = "write", detail: str | None = None
@@ -225,13 +238,15 @@ class AuditLog:
         waiting = [entry.ts for _, entry in self._journaled] + [e.ts for e in self._pending]
         return len(waiting), min(waiting, default=None)
 
-    async def flush(self) -> None:
-        """Make everything recorded so far safe against a crash (journal, or chain)."""
-        if not self._pending:
+    async def flush(self, upto: int | None = None) -> None:
+        """Make everything recorded so far safe against a crash (journal, or chain).
+
+        With a remote, ``upto`` (a request's last entry, :func:`stake`) is enough: a
+        request waits for its own entries, wherever they went, not for everybody's."""
+        if self.remote is not None:
+            await self._stored_up_to(self._recorded if upto is None else upto)
             return
-        if self.remote is not None:  # a failed append keeps them, numbered, for the next
-            entries, self._pending = self._pending, []
-            await self.remote.append(entries)
+        if not self._pending:
             return
         if self._journal is not None:
             entries, self._pending = self._pending, []
@@ -253,6 +268,42 @@ class AuditLog:
             except BaseException:
                 self._pending[:0] = entries
                 raise
+
+    def send_early(self) -> None:
+        """With a remote: start storing what is recorded so far, while the answer is
+        still being made (a ``_bulk_get``'s bodies opened and encoded meanwhile).
+        :meth:`flush` waits for it, so no answer carrying these goes out before."""
+        if self.remote is not None and self._pending:
+            self._send()
+
+    def _send(self) -> asyncio.Future[None]:
+        """Hand what is pending to the remote (nothing: it tries what it kept again)."""
+        assert self.remote is not None
+        entries, self._pending = self._pending, []
+        upto = self._recorded
+        task = asyncio.ensure_future(self.remote.append(entries))
+        task.add_done_callback(functools.partial(self._sent, upto))
+        self._sending.append((upto, task))
+        return task
+
+    def _sent(self, upto: int, task: asyncio.Future[None]) -> None:
+        self._sending.remove((upto, task))
+        if not task.cancelled() and task.exception() is None:
+            self._stored = max(self._stored, upto)
+
+    async def _stored_up_to(self, target: int) -> None:
+        """Return once entries 1..``target`` are stored; raise what a failed append met."""
+        while self._stored < target:
+            covering = [task for upto, task in self._sending if upto >= target]
+            task = covering[0] if covering else self._send()
+            # not gather: a request that goes away must not cancel an append others share
+            await asyncio.wait([task])
+            if self._stored < target:
+                if task.cancelled():
+                    raise asyncio.CancelledError
+                error = task.exception()
+                assert error is not None
+                raise error
 
     def _schedule(self) -> None:
         if self._mover is None or self._mover.done():
@@ -285,6 +336,8 @@ class AuditLog:
         if self._mover is not None and not self._mover.done():
             self._mover.cancel()
         if self.remote is not None:
+            if self._sending:
+                await asyncio.wait([task for _, task in self._sending])
             entries, self._pending = self._pending, []
             try:  # with what a failed append left (CouchDB away): one last try
                 await self.remote.append(entries)
@@ -298,6 +351,14 @@ class AuditLog:
 
 
 AUDIT = web.AppKey("audit", AuditLog)
+# The number of the last entry a request recorded (set by :func:`middleware`).
+_STAKE: contextvars.ContextVar[list[int]] = contextvars.ContextVar("audit_stake")
+
+
+def stake() -> int | None:
+    """The last entry the current request recorded (0: none); None outside a request."""
+    holder = _STAKE.get(None)
+    return None if holder is None else holder[0]
 
 
 async def flush_before_answer(request: web.Request, response: web.StreamResponse) -> None:
@@ -308,7 +369,7 @@ async def flush_before_answer(request: web.Request, response: web.StreamResponse
     """
     audit = request.app.get(AUDIT)
     if audit is not None and response.status < 500:
-        await audit.flush()
+        await audit.flush(stake())
 
 
 @web.middleware
@@ -317,12 +378,16 @@ async def middleware(
 ) -> web.StreamResponse:
     """Flush inside the error middleware, so a failed flush answers 500 instead of the data."""
     audit = request.app.get(AUDIT)
+    token = _STAKE.set([0])
     try:
-        response = await handler(request)
-    except Exception:
-        if audit is not None:
-            await audit.flush()
-        raise
-    if audit is not None and not response.prepared:
-        await audit.flush()
-    return response
+        try:
+            response = await handler(request)
+        except Exception:
+            if audit is not None:
+                await audit.flush(stake())
+            raise
+        if audit is not None and not response.prepared:
+            await audit.flush(stake())
+        return response
+    finally:
+        _STAKE.reset(token)

@@ -212,6 +212,8 @@ class Parts:
         readable = {k: s for k, s in stored.items() if caller.scope.can_read(s.place)}
         await self.vault.warm_refs({s.key_ref for s in readable.values()})
         self.record(caller, "read", db, (doc_id for doc_id, _ in readable))
+        if self.audit is not None:  # stored while the bodies are opened and encoded
+            self.audit.send_early()
         return {k: (s, self.vault.open_body(db, s)) for k, s in readable.items()}
 
     async def seal_local(self, db: str, owner: str, doc_id: str, body: dict[str, Any]) -> bytes:

@@ -271,41 +271,84 @@ async def test_the_page_after_a_full_page_is_read_ahead(
     assert not store._ahead._pages  # the last page was not full: nothing more read
 
 
-async def test_two_pages_are_read_ahead_of_a_phone_catching_up_and_no_more(
-    aiohttp_client: Callable[..., Awaitable[Client]], config: Config
-) -> None:
-    """PouchDB asks for its next page as soon as it has one: the page after next is read
-    too, so the phone does not wait for CouchDB; a third is not read before it asks."""
-    api = await _served(aiohttp_client, config)
-    await api.bulk([{"_id": f"c{n:03d}", "place": "area-a1", "n": n} for n in range(170)])
-    store = _store(api)
-    status, first = await api.call("GET", "/health/_changes", "alice", style="all_docs", limit="40")
-    assert status == 200 and len(first["results"]) == 40
-    for _ in range(50):  # the chain of reads ahead settles
+async def _settled(store: CouchStore) -> None:
+    """Wait for the reads ahead under way (and any they start) to finish."""
+    for _ in range(50):
         tasks = [task for _, task in store._ahead._pages.values()]
         await asyncio.gather(*tasks)
-        if len(store._ahead._pages) == len(tasks):
-            break
-    assert len(store._ahead._pages) == 2  # pages 2 and 3, not 4
-    asked = await _watched(api)
+        if len(store._ahead._pages) == len(tasks) and all(t.done() for t in tasks):
+            return
+
+
+async def test_the_pages_after_a_full_one_are_read_together_and_no_further(
+    aiohttp_client: Callable[..., Awaitable[Client]], config: Config
+) -> None:
+    """PouchDB asks for its next page as soon as it has one, and a page read ahead could
+    start only once the one before it was walked: the next three pages are read at once
+    (one log read, their metas in requests sent together), then walked; no fourth."""
+    api = await _served(aiohttp_client, config)
+    await api.bulk([{"_id": f"c{n:03d}", "place": "area-a1", "n": n} for n in range(330)])
+    store = _store(api)
+    reads: list[tuple[str, int]] = []
+
+    def observe(method: str, where: str, params: Any, body: Any) -> None:
+        if where.endswith("%24log/_bulk_get"):
+            reads.append(("log", len(body["docs"])))
+        elif where.split("/")[1] == store._meta("health") and "_bulk_get" in where:
+            reads.append(("meta", len(body["docs"])))
+
+    store.client.observe = observe
+    status, first = await api.call("GET", "/health/_changes", "alice", style="all_docs", limit="40")
+    assert status == 200 and len(first["results"]) == 40
+    await _settled(store)
+    assert len(store._ahead._pages) == 3  # pages 2, 3 and 4, not 5
+    # Page 1's own reads, then one log read and one round of meta reads for pages 2-4.
+    assert [kind for kind, _ in reads] == ["log", "meta", "log", "meta", "meta"], reads
+    assert 120 <= sum(n for _, n in reads[3:]) <= 120 + 8, reads
     since, ids = first["last_seq"], [r["id"] for r in first["results"]]
-    for _ in range(2):
-        status, page = await api.call(
-            "GET", "/health/_changes", "alice", style="all_docs", limit="40", since=since
-        )
-        assert status == 200 and len(page["results"]) == 40
-        since, ids = page["last_seq"], ids + [r["id"] for r in page["results"]]
-    # Both were read ahead; the one log read is page 4's, started once page 3 was served
-    # (one page ahead only would have read page 3 while page 2 was served: two reads).
-    assert len([a for a in asked if "%24log" in a]) <= 1, asked
     while True:
         status, page = await api.call(
             "GET", "/health/_changes", "alice", style="all_docs", limit="40", since=since
         )
+        assert status == 200
         since, ids = page["last_seq"], ids + [r["id"] for r in page["results"]]
         if len(page["results"]) < 40:
             break
-    assert sorted(ids) == [f"c{n:03d}" for n in range(170)]  # every document once
+    assert sorted(ids) == [f"c{n:03d}" for n in range(330)]  # every document once
+    # Pages 2-9 came from reads of three pages each: a log read for each lot (and one
+    # look past the last entry), not one or two per page.
+    assert [kind for kind, _ in reads].count("log") <= 1 + 3 + 1, reads
+
+
+async def test_a_page_read_with_others_is_the_page_a_request_would_read(
+    aiohttp_client: Callable[..., Awaitable[Client]], config: Config
+) -> None:
+    """Pages read together end where a request for each would: the same rows, the same
+    ends, with documents moved away and entries of several sizes in between."""
+    api = await _served(aiohttp_client, config)
+    revs = {}
+    for batch in range(6):  # entries of 7, 9, 11, ... ids; some documents move away
+        rows = await api.bulk(
+            [{"_id": f"m{batch}-{n:02d}", "place": "area-a1"} for n in range(7 + 2 * batch)]
+        )
+        revs.update({row["id"]: row["rev"] for row in rows})
+    moved = [f"m{b}-{n:02d}" for b in range(0, 6, 2) for n in (0, 3)]
+    await api.bulk([{"_id": i, "_rev": revs[i], "place": "area-b1"} for i in moved])
+    store = _store(api)
+    store._ahead.most = 0  # each page read on its own, for the comparison
+    alone, since = [], "0"
+    while True:
+        status, page = await api.call("GET", "/health/_changes", "alice", limit="10", since=since)
+        assert status == 200
+        alone.append(([r["id"] for r in page["results"]], page["last_seq"]))
+        since = page["last_seq"]
+        if len(page["results"]) < 10:
+            break
+    settings = await store._settings_of("health")
+    places = frozenset({"", "area-a1"})
+    pages = await store._read_pages("health", settings.uuid, places, {}, 10, len(alone))
+    assert [[r.change.id for r in p.rows if r.change] for p in pages] == [a for a, _ in alone]
+    assert not {i for p in pages for r in p.rows if r.change for i in [r.change.id]} & set(moved)
 
 
 async def test_a_write_drops_the_pages_read_ahead_of_it(

@@ -23,6 +23,7 @@ import orjson
 
 from sync.store.base import Change, GlobalPage, LogPage, LogRow, Position
 from sync.store.couchdb import metas
+from sync.store.couchdb.ahead import after
 from sync.store.couchdb.client import KEYS_PER_REQUEST, CouchClient, path
 from sync.store.couchdb.log import Entry, PlaceLog
 
@@ -35,13 +36,20 @@ async def place_changes(
     places: frozenset[str],
     cursor: Mapping[str, Position],
     limit: int,
-) -> tuple[LogPage, Mapping[str, metas.Meta]]:
-    """Rows of ``places`` after ``cursor``, place after place, up to ``limit`` changes;
-    and the metas read for them."""
+    pages: int = 1,
+) -> tuple[list[LogPage], Mapping[str, metas.Meta]]:
+    """Rows of ``places`` after ``cursor``, place after place, up to ``limit`` changes a
+    page; and the metas read for them.
+
+    ``pages`` > 1 reads what that many pages take at once (one log read, the metas in
+    requests sent together) and walks them one after the other; a page follows only a
+    full one, so each is the page a request starting at the one before's end would get.
+    """
     order = sorted(places)
     done = {p: cursor.get(p, (0, 0))[0] for p in order}
     runs: dict[str, list[Entry]] = {p: [] for p in order}
-    window, open_places = log.first_window(log_db, done, limit), order
+    span = limit * pages
+    window, open_places = log.first_window(log_db, done, span), order
     while open_places:  # one key per place first: a no-op sync costs one request
         got = await log.read(log_db, done, open_places, window)
         full = []
@@ -52,19 +60,29 @@ async def place_changes(
             if len(got[p]) == window - 1:
                 full.append(p)
         unread = _unread(runs, cursor)
-        if unread >= limit:
+        if unread >= span:
             open_places = full
             break
         # A few busy places (a worker's own): read about the rest of the page at once,
         # as many entries as the ones read suggest; many (a supervisor's): grow the
         # window in steps, not to waste keys on quiet places.
         per_entry = max(1.0, unread / max(1, sum(len(r) for r in runs.values())))
-        enough = int((limit - unread) / per_entry * 1.25) + 2
+        enough = int((span - unread) / per_entry * 1.25) + 2
         grown = enough if len(full) <= 8 else window * 4
-        open_places, window = full, max(2, min(grown, limit + 1, 1001))
+        open_places, window = full, max(2, min(grown, span + 1, 1001))
     loader = _MetaLoader(client, meta_db, _ids_in_order(order, runs, cursor))
-    rows, walked_all = await _walk(order, runs, cursor, loader, limit)
-    return LogPage(rows, walked_all and not open_places), loader.found
+    if pages > 1:
+        await loader.load(_batch(span))
+    walked: list[LogPage] = []
+    at = dict(cursor)
+    while len(walked) < pages:
+        rest = {p: [e for e in runs[p] if e.position > at.get(p, (0, 0))[0]] for p in order}
+        rows, walked_all = await _walk(order, rest, at, loader, limit)
+        walked.append(LogPage(rows, walked_all and not open_places))
+        if walked_all:
+            break
+        at = after(at, walked[-1])
+    return walked, loader.found
 
 
 def _unread(runs: Mapping[str, Sequence[Entry]], cursor: Mapping[str, Position]) -> int:
@@ -110,11 +128,16 @@ class _MetaLoader:
         """``doc_id``'s meta, reading it with the ``wanted`` next ones if not read yet."""
         at = self.index[doc_id]
         if at >= self.loaded:
-            end = min(len(self.ordered), max(at + 1, self.loaded + wanted))
-            batch = self.ordered[self.loaded : end]
-            self.found.update(await metas.load(self.client, self.meta_db, batch))
-            self.loaded = end
+            await self.load(max(at + 1 - self.loaded, wanted))
         return self.found.get(doc_id)
+
+    async def load(self, more: int) -> None:
+        """Read the metas of the ``more`` next ids (in requests sent together)."""
+        end = min(len(self.ordered), self.loaded + more)
+        batch = self.ordered[self.loaded : end]
+        if batch:
+            self.found.update(await metas.load(self.client, self.meta_db, batch))
+        self.loaded = end
 
 
 async def _walk(

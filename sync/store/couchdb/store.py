@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -80,9 +81,9 @@ _AHEAD_CHANGES = 32
 # pages read ahead, kept this long (with the sealed bodies they hold: key rotation waits more).
 RECENT_SECONDS = _RECENT_SECONDS = 5.0
 _RECENT_METAS = 20_000
-# Catch-up pages read ahead, one per phone catching up (ahead.py).
-_PAGES_AHEAD = 256
-_PAGES_AHEAD_OF_ONE = 2  # pages of one phone's catch-up read before it asks
+# Catch-up pages read ahead, a few per phone catching up (ahead.py).
+_PAGES_AHEAD = 1024
+_PAGES_PER_READ_AHEAD = 3  # read together; the next ones once fewer are waiting
 # Checkpoints this instance saved or read, given again for a few seconds: PouchDB reads
 # its checkpoint before saving it after every batch.  One saved meanwhile through another
 # instance is seen once it expires, or at once by the save (409): see get_local.
@@ -547,13 +548,13 @@ class CouchStore(LogStore):
     async def place_changes(
         self, db: str, places: frozenset[str], cursor: Mapping[str, Position], limit: int
     ) -> LogPage:
-        """A page of the places' logs; a full page of a catch-up has the next one read
-        ahead (``ahead.PagesAhead``)."""
+        """A page of the places' logs; after a full page of a catch-up, the next ones are
+        read ahead (``ahead.PagesAhead``)."""
         settings = await self._settings_of(db)
         key = PagesAhead.key(settings.uuid, places, cursor, limit)
         page = await self._ahead.take(key)
         if page is None:
-            page = await self._read_page(db, settings.uuid, places, cursor, limit)
+            page = (await self._read_pages(db, settings.uuid, places, cursor, limit, 1))[0]
         self._next_ahead(db, settings.uuid, places, cursor, limit, page)
         return page
 
@@ -566,36 +567,54 @@ class CouchStore(LogStore):
         limit: int,
         page: LogPage,
     ) -> None:
-        """After a full page of a catch-up: read the next one, unless it is being read or
-        ``_PAGES_AHEAD_OF_ONE`` pages of this walk are waiting already."""
-        changes = sum(1 for row in page.rows if row.change is not None)
-        if changes < max(limit, _AHEAD_CHANGES) or page.exhausted:
-            return
-        following = ahead.after(cursor, page)
-        key = PagesAhead.key(space, places, following, limit)
-        if self._ahead.has(key) or self._ahead.pending(space, places, limit) >= _PAGES_AHEAD_OF_ONE:
-            return
-        self._ahead.start(key, self._read_page(db, space, places, following, limit, ahead=True))
+        """After a full page of a catch-up: unless ``_PAGES_PER_READ_AHEAD`` pages after it
+        are read already, or being read, read the next ones from where those end."""
+        for _ in range(_PAGES_PER_READ_AHEAD):
+            if not _catch_up(page, limit):
+                return
+            cursor = ahead.after(cursor, page)
+            key = PagesAhead.key(space, places, cursor, limit)
+            found = self._ahead.peek(key)
+            if found is True:  # being read: that read goes on from its own end
+                return
+            if found is False:
+                self._ahead.start(key, self._read_ahead(db, space, places, cursor, limit))
+                return
+            page = found
 
-    async def _read_page(
+    async def _read_ahead(
         self,
         db: str,
         space: str,
         places: frozenset[str],
         cursor: Mapping[str, Position],
         limit: int,
-        ahead: bool = False,
     ) -> LogPage:
-        """A page from CouchDB; one read ``ahead`` has the next read ahead in turn."""
-        page, read = await feed.place_changes(
-            self.client, self.log, self._meta(db), self._log(db), places, cursor, limit
+        """``_PAGES_PER_READ_AHEAD`` pages at once; the first is returned, the others kept."""
+        pages = await self._read_pages(db, space, places, cursor, limit, _PAGES_PER_READ_AHEAD)
+        for before, following in itertools.pairwise(pages):
+            cursor = ahead.after(cursor, before)
+            self._ahead.put(PagesAhead.key(space, places, cursor, limit), following)
+        return pages[0]
+
+    async def _read_pages(
+        self,
+        db: str,
+        space: str,
+        places: frozenset[str],
+        cursor: Mapping[str, Position],
+        limit: int,
+        count: int,
+    ) -> list[LogPage]:
+        """Up to ``count`` pages from CouchDB, each starting where the one before ended."""
+        pages, read = await feed.place_changes(
+            self.client, self.log, self._meta(db), self._log(db), places, cursor, limit, count
         )
         self._recent.keep(space, {i: m.as_doc_meta() for i, m in read.items()})
         self._keep_bodies(space, read.values())
-        self._fetch_ahead(db, space, [r.change for r in page.rows if r.change])
-        if ahead:
-            self._next_ahead(db, space, places, cursor, limit, page)
-        return page
+        for page in pages:
+            self._fetch_ahead(db, space, [r.change for r in page.rows if r.change])
+        return pages
 
     async def global_changes(
         self, db: str, since: str | None, limit: int, descending: bool = False
@@ -826,6 +845,12 @@ class CouchStore(LogStore):
             raise Conflict()
         self._local_revs.pop((db, owner, doc_id), None)
         await self.client.json("DELETE", where, params={"rev": str(current["_rev"])})
+
+
+def _catch_up(page: LogPage, limit: int) -> bool:
+    """A full page of a phone catching up: the pages after it are the next it asks for."""
+    changes = sum(1 for row in page.rows if row.change is not None)
+    return changes >= max(limit, _AHEAD_CHANGES) and not page.exhausted
 
 
 def _next_local_rev(rev: str | None) -> str:
