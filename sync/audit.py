@@ -179,9 +179,11 @@ class AuditLog:
     the chain every ``commit_delay`` seconds, in one transaction.  Without one
     (tools, some tests), :meth:`flush` is a group commit into the chain itself:
     concurrent requests share one transaction.  With a ``remote`` (CouchDB),
-    :meth:`flush` hands what is pending to it and returns once it is stored; a
-    failed flush raises (the answer is not sent) and the remote keeps the
-    entries, in order, for its next append.
+    :meth:`flush` hands what is pending to it and returns once the entries the
+    request recorded are stored, in whichever append they went (another request's,
+    or one :meth:`send_early` started while the answer was being made); a failed
+    flush raises (the answer is not sent) and the remote keeps the entries, in
+    order, for its next append.
     """
 
     def __init__(
