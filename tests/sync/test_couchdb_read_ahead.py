@@ -33,7 +33,7 @@ from sync.replication.routes import REPLICATION
 from sync.store.base import DocMeta, StoredRevision
 from sync.store.couchdb import layout, metas
 from sync.store.couchdb.bodies import BodyCache, RecentMetas
-from sync.store.couchdb.store import CouchStore
+from sync.store.couchdb.store import CouchStore, LogWalk
 
 Client = TestClient[Any, Any]
 Pair = tuple[str, str]
@@ -346,7 +346,8 @@ async def test_a_page_read_with_others_is_the_page_a_request_would_read(
             break
     settings = await store._settings_of("health")
     places = frozenset({"", "area-a1"})
-    pages = await store._read_pages("health", settings.uuid, places, {}, 10, len(alone))
+    walk = LogWalk("health", settings.uuid, places, 10)
+    pages = await store._read_pages(walk, {}, len(alone))
     assert [[r.change.id for r in p.rows if r.change] for p in pages] == [a for a, _ in alone]
     assert not {i for p in pages for r in p.rows if r.change for i in [r.change.id]} & set(moved)
 

@@ -22,7 +22,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +90,19 @@ _PAGES_PER_READ_AHEAD = 3  # read together; the next ones once fewer are waiting
 _CHECKPOINT_SECONDS = 10.0
 _CHECKPOINT_HOLD = 1.0  # a phone catching up: its checkpoint written at most this often
 _CHECKPOINTS_KEPT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LogWalk:
+    """One phone's way through its places' logs: what keys its pages (``PagesAhead``)."""
+
+    db: str
+    space: str  # the database's uuid
+    places: frozenset[str]
+    limit: int
+
+    def key(self, cursor: Mapping[str, Position]) -> Hashable:
+        return PagesAhead.key(self.space, self.places, cursor, self.limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -550,70 +563,55 @@ class CouchStore(LogStore):
     ) -> LogPage:
         """A page of the places' logs; after a full page of a catch-up, the next ones are
         read ahead (``ahead.PagesAhead``)."""
-        settings = await self._settings_of(db)
-        key = PagesAhead.key(settings.uuid, places, cursor, limit)
-        page = await self._ahead.take(key)
+        walk = LogWalk(db, (await self._settings_of(db)).uuid, places, limit)
+        page = await self._ahead.take(walk.key(cursor))
         if page is None:
-            page = (await self._read_pages(db, settings.uuid, places, cursor, limit, 1))[0]
-        self._next_ahead(db, settings.uuid, places, cursor, limit, page)
+            page = (await self._read_pages(walk, cursor, 1))[0]
+        self._next_ahead(walk, cursor, page)
         return page
 
-    def _next_ahead(
-        self,
-        db: str,
-        space: str,
-        places: frozenset[str],
-        cursor: Mapping[str, Position],
-        limit: int,
-        page: LogPage,
-    ) -> None:
+    def _next_ahead(self, walk: LogWalk, cursor: Mapping[str, Position], page: LogPage) -> None:
         """After a full page of a catch-up: unless ``_PAGES_PER_READ_AHEAD`` pages after it
         are read already, or being read, read the next ones from where those end."""
         for _ in range(_PAGES_PER_READ_AHEAD):
-            if not _catch_up(page, limit):
+            if not _catch_up(page, walk.limit):
                 return
             cursor = ahead.after(cursor, page)
-            key = PagesAhead.key(space, places, cursor, limit)
-            found = self._ahead.peek(key)
+            found = self._ahead.peek(walk.key(cursor))
             if found is True:  # being read: that read goes on from its own end
                 return
             if found is False:
-                self._ahead.start(key, self._read_ahead(db, space, places, cursor, limit))
+                self._ahead.start(walk.key(cursor), self._read_ahead(walk, cursor))
                 return
             page = found
 
-    async def _read_ahead(
-        self,
-        db: str,
-        space: str,
-        places: frozenset[str],
-        cursor: Mapping[str, Position],
-        limit: int,
-    ) -> LogPage:
+    async def _read_ahead(self, walk: LogWalk, cursor: Mapping[str, Position]) -> LogPage:
         """``_PAGES_PER_READ_AHEAD`` pages at once; the first is returned, the others kept."""
-        pages = await self._read_pages(db, space, places, cursor, limit, _PAGES_PER_READ_AHEAD)
+        pages = await self._read_pages(walk, cursor, _PAGES_PER_READ_AHEAD)
         for before, following in itertools.pairwise(pages):
             cursor = ahead.after(cursor, before)
-            self._ahead.put(PagesAhead.key(space, places, cursor, limit), following)
+            self._ahead.put(walk.key(cursor), following)
         return pages[0]
 
     async def _read_pages(
-        self,
-        db: str,
-        space: str,
-        places: frozenset[str],
-        cursor: Mapping[str, Position],
-        limit: int,
-        count: int,
+        self, walk: LogWalk, cursor: Mapping[str, Position], count: int
     ) -> list[LogPage]:
         """Up to ``count`` pages from CouchDB, each starting where the one before ended."""
+        db = walk.db
         pages, read = await feed.place_changes(
-            self.client, self.log, self._meta(db), self._log(db), places, cursor, limit, count
+            self.client,
+            self.log,
+            self._meta(db),
+            self._log(db),
+            walk.places,
+            cursor,
+            walk.limit,
+            count,
         )
-        self._recent.keep(space, {i: m.as_doc_meta() for i, m in read.items()})
-        self._keep_bodies(space, read.values())
+        self._recent.keep(walk.space, {i: m.as_doc_meta() for i, m in read.items()})
+        self._keep_bodies(walk.space, read.values())
         for page in pages:
-            self._fetch_ahead(db, space, [r.change for r in page.rows if r.change])
+            self._fetch_ahead(db, walk.space, [r.change for r in page.rows if r.change])
         return pages
 
     async def global_changes(
