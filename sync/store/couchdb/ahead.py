@@ -57,9 +57,6 @@ class PagesAhead:
     ) -> Hashable:
         return (space, places, tuple(sorted(cursor.items())), limit)
 
-    def has(self, key: Hashable) -> bool:
-        return key in self._pages
-
     def peek(self, key: Hashable) -> LogPage | bool:
         """The page read ahead for ``key``; True while it is being read; False: none."""
         found = self._pages.get(key)
