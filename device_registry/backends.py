@@ -96,9 +96,9 @@ async def device_ports(
             await client.close()
         return
     if sqlite is not None:
-        embedded = await EmbeddedDevices.opened(sqlite)
+        embedded = await EmbeddedDevices.opened(sqlite, config.devices_cache_seconds)
     else:
-        embedded = EmbeddedDevices.on_file(config.data_dir)
+        embedded = EmbeddedDevices.on_file(config.data_dir, config.devices_cache_seconds)
     yield DevicePorts(embedded, LocalRefusalLimits(limits), "embedded")
 
 

@@ -66,7 +66,7 @@ from device_registry.lookup import GONE, number
 from device_registry.model import Device, DeviceOwner, HistoryEntry, NewDevice
 from device_registry.ports import DeviceKey, Heard, Note
 from device_registry.status import ACTIVE, DeviceStatus
-from device_registry.verdict import TokenBinding
+from device_registry.verdict import TokenBinding, worth_keeping
 from sync.errors import Conflict, NotFound, StoreUnavailable
 from sync.people_store.ports import AccountStore
 from sync.recent import RecentLookups
@@ -509,7 +509,7 @@ class CouchDevices(DevicesDatabase):
         """Read, or answered again (a live binding only) within the bound from the read's
         send, or shared with a read of it already under way (module docstring)."""
         return await self._recent.read_once(
-            token_hash, lambda: self._read_binding(token_hash), _live
+            token_hash, lambda: self._read_binding(token_hash), worth_keeping
         )
 
     async def _read_binding(self, token_hash: str) -> Bound | None:
@@ -642,9 +642,3 @@ def without(doc: Mapping[str, Any]) -> Doc:
 
 def _seconds() -> float:
     return dt.datetime.now(dt.UTC).timestamp()
-
-
-def _live(found: Bound | None) -> bool:
-    """A binding worth answering again: the token is live (revoked and unknown ones are read
-    every time, so a phone just enrolled elsewhere is never "unknown" from memory)."""
-    return found is not None and found[1].revoked is None

@@ -9,6 +9,16 @@ change: that is what makes serials, IMEIs, numbers and codes unique here.  The
 SQL is :mod:`device_registry.embedded_sql`; the tables
 :mod:`device_registry.embedded_schema`.  An admin change's audit entry is
 appended to the data dir's chain in the change's own transaction.
+
+The server's adapter answers a live binding again for ``recent_seconds``
+(``FIELDSYNC_DEVICES_CACHE_SECONDS``, counted from when its read was sent) and
+forgets what it keeps after every change made through it, so a phone marked lost
+on the console is refused at its very next request.  A management command's
+adapter (:meth:`EmbeddedDevices.on_file`) keeps nothing; instead each of its
+changes that can refuse a phone returns only once ``recent_seconds`` have passed
+since it was written, so that every binding the running server still keeps was
+read after it: the command says "done" only when it holds (docs/adr/0006, as
+between CouchDB instances).
 """
 
 from __future__ import annotations
@@ -16,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -27,8 +38,9 @@ from device_registry.lookup import number
 from device_registry.model import Device, DeviceOwner, HistoryEntry, NewDevice
 from device_registry.ports import DeviceKey, Heard, Note
 from device_registry.status import DeviceStatus
-from device_registry.verdict import TokenBinding
+from device_registry.verdict import TokenBinding, worth_keeping
 from sync.audit_store import embedded as embedded_audit
+from sync.recent import RecentLookups
 from sync.scopes import Scope
 from sync.store.schema import with_file
 
@@ -73,22 +85,59 @@ def _noted(note: Note | None, fn: Callable[[sqlite3.Connection], T]) -> Callable
     return run
 
 
+Bound = tuple[DeviceKey, TokenBinding]
+
+
 class EmbeddedDevices:
     """The port over SQLite: each call one transaction of ``transactions``."""
 
-    def __init__(self, transactions: Transactions) -> None:
+    def __init__(
+        self,
+        transactions: Transactions,
+        recent_seconds: float = 0.0,
+        *,
+        beside_server: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._tx = transactions
+        # The server's: live bindings read a moment ago (module docstring).  A command's
+        # keeps nothing, and waits the server's bound out after a refusing change.
+        self._recent: RecentLookups[Bound | None] = RecentLookups(
+            0.0 if beside_server else recent_seconds, clock=clock
+        )
+        self._wait = recent_seconds if beside_server else 0.0
+        self._sleep = sleep
 
     @classmethod
-    async def opened(cls, transactions: Transactions) -> EmbeddedDevices:
-        """The adapter, once its tables exist."""
+    async def opened(
+        cls, transactions: Transactions, recent_seconds: float = 0.0
+    ) -> EmbeddedDevices:
+        """The server's adapter, once its tables exist."""
         await transactions.write_tx(embedded_schema.ensure)
-        return cls(transactions)
+        return cls(transactions, recent_seconds)
 
     @classmethod
-    def on_file(cls, data_dir: Path) -> EmbeddedDevices:
-        """For the CLI: each call opens the data dir's file (safe while the server runs)."""
-        return cls(_FileTransactions(data_dir))
+    def on_file(cls, data_dir: Path, recent_seconds: float = 0.0) -> EmbeddedDevices:
+        """For the CLI: each call opens the data dir's file (safe while the server runs);
+        ``recent_seconds`` is the server's bound, which refusing changes wait out."""
+        return cls(_FileTransactions(data_dir), recent_seconds, beside_server=True)
+
+    async def _changing(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A change that refuses no phone (a new device, an edit, a code): what is kept
+        here is forgotten anyway, whatever the outcome."""
+        try:
+            return await self._tx.write_tx(fn)
+        finally:
+            self._recent.forget()
+
+    async def _refusing(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A change that can refuse a phone (status, worker, a new enrolment, an import):
+        once written, answered only when no binding read before it can still be kept."""
+        result = await self._changing(fn)
+        if self._wait > 0:
+            await self._sleep(self._wait)
+        return result
 
     # -- reading ---------------------------------------------------------------------------
     async def get(self, serial: str) -> Device | None:
@@ -116,7 +165,7 @@ class EmbeddedDevices:
                 device = embedded_sql.assign(conn, new.serial, worker, actor, scope)
             return device
 
-        return await self._tx.write_tx(_noted(note, run))
+        return await self._changing(_noted(note, run))
 
     async def edit(
         self,
@@ -126,14 +175,14 @@ class EmbeddedDevices:
         scope: Scope,
         note: Note | None,
     ) -> Device:
-        return await self._tx.write_tx(
+        return await self._changing(
             _noted(note, lambda conn: embedded_sql.edit(conn, serial, changes, actor, scope))
         )
 
     async def assign(
         self, serial: str, worker: str, actor: str, scope: Scope, reason: str, note: Note | None
     ) -> Device:
-        return await self._tx.write_tx(
+        return await self._refusing(
             _noted(
                 note, lambda conn: embedded_sql.assign(conn, serial, worker, actor, scope, reason)
             )
@@ -148,7 +197,7 @@ class EmbeddedDevices:
         reason: str,
         note: Note | None,
     ) -> Device:
-        return await self._tx.write_tx(
+        return await self._refusing(
             _noted(note, lambda conn: embedded_sql.mark(conn, serial, target, actor, scope, reason))
         )
 
@@ -156,7 +205,7 @@ class EmbeddedDevices:
     async def issue_code(
         self, serial: str, actor: str, scope: Scope, now: dt.datetime | None, note: Note | None
     ) -> IssuedCode:
-        return await self._tx.write_tx(
+        return await self._changing(
             _noted(note, lambda conn: embedded_sql.issue_code(conn, serial, actor, scope, now))
         )
 
@@ -171,13 +220,18 @@ class EmbeddedDevices:
         now: dt.datetime | None = None,
         versions: tuple[str, str] = ("", ""),
     ) -> Enrolment:
-        return await self._tx.write_tx(
+        return await self._refusing(
             lambda conn: embedded_sql.enrol(conn, code, serial, worker, now, versions)
         )
 
     # -- every request -----------------------------------------------------------------------
-    async def binding(self, token_hash: str) -> tuple[DeviceKey, TokenBinding] | None:
-        return await self._tx.read(lambda conn: embedded_sql.binding(conn, token_hash))
+    async def binding(self, token_hash: str) -> Bound | None:
+        """Read, or a live binding answered again within the bound (module docstring)."""
+        return await self._recent.read_once(
+            token_hash,
+            lambda: self._tx.read(lambda conn: embedded_sql.binding(conn, token_hash)),
+            worth_keeping,
+        )
 
     async def heard(self, heard: Mapping[DeviceKey, Heard]) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -199,7 +253,7 @@ class EmbeddedDevices:
         return await self._tx.read(export_rows)
 
     async def import_all(self, dump: Mapping[str, Sequence[Mapping[str, Any]]]) -> int:
-        return await self._tx.write_tx(lambda conn: import_rows(conn, dump))
+        return await self._refusing(lambda conn: import_rows(conn, dump))
 
 
 def export_rows(conn: sqlite3.Connection) -> dict[str, list[dict[str, Any]]]:

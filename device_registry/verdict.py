@@ -51,6 +51,13 @@ class TokenBinding:
     device_worker: str | None
 
 
+def worth_keeping(found: tuple[object, TokenBinding] | None) -> bool:
+    """A binding an adapter may answer again for a moment: its token is live.  Revoked and
+    unknown tokens are read every time, so a phone just enrolled is never "unknown" from
+    memory (docs/adr/0006)."""
+    return found is not None and found[1].revoked is None
+
+
 @dataclass(frozen=True)
 class Refusal:
     kind: Kind

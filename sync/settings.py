@@ -106,14 +106,16 @@ _CORE = {
     "FIELDSYNC_COUCHDB_TIMEOUT_SECONDS": "a CouchDB request unanswered this long is a 503",
     "FIELDSYNC_KEY_REFRESH_SECONDS": "an instance looks for a newer data-key version this often "
     "(`keys rotate` on CouchDB waits longer than this before re-sealing); every instance the same",
-    "FIELDSYNC_ACCOUNTS_CACHE_SECONDS": "with CouchDB, a caller read this recently is not read "
-    "again: a user disabled or a scope changed on another instance applies here within this "
-    "bound (at once on the instance that made the change); `0` reads on every request; "
-    "at most `60`",
-    "FIELDSYNC_DEVICES_CACHE_SECONDS": "with CouchDB, a phone's device read this recently "
-    "is not read again; a change that can refuse a phone (lost, stolen, reassigned, enrolled "
-    "again) waits this long before it is answered, so once answered it holds on every "
-    "instance; `0` reads on every request; at most `5`; every instance the same",
+    "FIELDSYNC_ACCOUNTS_CACHE_SECONDS": "an active caller read this recently is not read "
+    "again. With CouchDB a user disabled or a scope changed on another instance applies here "
+    "within this bound (at once on the instance that made the change); on the embedded store "
+    "a `fieldsync user`/`place` command waits this long before it answers, so its change "
+    "holds from the next request; `0` reads on every request; at most `60`",
+    "FIELDSYNC_DEVICES_CACHE_SECONDS": "a phone's device read this recently is not read "
+    "again; a change that can refuse a phone (lost, stolen, reassigned, enrolled again) "
+    "waits this long before it is answered (on the embedded store only a `fieldsync device` "
+    "command's), so once answered it holds on every instance; `0` reads on every request; "
+    "at most `5`; every instance and command the same",
     "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": "CouchDB's `max_document_size` (Cloudant: "
     "`1000000`): a revision or attachment larger than this once sealed is refused alone "
     "(`too_large`)",

@@ -67,9 +67,13 @@ async def account_ports(
     adopt: bool = True,
 ) -> AsyncIterator[AccountPorts]:
     """The configured adapters, open for the ``async with``; ``adopt``: the server's start
-    (the management commands skip it)."""
+    (the management commands skip it, and their embedded adapter waits the server's bound
+    out after a change instead of keeping answers: sync.people_store.embedded)."""
     if not config.couchdb_url:
-        yield AccountPorts(EmbeddedAccounts(sqlite, audit), LocalLoginLimits(limits), "embedded")
+        embedded = EmbeddedAccounts(
+            sqlite, audit, config.accounts_cache_seconds, beside_server=not adopt
+        )
+        yield AccountPorts(embedded, LocalLoginLimits(limits), "embedded")
         return
     client = open_client(config)
     try:

@@ -6,13 +6,25 @@ this adapter runs them on the server's store: reads on its reader threads,
 changes in one transaction of its single writer, each change with its audit
 entry in that same transaction.
 
+The server's adapter answers a caller's lookup (an active user, or a live session's)
+again for ``recent_seconds`` (``FIELDSYNC_ACCOUNTS_CACHE_SECONDS``, counted from when
+its read was sent), and forgets what it keeps after every change made through it:
+the console's and the API's changes count from the very next request.  A management
+command's adapter (``beside_server``) keeps nothing; each of its changes returns only
+once ``recent_seconds`` have passed since it was written, so every answer the running
+server still keeps was read after it: ``fieldsync user disable`` says "done" only when
+the next request is refused (docs/adr/0005).  Unknown, disabled and removed callers are
+read every time, so a name just added, or enabled, is never refused from memory.
+
 With CouchDB, the same tables keep a copy of users and places (:func:`mirror_into`,
 :func:`copy_all`) for the code that still reads them there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -24,6 +36,7 @@ from sync.errors import BadRequest, FieldsyncError
 from sync.people import Changed
 from sync.people_store import embedded_tables
 from sync.people_store.ports import Actor, Lookup, Opened, details_of_scope
+from sync.recent import RecentLookups
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus
 from sync.sessions import Lifetime
 from sync.store.sqlite import SqliteStore
@@ -33,12 +46,35 @@ log = structlog.get_logger("fieldsync.accounts")
 
 
 class EmbeddedAccounts:
-    def __init__(self, store: SqliteStore, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        store: SqliteStore,
+        audit: AuditLog | None = None,
+        recent_seconds: float = 0.0,
+        *,
+        beside_server: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._store = store
         self._audit = audit
+        # The server's: callers read a moment ago (module docstring).  A command's keeps
+        # nothing, and waits the server's bound out after each change.
+        self._recent: RecentLookups[Lookup] = RecentLookups(
+            0.0 if beside_server else recent_seconds, clock=clock
+        )
+        self._wait = recent_seconds if beside_server else 0.0
+        self._sleep = sleep
 
     # -- reading ---------------------------------------------------------------------------
     async def lookup(self, name: str | None, session_id: str | None = None) -> Lookup:
+        """The version, and the user or the session's user: one read, unless the same
+        active caller was read less than ``recent_seconds`` ago and nothing changed here."""
+        return await self._recent.read_once(
+            (name, session_id), lambda: self._lookup(name, session_id), _active
+        )
+
+    async def _lookup(self, name: str | None, session_id: str | None) -> Lookup:
         def run(conn: sqlite3.Connection) -> Lookup:
             version = embedded_tables.places_version(conn)  # one snapshot: all agree
             session = None if session_id is None else embedded_tables.find_session(conn, session_id)
@@ -152,7 +188,7 @@ class EmbeddedAccounts:
                 raise BadRequest('give "name" (a new name) and/or "parent" (a place id, or null)')
             return place
 
-        return await self._store.write_tx(run)
+        return await self._tx(run)
 
     async def retire_place(self, place_id: str, by: Actor | None) -> Place:
         return await self._change(
@@ -174,13 +210,13 @@ class EmbeddedAccounts:
                 current, embedded_tables.start_session(conn, user.name, user.password_hash, now)
             )
 
-        return await self._store.write_tx(run)
+        return await self._tx(run)
 
     async def touch_session(self, session_id: str, now: float) -> None:
-        await self._store.write_tx(lambda c: embedded_tables.touch_session(c, session_id, now))
+        await self._tx(lambda c: embedded_tables.touch_session(c, session_id, now))
 
     async def end_session(self, session_id: str) -> str | None:
-        return await self._store.write_tx(lambda c: embedded_tables.end_session(c, session_id))
+        return await self._tx(lambda c: embedded_tables.end_session(c, session_id))
 
     async def logout_user(self, name: str, by: Actor | None) -> int:
         return await self._write(
@@ -191,6 +227,17 @@ class EmbeddedAccounts:
         )
 
     # -- transactions with their audit entry ---------------------------------------------------
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Every change: what is kept here is forgotten, whatever the outcome; a command's
+        returns, once written, only when no answer read before it can still be kept."""
+        try:
+            result = await self._store.write_tx(fn)
+        finally:
+            self._recent.forget()
+        if self._wait > 0:
+            await self._sleep(self._wait)
+        return result
+
     async def _write(
         self, by: Actor | None, action: str, fn: Callable[[sqlite3.Connection], T], detail: str
     ) -> T:
@@ -199,12 +246,12 @@ class EmbeddedAccounts:
             self._note(conn, by, action, detail)
             return result
 
-        return await self._store.write_tx(run)
+        return await self._tx(run)
 
     async def _change(
         self, by: Actor | None, action: str, fn: Callable[[sqlite3.Connection], Changed[T]]
     ) -> T:
-        return await self._store.write_tx(lambda c: self._noted(c, by, action, fn(c)))
+        return await self._tx(lambda c: self._noted(c, by, action, fn(c)))
 
     def _noted(
         self, conn: sqlite3.Connection, by: Actor | None, action: str, done: Changed[T]
@@ -215,6 +262,11 @@ class EmbeddedAccounts:
     def _note(self, conn: sqlite3.Connection, by: Actor | None, action: str, detail: str) -> None:
         if self._audit is not None and by is not None:
             embedded_audit.note(conn, self._audit.chain, by.name, action, detail, by.device)
+
+
+def _active(found: Lookup) -> bool:
+    """An answer worth keeping: an active user (by cookie: a session found, and its user)."""
+    return found.user is not None and found.user.status is UserStatus.ACTIVE
 
 
 # -- the copy kept beside CouchDB -----------------------------------------------------------

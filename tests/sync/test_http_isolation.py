@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -18,8 +17,7 @@ from unittest import mock
 import pytest
 from sync_fixtures import Api, Client, as_user
 
-from sync.people_store import embedded_tables
-from sync.store.schema import connect, db_path
+from sync.cli import main
 
 NOT_FOUND = {"error": "not_found", "reason": "missing"}
 ANY_DOC = mock.ANY
@@ -284,8 +282,9 @@ async def test_old_revision_of_a_moved_document_is_hidden(api: Api) -> None:
 
 # -- scope growth ----------------------------------------------------------------------
 def give_alice_area_b1(data_dir: Path) -> None:
-    with closing(connect(db_path(data_dir))) as conn:
-        embedded_tables.set_places(conn, "alice", ["area-a1", "area-b1"], [])
+    """The command an admin runs beside the server: it answers once the change holds."""
+    args = ["--place", "area-a1", "--place", "area-b1", "--data-dir", str(data_dir)]
+    assert main(["user", "set-places", "alice", *args]) == 0
 
 
 async def pull_all(api: Api, user: str, since: Any, limit: int = 2) -> tuple[list[str], Any]:

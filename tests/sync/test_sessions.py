@@ -23,6 +23,20 @@ from sync.store.schema import with_file
 ALICE = {"name": "alice", "password": PASSWORD}
 
 
+@pytest.fixture
+def config(data_dir: Path) -> Config:
+    """Several tests make time pass by editing the sessions table behind the server's
+    back, which nothing does in service: the server reads its callers every time here,
+    so that an edit shows at once (keeping them a moment has its own tests:
+    tests/people_store/test_embedded_recent.py)."""
+    return Config(
+        data_dir=data_dir,
+        max_request_bytes=2 * 1024 * 1024,
+        require_enrolment=False,
+        accounts_cache_seconds=0,
+    )
+
+
 async def login(client: Client, body: dict[str, str] = ALICE) -> dict[str, str]:
     """The session cookie as a header (the client's jar is emptied: only the copy opens)."""
     response = await client.post("/_session", json=body)

@@ -5,17 +5,15 @@ See :mod:`sync.replication.since` and DESIGN.md, "Per-worker document sets".
 
 from __future__ import annotations
 
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sync_fixtures import Api
 
+from sync.cli import main
 from sync.errors import BadRequest
-from sync.people_store import embedded_tables
 from sync.replication.since import Backfill, SinceToken, parse, snapshot_hash
-from sync.store.schema import connect, db_path
 
 SNAP = "0123456789abcdef"
 NEW = "fedcba9876543210"
@@ -76,8 +74,9 @@ def ids(body: dict[str, Any]) -> list[str]:
 
 
 def set_places(data_dir: Path, user: str, places: list[str]) -> None:
-    with closing(connect(db_path(data_dir))) as conn:
-        embedded_tables.set_places(conn, user, places, [])
+    """The command an admin runs beside the server: it answers once the change holds."""
+    chosen = [arg for place in places for arg in ("--place", place)]
+    assert main(["user", "set-places", user, *chosen, "--data-dir", str(data_dir)]) == 0
 
 
 async def seed(api: Api) -> None:
