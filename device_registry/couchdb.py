@@ -64,7 +64,7 @@ from device_registry.enrolment import (
 from device_registry.inventory import Change
 from device_registry.lookup import GONE, number
 from device_registry.model import Device, DeviceOwner, HistoryEntry, NewDevice
-from device_registry.ports import DeviceKey, Heard, Note
+from device_registry.ports import Bound, DeviceKey, Heard, Note
 from device_registry.status import ACTIVE, DeviceStatus
 from device_registry.verdict import TokenBinding, worth_keeping
 from sync.errors import Conflict, NotFound, StoreUnavailable
@@ -78,9 +78,6 @@ _TRIES = 50
 _SERIALS_KEPT = 100_000  # token hash -> serial, remembered (a token's device never changes)
 _REFUSALS_READ = 5_000  # newest refused attempts looked through for one scope's
 _BINDING_FIELDS = ("token", "status", "worker")  # what a binding reads of a device document
-
-
-Bound = tuple[DeviceKey, TokenBinding]
 
 
 class CouchDevices(DevicesDatabase):

@@ -36,9 +36,9 @@ from device_registry.dump import TABLES
 from device_registry.enrolment import Enrolment, IssuedCode, RefusedAttempt
 from device_registry.lookup import number
 from device_registry.model import Device, DeviceOwner, HistoryEntry, NewDevice
-from device_registry.ports import DeviceKey, Heard, Note
+from device_registry.ports import Bound, DeviceKey, Heard, Note
 from device_registry.status import DeviceStatus
-from device_registry.verdict import TokenBinding, worth_keeping
+from device_registry.verdict import worth_keeping
 from sync.audit_store import embedded as embedded_audit
 from sync.recent import RecentLookups
 from sync.scopes import Scope
@@ -83,9 +83,6 @@ def _noted(note: Note | None, fn: Callable[[sqlite3.Connection], T]) -> Callable
         return result
 
     return run
-
-
-Bound = tuple[DeviceKey, TokenBinding]
 
 
 class EmbeddedDevices:

@@ -59,6 +59,7 @@ from sync.ratelimit import Reservation
 from sync.scopes import Scope
 
 DeviceKey = str  # what binding() names a device by, for heard(): opaque to callers
+Bound = tuple[DeviceKey, TokenBinding]  # what binding() finds: the device's key, its binding
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ class DeviceStore(Protocol):
         ...
 
     # -- every request ---------------------------------------------------------------------
-    async def binding(self, token_hash: str) -> tuple[DeviceKey, TokenBinding] | None:
+    async def binding(self, token_hash: str) -> Bound | None:
         """The token and its device as they are now; None for an unknown token."""
         ...
 
