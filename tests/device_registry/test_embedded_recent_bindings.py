@@ -11,45 +11,21 @@ wait (``sleep``) moves it on, as the real wait moves time.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
+from kept_for_a_moment import Clock, CountingStore
 
 from device_registry import codes, inventory
 from device_registry.embedded import EmbeddedDevices
 from device_registry.status import DeviceStatus
 from sync.people_store.embedded import EmbeddedAccounts
 from sync.scopes import UNLIMITED, Role
-from sync.store.sqlite import SqliteStore
 
-T = TypeVar("T")
 IMEI = "490154203237518"
 BOUND = 0.5
-
-
-@dataclass
-class Clock:
-    now: float = 1000.0
-    slept: list[float] = field(default_factory=list)
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
-class CountingStore(SqliteStore):
-    reads = 0
-
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        self.reads += 1
-        return await super().read(fn)
 
 
 @dataclass

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from kept_for_a_moment import Clock
 
 from device_registry import codes, inventory
 from device_registry.couchdb import CouchDevices
@@ -29,19 +30,6 @@ from sync.store.couchdb.client import CouchClient
 
 IMEI = "490154203237518"
 BOUND = 0.5
-
-
-@dataclass
-class Clock:
-    now: float = 1000.0
-    slept: list[float] = field(default_factory=list)
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 @dataclass

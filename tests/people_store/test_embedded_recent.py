@@ -13,47 +13,21 @@ test clock, and the command's wait (``sleep``) moves it on, as the real wait mov
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
+from kept_for_a_moment import Clock, CountingStore
 
 from sync.people_store.embedded import EmbeddedAccounts
 from sync.people_store.ports import Actor
 from sync.scopes import Role, UserStatus
 from sync.sessions import Lifetime
-from sync.store.sqlite import SqliteStore
 
-T = TypeVar("T")
 PASSWORD = "correct horse"
 ADMIN = Actor("boss")
 BOUND = 0.5
-
-
-@dataclass
-class Clock:
-    now: float = 1000.0
-    slept: list[float] = field(default_factory=list)
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
-class CountingStore(SqliteStore):
-    """The real store, counting the reads (each one a hop to a reader thread)."""
-
-    reads = 0
-
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        self.reads += 1
-        return await super().read(fn)
 
 
 @dataclass
