@@ -10,11 +10,13 @@ The server's adapter answers a caller's lookup (an active user, or a live sessio
 again for ``recent_seconds`` (``FIELDSYNC_ACCOUNTS_CACHE_SECONDS``, counted from when
 its read was sent), and forgets what it keeps after every change made through it:
 the console's and the API's changes count from the very next request.  A management
-command's adapter (``beside_server``) keeps nothing; each of its changes returns only
-once ``recent_seconds`` have passed since it was written, so every answer the running
-server still keeps was read after it: ``fieldsync user disable`` says "done" only when
-the next request is refused (docs/adr/0005).  Unknown, disabled and removed callers are
-read every time, so a name just added, or enabled, is never refused from memory.
+command's adapter (``beside_server``) keeps nothing; each of its changes that can refuse
+a caller (scope, password, disable, remove, logout, a place moved or retired) returns
+only once ``recent_seconds`` have passed since it was written, so every answer the
+running server still keeps was read after it: ``fieldsync user disable`` says "done"
+only when the next request is refused (docs/adr/0005).  Unknown, disabled and removed
+callers are read every time, so a name just added, or enabled, is never refused from
+memory, and the changes that only grant do not wait.
 
 With CouchDB, the same tables keep a copy of users and places (:func:`mirror_into`,
 :func:`copy_all`) for the code that still reads them there.
@@ -188,7 +190,7 @@ class EmbeddedAccounts:
                 raise BadRequest('give "name" (a new name) and/or "parent" (a place id, or null)')
             return place
 
-        return await self._tx(run)
+        return await self._tx(run, refusing=move)
 
     async def retire_place(self, place_id: str, by: Actor | None) -> Place:
         return await self._change(
@@ -210,13 +212,13 @@ class EmbeddedAccounts:
                 current, embedded_tables.start_session(conn, user.name, user.password_hash, now)
             )
 
-        return await self._tx(run)
+        return await self._tx(run, refusing=False)
 
     async def touch_session(self, session_id: str, now: float) -> None:
-        await self._tx(lambda c: embedded_tables.touch_session(c, session_id, now))
+        await self._tx(lambda c: embedded_tables.touch_session(c, session_id, now), False)
 
     async def end_session(self, session_id: str) -> str | None:
-        return await self._tx(lambda c: embedded_tables.end_session(c, session_id))
+        return await self._tx(lambda c: embedded_tables.end_session(c, session_id), True)
 
     async def logout_user(self, name: str, by: Actor | None) -> int:
         return await self._write(
@@ -227,14 +229,16 @@ class EmbeddedAccounts:
         )
 
     # -- transactions with their audit entry ---------------------------------------------------
-    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Every change: what is kept here is forgotten, whatever the outcome; a command's
-        returns, once written, only when no answer read before it can still be kept."""
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T], refusing: bool) -> T:
+        """Every change: what is kept here is forgotten, whatever the outcome.  A command's
+        change that can refuse a caller returns, once written, only when no answer read
+        before it can still be kept (one that only grants needs no wait: unknown and
+        disabled callers are never kept)."""
         try:
             result = await self._store.write_tx(fn)
         finally:
             self._recent.forget()
-        if self._wait > 0:
+        if refusing and self._wait > 0:
             await self._sleep(self._wait)
         return result
 
@@ -246,12 +250,12 @@ class EmbeddedAccounts:
             self._note(conn, by, action, detail)
             return result
 
-        return await self._tx(run)
+        return await self._tx(run, action in _REFUSING)
 
     async def _change(
         self, by: Actor | None, action: str, fn: Callable[[sqlite3.Connection], Changed[T]]
     ) -> T:
-        return await self._tx(lambda c: self._noted(c, by, action, fn(c)))
+        return await self._tx(lambda c: self._noted(c, by, action, fn(c)), action in _REFUSING)
 
     def _noted(
         self, conn: sqlite3.Connection, by: Actor | None, action: str, done: Changed[T]
@@ -262,6 +266,22 @@ class EmbeddedAccounts:
     def _note(self, conn: sqlite3.Connection, by: Actor | None, action: str, detail: str) -> None:
         if self._audit is not None and by is not None:
             embedded_audit.note(conn, self._audit.chain, by.name, action, detail, by.device)
+
+
+# The changes after which a caller kept a moment ago may have to be refused (a command
+# waits them out); the others only grant (a user or place added, an account enabled)
+# or touch nothing a request is checked against (a language, a place's name).
+_REFUSING = frozenset(
+    {
+        "user_places",
+        "user_password",
+        "user_disable",
+        "user_remove",
+        "user_logout",
+        "place_move",
+        "place_retire",
+    }
+)
 
 
 def _active(found: Lookup) -> bool:

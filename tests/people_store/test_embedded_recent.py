@@ -97,13 +97,25 @@ async def test_without_the_wait_the_server_would_answer_from_memory(pair: Pair) 
     assert await status(pair.server, "alice") is UserStatus.DISABLED
 
 
-async def test_every_change_a_command_makes_waits(pair: Pair) -> None:
+async def test_every_change_that_can_refuse_a_caller_waits(pair: Pair) -> None:
     await pair.command.set_places("alice", ["area-2"], [], ADMIN)
     await pair.command.set_password("alice", "another horse", ADMIN)
     await pair.command.edit_place("area-2", None, True, "area-1", ADMIN)
     await pair.command.logout_user("alice", ADMIN)
     await pair.command.remove_user("alice", ADMIN)
     assert pair.clock.slept == [BOUND] * 5
+
+
+async def test_changes_that_only_grant_do_not_wait(pair: Pair) -> None:
+    """Nothing they change can make a kept answer wrong: unknown and disabled callers are
+    never kept, and a place's name or a console language decides no request."""
+    await pair.command.add_place("area-3", "area-1", None, ADMIN)
+    await pair.command.add_user("bob", Role.CHW, PASSWORD, ["area-3"], [], ADMIN)
+    await pair.server.disable_user("bob", ADMIN)  # the server's own changes never wait
+    await pair.command.enable_user("bob", ADMIN)
+    await pair.command.edit_place("area-3", "Area three", False, None, ADMIN)
+    await pair.command.set_language("bob", "sw", ADMIN)
+    assert pair.clock.slept == []
 
 
 async def test_unknown_and_disabled_callers_are_read_every_time(pair: Pair) -> None:
