@@ -61,7 +61,7 @@ class EmbeddedAccounts:
         self._store = store
         self._audit = audit
         # The server's: callers read a moment ago (module docstring).  A command's keeps
-        # nothing, and waits the server's bound out after each change.
+        # nothing, and waits the server's bound out after a change that can refuse.
         self._recent: RecentLookups[Lookup] = RecentLookups(
             0.0 if beside_server else recent_seconds, clock=clock
         )
