@@ -40,7 +40,7 @@ from device_registry.ports import Bound, DeviceKey, Heard, Note
 from device_registry.status import DeviceStatus
 from device_registry.verdict import worth_keeping
 from sync.audit_store import embedded as embedded_audit
-from sync.recent import RecentLookups
+from sync.recent import OnOneFile
 from sync.scopes import Scope
 from sync.store.schema import with_file
 
@@ -100,11 +100,9 @@ class EmbeddedDevices:
         self._tx = transactions
         # The server's: live bindings read a moment ago (module docstring).  A command's
         # keeps nothing, and waits the server's bound out after a refusing change.
-        self._recent: RecentLookups[Bound | None] = RecentLookups(
-            0.0 if beside_server else recent_seconds, clock=clock
+        self._kept: OnOneFile[Bound | None] = OnOneFile(
+            recent_seconds, beside_server=beside_server, clock=clock, sleep=sleep
         )
-        self._wait = recent_seconds if beside_server else 0.0
-        self._sleep = sleep
 
     @classmethod
     async def opened(
@@ -123,18 +121,12 @@ class EmbeddedDevices:
     async def _changing(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A change that refuses no phone (a new device, an edit, a code): what is kept
         here is forgotten anyway, whatever the outcome."""
-        try:
-            return await self._tx.write_tx(fn)
-        finally:
-            self._recent.forget()
+        return await self._kept.change(self._tx.write_tx(fn), refusing=False)
 
     async def _refusing(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A change that can refuse a phone (status, worker, a new enrolment, an import):
         once written, answered only when no binding read before it can still be kept."""
-        result = await self._changing(fn)
-        if self._wait > 0:
-            await self._sleep(self._wait)
-        return result
+        return await self._kept.change(self._tx.write_tx(fn), refusing=True)
 
     # -- reading ---------------------------------------------------------------------------
     async def get(self, serial: str) -> Device | None:
@@ -224,7 +216,7 @@ class EmbeddedDevices:
     # -- every request -----------------------------------------------------------------------
     async def binding(self, token_hash: str) -> Bound | None:
         """Read, or a live binding answered again within the bound (module docstring)."""
-        return await self._recent.read_once(
+        return await self._kept.kept.read_once(
             token_hash,
             lambda: self._tx.read(lambda conn: embedded_sql.binding(conn, token_hash)),
             worth_keeping,

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
+T = TypeVar("T")
 
 MOST = 10_000  # answers kept at once; past it, all are dropped (names a guesser made up, say)
 
@@ -102,3 +103,37 @@ class RecentLookups(Generic[V]):
         """A write went through this instance: nothing read before it is answered again."""
         self.generation += 1
         self._kept.clear()
+
+
+class OnOneFile(Generic[V]):
+    """The embedded adapters' rule (docs/adr/0005 and 0006, their embedded parts).
+
+    The server's adapter keeps answers for ``seconds`` in :attr:`kept` and forgets them
+    after every change it makes.  A management command's (``beside_server``) keeps
+    nothing: it is another process on the same file, so after a change that can refuse
+    it waits ``seconds`` out before it answers, and every answer the server still keeps
+    was read after the change.
+    """
+
+    def __init__(
+        self,
+        seconds: float,
+        *,
+        beside_server: bool,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.kept: RecentLookups[V] = RecentLookups(0.0 if beside_server else seconds, clock=clock)
+        self._wait = seconds if beside_server else 0.0
+        self._sleep = sleep
+
+    async def change(self, write: Awaitable[T], refusing: bool) -> T:
+        """``write``'s result: what is kept is forgotten whatever the outcome; once
+        written, a refusing change of a command returns only after the bound."""
+        try:
+            result = await write
+        finally:
+            self.kept.forget()
+        if refusing and self._wait > 0:
+            await self._sleep(self._wait)
+        return result

@@ -38,7 +38,7 @@ from sync.errors import BadRequest, FieldsyncError
 from sync.people import Changed
 from sync.people_store import embedded_tables
 from sync.people_store.ports import Actor, Lookup, Opened, details_of_scope
-from sync.recent import RecentLookups
+from sync.recent import OnOneFile
 from sync.scopes import Place, PlaceTree, Role, User, UserStatus
 from sync.sessions import Lifetime
 from sync.store.sqlite import SqliteStore
@@ -62,17 +62,15 @@ class EmbeddedAccounts:
         self._audit = audit
         # The server's: callers read a moment ago (module docstring).  A command's keeps
         # nothing, and waits the server's bound out after a change that can refuse.
-        self._recent: RecentLookups[Lookup] = RecentLookups(
-            0.0 if beside_server else recent_seconds, clock=clock
+        self._kept: OnOneFile[Lookup] = OnOneFile(
+            recent_seconds, beside_server=beside_server, clock=clock, sleep=sleep
         )
-        self._wait = recent_seconds if beside_server else 0.0
-        self._sleep = sleep
 
     # -- reading ---------------------------------------------------------------------------
     async def lookup(self, name: str | None, session_id: str | None = None) -> Lookup:
         """The version, and the user or the session's user: one read, unless the same
         active caller was read less than ``recent_seconds`` ago and nothing changed here."""
-        return await self._recent.read_once(
+        return await self._kept.kept.read_once(
             (name, session_id), lambda: self._lookup(name, session_id), _active
         )
 
@@ -234,13 +232,7 @@ class EmbeddedAccounts:
         change that can refuse a caller returns, once written, only when no answer read
         before it can still be kept (one that only grants needs no wait: unknown and
         disabled callers are never kept)."""
-        try:
-            result = await self._store.write_tx(fn)
-        finally:
-            self._recent.forget()
-        if refusing and self._wait > 0:
-            await self._sleep(self._wait)
-        return result
+        return await self._kept.change(self._store.write_tx(fn), refusing)
 
     async def _write(
         self, by: Actor | None, action: str, fn: Callable[[sqlite3.Connection], T], detail: str
