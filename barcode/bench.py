@@ -19,10 +19,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 from barcode import corpus
-from barcode.decode import Zbar, decode_photo, load_zbar
+from barcode.decode import decode_photo
 from barcode.errors import DecoderUnavailable
 from barcode.images import Limits
 from barcode.settings import BarcodeSettings
+from barcode.zbar import Zbar, load_zbar
 from sync.errors import FieldsyncError
 
 FULL, QUICK = 300, 40

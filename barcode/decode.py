@@ -11,29 +11,24 @@ never be mistaken for another patient, and one bad read in a blurry variant
 should not hide a good read in the next.  Two *different* valid IDs in one
 variant (two cards in the photo) are refused rather than guessed between.
 
-zbar is a system library (Debian/Ubuntu ``libzbar0``) reached through
-pyzbar, which fails at import when it is missing; :func:`load_zbar` imports
-it lazily so the server starts without it and scans answer 503.
+zbar itself is reached through :mod:`barcode.zbar`, which imports it lazily
+so the server starts without it and scans answer 503.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 
 from barcode.checkdigit import CheckResult, SchemeLike, validate
-from barcode.errors import AmbiguousScan, DecoderUnavailable, NoBarcode, UnreadableImage
+from barcode.errors import AmbiguousScan, NoBarcode, UnreadableImage
 from barcode.images import Gray, Limits, load_gray
 from barcode.variants import variants
-
-# One zbar pass: grey pixels in, (symbology, text) for each symbol found out.
-Zbar = Callable[[Gray], list[tuple[str, str]]]
-SYMBOLOGIES = ("CODE128", "QRCODE")
+from barcode.zbar import Zbar
 
 
 @dataclass(frozen=True)
@@ -44,21 +39,6 @@ class Decoded:
     symbology: str
     variant: str
     attempts: int
-
-
-def load_zbar() -> Zbar:
-    """pyzbar's decoder restricted to our symbologies; DecoderUnavailable without libzbar0."""
-    try:
-        pyzbar = importlib.import_module("pyzbar.pyzbar")
-    except (ImportError, OSError) as exc:
-        raise DecoderUnavailable() from exc
-    symbols = [pyzbar.ZBarSymbol[name] for name in SYMBOLOGIES]
-
-    def zbar(pixels: Gray) -> list[tuple[str, str]]:
-        found = pyzbar.decode(pixels, symbols=symbols)
-        return [(str(s.type), bytes(s.data).decode("utf-8", "replace")) for s in found]
-
-    return zbar
 
 
 def decode_photo(

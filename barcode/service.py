@@ -13,17 +13,19 @@ import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from barcode import cards, sheet
 from barcode.checkdigit import CheckResult, validate
-from barcode.decode import Decoded, Zbar, decode_photo, load_zbar
-from barcode.images import Limits
 from barcode.ports import Block, PatientIdStore
 from barcode.settings import BarcodeSettings
+from barcode.zbar import Zbar, load_zbar
 from sync.errors import BadRequest, NotFound
 from sync.replication.context import Caller
 from sync.replication.reads import Reader, ReadOptions
+
+if TYPE_CHECKING:
+    from barcode.decode import Decoded
 
 PERSON_PREFIX = "person-"
 
@@ -107,11 +109,15 @@ class PatientIds:
 
 
 class Scanner:
-    """Decodes photos on its own threads (OpenCV and zbar release the GIL)."""
+    """Decodes photos on its own threads (OpenCV and zbar release the GIL).
+
+    OpenCV and numpy are imported by the first scan, on those threads: they are a
+    third of what a ``fieldsync`` process loads, and no command and no other route
+    needs them.
+    """
 
     def __init__(self, settings: BarcodeSettings) -> None:
         self._settings = settings
-        self._limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
         self._executor = ThreadPoolExecutor(settings.decode_workers, "barcode-decode")
         self._zbar: Zbar | None = None
 
@@ -135,10 +141,12 @@ class Scanner:
         return self._zbar
 
     def _decode(self, data: bytes) -> Decoded:
+        from barcode.decode import decode_photo  # the image stack, at the first scan
+        from barcode.images import Limits
+
         settings = self._settings
-        return decode_photo(
-            data, self._limits, settings.scheme, self._load(), settings.decode_seconds
-        )
+        limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
+        return decode_photo(data, limits, settings.scheme, self._load(), settings.decode_seconds)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -6,7 +6,7 @@ import numpy as np
 
 from barcode import corpus
 from barcode.bench import measure
-from barcode.decode import load_zbar
+from barcode.zbar import load_zbar
 
 COUNT = 40
 SEED = 11

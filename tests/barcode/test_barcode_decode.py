@@ -12,7 +12,7 @@ from PIL import Image
 
 from barcode import cards, code128
 from barcode.checkdigit import Scheme
-from barcode.decode import decode_pixels, load_zbar
+from barcode.decode import decode_pixels
 from barcode.errors import (
     AmbiguousScan,
     CorruptImage,
@@ -23,6 +23,7 @@ from barcode.errors import (
 )
 from barcode.images import Gray, Limits, header_size, load_gray, sniff
 from barcode.variants import barcode_regions, rotate, variants
+from barcode.zbar import load_zbar
 
 LIMITS = Limits(max_bytes=1_000_000, max_pixels=2_000_000)
 BLANK = np.full((300, 400), 255, np.uint8)
