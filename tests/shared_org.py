@@ -21,10 +21,13 @@ importable as ``shared_org`` from every folder.
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
+from unittest import mock
 
+from sync import accounts
 from sync.people_store import embedded_tables
 from sync.scopes import Role
 from sync.store.schema import connect, db_path, initialise
@@ -54,14 +57,29 @@ def seed(
     users: Sequence[User] = USERS,
     password: str = PASSWORD,
 ) -> None:
-    """Create the SQLite file under ``data_dir`` with these places and users."""
+    """Create the SQLite file under ``data_dir`` with these places and users.
+
+    The users are added by the store's own ``add_user`` (its checks run), but their
+    password hash is made once per password and test process: a real scrypt hash,
+    which the server verifies as any other, only with one salt for all of them.
+    Seeding is done before most tests of the suite, and one scrypt costs about 60 ms
+    (four users: a quarter of a second a test).
+    """
     path = db_path(data_dir)
     initialise(path)
-    with closing(connect(path)) as conn:
+    with closing(connect(path)) as conn, mock.patch.object(accounts, "hash_password", _hashed):
         for place, parent in places:
             embedded_tables.add_place(conn, place, parent, None)
         for name, role, captured, read in users:
             embedded_tables.add_user(conn, name, role, password, captured, read)
+
+
+@functools.cache
+def _hashed(password: str) -> str:
+    return _scrypt(password)
+
+
+_scrypt = accounts.hash_password
 
 
 def basic_auth(name: str, password: str = PASSWORD) -> dict[str, str]:
