@@ -74,12 +74,8 @@ def seed(
             embedded_tables.add_user(conn, name, role, password, captured, read)
 
 
-@functools.cache
-def _hashed(password: str) -> str:
-    return _scrypt(password)
-
-
-_scrypt = accounts.hash_password
+# Bound to the real function now: seed() puts this one in its place while it runs.
+_hashed = functools.cache(accounts.hash_password)
 
 
 def basic_auth(name: str, password: str = PASSWORD) -> dict[str, str]:
