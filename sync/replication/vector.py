@@ -55,15 +55,38 @@ class VectorToken:
         return f"v2-{self.base}-{pack(self.positions, keep_zero=True)}"
 
 
+# Every row of a worker's ``_changes`` carries a token, so packing one must be cheap.
+# ``zlib.compress`` sets up a 32 kB window and its hash tables for each call (about
+# 70 microseconds, 0.7 CPU seconds over a 10,000-document pull); a token's JSON is a
+# few hundred bytes, so a 4 kB window and small tables give the same bytes of output
+# (the stream's header names its window; any zlib reader takes it) in a twentieth
+# of the time.
+_WINDOW_BITS = 12
+_MEM_LEVEL = 2
+
+
 def pack(positions: Mapping[str, Position], *, keep_zero: bool = False) -> str:
-    items = [[p, d, o] for p, (d, o) in sorted(positions.items()) if keep_zero or (d, o) != (0, 0)]
-    packed = zlib.compress(orjson.dumps(items), 9)
-    return base64.urlsafe_b64encode(packed).decode().rstrip("=")
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, _WINDOW_BITS, _MEM_LEVEL)
+    return _text(squeeze.compress(_json(positions, keep_zero)) + squeeze.flush())
 
 
 def base_key(positions: Mapping[str, Position]) -> str:
-    """The name a stored vector is kept under: a hash of what it holds."""
-    return hashlib.sha256(pack(positions).encode()).hexdigest()[:32]
+    """The name a stored vector is kept under: a hash of what it holds.
+
+    Hashed over the first tokens' packing (zlib's default window), so the vectors
+    stored before tokens were packed smaller keep their names; once per request.
+    """
+    named = _text(zlib.compress(_json(positions, False), 9))
+    return hashlib.sha256(named.encode()).hexdigest()[:32]
+
+
+def _json(positions: Mapping[str, Position], keep_zero: bool) -> bytes:
+    items = [[p, d, o] for p, (d, o) in sorted(positions.items()) if keep_zero or (d, o) != (0, 0)]
+    return orjson.dumps(items)
+
+
+def _text(packed: bytes) -> str:
+    return base64.urlsafe_b64encode(packed).decode().rstrip("=")
 
 
 @dataclass(frozen=True, slots=True)
