@@ -140,3 +140,35 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_one() -> None:
     expected = hard if hard != resource.RLIM_INFINITY else now
     assert now == expected
     assert now > 256 or hard <= 256
+
+
+def test_the_garbage_collector_is_settled_once_started_and_still_frees_cycles() -> None:
+    """Run in a child: this test process's collector must not change.
+
+    What existed at start is frozen (never scanned again), young collections wait
+    for 20,000 new objects, and garbage cycles made after that are still freed."""
+    code = (
+        "import gc, weakref\n"
+        "from sync.serving import GC_YOUNG, settle_garbage_collector\n"
+        "settle_garbage_collector()\n"
+        "frozen, threshold = gc.get_freeze_count(), gc.get_threshold()\n"
+        "class Node:\n"
+        "    pass\n"
+        "watched = []\n"
+        "for n in range(6 * GC_YOUNG):\n"
+        "    a, b = Node(), Node()\n"
+        "    a.other, b.other = b, a\n"
+        "    if n % 1000 == 0:\n"
+        "        watched.append(weakref.ref(a))\n"
+        "    del a, b\n"
+        "freed = sum(ref() is None for ref in watched)\n"
+        "print(frozen, threshold[0], freed, len(watched))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
+    ).stdout.split()
+    frozen, young, freed, watched = map(int, out)
+    assert frozen > 1000  # the modules and objects loaded at start
+    assert young == 20_000
+    # All but those made since the last collection: at most GC_YOUNG objects, 2 a pair.
+    assert watched == 120 and freed >= watched - 10
