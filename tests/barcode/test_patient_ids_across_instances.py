@@ -97,12 +97,20 @@ async def test_three_instances_allocating_at_once_share_no_id(
     assert all(validate(i).valid for i in ids)
     assert len({b["block"] for b in blocks}) == len(blocks)
 
-    # Every ID is recorded in the shared database, as issued or reserved.
-    status, listing = couch_request(
-        couchdb_url, "GET", couch_path(couch_prefix + "patient_ids") + "/_all_docs"
-    )
-    assert status == 200, listing
-    recorded = {r["id"] for r in listing["rows"] if not r["id"].startswith(("counter:", "block:"))}
+    # Every ID is recorded in the shared database, as issued or reserved.  A listing is
+    # a range read, which a cluster answers from one copy per shard range: one that has
+    # not yet taken the last writes lags a moment, so it is read again for a while.
+    recorded: set[str] = set()
+    for _ in range(30):
+        status, listing = couch_request(
+            couchdb_url, "GET", couch_path(couch_prefix + "patient_ids") + "/_all_docs"
+        )
+        assert status == 200, listing
+        rows = listing["rows"]
+        recorded = {r["id"] for r in rows if not r["id"].startswith(("counter:", "block:"))}
+        if recorded == set(ids):
+            break
+        await asyncio.sleep(0.5)
     assert recorded == set(ids)
 
     # Any instance lists a device's block, whichever instance reserved it.
