@@ -122,6 +122,13 @@ def test_trouble_is_one_line_per_kind_per_interval() -> None:
     assert all(log["in_last_seconds"] == 60 for log in logs)
 
 
+def _in_child(code: str) -> list[str]:
+    """What ``code`` prints, run in a new interpreter (process-wide settings stay ours)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
+    ).stdout.split()
+
+
 def test_the_soft_open_file_limit_is_raised_to_the_hard_one() -> None:
     """Run in a child: the limit of this test process must not change."""
     code = (
@@ -133,9 +140,7 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_one() -> None:
         "assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == now, now\n"
         "print(now, hard)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
-    ).stdout.split()
+    out = _in_child(code)
     now, hard = int(out[0]), int(out[1])
     expected = hard if hard != resource.RLIM_INFINITY else now
     assert now == expected
@@ -164,9 +169,7 @@ def test_the_garbage_collector_is_settled_once_started_and_still_frees_cycles() 
         "freed = sum(ref() is None for ref in watched)\n"
         "print(frozen, threshold[0], freed, len(watched))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
-    ).stdout.split()
+    out = _in_child(code)
     frozen, young, freed, watched = map(int, out)
     assert frozen > 1000  # the modules and objects loaded at start
     assert young == 20_000
