@@ -56,8 +56,8 @@ class VectorToken:
 
 
 # Every row of a worker's ``_changes`` carries a token, so packing one must be cheap.
-# ``zlib.compress`` sets up a 32 kB window and its hash tables for each call (about
-# 70 microseconds, 0.7 CPU seconds over a 10,000-document pull); a token's JSON is a
+# ``zlib.compress`` sets up a 32 kB window and its hash tables for each call (18-70
+# microseconds measured, up to 0.7 CPU s over a 10,000-document pull); a token's JSON is a
 # few hundred bytes, so a 4 kB window and small tables give the same bytes of output
 # (the stream's header names its window; any zlib reader takes it) in a twentieth
 # of the time.
