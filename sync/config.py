@@ -71,6 +71,9 @@ class Config:
     devices_cache_seconds: float = 0.5
     # CouchDB's max_document_size (default; Cloudant: 1,000,000); bigger: refused per document.
     couchdb_max_document_bytes: int = 8_000_000
+    # A reader passes over a change-log position, or an entry's version, that quorum reads
+    # have not shown for this long (lost with the one cluster copy that took it).
+    couchdb_lost_after_seconds: float = 600.0
     # Bearer token that opens GET /metrics (sync.health); without one only admins read them.
     metrics_token: str | None = field(default=None, repr=False)
     # The server's log: lines below log_level are dropped; json (one object a line) or console.
@@ -274,6 +277,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_ACCOUNTS_CACHE_SECONDS": ("accounts_cache_seconds", _cache_seconds),
     "FIELDSYNC_DEVICES_CACHE_SECONDS": ("devices_cache_seconds", _device_cache_seconds),
     "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": ("couchdb_max_document_bytes", _count(4096)),
+    "FIELDSYNC_COUCHDB_LOST_AFTER_SECONDS": ("couchdb_lost_after_seconds", _seconds),
     "FIELDSYNC_METRICS_TOKEN": ("metrics_token", metrics_token),
     "FIELDSYNC_LOG_LEVEL": ("log_level", _one_of(LOG_LEVELS)),
     "FIELDSYNC_LOG_FORMAT": ("log_format", _one_of(LOG_FORMATS)),

@@ -119,6 +119,10 @@ _CORE = {
     "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": "CouchDB's `max_document_size` (Cloudant: "
     "`1000000`): a revision or attachment larger than this once sealed is refused alone "
     "(`too_large`)",
+    "FIELDSYNC_COUCHDB_LOST_AFTER_SECONDS": "on a CouchDB cluster, a change-log position or "
+    "a document version that quorum reads still do not show this long after it was written "
+    "(lost with the one copy that took it) is passed over, so that the place's phones do "
+    "not stop there for good; keep it well above the clock skew between instances",
     "FIELDSYNC_METRICS_TOKEN": "printable, no spaces: `Authorization: Bearer <token>` reads "
     "`GET /metrics`; unset, only a signed-in admin does",
     "FIELDSYNC_LOG_LEVEL": "`debug`, `info`, `warning` or `error`: lines below it are dropped "

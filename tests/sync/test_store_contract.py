@@ -36,6 +36,7 @@ import asyncio
 import dataclasses
 import json
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -1163,7 +1164,7 @@ async def test_a_walk_stops_at_an_entry_whose_meta_it_cannot_see_yet(store: Couc
     await ok(store, rw("x", "1-x"), rw("y", "1-y", place="p2"))
     ahead = layout.entry_id("p1", 2)  # names x's next version, which no meta shows yet
     where = path(layout.log_db(store.prefix, DB), ahead)
-    await store.client.json("PUT", where, body={"ids": [["x", 2]], "at": 0})
+    await store.client.json("PUT", where, body={"ids": [["x", 2]], "at": time.time()})
     await ok(store, rw("z", "1-z"))  # appended after it, at position 3
     rows = await walk(store, P1 | P2)
     assert [(r.place, r.change and r.change.id, r.after) for r in rows] == [

@@ -4,7 +4,10 @@ A walk through place logs sends a document for the entry ``(doc id, v)`` that
 wrote its current version ``v`` in its current place; any other entry naming it
 is a row without a change (the document moved away, or a later entry names it):
 
-- ``meta.version <  v``  the meta is not visible yet: stop the place here, retry later;
+- ``meta.version <  v``  the meta is not visible yet: stop the place here, retry later
+                         (unless the entry is older than ``PlaceLog.lost_before``: then
+                         that version was lost with a cluster copy, or shredded; a row
+                         with no change);
 - ``meta.version == v``  and the document is in this place: send its latest change;
 - otherwise              a row with no change: the entry of the document's current
                          version (appended at the end of its place's log, now or by
@@ -20,12 +23,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+import structlog
 
 from sync.store.base import Change, GlobalPage, LogPage, LogRow, Position
 from sync.store.couchdb import metas
 from sync.store.couchdb.ahead import after
 from sync.store.couchdb.client import KEYS_PER_REQUEST, CouchClient, path
 from sync.store.couchdb.log import Entry, PlaceLog
+
+logger = structlog.get_logger()
 
 
 async def place_changes(
@@ -71,13 +77,14 @@ async def place_changes(
         grown = enough if len(full) <= 8 else window * 4
         open_places, window = full, max(2, min(grown, span + 1, 1001))
     loader = _MetaLoader(client, meta_db, _ids_in_order(order, runs, cursor))
+    lost_before = log.lost_before()
     if pages > 1:
         await loader.load(_batch(span))
     walked: list[LogPage] = []
     at = dict(cursor)
     while len(walked) < pages:
         rest = {p: [e for e in runs[p] if e.position > at.get(p, (0, 0))[0]] for p in order}
-        rows, walked_all = await _walk(order, rest, at, loader, limit)
+        rows, walked_all = await _walk(order, rest, at, loader, limit, lost_before)
         walked.append(LogPage(rows, walked_all and not open_places))
         if walked_all:
             break
@@ -146,6 +153,7 @@ async def _walk(
     cursor: Mapping[str, Position],
     loader: _MetaLoader,
     limit: int,
+    lost_before: float,
 ) -> tuple[list[LogRow], bool]:
     """The rows of the entries read (module docstring); False if ``limit`` cut it short."""
     rows: list[LogRow] = []
@@ -157,11 +165,17 @@ async def _walk(
             ahead = False
             for n, (doc_id, version) in enumerate(entry.ids[skipped:], start=skipped + 1):
                 meta = await loader.get(doc_id, _batch(limit - sent))
-                if meta is None or meta.version < version:
-                    ahead = True  # ahead of the metas we can see: stop here, retry later
-                    break
                 last = n == len(entry.ids)
                 after = (entry.position, 0) if last else (entry.position - 1, n)
+                if meta is None or meta.version < version:
+                    if entry.at > lost_before:
+                        ahead = True  # ahead of the metas we can see: stop here, retry later
+                        break
+                    # Written long ago, and quorum reads still miss that version: it was
+                    # lost with the one copy that took it, or shredded. Pass over it.
+                    logger.warning("couchdb_log_version_lost", place=place, doc_id=doc_id)
+                    rows.append(LogRow(None, place, after))
+                    continue
                 current = meta.place == place and meta.version == version
                 change = meta.as_change() if current and doc_id not in seen else None
                 if change is not None:

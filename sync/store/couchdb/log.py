@@ -22,15 +22,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import structlog
 
 from sync.errors import Conflict, StoreUnavailable
 from sync.store.couchdb import layout
 from sync.store.couchdb.client import CouchClient, path
 
-# A position still missing while a later one is older than this is a lost
-# append (its writer failed between taking and writing it can't happen: a
-# create is one request) -- or an entry CouchDB has not shown us yet.  We wait.
+log = structlog.get_logger()
+
 _APPEND_TRIES = 50
+# How long a reader waits at a position, or at an entry's document, that quorum
+# reads do not show, before it passes over it (``FIELDSYNC_COUCHDB_LOST_AFTER_SECONDS``).
+LOST_AFTER_SECONDS = 600.0
+_PROBED = 8  # positions read after a missing one whose place is known to go on
 _MIGRATED_KEPT = 100_000  # positions of old tokens kept (a few MB)
 
 
@@ -51,8 +55,9 @@ class _Batch:
 
 
 class PlaceLog:
-    def __init__(self, client: CouchClient) -> None:
+    def __init__(self, client: CouchClient, lost_after: float = LOST_AFTER_SECONDS) -> None:
         self.client = client
+        self.lost_after = lost_after
         self._tails: dict[tuple[str, str], int] = {}  # (log db, place) -> last position known
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._waiting: dict[tuple[str, str], _Batch] = {}
@@ -157,27 +162,74 @@ class PlaceLog:
         found = await asyncio.gather(*(self._read_tail(log_db, p) for p in order))
         return dict(zip(order, found, strict=True))
 
+    def lost_before(self) -> float:
+        """An entry written before this time (its writer's clock) whose document's meta
+        quorum reads still do not show at its version is passed over (``_walk`` in
+        ``feed``), as is a position missing below an entry this old: see :meth:`read`."""
+        return time.time() - self.lost_after
+
     async def read(
         self, log_db: str, cursor: Mapping[str, int], places: Sequence[str], window: int
     ) -> dict[str, list[Entry]]:
-        """The entries after ``cursor`` of each place, up to the first one not visible."""
+        """The entries after ``cursor`` of each place, up to the first one not visible.
+
+        A missing position below an entry older than :meth:`lost_before` is passed over
+        as an empty entry.  That entry was taken only once the missing one existed, so
+        the missing one was written that long ago and quorum reads still miss it: a copy
+        that alone took it (a 202) was lost.  Its writer said its ids again further on
+        (:meth:`_append`), or their metas are pending and the settler will, so passing it
+        loses nothing and keeps the place's readers from stopping there for good (ADR
+        0001, *Liveness after losing a copy*).
+        """
         keys = [layout.entry_id(p, cursor.get(p, 0) + k) for p in places for k in range(1, window)]
-        found: dict[str, Entry] = {}
-        for entry_id, leaves in (await self.client.leaves_by_id(log_db, keys)).items():
-            found[entry_id] = self._whole(leaves)
-        runs: dict[str, list[Entry]] = {}
-        for p in places:
-            run: list[Entry] = []
-            position = cursor.get(p, 0) + 1
-            while (entry := found.get(layout.entry_id(p, position))) is not None:
-                run.append(entry)
-                position += 1
-            runs[p] = run
+        held = await self._held(log_db, keys)
+        lost_before = self.lost_before()
+        runs = {p: self._run(held.get(p, {}), p, cursor.get(p, 0), lost_before) for p in places}
+        # A place stopped at a missing position that this instance knows is not its last
+        # (a tail read or an append went further): read a few after it, to see their age.
+        probe = []
+        for p, run in runs.items():
+            stop = (run[-1].position if run else cursor.get(p, 0)) + 1
+            last = self._tails.get((log_db, p), 0)
+            read = stop < cursor.get(p, 0) + window  # else the run just reached the window's end
+            if read and last > stop and not any(q > stop for q in held.get(p, {})):
+                probe += [
+                    layout.entry_id(p, q) for q in range(stop + 1, min(last, stop + _PROBED) + 1)
+                ]
+        if probe:
+            for p, more in (await self._held(log_db, probe)).items():
+                held.setdefault(p, {}).update(more)
+                runs[p] = self._run(held[p], p, cursor.get(p, 0), lost_before)
+        for p, run in runs.items():
             if run:
                 key = (log_db, p)
                 self._tails[key] = max(self._tails.get(key, 0), run[-1].position)
                 self._ids_per_entry[key] = sum(len(e.ids) for e in run) / len(run)
         return runs
+
+    async def _held(self, log_db: str, keys: Sequence[str]) -> dict[str, dict[int, Entry]]:
+        """The entries of ``keys`` that quorum reads show, by place and position."""
+        held: dict[str, dict[int, Entry]] = {}
+        for leaves in (await self.client.leaves_by_id(log_db, keys)).values():
+            entry = self._whole(leaves)
+            held.setdefault(entry.place, {})[entry.position] = entry
+        return held
+
+    @staticmethod
+    def _run(held: Mapping[int, Entry], place: str, done: int, lost_before: float) -> list[Entry]:
+        """The entries after ``done``, up to the first missing position that is not lost."""
+        run: list[Entry] = []
+        position = done + 1
+        while True:
+            entry = held.get(position)
+            if entry is None:
+                later = min((q for q in held if q > position), default=None)
+                if later is None or held[later].at > lost_before:
+                    return run
+                log.warning("couchdb_log_position_lost", place=place, position=position)
+                entry = Entry(place, position, (), held[later].at)
+            run.append(entry)
+            position += 1
 
     async def migrated_position(self, log_db: str, place: str, seq: int) -> int:
         """The position of ``place``'s last entry that ``fieldsync migrate`` wrote for an

@@ -37,6 +37,7 @@ def open_store(config: Config) -> CouchStore:
         config.couchdb_prefix,
         config.couchdb_max_document_bytes,
         config.key_refresh_seconds,
+        config.couchdb_lost_after_seconds,
     )
 
 

@@ -58,7 +58,7 @@ from sync.store.couchdb.ahead import PagesAhead
 from sync.store.couchdb.bodies import BodyCache, RecentMetas
 from sync.store.couchdb.checkpoints import Key, LaterSaves, Unsaved
 from sync.store.couchdb.client import CouchClient, path
-from sync.store.couchdb.log import PlaceLog
+from sync.store.couchdb.log import LOST_AFTER_SECONDS, PlaceLog
 from sync.store.couchdb.plans import Plan
 
 if TYPE_CHECKING:
@@ -119,13 +119,15 @@ class CouchStore(LogStore):
         prefix: str = "fieldsync_",
         max_document_bytes: int = 8_000_000,
         kept_seconds: float = 30.0,
+        lost_after: float = LOST_AFTER_SECONDS,
     ) -> None:
         """``kept_seconds``: the longest a sealed body or checkpoint is kept in memory (a
-        data-key rotation deletes old key versions after waiting longer than this)."""
+        data-key rotation deletes old key versions after waiting longer than this);
+        ``lost_after``: see ``PlaceLog.lost_before``."""
         self.client = client
         self.prefix = prefix
         self.max_document_bytes = max_document_bytes
-        self.log = PlaceLog(client)
+        self.log = PlaceLog(client, lost_after)
         self.bodies = BodyCache(_BODY_CACHE_BYTES, kept_seconds)
         self._checkpoint_seconds = min(_CHECKPOINT_SECONDS, kept_seconds)
         self._recent = RecentMetas(_RECENT_SECONDS, _RECENT_METAS)
