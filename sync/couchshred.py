@@ -17,7 +17,11 @@ would race with it), for every fieldsync database ``D``:
 4. its attachments (``a:DIGEST:PLACE``);
 5. its change-log entries: each is emptied (``{"ids": []}``) rather than deleted,
    because a deleted id can be created again, and a later write in the place
-   must never reuse a position a device's cursor has passed.
+   must never reuse a position a device's cursor has passed;
+6. the entries of other places that name a document deleted in step 2 (written
+   there before it moved into the place): its id is replaced by ``""`` (version
+   0), which readers pass over, so that entries keep their length and a
+   cursor's offset inside one still points at the same id.
 
 A write into the place while this runs may be shredded with the rest or kept
 (under the fresh key); run the command again to shred what was kept.  Instances
@@ -55,6 +59,7 @@ from sync.store.base import SHARED
 from sync.store.couchdb import layout
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.lease import Lease, holding, new_owner
+from sync.store.couchdb.log import BLANK
 
 Doc = dict[str, Any]
 PAGE = 500
@@ -117,13 +122,15 @@ async def _fresh_key(keys: CouchDataKeys, master: MasterKey, place: str, version
 
 async def _shred_in(client: CouchClient, prefix: str, db: str, place: str, count: _Count) -> None:
     meta_db, data_db = layout.meta_db(prefix, db), layout.data_db(prefix, db)
+    shredded: set[str] = set()
     async for page in _pages(client, meta_db, layout.META_PREFIX, include_docs=True):
         metas, bodies = [], []
         for meta in page:
             changed, gone = _without_place(meta, place)
             if changed is not None:
                 metas.append(changed)
-                count.documents += bool(changed.get("_deleted"))
+                if changed.get("_deleted"):
+                    shredded.add(_doc_id(meta))
             bodies += [layout.body_id(_doc_id(meta), rev) for rev in gone]
         count.revisions += await _delete_ids(client, data_db, bodies)
         await _bulk(client, meta_db, metas)
@@ -134,7 +141,10 @@ async def _shred_in(client: CouchClient, prefix: str, db: str, place: str, count
         if str(doc["_id"]).endswith(f":{place}")
     ]
     count.attachments += await _delete_ids(client, data_db, attachments)
-    count.entries += await _empty_log(client, layout.log_db(prefix, db), place)
+    count.documents += len(shredded)
+    log_db = layout.log_db(prefix, db)
+    count.entries += await _empty_log(client, log_db, place)
+    count.entries += await _unname(client, log_db, shredded)
 
 
 def _without_place(meta: Doc, place: str) -> tuple[Doc | None, list[str]]:
@@ -165,6 +175,25 @@ async def _empty_log(client: CouchClient, log_db: str, place: str) -> int:
         full = [d for d in page if d.get("ids")]
         emptied += await _bulk(client, log_db, [{**d, "ids": []} for d in full])
     return emptied
+
+
+async def _unname(client: CouchClient, log_db: str, shredded: set[str]) -> int:
+    """Step 6: every entry that still names a shredded document names ``""`` instead.
+
+    The whole log is read: a document's earlier places are not all known (``rp``
+    forgets the places of revisions stemmed away), and a shred is rare.
+    """
+    if not shredded:
+        return 0
+    changed = 0
+    async for page in _pages(client, log_db, "", include_docs=True):
+        named = [d for d in page if any(i in shredded for i, _ in d.get("ids", []))]
+        blanked = [
+            {**d, "ids": [[BLANK, 0] if i in shredded else [i, v] for i, v in d["ids"]]}
+            for d in named
+        ]
+        changed += await _bulk(client, log_db, blanked)
+    return changed
 
 
 async def _delete_ids(client: CouchClient, couch_db: str, ids: Sequence[str]) -> int:

@@ -110,6 +110,15 @@ async def _seed_documents(
         assert resp.status == 201, await resp.text()
 
 
+async def _put(session: aiohttp.ClientSession, server: ServerProcess, doc: dict[str, Any]) -> str:
+    """``doc`` written as admin; its new revision."""
+    where = f"{server.url}/{DB}/{doc['_id']}"
+    async with session.put(where, json=doc, headers=basic_auth("admin")) as resp:
+        answer = await resp.json()
+        assert resp.status == 201, answer
+    return str(answer["rev"])
+
+
 async def _pulled(pouch: PouchDriver, server: ServerProcess, name: str) -> dict[str, Any]:
     """Everything sam's PouchDB holds after a pull from scratch: documents and attachments."""
     await pouch.call("replicate", source=server.remote("sam", PASSWORD), target=name, options={})
@@ -298,6 +307,12 @@ async def test_shredding_a_place_in_couchdb(
     marker = f"MARKER{secrets.token_hex(6)}"
     async with aiohttp.ClientSession() as session:
         await _seed_documents(session, server, marker)
+        # Written in area-a1, then moved into area-b1: area-a1's log names it, and a
+        # document written there after it must still reach area-a1's phones.
+        moved = {"_id": "moved-in", "place": "area-a1", "note": marker}
+        moved["_rev"] = await _put(session, server, moved)
+        await _put(session, server, {**moved, "place": "area-b1"})
+        await _put(session, server, {"_id": "a1-after", "place": "area-a1"})
         await pouch.call(
             "replicate", source=server.remote("sam", PASSWORD), target="sam", options={}
         )
@@ -307,7 +322,7 @@ async def test_shredding_a_place_in_couchdb(
         assert "repeat the place's id, --confirm area-b1" in refused.stdout + refused.stderr
         done = _run(server, "shred", "area-b1", "--confirm", "area-b1")
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "place area-b1 shredded: 1 data keys, 6 documents" in done.stdout, done.stdout
+        assert "place area-b1 shredded: 1 data keys, 7 documents" in done.stdout, done.stdout
         assert "1 attachments" in done.stdout, done.stdout
 
         for doc_id in ("b1-0", "b1-5"):
@@ -322,7 +337,8 @@ async def test_shredding_a_place_in_couchdb(
         assert again["ok"], again
         fresh = await _pulled(pouch, server, "fresh")
         assert not [i for i in fresh if i.startswith("b1-")]
-        assert "a1-0" in fresh
+        assert "moved-in" not in fresh
+        assert "a1-0" in fresh and "a1-after" in fresh  # past the entry that named moved-in
         # The place lives on: what is written there now is sealed under its fresh key.
         later = {"_id": "later-b1", "place": "area-b1", "note": "after the shredding"}
         async with session.put(
@@ -338,5 +354,6 @@ async def test_shredding_a_place_in_couchdb(
     # the embedded store) still records who wrote and read it.
     everything = _everything_in_couchdb(couchdb_url, couch_prefix, but=couch_prefix + "audit")
     assert "b1-3" not in everything
+    assert "moved-in" not in everything  # area-a1's entry names it no more
     assert "area-b1:1" not in _refs_in_couchdb(couchdb_url, couch_prefix)
     server.cli("audit", "verify")

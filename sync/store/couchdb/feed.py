@@ -29,7 +29,7 @@ from sync.store.base import Change, GlobalPage, LogPage, LogRow, Position
 from sync.store.couchdb import metas
 from sync.store.couchdb.ahead import after
 from sync.store.couchdb.client import KEYS_PER_REQUEST, CouchClient, path
-from sync.store.couchdb.log import Entry, PlaceLog
+from sync.store.couchdb.log import BLANK, Entry, PlaceLog
 
 logger = structlog.get_logger()
 
@@ -117,7 +117,8 @@ def _ids_in_order(
     for place in order:
         for entry in runs[place]:
             for doc_id, _ in entry.ids[_skipped(entry, cursor) :]:
-                seen.setdefault(doc_id)
+                if doc_id != BLANK:
+                    seen.setdefault(doc_id)
     return list(seen)
 
 
@@ -164,9 +165,12 @@ async def _walk(
             skipped = _skipped(entry, cursor)
             ahead = False
             for n, (doc_id, version) in enumerate(entry.ids[skipped:], start=skipped + 1):
-                meta = await loader.get(doc_id, _batch(limit - sent))
                 last = n == len(entry.ids)
                 after = (entry.position, 0) if last else (entry.position - 1, n)
+                if doc_id == BLANK:  # a shredded document's
+                    rows.append(LogRow(None, place, after))
+                    continue
+                meta = await loader.get(doc_id, _batch(limit - sent))
                 if meta is None or meta.version < version:
                     if entry.at > lost_before:
                         ahead = True  # ahead of the metas we can see: stop here, retry later

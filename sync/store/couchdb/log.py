@@ -35,6 +35,9 @@ _APPEND_TRIES = 50
 # reads do not show, before it passes over it (``FIELDSYNC_COUCHDB_LOST_AFTER_SECONDS``).
 LOST_AFTER_SECONDS = 600.0
 _PROBED = 8  # positions read after a missing one whose place is known to go on
+# The id an entry names in place of a shredded document (``sync.couchshred``): no
+# document has it (CouchDB refuses an empty id), and readers pass over it.
+BLANK = ""
 _MIGRATED_KEPT = 100_000  # positions of old tokens kept (a few MB)
 
 
