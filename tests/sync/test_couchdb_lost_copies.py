@@ -27,8 +27,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from couchdb_server import couch_request
 from couchdb_server import db_path as couch_path
+from prometheus_client.parser import text_string_to_metric_families
 from shared_org import PLACES, seed
-from sync_fixtures import Api, until_served
+from sync_fixtures import Api, as_user, until_served
 
 from sync.app import create_app
 from sync.config import Config, Endpoint
@@ -120,6 +121,7 @@ async def test_a_lost_position_stops_readers_only_until_the_entries_after_it_are
     _make_old(couchdb_url, log_db, 3, 4)
     assert (await _pull(api, since))[0] == ["h3", "h2"]
     assert (await _pull(api))[0] == ["h1", "h3", "h2"]  # a phone's first pull too
+    assert (await _passed(api))["position"] >= 2  # each read that passed it
 
 
 async def test_a_version_lost_with_its_copy_stops_readers_only_until_its_entry_is_old(
@@ -133,11 +135,25 @@ async def test_a_version_lost_with_its_copy_stops_readers_only_until_its_entry_i
     ids, since = await _pull(api)
     assert ids == ["s1"]  # the meta may be catching up: wait at entry 2
     assert (await _pull(api, since))[0] == []
+    assert await _passed(api) == {"position": 0, "version": 0}
     _make_old(couchdb_url, log_db, 2)
     assert (await _pull(api, since))[0] == ["s2"]
     assert (await _pull(api))[0] == ["s1", "s2"]
     status, doc = await api.call("GET", "/health/s1", "alice")
     assert (status, doc["_rev"].startswith("1-")) == (200, True)  # s1 itself untouched
+    assert await _passed(api) == {"position": 0, "version": 2}  # once by each pull
+
+
+async def _passed(api: Api) -> dict[str, float]:
+    """``fieldsync_couchdb_lost_passed`` by kind, as an admin scrapes it."""
+    response = await api.client.get("/metrics", headers=as_user("admin"))
+    assert response.status == 200, await response.text()
+    return {
+        s.labels["kind"]: s.value
+        for family in text_string_to_metric_families(await response.text())
+        for s in family.samples
+        if s.name == "fieldsync_couchdb_lost_passed"
+    }
 
 
 @pytest.fixture

@@ -77,14 +77,13 @@ async def place_changes(
         grown = enough if len(full) <= 8 else window * 4
         open_places, window = full, max(2, min(grown, span + 1, 1001))
     loader = _MetaLoader(client, meta_db, _ids_in_order(order, runs, cursor))
-    lost_before = log.lost_before()
     if pages > 1:
         await loader.load(_batch(span))
     walked: list[LogPage] = []
     at = dict(cursor)
     while len(walked) < pages:
         rest = {p: [e for e in runs[p] if e.position > at.get(p, (0, 0))[0]] for p in order}
-        rows, walked_all = await _walk(order, rest, at, loader, limit, lost_before)
+        rows, walked_all = await _walk(order, rest, at, loader, limit, log)
         walked.append(LogPage(rows, walked_all and not open_places))
         if walked_all:
             break
@@ -154,9 +153,10 @@ async def _walk(
     cursor: Mapping[str, Position],
     loader: _MetaLoader,
     limit: int,
-    lost_before: float,
+    log: PlaceLog,
 ) -> tuple[list[LogRow], bool]:
     """The rows of the entries read (module docstring); False if ``limit`` cut it short."""
+    lost_before = log.lost_before()
     rows: list[LogRow] = []
     sent = 0
     seen: set[str] = set()  # an entry appended twice (by a writer and a settler) sends once
@@ -178,6 +178,7 @@ async def _walk(
                     # Written long ago, and quorum reads still miss that version: it was
                     # lost with the one copy that took it, or shredded. Pass over it.
                     logger.warning("couchdb_log_version_lost", place=place, doc_id=doc_id)
+                    log.passed["version"] += 1
                     rows.append(LogRow(None, place, after))
                     continue
                 current = meta.place == place and meta.version == version

@@ -47,6 +47,7 @@ class Entry:
     position: int
     ids: tuple[tuple[str, int], ...]  # (doc id, version written)
     at: float
+    lost: bool = False  # a missing position passed over (PlaceLog.read)
 
 
 @dataclass(slots=True)
@@ -61,6 +62,8 @@ class PlaceLog:
     def __init__(self, client: CouchClient, lost_after: float = LOST_AFTER_SECONDS) -> None:
         self.client = client
         self.lost_after = lost_after
+        # What this instance passed over as lost (read by sync.store.couchdb.readings).
+        self.passed = {"position": 0, "version": 0}
         self._tails: dict[tuple[str, str], int] = {}  # (log db, place) -> last position known
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._waiting: dict[tuple[str, str], _Batch] = {}
@@ -204,6 +207,7 @@ class PlaceLog:
                 held.setdefault(p, {}).update(more)
                 runs[p] = self._run(held[p], p, cursor.get(p, 0), lost_before)
         for p, run in runs.items():
+            self.passed["position"] += sum(e.lost for e in run)
             if run:
                 key = (log_db, p)
                 self._tails[key] = max(self._tails.get(key, 0), run[-1].position)
@@ -230,7 +234,7 @@ class PlaceLog:
                 if later is None or held[later].at > lost_before:
                     return run
                 log.warning("couchdb_log_position_lost", place=place, position=position)
-                entry = Entry(place, position, (), held[later].at)
+                entry = Entry(place, position, (), held[later].at, lost=True)
             run.append(entry)
             position += 1
 

@@ -1,12 +1,20 @@
 """CouchDB as the core's readings see it (:mod:`sync.readings`).
 
 Ready when ``/_up`` says so; its size is the file sizes CouchDB reports for the
-deployment's databases.
+deployment's databases.  And one gauge of its own::
+
+    couchdb_lost_passed{kind}   log positions (``position``) and document versions
+                                (``version``) this instance's readers passed over as
+                                lost with a cluster copy (ADR 0001), since it started:
+                                0 unless CouchDB lost a write only one copy took
 """
 
 from __future__ import annotations
 
+from prometheus_client import Gauge
+
 from sync.errors import StoreUnavailable
+from sync.metrics import Metrics
 from sync.readings import StoreReading
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.layout import data_db, log_db, meta_db
@@ -42,3 +50,20 @@ async def _couch_sizes(couch: CouchStore, db: str) -> int:
         if isinstance(sizes, dict) and isinstance(sizes.get("file"), int):
             total += sizes["file"]
     return total
+
+
+def watch_losses(metrics: Metrics, couch: CouchStore) -> None:
+    """``fieldsync_couchdb_lost_passed``, read from the store's log at each scrape."""
+    passed = Gauge(
+        "fieldsync_couchdb_lost_passed",
+        "Change-log positions and document versions passed over as lost with a CouchDB "
+        "cluster copy, since this instance started (each reader's pass counts)",
+        ["kind"],
+        registry=metrics.registry,
+    )
+
+    async def read() -> None:
+        for kind, count in couch.log.passed.items():
+            passed.labels(kind).set(count)
+
+    metrics.add_source(read)
