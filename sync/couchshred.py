@@ -23,6 +23,12 @@ would race with it), for every fieldsync database ``D``:
    0), which readers pass over, so that entries keep their length and a
    cursor's offset inside one still points at the same id.
 
+Steps 2, 5 and 6 take every leaf of a document that forked in a cluster (a meta two
+instances wrote at once, before the settler merged it; a log position two
+instances took, whose branches readers unite): CouchDB's listing shows only the
+winner, and a losing branch would keep the place's ids and bodies.  A document
+is shredded (step 6) when no leaf of its meta is left.
+
 A write into the place while this runs may be shredded with the rest or kept
 (under the fresh key); run the command again to shred what was kept.  Instances
 that opened the old keys hold them in memory until they restart.  Old document revisions stay in
@@ -123,22 +129,22 @@ async def _fresh_key(keys: CouchDataKeys, master: MasterKey, place: str, version
 async def _shred_in(client: CouchClient, prefix: str, db: str, place: str, count: _Count) -> None:
     meta_db, data_db = layout.meta_db(prefix, db), layout.data_db(prefix, db)
     shredded: set[str] = set()
-    async for page in _pages(client, meta_db, layout.META_PREFIX, include_docs=True):
+    async for page in _pages(client, meta_db, layout.META_PREFIX):
         metas, bodies = [], []
-        for meta in page:
-            changed, gone = _without_place(meta, place)
-            if changed is not None:
-                metas.append(changed)
-                if changed.get("_deleted"):
-                    shredded.add(_doc_id(meta))
-            bodies += [layout.body_id(_doc_id(meta), rev) for rev in gone]
+        for leaves in page:
+            outcomes = [_without_place(meta, place) for meta in leaves]
+            metas += [changed for changed, _ in outcomes if changed is not None]
+            if all(changed is not None and changed.get("_deleted") for changed, _ in outcomes):
+                shredded.add(_doc_id(leaves[0]))
+            gone = sorted({rev for _, revs in outcomes for rev in revs})
+            bodies += [layout.body_id(_doc_id(leaves[0]), rev) for rev in gone]
         count.revisions += await _delete_ids(client, data_db, bodies)
         await _bulk(client, meta_db, metas)
     attachments = [
-        doc["_id"]
-        async for page in _pages(client, data_db, "a:", include_docs=False)
-        for doc in page
-        if str(doc["_id"]).endswith(f":{place}")
+        row["id"]
+        async for rows in _listed(client, data_db, "a:", include_docs=False)
+        for row in rows
+        if str(row["id"]).endswith(f":{place}")
     ]
     count.attachments += await _delete_ids(client, data_db, attachments)
     count.documents += len(shredded)
@@ -171,8 +177,8 @@ def _doc_id(meta: Doc) -> str:
 async def _empty_log(client: CouchClient, log_db: str, place: str) -> int:
     low, high = layout.entry_range(place)
     emptied = 0
-    async for page in _pages(client, log_db, low, include_docs=True, high=high):
-        full = [d for d in page if d.get("ids")]
+    async for page in _pages(client, log_db, low, high):
+        full = [leaf for leaves in page for leaf in leaves if leaf.get("ids")]
         emptied += await _bulk(client, log_db, [{**d, "ids": []} for d in full])
     return emptied
 
@@ -186,8 +192,13 @@ async def _unname(client: CouchClient, log_db: str, shredded: set[str]) -> int:
     if not shredded:
         return 0
     changed = 0
-    async for page in _pages(client, log_db, "", include_docs=True):
-        named = [d for d in page if any(i in shredded for i, _ in d.get("ids", []))]
+    async for page in _pages(client, log_db, ""):
+        named = [
+            leaf
+            for leaves in page
+            for leaf in leaves
+            if any(i in shredded for i, _ in leaf.get("ids", []))
+        ]
         blanked = [
             {**d, "ids": [[BLANK, 0] if i in shredded else [i, v] for i, v in d["ids"]]}
             for d in named
@@ -226,9 +237,26 @@ async def _bulk(client: CouchClient, couch_db: str, docs: Sequence[Doc]) -> int:
 
 
 async def _pages(
+    client: CouchClient, couch_db: str, low: str, high: str | None = None
+) -> AsyncIterator[list[list[Doc]]]:
+    """Documents with ids from ``low`` (to ``high``, else ``low`` + anything), a page at a
+    time, each as its live leaves, CouchDB's winner first."""
+    async for rows in _listed(client, couch_db, low, include_docs=True, high=high):
+        docs = [row["doc"] for row in rows if row.get("doc")]
+        forked = [(str(doc["_id"]), rev) for doc in docs for rev in doc.get("_conflicts", [])]
+        losing = await client.revisions(couch_db, forked)
+        yield [[_plain(doc), *losing.get(str(doc["_id"]), [])] for doc in docs]
+
+
+def _plain(doc: Doc) -> Doc:
+    return {k: v for k, v in doc.items() if k != "_conflicts"}
+
+
+async def _listed(
     client: CouchClient, couch_db: str, low: str, *, include_docs: bool, high: str | None = None
 ) -> AsyncIterator[list[Doc]]:
-    """Documents with ids from ``low`` (to ``high``, else ``low`` + anything), a page at a time."""
+    """The ``_all_docs`` rows from ``low`` (to ``high``, else ``low`` + anything), a page
+    at a time (a winner's ``_conflicts`` with its document)."""
     end = high if high is not None else low + "\ufff0"
     after: str | None = None
     while True:
@@ -237,6 +265,7 @@ async def _pages(
             "endkey": _key(end),
             "limit": str(PAGE + (after is not None)),
             "include_docs": "true" if include_docs else "false",
+            "conflicts": "true" if include_docs else "false",
         }
         try:
             answer = await client.json("GET", path(couch_db, "_all_docs"), params=params)
@@ -246,10 +275,7 @@ async def _pages(
         if not rows:
             return
         after = str(rows[-1]["id"])
-        if include_docs:
-            yield [r["doc"] for r in rows if r.get("doc")]
-        else:
-            yield [{"_id": r["id"]} for r in rows]
+        yield rows
 
 
 def _key(text: str) -> str:

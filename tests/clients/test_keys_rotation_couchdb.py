@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -173,16 +174,51 @@ def _key_versions(couchdb_url: str, prefix: str) -> dict[str, list[int]]:
 
 
 def _everything_in_couchdb(couchdb_url: str, prefix: str, but: str = "") -> str:
-    """Every document of every database of the deployment (``but`` one), attachments inline."""
+    """Every document of every database of the deployment (``but`` one), attachments inline,
+    every leaf of a document that forked (CouchDB's listing shows only the winner)."""
     _, names = couch_request(couchdb_url, "GET", "/_all_dbs")
     texts = []
     for name in names:
         if name.startswith(prefix) and name != but:
-            where = couch_path(name) + "/_all_docs?include_docs=true&attachments=true"
+            where = (
+                couch_path(name) + "/_all_docs?include_docs=true&attachments=true&conflicts=true"
+            )
             status, body = couch_request(couchdb_url, "GET", where)
             assert status == 200, body
             texts.append(json.dumps(body))
+            for row in body["rows"]:
+                if row.get("doc", {}).get("_conflicts"):
+                    one = couch_path(name) + "/" + quote(row["id"], safe="") + "?open_revs=all"
+                    status, leaves = couch_request(couchdb_url, "GET", one)
+                    assert status == 200, leaves
+                    texts.append(json.dumps(leaves))
     return "\n".join(texts)
+
+
+def _fork(couchdb_url: str, couch_db: str, doc_id: str, change: dict[str, Any]) -> None:
+    """Give ``doc_id`` a losing branch: its winner with ``change``, under a first revision
+    that sorts below every other (as a cluster's fork leaves behind, before it is settled)."""
+    where = couch_path(couch_db)
+    status, winner = couch_request(couchdb_url, "GET", f"{where}/{quote(doc_id, safe='')}")
+    assert status == 200, winner
+    branch = {**winner, **change, "_rev": "1-" + "0" * 32}
+    body = {"docs": [branch], "new_edits": False}
+    status, answer = couch_request(couchdb_url, "POST", f"{where}/_bulk_docs", body)
+    assert status == 201, answer
+    one = f"{where}/{quote(doc_id, safe='')}?conflicts=true"
+    status, forked = couch_request(couchdb_url, "GET", one)
+    assert forked["_rev"] == winner["_rev"] and forked["_conflicts"] == [branch["_rev"]], forked
+
+
+def _entry_naming(couchdb_url: str, prefix: str, place: str, doc_id: str) -> str:
+    """The id of the first log entry of ``place`` that names ``doc_id``."""
+    where = couch_path(f"{prefix}{DB}$log") + "/_all_docs?include_docs=true"
+    status, body = couch_request(couchdb_url, "GET", where)
+    assert status == 200, body
+    for row in body["rows"]:
+        if row["id"].startswith(place + "!") and doc_id in [i for i, _ in row["doc"]["ids"]]:
+            return str(row["id"])
+    raise AssertionError(f"no entry of {place} names {doc_id}")
 
 
 def _refs_in_couchdb(couchdb_url: str, prefix: str) -> set[str]:
@@ -316,6 +352,15 @@ async def test_shredding_a_place_in_couchdb(
         await pouch.call(
             "replicate", source=server.remote("sam", PASSWORD), target="sam", options={}
         )
+        # Forks a cluster can leave (two instances took one log position, or wrote one
+        # meta at once): a losing branch of an entry of each place, and of a meta, that
+        # name documents the shred takes away.
+        log_db = f"{couch_prefix}{DB}$log"
+        a1_entry = _entry_naming(couchdb_url, couch_prefix, "area-a1", "moved-in")
+        _fork(couchdb_url, log_db, a1_entry, {"ids": [["moved-in", 1]]})
+        b1_entry = _entry_naming(couchdb_url, couch_prefix, "area-b1", "b1-0")
+        _fork(couchdb_url, log_db, b1_entry, {"ids": [["b1-3", 1], ["b1-0", 1]]})
+        _fork(couchdb_url, f"{couch_prefix}{DB}", "d:b1-3", {})
 
         refused = _run(server, "shred", "area-b1", "--confirm", "area-b2")
         assert refused.returncode != 0

@@ -132,6 +132,23 @@ class CouchClient:
                     found[str(result["id"])] = leaves
         return found
 
+    async def revisions(
+        self, couch_db: str, wanted: Sequence[tuple[str, str]]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The live ones of the revisions ``wanted`` ((id, rev) pairs), by id, in one
+        ``_bulk_get``: for a losing leaf named by ``_conflicts``, which a ``_bulk_get``
+        without a revision answers only on CouchDB (pouchdb-server: the winner alone)."""
+        if not wanted:
+            return {}
+        body = {"docs": [{"id": doc_id, "rev": rev} for doc_id, rev in wanted]}
+        answer = await self.json("POST", path(couch_db, "_bulk_get"), body=body)
+        found: dict[str, list[dict[str, Any]]] = {}
+        for result in answer.get("results", []):
+            leaves = _live_leaves(self.endpoint, couch_db, result)
+            if leaves:
+                found.setdefault(str(result["id"]), []).extend(leaves)
+        return found
+
     async def put_status(self, where: str, body: Any) -> int:
         """``PUT`` a document; 201 (a quorum of copies took it) or 202 (fewer did)."""
         return (await self._send("PUT", where, None, body, None, None, (201, 202)))[1]
