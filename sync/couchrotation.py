@@ -176,6 +176,7 @@ class Rotation:
             "startkey": _key(docs.low if after is None else after),
             "endkey": _key(docs.high),
             "include_docs": "true",
+            "conflicts": "true",
             "limit": str(docs.page + (after is not None)),
         }
         if docs.attachments:
@@ -187,8 +188,11 @@ class Rotation:
         if answer is None:
             return []
         rows = answer.get("rows", [])
-        found = [row["doc"] for row in rows if row.get("doc")]
-        return [d for d in found if d["_id"] != after]
+        found = [row["doc"] for row in rows if row.get("doc") and row["id"] != after]
+        # a meta or body that forked on a cluster and is not settled yet: every leaf holds
+        # blobs sealed under the keys that go
+        every = await self.client.with_losers(couch_db, found, attachments=docs.attachments)
+        return [leaf for leaves in every for leaf in leaves]
 
     async def _resealed(
         self, slots: Sequence[Slot], newest: dict[str, int]

@@ -243,13 +243,7 @@ async def _pages(
     time, each as its live leaves, CouchDB's winner first."""
     async for rows in _listed(client, couch_db, low, include_docs=True, high=high):
         docs = [row["doc"] for row in rows if row.get("doc")]
-        forked = [(str(doc["_id"]), rev) for doc in docs for rev in doc.get("_conflicts", [])]
-        losing = await client.revisions(couch_db, forked)
-        yield [[_plain(doc), *losing.get(str(doc["_id"]), [])] for doc in docs]
-
-
-def _plain(doc: Doc) -> Doc:
-    return {k: v for k, v in doc.items() if k != "_conflicts"}
+        yield await client.with_losers(couch_db, docs)
 
 
 async def _listed(

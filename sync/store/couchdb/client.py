@@ -132,22 +132,28 @@ class CouchClient:
                     found[str(result["id"])] = leaves
         return found
 
-    async def revisions(
-        self, couch_db: str, wanted: Sequence[tuple[str, str]]
-    ) -> dict[str, list[dict[str, Any]]]:
-        """The live ones of the revisions ``wanted`` ((id, rev) pairs), by id, in one
-        ``_bulk_get``: for a losing leaf named by ``_conflicts``, which a ``_bulk_get``
-        without a revision answers only on CouchDB (pouchdb-server: the winner alone)."""
-        if not wanted:
-            return {}
-        body = {"docs": [{"id": doc_id, "rev": rev} for doc_id, rev in wanted]}
-        answer = await self.json("POST", path(couch_db, "_bulk_get"), body=body)
-        found: dict[str, list[dict[str, Any]]] = {}
-        for result in answer.get("results", []):
-            leaves = _live_leaves(self.endpoint, couch_db, result)
-            if leaves:
-                found.setdefault(str(result["id"]), []).extend(leaves)
-        return found
+    async def with_losers(
+        self, couch_db: str, winners: Sequence[Mapping[str, Any]], *, attachments: bool = False
+    ) -> list[list[dict[str, Any]]]:
+        """Each of ``winners`` (documents listed with ``conflicts=true``) as its live leaves:
+        itself, then the losing leaves its ``_conflicts`` name, read by revision in one
+        ``_bulk_get`` (``attachments``: inline).  For the commands that must reach every
+        copy of a document that forked on a cluster (shredding, re-sealing); a
+        ``_bulk_get`` without revisions answers every leaf on CouchDB but only the winner
+        on pouchdb-server."""
+        wanted = [(str(d["_id"]), rev) for d in winners for rev in d.get("_conflicts", [])]
+        losing: dict[str, list[dict[str, Any]]] = {}
+        if wanted:
+            body = {"docs": [{"id": doc_id, "rev": rev} for doc_id, rev in wanted]}
+            params = {"attachments": "true"} if attachments else None
+            answer = await self.json("POST", path(couch_db, "_bulk_get"), body=body, params=params)
+            for result in answer.get("results", []):
+                leaves = _live_leaves(self.endpoint, couch_db, result)
+                losing.setdefault(str(result["id"]), []).extend(leaves)
+        return [
+            [{k: v for k, v in doc.items() if k != "_conflicts"}, *losing.get(str(doc["_id"]), [])]
+            for doc in winners
+        ]
 
     async def put_status(self, where: str, body: Any) -> int:
         """``PUT`` a document; 201 (a quorum of copies took it) or 202 (fewer did)."""
