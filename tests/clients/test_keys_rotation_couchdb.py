@@ -18,6 +18,7 @@ import os
 import secrets
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,11 @@ def _fork(couchdb_url: str, couch_db: str, doc_id: str, change: dict[str, Any]) 
     status, answer = couch_request(couchdb_url, "POST", f"{where}/_bulk_docs", body)
     assert status == 201, answer
     one = f"{where}/{quote(doc_id, safe='')}?conflicts=true"
-    status, forked = couch_request(couchdb_url, "GET", one)
+    for _ in range(50):  # on a cluster, a read may come from a copy that has not got it yet
+        status, forked = couch_request(couchdb_url, "GET", one)
+        if forked.get("_conflicts"):
+            break
+        time.sleep(0.1)
     assert forked["_rev"] == winner["_rev"] and forked["_conflicts"] == [branch["_rev"]], forked
 
 

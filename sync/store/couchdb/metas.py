@@ -35,6 +35,7 @@ class Meta:
     places: dict[str, str]  # rev -> place, for revisions whose body is stored
     losers: list[str] = field(default_factory=list)  # forked branches to delete on next write
     winner_body: StoredRevision | None = None  # the winner's sealed body, when held inline
+    pending: float | None = None  # set while the write's log entry may be missing (a time)
     _winner: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -105,6 +106,8 @@ def parse(doc: Mapping[str, Any]) -> Meta:
         tree=revtree.from_json(doc["tree"]),
         places={str(k): str(v) for k, v in doc.get("rp", {}).items()},
     )
+    if doc.get("pending"):
+        meta.pending = float(doc["pending"])
     held = doc.get("wb")
     if isinstance(held, dict) and held.get("rev") == meta.winner:
         win = meta.winner
@@ -131,6 +134,7 @@ def _merge(main: Meta, others: Sequence[Meta]) -> Meta:
     held = [b for m in (main, *others) if (b := m.winner_body) is not None and b.rev == win]
     merged = Meta(main.doc_id, main.couch_rev, place, version, tree, places, losers)
     merged.winner_body = held[0] if held else None
+    merged.pending = max((p for m in (main, *others) if (p := m.pending) is not None), default=None)
     return merged
 
 

@@ -537,7 +537,14 @@ class CouchStore(LogStore):
             if float(row.get("key") or 0) <= cutoff
         ]
         found = await metas.load(self.client, self._meta(db), ids)
-        planned = [plans.settling(meta) for meta in found.values()]
+        # read afresh: on a cluster the view may still list a meta settled meanwhile, or
+        # one a newer write made pending again (its writer is still at it)
+        unsettled = [
+            meta
+            for meta in found.values()
+            if meta.losers or (meta.pending is not None and meta.pending <= cutoff)
+        ]
+        planned = [plans.settling(meta) for meta in unsettled]
         forked = [p for p in planned if p.old is not None and p.old.losers]
         for p in forked:  # forks first: one meta again, then its entry
             p.meta["pending"] = time.time()
