@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 from aiohttp import BodyPartReader, web
 
-from barcode import cards, cli
+from barcode import cards, cli, couchdb
 from barcode.backends import patient_id_store
 from barcode.errors import ImageTooLarge
 from barcode.ports import Status
@@ -70,10 +70,12 @@ BARCODE = web.AppKey("barcode", Barcode)
 
 
 def extend(ext: Extensions) -> None:
-    """Register the routes, the worker that opens the service, and the commands."""
+    """Register the routes, the worker that opens the service, the commands, and the name
+    of its CouchDB database."""
     ext.routes.append(setup_routes)
     ext.workers.append(barcode_resources)
     ext.cli_commands.append(cli.register)
+    ext.couch_databases.append(couchdb.DB_NAME)
 
 
 def setup_routes(app: web.Application) -> None:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from device_registry import api, cli, pages, refusal_pages, worker_pages, workers
+from device_registry import api, cli, couchdb_docs, pages, refusal_pages, worker_pages, workers
 from device_registry.backends import device_ports, pages_secret
 from device_registry.context import REGISTRY, Registry
 from device_registry.guard import DEFAULT_LIMITS, BackgroundWrites, DeviceGuard
@@ -26,12 +26,14 @@ from sync.scopes import User
 
 
 def extend(ext: Extensions) -> None:
-    """Register the device registry's routes, worker, device check, intent check, commands."""
+    """Register the device registry's routes, worker, device check, intent check, commands,
+    and its CouchDB database's name."""
     ext.routes.append(setup_routes)
     ext.workers.append(registry)
     ext.device_checks.append(device_check)
     ext.intent_checks.append(pages.proves_intent)  # the pages' forms carry CSRF tokens
     ext.cli_commands.append(cli.register)
+    ext.couch_databases.append(couchdb_docs.DB_NAME)
 
 
 def setup_routes(app: web.Application) -> None:

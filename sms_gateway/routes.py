@@ -99,6 +99,7 @@ def extend(ext: Extensions) -> None:
     ext.workers.append(sms_worker)
     ext.sealed_blobs.extend(sealing.COLUMNS)
     ext.couch_sealed_blobs.append(sealing.COUCH_DOCS)
+    ext.couch_databases.append(sealing.COUCH_DB)
     ext.settings.extend(SETTINGS)
     ext.cli_commands.append(cli.register)
 

@@ -31,8 +31,10 @@ from sync import (
     requestlog,
 )
 from sync import metrics as app_metrics
+from sync.activity import couchdb as couch_activity
 from sync.appkeys import ACCOUNTS, AUTH, CONFIG, STORE
 from sync.audit import AUDIT, AuditLog, ChainWriter
+from sync.audit_store import couchdb as couch_audit
 from sync.audit_store import embedded as embedded_audit
 from sync.audit_store.backends import instance_store
 from sync.audit_store.embedded_journal import ServerChain, recover
@@ -43,6 +45,7 @@ from sync.auditverify import AuditBroken
 from sync.auth import LOGIN_LIMITS, Authenticator
 from sync.config import Config
 from sync.couchaudit import new_instance_id
+from sync.datakeys import couchdb as couch_keys
 from sync.datakeys import embedded_admin
 from sync.datakeys.backends import data_key_store
 from sync.errors import (
@@ -53,10 +56,12 @@ from sync.errors import (
     StoreUnavailable,
     TooLarge,
 )
-from sync.extensions import EXTENSIONS
+from sync.extensions import EXTENSIONS, Extensions
 from sync.http import json_response
 from sync.keys import KeyRing, MasterKey, load_master_key
+from sync.people_store import couchdb as couch_accounts
 from sync.people_store.backends import account_ports
+from sync.refusals import couchdb as couch_refusals
 from sync.replication import routes as replication_routes
 from sync.replication.changes import ChangesFeed, SnapshotRegistry
 from sync.replication.context import Notifier, Parts
@@ -66,6 +71,7 @@ from sync.replication.writes import Writer
 from sync.sessions import Lifetime
 from sync.store import couchdb, opening
 from sync.store.base import DocStore
+from sync.store.couchdb import lease as couch_leases
 from sync.store.couchdb.readings import couch_reading, watch_losses
 from sync.store.couchdb.store import AuditSink, CouchStore
 from sync.store.readings import sqlite_reading
@@ -151,7 +157,7 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
         stored_keys = await stack.enter_async_context(data_key_store(config, master))
         keys = KeyRing(master, stored_keys, config.key_refresh_seconds)
         if config.couchdb_url:
-            documents = couch = couchdb.open_store(config)
+            documents = couch = couchdb.open_store(config, own_couch_databases(app[EXTENSIONS]))
             stack.push_async_callback(couch.close)
             couch.audit_sink = _audit_sink(store, audit)
             await stack.enter_async_context(
@@ -268,6 +274,20 @@ def _open_remote(config: Config, master: MasterKey) -> ChainWriter | None:
     instance = new_instance_id()
     log.info("audit_instance", instance=instance, database=config.couchdb_prefix + "audit")
     return ChainWriter(store, master, instance)
+
+
+def own_couch_databases(ext: Extensions) -> list[str]:
+    """The CouchDB databases (after the prefix) the server keeps its own data in: the
+    core's, then the packages'. No fieldsync database may take one of these names."""
+    core = [
+        couch_accounts.DB_NAME,
+        couch_activity.DB_NAME,
+        couch_audit.DB_NAME,
+        couch_keys.DB_NAME,
+        couch_leases.DB_NAME,
+        couch_refusals.DB_NAME,
+    ]
+    return [*core, *ext.couch_databases]
 
 
 def _audit_sink(store: SqliteStore, audit: AuditLog) -> AuditSink:

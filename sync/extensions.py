@@ -14,6 +14,8 @@ package appends to another's internals.
     intent_checks  IntentCheck     a cookie-authenticated change carries a token our page issued
     sealed_blobs   SealedBlobs     sealed columns ``fieldsync keys rotate`` re-seals
     couch_sealed_blobs  SealedDocs sealed documents in CouchDB it re-seals (FIELDSYNC_COUCHDB_URL)
+    couch_databases  str           a CouchDB database it keeps (after the prefix): no
+                                   fieldsync database may take its name
     settings       Setting         a FIELDSYNC_* setting, listed by ``fieldsync settings``
     cli_commands   AddCommands     a command group of the ``fieldsync`` command
 
@@ -123,6 +125,7 @@ class Extensions:
     intent_checks: list[IntentCheck] = field(default_factory=list)
     sealed_blobs: list[SealedBlobs] = field(default_factory=list)
     couch_sealed_blobs: list[SealedDocs] = field(default_factory=list)
+    couch_databases: list[str] = field(default_factory=list)
     settings: list[Setting] = field(default_factory=list)
     cli_commands: list[AddCommands] = field(default_factory=list)
 

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import dataclasses
 import signal
+import sqlite3
 import sys
 from contextlib import closing
 from typing import TextIO
@@ -30,7 +31,7 @@ from sync.config import Config, ConfigError
 from sync.config import couchdb_url as checked_url
 from sync.datakeys import embedded_admin
 from sync.keys import MasterKey, load_master_key
-from sync.migrate import audit, check, devices, documents, domains
+from sync.migrate import audit, check, devices, documents, domains, source
 from sync.migrate.steps import Context, Step
 from sync.store.couchdb.client import CouchClient
 from sync.store.couchdb.running import open_client
@@ -97,6 +98,7 @@ async def migrate(
         client = open_client(config)
         try:
             await _reachable(client)
+            _no_reserved_names(conn)
             ctx = Context(conn, client, config.couchdb_prefix, master, out)
             out.write(f"migrating {config.data_dir} into CouchDB at {client.endpoint.shown}\n")
             for step in [] if check_only else STEPS:
@@ -105,6 +107,24 @@ async def migrate(
         finally:
             conn.execute("ROLLBACK")
             await client.close()
+
+
+def _no_reserved_names(conn: sqlite3.Connection) -> None:
+    """An embedded database named as one of the server's own CouchDB databases ("keys",
+    "audit", ...) would be copied over that one's data: refused before anything is copied."""
+    # here, not at the top: sync.packages imports this module
+    from sync.app import own_couch_databases
+    from sync.packages import extensions
+
+    reserved = set(own_couch_databases(extensions()))
+    taken = sorted(db.name for db in source.databases(conn) if db.name in reserved)
+    if taken:
+        raise ConfigError(
+            f"the embedded database {taken[0]!r} has the name of a CouchDB database the "
+            "server keeps its own data in with CouchDB; nothing was copied. Replicate it "
+            "into a database of another name first (the names taken: "
+            f"{', '.join(sorted(reserved))})"
+        )
 
 
 async def _reachable(client: CouchClient) -> None:

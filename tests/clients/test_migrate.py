@@ -260,6 +260,23 @@ def test_migrate_refuses_while_the_server_runs(
     assert "cannot migrate" in refused.stderr and "stop it first" in refused.stderr
 
 
+async def test_a_database_named_as_one_of_the_servers_own_is_refused_before_any_copy(
+    org: ServerProcess, couch_env: dict[str, str], couchdb_url: str
+) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(f"{org.url}/keys", headers=basic("admin")) as made,
+    ):
+        assert made.status == 201, await made.text()  # the embedded store has no such name
+    org.stop()
+    refused = migrate(org.data_dir, couch_env)
+    assert refused.returncode == 2, refused.stderr
+    assert "the embedded database 'keys' has the name of a CouchDB database" in refused.stderr
+    assert "nothing was copied" in refused.stderr
+    _, names = couch_request(couchdb_url, "GET", "/_all_dbs")
+    assert not [n for n in names if n.startswith(couch_env["FIELDSYNC_COUCHDB_PREFIX"])], names
+
+
 def test_an_unreachable_couchdb_is_said_clearly(org: ServerProcess, tmp_path: Path) -> None:
     org.stop()
     env = {"FIELDSYNC_COUCHDB_PREFIX": "fs_test_", "FIELDSYNC_COUCHDB_URL": ""}

@@ -100,6 +100,40 @@ async def test_while_couchdb_is_away_every_route_answers_503_and_then_recovers(
     await api.bulk([{"_id": "p3", "place": "area-a1"}], user="alice")
 
 
+async def test_the_servers_own_couchdb_databases_are_no_fieldsync_databases(
+    couch_api: Api, couchdb_url: str, couch_prefix: str
+) -> None:
+    """An admin names a database "keys" (or "audit", ...): on CouchDB that name is where the
+    server keeps its data keys (its audit trail, ...). It is not listed, not readable, not
+    created over, and above all not deleted: a DELETE of ``/keys`` would have shredded
+    every document, one of ``/audit`` erased the trail."""
+    api = couch_api
+    await api.bulk([{"_id": "p1", "place": "area-a1"}], user="alice")  # every store is open
+    status, names = await api.call("GET", "/_all_dbs")
+    assert (status, names) == (200, ["health"])
+    own = ["accounts", "activity", "audit", "devices", "keys", "leases", "refusals", "sms"]
+    _, before = couch_request(couchdb_url, "GET", "/_all_dbs")
+    assert {couch_prefix + name for name in ("accounts", "audit", "keys")} <= set(before), before
+    keys_db = couch_path(couch_prefix + "keys")
+    keys_before = couch_request(couchdb_url, "GET", keys_db + "/_all_docs")[1]["rows"]
+    assert keys_before  # the data keys are there
+    for name in [*own, "patient_ids"]:  # made when first used: some are not there yet
+        status, answer = await api.call("DELETE", f"/{name}")
+        assert (status, answer["error"]) == (404, "not_found"), (name, answer)
+        for where in (f"/{name}", f"/{name}/_all_docs", f"/{name}/_changes", f"/{name}/x"):
+            status, answer = await api.call("GET", where)
+            assert (status, answer["error"]) == (404, "not_found"), (where, answer)
+        status, answer = await api.call("POST", f"/{name}/_bulk_docs", body={"docs": [{}]})
+        assert status == 404, (name, answer)
+        status, answer = await api.call("PUT", f"/{name}")
+        assert (status, answer["error"]) == (400, "illegal_database_name"), (name, answer)
+        assert f"'{name}' is reserved" in answer["reason"]
+    _, after = couch_request(couchdb_url, "GET", "/_all_dbs")
+    assert after == before  # nothing created, nothing deleted
+    assert couch_request(couchdb_url, "GET", keys_db + "/_all_docs")[1]["rows"] == keys_before
+    assert (await api.call("GET", "/health/p1", "alice"))[0] == 200
+
+
 async def test_a_hung_couchdb_answers_503_timed_out(couch_api: Api, cut: TcpCut) -> None:
     cut.stall()
     await cut.cut()  # drop the pooled connections: the next ones hang

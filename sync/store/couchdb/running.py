@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import structlog
 
@@ -30,7 +30,9 @@ _RETRY_SECONDS = 2.0
 _SETTLE_EVERY = 15.0
 
 
-def open_store(config: Config) -> CouchStore:
+def open_store(config: Config, reserved: Iterable[str] = ()) -> CouchStore:
+    """The document store; ``reserved``: the server's own CouchDB databases (their names
+    after the prefix), which no fieldsync database may take."""
     client = open_client(config)
     return CouchStore(
         client,
@@ -38,6 +40,7 @@ def open_store(config: Config) -> CouchStore:
         config.couchdb_max_document_bytes,
         config.key_refresh_seconds,
         config.couchdb_lost_after_seconds,
+        reserved,
     )
 
 

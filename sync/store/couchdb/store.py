@@ -30,6 +30,7 @@ import orjson
 import structlog
 
 from sync.errors import (
+    BadRequest,
     Conflict,
     FieldsyncError,
     NotFound,
@@ -120,12 +121,16 @@ class CouchStore(LogStore):
         max_document_bytes: int = 8_000_000,
         kept_seconds: float = 30.0,
         lost_after: float = LOST_AFTER_SECONDS,
+        reserved: Iterable[str] = (),
     ) -> None:
         """``kept_seconds``: the longest a sealed body or checkpoint is kept in memory (a
         data-key rotation deletes old key versions after waiting longer than this);
-        ``lost_after``: see ``PlaceLog.lost_before``."""
+        ``lost_after``: see ``PlaceLog.lost_before``; ``reserved``: the names (after the
+        prefix) of the CouchDB databases the server keeps its own data in (users, data
+        keys, the audit trail, ...), which no fieldsync database may take."""
         self.client = client
         self.prefix = prefix
+        self.reserved = frozenset(reserved)
         self.max_document_bytes = max_document_bytes
         self.log = PlaceLog(client, lost_after)
         self.bodies = BodyCache(_BODY_CACHE_BYTES, kept_seconds)
@@ -149,13 +154,22 @@ class CouchStore(LogStore):
 
     # -- names ------------------------------------------------------------
     def _meta(self, db: str) -> str:
-        return layout.meta_db(self.prefix, db)
+        return layout.meta_db(self.prefix, self._usable(db))
 
     def _data(self, db: str) -> str:
-        return layout.data_db(self.prefix, db)
+        return layout.data_db(self.prefix, self._usable(db))
 
     def _log(self, db: str) -> str:
-        return layout.log_db(self.prefix, db)
+        return layout.log_db(self.prefix, self._usable(db))
+
+    def _usable(self, db: str) -> str:
+        """Every use of database ``db`` names its CouchDB databases through here: a reserved
+        name is a database that does not exist, so that no request reaches, lists, writes
+        or deletes the server's own data (``<prefix>keys`` is the meta database a
+        fieldsync database ``keys`` would have)."""
+        if db in self.reserved:
+            raise NotFound(_MISSING_DB)
+        return db
 
     async def close(self) -> None:
         await self._later.flush()
@@ -167,6 +181,12 @@ class CouchStore(LogStore):
     async def create_db(self, name: str) -> None:
         """The three databases, the design document, then the settings: a database exists
         once its settings do, and a create stopped half-way is finished by the next one."""
+        if name in self.reserved:
+            raise BadRequest(
+                f"Name: '{name}' is reserved: with CouchDB this server keeps its own data in "
+                "a database of that name. Choose another name.",
+                error="illegal_database_name",
+            )
         self._forget(name)
         try:
             await self.client.json("PUT", path(self._meta(name)))
@@ -243,7 +263,11 @@ class CouchStore(LogStore):
     async def list_dbs(self) -> list[str]:
         names = await self.client.json("GET", "/_all_dbs")
         cut = len(self.prefix)
-        return sorted(n[cut:] for n in names if n.startswith(self.prefix) and "$" not in n[cut:])
+        return sorted(
+            n[cut:]
+            for n in names
+            if n.startswith(self.prefix) and "$" not in n[cut:] and n[cut:] not in self.reserved
+        )
 
     async def db_info(self, name: str, places: frozenset[str] | None) -> DbInfo:
         """PouchDB asks for it after every batch it replicates: an answer up to
