@@ -401,8 +401,12 @@ async def _write_local(
 
 
 def _local_body(doc: dict[str, Any]) -> dict[str, Any]:
-    """What a ``_local`` document keeps: CouchDB drops ``_attachments`` (and ``_id``, ``_rev``)."""
-    return {k: v for k, v in doc.items() if k not in ("_id", "_rev", "_attachments")}
+    """What a ``_local`` document keeps: CouchDB drops ``_attachments`` and ``_revisions``
+    (a ``_local`` document has no revision history), and ``_id``, ``_rev``."""
+    return {k: v for k, v in doc.items() if k not in _NOT_KEPT_LOCALLY}
+
+
+_NOT_KEPT_LOCALLY = frozenset({"_id", "_rev", "_attachments", "_revisions"})
 
 
 def _result(result: WriteResult) -> dict[str, Any]:
@@ -478,6 +482,9 @@ async def put_local(
     check_doc_id(t.doc_id)
     check_depth(body)
     expected = body.get("_rev") or request.query.get("rev")
+    if body.get("_deleted") is True:  # a delete, as in a batch (CouchDB answers 0-0)
+        await rep.parts.store.delete_local(t.db, caller.name, t.doc_id, expected)
+        return json_response({"ok": True, "id": t.doc_id, "rev": "0-0"}, status=201)
     sealed = await rep.parts.seal_local(t.db, caller.name, t.doc_id, _local_body(body))
     rev = await rep.parts.store.put_local(t.db, caller.name, t.doc_id, expected, sealed)
     return json_response({"ok": True, "id": t.doc_id, "rev": rev}, status=201)

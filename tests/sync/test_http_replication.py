@@ -350,6 +350,22 @@ async def test_local_docs_never_appear_in_changes_or_all_docs(api: Api) -> None:
         assert (await api.call("GET", "/health/_all_docs", user))[1]["rows"] == []
 
 
+async def test_a_local_doc_put_with_deleted_deletes_it_and_keeps_no_revisions(api: Api) -> None:
+    """PouchDB's own suite: ``_revisions`` is no part of a ``_local`` document, and a PUT
+    with ``_deleted: true`` deletes it (CouchDB answers rev 0-0), as in ``_bulk_docs``."""
+    path = "/health/_local/x"
+    status, made = await api.call("PUT", path, "alice", {"n": 1, "_revisions": {"start": 0}})
+    assert status == 201, made
+    status, doc = await api.call("GET", path, "alice")
+    assert doc == {"_id": "_local/x", "_rev": made["rev"], "n": 1}
+    gone = {"_rev": made["rev"], "_deleted": True, "n": 1}
+    status, answer = await api.call("PUT", path, "alice", gone)
+    assert (status, answer) == (201, {"ok": True, "id": "_local/x", "rev": "0-0"})
+    assert (await api.call("GET", path, "alice"))[0] == 404
+    status, again = await api.call("PUT", path, "alice", {"n": 2})
+    assert (status, again["rev"]) == (201, "0-1")
+
+
 async def test_local_doc_delete(api: Api) -> None:
     await api.call("PUT", "/health/_local/x", "alice", {"n": 1})
     assert (await api.call("DELETE", "/health/_local/x", "alice", rev="0-2"))[0] == 409
