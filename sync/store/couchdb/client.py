@@ -38,6 +38,10 @@ from sync.errors import (
 # costs fieldsync's process CPU).
 KEYS_PER_REQUEST = 100
 
+# The revision hash of a body put back after a 202 (``CouchClient._put_back``): below
+# every hash CouchDB makes, so any rival's leaf beside it wins.
+LOWEST_HASH = "0" * 32
+
 # Produces the Authorization header of a request (Cloudant's IAM bearer tokens).
 HeaderSource = Callable[[], Awaitable[str]]
 
@@ -169,22 +173,74 @@ class CouchClient:
         its 201 (at most one writer can: each copy takes one of two writes from the same
         revision).  Keeping a 202 that "is the only leaf" or "is CouchDB's winner", as
         read a moment later, let two writers both stand on a three-node cluster; so the
-        202's leaf is deleted and the caller reads and decides again, as after a 409.
+        202's write is taken back (:meth:`_take_back`) and the caller reads and decides
+        again, as after a 409.
         """
-        doc_id = str(body["_id"])
         try:
-            status = await self.put_status(path(couch_db, doc_id), body)
+            status = await self.put_status(path(couch_db, str(body["_id"])), body)
         except Conflict:
             return False
         if status == 201:
             return True
-        found = await self.leaves_by_id(couch_db, [doc_id])
-        for leaf in found.get(doc_id, []):
-            if leaf.get(mark) == body[mark]:
-                with contextlib.suppress(Conflict, NotFound):
-                    params = {"rev": str(leaf["_rev"])}
-                    await self.json("DELETE", path(couch_db, doc_id), params=params)
+        await self._take_back(couch_db, body, mark)
         return False
+
+    async def _take_back(self, couch_db: str, body: Mapping[str, Any], mark: str) -> None:
+        """Undo a 202'd write: the document holds what it held before, or a rival's write.
+
+        Deleting our leaf alone deleted the whole document when no rival had written (a
+        device, a login counter gone).  So the revision we wrote from is first put back
+        beside ours as a sibling that loses to any rival's (the lowest hash, written as
+        replication writes: ``new_edits: false``), then our leaf is deleted; the sibling
+        goes too once a rival's leaf is seen winning.  A create has nothing to put back."""
+        doc_id = str(body["_id"])
+        found = (await self.leaves_by_id(couch_db, [doc_id])).get(doc_id, [])
+        ours = [leaf for leaf in found if leaf.get(mark) == body[mark]]
+        if not ours:  # already built on, or not shown (pouchdb-server shows the winner)
+            return
+        restored = None
+        if body.get("_rev") is not None:
+            restored = await self._put_back(couch_db, doc_id, str(body["_rev"]))
+            if restored is None and len(found) == 1:
+                # nothing to put back (compacted away): deleting ours would delete the
+                # document; it stays, a conflict the next reader of all leaves sees
+                return
+        for leaf in ours:
+            await self._delete_leaf(couch_db, doc_id, str(leaf["_rev"]))
+        if restored is not None:
+            after = (await self.leaves_by_id(couch_db, [doc_id])).get(doc_id, [])
+            if after and after[0]["_rev"] != restored:  # a rival's write wins: it alone
+                await self._delete_leaf(couch_db, doc_id, restored)
+
+    async def _put_back(self, couch_db: str, doc_id: str, rev: str) -> str | None:
+        """Write revision ``rev``'s body again as its child with the lowest possible hash
+        (CouchDB's winner is the longest branch, then the highest hash: any rival writing
+        from ``rev`` wins over it); its revision, or None if ``rev``'s body is gone."""
+        try:
+            base = await self.json(
+                "GET", path(couch_db, doc_id), params={"rev": rev, "revs": "true"}
+            )
+        except NotFound:
+            return None
+        history = base.pop("_revisions", None)
+        if not isinstance(history, dict) or not history.get("ids"):
+            return None
+        start = int(history["start"]) + 1
+        restored = f"{start}-{LOWEST_HASH}"
+        base.update(
+            _rev=restored, _revisions={"start": start, "ids": [LOWEST_HASH, *history["ids"]]}
+        )
+        answer = await self.json(
+            "POST", path(couch_db, "_bulk_docs"), body={"docs": [base], "new_edits": False}
+        )
+        refused = [row for row in answer if isinstance(row, dict) and "error" in row]
+        if refused:
+            raise StoreError(f"CouchDB refused to put {doc_id} back: {refused[0]['error']}")
+        return restored
+
+    async def _delete_leaf(self, couch_db: str, doc_id: str, rev: str) -> None:
+        with contextlib.suppress(Conflict, NotFound):
+            await self.json("DELETE", path(couch_db, doc_id), params={"rev": rev})
 
     async def raw(self, where: str, *, params: Mapping[str, str] | None = None) -> bytes:
         """``GET`` an answer as bytes (an attachment)."""
