@@ -20,9 +20,11 @@ until the next change of a place: the one gap, and it costs only staleness.)
 Changes are read-modify-write against the winner's ``_rev``: a 409 (another
 instance wrote first) reads again and checks the rules again; a 202 (fewer than a
 quorum of copies took it, so a rival write may have forked the document) reads
-back, and when the document forked, writes the change again on the winner and
-deletes the other leaves.  Where leaves still disagree when read, a user's most
-restrictive status counts (removed, then disabled, then active).
+back, and when the document forked, checks and writes the change again on the
+other leaf and deletes its own (``_settle``): a rival's change is never dropped.
+Where leaves still disagree when read, a user is as strict as all of them: the
+most restrictive status (removed, then disabled, then active), the places every
+leaf grants.
 
 Rules that look at more than one document ("the last active admin", "nobody is
 assigned to a place being retired", "a move must not make a loop") are checked
@@ -73,6 +75,14 @@ DB_NAME = "accounts"  # after the deployment's prefix
 VERSION_DOC = "places_version"
 PURGE_EVERY = 3600.0  # seconds between two sweeps of expired sessions, per instance
 _TRIES = 50
+_MARK = "write"  # the token of the write that made a leaf
+
+
+def _marked(body: Doc, apply: Callable[[Doc], None]) -> Doc:
+    """``apply``'d, with a fresh token that finds this write's leaf again (``_settle``)."""
+    apply(body)
+    body[_MARK] = secrets.token_hex(8)
+    return body
 
 
 def _now() -> str:
@@ -507,32 +517,53 @@ class CouchAccounts:
         for _ in range(_TRIES):
             leaves = await self._leaves(doc_id)
             await check(leaves)
-            body = bare(leaves[0]) if leaves else {"_id": doc_id}
-            apply(body)
+            body = _marked(bare(leaves[0]) if leaves else {"_id": doc_id}, apply)
             try:
                 status = await self._client.put_status(path(self._db, doc_id), body)
             except Conflict:
                 continue  # another instance wrote first: read and check again
             if status == 202:
-                await self._settle(doc_id, apply)
+                return await self._settle(doc_id, check, apply, body)
             return body
         raise StoreUnavailable(
             f"Could not change {doc_id} (too many concurrent writers); try again."
         )
 
-    async def _settle(self, doc_id: str, apply: Callable[[Doc], None]) -> None:
-        """After a 202: if the document forked, the change again on the winner, others deleted."""
+    async def _settle(
+        self,
+        doc_id: str,
+        check: Callable[[list[Doc]], Any],
+        apply: Callable[[Doc], None],
+        ours: Doc,
+    ) -> Doc:
+        """After a 202 (fewer than a quorum of copies took ``ours``): a rival may have
+        written from the same revision on the other copies, and had its 201.  While our
+        leaf stands beside others, the change goes again onto CouchDB's winner among
+        them, its rules checked on it, and only our own leaf is deleted — never a
+        rival's, whose change (a disable, a new password) would be lost.  A rival's 201
+        never settles, so the 202's writer always does, winner or not.  Rules that no
+        longer hold there take our leaf back and raise."""
         for _ in range(_TRIES):
             leaves = await self._leaves(doc_id)
-            if len(leaves) <= 1:
-                return
-            body = bare(leaves[0])
-            apply(body)
+            mine = [leaf for leaf in leaves if leaf.get(_MARK) == ours[_MARK]]
+            others = [leaf for leaf in leaves if leaf.get(_MARK) != ours[_MARK]]
+            if not mine or not others:  # alone, or built on (our change is in): settled
+                return ours
             try:
-                await self._client.put_status(path(self._db, doc_id), body)
+                await check(others)
+            except Exception:
+                await self._delete(doc_id, mine)
+                raise
+            body = _marked(bare(others[0]), apply)
+            try:
+                status = await self._client.put_status(path(self._db, doc_id), body)
             except Conflict:
                 continue
-            await self._delete(doc_id, leaves[1:])
+            await self._delete(doc_id, mine)
+            if status == 201:
+                return body
+            ours = body  # a 202 again: settle that write in turn
+        raise StoreUnavailable(f"Could not settle {doc_id} (too many concurrent writers).")
 
     async def _delete(self, doc_id: str, leaves: Sequence[Mapping[str, Any]]) -> None:
         self._recent.forget()

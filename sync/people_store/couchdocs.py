@@ -68,7 +68,9 @@ def place_body(place: Place) -> Doc:
 
 
 def user_of(leaves: Sequence[Mapping[str, Any]]) -> User | None:
-    """The user of the winning leaf, with the strictest status any live leaf holds."""
+    """The user of the winning leaf, as strict as all live leaves together: the strictest
+    status any holds, and only the places every one grants (a fork a writer has not
+    settled yet, or never will: one leaf's disable or narrowing is never lost)."""
     if not leaves:
         return None
     doc = leaves[0]
@@ -77,14 +79,20 @@ def user_of(leaves: Sequence[Mapping[str, Any]]) -> User | None:
     user = User(
         str(doc["name"]),
         Role(str(doc["role"])),
-        tuple(doc.get("places", [])),
-        tuple(doc.get("read_places", [])),
+        _granted_by_all(leaves, "places"),
+        _granted_by_all(leaves, "read_places"),
         str(doc["password_hash"]),
         status,
     )
     if status is UserStatus.REMOVED:
         user = dataclasses.replace(user, password_hash=people.REMOVED_HASH)
     return user
+
+
+def _granted_by_all(leaves: Sequence[Mapping[str, Any]], field: str) -> tuple[str, ...]:
+    """The winner's list of ``field``, less what some other live leaf does not hold."""
+    held = [set(leaf.get(field, [])) for leaf in leaves[1:]]
+    return tuple(p for p in leaves[0].get(field, []) if all(p in one for one in held))
 
 
 def place_of(doc: Mapping[str, Any]) -> Place:

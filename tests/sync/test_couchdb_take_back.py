@@ -17,66 +17,21 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
+from couch_proxy import RIVAL_HASH, Proxy
 from couchdb_server import couch_request, db_path
-from yarl import URL
 
 from sync.config import Endpoint
 from sync.store.couchdb.client import LOWEST_HASH, CouchClient
 
 DOC = "device:PHONE-1"
-RIVAL_HASH = "0" * 31 + "1"  # above the put-back sibling's hash, below any CouchDB makes
-
-
-class Proxy:
-    """Forwards to the store; answers our ``PUT`` with 202 (after a rival's, if set)."""
-
-    def __init__(self, couchdb_url: str, couch_db: str, rival: dict[str, Any] | None) -> None:
-        self.url, self.db, self.rival = couchdb_url, couch_db, rival
-        self.session: aiohttp.ClientSession | None = None
-
-    async def forward(self, request: web.Request) -> web.Response:
-        base, headers = _split(self.url)
-        if self.session is None:
-            self.session = aiohttp.ClientSession(headers=headers)
-        if request.method == "PUT" and self.rival is not None:
-            status, answer = couch_request(
-                self.url,
-                "POST",
-                f"{db_path(self.db)}/_bulk_docs",
-                {"docs": [self.rival], "new_edits": False},
-            )
-            assert status == 201, answer
-        async with self.session.request(
-            request.method,
-            base + request.path_qs,
-            data=await request.read(),
-            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-        ) as answer:
-            raw, status = await answer.read(), answer.status
-        if request.method == "PUT" and status == 201:
-            status = 202  # fewer than a quorum of copies took it
-        return web.Response(body=raw, status=status, content_type="application/json")
-
-
-def _split(url: str) -> tuple[str, dict[str, str]]:
-    """The store's base URL and the header carrying the credentials it held."""
-    parts = URL(url)
-    headers = {}
-    if parts.user is not None:
-        headers["Authorization"] = aiohttp.encode_basic_auth(parts.user, parts.password or "")
-    return str(parts.with_user(None).with_password(None)).rstrip("/"), headers
 
 
 async def _through(
     aiohttp_server: Callable[..., Awaitable[TestServer]], proxy: Proxy
 ) -> CouchClient:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", proxy.forward)
-    server = await aiohttp_server(app, host="127.0.0.1")
+    server = await aiohttp_server(proxy.app(), host="127.0.0.1")
     return CouchClient(Endpoint.parse(f"http://127.0.0.1:{server.port}"))
 
 
@@ -112,7 +67,8 @@ async def test_a_202_without_a_rival_leaves_the_document_as_it_was(
     device_db: tuple[str, str],
 ) -> None:
     couch_db, rev = device_db
-    proxy = Proxy(couchdb_url, couch_db, rival=None)
+    proxy = Proxy(couchdb_url)
+    proxy.arm(DOC)
     client = await _through(aiohttp_server, proxy)
     mark = secrets.token_hex(8)
     body = {"_id": DOC, "_rev": rev, "type": "device", "status": "revoked", "write": mark}
@@ -120,8 +76,7 @@ async def test_a_202_without_a_rival_leaves_the_document_as_it_was(
         assert await client.put_alone(couch_db, body, "write") is False
     finally:
         await client.close()
-        if proxy.session is not None:
-            await proxy.session.close()
+        await proxy.close()
     doc = _stored(couchdb_url, couch_db)  # not deleted (it was, before)
     assert (doc["status"], doc["worker"], doc["failures"]) == ("assigned", "chw_a", 3)
     assert doc["_rev"] == f"2-{LOWEST_HASH}" and "write" not in doc
@@ -133,15 +88,10 @@ async def test_a_202_beside_a_rivals_write_leaves_the_rivals_alone(
     couchdb_url: str,
     device_db: tuple[str, str],
 ) -> None:
-    couch_db, rev = device_db
+    couch_db, _ = device_db
     first = _stored(couchdb_url, couch_db)
-    rival = {
-        **first,
-        "status": "revoked",
-        "_rev": f"2-{RIVAL_HASH}",
-        "_revisions": {"start": 2, "ids": [RIVAL_HASH, rev.split("-", 1)[1]]},
-    }
-    proxy = Proxy(couchdb_url, couch_db, rival)
+    proxy = Proxy(couchdb_url)
+    proxy.arm(DOC, {"status": "revoked"}, RIVAL_HASH)
     client = await _through(aiohttp_server, proxy)
     mark = secrets.token_hex(8)
     body = {**first, "status": "assigned", "worker": "chw_b", "write": mark}
@@ -149,8 +99,7 @@ async def test_a_202_beside_a_rivals_write_leaves_the_rivals_alone(
         assert await client.put_alone(couch_db, body, "write") is False
     finally:
         await client.close()
-        if proxy.session is not None:
-            await proxy.session.close()
+        await proxy.close()
     doc = _stored(couchdb_url, couch_db)
     assert (doc["_rev"], doc["status"], doc["worker"]) == (f"2-{RIVAL_HASH}", "revoked", "chw_a")
     leaves = _live_leaves(couchdb_url, couch_db)
