@@ -17,9 +17,10 @@ CouchDB's optimistic concurrency: it reads every live leaf of the counter
 - on 201 (a quorum of copies took it) owns the range: two writes against the
   same ``_rev`` cannot both reach a quorum;
 - on 202 (fewer than a quorum did, so another instance may have written the
-  same ``_rev`` through another node) reads the counter back: the claim is
-  confirmed only if its write is the one live leaf; otherwise it is treated as
-  lost, and its numbers are skipped.
+  same ``_rev`` through another node, and had its 201) never owns the range:
+  its numbers are skipped and the counter read again.  (A read back showing our
+  write as the only leaf proves nothing: the rival's may be on copies that read
+  did not reach.)
 
 It then hands out numbers from its range without asking CouchDB.  Each ID is
 recorded as a document whose id is the ID itself, created without a ``_rev``
@@ -186,23 +187,18 @@ class CouchPatientIds:
         for _ in range(_TRIES):
             leaves = await self._leaves(counter)
             start = max([first] + [int(leaf.get("next", 0)) for leaf in leaves])
-            token = uuid.uuid4().hex
-            body: dict[str, Any] = {"next": start + size, "claim": token}
+            body: dict[str, Any] = {"next": start + size, "claim": uuid.uuid4().hex}
             if leaves:
                 body["_rev"] = leaves[0]["_rev"]
             try:
                 status = await self._client.put_status(path(self._db, counter), body)
             except Conflict:  # another instance claimed first: read again
                 continue
-            if status == 201 or await self._confirmed(counter, token):
+            if status == 201:
                 return start, start + size
-            # Unconfirmed: another instance may hold the same range. Skip it for good.
+            # 202: another instance may have had its 201 for the same range through the
+            # other copies.  Skipped for good (our leaf stays: it only moves ``next`` on).
         raise StoreUnavailable(f"Could not claim patient-ID numbers ({counter}); try again.")
-
-    async def _confirmed(self, counter: str, token: str) -> bool:
-        """After a 202: our write is the counter's only live leaf (no rival write seen)."""
-        leaves = await self._leaves(counter)
-        return len(leaves) == 1 and leaves[0].get("claim") == token
 
     # -- CouchDB ------------------------------------------------------------------------
     async def _leaves(self, doc_id: str) -> list[dict[str, Any]]:

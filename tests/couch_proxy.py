@@ -27,12 +27,21 @@ class Proxy:
     def __init__(self, couchdb_url: str) -> None:
         self.url = couchdb_url
         self.base, self.headers = _split(couchdb_url)
-        self.armed: dict[str, tuple[dict[str, Any] | None, str]] = {}
+        self.armed: dict[str, tuple[dict[str, Any] | None, str, bool]] = {}
+        self.late: list[tuple[str, dict[str, Any]]] = []  # rivals the next read misses
         self.session: aiohttp.ClientSession | None = None
 
-    def arm(self, doc_id: str, change: dict[str, Any] | None = None, rev_hash: str = "") -> None:
-        """The next ``PUT`` of ``doc_id`` gets a 202; with ``change``, a rival's beside it."""
-        self.armed[doc_id] = (change, rev_hash or RIVAL_HASH)
+    def arm(
+        self,
+        doc_id: str,
+        change: dict[str, Any] | None = None,
+        rev_hash: str = "",
+        *,
+        late: bool = False,
+    ) -> None:
+        """The next ``PUT`` of ``doc_id`` gets a 202; with ``change``, a rival's beside it
+        — ``late``: only after the next ``_bulk_get`` (it reached a copy that lagged)."""
+        self.armed[doc_id] = (change, rev_hash or RIVAL_HASH, late)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -59,11 +68,20 @@ class Proxy:
         if armed is not None and status == 201:
             status = 202
             if rival is not None:  # beside ours, from the revision ours was written from
-                body = {"docs": [rival], "new_edits": False}
-                where = f"{db_path(couch_db)}/_bulk_docs"
-                put, answered = couch_request(self.url, "POST", where, body)
-                assert put == 201, answered
+                if armed[2]:
+                    self.late.append((couch_db, rival))
+                else:
+                    self._insert(couch_db, rival)
+        elif request.path.endswith("/_bulk_get") and self.late:
+            for couch_db, rival in self.late:
+                self._insert(couch_db, rival)
+            self.late.clear()
         return web.Response(body=raw, status=status, content_type="application/json")
+
+    def _insert(self, couch_db: str, rival: dict[str, Any]) -> None:
+        body = {"docs": [rival], "new_edits": False}
+        status, answer = couch_request(self.url, "POST", f"{db_path(couch_db)}/_bulk_docs", body)
+        assert status == 201, answer
 
     def _rival(
         self, couch_db: str, doc_id: str, change: dict[str, Any], rev_hash: str

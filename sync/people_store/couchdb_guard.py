@@ -21,8 +21,9 @@ once, one gets 409, reads again and waits for ``holder`` to be null.  Giving it
 back writes ``holder: null``.  An instance that dies holding it blocks such
 changes until ``until`` (:data:`LEASE` seconds after it was taken); then any
 instance takes it over.  A 202 (fewer than a quorum of copies took the write)
-counts only once a read back shows the guard whole and ours; a forked guard is
-given back by every side and taken again.
+never holds it: a rival may have had its 201 through the other copies, which a
+read back need not reach; the write is taken back (``CouchClient.put_alone``) and
+the guard read again.  A fork nobody holds keeps one side.
 
 Limits, honestly: the lease trusts the instances' clocks to within a few
 seconds, and a holder stalled for longer than :data:`LEASE` (a paused VM) may
@@ -99,24 +100,16 @@ class RulesGuard:
     async def _claim(self, leaf: Mapping[str, Any] | None, now: float) -> str | None:
         """Write ourselves in against the ``_rev`` read; the token, or None when another won."""
         token = secrets.token_hex(16)
-        body: dict[str, Any] = {"type": "guard", "holder": token, "until": now + self._lease}
+        body: dict[str, Any] = {
+            "_id": GUARD_DOC,
+            "type": "guard",
+            "holder": token,
+            "until": now + self._lease,
+        }
         if leaf is not None:
             body["_rev"] = leaf["_rev"]
-        try:
-            status = await self._client.put_status(path(self._db, GUARD_DOC), body)
-        except Conflict:
-            return None
-        if status == 202 and not await self._alone(token):
-            return None
-        return token
-
-    async def _alone(self, token: str) -> bool:
-        """After a 202: is the guard whole and ours?  If not, give our side back."""
-        leaves = await self._leaves()
-        if len(leaves) == 1 and leaves[0].get("holder") == token:
-            return True
-        await self._delete([leaf for leaf in leaves if leaf.get("holder") == token])
-        return False
+        # a 202 never holds it: taken back (the rival may have had its 201), read again
+        return token if await self._client.put_alone(self._db, body, "holder") else None
 
     async def _give_back(self, token: str) -> None:
         leaves = await self._leaves()
