@@ -155,23 +155,27 @@ class CouchDataKeys:
 
     async def remove_async(self, place: str, version: int) -> bool:
         """Delete every leaf of the version's document (a fork left by a cluster too), and
-        purge them where CouchDB allows it, so no old revision keeps the wrapped key."""
+        purge them where CouchDB allows it, so no old revision keeps the wrapped key.
+
+        Read again until no live leaf is left: a read may miss a leaf (a copy that has
+        not got it yet; pouchdb-server shows the winner only), and a leaf missed would
+        bring the shredded key back as the document's winner."""
         await self._ensure_db()
         key_id = doc_id(place, version)
+        removed = False
         for _ in range(_TRIES):
             leaves = await self._leaves(key_id)
             if not leaves:
-                return False
+                return removed
             tombstones = []
-            try:
-                for leaf in leaves:
-                    rev = {"rev": str(leaf["_rev"])}
+            for leaf in leaves:
+                rev = {"rev": str(leaf["_rev"])}
+                with contextlib.suppress(Conflict):  # changed meanwhile: read again
                     gone = await self._client.json("DELETE", path(self._db, key_id), params=rev)
                     tombstones.append(str(gone["rev"]))
-            except Conflict:
-                continue
-            await self._purge(key_id, tombstones)
-            return True
+            if tombstones:
+                removed = True
+                await self._purge(key_id, tombstones)
         raise StoreUnavailable(f"Could not delete data key {place or '(shared)'} v{version}.")
 
     async def _purge(self, key_id: str, tombstones: list[str]) -> None:

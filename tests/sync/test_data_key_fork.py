@@ -14,9 +14,11 @@ import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from couchdb_server import couch_request, db_path
 
 from sync.config import Endpoint
 from sync.datakeys.couchdb import CouchDataKeys
@@ -111,3 +113,28 @@ async def test_a_reader_waits_until_a_creators_fork_is_taken_back(
     finally:
         await keys._client.close()
     assert cluster.reads >= 2
+
+
+async def test_removing_a_key_deletes_every_leaf_even_one_a_read_missed(
+    couchdb_url: str, couch_prefix: str
+) -> None:
+    """A shredded key stays gone: a forked key document loses every leaf, though a read
+    shows only some (pouchdb-server answers the winner only; a lagging copy, likewise):
+    a leaf left would become the winner and bring the key back."""
+    client = CouchClient(Endpoint.parse(couchdb_url))
+    keys = CouchDataKeys.for_prefix(client, couch_prefix)
+    try:
+        await keys.add_async("area-1", 1, OUR_KEY, "2026-12-03T10:00:01Z")
+        where = f"{db_path(keys.db)}/{quote(KEY_ID, safe='')}"
+        branch = _leaf("1-" + "0" * 31 + "1", RIVAL_KEY, "theirs")  # loses the tie
+        body = {"docs": [branch], "new_edits": False}
+        status, answer = couch_request(couchdb_url, "POST", f"{db_path(keys.db)}/_bulk_docs", body)
+        assert status == 201, answer
+        assert await keys.remove_async("area-1", 1) is True
+        assert await keys.wrapped_async("area-1", 1) is None
+    finally:
+        await client.close()
+    status, leaves = couch_request(couchdb_url, "GET", where + "?open_revs=all")
+    assert status in (200, 404), leaves  # 404: purged whole (CouchDB)
+    if status == 200:
+        assert [row for row in leaves if not row.get("ok", {}).get("_deleted", True)] == []
