@@ -131,8 +131,8 @@ class CouchDevices(DevicesDatabase):
         if found is None:
             return None
         claim = await self._doc(claim_id("phone", found))
-        doc = None if claim is None else await self._doc(device_id(str(claim["serial"])))
-        if doc is None or doc.get("status") != DeviceStatus.ASSIGNED.value:
+        doc = None if claim is None else await self._assigned(device_id(str(claim["serial"])))
+        if doc is None:
             doc = await self._latest_gone(found)
         if doc is None or doc.get("phone") != found or not doc.get("worker"):
             return None
@@ -140,6 +140,16 @@ class CouchDevices(DevicesDatabase):
         if user is None:
             return None
         return DeviceOwner(str(doc["serial"]), user.name, user.places, str(doc["status"]))
+
+    async def _assigned(self, doc_id: str) -> Doc | None:
+        """The device, if every live leaf has it assigned to one worker on one number: a
+        fork a writer has not settled (a revocation on one side) answers as the
+        strictest side would, never as CouchDB's winner alone."""
+        leaves = await self._leaves(doc_id)
+        held = {(leaf.get("status"), leaf.get("worker"), leaf.get("phone")) for leaf in leaves}
+        if len(held) != 1 or leaves[0].get("status") != DeviceStatus.ASSIGNED.value:
+            return None
+        return leaves[0]
 
     async def _latest_gone(self, phone: str) -> Doc | None:
         """The number's latest lost or stolen phone (``gone:<number>`` names it)."""

@@ -24,9 +24,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
-from couchdb_server import ENV_URL
+from couch_proxy import reads_every_leaf
+from couchdb_server import ENV_URL, couch_request
+from couchdb_server import db_path as couch_path
 
 from device_registry import codes, inventory
 from device_registry.couchdb import CouchDevices, strictest_leaf
@@ -281,6 +284,37 @@ async def test_the_sender_of_an_sms_is_the_assigned_phone(backend: Backend) -> N
     owner = await backend.second.owner_of_phone(PHONE)
     assert owner is not None and owner.status == "stolen"
     assert await backend.second.owner_of_phone("0712") is None
+
+
+async def test_an_sms_sender_on_a_forked_device_is_judged_by_its_strictest_leaf(
+    backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    """A device forked by a 202 (stolen on one side, not yet settled): its number no
+    longer speaks for the worker, whichever side CouchDB picks as the winner."""
+    if backend.kind != "couchdb":
+        pytest.skip("one SQLite transaction: a device document never forks")
+    url: str = request.getfixturevalue("couchdb_url")
+    if not reads_every_leaf(url):
+        pytest.skip("pouchdb-server's _bulk_get answers a document's winner only")
+    await _add(backend.store, "A1", IMEIS[0], phone=PHONE, worker="alice")
+    assert isinstance(backend.store, CouchDevices)
+    couch_db = await backend.store.database()
+    where = f"{couch_path(couch_db)}/{quote('device:A1', safe='')}"
+    status, doc = couch_request(url, "GET", where + "?revs=true")
+    assert status == 200, doc
+    history = doc.pop("_revisions")
+    start, low = history["start"] + 1, "0" * 31 + "1"  # a side that loses the tie
+    stolen = {
+        **doc,
+        "status": DeviceStatus.STOLEN.value,
+        "_rev": f"{start}-{low}",
+        "_revisions": {"start": start, "ids": [low, *history["ids"]]},
+    }
+    status, doc = couch_request(url, "PUT", where, {**doc, "note": "winner"})
+    assert status in (201, 202), doc
+    body = {"docs": [stolen], "new_edits": False}
+    assert couch_request(url, "POST", f"{couch_path(couch_db)}/_bulk_docs", body)[0] == 201
+    assert await backend.second.owner_of_phone(PHONE) is None
 
 
 async def test_export_and_import_copy_everything_once(
