@@ -386,18 +386,25 @@ async def _write_local(
     rep: Replication, caller: Caller, db: str, doc: dict[str, Any]
 ) -> WriteResult:
     """A ``_local`` document in a write batch: CouchDB keeps it out of the replicated set."""
-    doc_id, rev = doc["_id"], doc.get("_rev")
+    doc_id = doc["_id"]
     try:
-        if doc.get("_deleted") is True:
-            await rep.parts.store.delete_local(db, caller.name, doc_id, rev)
-            return WriteResult(doc_id, "0-0")
-        body = _local_body(doc)
-        sealed = await rep.parts.seal_local(db, caller.name, doc_id, body)
         return WriteResult(
-            doc_id, await rep.parts.store.put_local(db, caller.name, doc_id, rev, sealed)
+            doc_id, await _store_local(rep, caller, db, doc_id, doc.get("_rev"), doc)
         )
     except FieldsyncError as exc:
         return WriteResult(doc_id, "", exc)
+
+
+async def _store_local(
+    rep: Replication, caller: Caller, db: str, doc_id: str, rev: str | None, doc: dict[str, Any]
+) -> str:
+    """Write (sealed) or delete the caller's ``_local`` document; the revision CouchDB
+    answers (a delete: ``0-0``, as CouchDB does for a ``_deleted: true`` write)."""
+    if doc.get("_deleted") is True:
+        await rep.parts.store.delete_local(db, caller.name, doc_id, rev)
+        return "0-0"
+    sealed = await rep.parts.seal_local(db, caller.name, doc_id, _local_body(doc))
+    return await rep.parts.store.put_local(db, caller.name, doc_id, rev, sealed)
 
 
 def _local_body(doc: dict[str, Any]) -> dict[str, Any]:
@@ -482,11 +489,7 @@ async def put_local(
     check_doc_id(t.doc_id)
     check_depth(body)
     expected = body.get("_rev") or request.query.get("rev")
-    if body.get("_deleted") is True:  # a delete, as in a batch (CouchDB answers 0-0)
-        await rep.parts.store.delete_local(t.db, caller.name, t.doc_id, expected)
-        return json_response({"ok": True, "id": t.doc_id, "rev": "0-0"}, status=201)
-    sealed = await rep.parts.seal_local(t.db, caller.name, t.doc_id, _local_body(body))
-    rev = await rep.parts.store.put_local(t.db, caller.name, t.doc_id, expected, sealed)
+    rev = await _store_local(rep, caller, t.db, t.doc_id, expected, body)
     return json_response({"ok": True, "id": t.doc_id, "rev": rev}, status=201)
 
 
