@@ -36,6 +36,9 @@ retirement that raced another write is never lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,7 +48,7 @@ import orjson
 from barcode.embedded import now
 from barcode.ids import IdFormat
 from barcode.ports import Block, Status, check_count, check_device, normalised
-from sync.errors import Conflict, StoreError, StoreUnavailable
+from sync.errors import Conflict, NotFound, StoreError, StoreUnavailable
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.once import CreatedOnce
 
@@ -56,6 +59,8 @@ BLOCKS_COUNTER = "counter:blocks"
 CLAIM = 100
 BLOCK_CLAIM = 8
 _TRIES = 50
+RECENT_BLOCKS, RECENT_MOST = 60.0, 1000  # blocks reserved here, listed from memory too
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.005, 0.2  # seconds between two tries, at random
 
 
 class CouchPatientIds:
@@ -66,6 +71,8 @@ class CouchPatientIds:
         self._ranges: dict[str, tuple[int, int]] = {}  # counter id -> [next, end) still ours
         self._locks: dict[str, asyncio.Lock] = {}
         self._home = CreatedOnce(client, self._db)
+        # Blocks reserved here a moment ago: listed even before ``_all_docs`` shows them.
+        self._made: list[tuple[float, Block]] = []
 
     @classmethod
     def for_prefix(cls, client: CouchClient, prefix: str) -> CouchPatientIds:
@@ -93,6 +100,7 @@ class CouchPatientIds:
         }
         # The id is unique (a claimed block number): no other writer, so 202 is fine.
         await self._client.put_status(path(self._db, block_doc_id(device, block_id)), body)
+        self._made = [*self._made[-RECENT_MOST:], (time.monotonic(), block)]
         return block
 
     async def blocks_of(self, device: str) -> list[Block]:
@@ -105,8 +113,17 @@ class CouchPatientIds:
         }
         answer = await self._client.json("GET", path(self._db, "_all_docs"), params=params)
         docs = [row["doc"] for row in answer.get("rows", []) if row.get("doc")]
-        blocks = [_block(doc) for doc in docs if doc.get("device") == device]
-        return sorted(blocks, key=lambda b: (b.created, b.id))
+        listed = {block.id: block for block in map(_block, docs) if block.device == device}
+        for block in self._recent():  # ``_all_docs`` on a cluster may lag our own write
+            if block.device == device:
+                listed.setdefault(block.id, block)
+        return sorted(listed.values(), key=lambda b: (b.created, b.id))
+
+    def _recent(self) -> list[Block]:
+        """Blocks reserved here in the last :data:`RECENT_BLOCKS` seconds."""
+        since = time.monotonic() - RECENT_BLOCKS
+        self._made = [(at, block) for at, block in self._made if at > since]
+        return [block for _, block in self._made]
 
     async def retire(self, fmt: IdFormat, patient_id: str, by: str, reason: str) -> str:
         patient_id = normalised(fmt, patient_id)
@@ -184,6 +201,7 @@ class CouchPatientIds:
 
     async def _claim(self, counter: str, first: int, size: int) -> tuple[int, int]:
         """Move ``counter`` on by ``size``; the range [start, end) it gave us."""
+        pause = _FIRST_PAUSE
         for _ in range(_TRIES):
             leaves = await self._leaves(counter)
             start = max([first] + [int(leaf.get("next", 0)) for leaf in leaves])
@@ -193,12 +211,25 @@ class CouchPatientIds:
             try:
                 status = await self._client.put_status(path(self._db, counter), body)
             except Conflict:  # another instance claimed first: read again
-                continue
+                status = 409
             if status == 201:
+                await self._prune(counter, leaves[1:])
                 return start, start + size
-            # 202: another instance may have had its 201 for the same range through the
-            # other copies.  Skipped for good (our leaf stays: it only moves ``next`` on).
+            # 409, or 202: another instance may have had its 201 for the same range through
+            # the other copies.  Skipped for good (a 202's leaf stays: it only moves
+            # ``next`` on).  Instances that split the copies between them all lose: they
+            # wait a moment, at random, before they try again.
+            await asyncio.sleep(random.uniform(0, pause))
+            pause = min(pause * 2, _LONGEST_PAUSE)
         raise StoreUnavailable(f"Could not claim patient-ID numbers ({counter}); try again.")
+
+    async def _prune(self, counter: str, others: Sequence[Mapping[str, Any]]) -> None:
+        """After a 201: the counter's other leaves (left by 202s) are below the ``next``
+        just written, so they go (a read of the counter stays one leaf long)."""
+        for leaf in others:
+            with contextlib.suppress(Conflict, NotFound):
+                where = path(self._db, counter)
+                await self._client.json("DELETE", where, params={"rev": str(leaf["_rev"])})
 
     # -- CouchDB ------------------------------------------------------------------------
     async def _leaves(self, doc_id: str) -> list[dict[str, Any]]:
