@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import orjson
 
 from device_registry.couchdb_docs import Doc
-from sync.errors import StoreError, StoreUnavailable
+from sync.errors import StoreError
 from sync.keys import MasterKey
+from sync.store.couchdb import first
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.once import CreatedOnce
 
@@ -120,17 +121,14 @@ class DevicesDatabase:
     async def shared_secret(self, master: MasterKey) -> bytes:
         """The secret every instance signs the pages' CSRF tokens with: made by the first
         instance, kept sealed under the master key (``secret:csrf``), unsealed by the others
-        (a form shown by one instance is posted to another behind a load balancer)."""
-        for _ in range(_TRIES):
-            found = await self._doc(SECRET_ID)
-            if found is not None:
-                return master.unwrap(SECRET_LABEL, base64.b64decode(found["sealed"]))
-            fresh = secrets.token_bytes(32)
-            sealed = base64.b64encode(master.wrap(SECRET_LABEL, fresh)).decode()
-            if await self._stands({"_id": SECRET_ID, "type": "secret", "sealed": sealed}):
-                return fresh
-            # another instance made it first (409), or may have (202): read theirs
-        raise StoreUnavailable("Could not read the pages' shared secret; try again.")
+        (a form shown by one instance is posted to another behind a load balancer); made
+        once, however many instances start at once (:mod:`sync.store.couchdb.first`)."""
+        await self.home.ensure()
+        fresh = secrets.token_bytes(32)
+        sealed = base64.b64encode(master.wrap(SECRET_LABEL, fresh)).decode()
+        body = {"_id": SECRET_ID, "type": "secret", "sealed": sealed, "write": secrets.token_hex(8)}
+        made = await first.make_or_read(self._client, self._db, body, "write")
+        return master.unwrap(SECRET_LABEL, base64.b64decode(made["sealed"]))
 
 
 def _key(text: str) -> str:

@@ -16,9 +16,9 @@ than a quorum did) does not stand: the writer takes its leaf back and reads agai
 (``CouchClient.put_alone``), because a rival may have had its 201 for another key
 meanwhile.  Keeping a 202 that was CouchDB's winner a moment later let two
 instances seal with two different first keys of one place on a three-node
-cluster.  While a creator's 202 is being taken back, the document has two leaves
-with two different keys: a reader waits that moment out (``_settled``) rather
-than pick one.
+cluster.  And a key is made *pending* and used by nobody until its maker's write
+stood (:mod:`sync.store.couchdb.first`): a reader that picked a 202's key in the
+moment before it was taken back would seal bodies under a key about to vanish.
 
 The port is synchronous (see :mod:`sync.datakeys.ports`): each call is run on
 the event loop the adapter was made on, from the caller's worker thread.
@@ -39,6 +39,7 @@ import structlog
 from sync.datakeys.ports import StoredKey, check_version
 from sync.errors import Conflict, FieldsyncError, StoreError, StoreUnavailable
 from sync.keys import KeyError_, MasterKey, label
+from sync.store.couchdb import first
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.once import CreatedOnce
 
@@ -47,8 +48,6 @@ PREFIX = "dk:"
 log = structlog.get_logger("fieldsync.keys")
 _TRIES = 20
 _MARK = "creator"  # a random token per creating write: finds its leaf, tells creators apart
-_SETTLE_TRIES = 40  # x _SETTLE_PAUSE: a 202 is taken back at once, unless its writer died
-_SETTLE_PAUSE = 0.025
 T = TypeVar("T")
 
 
@@ -102,8 +101,8 @@ class CouchDataKeys:
     # -- the same, on the event loop --------------------------------------------------------
     async def wrapped_async(self, place: str, version: int) -> bytes | None:
         await self._ensure_db()
-        leaves = await self._settled(doc_id(place, version))
-        return _wrapped(leaves[0]) if leaves else None
+        found = await first.read(self._client, self._db, doc_id(place, version), _MARK)
+        return None if found is None else _wrapped(found)
 
     async def latest_async(self, place: str) -> int | None:
         await self._ensure_db()
@@ -129,14 +128,8 @@ class CouchDataKeys:
             "wrapped": base64.b64encode(wrapped).decode(),
             _MARK: secrets.token_hex(8),
         }
-        for _ in range(_TRIES):
-            leaves = await self._settled(key_id)
-            if leaves:  # made before (by us or another instance): that one it is
-                return _wrapped(leaves[0])
-            if await self._client.put_alone(self._db, body, _MARK):
-                return wrapped
-            # 409, or a 202 taken back: read again (a rival's key, or try once more)
-        raise StoreUnavailable(f"Could not store data key {place or '(shared)'} v{version}.")
+        made = await first.make_or_read(self._client, self._db, body, _MARK)
+        return _wrapped(made)
 
     async def all_async(self) -> list[StoredKey]:
         await self._ensure_db()
@@ -224,18 +217,6 @@ class CouchDataKeys:
         raise StoreUnavailable(f"Could not re-wrap data key {place or '(shared)'} v{version}.")
 
     # -- CouchDB ------------------------------------------------------------------------
-    async def _settled(self, key_id: str) -> list[dict[str, Any]]:
-        """The key document's leaves, once no creator's 202 is being taken back: leaves
-        with different creators' marks are two keys, and only one will stay.  (Leaves of
-        one creator, from two re-wraps at once, hold the same key.)"""
-        for _ in range(_SETTLE_TRIES):
-            leaves = await self._leaves(key_id)
-            if len({leaf.get(_MARK) for leaf in leaves}) <= 1:
-                return leaves
-            await asyncio.sleep(_SETTLE_PAUSE)
-        log.warning("data_key_forked", id=key_id, leaves=len(leaves))
-        return leaves
-
     async def _leaves(self, key_id: str) -> list[dict[str, Any]]:
         found = await self._client.leaves_by_id(self._db, [key_id])
         return found.get(key_id, [])
