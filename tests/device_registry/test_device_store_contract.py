@@ -287,34 +287,38 @@ async def test_the_sender_of_an_sms_is_the_assigned_phone(backend: Backend) -> N
 
 
 async def test_an_sms_sender_on_a_forked_device_is_judged_by_its_strictest_leaf(
-    backend: Backend, request: pytest.FixtureRequest
+    couchdb_url: str, couch_prefix: str
 ) -> None:
     """A device forked by a 202 (stolen on one side, not yet settled): its number no
     longer speaks for the worker, whichever side CouchDB picks as the winner."""
-    if backend.kind != "couchdb":
-        pytest.skip("one SQLite transaction: a device document never forks")
-    url: str = request.getfixturevalue("couchdb_url")
+    url = couchdb_url
     if not reads_every_leaf(url):
         pytest.skip("pouchdb-server's _bulk_get answers a document's winner only")
-    await _add(backend.store, "A1", IMEIS[0], phone=PHONE, worker="alice")
-    assert isinstance(backend.store, CouchDevices)
-    couch_db = await backend.store.database()
-    where = f"{couch_path(couch_db)}/{quote('device:A1', safe='')}"
-    status, doc = couch_request(url, "GET", where + "?revs=true")
-    assert status == 200, doc
-    history = doc.pop("_revisions")
-    start, low = history["start"] + 1, "0" * 31 + "1"  # a side that loses the tie
-    stolen = {
-        **doc,
-        "status": DeviceStatus.STOLEN.value,
-        "_rev": f"{start}-{low}",
-        "_revisions": {"start": start, "ids": [low, *history["ids"]]},
-    }
-    status, doc = couch_request(url, "PUT", where, {**doc, "note": "winner"})
-    assert status in (201, 202), doc
-    body = {"docs": [stolen], "new_edits": False}
-    assert couch_request(url, "POST", f"{couch_path(couch_db)}/_bulk_docs", body)[0] == 201
-    assert await backend.second.owner_of_phone(PHONE) is None
+    client = CouchClient(Endpoint.parse(url))
+    try:
+        accounts = CouchAccounts.for_prefix(client, couch_prefix)
+        await _people(accounts)
+        devices = CouchDevices.for_prefix(client, couch_prefix, accounts)
+        await _add(devices, "A1", IMEIS[0], phone=PHONE, worker="alice")
+        couch_db = await devices.database()
+        where = f"{couch_path(couch_db)}/{quote('device:A1', safe='')}"
+        status, doc = couch_request(url, "GET", where + "?revs=true")
+        assert status == 200, doc
+        history = doc.pop("_revisions")
+        start, low = history["start"] + 1, "0" * 31 + "1"  # a side that loses the tie
+        stolen = {
+            **doc,
+            "status": DeviceStatus.STOLEN.value,
+            "_rev": f"{start}-{low}",
+            "_revisions": {"start": start, "ids": [low, *history["ids"]]},
+        }
+        status, doc = couch_request(url, "PUT", where, {**doc, "note": "winner"})
+        assert status in (201, 202), doc
+        body = {"docs": [stolen], "new_edits": False}
+        assert couch_request(url, "POST", f"{couch_path(couch_db)}/_bulk_docs", body)[0] == 201
+        assert await devices.owner_of_phone(PHONE) is None
+    finally:
+        await client.close()
 
 
 async def test_export_and_import_copy_everything_once(

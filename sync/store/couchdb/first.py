@@ -31,7 +31,7 @@ from sync.store.couchdb.client import CouchClient, path
 
 PENDING = "pending"
 ADOPT_AFTER = 5.0  # seconds a reader waits for a pending document's maker
-PAUSE = 0.02  # seconds between two reads while a document is unsettled
+PAUSE, LONGEST_PAUSE = 0.02, 0.25  # seconds between two reads of an unsettled document
 TRIES = 20  # makes tried before giving up (each lost to a rival, or taken back)
 log = structlog.get_logger("fieldsync.couchdb")
 
@@ -56,7 +56,7 @@ async def make_or_read(
 
 async def read(client: CouchClient, couch_db: str, doc_id: str, mark: str) -> Doc | None:
     """The document once it is settled (module docstring); None if there is none."""
-    started = time.monotonic()
+    started, pause = time.monotonic(), PAUSE
     while True:
         leaves = (await client.leaves_by_id(couch_db, [doc_id])).get(doc_id, [])
         if not leaves:
@@ -71,7 +71,8 @@ async def read(client: CouchClient, couch_db: str, doc_id: str, mark: str) -> Do
                 started = time.monotonic()
                 continue
             return leaves[0]
-        await asyncio.sleep(PAUSE)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, LONGEST_PAUSE)
 
 
 async def _clear(client: CouchClient, couch_db: str, doc_id: str, mark: str, token: str) -> None:
