@@ -6,10 +6,16 @@ copies.  :class:`Proxy` forwards everything to the real store; the next ``PUT`` 
 an armed document is answered 202 — and a rival's write from the same revision
 (``change`` on the body it was written from) is put beside it, as another copy
 would hold it.  What the code under test then does is read back from the store.
+
+pouchdb-server (CI's stand-in) answers a ``_bulk_get`` of a document asked without
+a revision with its winner only, where CouchDB answers every leaf; behind the
+proxy it is answered as CouchDB does, from the store's ``open_revs=all``, so the
+tests of forks run in CI too.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -29,6 +35,7 @@ class Proxy:
         self.base, self.headers = _split(couchdb_url)
         self.armed: dict[str, tuple[dict[str, Any] | None, str, bool]] = {}
         self.late: list[tuple[str, dict[str, Any]]] = []  # rivals the next read misses
+        self.leaves_shown = reads_every_leaf(couchdb_url)  # else: as CouchDB (_every_leaf)
         self.session: aiohttp.ClientSession | None = None
 
     def arm(
@@ -58,13 +65,17 @@ class Proxy:
             armed = self.armed.pop(doc_id, None)
             if armed is not None and armed[0] is not None:
                 rival = self._rival(couch_db, doc_id, armed[0], armed[1])
-        async with self.session.request(
-            request.method,
-            self.base + request.path_qs,
-            data=await request.read(),
-            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-        ) as answer:
-            raw, status = await answer.read(), answer.status
+        data = await request.read()
+        if request.path.endswith("/_bulk_get") and not self.leaves_shown:
+            raw, status = await self._every_leaf(unquote(segments[1]), data), 200
+        else:
+            async with self.session.request(
+                request.method,
+                self.base + request.path_qs,
+                data=data,
+                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+            ) as answer:
+                raw, status = await answer.read(), answer.status
         if armed is not None and status == 201:
             status = 202
             if rival is not None:  # beside ours, from the revision ours was written from
@@ -77,6 +88,23 @@ class Proxy:
                 self._insert(couch_db, rival)
             self.late.clear()
         return web.Response(body=raw, status=status, content_type="application/json")
+
+    async def _every_leaf(self, couch_db: str, data: bytes) -> bytes:
+        """A ``_bulk_get`` answered as CouchDB answers it (every leaf of a document asked
+        without a revision), from the store's ``open_revs=all``: pouchdb-server's own
+        answer holds the winner only."""
+        assert self.session is not None
+        results = []
+        for item in json.loads(data)["docs"]:
+            doc_id = item["id"]
+            assert "rev" not in item, "only reads of whole documents are answered here"
+            where = f"{self.base}{db_path(couch_db)}/{quote(doc_id, safe='')}?open_revs=all"
+            async with self.session.get(where, headers={"Accept": "application/json"}) as got:
+                rows = await got.json() if got.status == 200 else []
+            missing = {"id": doc_id, "rev": "undefined", "error": "not_found", "reason": "missing"}
+            docs = [row for row in rows if "ok" in row] or [{"error": missing}]
+            results.append({"id": doc_id, "docs": docs})
+        return json.dumps({"results": results}).encode()
 
     def _insert(self, couch_db: str, rival: dict[str, Any]) -> None:
         body = {"docs": [rival], "new_edits": False}

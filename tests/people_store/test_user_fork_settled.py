@@ -9,9 +9,7 @@ store answers one ``PUT`` with 202 after putting a rival's write beside it (see
 ``couch_proxy``); what is stored is then read from the store itself.
 
 Settling a fork needs a store that shows every live leaf of a document, as CouchDB
-does; pouchdb-server (CI's stand-in) answers ``_bulk_get`` with the winner only,
-so the fork cases run on a real CouchDB (``FIELDSYNC_TEST_COUCHDB_URL``) and skip
-on it.  The plain 202 (no rival) runs on both.
+does; behind the proxy pouchdb-server (CI's stand-in) does too (``couch_proxy``).
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestServer
-from couch_proxy import Proxy, reads_every_leaf
+from couch_proxy import Proxy
 from couchdb_server import couch_request, db_path
 
 from sync import accounts as accounts_module
@@ -72,11 +70,6 @@ async def accounts(
     await proxy.close()
 
 
-def _every_leaf_shown(url: str) -> None:
-    if not reads_every_leaf(url):
-        pytest.skip("pouchdb-server's _bulk_get answers a document's winner only")
-
-
 async def test_a_202_with_no_rival_keeps_the_change(accounts: Fixture) -> None:
     accounts.proxy.arm(ALICE)
     await accounts.store.set_language("alice", "sw", ADMIN)
@@ -85,7 +78,6 @@ async def test_a_202_with_no_rival_keeps_the_change(accounts: Fixture) -> None:
 
 
 async def test_a_rivals_disable_survives_a_change_that_won_the_tie(accounts: Fixture) -> None:
-    _every_leaf_shown(accounts.url)
     accounts.proxy.arm(ALICE, {"status": "disabled"})  # the rival's leaf loses the tie
     await accounts.store.set_language("alice", "sw", ADMIN)
     (leaf,) = accounts.leaves()  # settled: one leaf, with both changes
@@ -95,7 +87,6 @@ async def test_a_rivals_disable_survives_a_change_that_won_the_tie(accounts: Fix
 
 
 async def test_a_rivals_narrowing_survives_a_new_password(accounts: Fixture) -> None:
-    _every_leaf_shown(accounts.url)
     accounts.proxy.arm(ALICE, {"places": ["area-1"]})
     await accounts.store.set_password("alice", "a new passphrase", ADMIN)
     (leaf,) = accounts.leaves()
@@ -106,7 +97,6 @@ async def test_a_rivals_narrowing_survives_a_new_password(accounts: Fixture) -> 
 
 
 async def test_a_change_the_rivals_write_forbids_is_taken_back(accounts: Fixture) -> None:
-    _every_leaf_shown(accounts.url)
     accounts.proxy.arm(ALICE, {"status": "removed"})  # removed meanwhile, elsewhere
     with pytest.raises(Conflict, match="removed"):
         await accounts.store.set_language("alice", "sw", ADMIN)
@@ -117,7 +107,6 @@ async def test_a_change_the_rivals_write_forbids_is_taken_back(accounts: Fixture
 async def test_an_unsettled_fork_reads_as_strict_as_all_its_leaves(accounts: Fixture) -> None:
     """A writer that died before settling leaves the fork: a user reads as every leaf
     allows (the strictest status, the places all grant)."""
-    _every_leaf_shown(accounts.url)
     stored = accounts.leaves()[0]
     assert str(stored["_rev"]).startswith("1-")  # alice as added: one revision
     branch = {**stored, "places": ["area-2"], "_rev": "1-" + "0" * 31 + "1"}  # it loses
