@@ -36,7 +36,6 @@ retirement that raced another write is never lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 import uuid
@@ -48,7 +47,7 @@ import orjson
 from barcode.embedded import now
 from barcode.ids import IdFormat
 from barcode.ports import Block, Status, check_count, check_device, normalised
-from sync.errors import Conflict, NotFound, StoreError, StoreUnavailable
+from sync.errors import Conflict, StoreError, StoreUnavailable
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.once import CreatedOnce
 
@@ -226,10 +225,7 @@ class CouchPatientIds:
     async def _prune(self, counter: str, others: Sequence[Mapping[str, Any]]) -> None:
         """After a 201: the counter's other leaves (left by 202s) are below the ``next``
         just written, so they go (a read of the counter stays one leaf long)."""
-        for leaf in others:
-            with contextlib.suppress(Conflict, NotFound):
-                where = path(self._db, counter)
-                await self._client.json("DELETE", where, params={"rev": str(leaf["_rev"])})
+        await self._client.delete_leaves(self._db, counter, others)
 
     # -- CouchDB ------------------------------------------------------------------------
     async def _leaves(self, doc_id: str) -> list[dict[str, Any]]:

@@ -25,7 +25,6 @@ from sync.store.couchdb.once import CreatedOnce
 
 SECRET_ID = "secret:csrf"
 SECRET_LABEL = b"fieldsync device registry csrf secret v1"
-_TRIES = 50
 
 
 class DevicesDatabase:

@@ -567,11 +567,7 @@ class CouchAccounts:
 
     async def _delete(self, doc_id: str, leaves: Sequence[Mapping[str, Any]]) -> None:
         self._recent.forget()
-        for leaf in leaves:
-            with contextlib.suppress(Conflict, NotFound):
-                await self._client.json(
-                    "DELETE", path(self._db, doc_id), params={"rev": str(leaf["_rev"])}
-                )
+        await self._client.delete_leaves(self._db, doc_id, leaves)
 
     # -- CouchDB -----------------------------------------------------------------------------
     async def database(self) -> str:

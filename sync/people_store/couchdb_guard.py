@@ -126,11 +126,7 @@ class RulesGuard:
         return found.get(GUARD_DOC, [])
 
     async def _delete(self, leaves: list[dict[str, Any]]) -> None:
-        for leaf in leaves:
-            with contextlib.suppress(Conflict, NotFound):
-                await self._client.json(
-                    "DELETE", path(self._db, GUARD_DOC), params={"rev": str(leaf["_rev"])}
-                )
+        await self._client.delete_leaves(self._db, GUARD_DOC, leaves)
 
 
 def _free(leaf: Mapping[str, Any], now: float) -> bool:

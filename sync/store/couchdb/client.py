@@ -205,12 +205,11 @@ class CouchClient:
                 # nothing to put back (compacted away): deleting ours would delete the
                 # document; it stays, a conflict the next reader of all leaves sees
                 return
-        for leaf in ours:
-            await self._delete_leaf(couch_db, doc_id, str(leaf["_rev"]))
+        await self.delete_leaves(couch_db, doc_id, ours)
         if restored is not None:
             after = (await self.leaves_by_id(couch_db, [doc_id])).get(doc_id, [])
             if after and after[0]["_rev"] != restored:  # a rival's write wins: it alone
-                await self._delete_leaf(couch_db, doc_id, restored)
+                await self.delete_leaves(couch_db, doc_id, [{"_rev": restored}])
 
     async def _put_back(self, couch_db: str, doc_id: str, rev: str) -> str | None:
         """Write revision ``rev``'s body again as its child with the lowest possible hash
@@ -238,9 +237,15 @@ class CouchClient:
             raise StoreError(f"CouchDB refused to put {doc_id} back: {refused[0]['error']}")
         return restored
 
-    async def _delete_leaf(self, couch_db: str, doc_id: str, rev: str) -> None:
-        with contextlib.suppress(Conflict, NotFound):
-            await self.json("DELETE", path(couch_db, doc_id), params={"rev": rev})
+    async def delete_leaves(
+        self, couch_db: str, doc_id: str, leaves: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Delete these leaves of a document, each by its ``_rev``; one changed or deleted
+        meanwhile (409, 404) is left as it is."""
+        for leaf in leaves:
+            with contextlib.suppress(Conflict, NotFound):
+                params = {"rev": str(leaf["_rev"])}
+                await self.json("DELETE", path(couch_db, doc_id), params=params)
 
     async def raw(self, where: str, *, params: Mapping[str, str] | None = None) -> bytes:
         """``GET`` an answer as bytes (an attachment)."""
