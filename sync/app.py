@@ -64,7 +64,8 @@ from sync.people_store.backends import account_ports
 from sync.refusals import couchdb as couch_refusals
 from sync.replication import routes as replication_routes
 from sync.replication.changes import ChangesFeed, SnapshotRegistry
-from sync.replication.context import Notifier, Parts
+from sync.replication.context import Parts
+from sync.replication.notifier import Notifier
 from sync.replication.reads import Reader
 from sync.replication.routes import REPLICATION, Replication, close_longpolls
 from sync.replication.writes import Writer
@@ -173,7 +174,7 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
         if couch is not None:
             stores.append(couch_reading(couch, config.db_name))
             watch_losses(app[app_metrics.METRICS], couch)
-        readings.install(app, config.db_name, stores, documents, audit)
+        readings.install(app, config.db_name, stores, documents, audit, notifier)
         async for _ in _answering(
             app, config, store, documents, notifier, audit, keys, server_uuid
         ):

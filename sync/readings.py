@@ -10,6 +10,8 @@ runs and hands over each open store's :class:`StoreReading`
     store_documents             live documents in the deployment's database
     audit_unchained_entries     entries recorded (read journal) but not yet in the chain
     audit_lag_seconds           the age of the oldest of them (0 when none)
+    longpolls_waiting           long-polling ``_changes`` of the deployment's database
+                                waiting now (live phones on this instance)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from prometheus_client import Gauge
 from sync import health
 from sync.audit import AuditLog
 from sync.metrics import METRICS
+from sync.replication.notifier import Notifier
 from sync.store.base import DocStore
 
 
@@ -43,6 +46,7 @@ def install(
     stores: Sequence[StoreReading],
     documents: DocStore,
     audit: AuditLog,
+    notifier: Notifier,
 ) -> None:
     for store in stores:
         health.add_check(app, store.check, store.ready)
@@ -67,10 +71,17 @@ def install(
         registry=registry,
     )
 
+    live = Gauge(
+        "fieldsync_longpolls_waiting",
+        "Long-polling _changes requests of the deployment's database waiting now",
+        registry=registry,
+    )
+
     async def read_stores() -> None:
         for store in stores:
             size.labels(store.label).set(await store.size())
         count.set((await documents.db_info(db_name, None)).doc_count)
+        live.set(notifier.waiting(db_name))
 
     async def read_audit() -> None:
         waiting, oldest = audit.backlog()

@@ -265,14 +265,6 @@ class ChangesFeed:
         store = self._seq
         return await store.count_changes(db, read, 0) - await store.count_changes(db, read, seq - 1)
 
-    async def wait(self, db: str, timeout: float) -> bool:
-        """Wait for a write to ``db``; False on timeout."""
-        try:
-            await asyncio.wait_for(self.parts.notifier.event(db).wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
     async def _walk(
         self,
         db: str,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -14,6 +13,7 @@ from sync.audit import AuditLog, AuditStamp
 from sync.errors import Forbidden
 from sync.extensions import Validator
 from sync.replication import revtree
+from sync.replication.notifier import Notifier
 from sync.scopes import PlaceTree, Scope, User
 from sync.store.base import SHARED, DocMeta, DocStore, StoredRevision
 from sync.vault import Vault
@@ -51,42 +51,6 @@ class Caller:
 
     def place_exists(self, place: str) -> bool:
         return place == SHARED or place in self.tree.places
-
-
-class Notifier:
-    """Wakes long-polling ``_changes`` requests when a database changes.
-
-    :meth:`close` (server shutdown) wakes every waiter for good, so open
-    long-polls answer at once instead of holding the shutdown up.
-    """
-
-    def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
-        self.closed = False
-
-    def event(self, db: str) -> asyncio.Event:
-        if self.closed:
-            woken = asyncio.Event()
-            woken.set()
-            return woken
-        return self._events.setdefault(db, asyncio.Event())
-
-    def notify(self, db: str) -> None:
-        event = self._events.pop(db, None)
-        if event is not None:
-            event.set()
-
-    def wake_all(self) -> None:
-        """Wake every waiter once: who may see what changed, so each checks its caller again."""
-        events, self._events = self._events, {}
-        for event in events.values():
-            event.set()
-
-    def close(self) -> None:
-        self.closed = True
-        for event in self._events.values():
-            event.set()
-        self._events.clear()
 
 
 @dataclass

@@ -165,7 +165,10 @@ async def changes(
 async def _longpoll(
     request: web.Request, rep: Replication, caller: Caller, t: Target, query: ChangesQuery
 ) -> web.StreamResponse:
-    """Answer when the caller's set changes, at the timeout, or at once on shutdown."""
+    """Answer when the caller's set changes, at the timeout, or at once on shutdown.
+
+    Only a write in one of the caller's places wakes it (:mod:`sync.replication.notifier`),
+    or a change of users and places (each waiter checks its caller again)."""
     timeout_ms = integer(request, "timeout", int(rep.config.longpoll_max_seconds * 1000)) or 0
     heartbeat_ms = _heartbeat_ms(request)
     deadline = asyncio.get_running_loop().time() + min(
@@ -178,18 +181,18 @@ async def _longpoll(
     with suppress(ConnectionResetError):
         await response.prepare(request)
         while True:
-            event = notifier.event(t.db)
-            page = await rep.feed.page(t.db, caller, query)
-            remaining = deadline - asyncio.get_running_loop().time()
-            if page.results or remaining <= 0 or notifier.closed:
-                break
-            query = replace(query, since=rep.feed.parse_since(page.last_seq, caller))
-            wait = remaining if not heartbeat_ms else min(remaining, heartbeat_ms / 1000)
-            try:
-                await asyncio.wait_for(event.wait(), wait)
-            except TimeoutError:
-                if heartbeat_ms:
-                    await response.write(b"\n")
+            with notifier.watch(t.db, caller.scope.read) as woken:  # before the read
+                page = await rep.feed.page(t.db, caller, query)
+                remaining = deadline - asyncio.get_running_loop().time()
+                if page.results or remaining <= 0 or notifier.closed:
+                    break
+                query = replace(query, since=rep.feed.parse_since(page.last_seq, caller))
+                wait = remaining if not heartbeat_ms else min(remaining, heartbeat_ms / 1000)
+                try:
+                    await asyncio.wait_for(woken.wait(), wait)
+                except TimeoutError:
+                    if heartbeat_ms:
+                        await response.write(b"\n")
             refreshed = await _still_allowed(request, rep)
             if refreshed is None:  # revoked while waiting: nothing more, not even ids
                 page = ChangesPage([], page.last_seq, 0)

@@ -295,8 +295,9 @@ class Writer:
         stamp = self.parts.stamp(caller)  # the audit entry commits with the writes
         stored = iter(await self.parts.store.write(db, writes, stamp) if writes else [])
         results = [next(stored) if isinstance(p, _Plan) else p for p in plans]
-        if any(r.error is None for r in results):
-            self.parts.notifier.notify(db)
+        changed = {r.place for r in results if r.error is None and r.place is not None}
+        if changed:  # the long polls of those places wake, no others
+            self.parts.notifier.notify(db, changed)
         elsewhere = [r.doc_id for r in results if isinstance(r.error, DocumentElsewhere)]
         if elsewhere:
             self.parts.refused(caller, db, elsewhere)

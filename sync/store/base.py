@@ -130,6 +130,10 @@ class WriteResult:
     doc_id: str
     rev: str
     error: FieldsyncError | None = None
+    # The document's place after the write (its winner's), when the write changed the
+    # document; None when it changed nothing (refused, or a revision it already had).
+    # Long polls of that place wake (sync.replication.notifier).
+    place: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,8 +318,9 @@ class LogStore(DocStore):
     async def load_cursor(self, db: str, key: str) -> dict[str, Position] | None: ...
 
     @abc.abstractmethod
-    async def wait_for_change(self, db: str, timeout: float) -> bool:
-        """Wait until any instance writes to ``db``; False on timeout."""
+    async def wait_for_change(self, db: str, timeout: float) -> frozenset[str] | None:
+        """Wait until any instance writes to ``db``: the places written (empty on timeout;
+        None when they are too many to list, or unknown)."""
 
     async def migrated_positions(self, db: str, seq: int, places: frozenset[str]) -> dict[str, int]:
         """Where a client that had read an embedded store up to its sequence ``seq`` stands

@@ -358,7 +358,7 @@ def _apply_write(
     bodies = {**{r: b for r, b in old.items() if r not in merged.stemmed}, rev: sealed}
     previous = None if current is None else current.meta.place
     place = rules.winner_place(merged, w, lambda r: _body_place(bodies, r), previous)
-    return WriteResult(w.doc_id, rev), _document(w.doc_id, seq, merged, place, bodies)
+    return WriteResult(w.doc_id, rev, place=place), _document(w.doc_id, seq, merged, place, bodies)
 
 
 def _body_place(bodies: Mapping[str, StoredRevision], rev: str) -> str | None:

@@ -488,7 +488,7 @@ def _apply_write(
             json.dumps(revtree.to_json(merged.tree)),
         ),
     )
-    return WriteResult(w.doc_id, rev), True
+    return WriteResult(w.doc_id, rev, place=place), True
 
 
 def _rev_place(conn: sqlite3.Connection, db_id: int, doc_id: str, rev: str) -> str | None:

@@ -352,9 +352,10 @@ async def test_log_primitives_refuse_a_missing_database(store: LogStore, call: C
 
 # -- writes with new_edits (CouchDB's update rule) ------------------------------
 async def test_new_edits_create_then_update_from_the_leaf(store: DocStore) -> None:
-    assert await store.write(DB, [rw("a", "1-a", new_edits=True)]) == [WriteResult("a", "1-a")]
+    made = await store.write(DB, [rw("a", "1-a", new_edits=True)])
+    assert made == [WriteResult("a", "1-a", place="p1")]
     assert await store.write(DB, [rw("a", "2-b", "1-a", new_edits=True)]) == [
-        WriteResult("a", "2-b")
+        WriteResult("a", "2-b", place="p1")
     ]
     tree = {"1-a": RevNode(None, False), "2-b": RevNode("1-a", False)}
     assert await meta(store, "a") == DocMeta("a", "p1", 2, "2-b", False, tree)
@@ -467,6 +468,21 @@ async def test_resending_a_known_revision_changes_nothing(store: DocStore) -> No
     assert rows(await latest(store)) == [("a", 2)]
     stored = await store.get_revisions(DB, [("a", "2-b")])
     assert stored[("a", "2-b")] == StoredRevision("a", "2-b", "p1", False, "key-p1", b"a@2-b")
+
+
+async def test_a_write_names_the_place_its_document_is_in_after_it(store: DocStore) -> None:
+    """What wakes the long polls of that place (sync.replication.notifier): the winner's
+    place, which a write in one place can move to another; nothing for a write that
+    changed nothing."""
+    [made] = await store.write(DB, [rw("a", "1-a", place="p1")])
+    [branch] = await store.write(DB, [rw("a", "1-0", place="p2")])  # loses to 1-a
+    assert (made.place, branch.place) == ("p1", "p1") == ((await meta(store, "a")).place,) * 2
+    [gone] = await store.write(DB, [rw("a", "2-d", "1-a", place="p1", deleted=True)])
+    assert gone.place == "p2" == (await meta(store, "a")).place  # the live leaf won
+    [again] = await store.write(DB, [rw("a", "1-a", place="p1")])
+    [refused] = await store.write(DB, [rw("a", "3-e", "2-d", allowed=frozenset({"p9"}))])
+    assert (again.place, again.error) == (None, None)
+    assert refused.error is not None and refused.place is None
 
 
 BATCH = [

@@ -78,6 +78,10 @@ def entry_position(entry: str) -> int:
     return int(entry.rsplit("!", 1)[1])
 
 
+def entry_place(entry: str) -> str:
+    return entry.rsplit("!", 1)[0]
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 

@@ -3,7 +3,8 @@
 Two loops run beside the server while the store is CouchDB:
 
 - the *watcher* long-polls the change log database, so that a write made by
-  any fieldsync instance wakes this instance's long-polling ``_changes``;
+  any fieldsync instance wakes this instance's long-polling ``_changes`` of the
+  places it wrote in (the log entries' ids name them);
 - the *settler* appends the log entries of writes whose instance stopped half
   way (:meth:`CouchStore.settle`); one instance at a time (a lease in CouchDB).
 
@@ -23,6 +24,9 @@ from sync.errors import FieldsyncError, PreconditionFailed
 from sync.store.couchdb.client import CouchClient
 from sync.store.couchdb.lease import Lease, new_owner, once_per_tick
 from sync.store.couchdb.store import CouchStore
+
+# Wake the long polls of a database: of these places (None: all of them).
+Notify = Callable[[str, frozenset[str] | None], None]
 
 log = structlog.get_logger()
 
@@ -65,9 +69,7 @@ def open_client(config: Config) -> CouchClient:
 
 
 @contextlib.asynccontextmanager
-async def background(
-    store: CouchStore, db: str, notify: Callable[[str], None]
-) -> AsyncIterator[None]:
+async def background(store: CouchStore, db: str, notify: Notify) -> AsyncIterator[None]:
     """Create ``db`` (now, or once CouchDB answers), and run the watcher and the settler."""
     made = await _create(store, db)  # usually at once: the server answers with its database
     task = asyncio.create_task(_run(store, db, notify, made))
@@ -78,7 +80,7 @@ async def background(
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def _run(store: CouchStore, db: str, notify: Callable[[str], None], made: bool) -> None:
+async def _run(store: CouchStore, db: str, notify: Notify, made: bool) -> None:
     while not made:
         await asyncio.sleep(_RETRY_SECONDS)
         made = await _create(store, db)
@@ -103,11 +105,12 @@ async def _create(store: CouchStore, db: str) -> bool:
     return True
 
 
-async def _watch(store: CouchStore, db: str, notify: Callable[[str], None]) -> None:
+async def _watch(store: CouchStore, db: str, notify: Notify) -> None:
     while True:
         try:
-            if await store.wait_for_change(db, 25.0):
-                notify(db)
+            places = await store.wait_for_change(db, 25.0)
+            if places is None or places:
+                notify(db, places)
         except FieldsyncError as exc:
             log.warning("couchdb_unavailable", step="watch", reason=exc.reason)
             await asyncio.sleep(_RETRY_SECONDS)

@@ -23,7 +23,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -71,6 +71,7 @@ AuditSink = Callable[["AuditStamp", str, list[str]], Awaitable[None]]
 log = structlog.get_logger()
 _MISSING_DB = "Database does not exist."
 _RACE_TRIES = 20
+_WATCH_LIMIT = 500  # log entries a watcher lists at once; more: every long poll wakes
 _SETTINGS_TTL = 10.0
 _INFO_SECONDS = 2.0
 _REQUEST_BYTES = 16 * 1024 * 1024
@@ -415,8 +416,9 @@ class CouchStore(LogStore):
         await self._free(db, [(p.doc_id, r) for p in done for r in p.stemmed])
         if audit is not None and self.audit_sink is not None and done:
             await self.audit_sink(audit, db, sorted({p.doc_id for p in done}))
+        placed = {p.doc_id: p.place for p in done}
         return [
-            r if r is not None else WriteResult(w.doc_id, w.path[0])
+            _placed(r if r is not None else WriteResult(w.doc_id, w.path[0]), placed)
             for r, w in zip(results, writes, strict=True)
         ]
 
@@ -704,14 +706,16 @@ class CouchStore(LogStore):
             self._cursors.clear()
         self._cursors[(db, key)] = positions
 
-    async def wait_for_change(self, db: str, timeout: float) -> bool:
+    async def wait_for_change(self, db: str, timeout: float) -> frozenset[str] | None:
+        """The places of the log entries appended since the last call (any instance's);
+        None when there were more than a request lists (every waiter wakes)."""
         await self._settings_of(db)
         since = self._watched.get(db, "now")
         params = {
             "feed": "longpoll",
             "since": since,
             "timeout": str(int(timeout * 1000)),
-            "limit": "1",
+            "limit": str(_WATCH_LIMIT),
         }
         try:
             answer = await self.client.json(
@@ -721,7 +725,10 @@ class CouchStore(LogStore):
             self._forget(db)
             raise NotFound(_MISSING_DB) from None
         self._watched[db] = feed.seq_text(answer.get("last_seq", since))
-        return bool(answer.get("results"))
+        rows = answer.get("results", [])
+        if len(rows) >= _WATCH_LIMIT:
+            return None
+        return frozenset(layout.entry_place(str(row["id"])) for row in rows)
 
     async def all_docs(
         self, db: str, places: frozenset[str] | None, query: AllDocsQuery
@@ -876,6 +883,12 @@ class CouchStore(LogStore):
             raise Conflict()
         self._local_revs.pop((db, owner, doc_id), None)
         await self.client.json("DELETE", where, params={"rev": str(current["_rev"])})
+
+
+def _placed(result: WriteResult, placed: Mapping[str, str]) -> WriteResult:
+    """``result`` with the place its document is in now, if this write changed it."""
+    place = placed.get(result.doc_id) if result.error is None else None
+    return result if place is None else replace(result, place=place)
 
 
 def _catch_up(page: LogPage, limit: int) -> bool:
