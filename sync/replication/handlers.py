@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 from sync import activity, metrics
@@ -36,6 +37,8 @@ from sync.replication.documents import RefusedDocument, check_depth, check_doc_i
 from sync.replication.reads import ReadOptions
 from sync.replication.selector import Selector
 from sync.store.base import AllDocsQuery, WriteResult
+
+log = structlog.get_logger()
 
 if TYPE_CHECKING:
     from sync.replication.routes import Replication, Target
@@ -177,30 +180,45 @@ async def _longpoll(
     notifier = rep.parts.notifier
     rep.parts.store.expect_more(t.db, caller.name, False)  # live: every save goes to the store
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    quiet: str | int = 0  # the last_seq of the last page read with no changes
     # A client gone away is no error: the write that finds the connection closed ends it.
     with suppress(ConnectionResetError):
-        await response.prepare(request)
-        while True:
-            with notifier.watch(t.db, caller.scope.read) as woken:  # before the read
-                page = await rep.feed.page(t.db, caller, query)
-                remaining = deadline - asyncio.get_running_loop().time()
-                if page.results or remaining <= 0 or notifier.closed:
+        try:
+            while True:
+                with notifier.watch(t.db, caller.scope.read) as woken:  # before the read
+                    page = await rep.feed.page(t.db, caller, query)
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    if page.results or remaining <= 0 or notifier.closed:
+                        break
+                    quiet = page.last_seq
+                    query = replace(query, since=rep.feed.parse_since(quiet, caller))
+                    wait = remaining if not heartbeat_ms else min(remaining, heartbeat_ms / 1000)
+                    if not response.prepared:  # a first read that fails is an error answer
+                        await response.prepare(request)
+                    try:
+                        await asyncio.wait_for(woken.wait(), wait)
+                    except TimeoutError:
+                        if heartbeat_ms:
+                            await response.write(b"\n")
+                refreshed = await _still_allowed(request, rep)
+                if refreshed is None:  # revoked while waiting: nothing more, not even ids
+                    page = ChangesPage([], page.last_seq, 0)
                     break
-                query = replace(query, since=rep.feed.parse_since(page.last_seq, caller))
-                wait = remaining if not heartbeat_ms else min(remaining, heartbeat_ms / 1000)
-                try:
-                    await asyncio.wait_for(woken.wait(), wait)
-                except TimeoutError:
-                    if heartbeat_ms:
-                        await response.write(b"\n")
-            refreshed = await _still_allowed(request, rep)
-            if refreshed is None:  # revoked while waiting: nothing more, not even ids
-                page = ChangesPage([], page.last_seq, 0)
-                break
-            caller = refreshed
+                caller = refreshed
+            if rep.parts.audit is not None:  # headers may have gone out: the reads go to disk
+                await rep.parts.audit.flush()
+        except FieldsyncError as exc:
+            if not response.prepared:
+                raise
+            # The status line went out, so no error answer can follow: end this one with no
+            # changes, where the last read found none (the phone asks again at once, and that
+            # request gets the error itself).  Left open, the answer would hang the phone's
+            # live sync (CouchDB away while it waited).
+            log.warning("longpoll_ended_early", error=exc.error, reason=exc.reason)
+            page = ChangesPage([], quiet, 0)
+        if not response.prepared:
+            await response.prepare(request)
         answer = {"results": page.results, "last_seq": page.last_seq, "pending": page.pending}
-        if rep.parts.audit is not None:  # headers went out early: the reads go to disk first
-            await rep.parts.audit.flush()
         await response.write(orjson.dumps(answer))
         await response.write_eof()
     return response

@@ -100,6 +100,35 @@ async def test_while_couchdb_is_away_every_route_answers_503_and_then_recovers(
     await api.bulk([{"_id": "p3", "place": "area-a1"}], user="alice")
 
 
+async def test_a_long_poll_waiting_when_couchdb_goes_away_ends_and_the_next_answers_503(
+    couch_api: Api, cut: TcpCut
+) -> None:
+    """A live phone's long poll has had its status line (heartbeats follow it), so it
+    cannot turn into a 503 when CouchDB goes away: it ends with no changes where its last
+    read found none, and the phone's next request gets the error. (It hung, the phone's
+    live sync with it, until the connection dropped.)"""
+    api = couch_api
+    await api.bulk([{"_id": "p1", "place": "area-a1"}], user="alice")
+    status, first = await api.call("GET", "/health/_changes", "alice")
+    token = first["last_seq"]
+    live = {"feed": "longpoll", "since": token, "heartbeat": "200", "timeout": "30000"}
+    poll = asyncio.create_task(api.call("GET", "/health/_changes", "alice", **live))
+    notifier = api.client.app[REPLICATION].parts.notifier
+    async with asyncio.timeout(10):
+        while not notifier.waiting("health"):
+            await asyncio.sleep(0.01)
+    await cut.cut()
+    status, ended = await asyncio.wait_for(poll, 20)
+    assert (status, ended) == (200, {"results": [], "last_seq": token, "pending": 0})
+    status, answer = await api.call("GET", "/health/_changes", "alice", **live)
+    assert status == 503 and "cannot be reached" in answer["reason"], answer
+    await cut.restore()
+    poll = asyncio.create_task(api.call("GET", "/health/_changes", "alice", **live))
+    await api.bulk([{"_id": "p2", "place": "area-a1"}], user="alice")
+    status, answer = await asyncio.wait_for(poll, 20)
+    assert status == 200 and [row["id"] for row in answer["results"]] == ["p2"], answer
+
+
 async def test_the_servers_own_couchdb_databases_are_no_fieldsync_databases(
     couch_api: Api, couchdb_url: str, couch_prefix: str
 ) -> None:
