@@ -26,8 +26,13 @@ sync from ``/proc`` of the fieldsync processes and of CouchDB (found by its port
 it runs on this machine; a shared CouchDB's figure includes its other clients: its
 idle rate is measured and taken away in the "net" figure).
 
+Then the same phones go live (:mod:`bench.fleet_live`): each holds a long poll, and
+what a write into one area costs is measured against a quiet window of the same length.
+
 Sizes: 1,000 phones, a 60 s period, 3 rounds; ``BENCH_QUICK=1``: 100 phones, a 10 s
-period, 3 rounds. ``FLEET_DEVICES``, ``FLEET_PERIOD`` and ``FLEET_ROUNDS`` override them.
+period, 3 rounds; live windows of 10 s, one heartbeat of every long poll in each.
+``FLEET_DEVICES``, ``FLEET_PERIOD``, ``FLEET_ROUNDS`` and ``FLEET_LIVE_WINDOW`` override
+them.
 ``python -m bench.fleet`` runs this phase alone (``BENCH_BACKEND``, ``BENCH_COUCHDB_URL``
 and ``FIELDSYNC_COUCHDB_PREFIX`` as for ``make bench``).
 """
@@ -50,7 +55,7 @@ from types import FrameType
 from typing import Any
 
 from bench import backends as stores
-from bench import cpu
+from bench import cpu, fleet_live
 from bench.backends import Backend
 from bench.fleet_load import Phone, Tally, prepare_all, run_fleet
 from bench.measure import PASSWORD, RESULTS, log
@@ -77,6 +82,7 @@ class FleetSize:
     devices: int
     period: float
     rounds: int
+    live_window: float  # seconds of each live window (bench.fleet_live)
 
     @property
     def label(self) -> str:
@@ -101,10 +107,12 @@ def _setting(name: str, default: float) -> float:
 
 def fleet_size(quick: bool) -> FleetSize:
     devices, period = (100, 10.0) if quick else (1000, 60.0)
+    window = fleet_live.HEARTBEAT_MS / 1000  # each window holds one heartbeat of each phone
     return FleetSize(
         int(_setting("FLEET_DEVICES", devices)),
         _setting("FLEET_PERIOD", period),
         int(_setting("FLEET_ROUNDS", 3)),
+        _setting("FLEET_LIVE_WINDOW", window),
     )
 
 
@@ -190,7 +198,10 @@ def start_instances(
         if own != data_dir:
             shutil.copytree(data_dir, own)
         log_path = root / f"fleet-{backend.name}-{number}.log"
-        server = Server(own, log_path, backend.settings(TAG))
+        # Every phone of the bench comes from 127.0.0.1 (in the field: many addresses), and
+        # each live phone holds a connection: the per-address cap is the fleet's size here.
+        settings = {**backend.settings(TAG), "FIELDSYNC_MAX_CONNECTIONS_PER_ADDRESS": "5000"}
+        server = Server(own, log_path, settings)
         servers.append(server)
         server.start()
         started.append(server)
@@ -225,9 +236,15 @@ def run_backend(
     wall = time.perf_counter() - started
     spent = {name: _spent(before[name], cpu.seconds(pid)) for name, pid in pids.items()}
     asked = _spent(asked, couch_requests(backend))
+    servers_and_store = {k: v for k, v in pids.items() if k != "load generator"}
+    first_area = place_tree(size.devices)[1][0]  # phones[0]'s worker's
+    live = fleet_live.run(
+        phones, DB, first_area, size.live_window, servers_and_store, lambda: couch_requests(backend)
+    )
     for server in instances:
         server.stop()
     out = figures(backend.name, count, tally, wall, spent, idle)
+    out["live"] = live
     out["load_average"] = {"before": round(load, 1), "after": round(os.getloadavg()[0], 1)}
     if asked is not None:
         out["couchdb_requests_per_sync"] = round(asked / max(1, out["syncs"].get("count", 0)), 1)
@@ -339,6 +356,7 @@ def show(result: dict[str, Any]) -> None:
     if "couchdb_requests_per_sync" in result:
         asked = result["couchdb_requests_per_sync"]
         log(f"  [{name}] CouchDB requests per sync (all its clients): {asked:.1f}")
+    fleet_live.show(name, result["live"], log)
     held = "held" if result["goal_held"] else "NOT held"
     log(f"  [{name}] goal: p99 per sync < {result['goal_p99_ms']:.0f} ms, no error: {held}")
 
