@@ -30,7 +30,7 @@ Then the same phones go live (:mod:`bench.fleet_live`): each holds a long poll, 
 what a write into one area costs is measured against a quiet window of the same length.
 
 Sizes: 1,000 phones, a 60 s period, 3 rounds; ``BENCH_QUICK=1``: 100 phones, a 10 s
-period, 3 rounds; live windows of 10 s, one heartbeat of every long poll in each.
+period, 3 rounds; live windows of 10 s.
 ``FLEET_DEVICES``, ``FLEET_PERIOD``, ``FLEET_ROUNDS`` and ``FLEET_LIVE_WINDOW`` override
 them.
 ``python -m bench.fleet`` runs this phase alone (``BENCH_BACKEND``, ``BENCH_COUCHDB_URL``
@@ -107,12 +107,18 @@ def _setting(name: str, default: float) -> float:
 
 def fleet_size(quick: bool) -> FleetSize:
     devices, period = (100, 10.0) if quick else (1000, 60.0)
-    window = fleet_live.HEARTBEAT_MS / 1000  # each window holds one heartbeat of each phone
+    window = _setting("FLEET_LIVE_WINDOW", fleet_live.WINDOW)
+    if 2 * window + fleet_live.SETTLE >= fleet_live.HEARTBEAT_MS / 1000:
+        raise SystemExit(
+            f"FLEET_LIVE_WINDOW must leave both windows before the long polls' heartbeat "
+            f"({fleet_live.HEARTBEAT_MS / 1000:g} s): at most "
+            f"{(fleet_live.HEARTBEAT_MS / 1000 - fleet_live.SETTLE) / 2 - 1:g} s"
+        )
     return FleetSize(
         int(_setting("FLEET_DEVICES", devices)),
         _setting("FLEET_PERIOD", period),
         int(_setting("FLEET_ROUNDS", 3)),
-        _setting("FLEET_LIVE_WINDOW", window),
+        window,
     )
 
 
