@@ -108,11 +108,11 @@ def _setting(name: str, default: float) -> float:
 def fleet_size(quick: bool) -> FleetSize:
     devices, period = (100, 10.0) if quick else (1000, 60.0)
     window = _setting("FLEET_LIVE_WINDOW", fleet_live.WINDOW)
-    if 2 * window + fleet_live.SETTLE >= fleet_live.HEARTBEAT_MS / 1000:
+    if 2 * window + fleet_live.SETTLE + 5 >= fleet_live.HEARTBEAT_MS / 1000:
         raise SystemExit(
             f"FLEET_LIVE_WINDOW must leave both windows before the long polls' heartbeat "
             f"({fleet_live.HEARTBEAT_MS / 1000:g} s): at most "
-            f"{(fleet_live.HEARTBEAT_MS / 1000 - fleet_live.SETTLE) / 2 - 1:g} s"
+            f"{(fleet_live.HEARTBEAT_MS / 1000 - fleet_live.SETTLE - 5) / 2 - 1:g} s"
         )
     return FleetSize(
         int(_setting("FLEET_DEVICES", devices)),
@@ -206,7 +206,11 @@ def start_instances(
         log_path = root / f"fleet-{backend.name}-{number}.log"
         # Every phone of the bench comes from 127.0.0.1 (in the field: many addresses), and
         # each live phone holds a connection: the per-address cap is the fleet's size here.
-        settings = {**backend.settings(TAG), "FIELDSYNC_MAX_CONNECTIONS_PER_ADDRESS": "5000"}
+        settings = {
+            **backend.settings(TAG),
+            "FIELDSYNC_MAX_CONNECTIONS_PER_ADDRESS": "5000",
+            "FIELDSYNC_METRICS_TOKEN": fleet_live.METRICS_TOKEN,  # how many long polls wait
+        }
         server = Server(own, log_path, settings)
         servers.append(server)
         server.start()
@@ -245,7 +249,13 @@ def run_backend(
     servers_and_store = {k: v for k, v in pids.items() if k != "load generator"}
     first_area = place_tree(size.devices)[1][0]  # phones[0]'s worker's
     live = fleet_live.run(
-        phones, DB, first_area, size.live_window, servers_and_store, lambda: couch_requests(backend)
+        phones,
+        DB,
+        first_area,
+        size.live_window,
+        servers_and_store,
+        lambda: couch_requests(backend),
+        [s.url for s in instances],
     )
     for server in instances:
         server.stop()

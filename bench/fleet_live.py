@@ -34,7 +34,9 @@ from bench.fleet_load import Phone
 
 HEARTBEAT_MS = 55_000  # past both windows (PouchDB's default is 10 s); the server caps 60 s
 WINDOW = 10.0  # seconds of each window, the last write's wake included
-SETTLE = 3.0  # seconds for every long poll to read its set and wait, before the windows
+SETTLE = 1.0  # seconds after every long poll waits, before the windows
+OPENING = 30.0  # seconds at most for every long poll to read its set and wait
+METRICS_TOKEN = "bench-fleet-live"  # the instances' FIELDSYNC_METRICS_TOKEN
 WRITE_EVERY = 0.5  # seconds
 
 
@@ -86,6 +88,34 @@ async def _write(http: aiohttp.ClientSession, phone: Phone, db: str, area: str, 
             raise RuntimeError(f"live write: {response.status} {await response.text()}")
 
 
+async def _waiting(http: aiohttp.ClientSession, servers: Sequence[str]) -> int:
+    """Long polls waiting now, summed over the instances (``fieldsync_longpolls_waiting``)."""
+    total = 0
+    for server in servers:
+        headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        async with http.get(f"{server}/metrics", headers=headers) as response:
+            text = await response.text()
+            if response.status != 200:
+                raise RuntimeError(f"metrics of {server}: {response.status} {text[:200]}")
+        for line in text.splitlines():
+            if line.startswith("fieldsync_longpolls_waiting "):
+                total += int(float(line.split()[1]))
+    return total
+
+
+async def _all_waiting(
+    http: aiohttp.ClientSession, servers: Sequence[str], phones: int, live: LivePhones
+) -> None:
+    """Until every phone's long poll has read its set and waits (the windows must not
+    hold that work), then a moment more."""
+    deadline = time.perf_counter() + OPENING
+    while await _waiting(http, servers) < phones:
+        if live.errors or time.perf_counter() > deadline:
+            raise RuntimeError(f"the long polls did not all open: {live.errors[:3]}")
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(SETTLE)
+
+
 def _taken(
     pids: dict[str, int | None], requests: Callable[[], float | None]
 ) -> dict[str, float | None]:
@@ -109,6 +139,7 @@ async def live_costs(
     window: float,
     pids: dict[str, int | None],
     couch_requests: Callable[[], float | None],
+    servers: Sequence[str],
 ) -> dict[str, Any]:
     """Open every phone's long poll; a quiet window, then a window of writes by
     ``phones[0]``'s worker into ``area``; the costs of a write, net of the quiet window."""
@@ -116,7 +147,7 @@ async def live_costs(
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         await live.start(http)
-        await asyncio.sleep(SETTLE)  # every long poll has read its set and waits
+        await _all_waiting(http, servers, len(phones), live)
         opened = dict(live.answers)
         quiet_before = _taken(pids, couch_requests)
         await asyncio.sleep(window)
@@ -185,5 +216,6 @@ def run(
     window: float,
     pids: dict[str, int | None],
     couch_requests: Callable[[], float | None],
+    servers: Sequence[str],
 ) -> dict[str, Any]:
-    return asyncio.run(live_costs(phones, db, area, window, pids, couch_requests))
+    return asyncio.run(live_costs(phones, db, area, window, pids, couch_requests, servers))
