@@ -248,14 +248,12 @@ def run_backend(
     asked = _spent(asked, couch_requests(backend))
     servers_and_store = {k: v for k, v in pids.items() if k != "load generator"}
     first_area = place_tree(size.devices)[1][0]  # phones[0]'s worker's
-    live = fleet_live.run(
-        phones,
-        DB,
-        first_area,
-        size.live_window,
-        servers_and_store,
-        lambda: couch_requests(backend),
-        [s.url for s in instances],
+    requests = lambda: couch_requests(backend)  # noqa: E731
+    bases = [s.url for s in instances]
+    live = asyncio.run(
+        fleet_live.live_costs(
+            phones, DB, first_area, size.live_window, servers_and_store, requests, bases
+        )
     )
     for server in instances:
         server.stop()

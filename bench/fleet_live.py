@@ -207,15 +207,3 @@ def show(name: str, result: dict[str, Any], log: Callable[[str], None]) -> None:
     )
     for error in result["first_errors"]:
         log(f"  [{name}] live error: {error}")
-
-
-def run(
-    phones: Sequence[Phone],
-    db: str,
-    area: str,
-    window: float,
-    pids: dict[str, int | None],
-    couch_requests: Callable[[], float | None],
-    servers: Sequence[str],
-) -> dict[str, Any]:
-    return asyncio.run(live_costs(phones, db, area, window, pids, couch_requests, servers))
