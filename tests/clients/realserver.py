@@ -66,7 +66,11 @@ class ServerProcess:
         env = {**os.environ, **self.env}
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:  # never left running behind a test that failed to start it
+            self.stop()
+            raise
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT

@@ -42,8 +42,10 @@ async def server(
     }
     process = ServerProcess(tmp_path / "data", free_port(), tmp_path / "server.log", env)
     await asyncio.to_thread(process.start)
-    yield process
-    await asyncio.to_thread(process.stop)
+    try:
+        yield process
+    finally:
+        await asyncio.to_thread(process.stop)
 
 
 @pytest.fixture
