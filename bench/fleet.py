@@ -108,11 +108,12 @@ def _setting(name: str, default: float) -> float:
 def fleet_size(quick: bool) -> FleetSize:
     devices, period = (100, 10.0) if quick else (1000, 60.0)
     window = _setting("FLEET_LIVE_WINDOW", fleet_live.WINDOW)
-    if 2 * window + fleet_live.SETTLE + 5 >= fleet_live.HEARTBEAT_MS / 1000:
+    heartbeat = fleet_live.HEARTBEAT_MS / 1000
+    if window % heartbeat or 2 * window + fleet_live.SETTLE + 5 >= fleet_live.LONGPOLL_SECONDS:
         raise SystemExit(
-            f"FLEET_LIVE_WINDOW must leave both windows before the long polls' heartbeat "
-            f"({fleet_live.HEARTBEAT_MS / 1000:g} s): at most "
-            f"{(fleet_live.HEARTBEAT_MS / 1000 - fleet_live.SETTLE - 5) / 2 - 1:g} s"
+            f"FLEET_LIVE_WINDOW must be a whole number of heartbeats ({heartbeat:g} s), so "
+            f"that both windows hold as many, and leave both windows before the long polls "
+            f"end ({fleet_live.LONGPOLL_SECONDS:g} s)"
         )
     return FleetSize(
         int(_setting("FLEET_DEVICES", devices)),

@@ -1,12 +1,11 @@
 """The fleet phase's live phones: what a write costs while every phone holds a long poll.
 
 After the no-op rounds (:mod:`bench.fleet`), every phone opens a live ``_changes``
-long poll as PouchDB's live sync does (re-polled as soon as it answers) on its
-instance, with a heartbeat longer than the windows below, so that no phone's heartbeat
-(each re-reads its places: the idle cost of live phones, PouchDB's every 10 s) falls
-in them and the figures are the writes' alone.  Two windows of the same length follow:
+long poll as PouchDB's live sync does (re-polled as soon as it answers, a heartbeat
+every 10 s) on its instance.  Two windows of one heartbeat each follow:
 
-- **quiet**: nothing is written (the instances' own background work);
+- **quiet**: nothing is written: the idle cost of live phones (each phone's heartbeat
+  falls once in it) and the instances' own background work;
 - **writes**: one CHW writes a document into her area every half second, through her
   phone's instance.
 
@@ -32,8 +31,9 @@ import orjson
 from bench import cpu
 from bench.fleet_load import Phone
 
-HEARTBEAT_MS = 55_000  # past both windows (PouchDB's default is 10 s); the server caps 60 s
-WINDOW = 10.0  # seconds of each window, the last write's wake included
+HEARTBEAT_MS = 10_000  # PouchDB's default
+LONGPOLL_SECONDS = 60.0  # the server ends a long poll after this (Config.longpoll_max_seconds)
+WINDOW = 10.0  # seconds of each window (one heartbeat), the last write's wake included
 SETTLE = 1.0  # seconds after every long poll waits, before the windows
 OPENING = 30.0  # seconds at most for every long poll to read its set and wait
 METRICS_TOKEN = "bench-fleet-live"  # the instances' FIELDSYNC_METRICS_TOKEN
@@ -193,11 +193,17 @@ def show(name: str, result: dict[str, Any], log: Callable[[str], None]) -> None:
         f"in {result['window_s']:.0f} s into one area"
     )
     log(f"  [{name}] live: CPU per write, net of the quiet window: {cpu_ms}")
+    idle = {k: v for k, v in result["quiet"].items() if k != "couchdb requests"}
+    log(
+        f"  [{name}] live: idle, {result['window_s']:.0f} s with nothing written (a heartbeat "
+        f"each): CPU " + ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in idle.items())
+    )
     if "couchdb requests" in per:
         quiet = result["quiet"].get("couchdb requests", 0.0)
         log(
-            f"  [{name}] live: CouchDB requests per write, net: {per['couchdb requests']:.1f} "
-            f"(quiet window: {quiet:.0f} in {result['window_s']:.0f} s)"
+            f"  [{name}] live: CouchDB requests per write, net: {per['couchdb requests']:.1f}; "
+            f"idle: {quiet:.0f} in {result['window_s']:.0f} s, "
+            f"{quiet / max(1, result['phones']):.2f} per live phone"
         )
     log(
         f"  [{name}] live: long polls answered {result['long_polls_answered_with_writes']} "

@@ -161,9 +161,7 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
             documents = couch = couchdb.open_store(config, own_couch_databases(app[EXTENSIONS]))
             stack.push_async_callback(couch.close)
             couch.audit_sink = _audit_sink(store, audit)
-            await stack.enter_async_context(
-                couchdb.background(couch, config.db_name, notifier.notify)
-            )
+            await stack.enter_async_context(couchdb.background(couch, config.db_name, notifier))
             log.info("document_store", backend="couchdb", url=couch.client.endpoint.shown)
             where = f"CouchDB at {couch.client.endpoint.shown}"
         else:

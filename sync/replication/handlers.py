@@ -10,6 +10,7 @@ import base64
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -171,7 +172,9 @@ async def _longpoll(
     """Answer when the caller's set changes, at the timeout, or at once on shutdown.
 
     Only a write in one of the caller's places wakes it (:mod:`sync.replication.notifier`),
-    or a change of users and places (each waiter checks its caller again)."""
+    or a change of users and places (each waiter checks its caller again).  A heartbeat
+    reads again only where a write might not have woken it: a database whose writes are
+    not all announced, or a read after a wake that found nothing (a copy behind)."""
     timeout_ms = integer(request, "timeout", int(rep.config.longpoll_max_seconds * 1000)) or 0
     heartbeat_ms = _heartbeat_ms(request)
     deadline = asyncio.get_running_loop().time() + min(
@@ -181,25 +184,26 @@ async def _longpoll(
     rep.parts.store.expect_more(t.db, caller.name, False)  # live: every save goes to the store
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     quiet: str | int = 0  # the last_seq of the last page read with no changes
+    loop = asyncio.get_running_loop()
+    woke = False  # the next read follows a wake
     # A client gone away is no error: the write that finds the connection closed ends it.
     with suppress(ConnectionResetError):
         try:
             while True:
                 with notifier.watch(t.db, caller.scope.read) as woken:  # before the read
+                    read_at = loop.time()
                     page = await rep.feed.page(t.db, caller, query)
-                    remaining = deadline - asyncio.get_running_loop().time()
-                    if page.results or remaining <= 0 or notifier.closed:
+                    if page.results or deadline <= loop.time() or notifier.closed:
                         break
                     quiet = page.last_seq
                     query = replace(query, since=rep.feed.parse_since(quiet, caller))
-                    wait = remaining if not heartbeat_ms else min(remaining, heartbeat_ms / 1000)
                     if not response.prepared:  # a first read that fails is an error answer
                         await response.prepare(request)
-                    try:
-                        await asyncio.wait_for(woken.wait(), wait)
-                    except TimeoutError:
-                        if heartbeat_ms:
-                            await response.write(b"\n")
+                    # A wake whose read found nothing: read again at the next heartbeat.
+                    announced = partial(notifier.announced, t.db, read_at)
+                    woke = await _until_read_again(
+                        response, woken, deadline, heartbeat_ms, None if woke else announced
+                    )
                 refreshed = await _still_allowed(request, rep)
                 if refreshed is None:  # revoked while waiting: nothing more, not even ids
                     page = ChangesPage([], page.last_seq, 0)
@@ -222,6 +226,32 @@ async def _longpoll(
         await response.write(orjson.dumps(answer))
         await response.write_eof()
     return response
+
+
+async def _until_read_again(
+    response: web.StreamResponse,
+    woken: asyncio.Event,
+    deadline: float,
+    heartbeat_ms: int,
+    every_write_wakes: Callable[[], bool] | None,
+) -> bool:
+    """Wait for a wake (True), the deadline, or a heartbeat after which to read again.
+
+    Heartbeats keep the connection open; each is also a read unless every write that
+    the caller could see since the last read would have woken it.  Nothing but the
+    heartbeat is sent meanwhile, so the caller need not be checked again until a read."""
+    loop = asyncio.get_running_loop()
+    while True:
+        remaining = deadline - loop.time()
+        wait = remaining if not heartbeat_ms else min(remaining, heartbeat_ms / 1000)
+        try:
+            await asyncio.wait_for(woken.wait(), wait)
+            return True
+        except TimeoutError:
+            if heartbeat_ms:
+                await response.write(b"\n")
+        if deadline <= loop.time() or every_write_wakes is None or not every_write_wakes():
+            return False
 
 
 async def _still_allowed(request: web.Request, rep: Replication) -> Caller | None:

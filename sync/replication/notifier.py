@@ -11,6 +11,13 @@ A notification that cannot name its places (``places=None``: a database
 deleted, a watcher that saw more changes than it lists) wakes every waiter of
 the database, and :meth:`Notifier.wake_all` (a user or place changed: each
 waiter checks its caller again) every waiter of every database.
+
+A database is *announced* while something reports every write to it, whoever
+made it: on CouchDB, the watcher of the deployment's database, from its first
+answer on (:meth:`Notifier.announcing`).  A waiter whose read began after that
+need not read again at a heartbeat when nothing woke it (ADR 0001, *Long
+polls*).  The embedded store is never announced: a management command writes
+into its file without telling the server, and only a read sees that.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ class Notifier:
     def __init__(self) -> None:
         # database -> place (None: waiters of every place) -> events of the waiters
         self._waiting: dict[str, dict[str | None, set[asyncio.Event]]] = {}
+        # database -> since when (event loop time) every write to it is announced here
+        self._announced: dict[str, float] = {}
         self.closed = False
 
     @contextmanager
@@ -79,6 +88,21 @@ class Notifier:
         for key in keys:
             for event in buckets.get(key, ()):
                 event.set()
+
+    def announcing(self, db: str, since: float) -> None:
+        """Every write to ``db`` after ``since`` (event loop time) is notified here."""
+        self._announced.setdefault(db, since)
+
+    def unannounced(self, db: str) -> None:
+        """Writes to ``db`` may go unnotified for a while (its watcher failed, or starts
+        again from now): every waiter reads again, and at every heartbeat until announced."""
+        if self._announced.pop(db, None) is not None:
+            self.notify(db)
+
+    def announced(self, db: str, read_at: float) -> bool:
+        """Was every write to ``db`` after a read begun at ``read_at`` notified here?"""
+        since = self._announced.get(db)
+        return since is not None and since <= read_at
 
     def waiting(self, db: str) -> int:
         """How many long polls wait on ``db`` now (each counted once)."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
+from typing import Protocol
 
 import structlog
 
@@ -25,8 +26,19 @@ from sync.store.couchdb.client import CouchClient
 from sync.store.couchdb.lease import Lease, new_owner, once_per_tick
 from sync.store.couchdb.store import CouchStore
 
-# Wake the long polls of a database: of these places (None: all of them).
-Notify = Callable[[str, frozenset[str] | None], None]
+
+class Watchers(Protocol):
+    """The long polls of this instance (:class:`sync.replication.notifier.Notifier`)."""
+
+    def notify(self, db: str, places: frozenset[str] | None) -> None:
+        """Wake the long polls of ``db`` that read one of ``places`` (None: all)."""
+
+    def announcing(self, db: str, since: float) -> None:
+        """Every write to ``db`` after ``since`` (event loop time) is notified from now on."""
+
+    def unannounced(self, db: str) -> None:
+        """Writes to ``db`` may go unnotified for a while."""
+
 
 log = structlog.get_logger()
 
@@ -69,10 +81,10 @@ def open_client(config: Config) -> CouchClient:
 
 
 @contextlib.asynccontextmanager
-async def background(store: CouchStore, db: str, notify: Notify) -> AsyncIterator[None]:
+async def background(store: CouchStore, db: str, watchers: Watchers) -> AsyncIterator[None]:
     """Create ``db`` (now, or once CouchDB answers), and run the watcher and the settler."""
     made = await _create(store, db)  # usually at once: the server answers with its database
-    task = asyncio.create_task(_run(store, db, notify, made))
+    task = asyncio.create_task(_run(store, db, watchers, made))
     try:
         yield
     finally:
@@ -80,11 +92,11 @@ async def background(store: CouchStore, db: str, notify: Notify) -> AsyncIterato
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def _run(store: CouchStore, db: str, notify: Notify, made: bool) -> None:
+async def _run(store: CouchStore, db: str, watchers: Watchers, made: bool) -> None:
     while not made:
         await asyncio.sleep(_RETRY_SECONDS)
         made = await _create(store, db)
-    await asyncio.gather(_watch(store, db, notify), _settle(store, db))
+    await asyncio.gather(_watch(store, db, watchers), _settle(store, db))
 
 
 async def _create(store: CouchStore, db: str) -> bool:
@@ -105,15 +117,23 @@ async def _create(store: CouchStore, db: str) -> bool:
     return True
 
 
-async def _watch(store: CouchStore, db: str, notify: Notify) -> None:
+async def _watch(store: CouchStore, db: str, watchers: Watchers) -> None:
+    """Wake the long polls a write through any instance concerns.  From its first answer
+    on, every later write is reported (it asks from where the last answer ended), so the
+    long polls need not read again at their heartbeats; a failed request may have been a
+    deleted database (asked from now on after it): they read again until it answers."""
+    loop = asyncio.get_running_loop()
     while True:
         try:
             places = await store.wait_for_change(db, 25.0)
-            if places is None or places:
-                notify(db, places)
         except FieldsyncError as exc:
+            watchers.unannounced(db)
             log.warning("couchdb_unavailable", step="watch", reason=exc.reason)
             await asyncio.sleep(_RETRY_SECONDS)
+            continue
+        watchers.announcing(db, loop.time())
+        if places is None or places:
+            watchers.notify(db, places)
 
 
 async def _settle(store: CouchStore, db: str) -> None:
