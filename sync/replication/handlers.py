@@ -200,10 +200,12 @@ async def _longpoll(
                     if not response.prepared:  # a first read that fails is an error answer
                         await response.prepare(request)
                     # A wake whose read found nothing: read again at the next heartbeat.
-                    announced = partial(notifier.announced, t.db, read_at)
+                    announced = None if woke else partial(notifier.announced, t.db, read_at)
                     woke = await _until_read_again(
-                        response, woken, deadline, heartbeat_ms, None if woke else announced
+                        response, woken, deadline, heartbeat_ms, announced
                     )
+                    if not woke and announced is not None and announced():
+                        break  # its end, and nothing it could see was written: this read stands
                 refreshed = await _still_allowed(request, rep)
                 if refreshed is None:  # revoked while waiting: nothing more, not even ids
                     page = ChangesPage([], page.last_seq, 0)

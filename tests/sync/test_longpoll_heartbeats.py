@@ -184,8 +184,8 @@ class Counted:
 class Poll:
     """A long poll with a fast heartbeat, read as it comes (heartbeats counted)."""
 
-    def __init__(self, api: Api, user: str) -> None:
-        self.api, self.user = api, user
+    def __init__(self, api: Api, user: str, timeout_ms: int = 20_000) -> None:
+        self.api, self.user, self.timeout_ms = api, user, timeout_ms
         self.heartbeats = 0
         self.body = b""
         self.task: asyncio.Task[list[str]] | None = None
@@ -195,8 +195,9 @@ class Poll:
 
     async def _run(self) -> list[str]:
         live = {"feed": "longpoll", "since": "now", "heartbeat": str(HEARTBEAT_MS)}
+        live["timeout"] = str(self.timeout_ms)
         response = await self.api.client.get(
-            f"/{DB}/_changes", headers=as_user(self.user), params={**live, "timeout": "20000"}
+            f"/{DB}/_changes", headers=as_user(self.user), params=live
         )
         assert response.status == 200
         async for chunk in response.content.iter_any():
@@ -227,6 +228,21 @@ async def test_on_couchdb_a_heartbeat_neither_reads_again_nor_checks_the_caller(
     await _write(elsewhere, "visit-1", "area-a1")  # through another instance: the watcher
     assert await poll.answer() == ["visit-1"]
     assert (counted.reads["alice"], counted.checks) == (2, 1)  # checked before the read
+
+
+async def test_on_couchdb_a_long_poll_that_saw_nothing_ends_without_reading_again(
+    couch_api: Api, elsewhere: CouchStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _announced(couch_api, elsewhere)
+    status, first = await couch_api.call("GET", f"/{DB}/_changes", "alice")
+    assert status == 200
+    counted = Counted(monkeypatch)
+    poll = Poll(couch_api, "alice", timeout_ms=1_000)
+    poll.start()
+    assert await poll.answer() == []
+    assert poll.heartbeats >= 5
+    assert (counted.reads["alice"], counted.checks) == (1, 0)
+    assert orjson.loads(poll.body)["last_seq"] == first["last_seq"]  # where its read ended
 
 
 async def test_on_couchdb_a_wake_that_read_nothing_reads_again_at_the_next_heartbeat(
