@@ -216,13 +216,21 @@ class Poll:
         return await asyncio.wait_for(self.task, 20)
 
 
+async def _waiting(
+    api: Api, elsewhere: CouchStore, monkeypatch: pytest.MonkeyPatch, timeout_ms: int = 20_000
+) -> tuple[Counted, Poll]:
+    """Alice's long poll on an announced database, reads and checks counted from its start."""
+    await _announced(api, elsewhere)
+    counted = Counted(monkeypatch)
+    poll = Poll(api, "alice", timeout_ms)
+    poll.start()
+    return counted, poll
+
+
 async def test_on_couchdb_a_heartbeat_neither_reads_again_nor_checks_the_caller(
     couch_api: Api, elsewhere: CouchStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await _announced(couch_api, elsewhere)
-    counted = Counted(monkeypatch)
-    poll = Poll(couch_api, "alice")
-    poll.start()
+    counted, poll = await _waiting(couch_api, elsewhere, monkeypatch)
     await poll.beats(8)  # eight heartbeats with nothing written in her places
     assert (counted.reads["alice"], counted.checks) == (1, 0)
     await _write(elsewhere, "visit-1", "area-a1")  # through another instance: the watcher
@@ -233,12 +241,9 @@ async def test_on_couchdb_a_heartbeat_neither_reads_again_nor_checks_the_caller(
 async def test_on_couchdb_a_long_poll_that_saw_nothing_ends_without_reading_again(
     couch_api: Api, elsewhere: CouchStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await _announced(couch_api, elsewhere)
     status, first = await couch_api.call("GET", f"/{DB}/_changes", "alice")
     assert status == 200
-    counted = Counted(monkeypatch)
-    poll = Poll(couch_api, "alice", timeout_ms=1_000)
-    poll.start()
+    counted, poll = await _waiting(couch_api, elsewhere, monkeypatch, timeout_ms=1_000)
     assert await poll.answer() == []
     assert poll.heartbeats >= 5
     assert (counted.reads["alice"], counted.checks) == (1, 0)
@@ -248,10 +253,7 @@ async def test_on_couchdb_a_long_poll_that_saw_nothing_ends_without_reading_agai
 async def test_on_couchdb_a_wake_that_read_nothing_reads_again_at_the_next_heartbeat(
     couch_api: Api, elsewhere: CouchStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await _announced(couch_api, elsewhere)
-    counted = Counted(monkeypatch)
-    poll = Poll(couch_api, "alice")
-    poll.start()
+    counted, poll = await _waiting(couch_api, elsewhere, monkeypatch)
     await poll.beats(2)
     assert counted.reads["alice"] == 1
     _notifier(couch_api).notify(DB, {"area-a1"})  # as if the write's entry were not seen yet
