@@ -156,7 +156,11 @@ class CouchRefusals:
         over = (int(rows[0]["value"]) if rows else 0) - per_worker
         if over <= 0:
             return 0
-        params = {"reduce": "false", "limit": str(over), **_range([worker], [worker, {}])}
+        # Past the newest ``per_worker`` as of one read, newest first: another instance
+        # cutting at once deletes only older ones, so none of those newest is ever cut.
+        # (The oldest ``over`` by count, read after its deletions, reached into them.)
+        params = {"reduce": "false", "descending": "true", "skip": str(per_worker)}
+        params.update(_range([worker, {}], [worker]))
         answer = await self._client.json("GET", self._design.view("by_worker"), params=params)
         gone, last_at = await self._delete([row["id"] for row in answer.get("rows", [])])
         if gone:

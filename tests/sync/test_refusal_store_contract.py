@@ -210,6 +210,31 @@ async def test_two_instances_cutting_at_once_count_each_dropped_refusal_once(
     assert await second.counts(["alice"]) == {"alice": 13}
 
 
+async def test_a_cut_between_another_instances_count_and_its_list_keeps_the_newest(
+    two: tuple[RefusalStore, RefusalStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Instance B counts the worker's refusals, then instance A cuts them to the cap, then
+    B lists what to delete: B must not reach into the newest that A kept (it listed the
+    oldest "count minus cap" of what was left, and cut them all, on a real CouchDB)."""
+    first, second = two
+    assert isinstance(first, CouchRefusals) and isinstance(second, CouchRefusals)
+    await first.record([refused(f"r{i}", i) for i in range(12)], per_worker=100)
+    client = second._client
+    json = client.json
+
+    async def counted_then_cut_elsewhere(method: str, where: str, **kw: object) -> object:
+        answer = await json(method, where, **kw)  # type: ignore[arg-type]
+        params = kw.get("params")
+        if isinstance(params, dict) and params.get("group_level") == "1":
+            assert await first.cut("alice", 3) == 9  # between B's count and B's list
+        return answer
+
+    monkeypatch.setattr(client, "json", counted_then_cut_elsewhere)
+    assert await second.cut("alice", 3) == 0
+    kept = await first.for_workers(["alice"], 10)
+    assert [k.doc_id for k in kept] == ["r11", "r10", "r9"]
+
+
 async def test_two_instances_pruning_at_once_delete_each_refusal_once(
     two: tuple[RefusalStore, RefusalStore],
 ) -> None:
