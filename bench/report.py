@@ -8,6 +8,7 @@ import subprocess
 import time
 from typing import Any
 
+from bench import placement
 from bench.measure import Measurement, Sizes
 
 
@@ -87,6 +88,7 @@ def environment(sizes: Sizes, couch: str | None, load_at_start: float) -> dict[s
         "node": node,
         "couchdb": couch,
         "cpus": os.cpu_count(),
+        "cpu_placement": placement.described(),
         "loadavg_at_start": round(load_at_start, 2),
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         "platform": platform.platform(),

@@ -21,6 +21,8 @@ phases (``BENCH_QUICK=1`` makes the fleet 100 phones for 30 s).
 ``BENCH_PROFILE=1`` records py-spy profiles of the servers (collapsed stacks) into
 ``bench/results/profile-*.txt`` (py-spy on PATH, or ``BENCH_PYSPY=/path/to/py-spy``);
 ``BENCH_PROFILE=idle`` samples idle threads too (time spent waiting on CouchDB).
+``BENCH_CPU_APART=1`` gives each process of a timed full pull a CPU share of its own
+(:mod:`bench.placement`: the server, the client and CouchDB as on separate machines).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from types import FrameType
 from typing import Any
 
 from bench import backends as stores
-from bench import couch_seed, fleet, report
+from bench import couch_seed, fleet, placement, report
 from bench.client import PouchClient
 from bench.measure import RESULTS, Measurement, Sizes, fmt_count, log, ratio
 from bench.scale import ScaleDb, phase_scale
@@ -68,8 +70,12 @@ def main() -> int:
     servers: list[Server] = []
     with ExitStack() as stack:
         backends, couch = stack.enter_context(stores.opened())
+        apart = placement.open_apart()
+        stack.callback(placement.close_apart)
         stack.callback(_stop_all, servers)  # before the CouchDB they use goes
         log(f"  backends: {', '.join(b.name for b in backends)}")
+        if apart is not None:
+            log(f"  placement: {apart.description}")
         check_shape()
         log("  fast seeding writes the same rows as SqliteStore.write: ok")
         if couch is not None:

@@ -41,6 +41,7 @@ from bench.measure import (
     rotated,
     same_doc,
 )
+from bench.placement import placed
 from bench.seed import Seeded, record
 from bench.server import Server
 
@@ -140,7 +141,7 @@ class WorkerDb:
         self.server.start()
         pids = {"server": self.server.pid, "client": client.pid, **self.backend.pids()}
         cpu: dict[str, Any] = {}
-        with profiled(self.server, f"full_pull-{self.name}-{i}"), spent(pids, cpu):
+        with profiled(self.server, f"full_pull-{self.name}-{i}"), placed(pids), spent(pids, cpu):
             run = client.call("pull", remote=self.remote, local=local)
         self.full.add(expect(run | cpu, self.sizes.worker_set, self.full.name))
         return local
@@ -208,7 +209,8 @@ class Peer:
     def pull_once(self, client: PouchClient, i: int) -> None:
         local = f"peer-{i}"
         cpu: dict[str, Any] = {}
-        with spent({"client": client.pid, **self.couch.pids()}, cpu):
+        pids = {"client": client.pid, **self.couch.pids()}
+        with placed(pids), spent(pids, cpu):
             run = client.call("pull", remote=self.couch.remote(self.database), local=local)
         self.pull.add(expect(run | cpu, len(self.docs), self.pull.name))
         if i == 0:
@@ -277,7 +279,8 @@ def _full_pulls(
                 client.call("destroy", local=last[step.name])
             last[step.name] = local
         source = last[dbs[0].name]
-        run = client.call("copy", source=source, target=f"copy-{i}")
+        with placed({"client": client.pid}):
+            run = client.call("copy", source=source, target=f"copy-{i}")
         copy.add(expect(run, sizes.worker_set, copy.name))
         client.call("destroy", local=f"copy-{i}")
     for db in dbs:
