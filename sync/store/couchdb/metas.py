@@ -22,7 +22,7 @@ from typing import Any
 from sync.replication import revtree
 from sync.store.base import Change, DocMeta, StoredRevision
 from sync.store.couchdb import layout
-from sync.store.couchdb.client import CouchClient
+from sync.store.couchdb.client import KEYS_PER_REQUEST, CouchClient
 
 
 @dataclass(slots=True)
@@ -138,11 +138,14 @@ def _merge(main: Meta, others: Sequence[Meta]) -> Meta:
     return merged
 
 
-async def load(client: CouchClient, meta_db: str, ids: Sequence[str]) -> dict[str, Meta]:
-    """The metas of ``ids`` that exist, forks merged; read by id (quorum reads)."""
+async def load(
+    client: CouchClient, meta_db: str, ids: Sequence[str], per_request: int = KEYS_PER_REQUEST
+) -> dict[str, Meta]:
+    """The metas of ``ids`` that exist, forks merged; read by id (quorum reads),
+    ``per_request`` ids a request."""
     found: dict[str, Meta] = {}
     keys = [layout.meta_id(i) for i in dict.fromkeys(ids)]
-    for leaves in (await client.leaves_by_id(meta_db, keys)).values():
+    for leaves in (await client.leaves_by_id(meta_db, keys, per_request)).values():
         branches = [parse(doc) for doc in leaves if "tree" in doc]
         if branches:
             meta = _merge(branches[0], branches[1:]) if len(branches) > 1 else branches[0]
