@@ -9,7 +9,7 @@ when asked.  PouchDB asks for its next page as soon as it has one, so reading
 them one after the other still kept the phone waiting: each page's read could
 start only once the one before it was walked (its end is the next one's start).
 So they are read a few at a time (``store._PAGES_PER_READ_AHEAD``): one log
-read and one round of meta reads (sent together) for the lot, then walked page
+read and one meta read (``feed._METAS_PER_REQUEST`` ids) for the lot, then walked page
 after page; the next lot is started when the phone has fewer than that many
 pages waiting.
 

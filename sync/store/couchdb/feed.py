@@ -47,9 +47,10 @@ async def place_changes(
     """Rows of ``places`` after ``cursor``, place after place, up to ``limit`` changes a
     page; and the metas read for them.
 
-    ``pages`` > 1 reads what that many pages take at once (one log read, the metas in
-    requests sent together) and walks them one after the other; a page follows only a
-    full one, so each is the page a request starting at the one before's end would get.
+    ``pages`` > 1 reads what that many pages take at once (one log read, the metas in as
+    few requests as ``_METAS_PER_REQUEST`` allows) and walks them one after the other; a
+    page follows only a full one, so each is the page a request starting at the one
+    before's end would get.
     """
     order = sorted(places)
     done = {p: cursor.get(p, (0, 0))[0] for p in order}
@@ -139,7 +140,8 @@ class _MetaLoader:
         return self.found.get(doc_id)
 
     async def load(self, more: int) -> None:
-        """Read the metas of the ``more`` next ids (in requests sent together)."""
+        """Read the metas of the ``more`` next ids (``_METAS_PER_REQUEST`` a request, the
+        requests sent together)."""
         end = min(len(self.ordered), self.loaded + more)
         batch = self.ordered[self.loaded : end]
         if batch:
