@@ -210,6 +210,7 @@ async def _answering(
             on_login_failed=failed,
             device_checks=ext.device_checks,
             limits=people.limits,
+            remembered=config.verified_passwords,
         )
         app[STORE] = store
         app[ACCOUNTS] = people.store

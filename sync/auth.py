@@ -55,6 +55,7 @@ from aiohttp import web
 
 from sync import accounts, requestlog, sessions
 from sync.audit import AuditLog
+from sync.config import VERIFIED_PASSWORDS
 from sync.errors import BadRequest, TooManyRequests, Unauthorized
 from sync.extensions import DeviceCheck
 from sync.people_store.limits import LocalLoginLimits
@@ -68,7 +69,6 @@ COOKIE = "AuthSession"
 # Failed logins before further attempts get 429: per user name, and per address
 # (higher: many phones may share a carrier's address).
 LOGIN_LIMITS = {"user": Limit(10, 300.0), "ip": Limit(50, 300.0)}
-_CACHE_SIZE = 10_000
 # Checked when the name is unknown, so that costs the same scrypt as a wrong password.
 _DUMMY_HASH = "scrypt${}${}${}${}${}".format(
     accounts.SCRYPT_N,
@@ -135,6 +135,7 @@ class Authenticator:
         on_login_failed: Callable[[], None] | None = None,
         device_checks: Sequence[DeviceCheck] = (),
         limits: LoginLimits | None = None,
+        remembered: int = VERIFIED_PASSWORDS,
     ) -> None:
         self._store = store  # users, places and sessions (sync.people_store)
         self._on_login_failed = on_login_failed  # a metric: counts wrong names and passwords
@@ -142,7 +143,9 @@ class Authenticator:
         self._https = https  # this server speaks TLS itself
         self._audit = audit
         self._clock = clock
+        # Verified credentials, the least recently used first; at most ``remembered``.
         self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self._remembered = remembered
         self._tree: tuple[str, PlaceTree] | None = None
         self.device_checks = tuple(device_checks)  # the packages' (sync.extensions)
         # Shared by every instance on CouchDB; this process's own on the embedded store.
@@ -269,11 +272,15 @@ class Authenticator:
         key = self._cache_key(creds, user)
         self._verified[key] = None
         self._verified.move_to_end(key)
-        if len(self._verified) > _CACHE_SIZE:
+        while len(self._verified) > self._remembered:
             self._verified.popitem(last=False)
 
     def _known_good(self, creds: Credentials, user: User) -> bool:
-        return self._cache_key(creds, user) in self._verified
+        key = self._cache_key(creds, user)
+        if key not in self._verified:
+            return False
+        self._verified.move_to_end(key)  # a phone that syncs stays; one gone quiet goes first
+        return True
 
     def _refuse_disabled(self, user: User) -> None:
         """The 401 of a disabled account, once its credentials (and device) are proven."""

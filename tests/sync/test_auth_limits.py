@@ -9,10 +9,15 @@ password check instead.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
+import pytest
 from sync_fixtures import PASSWORD, Client, as_user
 
+from sync.app import create_app
 from sync.auth import LOGIN_LIMITS
+from sync.config import Config, ConfigError, from_env
 
 LIMIT = LOGIN_LIMITS["user"].failures
 
@@ -80,3 +85,31 @@ async def test_unknown_names_are_limited_too(client: Client, checks: list[str]) 
     statuses = [r.status for r in await asyncio.gather(*guesses)]
     assert (statuses.count(401), statuses.count(429)) == (LIMIT, 40 - LIMIT)
     assert len(checks) == LIMIT
+
+
+async def test_verified_passwords_are_remembered_up_to_the_setting_least_recently_used_first(
+    aiohttp_client: Callable[..., Awaitable[Client]], config: Config, checks: list[str]
+) -> None:
+    """A phone's next sync skips the password hash (and, on CouchDB, the login counters)
+    while its credentials are remembered: at most ``verified_passwords`` of them, the ones
+    that synced least recently forgotten first."""
+    client = await aiohttp_client(create_app(replace(config, verified_passwords=2)))
+
+    async def sync(user: str) -> int:
+        assert (await client.get("/health/", headers=as_user(user))).status == 200
+        return len(checks)
+
+    assert await sync("alice") == 1
+    assert await sync("bob") == 2
+    assert await sync("alice") == 2  # remembered, and now the most recent
+    assert await sync("sam") == 3  # a third: bob, the least recently used, is forgotten
+    assert await sync("alice") == 3
+    assert await sync("bob") == 4
+
+
+def test_the_number_of_verified_passwords_remembered_is_a_setting() -> None:
+    assert from_env(env={}).verified_passwords == 200_000
+    assert from_env(env={"FIELDSYNC_VERIFIED_PASSWORDS": "500000"}).verified_passwords == 500_000
+    for value in ("0", "-3", "many"):
+        with pytest.raises(ConfigError, match=r"FIELDSYNC_VERIFIED_PASSWORDS.*at least 1"):
+            from_env(env={"FIELDSYNC_VERIFIED_PASSWORDS": value})
