@@ -63,6 +63,7 @@ class Measurement:
         cpu = run.get("cpu_s") or {}
         shown = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if v is not None)
         cpu_text = f" (CPU s: {shown})" if shown else ""
+        docs += f", {run['from_base']} from a base" if "from_base" in run else ""
         log(f"    {self.name}: run {len(self.runs)}: {run['ms'] / 1000:.3f} s{docs}{cpu_text}")
 
     @property
@@ -92,6 +93,7 @@ class Measurement:
             "bytes_out": middle.get("bytes_out"),
             "by_endpoint": middle.get("by_endpoint"),
             "cpu_s": middle.get("cpu_s"),
+            "from_base": [r["from_base"] for r in self.runs if "from_base" in r] or None,
         }
 
 

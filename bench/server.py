@@ -176,6 +176,20 @@ class Server:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
+    def gauge(self, name: str, auth: tuple[str, str]) -> dict[str, float]:
+        """The samples of gauge ``name`` on ``GET /metrics``, by their labels' text."""
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request = urllib.request.Request(self.url + "/metrics")
+        request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read().decode()
+        found = {}
+        for line in text.splitlines():
+            if line.startswith(name + "{"):
+                labels, _, value = line[len(name) :].rpartition(" ")
+                found[labels] = float(value)
+        return found
+
 
 def imei(serial: str) -> str:
     """A 15-digit IMEI with a valid Luhn check digit, derived from ``serial``."""

@@ -143,6 +143,9 @@ class WorkerDb:
         cpu: dict[str, Any] = {}
         with profiled(self.server, f"full_pull-{self.name}-{i}"), placed(pids), spent(pids, cpu):
             run = client.call("pull", remote=self.remote, local=local)
+        if self.backend.name == "couchdb":  # how much of the pull a place's base served
+            bases = self.server.gauge("fieldsync_couchdb_bases", ("bench_admin", PASSWORD))
+            run["from_base"] = int(bases.get('{what="sent"}', 0))
         self.full.add(expect(run | cpu, self.sizes.worker_set, self.full.name))
         return local
 

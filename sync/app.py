@@ -73,7 +73,7 @@ from sync.sessions import Lifetime
 from sync.store import couchdb, opening
 from sync.store.base import DocStore
 from sync.store.couchdb import lease as couch_leases
-from sync.store.couchdb.readings import couch_reading, watch_losses
+from sync.store.couchdb.readings import couch_reading, watch_couch
 from sync.store.couchdb.store import AuditSink, CouchStore
 from sync.store.readings import sqlite_reading
 from sync.store.schema import db_path
@@ -171,7 +171,7 @@ async def _serving(app: web.Application, config: Config) -> AsyncIterator[None]:
         stores = [sqlite_reading(store)]
         if couch is not None:
             stores.append(couch_reading(couch, config.db_name))
-            watch_losses(app[app_metrics.METRICS], couch)
+            watch_couch(app[app_metrics.METRICS], couch)
         readings.install(app, config.db_name, stores, documents, audit, notifier)
         async for _ in _answering(
             app, config, store, documents, notifier, audit, keys, server_uuid

@@ -82,6 +82,9 @@ class Config:
     # A reader passes over a change-log position, or an entry's version, that quorum reads
     # have not shown for this long (lost with the one cluster copy that took it).
     couchdb_lost_after_seconds: float = 600.0
+    # A place whose first pull sends at least this many changes gets a base (its walk kept,
+    # sync.store.couchdb.bases), which the next first pulls read instead; 0: none is made.
+    couchdb_base_min_changes: int = 1_000
     # Bearer token that opens GET /metrics (sync.health); without one only admins read them.
     metrics_token: str | None = field(default=None, repr=False)
     # The server's log: lines below log_level are dropped; json (one object a line) or console.
@@ -287,6 +290,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIELDSYNC_VERIFIED_PASSWORDS": ("verified_passwords", _count(1)),
     "FIELDSYNC_COUCHDB_MAX_DOCUMENT_BYTES": ("couchdb_max_document_bytes", _count(4096)),
     "FIELDSYNC_COUCHDB_LOST_AFTER_SECONDS": ("couchdb_lost_after_seconds", _seconds),
+    "FIELDSYNC_COUCHDB_BASE_MIN_CHANGES": ("couchdb_base_min_changes", _count(0)),
     "FIELDSYNC_METRICS_TOKEN": ("metrics_token", metrics_token),
     "FIELDSYNC_LOG_LEVEL": ("log_level", _one_of(LOG_LEVELS)),
     "FIELDSYNC_LOG_FORMAT": ("log_format", _one_of(LOG_FORMATS)),

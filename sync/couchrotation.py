@@ -52,6 +52,7 @@ from sync.keyadmin import describe
 from sync.keys import KeyError_, MasterKey, key_ref, label, parse_key_ref, seal, unseal
 from sync.store.base import SHARED
 from sync.store.couchdb import layout
+from sync.store.couchdb.bases import drop_all
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.lease import Lease, holding, new_owner
 from sync.store.couchdb.store import RECENT_SECONDS
@@ -274,6 +275,9 @@ async def rotate(
         report(f"waiting {seconds:g} s for every instance to seal with the new keys")
         await asyncio.sleep(seconds)
         await run.reseal(newest)
+        # bases hold bodies sealed under the keys that go: they are made again by first pulls
+        for db in await fieldsync_dbs(client, prefix):
+            await drop_all(client, layout.data_db(prefix, db))
         deleted, kept = await run.retire(newest)
     done = Rotated(newest, deleted, kept)
     await chain.append([_entry("key_retire", audit_detail(done))])

@@ -21,7 +21,10 @@ would race with it), for every fieldsync database ``D``:
 6. the entries of other places that name a document deleted in step 2 (written
    there before it moved into the place): its id is replaced by ``""`` (version
    0), which readers pass over, so that entries keep their length and a
-   cursor's offset inside one still points at the same id.
+   cursor's offset inside one still points at the same id;
+7. every base (:mod:`sync.store.couchdb.bases`: places' walks, kept for first
+   pulls, which hold metas and inline bodies), before step 1 and again at the end:
+   the next first pulls make them again.
 
 Steps 2, 5 and 6 take every leaf of a document that forked in a cluster (a meta two
 instances wrote at once, before the settler merged it; a log position two
@@ -63,6 +66,7 @@ from sync.keyadmin import Shredded
 from sync.keys import KeyError_, MasterKey, label
 from sync.store.base import SHARED
 from sync.store.couchdb import layout
+from sync.store.couchdb.bases import drop_all
 from sync.store.couchdb.client import CouchClient, path
 from sync.store.couchdb.lease import Lease, holding, new_owner
 from sync.store.couchdb.log import BLANK
@@ -97,6 +101,7 @@ async def shred(
         versions = [k.version for k in await keys.all_async() if k.place == place]
         if not versions:
             raise KeyError_(f"place {place} has no data key: nothing to shred")
+        await _drop_bases(client, prefix)  # no base holds the place's documents from now on
         await _fresh_key(keys, master, place, max(versions) + 1)
         seconds = settling_seconds(refresh_seconds)
         report(f"waiting {seconds:g} s for every instance to seal {place}'s data with a fresh key")
@@ -107,6 +112,7 @@ async def shred(
         count = _Count()
         for db in await fieldsync_dbs(client, prefix):
             await _shred_in(client, prefix, db, place, count)
+        await _drop_bases(client, prefix)  # nor one made while this ran
     done = Shredded(place, len(versions), count.documents, count.revisions, count.attachments)
     detail = (
         f"place {place}: {done.keys} data keys, {done.documents} documents, "
@@ -116,6 +122,13 @@ async def shred(
     chain = CouchChain(client, prefix, master, f"cli-{owner}")
     await chain.append([Entry(audit_now(), cli_actor(), None, "key_shred", None, (), detail)])
     return done
+
+
+async def _drop_bases(client: CouchClient, prefix: str) -> None:
+    """Every database's bases (``bases.py``): they hold metas and inline bodies of the
+    place's documents, and are made again by the next first pulls."""
+    for db in await fieldsync_dbs(client, prefix):
+        await drop_all(client, layout.data_db(prefix, db))
 
 
 async def _fresh_key(keys: CouchDataKeys, master: MasterKey, place: str, version: int) -> None:

@@ -128,6 +128,10 @@ _CORE = {
     "a document version that quorum reads still do not show this long after it was written "
     "(lost with the one copy that took it) is passed over, so that the place's phones do "
     "not stop there for good; keep it well above the clock skew between instances",
+    "FIELDSYNC_COUCHDB_BASE_MIN_CHANGES": "a place whose first pull sends at least this many "
+    "changes gets a base: its walk kept in CouchDB (a second copy of its documents' "
+    "revision trees and inline bodies, sealed), which the next phones' first pulls read in "
+    "one request a few pages instead of one meta a change; `0`: no base is made",
     "FIELDSYNC_METRICS_TOKEN": "printable, no spaces: `Authorization: Bearer <token>` reads "
     "`GET /metrics`; unset, only a signed-in admin does",
     "FIELDSYNC_LOG_LEVEL": "`debug`, `info`, `warning` or `error`: lines below it are dropped "

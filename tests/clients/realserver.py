@@ -204,6 +204,34 @@ def inline_attachment(data: bytes, content_type: str = "image/jpeg") -> dict[str
     return {"content_type": content_type, "data": base64.b64encode(data).decode()}
 
 
+def imei(number: int) -> str:
+    """A valid 15-digit IMEI (Luhn check digit) for the n-th test phone."""
+    body = f"35{number:012d}"
+    total = 0
+    for i, char in enumerate(reversed(body)):
+        digit = int(char) * (2 if i % 2 == 0 else 1)
+        total += digit - 9 if digit > 9 else digit
+    return body + str((10 - total % 10) % 10)
+
+
+async def enroll(server: ServerProcess, admin: Admin, worker: str, number: int) -> None:
+    """Register phone ``PHONE-<worker>`` (the n-th test phone) and enrol it for ``worker``:
+    the server then accepts the worker's syncs from it."""
+    serial = f"PHONE-{worker}"
+    device = {"serial": serial, "imei": imei(number), "worker": worker}
+    async with admin.session.post(f"{server.url}/api/v1/devices", json=device) as resp:
+        assert resp.status == 201, await resp.text()
+    url = f"{server.url}/api/v1/devices/{serial}/enrolment-code"
+    async with admin.session.post(url) as resp:
+        code = (await resp.json())["code"]
+    basic = base64.b64encode(f"{worker}:{PASSWORD}".encode()).decode()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Basic {basic}"}) as app:
+        enroll = {"code": code, "serial": serial}
+        async with app.post(f"{server.url}/api/v1/devices/enroll", json=enroll) as resp:
+            assert resp.status == 201, await resp.text()
+            server.device_tokens[worker] = (await resp.json())["device_token"]
+
+
 async def local_ids(pouch: PouchDriver, db: str) -> set[str]:
     result = await pouch.call("all_docs", db=db)
     return {row["id"] for row in result["rows"] if not row["id"].startswith("_design/")}

@@ -48,6 +48,8 @@ def server(tmp_path: Path, couchdb_url: str, couch_prefix: str) -> Iterator[Serv
         "FIELDSYNC_COUCHDB_PREFIX": couch_prefix,
         "FIELDSYNC_REQUIRE_ENROLMENT": "0",
         "FIELDSYNC_KEY_REFRESH_SECONDS": REFRESH,
+        # the places get bases (bases.py) at their first pull: what goes must go from them too
+        "FIELDSYNC_COUCHDB_BASE_MIN_CHANGES": "3",
     }
     served = ServerProcess(data, free_port(), tmp_path / "server.log", env)
     served.start()
@@ -162,6 +164,18 @@ async def _writer(
     return written
 
 
+async def _until_based(couchdb_url: str, prefix: str, place: str) -> None:
+    """``place`` has a base: its pointer names chunks (made after a first pull)."""
+    deadline = time.monotonic() + 30
+    where = couch_path(f"{prefix}{DB}$data") + "/" + quote(f"b:{place}", safe="")
+    while True:
+        status, pointer = couch_request(couchdb_url, "GET", where)
+        if status == 200 and pointer.get("token"):
+            return
+        assert time.monotonic() < deadline, f"no base of {place} was made"
+        await asyncio.sleep(0.2)
+
+
 def _key_versions(couchdb_url: str, prefix: str) -> dict[str, list[int]]:
     status, listing = couch_request(
         couchdb_url, "GET", couch_path(prefix + "keys") + "/_all_docs?include_docs=true"
@@ -204,10 +218,14 @@ def _leaves(couchdb_url: str, couch_db: str, *, attachments: bool = False) -> li
 
 
 def _refs_in_couchdb(couchdb_url: str, prefix: str) -> set[str]:
-    """The key refs of every sealed body and attachment in the health database, and of
-    every body a meta holds, in every leaf."""
-    refs = {d["key_ref"] for d in _leaves(couchdb_url, f"{prefix}{DB}$data") if "key_ref" in d}
+    """The key refs of every sealed body and attachment in the health database, of every
+    body a meta holds, and of every body a base's chunk holds (``bases.py``), in every leaf."""
+    data = _leaves(couchdb_url, f"{prefix}{DB}$data")
+    refs = {d["key_ref"] for d in data if "key_ref" in d}
     held = [d.get("wb") for d in _leaves(couchdb_url, f"{prefix}{DB}")]
+    held += [
+        row[2].get("wb") for d in data if "rows" in d for row in json.loads(d["rows"]) if row[2]
+    ]
     return refs | {wb["key_ref"] for wb in held if wb}
 
 
@@ -252,6 +270,7 @@ async def test_rotation_while_serving_reseals_everything_and_deletes_the_old_key
         )
         before = await _pulled(pouch, server, "before")
         assert before["a1-0"]["_attachments"]["photo.png"]["data"]
+        await _until_based(couchdb_url, couch_prefix, "area-a1")
         assert _key_versions(couchdb_url, couch_prefix) == {"": [1], "area-a1": [1], "area-b1": [1]}
         # Forks a cluster can leave (a body two instances stored at once, a meta not yet
         # settled): their losing leaves hold blobs sealed under the keys that go too.
@@ -371,6 +390,7 @@ async def test_shredding_a_place_in_couchdb(
         await pouch.call(
             "replicate", source=server.remote("sam", PASSWORD), target="sam", options={}
         )
+        await _until_based(couchdb_url, couch_prefix, "area-b1")
         # Forks a cluster can leave (two instances took one log position, or wrote one
         # meta at once): a losing branch of an entry of each place, and of a meta, that
         # name documents the shred takes away.

@@ -10,13 +10,12 @@ from __future__ import annotations
 import base64
 import os
 
-import aiohttp
 import pytest
 from pouch import PouchDriver, PouchError
 from realserver import (
-    PASSWORD,
     Admin,
     ServerProcess,
+    enroll,
     ids,
     inline_attachment,
     local_ids,
@@ -31,33 +30,11 @@ WAIT_MS = 20_000
 WORKERS = ("alice", "bob", "sam")  # every non-admin phone is enrolled (supervisors too)
 
 
-def imei(number: int) -> str:
-    """A valid 15-digit IMEI (Luhn check digit) for the n-th test phone."""
-    body = f"35{number:012d}"
-    total = 0
-    for i, char in enumerate(reversed(body)):
-        digit = int(char) * (2 if i % 2 == 0 else 1)
-        total += digit - 9 if digit > 9 else digit
-    return body + str((10 - total % 10) % 10)
-
-
 @pytest.fixture(autouse=True)
 async def enrolled_phones(org: ServerProcess, admin: Admin) -> None:
     """Every worker and supervisor syncs from an enrolled phone, as the server requires."""
     for number, worker in enumerate(WORKERS):
-        serial = f"PHONE-{worker}"
-        device = {"serial": serial, "imei": imei(number), "worker": worker}
-        async with admin.session.post(f"{org.url}/api/v1/devices", json=device) as resp:
-            assert resp.status == 201, await resp.text()
-        url = f"{org.url}/api/v1/devices/{serial}/enrolment-code"
-        async with admin.session.post(url) as resp:
-            code = (await resp.json())["code"]
-        basic = base64.b64encode(f"{worker}:{PASSWORD}".encode()).decode()
-        async with aiohttp.ClientSession(headers={"Authorization": f"Basic {basic}"}) as app:
-            enroll = {"code": code, "serial": serial}
-            async with app.post(f"{org.url}/api/v1/devices/enroll", json=enroll) as resp:
-                assert resp.status == 201, await resp.text()
-                org.device_tokens[worker] = (await resp.json())["device_token"]
+        await enroll(org, admin, worker, number)
 
 
 async def test_pull_brings_exactly_the_workers_set(

@@ -122,6 +122,22 @@ def parse(doc: Mapping[str, Any]) -> Meta:
     return meta
 
 
+def to_doc(meta: Meta) -> dict[str, Any]:
+    """The JSON that :func:`parse` reads back as ``meta`` (a base keeps metas so)."""
+    doc: dict[str, Any] = {
+        "_id": layout.meta_id(meta.doc_id),
+        "_rev": meta.couch_rev,
+        "place": meta.place,
+        "v": meta.version,
+        "tree": revtree.to_json(meta.tree),
+        "rp": meta.places,
+    }
+    held = meta.winner_body
+    if held is not None and held.rev == meta.winner:
+        doc["wb"] = {"rev": held.rev, "key_ref": held.key_ref, "body": layout.b64(held.body)}
+    return doc
+
+
 def _merge(main: Meta, others: Sequence[Meta]) -> Meta:
     tree, places, version = main.tree, dict(main.places), main.version
     for other in others:

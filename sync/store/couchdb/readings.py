@@ -7,6 +7,8 @@ deployment's databases.  And one gauge of its own::
                                 (``version``) this instance's readers passed over as
                                 lost with a cluster copy (ADR 0001), since it started:
                                 0 unless CouchDB lost a write only one copy took
+    couchdb_bases{what}         since it started: changes this instance sent from places'
+                                bases (``sent``), bases it made (``made``)
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ async def _couch_sizes(couch: CouchStore, db: str) -> int:
     return total
 
 
-def watch_losses(metrics: Metrics, couch: CouchStore) -> None:
-    """``fieldsync_couchdb_lost_passed``, read from the store's log at each scrape."""
+def watch_couch(metrics: Metrics, couch: CouchStore) -> None:
+    """``fieldsync_couchdb_lost_passed`` and ``fieldsync_couchdb_bases``, read at each scrape."""
     passed = Gauge(
         "fieldsync_couchdb_lost_passed",
         "Change-log positions and document versions passed over as lost with a CouchDB "
@@ -62,8 +64,18 @@ def watch_losses(metrics: Metrics, couch: CouchStore) -> None:
         registry=metrics.registry,
     )
 
+    bases = Gauge(
+        "fieldsync_couchdb_bases",
+        "Since this instance started: changes it sent from places' bases (sent), and the "
+        "bases it made (made)",
+        ["what"],
+        registry=metrics.registry,
+    )
+
     async def read() -> None:
         for kind, count in couch.log.passed.items():
             passed.labels(kind).set(count)
+        bases.labels("sent").set(couch.bases.used)
+        bases.labels("made").set(couch.bases.made)
 
     metrics.add_source(read)

@@ -57,6 +57,7 @@ def open_store(config: Config, reserved: Iterable[str] = ()) -> CouchStore:
         config.key_refresh_seconds,
         config.couchdb_lost_after_seconds,
         reserved,
+        config.couchdb_base_min_changes,
     )
 
 

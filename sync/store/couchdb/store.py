@@ -19,10 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +57,7 @@ from sync.store.base import (
     GlobalPage,
     LocalDoc,
     LogPage,
+    LogRow,
     LogStore,
     Position,
     RevisionWrite,
@@ -56,6 +66,8 @@ from sync.store.base import (
 )
 from sync.store.couchdb import ahead, feed, layout, listing, metas, plans
 from sync.store.couchdb.ahead import PagesAhead
+from sync.store.couchdb.bases import MIN_ROWS, Bases
+from sync.store.couchdb.bases import Row as BaseRow
 from sync.store.couchdb.bodies import BodyCache, RecentMetas
 from sync.store.couchdb.checkpoints import Key, LaterSaves, Unsaved
 from sync.store.couchdb.client import CouchClient, path
@@ -85,6 +97,7 @@ RECENT_SECONDS = _RECENT_SECONDS = 5.0
 _RECENT_METAS = 20_000
 # Catch-up pages read ahead, a few per phone catching up (ahead.py).
 _PAGES_AHEAD = 1024
+_BASE_ROWS_MOST = 100_000  # a base covers at most this many rows of a place's walk
 _PAGES_PER_READ_AHEAD = 3  # read together; the next ones once fewer are waiting
 # Checkpoints this instance saved or read, given again for a few seconds: PouchDB reads
 # its checkpoint before saving it after every batch.  One saved meanwhile through another
@@ -123,6 +136,7 @@ class CouchStore(LogStore):
         kept_seconds: float = 30.0,
         lost_after: float = LOST_AFTER_SECONDS,
         reserved: Iterable[str] = (),
+        base_min_changes: int = MIN_ROWS,
     ) -> None:
         """``kept_seconds``: the longest a sealed body or checkpoint is kept in memory (a
         data-key rotation deletes old key versions after waiting longer than this);
@@ -138,6 +152,7 @@ class CouchStore(LogStore):
         self._checkpoint_seconds = min(_CHECKPOINT_SECONDS, kept_seconds)
         self._recent = RecentMetas(_RECENT_SECONDS, _RECENT_METAS)
         self._ahead = PagesAhead(_RECENT_SECONDS, _PAGES_AHEAD)
+        self.bases = Bases(client, base_min_changes, max_document_bytes)
         self.audit_sink: AuditSink | None = None
         self._settings: dict[str, _Settings] = {}
         self._watched: dict[str, str] = {}  # db -> CouchDB since of the log watcher
@@ -175,6 +190,7 @@ class CouchStore(LogStore):
     async def close(self) -> None:
         await self._later.flush()
         await self._ahead.close()
+        await self.bases.close()
         await self.bodies.close()
         await self.client.close()
 
@@ -252,6 +268,7 @@ class CouchStore(LogStore):
         self._settings.pop(name, None)
         self._watched.pop(name, None)
         self.log.forget(self._log(name))
+        self.bases.forget(self._data(name))
         for key in [k for k in self._cursors if k[0] == name]:
             del self._cursors[key]
         for local in [k for k in self._local_revs if k[0] == name]:
@@ -443,6 +460,9 @@ class CouchStore(LogStore):
         ]
         if not planned:
             return set()
+        moved = {p.old.place for p in planned if p.old is not None and p.old.place != p.place}
+        if moved:  # no base may hand a new phone what left the place (bases.py)
+            await self.bases.drop(self._data(db), moved)
         await self._save_data(db, planned)
         raced = await self._save_metas(db, planned)
         done += [p for p in planned if p.doc_id not in raced]
@@ -633,21 +653,98 @@ class CouchStore(LogStore):
     ) -> list[LogPage]:
         """Up to ``count`` pages from CouchDB, each starting where the one before ended."""
         db = walk.db
-        pages, read = await feed.place_changes(
-            self.client,
-            self.log,
-            self._meta(db),
-            self._log(db),
-            walk.places,
-            cursor,
-            walk.limit,
-            count,
-        )
+        based = await self.bases.rows(self._data(db), walk.places, cursor, walk.limit * count)
+        read: Mapping[str, metas.Meta]
+        if based:
+            pages, read = await self._based_pages(walk, cursor, count, based)
+        else:
+            pages, read = await self._walk(walk, walk.places, cursor, walk.limit, count)
+            self._consider_bases(walk, cursor, pages[0])
         self._recent.keep(walk.space, {i: m.as_doc_meta() for i, m in read.items()})
         self._keep_bodies(walk.space, read.values())
         for page in pages:
             self._fetch_ahead(db, walk.space, [r.change for r in page.rows if r.change])
         return pages
+
+    async def _walk(
+        self,
+        walk: LogWalk,
+        places: frozenset[str],
+        cursor: Mapping[str, Position],
+        limit: int,
+        count: int,
+    ) -> tuple[list[LogPage], Mapping[str, metas.Meta]]:
+        db = walk.db
+        return await feed.place_changes(
+            self.client, self.log, self._meta(db), self._log(db), places, cursor, limit, count
+        )
+
+    async def _based_pages(
+        self,
+        walk: LogWalk,
+        cursor: Mapping[str, Position],
+        count: int,
+        based: Mapping[str, Sequence[tuple[Position, metas.Meta | None]]],
+    ) -> tuple[list[LogPage], dict[str, metas.Meta]]:
+        """Pages made of the rows of the places' bases (``bases.py``); where the rows run
+        out before a page is full, the rest of the page comes from the logs after them."""
+        pages: list[LogPage] = []
+        read: dict[str, metas.Meta] = {}
+        at = dict(cursor)
+        for _ in range(count):
+            rows: list[LogRow] = []
+            sent = 0
+            for place in sorted(based):
+                for after, meta in based[place]:
+                    if sent >= walk.limit:
+                        break
+                    if after <= at.get(place, (0, 0)):
+                        continue
+                    rows.append(LogRow(meta.as_change() if meta else None, place, after))
+                    if meta is not None:
+                        read[meta.doc_id] = meta
+                        sent += 1
+            self.bases.used += sent
+            page = LogPage(rows, False)
+            if sent < walk.limit:
+                rest = ahead.after(at, page)
+                more, more_read = await self._walk(walk, walk.places, rest, walk.limit - sent, 1)
+                read.update(more_read)
+                pages.append(LogPage(rows + more[0].rows, more[0].exhausted))
+                break
+            pages.append(page)
+            at = ahead.after(at, page)
+        return pages, read
+
+    def _consider_bases(self, walk: LogWalk, cursor: Mapping[str, Position], page: LogPage) -> None:
+        """A first pull of a place whose first page was all the place's changes (or as many
+        as make a base): make the place a base for the next phones (in the background, one
+        build at a time; the build walks the place to see whether it is big enough)."""
+        counts: dict[str, int] = {}
+        for row in page.rows:
+            if row.change is not None and cursor.get(row.place, (0, 0)) == (0, 0):
+                counts[row.place] = counts.get(row.place, 0) + 1
+        for place, sent in counts.items():
+            if sent >= min(walk.limit, self.bases.min_rows):
+                self.bases.consider(
+                    self._data(walk.db), place, functools.partial(self._base_pages, walk.db, place)
+                )
+
+    async def _base_pages(self, db: str, place: str) -> AsyncIterator[list[BaseRow]]:
+        """``place``'s walk from the start, as a phone pulling it now is sent it (at most
+        ``_BASE_ROWS_MOST`` rows)."""
+        at: dict[str, Position] = {}
+        rows = 0
+        while rows < _BASE_ROWS_MOST:
+            pages, read = await feed.place_changes(
+                self.client, self.log, self._meta(db), self._log(db), frozenset({place}), at, 500
+            )
+            page = pages[0]
+            yield [(r.after, read[r.change.id] if r.change else None) for r in page.rows]
+            rows += len(page.rows)
+            at = ahead.after(at, page)
+            if page.exhausted or not page.rows:
+                return
 
     async def global_changes(
         self, db: str, since: str | None, limit: int, descending: bool = False
