@@ -91,7 +91,7 @@ async def without_bases(store: CouchStore, places: frozenset[str]) -> Sent:
     async def none(*_: Any) -> dict[str, Any]:
         return {}
 
-    store.bases.rows = none  # type: ignore[method-assign,assignment]
+    store.bases.rows = none  # type: ignore[method-assign]
     return (await pull(store, places))[0]
 
 
@@ -298,7 +298,7 @@ async def test_a_place_too_small_for_a_base_is_not_walked_again_at_each_first_pu
             walks.append(place)
             return pages(db, place)
 
-        store._base_pages = counted  # type: ignore[method-assign]
+        store._base_pages = counted  # type: ignore[method-assign,assignment]
         for _ in range(3):
             await pull(store, frozenset({P1}))
             for task in list(store.bases._tasks):

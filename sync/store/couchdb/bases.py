@@ -106,10 +106,13 @@ class Pointer:
         )
 
 
-def _young(pointer: Pointer, epoch: str) -> bool:
-    """A base in use, made less than ``REBUILD_AFTER_SECONDS`` ago."""
-    fresh = time.time() - pointer.at < REBUILD_AFTER_SECONDS
-    return bool(pointer.token) and pointer.epoch == epoch and fresh
+def _young(pointer: Pointer | None) -> bool:
+    """A base (not a dropped one) made less than ``REBUILD_AFTER_SECONDS`` ago."""
+    return (
+        pointer is not None
+        and bool(pointer.token)
+        and time.time() - pointer.at < REBUILD_AFTER_SECONDS
+    )
 
 
 def _position(value: Any) -> Position:
@@ -280,9 +283,7 @@ class Bases:
         if time.monotonic() - self._small.get(key, -SMALL_SECONDS) < SMALL_SECONDS:
             return
         known = self._known.get(key)
-        pointer = known[1] if known is not None else None
-        young = pointer is not None and time.time() - pointer.at < REBUILD_AFTER_SECONDS
-        if young and pointer is not None and pointer.token:
+        if _young(known[1] if known is not None else None):
             return
         self._building.add(key)
         task = asyncio.ensure_future(self._build(data_db, place, walk))
@@ -308,7 +309,7 @@ class Bases:
         if len(leaves) > 1 or epoch is None:
             return False
         current = Pointer.read(place, leaves) if leaves else None
-        if current is not None and _young(current, epoch):  # another instance made it lately
+        if current is not None and current.epoch == epoch and _young(current):  # made lately
             self._remember(data_db, place, current)
             return False
         chunker = _Chunker(secrets.token_hex(8), self.chunk_characters)
