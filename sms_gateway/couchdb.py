@@ -1,6 +1,6 @@
 """The CouchDB adapter of the SMS port (sms_gateway.ports): safe with many instances.
 
-One database, ``<prefix>sms``, holds three kinds of document::
+One database, ``<prefix>sms``, holds these kinds of document::
 
     in:<digest of channel + gateway id>   a received message: {"type": "in", "id": N, "key",
                                           "channel", "external_id", "phone", "key_ref",
@@ -9,8 +9,13 @@ One database, ``<prefix>sms``, holds three kinds of document::
     out:<outgoing id>                     a reply, reminder or notice: {"type": "out", "seq": N,
                                           "state", "attempt", "offers", "offered_at", ...}
     worker:<name>                         {"type": "worker", "language"}
+    pid:<digest of a provider's id>       {"type": "pid", "message"}: the message it names
+    rem:<digest of a patient id>          {"type": "rem", "reminders": [outgoing id, ...]}:
+                                          the patient's reminders not yet cleared
 
 and the design document ``_design/sms`` (views: what is due, by state, by id);
+the pointers are read by id, a quorum read, where a view on a cluster may not list a
+write of a moment ago (a delivery report, a reminder to clear);
 their shapes and views are written down in :mod:`sms_gateway.couchdb_docs`.
 
 **Exactly once across instances.**  Every change of a message is a ``PUT``
@@ -218,6 +223,12 @@ class CouchSms:
     async def _create_outgoing(self, messages: Sequence[NewOutgoing], now: dt.datetime) -> None:
         if not messages:
             return
+        patients: dict[str, set[str]] = {}
+        for m in messages:
+            if m.kind == "reminder" and m.patient_id:
+                patients.setdefault(m.patient_id, set()).add(m.id)
+        for patient_id, ids in sorted(patients.items()):  # named before they exist
+            await self._point_reminders(patient_id, ids.union)
         docs = [self._outgoing_doc(m, now) for m in messages]
         answer = await self._client.json("POST", self._path("_bulk_docs"), body={"docs": docs})
         for result in answer:
@@ -250,15 +261,49 @@ class CouchSms:
         }
 
     async def _clear_reminders(self, patient_id: str, now: dt.datetime) -> None:
+        """Every pending reminder of the patient is cleared: those the pointer names (a
+        reminder made a moment ago, which the view may not list yet) and those the view
+        lists (copied by ``fieldsync migrate``, without a pointer)."""
+        pointer = shape.reminders_doc_id(patient_id)
+        named = shape.reminder_ids(
+            (await self._client.leaves_by_id(self._db, [pointer])).get(pointer, [])
+        )
         rows = await self._view("reminders", {"key": shape.key(patient_id)})
+        listed = {str(row["id"])[len("out:") :] for row in rows}
 
         def clear(doc: Doc) -> Doc | None:
             if doc.get("kind") != "reminder" or doc.get("state") != OutState.PENDING.value:
                 return None
             return {**doc, "state": OutState.CLEARED.value, "updated_at": iso(now)}
 
-        for row in rows:
-            await self._update(row["id"], clear)
+        for reminder_id in sorted(named | listed):
+            await self._update(f"out:{reminder_id}", clear)
+        if named:  # pending no more: the pointer keeps only reminders added since
+            await self._point_reminders(patient_id, lambda ids: ids - named)
+
+    async def _point_reminders(
+        self, patient_id: str, change: Callable[[set[str]], set[str]]
+    ) -> None:
+        """Change the reminders a patient's pointer names: written over its winner with
+        what every leaf named, then the other leaves go (409: read again)."""
+        doc_id = shape.reminders_doc_id(patient_id)
+        for _ in range(_TRIES):
+            leaves = (await self._client.leaves_by_id(self._db, [doc_id])).get(doc_id, [])
+            named = shape.reminder_ids(leaves)
+            wanted = change(named)
+            if leaves and len(leaves) == 1 and wanted == named:
+                return
+            body: Doc = {"_id": doc_id, "type": "rem", "reminders": sorted(wanted)}
+            if leaves:
+                body["_rev"] = leaves[0]["_rev"]
+            try:
+                await self._client.put_status(self._path(doc_id), body)
+            except Conflict:
+                await asyncio.sleep(random.uniform(0, 0.02))  # let the rival finish
+                continue
+            await self._client.delete_leaves(self._db, doc_id, leaves[1:])
+            return
+        raise StoreUnavailable(f"Could not update {doc_id} in {self._db}: too many rival writes.")
 
     async def noticed(self, phones: Iterable[str], since: dt.datetime) -> set[str]:
         found = set()

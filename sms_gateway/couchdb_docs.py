@@ -61,6 +61,20 @@ def provider_doc_id(provider_id: str) -> str:
     return "pid:" + hashlib.sha256(provider_id.encode()).hexdigest()[:40]
 
 
+def reminders_doc_id(patient_id: str) -> str:
+    """The pointer from a patient to their reminders (``{"type": "rem", "reminders": [id,
+    ...]}``), read by id (a quorum read): a delivery reported through any instance a moment
+    after the registration that made a reminder clears it, which the ``reminders`` view on
+    a cluster may not list yet (that reminder would then go out)."""
+    return "rem:" + hashlib.sha256(patient_id.encode()).hexdigest()[:40]
+
+
+def reminder_ids(leaves: list[Doc]) -> set[str]:
+    """The reminders a patient's pointer names, in every leaf (two instances adding at once
+    on a cluster may each leave one)."""
+    return {str(i) for leaf in leaves for i in leaf.get("reminders") or ()}
+
+
 def incoming_doc_id(channel: str, external_id: str) -> str:
     """One id per (channel, gateway id): a repeat is the same document."""
     digest = hashlib.sha256(f"{channel}\x1f{external_id}".encode()).hexdigest()[:40]

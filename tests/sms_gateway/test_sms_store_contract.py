@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
+from sms_gateway import couchdb_docs as shape
 from sms_gateway.couchdb import CouchSms
 from sms_gateway.embedded import EmbeddedSms
 from sms_gateway.listing import Filters
@@ -285,6 +286,78 @@ async def test_a_provider_id_without_its_pointer_is_found_by_the_view(couch: Bac
     assert isinstance(store, CouchSms)
     await store._update(f"out:{offered.id}", lambda doc: {**doc, "provider_id": "ATXold"})
     assert await couch.second.by_provider_id("ATXold") == (offered.id, 1)
+
+
+def _reminders_view_lags(store: SmsStore) -> list[str]:
+    """``store``'s ``reminders`` view answers no rows, as a cluster node that has not had
+    the writes of a moment ago answers; the requests it made are listed."""
+    assert isinstance(store, CouchSms)
+    client = store._client
+    json = client.json
+    asked: list[str] = []
+
+    async def lagging(method: str, where: str, **kw: object) -> object:
+        asked.append(where)
+        if "/_view/reminders" in where:
+            return {"total_rows": 0, "offset": 0, "rows": []}
+        return await json(method, where, **kw)  # type: ignore[arg-type]
+
+    client.json = lagging  # type: ignore[method-assign]
+    return asked
+
+
+async def _state_of(store: SmsStore, message_id: str) -> str:
+    assert isinstance(store, CouchSms)
+    found = await store._client.leaves_by_id(store._db, [f"out:{message_id}"])
+    return str(found[f"out:{message_id}"][0]["state"])
+
+
+@ONLY_COUCHDB
+async def test_a_reminder_made_a_moment_ago_is_cleared_through_another_instance(
+    couch: Backend,
+) -> None:
+    """The registration that made a reminder and the delivery that clears it may come a
+    moment apart through two instances: the reminder is found by its patient's pointer (a
+    read by id), not only by a view, and does not go out."""
+    await couch.store.finish([], [outgoing(2, None, "reminder")], [], NOW)
+    asked = _reminders_view_lags(couch.second)
+    await couch.second.finish([], [], ["P2"], NOW)
+    assert any("/_view/reminders" in where for where in asked)  # the view was asked too
+    assert await _state_of(couch.second, "key2-reminder") == OutState.CLEARED.value
+    assert await _named("P2", couch.second) == set()  # cleared: named no more
+    # A reminder of a later registration is named, and cleared by the next delivery.
+    later = replace(outgoing(2, None, "reminder"), id="key2-later-reminder")
+    await couch.store.finish([], [later], [], NOW)
+    assert await _named("P2", couch.second) == {"key2-later-reminder"}
+    await couch.second.finish([], [], ["P2"], NOW)
+    assert await _state_of(couch.second, "key2-later-reminder") == OutState.CLEARED.value
+
+
+async def _named(patient_id: str, store: SmsStore) -> set[str]:
+    """The reminders a patient's pointer names."""
+    assert isinstance(store, CouchSms)
+    pointer = shape.reminders_doc_id(patient_id)
+    found = await store._client.leaves_by_id(store._db, [pointer])
+    return shape.reminder_ids(found.get(pointer, []))
+
+
+@ONLY_COUCHDB
+async def test_two_instances_adding_reminders_of_one_patient_at_once_keep_both(
+    couch: Backend,
+) -> None:
+    first = outgoing(4, None, "reminder")
+    others = [NewOutgoing(**{**vars(first), "id": f"key4-{n}-reminder"}) for n in range(1, 6)]
+    await asyncio.gather(
+        couch.store.finish([], [first], [], NOW),
+        *(
+            (couch.second if n % 2 else couch.store).finish([], [other], [], NOW)
+            for n, other in enumerate(others)
+        ),
+    )
+    _reminders_view_lags(couch.second)
+    await couch.second.finish([], [], ["P4"], NOW)
+    for message in [first, *others]:
+        assert await _state_of(couch.second, message.id) == OutState.CLEARED.value
 
 
 async def test_languages_and_notices(backend: Backend) -> None:
