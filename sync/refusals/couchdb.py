@@ -19,9 +19,17 @@ plus ``_design/refusals`` (views ``by_worker`` [worker, last_at, ident] with a
   an instance id and adds only to its own entry of ``counts``; the count is their
   sum.  Two updates that both went through against one ``_rev`` in a cluster (202)
   leave two leaves; every read and the next write merge them (each instance's
-  highest entry, the latest ``last_at``), so no count is lost.  A write whose
-  answer was lost is not retried (the recorder logs and drops the batch): a count
-  may be missing then, never doubled.
+  highest entry, the latest ``last_at``).  An instance's entry is what it last
+  wrote there plus what it adds, not what it read: on a cluster a read may miss
+  our own write of a moment ago (taken by fewer than a quorum of copies), and a
+  write answered 409 may still have landed on one copy, and be retried.  So an
+  adapter writes its entries one batch at a time (two of its writes from one read,
+  both taken, would each add to the same entry and one be lost), and remembers
+  what it wrote to each document (the newest ``OWN_KEPT``), for the
+  document's incarnation (``born``, new at each creation: a document cut or pruned
+  and made again starts from nothing).  A write whose answer was lost is not
+  retried (the recorder logs and drops the batch): a count may be missing then,
+  never doubled.
 - **Sealed.**  The body is the sealer's output (never plaintext), kept as an
   attachment, so the views and listings never carry it.
 - **Cap and pruning by anyone.**  Deletes carry the ``_rev`` read; only deletes that
@@ -36,6 +44,7 @@ import base64
 import hashlib
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -60,6 +69,7 @@ VERSION = 1
 FEW_WORKERS = 20  # more workers than this with refusals: one walk of by_time, filtered
 PAGE = 500  # rows a request when walking a view
 _TRIES = 50
+OWN_KEPT = 100_000  # documents whose entry this instance remembers (about 100 bytes each)
 MAX = "\ufff0"  # sorts after any text a key holds here
 
 
@@ -78,6 +88,12 @@ class CouchRefusals:
         self._client, self._db = client, db
         self._instance = instance or uuid.uuid4().hex[:16]
         self._design = DesignOnce(client, db, "refusals", VIEWS, VERSION)
+        # document id -> (its ``born``, our entry in its ``counts`` as we last wrote it)
+        self._own: OrderedDict[str, tuple[str | None, int]] = OrderedDict()
+        # One writer of our entries at a time: two of our writes from one read, both
+        # taken on a cluster (202), would each add to the same entry, and one be lost.
+        self._recording = asyncio.Lock()
+        self._dropping = asyncio.Lock()
 
     @classmethod
     def for_prefix(cls, client: CouchClient, prefix: str) -> CouchRefusals:
@@ -89,12 +105,13 @@ class CouchRefusals:
             return
         await self._design.ensure()
         pending = _grouped(refusals)
-        for _ in range(_TRIES):
-            pending = await self._write(pending)
-            if not pending:
-                break
-        else:
-            raise StoreUnavailable("Could not record refused records (busy); they are dropped.")
+        async with self._recording:
+            for _ in range(_TRIES):
+                pending = await self._write(pending)
+                if not pending:
+                    break
+            else:
+                raise StoreUnavailable("Could not record refused records (busy); they are dropped.")
         for worker in sorted({r.worker for r in refusals}):
             await self.cut(worker, per_worker)
 
@@ -110,6 +127,9 @@ class CouchRefusals:
         again = {r["id"]: pending[r["id"]] for r in results if r.get("error") == "conflict"}
         _raise_other(results)
         done = {r["id"] for r in results if "error" not in r}
+        for doc in docs:
+            if doc["_id"] in done:
+                self._wrote(doc)
         await self._bulk([_deletion(leaf) for leaf in losers if leaf["_id"] in done], check=False)
         return again
 
@@ -129,6 +149,7 @@ class CouchRefusals:
             "last_at": max(n.at for n in news),
             "body_bytes": first.body_bytes,
             "counts": {self._instance: sum(n.times for n in news)},
+            "born": uuid.uuid4().hex,
         }
         if first.body is not None:
             doc.update(key_ref=first.body.key_ref, truncated=first.body.truncated)
@@ -140,12 +161,31 @@ class CouchRefusals:
 
     def _updated(self, leaves: list[dict[str, Any]], news: list[NewRefusal]) -> dict[str, Any]:
         doc = merged(leaves)
-        counts: dict[str, int] = doc["counts"]
-        counts[self._instance] = counts.get(self._instance, 0) + sum(n.times for n in news)
+        self._add_own(doc, sum(n.times for n in news))
         doc["last_at"] = max([doc["last_at"], *(n.at for n in news)])
         # Instances record at once: the first refusal is the earliest, whoever created it.
         doc["first_at"] = min([doc["first_at"], *(n.at for n in news)])
         return doc
+
+    def _add_own(self, doc: dict[str, Any], add: int) -> None:
+        """Our entry in ``doc["counts"]`` (as read, merged) moved on by ``add``, from what we
+        last wrote to this incarnation of the document rather than from what was read."""
+        counts: dict[str, int] = doc["counts"]
+        read = counts.get(self._instance, 0)
+        known = self._own.get(str(doc["_id"]))
+        if known is None or known[0] != doc.get("born"):  # not written by us (or forgotten)
+            counts[self._instance] = read + add
+            return
+        # Read less: a copy that missed our last write.  Read ours plus ``add``: this very
+        # write, answered 409 yet taken by one copy, being retried.  Neither adds twice.
+        counts[self._instance] = max(known[1] + add, read)
+
+    def _wrote(self, doc: Mapping[str, Any]) -> None:
+        key = str(doc["_id"])
+        self._own[key] = (doc.get("born"), int(doc["counts"].get(self._instance, 0)))
+        self._own.move_to_end(key)
+        while len(self._own) > OWN_KEPT:
+            self._own.popitem(last=False)
 
     # -- the per-worker cap -------------------------------------------------------------
     async def cut(self, worker: str, per_worker: int) -> int:
@@ -186,17 +226,24 @@ class CouchRefusals:
 
     async def _count_dropped(self, worker: str, gone: int, last_at: str) -> None:
         key = f"dropped:{worker}"
+        async with self._dropping:
+            await self._add_dropped(key, worker, gone, last_at)
+
+    async def _add_dropped(self, key: str, worker: str, gone: int, last_at: str) -> None:
         for _ in range(_TRIES):
             leaves = (await self._client.leaves_by_id(self._db, [key])).get(key, [])
             doc: dict[str, Any] = merged(leaves) if leaves else {"_id": key, "type": "dropped"}
-            counts: dict[str, int] = doc.setdefault("counts", {})
-            counts[self._instance] = counts.get(self._instance, 0) + gone
+            if not leaves:
+                doc["born"] = uuid.uuid4().hex
+            doc.setdefault("counts", {})
+            self._add_own(doc, gone)
             doc["worker"] = worker
             doc["last_at"] = max(str(doc.get("last_at", "")), last_at)
             [result] = await self._bulk([doc], check=False)
             if result.get("error") == "conflict":
                 continue
             _raise_other([result])
+            self._wrote(doc)
             await self._bulk([_deletion(leaf) for leaf in leaves[1:]], check=False)
             return
         raise StoreUnavailable(f"Could not count the refusals dropped for {worker}; try again.")

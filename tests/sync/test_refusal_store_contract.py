@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from couchdb_server import couch_request
@@ -193,6 +194,62 @@ async def test_two_instances_recording_one_refusal_at_once_lose_no_count(
     assert await first.counts(["alice"]) == {"alice": 1}
     found = await first.get(kept.id)
     assert found is not None and found[1] == SealedBody("ref-1", b"sealed r1", False)
+
+
+async def test_a_write_made_from_a_read_that_missed_our_last_one_loses_no_count(
+    two: tuple[RefusalStore, RefusalStore],
+) -> None:
+    """On a cluster, a copy that has not had our last write yet may answer our next read,
+    and take the write made from it (202), beside the other: the count that write carries
+    must still hold what we added before, not what that copy showed."""
+    first, _ = two
+    assert isinstance(first, CouchRefusals)
+    await first.record([refused("r1", 0)], per_worker=10)
+    key = couch_refusals.doc_id_of(couch_refusals.ident_of("alice", "r1", "1-a"))
+    client = first._client
+    [behind] = (await client.leaves_by_id(first._db, [key]))[key]
+    await first.record([refused("r1", 1)], per_worker=10)
+    leaves_by_id, json = client.leaves_by_id, client.json
+    lagging = [True]
+
+    async def read_from_the_copy_behind(db: str, ids: Sequence[str], **kw: Any) -> Any:
+        if key in ids and lagging[0]:
+            return {key: [behind]}
+        return await leaves_by_id(db, ids, **kw)
+
+    async def taken_by_the_copy_behind(method: str, where: str, **kw: Any) -> Any:
+        docs = (kw.get("body") or {}).get("docs") or [{}]
+        if where.endswith("/_bulk_docs") and docs[0].get("_rev") == behind["_rev"]:
+            lagging[0] = False
+            start, parent = behind["_rev"].split("-")
+            ours = {**docs[0], "_rev": f"{int(start) + 1}-{'f' * 32}"}
+            ours["_revisions"] = {"start": int(start) + 1, "ids": ["f" * 32, parent]}
+            body = {"docs": [ours], "new_edits": False}
+            await json("POST", where, body=body)  # a branch beside our last write
+            return [{"id": key, "rev": ours["_rev"], "ok": True}]
+        return await json(method, where, **kw)
+
+    client.leaves_by_id = read_from_the_copy_behind  # type: ignore[method-assign,assignment]
+    client.json = taken_by_the_copy_behind  # type: ignore[method-assign]
+    await first.record([refused("r1", 2)], per_worker=10)
+    assert not lagging[0]
+    [kept] = await first.for_workers(["alice"], 10)
+    assert kept.count == 3
+
+
+async def test_a_refusal_cut_and_made_again_counts_from_nothing(
+    two: tuple[RefusalStore, RefusalStore],
+) -> None:
+    """What an instance remembers adding to a document is for that document's life: cut,
+    then made again by another instance, it does not carry the old count."""
+    first, second = two
+    await first.record([refused("r1", 0, times=3)], per_worker=10)
+    await first.record([refused(f"n{i}", 10 + i) for i in range(3)], per_worker=3)  # r1 cut
+    assert "r1" not in [r.doc_id for r in await first.for_workers(["alice"], 10)]
+    await second.record([refused("r1", 20)], per_worker=10)
+    await first.record([refused("r1", 21)], per_worker=10)
+    kept = {r.doc_id: r.count for r in await second.for_workers(["alice"], 10)}
+    assert kept["r1"] == 2
 
 
 async def test_two_instances_cutting_at_once_count_each_dropped_refusal_once(
