@@ -108,6 +108,19 @@ async def error_middleware(
             MethodNotAllowed(f"Only {', '.join(sorted(exc.allowed_methods))} allowed").to_json(),
             status=405,
         )
+    except web.HTTPException:
+        raise  # aiohttp's own answers: redirects and the like
+    except Exception:
+        # A bug.  Logged with its traceback; the client gets JSON it can read (PouchDB
+        # could not parse aiohttp's text page, and showed "invalid json") naming the
+        # request, never the exception's text (it may quote data).  An answer already
+        # under way cannot be replaced: its connection is closed instead.
+        if request.get(requestlog.STARTED):
+            raise
+        log.exception("request_crashed", route=app_metrics.route_of(request))
+        rid = request.get(requestlog.REQUEST_ID, "")
+        reason = f"Unexpected server error; the server's log has it under request id {rid}."
+        return json_response(FieldsyncError(reason).to_json(), status=500)
 
 
 COMPRESS_ABOVE = 1024

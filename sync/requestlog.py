@@ -70,8 +70,13 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         structlog.contextvars.clear_contextvars()
 
 
+STARTED = web.RequestKey("answer_started", bool)
+
+
 async def mark_answer(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: the id on every answer, aiohttp's own 500 included."""
+    """``on_response_prepare``: the id on every answer, aiohttp's own 500 included; and
+    that an answer has started (a failure after that cannot be answered any more)."""
+    request[STARTED] = True
     if REQUEST_ID in request:
         response.headers[HEADER] = request[REQUEST_ID]
 

@@ -259,3 +259,27 @@ async def test_bad_query_parameters_are_400(api: Api, params: dict[str, str], na
     path = "/health/_all_docs" if name != "revs" else "/health/p1"
     status, body = await api.call("GET", path, **params)
     assert status == 400 and name in body["reason"]
+
+
+# -- a bug -------------------------------------------------------------------------------
+async def test_a_failure_nobody_foresaw_answers_json_naming_the_request_not_the_error(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception no handler turns into an error of ours (a bug) answers a JSON 500, as
+    CouchDB does, which PouchDB can show (aiohttp's own page is text: "invalid json"),
+    naming the request id the server's log has it under, never the exception's text."""
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("patient Jane Wanjiru, 12 Mango Street")
+
+    monkeypatch.setattr("sync.replication.reads.Reader.bulk_get", broken)
+    headers = {**as_user("admin"), "X-Request-Id": "trace-42"}
+    body = {"docs": [{"id": "p1"}]}
+    response = await client.request("POST", "/health/_bulk_get", json=body, headers=headers)
+    answer = await response.json()
+    assert response.status == 500 and response.content_type == "application/json"
+    assert answer["error"] == "unknown_error" and "trace-42" in answer["reason"]
+    assert "Jane" not in await response.text()
+    assert response.headers["X-Request-Id"] == "trace-42"
+    status, _ = await Api(client).call("GET", "/health/")  # the server goes on
+    assert status == 200
