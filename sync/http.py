@@ -95,6 +95,11 @@ def flag(request: web.Request, name: str, default: bool = False) -> bool:
     raise BadRequest(f"Query parameter {name} must be true or false.")
 
 
+# The largest integer a query parameter may hold: JavaScript's largest exact one (what a
+# client means by "no limit"), far below SQLite's, with room for a ``limit + 1``.
+MAX_INTEGER = 2**53 - 1
+
+
 def integer(
     request: web.Request, name: str, default: int | None = None, minimum: int = 0
 ) -> int | None:
@@ -107,6 +112,8 @@ def integer(
         raise BadRequest(f"Query parameter {name} must be an integer.") from exc
     if number < minimum:
         raise BadRequest(f"Query parameter {name} must be at least {minimum}.")
+    if number > MAX_INTEGER:  # past any count, and past what SQLite's integers hold
+        raise BadRequest(f"Query parameter {name} must be at most {MAX_INTEGER}.")
     return number
 
 

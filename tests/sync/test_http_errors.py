@@ -283,3 +283,23 @@ async def test_a_failure_nobody_foresaw_answers_json_naming_the_request_not_the_
     assert response.headers["X-Request-Id"] == "trace-42"
     status, _ = await Api(client).call("GET", "/health/")  # the server goes on
     assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/health/_all_docs", "limit"),
+        ("/health/_all_docs", "skip"),
+        ("/health/_changes", "limit"),
+    ],
+)
+async def test_a_number_past_any_count_is_refused_by_name_and_the_largest_taken(
+    api: Api, path: str, name: str
+) -> None:
+    """Found by the read fuzz: ``limit=10^23`` reached SQLite, which cannot hold it (500)."""
+    status, body = await api.call("GET", path, **{name: str(10**23)})
+    assert (
+        status == 400 and body["reason"] == f"Query parameter {name} must be at most {2**53 - 1}."
+    )
+    status, _ = await api.call("GET", path, **{name: str(2**53 - 1)})
+    assert status == 200
