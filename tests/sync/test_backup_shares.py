@@ -8,7 +8,7 @@ import secrets
 
 import pytest
 import segno
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from sync.backup import cli as backup_cli
@@ -55,15 +55,17 @@ def test_a_share_survives_its_text_case_and_spaces() -> None:
     assert shares.parse(spaced) == share
 
 
-@given(st.data())
-def test_any_one_character_typo_is_caught_by_the_check(data: st.DataObject) -> None:
-    text = shares.split(bytes(range(32)), ARCHIVE, 3, 4)[2].text()
-    where = data.draw(st.integers(0, len(text) - 1))
-    typo = data.draw(
-        st.sampled_from("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-").filter(lambda c: c != text[where])
-    )
+# One share for every example: a share's text is random (the polynomial's coefficients), and
+# Hypothesis replays an example only if what it draws from does not change between runs.
+TYPED = shares.split(bytes(range(32)), ARCHIVE, 3, 4)[2].text()
+SYMBOLS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-"
+
+
+@given(st.integers(0, len(TYPED) - 1), st.sampled_from(SYMBOLS))
+def test_any_one_character_typo_is_caught_by_the_check(where: int, typo: str) -> None:
+    assume(typo != TYPED[where])
     with pytest.raises(ShareError):
-        shares.parse(text[:where] + typo + text[where + 1 :], "share 3")
+        shares.parse(TYPED[:where] + typo + TYPED[where + 1 :], "share 3")
 
 
 def test_a_typo_names_the_share_and_says_what_to_do() -> None:
