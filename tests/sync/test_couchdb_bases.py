@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from sync.config import Endpoint
-from sync.store.base import Position, RevisionWrite
+from sync.store.base import LogPage, Position, RevisionWrite
 from sync.store.couchdb import bases, layout
 from sync.store.couchdb.ahead import after
 from sync.store.couchdb.client import CouchClient, path
@@ -110,6 +110,13 @@ async def made(store: CouchStore, place: str = P1) -> bool:
     return await store.bases.build(data, place, store._base_pages(DB, place))
 
 
+async def first_page_from_a_base(store: CouchStore) -> tuple[LogPage, dict[str, Position]]:
+    """P1's base made, and a phone's first page of P1 read (from it); the cursor after it."""
+    assert await made(store)
+    page = await store.place_changes(DB, frozenset({P1}), {}, LIMIT)
+    return page, after({}, page)
+
+
 async def pointer(store: CouchStore, place: str = P1) -> dict[str, Any] | None:
     data = layout.data_db(store.prefix, DB)
     found = await store.client.leaves_by_id(data, [bases.pointer_id(place)])
@@ -172,10 +179,8 @@ async def test_a_move_while_a_phone_is_inside_the_base_stops_its_use(
     stores: list[CouchStore],
 ) -> None:
     first, second = stores
-    assert await made(first)
-    page = await first.place_changes(DB, frozenset({P1}), {}, LIMIT)
+    _, at = await first_page_from_a_base(first)
     assert first.bases.used == LIMIT
-    at = after({}, page)
     await ok(second, rw("d29", "2-m", "1-a", place=P2))
     used = first.bases.used
     sent, _ = await pull(first, frozenset({P1}), at)
@@ -220,9 +225,7 @@ async def test_a_phone_inside_a_base_goes_on_through_an_instance_that_never_read
     stores: list[CouchStore],
 ) -> None:
     first, second = stores
-    assert await made(first)
-    page = await first.place_changes(DB, frozenset({P1}), {}, LIMIT)
-    at = after({}, page)
+    page, at = await first_page_from_a_base(first)
     first_part = {r.change.id for r in page.rows if r.change}
     rest, _ = await pull(second, frozenset({P1}), at)
     assert second.bases.used == 0  # its cursor is past the start: the log
