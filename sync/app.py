@@ -63,6 +63,7 @@ from sync.people_store import couchdb as couch_accounts
 from sync.people_store.backends import account_ports
 from sync.refusals import couchdb as couch_refusals
 from sync.replication import routes as replication_routes
+from sync.replication.ahead import Ahead
 from sync.replication.changes import ChangesFeed, SnapshotRegistry
 from sync.replication.context import Parts
 from sync.replication.notifier import Notifier
@@ -205,7 +206,8 @@ async def _answering(
     app[AUDIT] = audit
     ext = app[EXTENSIONS]
     validators = tuple(make(app) for make in ext.validators)  # before any worker writes
-    parts = Parts(documents, Vault(keys), notifier, validators, audit=audit)
+    ahead = Ahead() if audit.remote is not None else None  # entries cost a write each
+    parts = Parts(documents, Vault(keys), notifier, validators, audit=audit, ahead=ahead)
     reader = Reader(parts)
     snapshots = SnapshotRegistry(
         lambda h, p: store.write_tx(lambda c: save_snapshot(c, h, p)),

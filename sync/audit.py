@@ -35,6 +35,8 @@ document writes go instead to this instance's own chain in CouchDB
 of :class:`AuditLog`), stored before the answer goes out; admin changes and
 management commands, which change the data dir's file, keep their entry in the
 data dir's chain, in the same transaction.  ``fieldsync audit verify`` checks both.
+There each entry costs a CouchDB write, so a read also names what the caller's
+changes pages announced and it reads next (:mod:`sync.replication.ahead`).
 
 Storage is reached only through the audit port (:mod:`sync.audit_store`): the
 chain's arithmetic is :mod:`sync.audit_store.links`, the SQL is
@@ -225,6 +227,18 @@ class AuditLog:
         stake = _STAKE.get(None)
         if stake is not None:  # what this request's answer waits for
             stake[0] = self._recorded
+
+    @property
+    def last_number(self) -> int:
+        """The number of the last entry recorded (0: none yet)."""
+        return self._recorded
+
+    def wait_for(self, number: int) -> None:
+        """The current request's answer also waits for entry ``number``, which another
+        request recorded (:mod:`sync.replication.ahead`: an entry naming what it reads)."""
+        holder = _STAKE.get(None)
+        if holder is not None:
+            holder[0] = max(holder[0], number)
 
     def stamp(
         self, actor: str, device: str | None, action: str = "write", detail: str | None = None

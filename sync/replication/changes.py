@@ -120,6 +120,12 @@ class ChangesFeed:
         return f"{store_seq}-{await self.snapshots.name(read)}"
 
     async def page(self, db: str, caller: Caller, query: ChangesQuery) -> ChangesPage:
+        page = await self._page(db, caller, query)
+        if not query.include_docs:  # with the bodies, the page recorded their read
+            self.parts.announced(db, caller, (str(row["id"]) for row in page.results))
+        return page
+
+    async def _page(self, db: str, caller: Caller, query: ChangesQuery) -> ChangesPage:
         if isinstance(self.parts.store, LogStore):
             return await self._log_page(self.parts.store, db, caller, query)
         info = await self.parts.store.db_info(db, frozenset())

@@ -13,10 +13,13 @@ from sync.audit import AuditLog, AuditStamp
 from sync.errors import Forbidden
 from sync.extensions import Validator
 from sync.replication import revtree
+from sync.replication.ahead import Ahead
 from sync.replication.notifier import Notifier
 from sync.scopes import PlaceTree, Scope, User
 from sync.store.base import SHARED, DocMeta, DocStore, StoredRevision
 from sync.vault import Vault
+
+READ_AHEAD_DETAIL = "announced to this device by a changes page: read in the next minutes"
 
 # Sealed local documents are ``LOCAL_SEALED key_ref NUL ciphertext``; older ones are plain JSON.
 LOCAL_SEALED = b"fs-local-1\x00"
@@ -60,6 +63,8 @@ class Parts:
     notifier: Notifier
     validators: tuple[Validator, ...] = ()  # the packages' (sync.extensions)
     audit: AuditLog | None = None
+    # With a remote audit trail: reads of what changes pages announced share entries.
+    ahead: Ahead | None = None
     # Writes refused because the document lives in a place outside the writer's
     # capture scope (each also audited as "write_refused"): a count to watch.
     refused_writes: int = 0
@@ -175,10 +180,33 @@ class Parts:
         stored = await self.store.get_revisions(db, wanted)
         readable = {k: s for k, s in stored.items() if caller.scope.can_read(s.place)}
         await self.vault.warm_refs({s.key_ref for s in readable.values()})
-        self.record(caller, "read", db, (doc_id for doc_id, _ in readable))
+        self.record_read(caller, db, sorted({doc_id for doc_id, _ in readable}))
         if self.audit is not None:  # stored while the bodies are opened and encoded
             self.audit.send_early()
         return {k: (s, self.vault.open_body(db, s)) for k, s in readable.items()}
+
+    def announced(self, db: str, caller: Caller, doc_ids: Iterable[str]) -> None:
+        """A changes page listed these to the caller, who reads them next."""
+        if self.ahead is not None:
+            self.ahead.announce((caller.name, caller.device, db), doc_ids)
+
+    def record_read(self, caller: Caller, db: str, doc_ids: list[str]) -> None:
+        """The entry of a read; with :attr:`ahead`, it also names what the caller was
+        announced and will read next, and reads an entry names already record nothing
+        (their answer waits for that entry instead)."""
+        if self.ahead is None or self.audit is None:
+            self.record(caller, "read", db, doc_ids)
+            return
+        key = (caller.name, caller.device, db)
+        unnamed, stake = self.ahead.reading(key, doc_ids)
+        self.audit.wait_for(stake)
+        if not unnamed:
+            return
+        self.record(caller, "read", db, unnamed)
+        ahead = self.ahead.ahead_of(key, unnamed)
+        if ahead:
+            self.record(caller, "read_ahead", db, ahead, detail=READ_AHEAD_DETAIL)
+        self.ahead.named(key, [*unnamed, *ahead], self.audit.last_number)
 
     async def seal_local(self, db: str, owner: str, doc_id: str, body: dict[str, Any]) -> bytes:
         """A ``_local`` body sealed like any other (clients may keep PHI in them).

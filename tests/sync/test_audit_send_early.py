@@ -9,77 +9,15 @@ append may have taken them), and a request that recorded nothing waits for nobod
 from __future__ import annotations
 
 import asyncio
-import contextvars
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 import pytest
+from gated_audit import flush as _flush
+from gated_audit import gated_audit as _audit
+from gated_audit import request_context as _request
+from gated_audit import run_in as _run
+from gated_audit import settle as _settle
 
-from sync import audit as audit_trail
-from sync.audit import AuditLog, Entry
 from sync.errors import StoreUnavailable
-
-
-class Gated:
-    """A remote whose appends wait for ``gate``; ``fail`` makes the next ones fail."""
-
-    def __init__(self) -> None:
-        self.gate = asyncio.Event()
-        self.batches: list[list[str]] = []
-        self.stored: list[str] = []
-        self.kept: list[str] = []  # a failed append's entries, sent with the next
-        self.fail = 0
-
-    async def append(self, entries: Sequence[Entry]) -> None:
-        self.kept += [e.action for e in entries]
-        self.batches.append([e.action for e in entries])
-        await self.gate.wait()
-        if self.fail:
-            self.fail -= 1
-            raise StoreUnavailable("CouchDB is away")
-        self.stored += self.kept
-        self.kept = []
-
-    async def close(self) -> None:
-        return None
-
-
-class NoLocal:
-    chain: Any = None
-
-    async def append(self, entries: Sequence[Entry]) -> None:
-        raise AssertionError("entries go to the remote")
-
-    async def move(self, entries: Sequence[tuple[int, Entry]]) -> None:
-        raise AssertionError("entries go to the remote")
-
-
-def _audit() -> tuple[AuditLog, Gated]:
-    remote = Gated()
-    return AuditLog(NoLocal(), remote=remote), remote
-
-
-def _request() -> contextvars.Context:
-    """A context like the audit middleware's for one request."""
-    context = contextvars.copy_context()
-    context.run(audit_trail._STAKE.set, [0])
-    return context
-
-
-def _run(context: contextvars.Context, work: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
-    async def run() -> None:
-        await work()
-
-    return asyncio.get_running_loop().create_task(run(), context=context)
-
-
-async def _flush(audit: AuditLog) -> None:
-    await audit.flush(audit_trail.stake())
-
-
-async def _settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def test_a_read_is_sent_before_the_answer_is_made_and_the_answer_waits_for_it() -> None:
