@@ -74,15 +74,26 @@ async def bulk_get(session: aiohttp.ClientSession, org: ServerProcess, ids: list
     assert all("ok" in r["docs"][0] for r in results), results
 
 
+async def announced(admin: Admin, org: ServerProcess, count: int) -> list[list[str]]:
+    """``count`` full pages of documents in alice's place, announced to her phone."""
+    await admin.bulk_docs(make_docs("area-a1", count * PAGE, "a1"))
+    async with aiohttp.ClientSession(headers=alice(org)) as phone:
+        pages = await changes_pages(phone, org, count)
+    assert [len(p) for p in pages] == [PAGE] * count
+    return pages
+
+
+async def phone_reads(org: ServerProcess, ids: list[str]) -> None:
+    async with aiohttp.ClientSession(headers=alice(org)) as phone:
+        await bulk_get(phone, org, ids)
+
+
 async def test_three_pages_announced_then_read_cost_two_entries_and_name_every_document(
     admin: Admin, org: ServerProcess, couchdb_url: str, couch_prefix: str
 ) -> None:
-    await admin.bulk_docs(make_docs("area-a1", 3 * PAGE, "a1"))
-    async with aiohttp.ClientSession(headers=alice(org)) as session:
-        pages = await changes_pages(session, org, 3)
-        assert [len(p) for p in pages] == [PAGE] * 3
-        for ids in pages:
-            await bulk_get(session, org, ids)
+    pages = await announced(admin, org, 3)
+    for ids in pages:
+        await phone_reads(org, ids)
     entries = reads_of(trail(couchdb_url, couch_prefix), "alice")
     assert [(e["action"], sorted(e["doc_ids"])) for e in entries] == [
         ("read", sorted(pages[0])),
@@ -94,10 +105,8 @@ async def test_three_pages_announced_then_read_cost_two_entries_and_name_every_d
 async def test_another_caller_reading_what_was_named_for_the_phone_records_its_own_read(
     admin: Admin, org: ServerProcess, couchdb_url: str, couch_prefix: str
 ) -> None:
-    await admin.bulk_docs(make_docs("area-a1", 2 * PAGE, "a1"))
-    async with aiohttp.ClientSession(headers=alice(org)) as phone:
-        pages = await changes_pages(phone, org, 2)
-        await bulk_get(phone, org, pages[0])
+    pages = await announced(admin, org, 2)
+    await phone_reads(org, pages[0])
     await bulk_get(admin.session, org, pages[1])
     entries = reads_of(trail(couchdb_url, couch_prefix), "alice")
     assert [(e["action"], e["device"], sorted(e["doc_ids"])) for e in entries] == [

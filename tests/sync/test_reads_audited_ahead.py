@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pytest
 from gated_audit import flush, gated_audit, request_context, run_in, settle
+from kept_for_a_moment import Clock
 
 from sync.audit import AuditLog
 from sync.errors import StoreUnavailable
@@ -29,14 +30,6 @@ ALICE: CallerKey = ("alice", "PHONE-alice", DB)
 def page(number: int, size: int = 100) -> list[str]:
     """The ids of the n-th changes page of a pull."""
     return [f"p{number}-{n:03d}" for n in range(size)]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_read_names_what_was_announced_and_later_reads_of_it_need_no_entry() -> None:
