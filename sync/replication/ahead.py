@@ -19,9 +19,10 @@ The trail so names every document whose body went to a caller, stored before
 the body went, at most :data:`WINDOW` seconds before; it may also name
 documents announced and never read (a pull cut short).  Nothing here decides
 what a caller may read: a read is checked as before, and only then is its
-entry looked up.  What this process remembers is a cache of a few hundred
-thousand ids: a restart, another instance, or an id pushed out costs one entry
-more, never one less.
+entry looked up.  What this process remembers is a bounded cache (at most
+:data:`ANNOUNCED_KEPT` announced ids and :data:`NAMED_KEPT` named ones): a
+restart, another instance, or an id pushed out costs one entry more, never one
+less.
 """
 
 from __future__ import annotations
